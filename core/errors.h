@@ -1,0 +1,45 @@
+#pragma once
+// Errors: user mistakes throw qkv::Error with what, where, expected and got; broken internal invariants throw
+// qkv::InternalError naming file and line (never abort: a library must not kill its host process).
+#include <fmt/format.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace qkv {
+
+/// A user mistake: bad shape, bad index, bad config value, bad file. The message names the op and the numbers.
+class Error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// A bug in qkv itself (an invariant that should always hold did not).
+class InternalError : public std::logic_error {
+ public:
+  using std::logic_error::logic_error;
+};
+
+/// Throws qkv::Error with a fmt-formatted message.
+template <class... Args>
+[[noreturn]] void fail(fmt::format_string<Args...> f, Args&&... args) {
+  throw Error(fmt::format(f, std::forward<Args>(args)...));
+}
+
+namespace detail {
+[[noreturn]] void assert_fail(const char* cond, const char* file, int line);
+}
+
+}  // namespace qkv
+
+/// Throws qkv::Error(message) unless cond holds.
+#define QKV_CHECK(cond, ...)               \
+  do {                                     \
+    if (!(cond)) ::qkv::fail(__VA_ARGS__); \
+  } while (0)
+
+/// Internal invariant: throws qkv::InternalError naming the condition, file and line.
+#define QKV_ASSERT(cond)                                                    \
+  do {                                                                      \
+    if (!(cond)) ::qkv::detail::assert_fail(#cond, __FILE__, __LINE__);     \
+  } while (0)

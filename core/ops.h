@@ -1,0 +1,103 @@
+#pragma once
+// Every differentiable op, one family per file in core/ops/. Shapes follow torch: broadcasting as in NumPy,
+// dims may be negative. Legend: B batch, T sequence, C or D model width, H heads, V vocabulary, N rows.
+#include "qkv/core/tensor.h"
+
+#include <cstdint>
+#include <vector>
+
+namespace qkv {
+
+// ---- elementwise (core/ops/elementwise.cpp) ------------------------------------------------------------------
+/// a + b with broadcasting.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+Tensor add(const Tensor& a, double s);
+Tensor mul(const Tensor& a, double s);
+Tensor neg(const Tensor& a);
+/// a ** p for a scalar exponent.
+Tensor pow(const Tensor& a, double p);
+Tensor exp(const Tensor& a);
+Tensor log(const Tensor& a);
+Tensor sqrt(const Tensor& a);
+Tensor tanh(const Tensor& a);
+Tensor sigmoid(const Tensor& a);
+Tensor relu(const Tensor& a);
+/// GELU: the exact erf form (approximate = false, torch's default) or the tanh approximation.
+Tensor gelu(const Tensor& a, bool approximate = false);
+/// a += b in place, outside the graph (b broadcast to a's shape).
+void add_(Tensor& a, const Tensor& b);
+
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+inline Tensor operator-(const Tensor& a) { return neg(a); }
+inline Tensor operator+(const Tensor& a, double s) { return add(a, s); }
+inline Tensor operator+(double s, const Tensor& a) { return add(a, s); }
+inline Tensor operator-(const Tensor& a, double s) { return add(a, -s); }
+inline Tensor operator-(double s, const Tensor& a) { return add(neg(a), s); }
+inline Tensor operator*(const Tensor& a, double s) { return mul(a, s); }
+inline Tensor operator*(double s, const Tensor& a) { return mul(a, s); }
+inline Tensor operator/(const Tensor& a, double s) { return mul(a, 1.0 / s); }
+inline Tensor operator/(double s, const Tensor& a) { return mul(pow(a, -1.0), s); }
+
+/// The shape two shapes broadcast to; throws naming `op` and both shapes when they do not.
+Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b);
+/// Sums `g` down to `shape` (the reverse of broadcasting `shape` up to g's shape).
+Tensor sum_to(const Tensor& g, const Shape& shape);
+/// Copies `a` broadcast up to `shape` (torch's expand, materialised).
+Tensor broadcast_to(const Tensor& a, const Shape& shape);
+
+// ---- matmul (core/ops/matmul.cpp) ----------------------------------------------------------------------------
+/// torch.matmul: 1-D, 2-D, and batched (..., N, K) @ (..., K, M) with broadcast batch dims.
+Tensor matmul(const Tensor& a, const Tensor& b);
+
+// ---- shape (core/ops/shape.cpp) ------------------------------------------------------------------------------
+/// Same data, new shape; one dim may be -1.
+Tensor reshape(const Tensor& a, const Shape& shape);
+/// Swaps two dims (copies).
+Tensor transpose(const Tensor& a, int dim0, int dim1);
+/// Reorders dims (copies): out.shape[i] = a.shape[dims[i]].
+Tensor permute(const Tensor& a, const std::vector<int>& dims);
+/// Joins tensors along `dim`; all other dims must match.
+Tensor concat(const std::vector<Tensor>& tensors, int dim);
+/// Elements [start, start + length) along `dim` (copies).
+Tensor narrow(const Tensor& a, int dim, std::int64_t start, std::int64_t length);
+/// Elements [start, end) along `dim`, negative indices counting from the end (copies).
+Tensor slice(const Tensor& a, int dim, std::int64_t start, std::int64_t end);
+/// Inserts a dim of size 1 at `dim`.
+Tensor unsqueeze(const Tensor& a, int dim);
+
+// ---- reductions (core/ops/reduce.cpp) ------------------------------------------------------------------------
+/// Sum of all elements (a scalar).
+Tensor sum(const Tensor& a);
+/// Sum over `dims`, keeping them as size 1 when keepdim.
+Tensor sum(const Tensor& a, const std::vector<int>& dims, bool keepdim = false);
+Tensor mean(const Tensor& a);
+Tensor mean(const Tensor& a, const std::vector<int>& dims, bool keepdim = false);
+/// Largest element (a scalar); the gradient goes to the first maximal element.
+Tensor max(const Tensor& a);
+/// Largest values along `dim` (torch.max(a, dim).values); the gradient goes to the first maximal element.
+Tensor max(const Tensor& a, int dim, bool keepdim = false);
+/// Index of the largest value along `dim` (int64, not differentiable).
+Tensor argmax(const Tensor& a, int dim, bool keepdim = false);
+
+// ---- neural-network ops (core/ops/nn.cpp) --------------------------------------------------------------------
+Tensor softmax(const Tensor& a, int dim);
+Tensor log_softmax(const Tensor& a, int dim);
+enum class Reduction { Mean, Sum, None };
+/// Fused log_softmax + NLL. logits (N, C), targets int64 (N); targets equal to ignore_index are skipped, and
+/// Mean divides by the number of non-ignored targets. None returns (N,) with zeros at ignored rows.
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index = -100,
+                     Reduction reduction = Reduction::Mean);
+/// Where mask (broadcast to a's shape, any dtype) is nonzero, value; elsewhere a.
+Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
+/// Rows of weight (V, D) gathered by int64 ids (...) into (..., D); backward scatter-adds into weight.
+Tensor embedding(const Tensor& weight, const Tensor& ids);
+/// Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !training or p = 0.
+Tensor dropout(const Tensor& a, double p, bool training, Generator& gen = default_generator());
+
+}  // namespace qkv

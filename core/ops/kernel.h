@@ -1,0 +1,126 @@
+#pragma once
+// Private helpers shared by the op files: dtype dispatch and strided N-d iteration. Not installed.
+#include "qkv/core/autograd.h"
+#include "qkv/core/ops.h"
+
+#include <array>
+#include <cstdint>
+
+namespace qkv::kernel {
+
+/// Calls f(float{}) or f(double{}); throws naming `op` for non-floating tensors.
+template <class F>
+decltype(auto) dispatch(const char* op, DType d, F&& f) {
+  switch (d) {
+    case DType::Float32: return f(float{});
+    case DType::Float64: return f(double{});
+    default: break;
+  }
+  fail("{}: expected a float32 or float64 tensor, got {}", op, dtype_name(d));
+}
+
+/// Throws naming `op` unless both tensors are defined and share a dtype.
+inline void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
+  QKV_CHECK(a.defined() && b.defined(), "{}: an operand is undefined", op);
+  QKV_CHECK(a.dtype() == b.dtype(), "{}: mixed dtypes {} (shape {}) and {} (shape {}); convert one with .to()", op,
+            dtype_name(a.dtype()), a.shape().str(), dtype_name(b.dtype()), b.shape().str());
+}
+
+/// Strides that read `in` as if broadcast to `out` (0 along broadcast dims, right-aligned).
+inline Shape broadcast_strides(const Shape& in, const Shape& out) {
+  Shape st = out;
+  const Shape cs = contiguous_strides(in);
+  const int off = out.rank() - in.rank();
+  for (int d = 0; d < out.rank(); ++d) {
+    const int di = d - off;
+    st[d] = (di < 0 || in[di] == 1) ? 0 : cs[di];
+  }
+  return st;
+}
+
+/// For every element of `shape` in row-major order calls f(i, o1, o2): its flat index and its offsets through
+/// strides s1 and s2. The innermost dim runs as a plain loop.
+template <class F>
+void for_each2(const Shape& shape, const Shape& s1, const Shape& s2, F&& f) {
+  const int r = shape.rank();
+  const std::int64_t n = shape.numel();
+  if (n == 0) return;
+  if (r == 0) {
+    f(std::int64_t{0}, std::int64_t{0}, std::int64_t{0});
+    return;
+  }
+  const std::int64_t inner = shape[r - 1], st1 = s1[r - 1], st2 = s2[r - 1];
+  std::array<std::int64_t, Shape::kMaxRank> idx{};
+  std::int64_t o1 = 0, o2 = 0;
+  for (std::int64_t base = 0; base < n; base += inner) {
+    for (std::int64_t j = 0; j < inner; ++j) f(base + j, o1 + j * st1, o2 + j * st2);
+    for (int d = r - 2; d >= 0; --d) {
+      if (++idx[d] < shape[d]) {
+        o1 += s1[d];
+        o2 += s2[d];
+        break;
+      }
+      o1 -= s1[d] * (shape[d] - 1);
+      o2 -= s2[d] * (shape[d] - 1);
+      idx[d] = 0;
+    }
+  }
+}
+
+/// Splits a at `dim` into (outer, n, inner) sizes: the layout every "over one dim" op walks.
+struct DimSplit {
+  std::int64_t outer = 1, n = 1, inner = 1;
+};
+inline DimSplit split_at(const Shape& s, int dim) {
+  DimSplit r;
+  for (int d = 0; d < s.rank(); ++d) {
+    if (d < dim) r.outer *= s[d];
+    else if (d == dim) r.n = s[d];
+    else r.inner *= s[d];
+  }
+  return r;
+}
+
+}  // namespace qkv::kernel
+
+namespace qkv::kernel {
+
+/// out = op(a, b) elementwise with broadcasting, recording nothing. `op` is a generic lambda over T.
+template <class Op>
+Tensor binary(const char* name, const Tensor& a, const Tensor& b, Op op) {
+  check_same_dtype(name, a, b);
+  const Shape s = broadcast_shapes(name, a.shape(), b.shape());
+  Tensor out = Tensor::empty(s, a.dtype());
+  dispatch(name, a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    const T* pb = b.data<T>();
+    T* po = out.data<T>();
+    const std::int64_t n = out.numel();
+    if (a.shape() == s && b.shape() == s) {
+      for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i], pb[i]);
+    } else if (a.shape() == s && b.numel() == 1) {
+      const T y = pb[0];
+      for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i], y);
+    } else {
+      for_each2(s, broadcast_strides(a.shape(), s), broadcast_strides(b.shape(), s),
+                [&](std::int64_t i, std::int64_t oa, std::int64_t ob) { po[i] = op(pa[oa], pb[ob]); });
+    }
+  });
+  return out;
+}
+
+/// out = op(a) elementwise, recording nothing.
+template <class Op>
+Tensor unary(const char* name, const Tensor& a, Op op) {
+  Tensor out = Tensor::empty(a.shape(), a.dtype());
+  dispatch(name, a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    T* po = out.data<T>();
+    for (std::int64_t i = 0, n = a.numel(); i < n; ++i) po[i] = op(pa[i]);
+  });
+  return out;
+}
+
+}  // namespace qkv::kernel

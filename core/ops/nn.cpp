@@ -1,0 +1,238 @@
+// Neural-network ops. softmax/log_softmax walk (outer, n, inner) with the max subtracted first; cross_entropy
+// fuses log_softmax and the NLL pick so it never forms log(softmax) (stable, one pass, one saved scalar per row).
+#include "qkv/core/ops/kernel.h"
+
+#include <cmath>
+#include <limits>
+
+namespace qkv {
+namespace {
+
+// f(base, stride) for each of the outer * inner lines of length n along dim.
+template <class F>
+void for_each_line(const kernel::DimSplit& sp, F&& f) {
+  for (std::int64_t o = 0; o < sp.outer; ++o)
+    for (std::int64_t i = 0; i < sp.inner; ++i) f(o * sp.n * sp.inner + i, sp.inner);
+}
+
+}  // namespace
+
+Tensor softmax(const Tensor& a, int dim) {
+  const int d = normalize_dim("softmax", dim, a.dim());
+  const auto sp = kernel::split_at(a.shape(), d);
+  Tensor out = Tensor::empty(a.shape(), a.dtype());
+  kernel::dispatch("softmax", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    T* po = out.data<T>();
+    for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+      T m = -std::numeric_limits<T>::infinity();
+      for (std::int64_t j = 0; j < sp.n; ++j) m = std::max(m, pa[base + j * st]);
+      if (m == -std::numeric_limits<T>::infinity()) m = 0;  // a fully masked row gives NaN as in torch (0/0)
+      T s = 0;
+      for (std::int64_t j = 0; j < sp.n; ++j) s += po[base + j * st] = std::exp(pa[base + j * st] - m);
+      const T inv = T(1) / s;
+      for (std::int64_t j = 0; j < sp.n; ++j) po[base + j * st] *= inv;
+    });
+  });
+  if (any_requires_grad({&a}))
+    record(out, "softmax", {&a}, [y = out.detach(), sp](const Tensor& g) -> Grads {
+      // dx_j = y_j (g_j - sum_k g_k y_k)
+      Tensor dx = Tensor::empty(y.shape(), y.dtype());
+      kernel::dispatch("softmax_backward", y.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        const T *py = y.data<T>(), *pg = g.data<T>();
+        T* pd = dx.data<T>();
+        for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+          T dot = 0;
+          for (std::int64_t j = 0; j < sp.n; ++j) dot += pg[base + j * st] * py[base + j * st];
+          for (std::int64_t j = 0; j < sp.n; ++j) pd[base + j * st] = py[base + j * st] * (pg[base + j * st] - dot);
+        });
+      });
+      return {dx};
+    });
+  return out;
+}
+
+Tensor log_softmax(const Tensor& a, int dim) {
+  const int d = normalize_dim("log_softmax", dim, a.dim());
+  const auto sp = kernel::split_at(a.shape(), d);
+  Tensor out = Tensor::empty(a.shape(), a.dtype());
+  kernel::dispatch("log_softmax", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    T* po = out.data<T>();
+    for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+      T m = -std::numeric_limits<T>::infinity();
+      for (std::int64_t j = 0; j < sp.n; ++j) m = std::max(m, pa[base + j * st]);
+      T s = 0;
+      for (std::int64_t j = 0; j < sp.n; ++j) s += std::exp(pa[base + j * st] - m);
+      const T lse = m + std::log(s);
+      for (std::int64_t j = 0; j < sp.n; ++j) po[base + j * st] = pa[base + j * st] - lse;
+    });
+  });
+  if (any_requires_grad({&a}))
+    record(out, "log_softmax", {&a}, [y = out.detach(), sp](const Tensor& g) -> Grads {
+      // dx_j = g_j - exp(y_j) sum_k g_k
+      Tensor dx = Tensor::empty(y.shape(), y.dtype());
+      kernel::dispatch("log_softmax_backward", y.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        const T *py = y.data<T>(), *pg = g.data<T>();
+        T* pd = dx.data<T>();
+        for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+          T s = 0;
+          for (std::int64_t j = 0; j < sp.n; ++j) s += pg[base + j * st];
+          for (std::int64_t j = 0; j < sp.n; ++j)
+            pd[base + j * st] = pg[base + j * st] - std::exp(py[base + j * st]) * s;
+        });
+      });
+      return {dx};
+    });
+  return out;
+}
+
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index, Reduction reduction) {
+  // logits is (N, C), targets is (N) int64
+  QKV_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, C), got shape {} (reshape to (-1, C) first)",
+            logits.shape().str());
+  QKV_CHECK(targets.dtype() == kInt64, "cross_entropy: targets must be int64 class indices, got {}",
+            dtype_name(targets.dtype()));
+  const std::int64_t n = logits.size(0), c = logits.size(1);
+  QKV_CHECK(targets.dim() == 1 && targets.size(0) == n,
+            "cross_entropy: targets must be (N) = ({}) for logits {}, got shape {}", n, logits.shape().str(),
+            targets.shape().str());
+  const std::int64_t* pt = targets.data<std::int64_t>();
+  std::int64_t count = 0;
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (pt[i] == ignore_index) continue;
+    QKV_CHECK(pt[i] >= 0 && pt[i] < c, "cross_entropy: target {} at position {} is out of range for {} classes", pt[i],
+              i, c);
+    ++count;
+  }
+  Tensor lse = Tensor::empty(Shape{n}, logits.dtype());  // log-sum-exp per row, saved for backward
+  Tensor losses = Tensor::zeros(Shape{n}, logits.dtype());
+  kernel::dispatch("cross_entropy", logits.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* px = logits.data<T>();
+    T *pl = lse.data<T>(), *po = losses.data<T>();
+    for (std::int64_t i = 0; i < n; ++i) {
+      const T* row = px + i * c;
+      T m = row[0];
+      for (std::int64_t j = 1; j < c; ++j) m = std::max(m, row[j]);
+      T s = 0;
+      for (std::int64_t j = 0; j < c; ++j) s += std::exp(row[j] - m);
+      pl[i] = m + std::log(s);
+      if (pt[i] != ignore_index) po[i] = pl[i] - row[pt[i]];
+    }
+  });
+  // Mean over zero non-ignored targets is 0/0 = NaN, as in torch.
+  const double scale = reduction == Reduction::Mean ? 1.0 / static_cast<double>(count) : 1.0;
+  Tensor out = losses;
+  if (reduction != Reduction::None) {
+    NoGradGuard no_grad;
+    out = mul(sum(losses), scale);
+  }
+  if (any_requires_grad({&logits}))
+    record(out, "cross_entropy", {&logits, &targets},
+           [x = logits.detach(), t = targets, lse, ignore_index, scale, reduction](const Tensor& g) -> Grads {
+             // d logits_ij = g_i * scale * (softmax_ij - [j == t_i]); zero for ignored rows
+             Tensor dx = Tensor::zeros(x.shape(), x.dtype());
+             kernel::dispatch("cross_entropy_backward", x.dtype(), [&](auto tag) {
+               using T = decltype(tag);
+               const std::int64_t rows = x.size(0), cols = x.size(1);
+               const T *px = x.data<T>(), *pl = lse.data<T>(), *pg = g.data<T>();
+               const std::int64_t* pt = t.data<std::int64_t>();
+               T* pd = dx.data<T>();
+               for (std::int64_t i = 0; i < rows; ++i) {
+                 if (pt[i] == ignore_index) continue;
+                 const T gi = static_cast<T>(scale) * (reduction == Reduction::None ? pg[i] : pg[0]);
+                 for (std::int64_t j = 0; j < cols; ++j) pd[i * cols + j] = gi * std::exp(px[i * cols + j] - pl[i]);
+                 pd[i * cols + pt[i]] -= gi;
+               }
+             });
+             return {dx, Tensor()};
+           });
+  return out;
+}
+
+Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
+  QKV_CHECK(mask.defined(), "masked_fill: mask is undefined");
+  QKV_CHECK(broadcast_shapes("masked_fill", a.shape(), mask.shape()) == a.shape(),
+            "masked_fill: mask of shape {} does not broadcast to input shape {}", mask.shape().str(), a.shape().str());
+  // The mask is small (T, T) or (B, 1, 1, T): turn it into flags once, then walk a with broadcast strides.
+  std::vector<unsigned char> flags(static_cast<std::size_t>(mask.numel()));
+  const auto mv = mask.to_vector();
+  for (std::size_t i = 0; i < flags.size(); ++i) flags[i] = mv[i] != 0.0;
+  const Shape mstrides = kernel::broadcast_strides(mask.shape(), a.shape());
+  const auto apply = [flags = std::move(flags), mstrides](const Tensor& x, double v) {
+    Tensor out = Tensor::empty(x.shape(), x.dtype());
+    kernel::dispatch("masked_fill", x.dtype(), [&](auto tag) {
+      using T = decltype(tag);
+      const T* px = x.data<T>();
+      T* po = out.data<T>();
+      const T fill = static_cast<T>(v);
+      kernel::for_each2(x.shape(), mstrides, mstrides,
+                        [&](std::int64_t i, std::int64_t m, std::int64_t) { po[i] = flags[m] ? fill : px[i]; });
+    });
+    return out;
+  };
+  Tensor out = apply(a, value);
+  if (any_requires_grad({&a}))
+    record(out, "masked_fill", {&a}, [apply](const Tensor& g) -> Grads { return {apply(g, 0.0)}; });
+  return out;
+}
+
+Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  // weight is (V, D), ids is (...) int64, out is (..., D)
+  QKV_CHECK(weight.dim() == 2, "embedding: weight must be (num_embeddings, dim), got shape {}", weight.shape().str());
+  QKV_CHECK(ids.dtype() == kInt64, "embedding: ids must be int64, got {} (shape {})", dtype_name(ids.dtype()),
+            ids.shape().str());
+  const std::int64_t v = weight.size(0), d = weight.size(1), n = ids.numel();
+  const std::int64_t* pi = ids.data<std::int64_t>();
+  for (std::int64_t i = 0; i < n; ++i)
+    QKV_CHECK(pi[i] >= 0 && pi[i] < v, "embedding: index {} at position {} is out of range for num_embeddings {}",
+              pi[i], i, v);
+  Shape out_shape = ids.shape();
+  out_shape.push_back(d);
+  Tensor out = Tensor::empty(out_shape, weight.dtype());
+  kernel::dispatch("embedding", weight.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pw = weight.data<T>();
+    T* po = out.data<T>();
+    for (std::int64_t i = 0; i < n; ++i) std::copy_n(pw + pi[i] * d, d, po + i * d);
+  });
+  if (any_requires_grad({&weight}))
+    record(out, "embedding", {&weight, &ids}, [ids, ws = weight.shape()](const Tensor& g) -> Grads {
+      // Scatter-add: a row used k times receives the sum of its k output gradients.
+      Tensor dw = Tensor::zeros(ws, g.dtype());
+      kernel::dispatch("embedding_backward", g.dtype(), [&](auto tag) {
+        using T = decltype(tag);
+        const T* pg = g.data<T>();
+        T* pd = dw.data<T>();
+        const std::int64_t* p = ids.data<std::int64_t>();
+        const std::int64_t dim = ws[1];
+        for (std::int64_t i = 0, m = ids.numel(); i < m; ++i)
+          for (std::int64_t j = 0; j < dim; ++j) pd[p[i] * dim + j] += pg[i * dim + j];
+      });
+      return {dw, Tensor()};
+    });
+  return out;
+}
+
+Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
+  QKV_CHECK(p >= 0.0 && p <= 1.0, "dropout: p must be in [0, 1], got {}", p);
+  if (!training || p == 0.0) return a;
+  // mask holds 0 or 1/(1-p); p = 1 drops everything.
+  Tensor mask = Tensor::empty(a.shape(), a.dtype());
+  const double keep_scale = p < 1.0 ? 1.0 / (1.0 - p) : 0.0;
+  kernel::dispatch("dropout", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* pm = mask.data<T>();
+    for (std::int64_t i = 0, n = a.numel(); i < n; ++i) pm[i] = gen.uniform() < p ? T(0) : static_cast<T>(keep_scale);
+  });
+  Tensor out = kernel::binary("dropout", a, mask, [](auto x, auto m) { return x * m; });
+  if (any_requires_grad({&a})) record(out, "dropout", {&a}, [mask](const Tensor& g) -> Grads { return {mul(g, mask)}; });
+  return out;
+}
+
+}  // namespace qkv

@@ -1,0 +1,276 @@
+#include "qkv/core/tensor.h"
+
+#include "qkv/core/autograd.h"
+#include "qkv/core/ops.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+namespace qkv {
+namespace {
+
+std::shared_ptr<void> allocate(std::size_t bytes) {
+  const std::size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
+  if (p == nullptr) throw std::bad_alloc();
+  return {p, std::free};
+}
+
+template <class F>
+void each_type(DType d, F&& f) {
+  switch (d) {
+    case DType::Float32: f(float{}); break;
+    case DType::Float64: f(double{}); break;
+    case DType::Int64: f(std::int64_t{}); break;
+  }
+}
+
+template <class T>
+void fill_values(const Tensor& t, double v) {
+  T* p = t.data<T>();
+  const T x = static_cast<T>(v);
+  for (std::int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = x;
+}
+
+}  // namespace
+
+std::string Shape::str() const { return fmt::format("[{}]", fmt::join(begin(), end(), ", ")); }
+
+Shape contiguous_strides(const Shape& s) {
+  Shape st = s;
+  std::int64_t acc = 1;
+  for (int i = s.rank() - 1; i >= 0; --i) {
+    st[i] = acc;
+    acc *= s[i];
+  }
+  return st;
+}
+
+int normalize_dim(const char* op, int dim, int rank) {
+  const int r = rank == 0 ? 1 : rank;  // like torch, a scalar accepts dim 0 and -1
+  QKV_CHECK(dim >= -r && dim < r, "{}: dim {} is out of range for a tensor of rank {} (expected {} to {})", op, dim,
+            rank, -r, r - 1);
+  return dim < 0 ? dim + r : dim;
+}
+
+Tensor Tensor::empty(const Shape& shape, DType dtype) {
+  for (auto d : shape) QKV_CHECK(d >= 0, "empty: negative dimension in shape {}", shape.str());
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->storage = allocate(static_cast<std::size_t>(shape.numel()) * itemsize(dtype));
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  std::memset(t.raw_data(), 0, static_cast<std::size_t>(t.numel()) * itemsize(dtype));
+  return t;
+}
+
+Tensor Tensor::ones(const Shape& shape, DType dtype) { return full(shape, 1.0, dtype); }
+
+Tensor Tensor::full(const Shape& shape, double value, DType dtype) {
+  Tensor t = empty(shape, dtype);
+  t.fill_(value);
+  return t;
+}
+
+Tensor Tensor::scalar(double value, DType dtype) { return full(Shape{}, value, dtype); }
+
+Tensor Tensor::arange(double start, double end, double step, DType dtype) {
+  QKV_CHECK(step != 0.0, "arange: step must be nonzero");
+  const auto n = static_cast<std::int64_t>(std::max(0.0, std::ceil((end - start) / step)));
+  Tensor t = empty(Shape{n}, dtype);
+  each_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(start + double(i) * step);
+  });
+  return t;
+}
+
+template <class T>
+Tensor Tensor::from(const std::vector<T>& data, const Shape& shape) {
+  QKV_CHECK(static_cast<std::int64_t>(data.size()) == shape.numel(),
+            "from: {} values do not fill shape {} ({} elements)", data.size(), shape.str(), shape.numel());
+  Tensor t = empty(shape, dtype_of<T>());
+  if (!data.empty()) std::memcpy(t.raw_data(), data.data(), data.size() * sizeof(T));
+  return t;
+}
+template Tensor Tensor::from<float>(const std::vector<float>&, const Shape&);
+template Tensor Tensor::from<double>(const std::vector<double>&, const Shape&);
+template Tensor Tensor::from<std::int64_t>(const std::vector<std::int64_t>&, const Shape&);
+
+Tensor Tensor::from(std::initializer_list<double> data, DType dtype) {
+  return from(std::vector<double>(data), Shape{static_cast<std::int64_t>(data.size())}).to(dtype);
+}
+
+Tensor Tensor::randn(const Shape& shape, Generator& gen, DType dtype) {
+  QKV_CHECK(is_floating(dtype), "randn: dtype must be floating, got {}", dtype_name(dtype));
+  Tensor t = empty(shape, dtype);
+  each_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (std::int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = static_cast<T>(gen.normal());
+  });
+  return t;
+}
+
+Tensor Tensor::rand(const Shape& shape, Generator& gen, DType dtype) { return uniform(shape, 0.0, 1.0, gen, dtype); }
+
+Tensor Tensor::uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype) {
+  QKV_CHECK(is_floating(dtype), "uniform: dtype must be floating, got {}", dtype_name(dtype));
+  Tensor t = empty(shape, dtype);
+  each_type(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = t.data<T>();
+    for (std::int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = static_cast<T>(low + (high - low) * gen.uniform());
+  });
+  return t;
+}
+
+std::int64_t Tensor::size(int d) const { return shape()[normalize_dim("size", d, dim())]; }
+
+template <class T>
+T* Tensor::data() const {
+  QKV_CHECK(defined(), "data: tensor is undefined");
+  QKV_CHECK(dtype() == dtype_of<T>(), "data: tensor has dtype {}, asked for {}", dtype_name(dtype()),
+            dtype_name(dtype_of<T>()));
+  return static_cast<T*>(impl_->storage.get());
+}
+template float* Tensor::data<float>() const;
+template double* Tensor::data<double>() const;
+template std::int64_t* Tensor::data<std::int64_t>() const;
+
+double Tensor::item() const {
+  QKV_CHECK(defined(), "item: tensor is undefined");
+  QKV_CHECK(numel() == 1, "item: expected a tensor with one element, got shape {}", shape().str());
+  double v = 0;
+  each_type(dtype(), [&](auto tag) { v = static_cast<double>(data<decltype(tag)>()[0]); });
+  return v;
+}
+
+std::vector<double> Tensor::to_vector() const {
+  std::vector<double> out(static_cast<std::size_t>(numel()));
+  each_type(dtype(), [&](auto tag) {
+    const auto* p = data<decltype(tag)>();
+    for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(p[i]);
+  });
+  return out;
+}
+
+Tensor& Tensor::zero_() {
+  std::memset(raw_data(), 0, static_cast<std::size_t>(numel()) * itemsize(dtype()));
+  return *this;
+}
+
+Tensor& Tensor::fill_(double value) {
+  each_type(dtype(), [&](auto tag) { fill_values<decltype(tag)>(*this, value); });
+  return *this;
+}
+
+Tensor& Tensor::copy_(const Tensor& src) {
+  QKV_CHECK(src.shape() == shape(), "copy_: source shape {} does not match destination shape {}", src.shape().str(),
+            shape().str());
+  if (src.dtype() == dtype()) {
+    std::memmove(raw_data(), src.raw_data(), static_cast<std::size_t>(numel()) * itemsize(dtype()));
+    return *this;
+  }
+  each_type(dtype(), [&](auto dtag) {
+    using D = decltype(dtag);
+    D* d = data<D>();
+    each_type(src.dtype(), [&](auto stag) {
+      const auto* s = src.data<decltype(stag)>();
+      for (std::int64_t i = 0, n = numel(); i < n; ++i) d[i] = static_cast<D>(s[i]);
+    });
+  });
+  return *this;
+}
+
+Tensor Tensor::to(DType target) const {
+  if (target == dtype()) return *this;
+  Tensor out = empty(shape(), target);
+  out.copy_(*this);
+  if (is_floating(target) && any_requires_grad({this})) {
+    const DType src = dtype();
+    record(out, "to", {this}, [src](const Tensor& g) -> Grads { return {g.to(src)}; });
+  }
+  return out;
+}
+
+Tensor Tensor::clone() const {
+  Tensor out = empty(shape(), dtype());
+  out.copy_(*this);
+  if (any_requires_grad({this})) record(out, "clone", {this}, [](const Tensor& g) -> Grads { return {g}; });
+  return out;
+}
+
+bool Tensor::requires_grad() const { return impl_ && (impl_->requires_grad || impl_->grad_fn); }
+
+Tensor& Tensor::requires_grad_(bool flag) {
+  QKV_CHECK(is_leaf(), "requires_grad_: only leaf tensors can change requires_grad (this one came from `{}`)",
+            impl_->grad_fn->name);
+  QKV_CHECK(!flag || is_floating(dtype()), "requires_grad_: only floating tensors can require grad, got {}",
+            dtype_name(dtype()));
+  impl_->requires_grad = flag;
+  return *this;
+}
+
+bool Tensor::is_leaf() const { return impl_->grad_fn == nullptr; }
+Tensor Tensor::grad() const { return impl_->grad; }
+void Tensor::set_grad(const Tensor& g) const { impl_->grad = g; }
+void Tensor::zero_grad() const { impl_->grad = Tensor(); }
+const std::shared_ptr<Node>& Tensor::grad_fn() const { return impl_->grad_fn; }
+
+Tensor Tensor::detach() const {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape();
+  impl->dtype = dtype();
+  impl->storage = impl_->storage;
+  return Tensor(std::move(impl));
+}
+
+std::string Tensor::str() const {
+  if (!defined()) return "tensor(undefined)";
+  const auto v = to_vector();
+  const auto& s = shape();
+  std::string out = "tensor(";
+  const auto fmt_value = [&](double x) {
+    return dtype() == kInt64 ? fmt::format("{}", static_cast<std::int64_t>(x)) : fmt::format("{:.4f}", x);
+  };
+  if (s.rank() == 0) {
+    out += fmt_value(v[0]);
+  } else {
+    const Shape st = contiguous_strides(s);
+    for (std::size_t i = 0; i < v.size(); ++i) {
+      int opened = 0;
+      for (int d = 0; d < s.rank(); ++d)
+        if (static_cast<std::int64_t>(i) % st[d] == 0) ++opened;
+      if (i > 0) out += std::string(static_cast<std::size_t>(opened), '\n') + std::string(7 + s.rank() - opened, ' ');
+      out += std::string(static_cast<std::size_t>(opened), '[');
+      out += fmt_value(v[i]);
+      int closed = 0;
+      for (int d = 0; d < s.rank(); ++d)
+        if ((static_cast<std::int64_t>(i) + 1) % st[d] == 0) ++closed;
+      out += std::string(static_cast<std::size_t>(closed), ']');
+      if (i + 1 < v.size()) out += ", ";
+    }
+  }
+  if (dtype() != kFloat32) out += fmt::format(", dtype={}", dtype_name(dtype()));
+  if (grad_fn()) out += fmt::format(", grad_fn=<{}>", grad_fn()->name);
+  return out + ")";
+}
+
+bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
+  if (!(a.shape() == b.shape())) return false;
+  const auto va = a.to_vector(), vb = b.to_vector();
+  for (std::size_t i = 0; i < va.size(); ++i)
+    if (!(std::abs(va[i] - vb[i]) <= atol + rtol * std::abs(vb[i]))) return false;
+  return true;
+}
+
+}  // namespace qkv

@@ -1,0 +1,122 @@
+#pragma once
+// Tensor: a handle to shared, contiguous row-major storage plus the autograd links. Copying a Tensor shares it
+// (like a Python reference); clone() copies the data.
+#include "qkv/core/dtype.h"
+#include "qkv/core/generator.h"
+#include "qkv/core/shape.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace qkv {
+
+struct Node;
+struct TensorImpl;
+
+class Tensor {
+ public:
+  Tensor() = default;
+  explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
+
+  // ---- creation -------------------------------------------------------------------------------------------
+  /// Uninitialised storage.
+  static Tensor empty(const Shape& shape, DType dtype = kFloat32);
+  static Tensor zeros(const Shape& shape, DType dtype = kFloat32);
+  static Tensor ones(const Shape& shape, DType dtype = kFloat32);
+  static Tensor full(const Shape& shape, double value, DType dtype = kFloat32);
+  /// A rank-0 tensor holding `value`.
+  static Tensor scalar(double value, DType dtype = kFloat32);
+  /// [start, end) in steps of `step`, like torch.arange.
+  static Tensor arange(double start, double end, double step = 1.0, DType dtype = kFloat32);
+  static Tensor arange(std::int64_t end, DType dtype = kFloat32) { return arange(0.0, double(end), 1.0, dtype); }
+  /// Copies `data` (float, double or int64_t) into a tensor of `shape`; numel must match.
+  template <class T>
+  static Tensor from(const std::vector<T>& data, const Shape& shape);
+  /// A rank-1 tensor from a list of values.
+  static Tensor from(std::initializer_list<double> data, DType dtype = kFloat32);
+  /// N(0, 1) samples drawn from `gen`.
+  static Tensor randn(const Shape& shape, Generator& gen = default_generator(), DType dtype = kFloat32);
+  /// U[0, 1) samples drawn from `gen`.
+  static Tensor rand(const Shape& shape, Generator& gen = default_generator(), DType dtype = kFloat32);
+  /// U[low, high) samples drawn from `gen`.
+  static Tensor uniform(const Shape& shape, double low, double high, Generator& gen = default_generator(),
+                        DType dtype = kFloat32);
+
+  // ---- metadata -------------------------------------------------------------------------------------------
+  bool defined() const { return impl_ != nullptr; }
+  const Shape& shape() const;
+  int dim() const { return shape().rank(); }
+  /// Size of dimension d (negative d counts from the end).
+  std::int64_t size(int d) const;
+  std::int64_t numel() const { return shape().numel(); }
+  DType dtype() const;
+
+  // ---- data -----------------------------------------------------------------------------------------------
+  /// Typed pointer to the first element; throws when T does not match dtype().
+  template <class T>
+  T* data() const;
+  void* raw_data() const;
+  /// The single value of a one-element tensor.
+  double item() const;
+  /// All values, converted to double, in row-major order.
+  std::vector<double> to_vector() const;
+  /// Converts (copying) to another dtype; differentiable between float types.
+  Tensor to(DType dtype) const;
+  /// A copy with its own storage; differentiable.
+  Tensor clone() const;
+
+  // ---- in place, outside the graph (for optimizers and initialisers) --------------------------------------
+  Tensor& zero_();
+  Tensor& fill_(double value);
+  /// Copies src's values (same shape; dtype converted).
+  Tensor& copy_(const Tensor& src);
+
+  // ---- autograd -------------------------------------------------------------------------------------------
+  /// True for a leaf marked requires_grad and for every tensor computed from one while grad mode is on.
+  bool requires_grad() const;
+  /// Marks a leaf as requiring grad (like torch's requires_grad_()).
+  Tensor& requires_grad_(bool flag = true);
+  /// True when the tensor was not produced by a recorded op.
+  bool is_leaf() const;
+  /// Accumulated gradient (undefined until a backward reaches this leaf).
+  Tensor grad() const;
+  void set_grad(const Tensor& g) const;
+  /// Drops the accumulated gradient.
+  void zero_grad() const;
+  /// Reverse-mode sweep from this tensor. `grad` defaults to 1 for scalars and is required otherwise.
+  /// The graph is freed unless retain_graph is set.
+  void backward(const Tensor& grad = {}, bool retain_graph = false) const;
+  /// Same storage, cut from the graph.
+  Tensor detach() const;
+  /// The node that produced this tensor, or null for leaves.
+  const std::shared_ptr<Node>& grad_fn() const;
+
+  /// Multi-line human-readable rendering, like torch's repr.
+  std::string str() const;
+
+  TensorImpl* impl() const { return impl_.get(); }
+  const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
+
+ private:
+  std::shared_ptr<TensorImpl> impl_;
+};
+
+struct TensorImpl {
+  Shape shape;
+  DType dtype = kFloat32;
+  std::shared_ptr<void> storage;  // 64-byte aligned, numel * itemsize bytes
+  bool requires_grad = false;     // set on leaves by the user
+  Tensor grad;                    // accumulated gradient of a leaf
+  std::shared_ptr<Node> grad_fn;  // producer of a non-leaf
+};
+
+inline const Shape& Tensor::shape() const { return impl_->shape; }
+inline DType Tensor::dtype() const { return impl_->dtype; }
+inline void* Tensor::raw_data() const { return impl_->storage.get(); }
+
+/// Checks two tensors have equal shape and values within atol + rtol * |b| elementwise.
+bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8);
+
+}  // namespace qkv

@@ -1,0 +1,135 @@
+#include "../support.h"
+
+#include <qkv/core/autograd.h>
+#include <qkv/core/gradcheck.h>
+
+using namespace qkv;
+using Ins = const std::vector<Tensor>&;
+
+TEST_CASE("gradients accumulate across backward calls until zero_grad") {
+  const Tensor x = Tensor::from({1.0, 2.0}, kFloat64).requires_grad_();
+  sum(x * x).backward();
+  CHECK(x.grad().to_vector() == std::vector<double>{2, 4});
+  sum(x * 3.0).backward();
+  CHECK(x.grad().to_vector() == std::vector<double>{5, 7});
+  x.zero_grad();
+  CHECK(!x.grad().defined());
+}
+
+TEST_CASE("a tensor used twice gets both contributions") {
+  const Tensor x = Tensor::from({3.0}, kFloat64).requires_grad_();
+  const Tensor y = x * x + x;  // dy/dx = 2x + 1
+  y.backward(Tensor::ones({1}, kFloat64));
+  CHECK(x.grad().item() == 7.0);
+}
+
+TEST_CASE("explicit output gradient for non-scalars") {
+  const Tensor x = Tensor::from({1.0, 2.0, 3.0}, kFloat64).requires_grad_();
+  const Tensor y = x * 2.0;
+  y.backward(Tensor::from({1.0, 10.0, 100.0}, kFloat64));
+  CHECK(x.grad().to_vector() == std::vector<double>{2, 20, 200});
+}
+
+TEST_CASE("detach and NoGradGuard record nothing") {
+  const Tensor x = Tensor::ones({2}).requires_grad_();
+  CHECK(!(x * 2.0).detach().requires_grad());
+  {
+    NoGradGuard guard;
+    CHECK(!grad_mode_enabled());
+    const Tensor y = x * 2.0;
+    CHECK(!y.requires_grad());
+    CHECK(!y.grad_fn());
+  }
+  CHECK(grad_mode_enabled());
+  CHECK((x * 2.0).grad_fn() != nullptr);
+  CHECK(std::string((x * 2.0).grad_fn()->name) == "mul_scalar");
+}
+
+TEST_CASE("retain_graph allows a second backward; without it the graph is freed") {
+  const Tensor x = Tensor::from({2.0}, kFloat64).requires_grad_();
+  const Tensor y = sum(exp(x));
+  y.backward({}, /*retain_graph=*/true);
+  y.backward();
+  CHECK(x.grad().item() == doctest::Approx(2 * std::exp(2.0)));
+  CHECK_ERROR(y.backward(), "backward: trying to backward through the graph a second time (through `sum_to`)");
+}
+
+TEST_CASE("backward bad input") {
+  const Tensor x = Tensor::ones({2, 2}).requires_grad_();
+  CHECK_ERROR((x * 2.0).backward(), "grad can be implicitly created only for scalar outputs; got shape [2, 2]");
+  CHECK_ERROR(Tensor::ones({1}).backward(), "does not require grad");
+  CHECK_ERROR((x * 2.0).backward(Tensor::ones({3})), "gradient shape [3] does not match tensor shape [2, 2]");
+  CHECK_ERROR((x * 2.0).backward(Tensor::ones({2, 2}, kFloat64)), "gradient dtype float64 does not match");
+  CHECK_ERROR((x * 2.0).requires_grad_(false), "only leaf tensors can change requires_grad");
+}
+
+TEST_CASE("the graph frees itself: no node outlives its output") {
+  std::weak_ptr<Node> node;
+  std::weak_ptr<TensorImpl> saved;
+  {
+    const Tensor x = Tensor::randn({3, 3}).requires_grad_();
+    Tensor h = tanh(matmul(x, x));
+    saved = h.impl_ptr();
+    const Tensor y = sum(exp(h));
+    node = y.grad_fn();
+    CHECK(!node.expired());
+  }
+  CHECK(node.expired());
+  CHECK(saved.expired());
+  // after backward too
+  const Tensor x = Tensor::randn({3}).requires_grad_();
+  {
+    const Tensor y = sum(sigmoid(x) * x);
+    node = y.grad_fn();
+    y.backward();
+  }
+  CHECK(node.expired());
+}
+
+TEST_CASE("leaf gradients do not alias each other") {
+  const Tensor a = Tensor::ones({2}).requires_grad_(), b = Tensor::ones({2}).requires_grad_();
+  sum(a + b).backward();
+  add_(a.impl()->grad, Tensor::ones({2}));
+  CHECK(b.grad().to_vector() == std::vector<double>{1, 1});
+}
+
+TEST_CASE("to(dtype) and clone are differentiable") {
+  const Tensor x = test::leaf({3}, 4);
+  CHECK(gradcheck([](Ins xs) { return xs[0].clone().to(kFloat32).to(kFloat64) * 2.0; }, {x},
+                  GradcheckOptions{.eps = 1e-3, .atol = 1e-4, .rtol = 1e-3}));
+  CHECK(gradcheck([](Ins xs) { return xs[0].clone() * xs[0]; }, {x}));
+}
+
+// Random compositions: expression trees over unary and binary ops with broadcasting, checked by gradcheck.
+TEST_CASE("random compositions of ops pass gradcheck") {
+  Generator g(2024);
+  const auto pick = [&](int n) { return static_cast<int>(g.randint(static_cast<std::uint64_t>(n))); };
+  for (int trial = 0; trial < 40; ++trial) {
+    const Shape shapes[] = {{2, 3}, {3}, {2, 1}, {1, 3}};
+    std::vector<Tensor> inputs;
+    for (int i = 0; i < 3; ++i) inputs.push_back(test::leaf(shapes[pick(4)], 100 + trial * 3 + i));
+    const std::uint64_t seed = g.next_u64();
+    const auto f = [seed](Ins xs) {
+      Generator r(seed);  // the same tree on every call
+      const auto choose = [&](int n) { return static_cast<int>(r.randint(static_cast<std::uint64_t>(n))); };
+      Tensor acc = xs[0];
+      for (int step = 0; step < 5; ++step) {
+        const Tensor& other = xs[static_cast<std::size_t>(choose(3))];
+        switch (choose(9)) {
+          case 0: acc = acc + other; break;
+          case 1: acc = acc * other; break;
+          case 2: acc = acc - tanh(other); break;
+          case 3: acc = acc / (other * other + 1.0); break;
+          case 4: acc = sigmoid(acc); break;
+          case 5: acc = gelu(acc); break;
+          case 6: acc = exp(acc * 0.3); break;
+          case 7: acc = softmax(acc * other, -1); break;
+          case 8: acc = sqrt(acc * acc + 0.5); break;
+        }
+      }
+      return sum(acc, {-1}, true) * acc;
+    };
+    const auto err = gradcheck_error(f, inputs);
+    CHECK_MESSAGE(err.empty(), "trial ", trial, ": ", err);
+  }
+}

@@ -1,0 +1,53 @@
+#pragma once
+// Test helpers: PyTorch fixtures (JSON written by tools/gen_fixtures.py), tensor comparison, error matching.
+#include <qkv/core/ops.h>
+
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+namespace qkv::test {
+
+/// The parsed fixture file tests/fixtures/<name>.json.
+const nlohmann::json& fixture(const std::string& name);
+/// A fixture tensor {"shape": [...], "data": [...]} (or {"shape", "ids"} for int64) as `dtype`.
+Tensor tensor_from(const nlohmann::json& j, DType dtype = kFloat64);
+/// Empty when a and b have equal shapes and |a - b| <= atol + rtol |b| everywhere; else where they differ.
+std::string compare(const Tensor& a, const Tensor& b, double rtol, double atol);
+/// A float64 leaf of `shape` with values drawn from N(0,1) by a generator seeded with `seed`.
+Tensor leaf(const Shape& shape, std::uint64_t seed);
+/// The message of the qkv::Error thrown by f, or "" when none is thrown.
+template <class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const qkv::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace qkv::test
+
+#define CHECK_CLOSE(a, b, rtol, atol) CHECK_MESSAGE(::qkv::test::compare((a), (b), (rtol), (atol)) == "", ::qkv::test::compare((a), (b), (rtol), (atol)))
+/// The call throws qkv::Error whose message contains `text`.
+#define CHECK_ERROR(expr, text)                                       \
+  do {                                                                \
+    const std::string msg_ = ::qkv::test::error_of([&] { (void)(expr); }); \
+    CHECK_MESSAGE(msg_.find(text) != std::string::npos, "message: '" << msg_ << "' lacks '" << (text) << "'"); \
+  } while (0)
+
+#include <functional>
+#include <map>
+
+namespace qkv::test {
+
+/// Runs one fixture op on its inputs (float64 or float32 versions of the fixture's tensors) with its args.
+using OpFn = std::function<Tensor(const std::vector<Tensor>&, const nlohmann::json& args)>;
+
+/// For every case in fixtures/ops.json whose op is in `ops`: compares output and gradients with PyTorch in
+/// float64 (1e-10) and float32 (1e-5), and gradchecks the float64 version. Returns how many cases ran.
+int check_ops_against_torch(const std::map<std::string, OpFn>& ops);
+
+}  // namespace qkv::test
