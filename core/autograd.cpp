@@ -48,12 +48,17 @@ std::vector<std::shared_ptr<Node>> topo_order(const std::shared_ptr<Node>& root)
   return {post.rbegin(), post.rend()};
 }
 
-void accumulate_leaf(TensorImpl& leaf, const Tensor& g) {
+void accumulate_leaf(TensorImpl& leaf, Tensor&& g) {
   QKV_ASSERT(g.shape() == leaf.shape);
-  if (!leaf.grad.defined())
-    leaf.grad = g.dtype() == leaf.dtype ? g.clone() : g.to(leaf.dtype);  // own the storage: later sweeps add in place
-  else
+  if (leaf.grad.defined()) {
     add_(leaf.grad, g);
+    return;
+  }
+  // .grad must own its storage, since later sweeps add into it in place: keep g only when nothing else can
+  // see it (a backward may return the same tensor for several inputs, or pass the incoming gradient through).
+  const bool sole_owner = g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1;
+  if (g.dtype() != leaf.dtype) leaf.grad = g.to(leaf.dtype);
+  else leaf.grad = sole_owner ? std::move(g) : g.clone();
 }
 
 }  // namespace
@@ -108,7 +113,7 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
             dtype_name(grad.dtype()), dtype_name(dtype()));
   NoGradGuard no_grad;
   if (is_leaf()) {
-    accumulate_leaf(*impl(), grad);
+    accumulate_leaf(*impl(), std::move(grad));
     return;
   }
   const auto order = topo_order(grad_fn());
@@ -129,7 +134,7 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
       if (e.fn) {
         e.fn->grad = e.fn->grad.defined() ? add(e.fn->grad, grads[i]) : std::move(grads[i]);
       } else if (e.leaf) {
-        accumulate_leaf(*e.leaf, grads[i]);
+        accumulate_leaf(*e.leaf, std::move(grads[i]));
       }
     }
     if (!retain_graph) {

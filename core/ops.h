@@ -54,6 +54,8 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape);
 // ---- matmul (core/ops/matmul.cpp) ----------------------------------------------------------------------------
 /// torch.matmul: 1-D, 2-D, and batched (..., N, K) @ (..., K, M) with broadcast batch dims.
 Tensor matmul(const Tensor& a, const Tensor& b);
+/// torch.nn.functional.linear: x (..., IN) @ weight (OUT, IN)^T + bias (OUT), with no transpose copied.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
 
 // ---- shape (core/ops/shape.cpp) ------------------------------------------------------------------------------
 /// Same data, new shape; one dim may be -1.

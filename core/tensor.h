@@ -68,10 +68,10 @@ class Tensor {
   Tensor clone() const;
 
   // ---- in place, outside the graph (for optimizers and initialisers) --------------------------------------
-  Tensor& zero_();
-  Tensor& fill_(double value);
+  const Tensor& zero_() const;
+  const Tensor& fill_(double value) const;
   /// Copies src's values (same shape; dtype converted).
-  Tensor& copy_(const Tensor& src);
+  const Tensor& copy_(const Tensor& src) const;
 
   // ---- autograd -------------------------------------------------------------------------------------------
   /// True for a leaf marked requires_grad and for every tensor computed from one while grad mode is on.
@@ -115,6 +115,11 @@ struct TensorImpl {
 inline const Shape& Tensor::shape() const { return impl_->shape; }
 inline DType Tensor::dtype() const { return impl_->dtype; }
 inline void* Tensor::raw_data() const { return impl_->storage.get(); }
+
+/// Frees the blocks qkv keeps for reuse (storage of 64 KiB and more is cached by size, up to 1 GiB).
+void release_cached_memory();
+/// Bytes currently held in that cache.
+std::size_t cached_memory_bytes();
 
 /// Checks two tensors have equal shape and values within atol + rtol * |b| elementwise.
 bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol = 1e-8);

@@ -39,6 +39,7 @@ Tensor leaf(const Shape& shape, std::uint64_t seed) {
 
 }  // namespace qkv::test
 
+#include <qkv/core/autograd.h>
 #include <qkv/core/gradcheck.h>
 
 namespace qkv::test {
@@ -69,6 +70,59 @@ int check_ops_against_torch(const std::map<std::string, OpFn>& ops) {
         for (auto& x : inputs) x.zero_grad();
         const auto err = gradcheck_error([&](const std::vector<Tensor>& xs) { return it->second(xs, c["args"]); },
                                          inputs);
+        CHECK_MESSAGE(err.empty(), err);
+      }
+    }
+  }
+  return ran;
+}
+
+}  // namespace qkv::test
+
+namespace qkv::test {
+
+void load_params(Module& m, const nlohmann::json& params, DType dtype) {
+  const auto named = m.named_parameters();
+  CHECK_MESSAGE(named.size() == params.size(), "module has ", named.size(), " parameters, fixture ", params.size());
+  for (const auto& [name, p] : named) {
+    REQUIRE_MESSAGE(params.contains(name), "fixture lacks parameter ", name);
+    NoGradGuard g;
+    p.copy_(tensor_from(params[name], dtype));
+  }
+}
+
+int check_layers_against_torch(const std::map<std::string, LayerSpec>& specs) {
+  int ran = 0;
+  for (const auto& c : fixture("layers")["cases"]) {
+    const auto it = specs.find(c["layer"].get<std::string>());
+    if (it == specs.end()) continue;
+    ++ran;
+    const LayerSpec& spec = it->second;
+    for (const DType dtype : {kFloat64, kFloat32}) {
+      INFO("layer ", c["layer"].get<std::string>(), " options ", c["options"].dump(), " dtype ", dtype_name(dtype));
+      const double rtol = dtype == kFloat64 ? 1e-9 : 1e-5, atol = dtype == kFloat64 ? 1e-9 : 1e-5;
+      auto m = spec.make(c["options"]);
+      m->to(dtype);
+      load_params(*m, c["params"], dtype);
+      Tensor x = tensor_from(c["input"], dtype);
+      const bool float_input = x.dtype() != kInt64;
+      if (float_input) x.requires_grad_();
+      const Tensor mask = c["mask"].is_null() ? Tensor() : tensor_from(c["mask"], dtype);
+      const LayerRun r = spec.run(*m, x, mask);
+      CHECK_CLOSE(r.out, tensor_from(c["out"], dtype), rtol, atol);
+      if (!c["weights"].is_null()) CHECK_CLOSE(r.weights, tensor_from(c["weights"], dtype), rtol, atol);
+      r.out.backward(tensor_from(c["cotangent"], dtype));
+      if (float_input) CHECK_CLOSE(x.grad(), tensor_from(c["grad_input"], dtype), rtol, atol);
+      for (const auto& [name, p] : m->named_parameters()) {
+        INFO("gradient of ", name);
+        CHECK_CLOSE(p.grad(), tensor_from(c["grads"][name], dtype), rtol, atol);
+      }
+      if (dtype == kFloat64) {
+        m->zero_grad();
+        x.zero_grad();
+        std::vector<Tensor> inputs = m->parameters();
+        if (float_input) inputs.push_back(x);
+        const auto err = gradcheck_error([&](const std::vector<Tensor>&) { return spec.run(*m, x, mask).out; }, inputs);
         CHECK_MESSAGE(err.empty(), err);
       }
     }

@@ -51,3 +51,27 @@ using OpFn = std::function<Tensor(const std::vector<Tensor>&, const nlohmann::js
 int check_ops_against_torch(const std::map<std::string, OpFn>& ops);
 
 }  // namespace qkv::test
+
+#include <qkv/layers/module.h>
+
+namespace qkv::test {
+
+/// What a layer call returns: its output and, for attention, its weights.
+struct LayerRun {
+  Tensor out, weights;
+};
+/// How to build one fixture layer kind from its options, and how to call it.
+struct LayerSpec {
+  std::function<std::shared_ptr<Module>(const nlohmann::json& options)> make;
+  std::function<LayerRun(Module& m, const Tensor& x, const Tensor& mask)> run;
+};
+
+/// Copies every fixture parameter into the module by name; fails the test on any missing or extra name.
+void load_params(Module& m, const nlohmann::json& params, DType dtype);
+
+/// For every case in fixtures/layers.json whose layer is in `specs`: loads torch's weights by name, compares
+/// output, attention weights and every gradient in float64 (1e-9) and float32 (1e-5 relative), and gradchecks
+/// input and parameters in float64. Returns how many cases ran.
+int check_layers_against_torch(const std::map<std::string, LayerSpec>& specs);
+
+}  // namespace qkv::test

@@ -11,7 +11,11 @@ import os
 import sys
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import qkv_torch  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join(HERE, "..", "tests", "fixtures")
@@ -110,12 +114,124 @@ def ops_cases():
     return c
 
 
+def randomize(module):
+    """Non-default values everywhere (LayerNorm's ones/zeros would hide bugs in its weight/bias gradients)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn_like(p) * 0.5)
+    return module
+
+
+def layer_case(kind, options, module, x, mask=None, call=None):
+    """Runs module in float64 and records params, output, attention weights and every gradient."""
+    module = module.double()
+    params = dict(module.named_parameters())
+    x = x.clone()
+    if x.is_floating_point():
+        x.requires_grad_(True)
+    out = call(module, x, mask) if call else module(x)
+    weights = None
+    if isinstance(out, tuple):
+        out, weights = out
+        if isinstance(weights, list):
+            weights = weights[0]
+    cot = torch.randn(out.shape, dtype=torch.float64)
+    (out * cot).sum().backward()
+    return {
+        "layer": kind,
+        "options": options,
+        "params": {n: t2j(p) for n, p in params.items()},
+        "input": t2j(x),
+        "mask": None if mask is None else t2j(mask),
+        "out": t2j(out),
+        "weights": None if weights is None else t2j(weights),
+        "cotangent": t2j(cot),
+        "grad_input": t2j(x.grad) if x.is_floating_point() else None,
+        "grads": {n: t2j(p.grad) for n, p in params.items()},
+    }
+
+
+def split_mha_case(d, h, causal, bias, x, mask):
+    """nn.MultiheadAttention with in_proj split into w_q, w_k, w_v and out_proj as w_o: the authority for the
+    multi-head layer's math. Gradients of in_proj are split back into the three projections."""
+    mha = nn.MultiheadAttention(d, h, bias=bias, batch_first=True).double()
+    randomize(mha)
+    x = x.clone().requires_grad_(True)
+    attn_mask = qkv_torch.causal_mask(x.shape[1]) if causal else None
+    out, w = mha(x, x, x, attn_mask=attn_mask, key_padding_mask=None if mask is None else mask.bool(),
+                 need_weights=True, average_attn_weights=False)
+    cot = torch.randn(out.shape, dtype=torch.float64)
+    (out * cot).sum().backward()
+    wq, wk, wv = mha.in_proj_weight.detach().chunk(3)
+    gq, gk, gv = mha.in_proj_weight.grad.chunk(3)
+    params = {"w_q.weight": wq, "w_k.weight": wk, "w_v.weight": wv, "w_o.weight": mha.out_proj.weight.detach()}
+    grads = {"w_q.weight": gq, "w_k.weight": gk, "w_v.weight": gv, "w_o.weight": mha.out_proj.weight.grad}
+    if bias:
+        bq, bk, bv = mha.in_proj_bias.detach().chunk(3)
+        dq, dk, dv = mha.in_proj_bias.grad.chunk(3)
+        params.update({"w_q.bias": bq, "w_k.bias": bk, "w_v.bias": bv, "w_o.bias": mha.out_proj.bias.detach()})
+        grads.update({"w_q.bias": dq, "w_k.bias": dk, "w_v.bias": dv, "w_o.bias": mha.out_proj.bias.grad})
+    # Our explicit twin must agree with nn.MultiheadAttention, since the block and models use it.
+    twin = qkv_torch.MultiHeadSelfAttention(d, h, causal, bias).double()
+    twin.load_state_dict(params)
+    twin_out, twin_w = twin(x.detach(), None if mask is None else mask.bool())
+    assert torch.allclose(twin_out, out, atol=1e-12) and torch.allclose(twin_w, w, atol=1e-12)
+    return {
+        "layer": "multi_head_self_attention",
+        "options": {"d_model": d, "heads": h, "causal": causal, "bias": bias},
+        "params": {n: t2j(p) for n, p in params.items()},
+        "input": t2j(x), "mask": None if mask is None else t2j(mask),
+        "out": t2j(out), "weights": t2j(w), "cotangent": t2j(cot), "grad_input": t2j(x.grad),
+        "grads": {n: t2j(g) for n, g in grads.items()},
+    }
+
+
+def layers_cases():
+    c = []
+    c.append(layer_case("linear", {"in": 5, "out": 3, "bias": True}, randomize(nn.Linear(5, 3)), rnd(2, 4, 5)))
+    c.append(layer_case("linear", {"in": 5, "out": 3, "bias": False}, randomize(nn.Linear(5, 3, bias=False)),
+                        rnd(4, 5)))
+    c.append(layer_case("embedding", {"num": 7, "dim": 3}, nn.Embedding(7, 3),
+                        torch.tensor([[1, 6, 1], [0, 2, 5]], dtype=torch.int64)))
+    sa = lambda m, x, mask: m(x, mask)
+    pad = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.float64)
+    for causal in (False, True):
+        for bias in (False, True):
+            opts = {"d_model": 6, "d_k": 4, "d_v": 3, "bias": bias, "causal": causal}
+            c.append(layer_case("self_attention", opts, randomize(qkv_torch.SelfAttention(6, 4, 3, bias, causal)),
+                                rnd(2, 5, 6), call=sa))
+    c.append(layer_case("self_attention", {"d_model": 6, "d_k": 4, "d_v": 3, "bias": False, "causal": False},
+                        randomize(qkv_torch.SelfAttention(6, 4, 3)), rnd(2, 5, 6), mask=pad, call=sa))
+    c.append(layer_case("self_attention", {"d_model": 4, "d_k": 0, "d_v": 0, "bias": False, "causal": True},
+                        randomize(qkv_torch.SelfAttention(4, causal=True)), rnd(1, 3, 4), mask=pad[:1, :3], call=sa))
+    c.append(split_mha_case(8, 2, False, False, rnd(2, 5, 8), None))
+    c.append(split_mha_case(8, 4, True, True, rnd(2, 5, 8), None))
+    c.append(split_mha_case(8, 2, False, False, rnd(2, 5, 8), pad))
+    c.append(layer_case("layer_norm", {"d": 6}, randomize(nn.LayerNorm(6)), rnd(2, 3, 6) * 2 + 1))
+    c.append(layer_case("mlp", {"d": 6, "d_ff": 10}, randomize(qkv_torch.MLP(6, 10)), rnd(2, 3, 6)))
+    c.append(layer_case("transformer_block", {"d_model": 8, "heads": 2, "d_ff": 12, "causal": True, "attn_bias": True},
+                        randomize(qkv_torch.TransformerBlock(8, 2, 12, True, True)), rnd(2, 4, 8)))
+    ids = torch.tensor([[3, 1, 4, 1, 5], [2, 7, 1, 8, 2]], dtype=torch.int64)
+    seed_cfg = {"kind": "seed", "vocab_size": 9, "seq_len": 6, "d_model": 8, "d_k": 4, "d_v": 5,
+                "causal": False, "attn_bias": False}
+    c.append(layer_case("model", seed_cfg, randomize(qkv_torch.build_model(seed_cfg)), ids))
+    tr_cfg = {"kind": "transformer", "vocab_size": 9, "seq_len": 6, "d_model": 8, "heads": 2, "layers": 2, "d_ff": 16,
+              "causal": True, "attn_bias": False}
+    c.append(layer_case("model", tr_cfg, randomize(qkv_torch.build_model(tr_cfg)), ids))
+    return c
+
+
+def write(name, cases):
+    payload = {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, "cases": cases}
+    with open(os.path.join(OUT, name + ".json"), "w") as f:
+        json.dump(payload, f, separators=(",", ":"))
+    print(f"wrote {len(cases)} cases to tests/fixtures/{name}.json")
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
-    payload = {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, "cases": ops_cases()}
-    with open(os.path.join(OUT, "ops.json"), "w") as f:
-        json.dump(payload, f, separators=(",", ":"))
-    print(f"wrote {len(payload['cases'])} op cases to tests/fixtures/ops.json")
+    write("ops", ops_cases())
+    write("layers", layers_cases())
 
 
 if __name__ == "__main__":

@@ -84,9 +84,13 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (any_requires_grad({&a, &b})) {
     const bool ga = a.requires_grad(), gb = b.requires_grad();
     record(out, "matmul", {&a, &b}, [a = a.detach(), b = b.detach(), ga, gb, flat, batch, n, k, m](const Tensor& g) {
-      // dA = dC B^T, dB = A^T dC; a broadcast operand accumulates over the batch elements that read it.
-      Tensor da = ga ? Tensor::zeros(a.shape(), a.dtype()) : Tensor();
-      Tensor db = gb ? Tensor::zeros(b.shape(), b.dtype()) : Tensor();
+      // dA = dC B^T, dB = A^T dC; a broadcast operand accumulates over the batch elements that read it (so
+      // starts from zeros), while the flat case writes each gradient with one GEMM.
+      const auto make = [flat](bool need, const Tensor& like) {
+        if (!need) return Tensor();
+        return flat ? Tensor::empty(like.shape(), like.dtype()) : Tensor::zeros(like.shape(), like.dtype());
+      };
+      Tensor da = make(ga, a), db = make(gb, b);
       kernel::dispatch("matmul_backward", a.dtype(), [&](auto tag) {
         using T = decltype(tag);
         const T *pa = a.data<T>(), *pb = b.data<T>(), *pg = g.data<T>();
@@ -105,6 +109,58 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
       });
       return Grads{da, db};
     });
+  }
+  return out;
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  // x is (..., IN), weight is (OUT, IN), bias is (OUT), out is (..., OUT)
+  kernel::check_same_dtype("linear", x, weight);
+  QKV_CHECK(weight.dim() == 2, "linear: weight must be (out_features, in_features), got shape {}",
+            weight.shape().str());
+  const std::int64_t in = weight.size(1), out_f = weight.size(0);
+  QKV_CHECK(x.dim() >= 1 && x.size(-1) == in, "linear: input shape {} does not end in in_features = {} (weight {})",
+            x.shape().str(), in, weight.shape().str());
+  if (bias.defined()) {
+    kernel::check_same_dtype("linear", x, bias);
+    QKV_CHECK(bias.dim() == 1 && bias.size(0) == out_f, "linear: bias shape {} does not match out_features = {}",
+              bias.shape().str(), out_f);
+  }
+  Shape out_shape = x.shape();
+  out_shape[out_shape.rank() - 1] = out_f;
+  Tensor out = Tensor::empty(out_shape, x.dtype());
+  const std::int64_t rows = x.numel() / std::max<std::int64_t>(in, 1);
+  kernel::dispatch("linear", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* po = out.data<T>();
+    gemm(x.data<T>(), false, weight.data<T>(), true, po, rows, in, out_f, false);
+    if (bias.defined()) {
+      const T* pb = bias.data<T>();
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < out_f; ++j) po[r * out_f + j] += pb[j];
+    }
+  });
+  if (any_requires_grad({&x, &weight, &bias})) {
+    const bool gx = x.requires_grad(), gw = weight.requires_grad(), gb = bias.defined() && bias.requires_grad();
+    record(out, "linear", {&x, &weight, &bias},
+           [x = x.detach(), w = weight.detach(), gx, gw, gb, rows, in, out_f](const Tensor& g) -> Grads {
+             // dx = g W (rows, IN); dW = g^T x (OUT, IN); db = column sums of g
+             Tensor dx = gx ? Tensor::empty(x.shape(), x.dtype()) : Tensor();
+             Tensor dw = gw ? Tensor::empty(w.shape(), w.dtype()) : Tensor();
+             Tensor db = gb ? Tensor::zeros(Shape{out_f}, w.dtype()) : Tensor();
+             kernel::dispatch("linear_backward", x.dtype(), [&](auto tag) {
+               using T = decltype(tag);
+               const T* pg = g.data<T>();
+               if (gx) gemm(pg, false, w.data<T>(), false, dx.data<T>(), rows, out_f, in, false);
+               if (gw) gemm(pg, true, x.data<T>(), false, dw.data<T>(), out_f, rows, in, false);
+               if (gb) {
+                 T* pd = db.data<T>();
+                 for (std::int64_t r = 0; r < rows; ++r)
+                   for (std::int64_t j = 0; j < out_f; ++j) pd[j] += pg[r * out_f + j];
+               }
+             });
+             return {dx, dw, db};
+           });
   }
   return out;
 }

@@ -54,3 +54,19 @@ TEST_CASE("bad creation input") {
   CHECK_ERROR(Tensor::ones({2}).size(3), "dim 3 is out of range for a tensor of rank 1");
   CHECK_ERROR(Tensor::zeros({2}, kInt64).requires_grad_(), "only floating tensors can require grad");
 }
+
+TEST_CASE("large blocks are reused, not returned to the OS") {
+  release_cached_memory();
+  CHECK(cached_memory_bytes() == 0);
+  const void* first = nullptr;
+  {
+    const Tensor big = Tensor::zeros({256, 256});  // 256 KiB
+    first = big.raw_data();
+  }
+  CHECK(cached_memory_bytes() == 256 * 256 * 4);
+  const Tensor again = Tensor::empty({256, 256});
+  CHECK(again.raw_data() == first);
+  CHECK(cached_memory_bytes() == 0);
+  { const Tensor small = Tensor::zeros({4}); }
+  CHECK(cached_memory_bytes() == 0);
+}

@@ -1,0 +1,64 @@
+#pragma once
+// Self-attention. Legend: B batch, T sequence, D d_model, H heads.
+// Each token x_i is projected three ways, q_i = x_i W^Q, k_i = x_i W^K, v_i = x_i W^V; token i attends to j with
+// weight softmax_j(q_i . k_j / sqrt(d_k)) and outputs the weighted sum of the v_j.
+#include <qkv/layers/linear.h>
+
+namespace qkv {
+
+struct SelfAttentionOptions {
+  std::int64_t d_model = 0;
+  std::int64_t d_k = 0;  ///< query/key width; 0 means d_model
+  std::int64_t d_v = 0;  ///< value width; 0 means d_model
+  bool bias = false;     ///< biases on the three projections
+  bool causal = false;   ///< token i sees only tokens j <= i
+};
+
+/// Output and attention weights of one attention call.
+struct AttentionResult {
+  Tensor out;      ///< (B, T, d_v) or (B, T, D)
+  Tensor weights;  ///< (B, T, T) for SelfAttention, (B, H, T, T) for the multi-head layer
+};
+
+/// Single-head scaled dot-product self-attention with learned W^Q, W^K, W^V (submodules w_q, w_k, w_v).
+class SelfAttention : public Module {
+ public:
+  explicit SelfAttention(SelfAttentionOptions options, Generator& gen = default_generator());
+  /// x is (B, T, d_model); key_padding_mask (B, T), nonzero where a key is padding (optional). Returns (B, T, d_v).
+  Tensor forward(const Tensor& x) override { return attend(x).out; }
+  /// The output and the (B, T, T) attention weights.
+  AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {});
+  std::string name() const override { return "SelfAttention"; }
+  const SelfAttentionOptions& options() const { return options_; }
+
+  std::shared_ptr<Linear> w_q, w_k, w_v;
+
+ private:
+  SelfAttentionOptions options_;
+};
+
+/// Multi-head self-attention: w_q, w_k, w_v, w_o (each D -> D), head_dim = D / H; the same math as
+/// torch.nn.MultiheadAttention with separate projection weights.
+class MultiHeadSelfAttention : public Module {
+ public:
+  MultiHeadSelfAttention(std::int64_t d_model, std::int64_t heads, bool causal = false, bool bias = false,
+                         Generator& gen = default_generator());
+  Tensor forward(const Tensor& x) override { return attend(x).out; }
+  /// x is (B, T, D); returns (B, T, D) and per-head weights (B, H, T, T).
+  AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {});
+  std::string name() const override { return "MultiHeadSelfAttention"; }
+  std::int64_t heads() const { return heads_; }
+
+  std::shared_ptr<Linear> w_q, w_k, w_v, w_o;
+
+ private:
+  std::int64_t d_model_, heads_;
+  bool causal_;
+};
+
+/// softmax(q k^T / sqrt(d_k) + masks) v for q, k (..., T, d_k) and v (..., T, d_v); shared by both layers.
+/// key_padding_mask must broadcast to the scores (..., T, T). Returns the output and the weights.
+AttentionResult scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
+                                             const Tensor& key_padding_mask);
+
+}  // namespace qkv

@@ -1,0 +1,82 @@
+#include "qkv/layers/models.h"
+
+#include <qkv/core/ops.h>
+
+namespace qkv {
+
+Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids) const {
+  // ids is (B, T) int64; returns (B, T, D)
+  QKV_CHECK(ids.dim() == 2 && ids.dtype() == kInt64, "{}: expected int64 token ids (B, T), got {} of shape {}", name(),
+            dtype_name(ids.dtype()), ids.shape().str());
+  const std::int64_t t = ids.size(1);
+  QKV_CHECK(t <= config_.seq_len, "{}: sequence length {} exceeds the positional table (seq_len = {})", name(), t,
+            config_.seq_len);
+  const std::int64_t* p = ids.data<std::int64_t>();
+  for (std::int64_t i = 0; i < ids.numel(); ++i)
+    QKV_CHECK(p[i] >= 0 && p[i] < config_.vocab_size,
+              "{}: token id {} at (batch {}, position {}) is out of range for vocab_size = {}", name(), p[i], i / t,
+              i % t, config_.vocab_size);
+  const Tensor positions = Tensor::arange(0.0, double(t), 1.0, kInt64);
+  return tok.forward(ids) + pos.forward(positions);
+}
+
+SeedModel::SeedModel(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
+  tok_emb = register_module("tok_emb", std::make_shared<Embedding>(c.vocab_size, c.d_model, gen));
+  pos_emb = register_module("pos_emb", std::make_shared<Embedding>(c.seq_len, c.d_model, gen));
+  attn = register_module("attn", std::make_shared<SelfAttention>(SelfAttentionOptions{.d_model = c.d_model,
+                                                                                      .d_k = c.d_k,
+                                                                                      .d_v = c.d_v,
+                                                                                      .bias = c.attn_bias,
+                                                                                      .causal = c.causal},
+                                                                 gen));
+  head = register_module("head", std::make_shared<Linear>(attn->options().d_v, c.vocab_size, true, gen));
+}
+
+Tensor SeedModel::logits(const Tensor& ids, std::vector<Tensor>* attention) {
+  auto [out, weights] = attn->attend(embed(*tok_emb, *pos_emb, ids));
+  if (attention != nullptr) *attention = {unsqueeze(weights, 1)};  // (B, 1, T, T): one head
+  return head->forward(out);
+}
+
+Transformer::Transformer(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
+  tok_emb = register_module("tok_emb", std::make_shared<Embedding>(c.vocab_size, c.d_model, gen));
+  pos_emb = register_module("pos_emb", std::make_shared<Embedding>(c.seq_len, c.d_model, gen));
+  blocks = register_module("blocks", std::make_shared<ModuleList<TransformerBlock>>());
+  for (std::int64_t i = 0; i < c.layers; ++i)
+    blocks->push_back(std::make_shared<TransformerBlock>(TransformerBlockOptions{.d_model = c.d_model,
+                                                                                 .heads = c.heads,
+                                                                                 .d_ff = c.d_ff,
+                                                                                 .causal = c.causal,
+                                                                                 .attn_bias = c.attn_bias,
+                                                                                 .dropout = c.dropout},
+                                                         gen));
+  ln_f = register_module("ln_f", std::make_shared<LayerNorm>(c.d_model));
+  head = register_module("head", std::make_shared<Linear>(c.d_model, c.vocab_size, true, gen));
+}
+
+Tensor Transformer::logits(const Tensor& ids, std::vector<Tensor>* attention) {
+  Tensor h = embed(*tok_emb, *pos_emb, ids);
+  if (attention != nullptr) attention->clear();
+  for (const auto& block : *blocks) {
+    Tensor w;
+    h = block->forward(h, attention != nullptr ? &w : nullptr);
+    if (attention != nullptr) attention->push_back(w);
+  }
+  return head->forward(ln_f->forward(h));
+}
+
+std::shared_ptr<LanguageModel> build_model(const ModelConfig& c, Generator& gen) {
+  QKV_CHECK(c.vocab_size > 0 && c.seq_len > 0 && c.d_model > 0,
+            "model: vocab_size, seq_len and d_model must be positive, got {}, {} and {}", c.vocab_size, c.seq_len,
+            c.d_model);
+  if (c.kind == "seed") return std::make_shared<SeedModel>(c, gen);
+  if (c.kind == "transformer") {
+    QKV_CHECK(c.layers > 0, "model: layers must be positive, got {}", c.layers);
+    QKV_CHECK(c.heads > 0 && c.d_model % c.heads == 0, "model: d_model = {} is not divisible by heads = {}", c.d_model,
+              c.heads);
+    return std::make_shared<Transformer>(c, gen);
+  }
+  fail("model: unknown kind '{}' (expected seed or transformer)", c.kind);
+}
+
+}  // namespace qkv

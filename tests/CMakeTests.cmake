@@ -1,0 +1,17 @@
+# Tests that run programs rather than doctest cases.
+
+# The thinking-machine example must print the values numpy computes for the same weights.
+if(TARGET thinking_machine)
+  add_test(NAME examples/thinking_machine COMMAND thinking_machine)
+  set_tests_properties(examples/thinking_machine PROPERTIES PASS_REGULAR_EXPRESSION
+    "softmax weights +\\[ +0\\.4283 +0\\.5717 \\].*output z = sum w v +\\[ +0\\.7858 +2\\.7150 +0\\.6425 \\].*softmax weights +\\[ +0\\.1503 +0\\.8497 \\].*\\[ +0\\.9248 +3\\.5490 +0\\.2255 \\]")
+endif()
+
+# An outside project uses qkv through find_package (after cmake --install) and through add_subdirectory.
+if(QKV_INSTALL)
+  add_test(NAME package/consumer
+           COMMAND ${CMAKE_COMMAND} -DQKV_BUILD=${PROJECT_BINARY_DIR} -DQKV_SOURCE=${PROJECT_SOURCE_DIR}
+                   -DWORK=${CMAKE_CURRENT_BINARY_DIR}/consumer -DSANITIZE=${QKV_SANITIZE}
+                   -P ${CMAKE_CURRENT_SOURCE_DIR}/consumer/run.cmake)
+  set_tests_properties(package/consumer PROPERTIES TIMEOUT 600 PASS_REGULAR_EXPRESSION "consumer ok.*consumer ok")
+endif()

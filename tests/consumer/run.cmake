@@ -1,0 +1,22 @@
+# Installs the qkv build into a prefix, then configures, builds and runs tests/consumer against it, and again
+# with qkv added as a subdirectory. Run by ctest (package/consumer).
+set(flags "")
+if(SANITIZE)
+  set(flags "-DCMAKE_CXX_FLAGS=-fsanitize=${SANITIZE}" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=${SANITIZE}")
+endif()
+function(step)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "failed (${rc}): ${ARGN}")
+  endif()
+endfunction()
+file(REMOVE_RECURSE ${WORK})
+step(${CMAKE_COMMAND} --install ${QKV_BUILD} --prefix ${WORK}/prefix)
+step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer -B ${WORK}/installed -DCMAKE_PREFIX_PATH=${WORK}/prefix
+     -DCMAKE_BUILD_TYPE=Release ${flags})
+step(${CMAKE_COMMAND} --build ${WORK}/installed)
+step(${WORK}/installed/consumer)
+step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer -B ${WORK}/subdir -DQKV_SOURCE_DIR=${QKV_SOURCE}
+     -DCMAKE_BUILD_TYPE=Release -DQKV_NATIVE=OFF ${flags})
+step(${CMAKE_COMMAND} --build ${WORK}/subdir -j 2 --target consumer)
+step(${WORK}/subdir/consumer)
