@@ -221,6 +221,93 @@ def layers_cases():
     return c
 
 
+OPTIM_CONFIGS = [
+    ("sgd", {"lr": 0.1}),
+    ("sgd", {"lr": 0.1, "momentum": 0.9}),
+    ("sgd", {"lr": 0.1, "momentum": 0.9, "dampening": 0.5}),
+    ("sgd", {"lr": 0.05, "momentum": 0.9, "nesterov": True}),
+    ("sgd", {"lr": 0.1, "momentum": 0.5, "weight_decay": 0.01}),
+    ("adam", {"lr": 0.01}),
+    ("adam", {"lr": 0.01, "betas": [0.8, 0.99], "eps": 1e-6}),
+    ("adam", {"lr": 0.01, "weight_decay": 0.1}),
+    ("adam", {"lr": 0.01, "amsgrad": True}),
+    ("adam", {"lr": 0.02, "amsgrad": True, "weight_decay": 0.05}),
+    ("adamw", {"lr": 0.01, "weight_decay": 0.1}),
+    ("adamw", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True, "betas": [0.85, 0.95]}),
+    ("adam", {"lr": 0.01, "clip_grad_norm": 0.05}),
+    ("sgd", {"lr": 0.1, "momentum": 0.9, "clip_grad_value": 0.01}),
+]
+
+
+def optim_trajectory(name, cfg, init, x, y, dtype, steps=25):
+    """A 4-5-2 tanh MLP on fixed data: loss before each step and all parameters after each step."""
+    fc1, fc2 = nn.Linear(4, 5).to(dtype), nn.Linear(5, 2).to(dtype)
+    model = nn.ModuleDict({"fc1": fc1, "fc2": fc2})
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(init[n])
+    kw = {k: v for k, v in cfg.items() if k not in ("clip_grad_norm", "clip_grad_value")}
+    if "betas" in kw:
+        kw["betas"] = tuple(kw["betas"])
+    opt = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](
+        model.parameters(), **kw)
+    x, y = x.to(dtype), y.to(dtype)
+    losses, params = [], []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = ((fc2(torch.tanh(fc1(x))) - y) ** 2).mean()
+        loss.backward()
+        if "clip_grad_norm" in cfg:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad_norm"])
+        if "clip_grad_value" in cfg:
+            torch.nn.utils.clip_grad_value_(model.parameters(), cfg["clip_grad_value"])
+        opt.step()
+        losses.append(loss.item())
+        params.append({n: t2j(p) for n, p in model.named_parameters()})
+    return {"losses": losses, "params": params}
+
+
+def schedule_lrs(kind, warmup, total, min_lr, step_size=7, gamma=0.5, base=0.1, n=30):
+    from torch.optim import lr_scheduler as L
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
+    if kind == "cosine":
+        main = L.CosineAnnealingLR(opt, T_max=total - warmup, eta_min=min_lr)
+    elif kind == "linear":
+        main = L.LinearLR(opt, start_factor=1.0, end_factor=min_lr / base, total_iters=total - warmup)
+    elif kind == "step":
+        main = L.StepLR(opt, step_size=step_size, gamma=gamma)
+    else:
+        main = L.ConstantLR(opt, factor=1.0, total_iters=0)
+    sched = main
+    if warmup > 0:
+        sched = L.SequentialLR(opt, [L.LinearLR(opt, start_factor=1.0 / warmup, end_factor=1.0,
+                                                total_iters=max(warmup - 1, 1)), main], milestones=[warmup])
+    lrs = []
+    for _ in range(n):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    return {"kind": kind, "warmup_steps": warmup, "total_steps": total, "min_lr": min_lr, "step_size": step_size,
+            "gamma": gamma, "base_lr": base, "lrs": lrs}
+
+
+def optim_fixture():
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    fc1, fc2 = nn.Linear(4, 5).double(), nn.Linear(5, 2).double()
+    init = {"fc1." + n: p.detach().clone() for n, p in fc1.named_parameters()}
+    init.update({"fc2." + n: p.detach().clone() for n, p in fc2.named_parameters()})
+    runs = []
+    for name, cfg in OPTIM_CONFIGS:
+        runs.append({"optimizer": name, "config": cfg,
+                     "float64": optim_trajectory(name, cfg, init, x, y, torch.float64),
+                     "float32": optim_trajectory(name, cfg, init, x, y, torch.float32)})
+    schedules = [schedule_lrs("cosine", 5, 30, 1e-4), schedule_lrs("cosine", 0, 30, 0.0),
+                 schedule_lrs("linear", 4, 30, 1e-3), schedule_lrs("step", 3, 30, 0.0),
+                 schedule_lrs("constant", 4, 30, 0.0), schedule_lrs("constant", 0, 30, 0.0)]
+    return {"x": t2j(x), "y": t2j(y), "init": {n: t2j(p) for n, p in init.items()}, "runs": runs,
+            "schedules": schedules}
+
+
 def write(name, cases):
     payload = {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, "cases": cases}
     with open(os.path.join(OUT, name + ".json"), "w") as f:
@@ -232,6 +319,10 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     write("ops", ops_cases())
     write("layers", layers_cases())
+    payload = {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, **optim_fixture()}
+    with open(os.path.join(OUT, "optim.json"), "w") as f:
+        json.dump(payload, f, separators=(",", ":"))
+    print("wrote tests/fixtures/optim.json")
 
 
 if __name__ == "__main__":

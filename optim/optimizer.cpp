@@ -1,0 +1,247 @@
+#include "qkv/optim/optimizer.h"
+
+#include <qkv/core/autograd.h>
+
+#include <algorithm>
+#include <cmath>
+
+namespace qkv {
+namespace {
+
+// Calls f(T{}) for the parameter's float type.
+template <class F>
+void by_float(const Tensor& t, F&& f) {
+  if (t.dtype() == kFloat32) f(float{});
+  else if (t.dtype() == kFloat64) f(double{});
+  else fail("optimizer: parameter has dtype {}, expected float32 or float64", dtype_name(t.dtype()));
+}
+
+void check_lr(const char* who, double lr) { QKV_CHECK(lr >= 0.0, "{}: invalid lr = {} (must be >= 0)", who, lr); }
+
+}  // namespace
+
+Optimizer::Optimizer(NamedParameters params, double lr) : params_(std::move(params)), lr_(lr) {
+  check_lr("optimizer", lr);
+  for (const auto& [name, p] : params_)
+    QKV_CHECK(p.defined() && p.is_leaf(), "optimizer: parameter '{}' must be a defined leaf tensor", name);
+}
+
+void Optimizer::zero_grad() {
+  for (const auto& [name, p] : params_) p.zero_grad();
+}
+
+void Optimizer::set_lr(double lr) {
+  check_lr("set_lr", lr);
+  lr_ = lr;
+}
+
+void Optimizer::step() {
+  NoGradGuard no_grad;
+  ++steps_;
+  for (const auto& [name, p] : params_) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;  // like torch: parameters without a gradient are skipped
+    QKV_ASSERT(g.shape() == p.shape() && g.dtype() == p.dtype());
+    update(name, p, g);
+  }
+}
+
+Tensor& Optimizer::slot(const std::string& name, const char* slot_name, const Tensor& param, bool* created) {
+  const std::string key = name + "." + slot_name;
+  auto it = state_.find(key);
+  if (created != nullptr) *created = it == state_.end();
+  if (it == state_.end()) it = state_.emplace(key, Tensor::zeros(param.shape(), param.dtype())).first;
+  return it->second;
+}
+
+OptimizerState Optimizer::state_dict() const {
+  OptimizerState s;
+  for (const auto& [key, t] : state_) s.tensors.emplace(key, t.clone());
+  s.scalars["step"] = static_cast<double>(steps_);
+  s.scalars["lr"] = lr_;
+  return s;
+}
+
+void Optimizer::load_state_dict(const OptimizerState& s) {
+  QKV_CHECK(s.scalars.count("step") && s.scalars.count("lr"), "load_state_dict: state lacks 'step' or 'lr'");
+  std::map<std::string, Tensor> loaded;
+  for (const auto& [key, t] : s.tensors) {
+    bool known = false;
+    for (const auto& [name, p] : params_)
+      for (const auto& sl : slot_names())
+        if (key == name + "." + sl) {
+          known = true;
+          QKV_CHECK(t.shape() == p.shape() && t.dtype() == p.dtype(),
+                    "load_state_dict: '{}' has shape {} ({}), parameter '{}' is {} ({})", key, t.shape().str(),
+                    dtype_name(t.dtype()), name, p.shape().str(), dtype_name(p.dtype()));
+        }
+    QKV_CHECK(known, "load_state_dict: unexpected state entry '{}'", key);
+    loaded.emplace(key, t.clone());
+  }
+  state_ = std::move(loaded);
+  steps_ = static_cast<std::int64_t>(s.scalars.at("step"));
+  set_lr(s.scalars.at("lr"));
+}
+
+// ---- SGD --------------------------------------------------------------------------------------------------
+// torch.optim.SGD (_single_tensor_sgd), line by line:
+//   d_p = grad + weight_decay * param
+//   buf = d_p on the first step, else momentum * buf + (1 - dampening) * d_p
+//   d_p = d_p + momentum * buf if nesterov else buf
+//   param -= lr * d_p
+
+SGD::SGD(NamedParameters params, SGDOptions o) : Optimizer(std::move(params), o.lr), options_(o) {
+  QKV_CHECK(o.momentum >= 0.0, "SGD: invalid momentum = {} (must be >= 0)", o.momentum);
+  QKV_CHECK(o.weight_decay >= 0.0, "SGD: invalid weight_decay = {} (must be >= 0)", o.weight_decay);
+  QKV_CHECK(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0),
+            "SGD: nesterov requires momentum > 0 and dampening = 0 (got momentum = {}, dampening = {})", o.momentum,
+            o.dampening);
+}
+
+std::vector<std::string> SGD::slot_names() const { return {"momentum_buffer"}; }
+
+void SGD::update(const std::string& name, const Tensor& param, const Tensor& grad) {
+  const auto& o = options_;
+  bool fresh = false;
+  Tensor* buf = o.momentum != 0.0 ? &slot(name, "momentum_buffer", param, &fresh) : nullptr;
+  by_float(param, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = param.data<T>();
+    const T* g = grad.data<T>();
+    T* b = buf != nullptr ? buf->data<T>() : nullptr;
+    const T wd = T(o.weight_decay), mu = T(o.momentum), damp = T(1.0 - o.dampening), lr = T(this->lr());
+    for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
+      T d = o.weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
+      if (b != nullptr) {
+        b[i] = fresh ? d : mu * b[i] + damp * d;
+        d = o.nesterov ? d + mu * b[i] : b[i];
+      }
+      p[i] -= lr * d;
+    }
+  });
+}
+
+// ---- Adam / AdamW ------------------------------------------------------------------------------------------
+// torch.optim.Adam / AdamW (_single_tensor_adam[w], the non-capturable branch), line by line:
+//   AdamW: param *= 1 - lr * weight_decay          Adam: grad = grad + weight_decay * param
+//   exp_avg    = beta1 * exp_avg + (1 - beta1) * grad
+//   exp_avg_sq = beta2 * exp_avg_sq + (1 - beta2) * grad^2
+//   step_size  = lr / (1 - beta1^t);  bc2_sqrt = sqrt(1 - beta2^t)
+//   amsgrad: max_exp_avg_sq = max(max_exp_avg_sq, exp_avg_sq); denom = sqrt(max_exp_avg_sq) / bc2_sqrt + eps
+//   else:    denom = sqrt(exp_avg_sq) / bc2_sqrt + eps
+//   param -= step_size * exp_avg / denom
+// Note: torch's documentation pseudo-code maxes the bias-corrected v-hat, while its implementation (followed
+// here, since trajectories must match) maxes the raw exp_avg_sq and corrects afterwards.
+
+Adam::Adam(NamedParameters params, AdamOptions o) : Adam(std::move(params), o, false) {}
+
+Adam::Adam(NamedParameters params, AdamOptions o, bool decoupled)
+    : Optimizer(std::move(params), o.lr), options_(o), decoupled_(decoupled) {
+  const char* who = decoupled ? "AdamW" : "Adam";
+  QKV_CHECK(o.beta1 >= 0.0 && o.beta1 < 1.0, "{}: invalid beta1 = {} (must be in [0, 1))", who, o.beta1);
+  QKV_CHECK(o.beta2 >= 0.0 && o.beta2 < 1.0, "{}: invalid beta2 = {} (must be in [0, 1))", who, o.beta2);
+  QKV_CHECK(o.eps > 0.0, "{}: invalid eps = {} (must be > 0)", who, o.eps);
+  QKV_CHECK(o.weight_decay >= 0.0, "{}: invalid weight_decay = {} (must be >= 0)", who, o.weight_decay);
+}
+
+std::vector<std::string> Adam::slot_names() const { return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}; }
+
+void Adam::update(const std::string& name, const Tensor& param, const Tensor& grad) {
+  const auto& o = options_;
+  const double lr = this->lr();
+  const auto t = static_cast<double>(steps_);
+  const double step_size = lr / (1.0 - std::pow(o.beta1, t));
+  const double bc2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, t));
+  Tensor& m_t = slot(name, "exp_avg", param);
+  Tensor& v_t = slot(name, "exp_avg_sq", param);
+  Tensor* vmax_t = o.amsgrad ? &slot(name, "max_exp_avg_sq", param) : nullptr;
+  by_float(param, [&](auto tag) {
+    using T = decltype(tag);
+    T* p = param.data<T>();
+    const T* g = grad.data<T>();
+    T *m = m_t.data<T>(), *v = v_t.data<T>(), *vmax = vmax_t != nullptr ? vmax_t->data<T>() : nullptr;
+    const T b1 = T(o.beta1), b2 = T(o.beta2), one_b1 = T(1.0 - o.beta1), one_b2 = T(1.0 - o.beta2);
+    const T wd = T(o.weight_decay), decay = T(1.0 - lr * o.weight_decay), eps = T(o.eps);
+    const T neg_step = T(-step_size), bc2 = T(bc2_sqrt);
+    const std::int64_t n = param.numel();
+    // The options become template flags so the loop has no branches and vectorises; large tensors are split
+    // across threads (each element is independent).
+    const auto loop = [&]<bool kL2, bool kDecoupled, bool kAms>() {
+      // Local restrict pointers: reached through the lambda's captures, the compiler emitted gathers.
+      T* __restrict pp = p;
+      const T* __restrict pg = g;
+      T* __restrict pm = m;
+      T* __restrict pv = v;
+      T* __restrict pvmax = vmax;
+#pragma omp parallel for simd if (n > (1 << 16)) schedule(static)
+      for (std::int64_t i = 0; i < n; ++i) {
+        if constexpr (kDecoupled) pp[i] *= decay;
+        T gi = pg[i];
+        if constexpr (kL2) gi += wd * pp[i];
+        const T mi = pm[i] * b1 + one_b1 * gi;
+        const T vi = pv[i] * b2 + one_b2 * gi * gi;
+        pm[i] = mi;
+        pv[i] = vi;
+        T second = vi;
+        if constexpr (kAms) second = pvmax[i] = std::max(pvmax[i], vi);
+        pp[i] += neg_step * (mi / (std::sqrt(second) / bc2 + eps));
+      }
+    };
+    const bool has_wd = o.weight_decay != 0.0;
+    const int variant = (has_wd && !decoupled_ ? 1 : 0) | (has_wd && decoupled_ ? 2 : 0) | (vmax != nullptr ? 4 : 0);
+    switch (variant) {
+      case 0: loop.template operator()<false, false, false>(); break;
+      case 1: loop.template operator()<true, false, false>(); break;
+      case 2: loop.template operator()<false, true, false>(); break;
+      case 4: loop.template operator()<false, false, true>(); break;
+      case 5: loop.template operator()<true, false, true>(); break;
+      case 6: loop.template operator()<false, true, true>(); break;
+      default: QKV_ASSERT(false);
+    }
+  });
+}
+
+// ---- clipping ---------------------------------------------------------------------------------------------
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
+  double sq = 0.0;
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    by_float(g, [&](auto tag) {
+      using T = decltype(tag);
+      const T* pg = g.data<T>();
+      for (std::int64_t i = 0, n = g.numel(); i < n; ++i) sq += double(pg[i]) * double(pg[i]);
+    });
+  }
+  const double norm = std::sqrt(sq);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) {
+    for (const Tensor& p : params) {
+      const Tensor g = p.grad();
+      if (!g.defined()) continue;
+      by_float(g, [&](auto tag) {
+        using T = decltype(tag);
+        T* pg = g.data<T>();
+        for (std::int64_t i = 0, n = g.numel(); i < n; ++i) pg[i] *= T(coef);
+      });
+    }
+  }
+  return norm;
+}
+
+void clip_grad_value(const std::vector<Tensor>& params, double clip_value) {
+  QKV_CHECK(clip_value > 0.0, "clip_grad_value: invalid clip_value = {} (must be > 0)", clip_value);
+  for (const Tensor& p : params) {
+    const Tensor g = p.grad();
+    if (!g.defined()) continue;
+    by_float(g, [&](auto tag) {
+      using T = decltype(tag);
+      T* pg = g.data<T>();
+      for (std::int64_t i = 0, n = g.numel(); i < n; ++i) pg[i] = std::clamp(pg[i], T(-clip_value), T(clip_value));
+    });
+  }
+}
+
+}  // namespace qkv

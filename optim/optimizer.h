@@ -1,0 +1,121 @@
+#pragma once
+// Optimizers over a module's named parameters, matching torch.optim's update rules and order exactly. Each
+// step is one fused pass over each parameter's storage (parameter, gradient and state read once, written once).
+#include <qkv/core/tensor.h>
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace qkv {
+
+using NamedParameters = std::vector<std::pair<std::string, Tensor>>;
+
+/// Optimizer (and schedule) state: tensors keyed "<parameter>.<slot>" and scalars keyed by name, so a checkpoint
+/// can store them next to the model's own named tensors.
+struct OptimizerState {
+  std::map<std::string, Tensor> tensors;
+  std::map<std::string, double> scalars;
+};
+
+class Optimizer {
+ public:
+  Optimizer(NamedParameters params, double lr);
+  virtual ~Optimizer() = default;
+  Optimizer(const Optimizer&) = delete;
+  Optimizer& operator=(const Optimizer&) = delete;
+
+  /// Drops every parameter's gradient (like torch's zero_grad(set_to_none=True)).
+  void zero_grad();
+  /// One update of every parameter that has a gradient.
+  void step();
+  double lr() const { return lr_; }
+  /// Sets the learning rate (schedules call this); throws for a negative value.
+  void set_lr(double lr);
+  /// Number of steps taken.
+  std::int64_t steps() const { return steps_; }
+  const NamedParameters& params() const { return params_; }
+
+  /// Copies of every state tensor plus "step" and "lr".
+  OptimizerState state_dict() const;
+  /// Restores a state_dict(); throws naming any missing or mismatched entry.
+  void load_state_dict(const OptimizerState& state);
+
+ protected:
+  /// Updates one parameter given its gradient; `slots` are its state tensors, created on first use.
+  virtual void update(const std::string& name, const Tensor& param, const Tensor& grad) = 0;
+  /// The state tensor `slot` of parameter `name`, created as zeros like `param` when absent.
+  Tensor& slot(const std::string& name, const char* slot, const Tensor& param, bool* created = nullptr);
+  /// Names of the state slots this optimizer keeps (for load_state_dict's checks).
+  virtual std::vector<std::string> slot_names() const = 0;
+
+  std::int64_t steps_ = 0;
+
+ private:
+  NamedParameters params_;
+  double lr_;
+  std::map<std::string, Tensor> state_;
+};
+
+struct SGDOptions {
+  double lr = 1e-3;
+  double momentum = 0.0;
+  double dampening = 0.0;
+  bool nesterov = false;
+  double weight_decay = 0.0;  ///< L2: added to the gradient
+};
+
+/// torch.optim.SGD.
+class SGD : public Optimizer {
+ public:
+  SGD(NamedParameters params, SGDOptions options);
+  const SGDOptions& options() const { return options_; }
+
+ protected:
+  void update(const std::string& name, const Tensor& param, const Tensor& grad) override;
+  std::vector<std::string> slot_names() const override;
+
+ private:
+  SGDOptions options_;
+};
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;  ///< Adam: L2 added to the gradient; AdamW: decoupled decay of the weights
+  bool amsgrad = false;
+};
+
+/// torch.optim.Adam.
+class Adam : public Optimizer {
+ public:
+  Adam(NamedParameters params, AdamOptions options);
+  const AdamOptions& options() const { return options_; }
+
+ protected:
+  Adam(NamedParameters params, AdamOptions options, bool decoupled);
+  void update(const std::string& name, const Tensor& param, const Tensor& grad) override;
+  std::vector<std::string> slot_names() const override;
+
+ private:
+  AdamOptions options_;
+  bool decoupled_;
+};
+
+/// torch.optim.AdamW (weight decay applied to the weights, not the gradient). torch's default weight_decay 1e-2.
+class AdamW : public Adam {
+ public:
+  AdamW(NamedParameters params, AdamOptions options) : Adam(std::move(params), options, true) {}
+};
+
+/// Scales all gradients together so their global L2 norm is at most max_norm (as torch's clip_grad_norm_:
+/// coefficient max_norm / (norm + 1e-6), applied only when below 1). Returns the norm before clipping.
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+/// Clamps every gradient element into [-clip_value, clip_value].
+void clip_grad_value(const std::vector<Tensor>& params, double clip_value);
+
+}  // namespace qkv

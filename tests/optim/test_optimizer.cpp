@@ -1,0 +1,147 @@
+#include "../support.h"
+
+#include <qkv/layers/linear.h>
+#include <qkv/optim/optimizer.h>
+
+#include <cmath>
+
+using namespace qkv;
+
+namespace {
+
+struct Net : Module {
+  Net() {
+    fc1 = register_module("fc1", std::make_shared<Linear>(4, 5));
+    fc2 = register_module("fc2", std::make_shared<Linear>(5, 2));
+  }
+  std::string name() const override { return "Net"; }
+  Tensor forward(const Tensor& x) override { return fc2->forward(tanh(fc1->forward(x))); }
+  std::shared_ptr<Linear> fc1, fc2;
+};
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& kind, const nlohmann::json& c, NamedParameters params) {
+  if (kind == "sgd")
+    return std::make_unique<SGD>(params, SGDOptions{.lr = c["lr"],
+                                                    .momentum = c.value("momentum", 0.0),
+                                                    .dampening = c.value("dampening", 0.0),
+                                                    .nesterov = c.value("nesterov", false),
+                                                    .weight_decay = c.value("weight_decay", 0.0)});
+  const auto betas = c.value("betas", std::vector<double>{0.9, 0.999});
+  AdamOptions o{.lr = c["lr"], .beta1 = betas[0], .beta2 = betas[1], .eps = c.value("eps", 1e-8),
+                .weight_decay = c.value("weight_decay", kind == "adamw" ? 1e-2 : 0.0),
+                .amsgrad = c.value("amsgrad", false)};
+  if (kind == "adamw") return std::make_unique<AdamW>(params, o);
+  return std::make_unique<Adam>(params, o);
+}
+
+// One training step of the fixture's model: loss = mean((net(x) - y)^2), then clipping, then the update.
+double train_step(Net& net, Optimizer& opt, const Tensor& x, const Tensor& y, const nlohmann::json& cfg) {
+  opt.zero_grad();
+  const Tensor diff = net.forward(x) - y;
+  const Tensor loss = mean(diff * diff);
+  loss.backward();
+  if (cfg.contains("clip_grad_norm")) clip_grad_norm(net.parameters(), cfg["clip_grad_norm"]);
+  if (cfg.contains("clip_grad_value")) clip_grad_value(net.parameters(), cfg["clip_grad_value"]);
+  opt.step();
+  return loss.item();
+}
+
+}  // namespace
+
+TEST_CASE("25-step trajectories match torch.optim for every optimizer and option") {
+  const auto& f = test::fixture("optim");
+  int runs = 0;
+  for (const auto& run : f["runs"]) {
+    for (const DType dtype : {kFloat64, kFloat32}) {
+      const std::string key = dtype == kFloat64 ? "float64" : "float32";
+      const double rtol = dtype == kFloat64 ? 1e-6 : 1e-5;
+      INFO(run["optimizer"].get<std::string>(), " ", run["config"].dump(), " ", key);
+      Net net;
+      net.to(dtype);
+      test::load_params(net, f["init"], dtype);
+      auto opt = make_optimizer(run["optimizer"], run["config"], net.named_parameters());
+      const Tensor x = test::tensor_from(f["x"], dtype), y = test::tensor_from(f["y"], dtype);
+      const auto& ref = run[key];
+      for (std::size_t s = 0; s < 25; ++s) {
+        const double loss = train_step(net, *opt, x, y, run["config"]);
+        CHECK(loss == doctest::Approx(ref["losses"][s].get<double>()).epsilon(rtol));
+        for (const auto& [name, p] : net.named_parameters())
+          CHECK_CLOSE(p, test::tensor_from(ref["params"][s][name], dtype), rtol, rtol * 1e-2);
+      }
+    }
+    ++runs;
+  }
+  CHECK(runs == 14);
+}
+
+TEST_CASE("save state, load into a fresh optimizer, continue: bit-identical to an uninterrupted run") {
+  const auto& f = test::fixture("optim");
+  for (const std::string kind : {"sgd", "adam", "adamw"}) {
+    const nlohmann::json cfg = {{"lr", 0.01}, {"momentum", 0.9}, {"amsgrad", true}, {"weight_decay", 0.01}};
+    const Tensor x = test::tensor_from(f["x"], kFloat32), y = test::tensor_from(f["y"], kFloat32);
+    Net a, b;
+    test::load_params(a, f["init"], kFloat32);
+    test::load_params(b, f["init"], kFloat32);
+    auto opt_a = make_optimizer(kind, cfg, a.named_parameters());
+    auto opt_b = make_optimizer(kind, cfg, b.named_parameters());
+    for (int s = 0; s < 10; ++s) {
+      train_step(a, *opt_a, x, y, cfg);
+      train_step(b, *opt_b, x, y, cfg);
+    }
+    const OptimizerState saved = opt_b->state_dict();
+    std::vector<Tensor> saved_params;
+    for (auto& p : b.parameters()) saved_params.push_back(p.clone());
+    // A fresh model and optimizer, restored from the saved tensors.
+    Net c;
+    for (std::size_t i = 0; i < saved_params.size(); ++i) c.parameters()[i].copy_(saved_params[i]);
+    auto opt_c = make_optimizer(kind, cfg, c.named_parameters());
+    opt_c->load_state_dict(saved);
+    CHECK(opt_c->steps() == 10);
+    for (int s = 0; s < 10; ++s) {
+      train_step(a, *opt_a, x, y, cfg);
+      train_step(c, *opt_c, x, y, cfg);
+    }
+    for (std::size_t i = 0; i < a.parameters().size(); ++i)
+      CHECK(a.parameters()[i].to_vector() == c.parameters()[i].to_vector());
+  }
+}
+
+TEST_CASE("clip_grad_norm returns the norm before clipping and scales like torch") {
+  const Tensor p = Tensor::zeros({2}).requires_grad_(), q = Tensor::zeros({1}).requires_grad_();
+  p.set_grad(Tensor::from({3.0f, 0.0f}));
+  q.set_grad(Tensor::from({4.0f}));
+  CHECK(clip_grad_norm({p, q}, 1.0) == doctest::Approx(5.0));
+  CHECK(p.grad().to_vector()[0] == doctest::Approx(3.0 / (5.0 + 1e-6)));
+  CHECK(q.grad().to_vector()[0] == doctest::Approx(4.0 / (5.0 + 1e-6)));
+  CHECK(clip_grad_norm({p, q}, 10.0) == doctest::Approx(1.0).epsilon(1e-5));  // below max_norm: unchanged
+  CHECK(q.grad().to_vector()[0] == doctest::Approx(0.8).epsilon(1e-5));
+  clip_grad_value({p, q}, 0.5);
+  CHECK(p.grad().to_vector()[0] == doctest::Approx(0.5));
+}
+
+TEST_CASE("parameters without a gradient are skipped") {
+  Net net;
+  const auto before = net.fc2->weight.to_vector();
+  Adam opt(net.named_parameters(), {});
+  sum(net.fc1->forward(Tensor::ones({1, 4}))).backward();
+  opt.step();
+  CHECK(net.fc2->weight.to_vector() == before);
+}
+
+TEST_CASE("invalid hyperparameters name the parameter and the value") {
+  Net net;
+  const auto ps = net.named_parameters();
+  CHECK_ERROR(SGD(ps, {.lr = -1}), "optimizer: invalid lr = -1 (must be >= 0)");
+  CHECK_ERROR(SGD(ps, {.momentum = -0.5}), "SGD: invalid momentum = -0.5");
+  CHECK_ERROR(SGD(ps, {.nesterov = true}), "SGD: nesterov requires momentum > 0 and dampening = 0");
+  CHECK_ERROR(Adam(ps, {.beta1 = 1.0}), "Adam: invalid beta1 = 1 (must be in [0, 1))");
+  CHECK_ERROR(Adam(ps, {.beta2 = -0.1}), "Adam: invalid beta2 = -0.1");
+  CHECK_ERROR(AdamW(ps, {.eps = 0}), "AdamW: invalid eps = 0 (must be > 0)");
+  CHECK_ERROR(Adam(ps, {.weight_decay = -1}), "Adam: invalid weight_decay = -1 (must be >= 0)");
+  CHECK_ERROR(clip_grad_norm(net.parameters(), 0.0), "clip_grad_norm: invalid max_norm = 0 (must be > 0)");
+  Adam opt(ps, {});
+  CHECK_ERROR(opt.set_lr(-0.1), "set_lr: invalid lr = -0.1");
+  OptimizerState bad = opt.state_dict();
+  bad.tensors["fc9.weight.exp_avg"] = Tensor::zeros({1});
+  CHECK_ERROR(opt.load_state_dict(bad), "load_state_dict: unexpected state entry 'fc9.weight.exp_avg'");
+}
