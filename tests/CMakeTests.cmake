@@ -15,3 +15,8 @@ if(QKV_INSTALL)
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/consumer/run.cmake)
   set_tests_properties(package/consumer PROPERTIES TIMEOUT 600 PASS_REGULAR_EXPRESSION "consumer ok.*consumer ok")
 endif()
+
+# The 45-line training example must learn to reverse (it exits non-zero below 90% token accuracy).
+if(TARGET train_tiny)
+  add_test(NAME examples/train_tiny COMMAND train_tiny)
+endif()
