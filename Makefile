@@ -32,8 +32,9 @@ build: configure
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
+# Trains the default config (replacing an earlier run of it), then shows the learned attention.
 train: build
-	$(BUILD)/bin/thinking_machine
+	$(BUILD)/bin/qkv train $(CONFIG) --force
 
 clean:
 	rm -rf $(BUILD)

@@ -65,6 +65,18 @@ Tensor Transformer::logits(const Tensor& ids, std::vector<Tensor>* attention) {
   return head->forward(ln_f->forward(h));
 }
 
+double flops_per_token(const ModelConfig& c, std::int64_t t) {
+  const auto d = static_cast<double>(c.d_model), v = static_cast<double>(c.vocab_size), tt = static_cast<double>(t);
+  if (c.kind == "seed") {
+    const double dk = static_cast<double>(c.d_k ? c.d_k : c.d_model), dv = static_cast<double>(c.d_v ? c.d_v : c.d_model);
+    // projections, q.k scores, weights x v, head
+    return 2 * d * (2 * dk + dv) + 2 * tt * dk + 2 * tt * dv + 2 * dv * v;
+  }
+  const double dff = static_cast<double>(c.d_ff ? c.d_ff : 4 * c.d_model);
+  const double per_layer = 2 * 4 * d * d + 2 * 2 * tt * d + 2 * 2 * d * dff;
+  return static_cast<double>(c.layers) * per_layer + 2 * d * v;
+}
+
 std::shared_ptr<LanguageModel> build_model(const ModelConfig& c, Generator& gen) {
   QKV_CHECK(c.vocab_size > 0 && c.seq_len > 0 && c.d_model > 0,
             "model: vocab_size, seq_len and d_model must be positive, got {}, {} and {}", c.vocab_size, c.seq_len,

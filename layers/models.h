@@ -65,6 +65,9 @@ class Transformer : public LanguageModel {
   std::shared_ptr<Linear> head;
 };
 
+/// Forward FLOPs per token for a sequence of length t (multiply-adds count 2; training is about 3x this).
+double flops_per_token(const ModelConfig& config, std::int64_t t);
+
 /// Builds the model `config.kind` names; throws for an unknown kind or inconsistent sizes.
 std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, Generator& gen = default_generator());
 

@@ -1,0 +1,314 @@
+#include "qkv/datasets/dataset.h"
+
+#include <qkv/core/errors.h>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace qkv {
+namespace {
+
+constexpr std::int64_t kIgnore = -100;
+// Streams: training and validation draw from generators seeded apart, so neither shifts the other.
+constexpr std::uint64_t kTrainStream = 0x747261696eULL, kValStream = 0x76616c6964ULL;
+
+// ---- generated tasks --------------------------------------------------------------------------------------
+
+class GeneratedTask : public Dataset {
+ public:
+  GeneratedTask(const DataOptions& o, std::uint64_t seed)
+      : Dataset(seed, o.vocab_size, o.seq_len), task_(o.task) {
+    if (task_ == "recall") {
+      const std::int64_t pairs = o.seq_len / 3;
+      QKV_CHECK(o.vocab_size / 2 >= std::max<std::int64_t>(pairs, 1),
+                "data: recall needs data.vocab_size / 2 >= data.seq_len / 3 distinct keys (got vocab_size = {}, "
+                "seq_len = {})",
+                o.vocab_size, o.seq_len);
+    }
+    Generator val(seed ^ kValStream);
+    validation_ = make(o.val_size, val);
+  }
+  Batch next_batch(std::int64_t batch_size) override { return make(batch_size, rng_); }
+
+ private:
+  Batch make(std::int64_t n, Generator& g) const {
+    Batch b{Tensor::empty({n, seq_len_}, kInt64), Tensor::empty({n, seq_len_}, kInt64)};
+    for (std::int64_t i = 0; i < n; ++i)
+      generate_example(task_, vocab_size_, seq_len_, g, b.inputs.data<std::int64_t>() + i * seq_len_,
+                       b.targets.data<std::int64_t>() + i * seq_len_);
+    return b;
+  }
+  std::string task_;
+};
+
+// ---- text -------------------------------------------------------------------------------------------------
+
+std::string read_file(const std::string& path, const char* key) {
+  std::ifstream in(path, std::ios::binary);
+  QKV_CHECK(in.good(), "data: cannot read {} = \"{}\"", key, path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// UTF-8 -> code points; invalid bytes are an error naming the byte offset.
+std::vector<char32_t> decode_utf8(const std::string& s, const std::string& path) {
+  std::vector<char32_t> out;
+  for (std::size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    QKV_CHECK(len > 0 && i + static_cast<std::size_t>(len) <= s.size(), "data: {}: invalid UTF-8 at byte {}", path, i);
+    char32_t cp = len == 1 ? c : c & (0xff >> (len + 1));
+    for (int k = 1; k < len; ++k) {
+      const auto cc = static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]);
+      QKV_CHECK((cc >> 6) == 2, "data: {}: invalid UTF-8 at byte {}", path, i);
+      cp = (cp << 6) | (cc & 0x3f);
+    }
+    out.push_back(cp);
+    i += static_cast<std::size_t>(len);
+  }
+  return out;
+}
+
+std::string encode_utf8(char32_t cp) {
+  std::string s;
+  if (cp < 0x80) s += static_cast<char>(cp);
+  else if (cp < 0x800) s += {static_cast<char>(0xc0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3f))};
+  else if (cp < 0x10000)
+    s += {static_cast<char>(0xe0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3f)),
+          static_cast<char>(0x80 | (cp & 0x3f))};
+  else
+    s += {static_cast<char>(0xf0 | (cp >> 18)), static_cast<char>(0x80 | ((cp >> 12) & 0x3f)),
+          static_cast<char>(0x80 | ((cp >> 6) & 0x3f)), static_cast<char>(0x80 | (cp & 0x3f))};
+  return s;
+}
+
+// Character-level language modelling: x = text[o : o + T], y = text[o + 1 : o + T + 1].
+class TextDataset : public Dataset {
+ public:
+  TextDataset(const DataOptions& o, std::uint64_t seed) : Dataset(seed, 0, o.seq_len), shuffle_(o.shuffle) {
+    const auto cps = decode_utf8(read_file(o.path, "data.path"), o.path);
+    const std::set<char32_t> distinct(cps.begin(), cps.end());
+    chars_.assign(distinct.begin(), distinct.end());
+    vocab_size_ = static_cast<std::int64_t>(chars_.size());
+    ids_.reserve(cps.size());
+    for (char32_t cp : cps) ids_.push_back(id_of(cp));
+    const auto n = static_cast<std::int64_t>(ids_.size());
+    split_ = n - n / 10;  // the last 10% is validation
+    QKV_CHECK(split_ > seq_len_ && n - split_ > seq_len_,
+              "data: {} has {} characters: too short for data.seq_len = {} (each split needs more than seq_len)",
+              o.path, n, seq_len_);
+    // Validation: consecutive non-overlapping windows of the held-out part, at most val_size of them.
+    const std::int64_t windows = std::min<std::int64_t>(o.val_size, (n - split_ - 1) / seq_len_);
+    validation_ = {Tensor::empty({windows, seq_len_}, kInt64), Tensor::empty({windows, seq_len_}, kInt64)};
+    for (std::int64_t w = 0; w < windows; ++w) fill(split_ + w * seq_len_, validation_, w);
+  }
+  Batch next_batch(std::int64_t batch_size) override {
+    Batch b{Tensor::empty({batch_size, seq_len_}, kInt64), Tensor::empty({batch_size, seq_len_}, kInt64)};
+    const std::int64_t starts = split_ - seq_len_;  // offsets whose window and target stay in the training part
+    for (std::int64_t i = 0; i < batch_size; ++i) {
+      std::int64_t o;
+      if (shuffle_) {
+        o = static_cast<std::int64_t>(rng_.randint(static_cast<std::uint64_t>(starts)));
+      } else {
+        o = (position_ * seq_len_) % starts;
+        ++position_;
+      }
+      fill(o, b, i);
+    }
+    return b;
+  }
+  std::string decode(std::int64_t token) const override {
+    return token >= 0 && token < vocab_size_ ? encode_utf8(chars_[static_cast<std::size_t>(token)]) : "?";
+  }
+  std::vector<std::int64_t> encode(const std::string& text) const override {
+    std::vector<std::int64_t> out;
+    for (char32_t cp : decode_utf8(text, "text")) out.push_back(id_of(cp));
+    return out;
+  }
+  std::string vocab() const override {
+    std::string s;
+    for (char32_t cp : chars_) s += encode_utf8(cp);
+    return s;
+  }
+
+ private:
+  std::int64_t id_of(char32_t cp) const {
+    const auto it = std::lower_bound(chars_.begin(), chars_.end(), cp);
+    QKV_CHECK(it != chars_.end() && *it == cp, "text: character U+{:04X} is not in the vocabulary",
+              static_cast<std::uint32_t>(cp));
+    return it - chars_.begin();
+  }
+  void fill(std::int64_t offset, Batch& b, std::int64_t row) const {
+    auto* x = b.inputs.data<std::int64_t>() + row * seq_len_;
+    auto* y = b.targets.data<std::int64_t>() + row * seq_len_;
+    for (std::int64_t t = 0; t < seq_len_; ++t) {
+      x[t] = ids_[static_cast<std::size_t>(offset + t)];
+      y[t] = ids_[static_cast<std::size_t>(offset + t + 1)];
+    }
+  }
+  bool shuffle_;
+  std::vector<char32_t> chars_;
+  std::vector<std::int64_t> ids_;
+  std::int64_t split_ = 0;
+};
+
+// ---- jsonl ------------------------------------------------------------------------------------------------
+
+struct Examples {
+  std::vector<std::int64_t> x, y;
+  std::int64_t count = 0;
+};
+
+// One example per non-empty line: {"input": [ids], "target": [ids]}, each of length seq_len.
+Examples read_jsonl(const std::string& path, std::int64_t seq_len, std::int64_t vocab) {
+  std::ifstream in(path);
+  QKV_CHECK(in.good(), "data: cannot read \"{}\"", path);
+  Examples ex;
+  std::string line;
+  for (std::int64_t no = 1; std::getline(in, line); ++no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    QKV_CHECK(!j.is_discarded() && j.is_object(), "data: {}:{}: not a JSON object", path, no);
+    for (const char* field : {"input", "target"}) {
+      QKV_CHECK(j.contains(field) && j[field].is_array(), "data: {}:{}: \"{}\" must be an array of token ids", path,
+                no, field);
+      QKV_CHECK(static_cast<std::int64_t>(j[field].size()) == seq_len,
+                "data: {}:{}: \"{}\" has {} tokens, expected data.seq_len = {}", path, no, field, j[field].size(),
+                seq_len);
+      const bool target = std::string(field) == "target";
+      for (std::size_t t = 0; t < j[field].size(); ++t) {
+        const auto& v = j[field][t];
+        QKV_CHECK(v.is_number_integer(), "data: {}:{}: \"{}\"[{}] is not an integer", path, no, field, t);
+        const auto id = v.get<std::int64_t>();
+        QKV_CHECK((id >= 0 && id < vocab) || (target && id == kIgnore),
+                  "data: {}:{}: \"{}\"[{}] = {} is out of range for data.vocab_size = {}{}", path, no, field, t, id,
+                  vocab, target ? " (use -100 to ignore a position)" : "");
+        (target ? ex.y : ex.x).push_back(id);
+      }
+    }
+    ++ex.count;
+  }
+  QKV_CHECK(ex.count > 0, "data: {} has no examples", path);
+  return ex;
+}
+
+class JsonlDataset : public Dataset {
+ public:
+  JsonlDataset(const DataOptions& o, std::uint64_t seed)
+      : Dataset(seed, o.vocab_size, o.seq_len), shuffle_(o.shuffle) {
+    Examples all = read_jsonl(o.path, o.seq_len, o.vocab_size);
+    Examples val;
+    if (!o.val_path.empty()) {
+      val = read_jsonl(o.val_path, o.seq_len, o.vocab_size);
+    } else {
+      QKV_CHECK(all.count >= 2, "data: {} has {} example; without data.val_path it needs at least 2 (the last 10% "
+                "validate)", o.path, all.count);
+      const std::int64_t nval = std::max<std::int64_t>(1, all.count / 10);
+      const auto cut = static_cast<std::size_t>((all.count - nval) * o.seq_len);
+      val.x.assign(all.x.begin() + static_cast<std::ptrdiff_t>(cut), all.x.end());
+      val.y.assign(all.y.begin() + static_cast<std::ptrdiff_t>(cut), all.y.end());
+      val.count = nval;
+      all.x.resize(cut);
+      all.y.resize(cut);
+      all.count -= nval;
+    }
+    train_ = std::move(all);
+    validation_ = {Tensor::from(val.x, {val.count, seq_len_}), Tensor::from(val.y, {val.count, seq_len_})};
+  }
+  Batch next_batch(std::int64_t batch_size) override {
+    Batch b{Tensor::empty({batch_size, seq_len_}, kInt64), Tensor::empty({batch_size, seq_len_}, kInt64)};
+    for (std::int64_t i = 0; i < batch_size; ++i) {
+      std::int64_t e;
+      if (shuffle_) {
+        e = static_cast<std::int64_t>(rng_.randint(static_cast<std::uint64_t>(train_.count)));
+      } else {
+        e = position_ % train_.count;  // file order, wrapping around
+        ++position_;
+      }
+      std::copy_n(train_.x.begin() + e * seq_len_, seq_len_, b.inputs.data<std::int64_t>() + i * seq_len_);
+      std::copy_n(train_.y.begin() + e * seq_len_, seq_len_, b.targets.data<std::int64_t>() + i * seq_len_);
+    }
+    return b;
+  }
+
+ private:
+  bool shuffle_;
+  Examples train_;
+};
+
+}  // namespace
+
+Dataset::Dataset(std::uint64_t seed, std::int64_t vocab_size, std::int64_t seq_len)
+    : rng_(seed ^ kTrainStream), vocab_size_(vocab_size), seq_len_(seq_len) {}
+
+std::string Dataset::decode(std::int64_t token) const { return std::to_string(token); }
+
+std::vector<std::int64_t> Dataset::encode(const std::string& text) const {
+  std::vector<std::int64_t> out;
+  std::istringstream in(text);
+  std::string word;
+  while (in >> word) {
+    std::size_t used = 0;
+    std::int64_t v = 0;
+    try {
+      v = std::stoll(word, &used);
+    } catch (const std::exception&) {
+      used = 0;
+    }
+    QKV_CHECK(used == word.size(), "tokens: '{}' is not an integer token id", word);
+    QKV_CHECK(v >= 0 && v < vocab_size_, "tokens: token id {} is out of range for vocab_size = {}", v, vocab_size_);
+    out.push_back(v);
+  }
+  return out;
+}
+
+void generate_example(const std::string& task, std::int64_t v, std::int64_t t, Generator& g, std::int64_t* x,
+                      std::int64_t* y) {
+  const auto draw = [&](std::int64_t n) { return static_cast<std::int64_t>(g.randint(static_cast<std::uint64_t>(n))); };
+  if (task == "recall") {
+    // Multi-query associative recall: P key-value pairs (keys in [0, V/2), distinct; values in [V/2, V)), then
+    // T - 2P queries, each a key from the pairs, whose target is its value. Other positions are ignored.
+    const std::int64_t pairs = std::max<std::int64_t>(1, t / 3), half = v / 2;
+    std::vector<std::int64_t> keys(static_cast<std::size_t>(half));
+    for (std::int64_t i = 0; i < half; ++i) keys[static_cast<std::size_t>(i)] = i;
+    for (std::int64_t i = 0; i < pairs; ++i)  // partial Fisher-Yates: the first `pairs` keys are distinct
+      std::swap(keys[static_cast<std::size_t>(i)], keys[static_cast<std::size_t>(i + draw(half - i))]);
+    std::vector<std::int64_t> values(static_cast<std::size_t>(pairs));
+    for (std::int64_t i = 0; i < pairs; ++i) {
+      values[static_cast<std::size_t>(i)] = half + draw(v - half);
+      x[2 * i] = keys[static_cast<std::size_t>(i)];
+      x[2 * i + 1] = values[static_cast<std::size_t>(i)];
+      y[2 * i] = y[2 * i + 1] = kIgnore;
+    }
+    for (std::int64_t q = 2 * pairs; q < t; ++q) {
+      const std::int64_t k = draw(pairs);
+      x[q] = keys[static_cast<std::size_t>(k)];
+      y[q] = values[static_cast<std::size_t>(k)];
+    }
+    return;
+  }
+  for (std::int64_t i = 0; i < t; ++i) x[i] = draw(v);
+  if (task == "copy") {
+    std::copy_n(x, t, y);
+  } else if (task == "reverse") {
+    std::reverse_copy(x, x + t, y);
+  } else if (task == "sort") {
+    std::copy_n(x, t, y);
+    std::sort(y, y + t);
+  } else {
+    fail("data: unknown generated task '{}' (expected copy, reverse, sort or recall)", task);
+  }
+}
+
+std::unique_ptr<Dataset> make_dataset(const DataOptions& o, std::uint64_t seed) {
+  if (o.task == "text") return std::make_unique<TextDataset>(o, seed);
+  if (o.task == "jsonl") return std::make_unique<JsonlDataset>(o, seed);
+  return std::make_unique<GeneratedTask>(o, seed);
+}
+
+}  // namespace qkv

@@ -1,0 +1,70 @@
+#pragma once
+// Datasets: batches of int64 token ids (B, T) with targets (B, T), where -100 marks a position the loss ignores.
+// Everything is deterministic given the seed; the validation set comes from its own random stream.
+#include <qkv/core/tensor.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+namespace qkv {
+
+/// The [data] section of a config.
+struct DataOptions {
+  std::string task = "reverse";  ///< copy | reverse | sort | recall | text | jsonl
+  std::int64_t vocab_size = 16;
+  std::int64_t seq_len = 12;
+  std::int64_t val_size = 512;
+  std::string path{};
+  std::string val_path{};
+  bool shuffle = true;
+};
+
+struct Batch {
+  Tensor inputs;   ///< (B, T) int64
+  Tensor targets;  ///< (B, T) int64, -100 = ignored
+};
+
+/// Where a dataset's training stream is: restored from a checkpoint, it continues exactly.
+struct DataState {
+  Generator::State rng;
+  std::int64_t position = 0;
+};
+
+class Dataset {
+ public:
+  virtual ~Dataset() = default;
+  /// The next training batch.
+  virtual Batch next_batch(std::int64_t batch_size) = 0;
+  /// The whole validation set, (N, T) inputs and targets.
+  const Batch& validation() const { return validation_; }
+  std::int64_t vocab_size() const { return vocab_size_; }
+  std::int64_t seq_len() const { return seq_len_; }
+  /// How a token prints (characters for text, numbers otherwise).
+  virtual std::string decode(std::int64_t token) const;
+  /// Token ids of a text (text datasets map characters; others parse space-separated integers).
+  virtual std::vector<std::int64_t> encode(const std::string& text) const;
+  /// The text vocabulary as UTF-8 (one character per id), or "" for token datasets.
+  virtual std::string vocab() const { return ""; }
+  DataState state() const { return {rng_.state(), position_}; }
+  void set_state(const DataState& s) {
+    rng_.set_state(s.rng);
+    position_ = s.position;
+  }
+
+ protected:
+  Dataset(std::uint64_t seed, std::int64_t vocab_size, std::int64_t seq_len);
+  Generator rng_;              ///< the training stream
+  std::int64_t position_ = 0;  ///< file datasets: the next example when not shuffling
+  Batch validation_;
+  std::int64_t vocab_size_, seq_len_;
+};
+
+/// The dataset `options.task` names; throws qkv::Error naming the config key or the file and line at fault.
+std::unique_ptr<Dataset> make_dataset(const DataOptions& options, std::uint64_t seed);
+
+/// One example of a generated task, for tests and demos: fills x (T) and y (T) from `gen`.
+void generate_example(const std::string& task, std::int64_t vocab_size, std::int64_t seq_len, Generator& gen,
+                      std::int64_t* x, std::int64_t* y);
+
+}  // namespace qkv

@@ -1,0 +1,128 @@
+#include "../support.h"
+
+#include <qkv/datasets/dataset.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+using namespace qkv;
+
+namespace {
+std::vector<std::int64_t> row(const Tensor& t, std::int64_t i) {
+  const auto* p = t.data<std::int64_t>() + i * t.size(1);
+  return {p, p + t.size(1)};
+}
+std::string write_tmp(const std::string& name, const std::string& text) {
+  const auto dir = std::filesystem::temp_directory_path() / "qkv_tests";
+  std::filesystem::create_directories(dir);
+  const auto path = (dir / name).string();
+  std::ofstream(path) << text;
+  return path;
+}
+}  // namespace
+
+TEST_CASE("copy, reverse, sort: targets follow from inputs; tokens in range") {
+  for (const std::string task : {"copy", "reverse", "sort"}) {
+    auto d = make_dataset({.task = task, .vocab_size = 7, .seq_len = 9, .val_size = 20}, 1);
+    const Batch b = d->next_batch(16);
+    CHECK(b.inputs.shape() == Shape{16, 9});
+    for (std::int64_t i = 0; i < 16; ++i) {
+      auto x = row(b.inputs, i), y = row(b.targets, i);
+      for (auto v : x) CHECK((v >= 0 && v < 7));
+      if (task == "reverse") std::reverse(x.begin(), x.end());
+      if (task == "sort") std::sort(x.begin(), x.end());
+      CHECK(x == y);
+    }
+    CHECK(d->validation().inputs.shape() == Shape{20, 9});
+  }
+}
+
+TEST_CASE("deterministic given the seed; validation from its own stream") {
+  auto a = make_dataset({.task = "reverse"}, 5), b = make_dataset({.task = "reverse"}, 5), c = make_dataset({.task = "reverse"}, 6);
+  CHECK(a->next_batch(4).inputs.to_vector() == b->next_batch(4).inputs.to_vector());
+  CHECK(a->validation().inputs.to_vector() == b->validation().inputs.to_vector());
+  CHECK(a->validation().inputs.to_vector() != c->validation().inputs.to_vector());
+  // Drawing training batches does not move the validation set, and it differs from the training stream.
+  auto fresh = make_dataset({.task = "reverse"}, 5);
+  CHECK(narrow(fresh->validation().inputs, 0, 0, 4).to_vector() != fresh->next_batch(4).inputs.to_vector());
+  // Restoring the state continues the stream exactly.
+  const DataState st = a->state();
+  const auto next = a->next_batch(3).inputs.to_vector();
+  b->set_state(st);
+  CHECK(b->next_batch(3).inputs.to_vector() == next);
+}
+
+TEST_CASE("recall: distinct keys, values from the upper half, queries answered, the rest ignored") {
+  auto d = make_dataset({.task = "recall", .vocab_size = 16, .seq_len = 12}, 3);
+  const Batch b = d->next_batch(50);
+  for (std::int64_t i = 0; i < 50; ++i) {
+    const auto x = row(b.inputs, i), y = row(b.targets, i);
+    std::map<std::int64_t, std::int64_t> pairs;
+    for (int p = 0; p < 4; ++p) {
+      CHECK(x[2 * p] < 8);
+      CHECK(x[2 * p + 1] >= 8);
+      CHECK(pairs.emplace(x[2 * p], x[2 * p + 1]).second);  // keys distinct
+      CHECK(y[2 * p] == -100);
+      CHECK(y[2 * p + 1] == -100);
+    }
+    for (int q = 8; q < 12; ++q) CHECK(y[q] == pairs.at(x[q]));
+  }
+  CHECK_ERROR(make_dataset({.task = "recall", .vocab_size = 4, .seq_len = 30}, 0), "recall needs data.vocab_size / 2 >= data.seq_len / 3");
+}
+
+TEST_CASE("text: character vocabulary, shifted targets, last 10% validates, file order without shuffle") {
+  std::string text;
+  for (int i = 0; i < 50; ++i) text += "héllo wörld ";  // 600 characters, some multi-byte
+  const auto path = write_tmp("text.txt", text);
+  auto d = make_dataset({.task = "text", .seq_len = 8, .val_size = 100, .path = path, .shuffle = false}, 0);
+  CHECK(d->vocab_size() == 9);  // space, d, h, l, o, r, w, é, ö
+  CHECK(d->vocab() == " dhlorwéö");
+  CHECK(d->decode(d->encode("hé")[1]) == "é");
+  const Batch b = d->next_batch(2);
+  const auto x0 = row(b.inputs, 0), y0 = row(b.targets, 0), x1 = row(b.inputs, 1);
+  std::string s;
+  for (auto t : x0) s += d->decode(t);
+  CHECK(s == "héllo wö");
+  for (int t = 0; t + 1 < 8; ++t) CHECK(y0[t] == x0[t + 1]);
+  std::string s1;
+  for (auto t : x1) s1 += d->decode(t);
+  CHECK(s1 == "rld héll");  // the next window in file order
+  CHECK(d->validation().inputs.size(0) == (60 - 1) / 8);  // windows of the last 60 characters
+  CHECK_ERROR(make_dataset({.task = "text", .seq_len = 400, .path = path}, 0), "too short for data.seq_len = 400");
+  CHECK_ERROR(make_dataset({.task = "text", .path = "/nonexistent"}, 0), "data: cannot read data.path = \"/nonexistent\"");
+  CHECK_ERROR(d->encode("z"), "character U+007A is not in the vocabulary");
+}
+
+TEST_CASE("jsonl: examples, ignored positions, file order wrapping, errors naming the line") {
+  std::string lines;
+  for (int i = 0; i < 10; ++i)
+    lines += fmt::format("{{\"input\": [{}, 1, 2], \"target\": [-100, {}, 3]}}\n", i % 5, i % 5);
+  const auto path = write_tmp("data.jsonl", lines + "\n");
+  auto d = make_dataset({.task = "jsonl", .vocab_size = 5, .seq_len = 3, .path = path, .shuffle = false}, 0);
+  CHECK(d->validation().inputs.size(0) == 1);  // the last 10%
+  const Batch b = d->next_batch(12);           // 9 training examples: wraps around
+  CHECK(row(b.inputs, 0) == std::vector<std::int64_t>{0, 1, 2});
+  CHECK(row(b.targets, 0) == std::vector<std::int64_t>{-100, 0, 3});
+  CHECK(row(b.inputs, 9) == std::vector<std::int64_t>{0, 1, 2});
+  const auto val = write_tmp("val.jsonl", "{\"input\": [1, 1, 1], \"target\": [1, 1, 1]}\n");
+  auto dv = make_dataset({.task = "jsonl", .vocab_size = 5, .seq_len = 3, .path = path, .val_path = val}, 0);
+  CHECK(dv->validation().inputs.to_vector() == std::vector<double>{1, 1, 1});
+  const auto bad = [&](const std::string& line) {
+    return make_dataset({.task = "jsonl", .vocab_size = 5, .seq_len = 3, .path = write_tmp("bad.jsonl", lines + line)}, 0);
+  };
+  CHECK_ERROR(bad("{oops\n"), "bad.jsonl:11: not a JSON object");
+  CHECK_ERROR(bad("{\"input\": [1, 2], \"target\": [1, 2, 3]}\n"), "bad.jsonl:11: \"input\" has 2 tokens, expected data.seq_len = 3");
+  CHECK_ERROR(bad("{\"input\": [1, 2, 9], \"target\": [1, 2, 3]}\n"), "bad.jsonl:11: \"input\"[2] = 9 is out of range for data.vocab_size = 5");
+  CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, -7, 3]}\n"), "\"target\"[1] = -7 is out of range");
+  CHECK_ERROR(bad("{\"input\": [1, 2, 3]}\n"), "bad.jsonl:11: \"target\" must be an array of token ids");
+  CHECK_ERROR(bad("{\"input\": [1, \"a\", 3], \"target\": [1, 2, 3]}\n"), "\"input\"[1] is not an integer");
+}
+
+TEST_CASE("token datasets encode space-separated ids") {
+  auto d = make_dataset({.task = "copy", .vocab_size = 10}, 0);
+  CHECK(d->encode(" 3 1  4 ") == std::vector<std::int64_t>{3, 1, 4});
+  CHECK_ERROR(d->encode("3 x"), "'x' is not an integer token id");
+  CHECK_ERROR(d->encode("12"), "token id 12 is out of range for vocab_size = 10");
+}

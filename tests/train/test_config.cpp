@@ -1,0 +1,93 @@
+#include "../support.h"
+
+#include <qkv/train/config.h>
+
+#include <fstream>
+#include <sstream>
+
+using namespace qkv;
+
+namespace {
+Config parse(const std::string& text, const std::vector<std::string>& overrides = {}) {
+  return parse_config(text, "test.toml", overrides);
+}
+}  // namespace
+
+TEST_CASE("the shipped configs parse and validate") {
+  for (const char* name : {"reverse", "sort", "recall", "text"}) {
+    const Config c = load_config(std::string(QKV_SOURCE_DIR) + "/configs/" + name + ".toml");
+    CHECK(c.run.name == name);
+  }
+  const Config r = load_config(std::string(QKV_SOURCE_DIR) + "/configs/reverse.toml");
+  CHECK(r.data.task == "reverse");
+  CHECK(r.model.kind == "seed");
+  CHECK(r.train.target_accuracy == doctest::Approx(0.995));
+  CHECK(r.optim.betas == std::vector<double>{0.9, 0.999});  // a default
+}
+
+TEST_CASE("values of every type, integers accepted for floats, overrides through the same path") {
+  const Config c = parse("[optim]\nlr = 1\nbetas = [0.8, 0.95]\n[model]\ncausal = true\n",
+                         {"train.steps=42", "optim.name=sgd", "data.task=\"copy\"", "optim.betas=[0.5, 0.6]",
+                          "model.dropout=0.25"});
+  CHECK(c.optim.lr == 1.0);
+  CHECK(c.optim.betas == std::vector<double>{0.5, 0.6});
+  CHECK(c.model.causal);
+  CHECK(c.train.steps == 42);
+  CHECK(c.optim.name == "sgd");
+  CHECK(c.data.task == "copy");
+  CHECK(c.model.dropout == 0.25);
+}
+
+TEST_CASE("the resolved config round-trips") {
+  const Config c = parse("[run]\nname = \"a \\\"b\\\"\"\n[optim]\nlr = 0.0005\n", {"train.steps=7"});
+  const std::string toml = to_toml(c);
+  CHECK(toml.find("[train]\nsteps = 7") != std::string::npos);
+  CHECK(to_toml(parse(toml)) == toml);
+}
+
+TEST_CASE("config errors: file, line, column, key, and a suggestion") {
+  CHECK_ERROR(parse("[data]\nseq_len = = 3\n"), "test.toml:2:");
+  CHECK_ERROR(parse("[data]\nseq_len = = 3\n"), "invalid TOML");
+  CHECK_ERROR(parse("[data]\nseq_length = 3\n"), "test.toml:2:14: unknown key 'data.seq_length' (did you mean 'data.seq_len'?)");
+  CHECK_ERROR(parse("[trian]\nsteps = 3\n"), "unknown section [trian] (did you mean 'train'?)");
+  CHECK_ERROR(parse("[train]\nsteps = \"many\"\n"), "test.toml:2:9: train.steps: expected an integer, got a string");
+  CHECK_ERROR(parse("[train]\nsteps = 1.5\n"), "train.steps: expected an integer, got a float");
+  CHECK_ERROR(parse("[model]\ncausal = 1\n"), "model.causal: expected a boolean (true or false), got an integer");
+  CHECK_ERROR(parse("[optim]\nbetas = [0.9]\n"), "optim.betas: expected an array of two numbers");
+  CHECK_ERROR(parse("[train]\nbatch_size = 0\n"), "test.toml:2:14: train.batch_size: value 0 is out of range (expected 1 to");
+  CHECK_ERROR(parse("[optim]\nlr = -0.1\n"), "optim.lr: value -0.1 is out of range");
+  CHECK_ERROR(parse("[optim]\nbetas = [0.9, 1.0]\n"), "optim.betas: each beta must be in [0, 1), got [0.9, 1.0]");
+  CHECK_ERROR(parse("[data]\ntask = \"translate\"\n"), "data.task: unknown value \"translate\" (expected one of: copy, reverse, sort, recall, text, jsonl)");
+  CHECK_ERROR(parse("[run]\nseed = -1\n"), "run.seed: expected a non-negative integer, got -1");
+  CHECK_ERROR(parse("data = 3\n"), "[data] must be a table of keys");
+}
+
+TEST_CASE("inconsistent values name both keys") {
+  CHECK_ERROR(parse("[data]\ntask = \"text\"\npath = \"x\"\n"), "data.task = \"text\" needs model.causal = true");
+  CHECK_ERROR(parse("[data]\ntask = \"jsonl\"\n"), "data.path is required for data.task = \"jsonl\"");
+  CHECK_ERROR(parse("[data]\nseq_len = 20\n[model]\npositions = 16\n"),
+              "test.toml:2:11: data.seq_len = 20 is larger than the model's positional table (model.positions = 16)");
+  CHECK_ERROR(parse("[model]\nkind = \"transformer\"\nd_model = 30\nheads = 4\n"),
+              "test.toml:4:9: model.heads = 4 does not divide model.d_model = 30");
+  CHECK_ERROR(parse("[optim]\nnesterov = true\n"), "optim.nesterov needs optim.name = \"sgd\" and optim.momentum > 0");
+  CHECK_ERROR(parse("[schedule]\nkind = \"cosine\"\nwarmup_steps = 2000\n"),
+              "schedule.warmup_steps = 2000 must be smaller than train.steps = 1000");
+}
+
+TEST_CASE("override errors say which override") {
+  CHECK_ERROR(parse("", {"train.steps"}), "override 'train.steps': expected section.key=value");
+  CHECK_ERROR(parse("", {"train.stepz=3"}), "override 'train.stepz=3': unknown key 'train.stepz' (did you mean 'train.steps'?)");
+  CHECK_ERROR(parse("", {"train.steps=abc"}), "override 'train.steps=abc': train.steps: expected an integer, got a string");
+  CHECK_ERROR(parse("", {"train.steps=0"}), "override 'train.steps=0': train.steps: value 0 is out of range");
+}
+
+TEST_CASE("README documents every config key") {
+  std::ifstream in(std::string(QKV_SOURCE_DIR) + "/README.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string readme = ss.str();
+  for (const auto& k : config_reference()) {
+    INFO(k.name);
+    CHECK(readme.find("`" + k.name + "`") != std::string::npos);
+  }
+}

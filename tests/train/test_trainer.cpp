@@ -1,0 +1,162 @@
+#include "../support.h"
+
+#include <qkv/train/safetensors.h>
+#include <qkv/train/trainer.h>
+
+#include <nlohmann/json.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+
+using namespace qkv;
+namespace fs = std::filesystem;
+
+namespace {
+std::string out_dir() {
+  const auto dir = fs::temp_directory_path() / "qkv_tests" / "runs";
+  fs::create_directories(dir);
+  return dir.string();
+}
+Config shipped(const std::string& name, std::vector<std::string> overrides) {
+  overrides.push_back("run.out_dir=\"" + out_dir() + "\"");
+  overrides.push_back("schedule.warmup_steps=0");  // short runs: no warmup, so any step count is valid
+  return load_config(std::string(QKV_SOURCE_DIR) + "/configs/" + name + ".toml", overrides);
+}
+TrainOptions quiet(bool force = true) {
+  TrainOptions o;
+  o.force = force;
+  o.quiet = true;
+  return o;
+}
+// metrics.jsonl without the timing field, which no two runs share.
+std::vector<std::string> metrics_of(const std::string& run_dir) {
+  std::ifstream in(run_dir + "/metrics.jsonl");
+  std::vector<std::string> out;
+  std::string line;
+  while (std::getline(in, line)) {
+    auto j = nlohmann::json::parse(line);
+    j.erase("tokens_per_s");
+    out.push_back(j.dump());
+  }
+  return out;
+}
+}  // namespace
+
+TEST_CASE("shipped configs reach their accuracy (short runs)") {
+  SUBCASE("reverse, the make train default: >= 99% validation sequence accuracy") {
+    const auto r = train(shipped("reverse", {}), quiet());
+    CHECK(r.val.seq_acc >= 0.99);
+    CHECK(fs::exists(r.run_dir + "/model.safetensors"));
+    CHECK(fs::exists(r.run_dir + "/config.toml"));
+    CHECK(fs::exists(r.run_dir + "/train.log"));
+  }
+  SUBCASE("sort, 2-layer transformer: >= 95%") {
+    const auto r = train(shipped("sort", {"train.target_accuracy=0.95"}), quiet());
+    CHECK(r.val.seq_acc >= 0.95);
+  }
+  SUBCASE("recall: >= 95%") {
+    const auto r = train(shipped("recall", {}), quiet());
+    CHECK(r.val.seq_acc >= 0.95);
+  }
+  SUBCASE("text: validation loss falls well below uniform guessing") {
+    const auto r = train(shipped("text", {"train.steps=150", "train.eval_every=150"}), quiet());
+    CHECK(r.val.loss < 2.8);  // uniform over the ~76 characters would be ln 76 = 4.3
+  }
+}
+
+TEST_CASE("resume after SIGTERM is bit-identical to an uninterrupted run") {
+  const auto cfg_a = shipped("sort", {"run.name=\"resume_a\"", "train.steps=40", "train.eval_every=10",
+                                      "train.log_every=5", "train.checkpoint_every=20", "train.target_accuracy=0",
+                                      "model.dropout=0.1"});
+  auto cfg_b = cfg_a;
+  cfg_b.run.name = "resume_b";
+  const auto a = train(cfg_a, quiet());
+  TrainOptions interrupt = quiet();
+  interrupt.on_step = [](std::int64_t step) {
+    if (step == 27) std::raise(SIGTERM);  // the real handler: finish the step, checkpoint, exit 143
+  };
+  const auto b1 = train(cfg_b, interrupt);
+  CHECK(b1.exit_code == 143);
+  CHECK(b1.steps == 27);
+  CHECK(fs::exists(b1.run_dir + "/checkpoints/step_000000027.safetensors"));
+  TrainOptions resume = quiet(false);
+  resume.resume_dir = b1.run_dir;
+  const auto b2 = train(cfg_b, resume);
+  CHECK(b2.exit_code == 0);
+  CHECK(b2.steps == 40);
+  const auto wa = read_safetensors(a.run_dir + "/model.safetensors");
+  const auto wb = read_safetensors(b2.run_dir + "/model.safetensors");
+  REQUIRE(wa.tensors.size() == wb.tensors.size());
+  for (std::size_t i = 0; i < wa.tensors.size(); ++i) CHECK(wa.tensors[i].second.to_vector() == wb.tensors[i].second.to_vector());
+  CHECK(metrics_of(a.run_dir) == metrics_of(b2.run_dir));
+}
+
+TEST_CASE("an interrupted checkpoint write leaves the previous checkpoint loadable") {
+  const auto cfg = shipped("reverse", {"run.name=\"crash\"", "train.steps=20", "train.checkpoint_every=10",
+                                       "train.target_accuracy=0", "train.keep_checkpoints=5"});
+  const auto r = train(cfg, quiet());
+  const std::string ck = r.run_dir + "/checkpoints/";
+  // What a crash during the step-30 write leaves: a partial temporary file (the rename never happened).
+  std::ofstream(ck + ".step_000000030.safetensors.tmp.999") << "partial";
+  TrainOptions resume = quiet(false);
+  resume.resume_dir = r.run_dir;
+  auto more = cfg;
+  more.train.steps = 30;
+  const auto r2 = train(more, resume);
+  CHECK(r2.steps == 30);
+  CHECK(fs::exists(ck + "step_000000030.safetensors"));
+  CHECK(read_safetensors(ck + "step_000000020.safetensors").tensors.size() > 0);
+}
+
+TEST_CASE("keep_checkpoints deletes the oldest") {
+  const auto r = train(shipped("reverse", {"run.name=\"keep\"", "train.steps=50", "train.checkpoint_every=10",
+                                           "train.keep_checkpoints=2", "train.target_accuracy=0"}),
+                       quiet());
+  std::vector<std::string> names;
+  for (const auto& e : fs::directory_iterator(r.run_dir + "/checkpoints")) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  CHECK(names == std::vector<std::string>{"step_000000040.safetensors", "step_000000050.safetensors"});
+}
+
+TEST_CASE("a NaN loss stops the run naming the step; the last good checkpoint stays") {
+  const auto cfg = shipped("reverse", {"run.name=\"nan\"", "optim.name=sgd", "optim.lr=1000", "schedule.kind=constant",
+                                       "schedule.warmup_steps=0", "train.checkpoint_every=1", "train.target_accuracy=0"});
+  std::string msg;
+  try {
+    train(cfg, quiet());
+  } catch (const TrainingError& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("step ") == 0);
+  CHECK((msg.find("the loss is nan") != std::string::npos || msg.find("the gradient norm is") != std::string::npos ||
+         msg.find("the loss is inf") != std::string::npos));
+  const std::string ck = out_dir() + "/nan/checkpoints";
+  REQUIRE(fs::exists(ck));
+  for (const auto& e : fs::directory_iterator(ck)) CHECK_NOTHROW(read_safetensors(e.path().string()));
+}
+
+TEST_CASE("an existing run directory is refused without --resume or --force") {
+  const auto cfg = shipped("reverse", {"run.name=\"exists\"", "train.steps=5"});
+  train(cfg, quiet());
+  CHECK_ERROR(train(cfg, quiet(false)), "already exists; pass --resume");
+  TrainOptions bad = quiet(false);
+  bad.resume_dir = out_dir() + "/nope";
+  CHECK_ERROR(train(cfg, bad), "resume:");
+}
+
+TEST_CASE("evaluate counts tokens and whole sequences, skipping ignored positions") {
+  auto model = build_model({.kind = "seed", .vocab_size = 4, .seq_len = 3, .d_model = 8});
+  Batch b{Tensor::from(std::vector<std::int64_t>{0, 1, 2, 3, 2, 1}, {2, 3}),
+          Tensor::from(std::vector<std::int64_t>{-100, -100, -100, -100, -100, -100}, {2, 3})};
+  const auto e = evaluate(*model, b, 1);
+  CHECK(e.token_acc == 0.0);
+  CHECK(e.seq_acc == 1.0);  // nothing to get wrong
+}
+
+TEST_CASE("render_attention shades each row") {
+  const Tensor w = Tensor::from(std::vector<float>{0, 1, 1, 0}, {2, 2});
+  const std::string s = render_attention(w, {"a", "b"});
+  CHECK(s.find("a |    @\n") != std::string::npos);
+  CHECK(s.find("b |  @  \n") != std::string::npos);
+}

@@ -1,0 +1,25 @@
+#pragma once
+// The qkv command line. main.cpp only calls run_cli, so tests drive exactly what users run.
+// Exit codes: 0 success; 2 usage, config and input errors (qkv::Error); 1 runtime failures; 130/143 when a
+// training run was interrupted by SIGINT/SIGTERM (after writing a checkpoint).
+#include <qkv/train/trainer.h>
+
+#include <memory>
+#include <string>
+
+namespace qkv {
+
+/// A model rebuilt from a run directory (its model.safetensors and config.toml) or from a weight file alone.
+struct TrainedModel {
+  std::shared_ptr<LanguageModel> model;
+  std::map<std::string, std::string> metadata;
+  Config config;      ///< the run's config (data section from the file's "qkv.data" when there is no run dir)
+  std::string vocab;  ///< text models: the characters, one per id
+  std::string path;   ///< the weight file read
+};
+TrainedModel load_trained(const std::string& run_dir_or_file);
+
+/// Parses argv and runs the subcommand; returns the process exit code (never throws).
+int run_cli(int argc, const char* const* argv);
+
+}  // namespace qkv

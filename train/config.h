@@ -1,0 +1,72 @@
+#pragma once
+// The training config: TOML sections [run] [data] [model] [optim] [schedule] [train]. One table of key specs
+// drives parsing, type and range checks, command-line overrides, the resolved config and the README reference.
+#include <qkv/datasets/dataset.h>
+#include <qkv/layers/models.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace qkv {
+
+struct Config {
+  struct Run {
+    std::string name = "reverse";
+    std::uint64_t seed = 0;
+    std::string out_dir = "runs";
+  } run;
+  DataOptions data;
+  struct Model {
+    std::string kind = "seed";  // seed | transformer
+    std::int64_t d_model = 32, d_k = 0, d_v = 0, heads = 1, layers = 1, d_ff = 0;
+    std::int64_t positions = 0;  // positional table size; 0 = data.seq_len
+    bool causal = false, attn_bias = false;
+    double dropout = 0.0;
+    std::string init;  // safetensors file of initial weights, loaded by name, strictly
+  } model;
+  struct Optim {
+    std::string name = "adam";  // sgd | adam | adamw
+    double lr = 1e-3;
+    std::vector<double> betas = {0.9, 0.999};
+    double eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
+    bool nesterov = false;
+    double clip_grad_norm = 0.0;  // 0 = off
+  } optim;
+  struct Schedule {
+    std::string kind = "constant";  // constant | cosine | linear | step
+    std::int64_t warmup_steps = 0;
+    double min_lr = 0.0;
+    std::int64_t step_size = 1000;
+    double gamma = 0.1;
+  } schedule;
+  struct Train {
+    std::int64_t steps = 1000, batch_size = 64, eval_every = 100, log_every = 10;
+    std::int64_t checkpoint_every = 500, keep_checkpoints = 3;
+    double target_accuracy = 0.0;  // 0 = never stop early
+    std::int64_t threads = 0;      // 0 = all cores
+  } train;
+
+  /// The model to build (vocab_size from the data; `text` sets it from the file's characters).
+  ModelConfig model_config(std::int64_t vocab_size) const;
+};
+
+/// One documented key: what `qkv info`, the resolved config and the README list.
+struct ConfigKeyDoc {
+  std::string name;  ///< "data.seq_len"
+  std::string type;  ///< "int", "float", "bool", "string", "[float, float]"
+  std::string default_value;
+  std::string meaning;
+};
+/// Every key, in section order.
+std::vector<ConfigKeyDoc> config_reference();
+
+/// Parses a TOML file, then applies `overrides` ("section.key=value", parsed as TOML values or bare strings),
+/// then validates. Errors are qkv::Error naming the file, line, column and key (or the override).
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+/// The same from TOML text; `source` names it in errors.
+Config parse_config(const std::string& text, const std::string& source, const std::vector<std::string>& overrides = {});
+/// The resolved config as TOML (every key, with defaults filled in).
+std::string to_toml(const Config& config);
+
+}  // namespace qkv

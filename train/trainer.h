@@ -1,0 +1,63 @@
+#pragma once
+// The training loop as a library, so tests drive the same code the CLI runs:
+// batch -> forward -> loss -> zero_grad -> backward -> clip -> step -> schedule, with evaluation, logging,
+// metrics.jsonl, atomic checkpoints and bit-exact resume.
+#include <qkv/train/config.h>
+
+#include <functional>
+#include <map>
+#include <stdexcept>
+#include <string>
+
+namespace qkv {
+
+class Dataset;
+
+/// A failure while training (NaN loss, I/O): the CLI exits 1 for these, 2 for qkv::Error.
+class TrainingError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct TrainOptions {
+  std::string resume_dir{};  ///< continue this run from its latest checkpoint
+  bool force = false;      ///< replace an existing run directory
+  bool quiet = false;      ///< no console output (tests)
+  /// Called after every step (tests use it to inject signals).
+  std::function<void(std::int64_t step)> on_step{};
+};
+
+struct EvalResult {
+  double loss = 0, token_acc = 0, seq_acc = 0;
+};
+
+struct TrainResult {
+  std::string run_dir;
+  std::int64_t steps = 0;  ///< steps completed
+  EvalResult val;          ///< the last evaluation
+  bool stopped_early = false;
+  int exit_code = 0;  ///< 0, or 130 / 143 when interrupted by SIGINT / SIGTERM
+};
+
+/// Runs the config's training job. Throws qkv::Error for usage and config problems and TrainingError for
+/// failures during training.
+TrainResult train(const Config& config, const TrainOptions& options = {});
+
+/// Validation loss (mean over non-ignored targets), token accuracy and sequence accuracy (every non-ignored
+/// position right), in eval mode without a graph.
+EvalResult evaluate(LanguageModel& model, const Batch& data, std::int64_t batch_size);
+
+/// Everything in a model file's metadata: "format", "qkv.version", "qkv.model" (ModelConfig JSON), and for
+/// text models "qkv.vocab"; "qkv.data" carries the data options so `qkv eval` can rebuild the validation set.
+std::map<std::string, std::string> model_metadata(const ModelConfig& model, const Config& config,
+                                                  const Dataset& data);
+/// ModelConfig from the "qkv.model" JSON.
+ModelConfig model_config_from_json(const std::string& json);
+
+/// An attention matrix (T, T) as text: one row per query, one shaded cell per key (" .:-=+*#%@"), with tokens.
+std::string render_attention(const Tensor& weights, const std::vector<std::string>& tokens);
+
+/// qkv's version string.
+const char* version();
+
+}  // namespace qkv
