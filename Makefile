@@ -6,7 +6,9 @@ CMAKE_FLAGS ?=
 DEBS := cmake g++ make libeigen3-dev libfmt-dev libspdlog-dev doctest-dev libtomlplusplus-dev nlohmann-json3-dev \
         libcli11-dev libbenchmark-dev
 
-.PHONY: all deps configure build test train clean
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps configure build test train clean fuzz
 all: build
 
 deps:
@@ -36,5 +38,15 @@ test: build
 train: build
 	$(BUILD)/bin/qkv train $(CONFIG) --force
 
+# Fuzzes the safetensors reader for FUZZ_SECONDS with clang's libFuzzer + ASan/UBSan, in build-fuzz/.
+fuzz:
+	@$(MAKE) --no-print-directory deps DEBS="$(DEBS) clang libclang-rt-14-dev"
+	CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQKV_FUZZ=ON \
+	  -DQKV_SANITIZE=address,undefined -DQKV_BUILD_TESTS=OFF -DQKV_BUILD_EXAMPLES=OFF -DQKV_BUILD_BENCH=OFF
+	cmake --build build-fuzz -j $(JOBS) --target fuzz_safetensors
+	rm -rf build-fuzz/corpus && cp -r tests/fuzz/corpus build-fuzz/corpus
+	build-fuzz/bin/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=2048 \
+	  -print_final_stats=1 build-fuzz/corpus
+
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-fuzz

@@ -90,13 +90,12 @@ std::string encode_utf8(char32_t cp) {
 // Character-level language modelling: x = text[o : o + T], y = text[o + 1 : o + T + 1].
 class TextDataset : public Dataset {
  public:
-  TextDataset(const DataOptions& o, std::uint64_t seed) : Dataset(seed, 0, o.seq_len), shuffle_(o.shuffle) {
-    const auto cps = decode_utf8(read_file(o.path, "data.path"), o.path);
-    const std::set<char32_t> distinct(cps.begin(), cps.end());
-    chars_.assign(distinct.begin(), distinct.end());
-    vocab_size_ = static_cast<std::int64_t>(chars_.size());
-    ids_.reserve(cps.size());
-    for (char32_t cp : cps) ids_.push_back(id_of(cp));
+  TextDataset(const DataOptions& o, std::uint64_t seed)
+      : Dataset(seed, 0, o.seq_len), shuffle_(o.shuffle) {
+    const std::string text = read_file(o.path, "data.path");
+    vocab_ = CharVocab::from_text(text, o.path);
+    vocab_size_ = vocab_.size();
+    ids_ = vocab_.encode(text);
     const auto n = static_cast<std::int64_t>(ids_.size());
     split_ = n - n / 10;  // the last 10% is validation
     QKV_CHECK(split_ > seq_len_ && n - split_ > seq_len_,
@@ -122,27 +121,11 @@ class TextDataset : public Dataset {
     }
     return b;
   }
-  std::string decode(std::int64_t token) const override {
-    return token >= 0 && token < vocab_size_ ? encode_utf8(chars_[static_cast<std::size_t>(token)]) : "?";
-  }
-  std::vector<std::int64_t> encode(const std::string& text) const override {
-    std::vector<std::int64_t> out;
-    for (char32_t cp : decode_utf8(text, "text")) out.push_back(id_of(cp));
-    return out;
-  }
-  std::string vocab() const override {
-    std::string s;
-    for (char32_t cp : chars_) s += encode_utf8(cp);
-    return s;
-  }
+  std::string decode(std::int64_t token) const override { return vocab_.decode(token); }
+  std::vector<std::int64_t> encode(const std::string& text) const override { return vocab_.encode(text); }
+  std::string vocab() const override { return vocab_.str(); }
 
  private:
-  std::int64_t id_of(char32_t cp) const {
-    const auto it = std::lower_bound(chars_.begin(), chars_.end(), cp);
-    QKV_CHECK(it != chars_.end() && *it == cp, "text: character U+{:04X} is not in the vocabulary",
-              static_cast<std::uint32_t>(cp));
-    return it - chars_.begin();
-  }
   void fill(std::int64_t offset, Batch& b, std::int64_t row) const {
     auto* x = b.inputs.data<std::int64_t>() + row * seq_len_;
     auto* y = b.targets.data<std::int64_t>() + row * seq_len_;
@@ -152,7 +135,7 @@ class TextDataset : public Dataset {
     }
   }
   bool shuffle_;
-  std::vector<char32_t> chars_;
+  CharVocab vocab_;
   std::vector<std::int64_t> ids_;
   std::int64_t split_ = 0;
 };
@@ -242,6 +225,42 @@ class JsonlDataset : public Dataset {
 };
 
 }  // namespace
+
+CharVocab::CharVocab(const std::string& chars) {
+  chars_ = decode_utf8(chars, "vocabulary");
+  QKV_CHECK(std::is_sorted(chars_.begin(), chars_.end()) &&
+                std::adjacent_find(chars_.begin(), chars_.end()) == chars_.end(),
+            "vocabulary: characters must be sorted and distinct");
+}
+
+CharVocab CharVocab::from_text(const std::string& text, const std::string& source) {
+  const auto cps = decode_utf8(text, source);
+  const std::set<char32_t> distinct(cps.begin(), cps.end());
+  std::string chars;
+  for (char32_t cp : distinct) chars += encode_utf8(cp);
+  return CharVocab(chars);
+}
+
+std::vector<std::int64_t> CharVocab::encode(const std::string& text) const {
+  std::vector<std::int64_t> out;
+  for (char32_t cp : decode_utf8(text, "text")) {
+    const auto it = std::lower_bound(chars_.begin(), chars_.end(), cp);
+    QKV_CHECK(it != chars_.end() && *it == cp, "text: character '{}' (U+{:04X}) is not in the vocabulary",
+              encode_utf8(cp), static_cast<std::uint32_t>(cp));
+    out.push_back(it - chars_.begin());
+  }
+  return out;
+}
+
+std::string CharVocab::decode(std::int64_t id) const {
+  return id >= 0 && id < size() ? encode_utf8(chars_[static_cast<std::size_t>(id)]) : "?";
+}
+
+std::string CharVocab::str() const {
+  std::string s;
+  for (char32_t cp : chars_) s += encode_utf8(cp);
+  return s;
+}
 
 Dataset::Dataset(std::uint64_t seed, std::int64_t vocab_size, std::int64_t seq_len)
     : rng_(seed ^ kTrainStream), vocab_size_(vocab_size), seq_len_(seq_len) {}

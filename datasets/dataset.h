@@ -60,6 +60,25 @@ class Dataset {
   std::int64_t vocab_size_, seq_len_;
 };
 
+/// A character vocabulary: id i is the i-th character of `chars` (UTF-8, sorted, distinct), as text datasets
+/// build it and exported text models store it ("qkv.vocab").
+class CharVocab {
+ public:
+  CharVocab() = default;
+  explicit CharVocab(const std::string& chars);
+  /// From any text: its distinct characters, sorted.
+  static CharVocab from_text(const std::string& text, const std::string& source);
+  std::int64_t size() const { return static_cast<std::int64_t>(chars_.size()); }
+  /// Ids of each character; throws naming a character outside the vocabulary.
+  std::vector<std::int64_t> encode(const std::string& text) const;
+  std::string decode(std::int64_t id) const;
+  /// The characters as one UTF-8 string.
+  std::string str() const;
+
+ private:
+  std::vector<char32_t> chars_;
+};
+
 /// The dataset `options.task` names; throws qkv::Error naming the config key or the file and line at fault.
 std::unique_ptr<Dataset> make_dataset(const DataOptions& options, std::uint64_t seed);
 

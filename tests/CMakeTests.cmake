@@ -20,3 +20,10 @@ endif()
 if(TARGET train_tiny)
   add_test(NAME examples/train_tiny COMMAND train_tiny)
 endif()
+
+# PyTorch loads exported files and computes the same logits (skipped where /usr/bin/python3 has no torch).
+if(TARGET qkv AND EXISTS /usr/bin/python3)
+  add_test(NAME interop/torch COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tools/check_torch_interop.py
+                                      $<TARGET_FILE:qkv> ${CMAKE_CURRENT_BINARY_DIR}/interop)
+  set_tests_properties(interop/torch PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+endif()

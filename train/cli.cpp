@@ -109,6 +109,198 @@ int cmd_info(const std::string& config_path, const std::vector<std::string>& ove
   return 0;
 }
 
+// Token ids of --tokens / --prompt: characters for text models, space-separated ids otherwise.
+std::vector<std::int64_t> parse_tokens(const TrainedModel& tm, const std::string& text, const char* what) {
+  std::vector<std::int64_t> ids;
+  if (!tm.vocab.empty()) {
+    ids = CharVocab(tm.vocab).encode(text);
+  } else {
+    DataOptions o;
+    o.task = "copy";
+    o.vocab_size = tm.model->config().vocab_size;
+    o.seq_len = 1;
+    o.val_size = 1;
+    ids = make_dataset(o, 0)->encode(text);
+  }
+  QKV_CHECK(!ids.empty(), "{}: no tokens given", what);
+  return ids;
+}
+
+std::string token_text(const TrainedModel& tm, std::int64_t id) {
+  return tm.vocab.empty() ? std::to_string(id) : CharVocab(tm.vocab).decode(id);
+}
+
+// A display label: text tokens quoted when blank, ids as numbers.
+std::string token_label(const TrainedModel& tm, std::int64_t id) {
+  std::string s = token_text(tm, id);
+  if (s == " ") return "␣";
+  if (s == "\n") return "⏎";
+  return s;
+}
+
+Tensor ids_tensor(const std::vector<std::int64_t>& ids) {
+  return Tensor::from(ids, {1, static_cast<std::int64_t>(ids.size())});
+}
+
+int cmd_predict(const std::string& target, const std::string& tokens, bool json) {
+  const TrainedModel tm = load_trained(target);
+  const auto ids = parse_tokens(tm, tokens, "predict");
+  NoGradGuard no_grad;
+  const Tensor logits = tm.model->logits(ids_tensor(ids));  // (1, T, V)
+  const Tensor pred = argmax(logits, -1);
+  std::vector<std::int64_t> preds;
+  for (double p : pred.to_vector()) preds.push_back(static_cast<std::int64_t>(p));
+  if (json) {
+    const std::int64_t t = logits.size(1), v = logits.size(2);
+    const auto lv = logits.to_vector();
+    nlohmann::json rows = nlohmann::json::array();
+    for (std::int64_t i = 0; i < t; ++i)
+      rows.push_back(std::vector<double>(lv.begin() + i * v, lv.begin() + (i + 1) * v));
+    nlohmann::json out = {{"tokens", ids}, {"predictions", preds}, {"logits", rows}};
+    if (!tm.vocab.empty()) {
+      std::string in_text, out_text;
+      for (auto id : ids) in_text += token_text(tm, id);
+      for (auto id : preds) out_text += token_text(tm, id);
+      out["text"] = in_text;
+      out["predicted_text"] = out_text;
+    }
+    fmt::print("{}\n", out.dump());
+    return 0;
+  }
+  if (!tm.vocab.empty()) {
+    std::string in_text, out_text;
+    for (auto id : ids) in_text += token_text(tm, id);
+    for (auto id : preds) out_text += token_text(tm, id);
+    fmt::print("input:      {}\npredicted:  {}\n(each predicted character is the model's guess for the one after the "
+               "input character above it)\n",
+               in_text, out_text);
+    return 0;
+  }
+  fmt::print("position  token  predicted\n");
+  for (std::size_t i = 0; i < ids.size(); ++i) fmt::print("{:>8}  {:>5}  {:>9}\n", i, ids[i], preds[i]);
+  return 0;
+}
+
+// An SVG heatmap of a (T, T) attention matrix with the tokens as axis labels.
+std::string attention_svg(const Tensor& w, const std::vector<std::string>& labels, const std::string& title) {
+  const std::int64_t t = w.size(0);
+  const auto v = w.to_vector();
+  const int cell = 28, left = 60, top = 70;
+  const int size = static_cast<int>(t) * cell;
+  const auto esc = [](const std::string& s) {
+    std::string o;
+    for (char c : s) o += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : c == '"' ? "&quot;" : std::string(1, c);
+    return o;
+  };
+  std::string svg = fmt::format(
+      "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"monospace\" "
+      "font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"20\">{}</text>\n"
+      "<text x=\"{}\" y=\"40\" font-size=\"11\">keys</text>\n<text x=\"4\" y=\"{}\" font-size=\"11\">queries</text>\n",
+      std::max<std::size_t>(left + size + 20, left + 8 * title.size() + 20), top + size + 20, left, esc(title), left,
+      top - 20);
+  for (std::int64_t j = 0; j < t; ++j)
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", left + j * cell + cell / 2, top - 6,
+                       esc(labels[static_cast<std::size_t>(j)]));
+  for (std::int64_t i = 0; i < t; ++i) {
+    svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n", left - 6, top + i * cell + cell / 2 + 4,
+                       esc(labels[static_cast<std::size_t>(i)]));
+    for (std::int64_t j = 0; j < t; ++j) {
+      const double x = std::clamp(v[static_cast<std::size_t>(i * t + j)], 0.0, 1.0);
+      const int shade = static_cast<int>(255 - 200 * x);  // white (0) to dark blue (1)
+      svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"rgb({},{},255)\"><title>{:.4f}</title></rect>\n",
+                         left + j * cell, top + i * cell, cell - 1, cell - 1, shade, shade, x);
+    }
+  }
+  return svg + "</svg>\n";
+}
+
+int cmd_attention(const std::string& target, const std::string& tokens, std::int64_t layer, std::int64_t head,
+                  const std::string& svg_path) {
+  const TrainedModel tm = load_trained(target);
+  const auto ids = parse_tokens(tm, tokens, "attention");
+  std::vector<Tensor> maps;
+  {
+    NoGradGuard no_grad;
+    tm.model->logits(ids_tensor(ids), &maps);
+  }
+  QKV_CHECK(layer >= 0 && layer < static_cast<std::int64_t>(maps.size()),
+            "attention: --layer {} is out of range (the model has {} layer{})", layer, maps.size(),
+            maps.size() == 1 ? "" : "s");
+  const Tensor& m = maps[static_cast<std::size_t>(layer)];  // (1, H, T, T)
+  QKV_CHECK(head >= 0 && head < m.size(1), "attention: --head {} is out of range (the model has {} head{})", head,
+            m.size(1), m.size(1) == 1 ? "" : "s");
+  const std::int64_t t = m.size(2);
+  const Tensor w = reshape(narrow(m, 1, head, 1), {t, t});
+  std::vector<std::string> labels;
+  for (auto id : ids) labels.push_back(token_label(tm, id));
+  const auto v = w.to_vector();
+  fmt::print("attention weights, layer {}, head {} (rows: queries, columns: keys; each row sums to 1)\n", layer, head);
+  fmt::print("{:>8}", "");
+  for (const auto& l : labels) fmt::print("{:>8}", l);
+  fmt::print("\n");
+  for (std::int64_t i = 0; i < t; ++i) {
+    fmt::print("{:>8}", labels[static_cast<std::size_t>(i)]);
+    for (std::int64_t j = 0; j < t; ++j) fmt::print("{:8.4f}", v[static_cast<std::size_t>(i * t + j)]);
+    fmt::print("\n");
+  }
+  fmt::print("\n{}", render_attention(w, labels));
+  if (!svg_path.empty()) {
+    write_file_atomic(svg_path, attention_svg(w, labels, fmt::format("{}: layer {}, head {}", tm.path, layer, head)));
+    fmt::print("wrote {}\n", svg_path);
+  }
+  return 0;
+}
+
+int cmd_sample(const std::string& target, const std::string& prompt, std::int64_t length, double temperature,
+               std::uint64_t seed) {
+  const TrainedModel tm = load_trained(target);
+  QKV_CHECK(tm.model->config().causal,
+            "sample: {} is not a causal model; sampling needs one trained with model.causal = true", tm.path);
+  QKV_CHECK(length >= 0, "sample: --length must be >= 0, got {}", length);
+  QKV_CHECK(temperature >= 0, "sample: --temperature must be >= 0, got {}", temperature);
+  auto ids = parse_tokens(tm, prompt, "sample");
+  const std::int64_t window = tm.model->config().seq_len;
+  Generator gen(seed);
+  NoGradGuard no_grad;
+  std::string out;
+  for (auto id : ids) out += token_text(tm, id) + (tm.vocab.empty() ? " " : "");
+  for (std::int64_t n = 0; n < length; ++n) {
+    const std::size_t start = ids.size() > static_cast<std::size_t>(window) ? ids.size() - static_cast<std::size_t>(window) : 0;
+    const std::vector<std::int64_t> ctx(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.end());
+    const Tensor logits = tm.model->logits(ids_tensor(ctx));
+    const std::int64_t v = logits.size(2);
+    const auto last = narrow(reshape(logits, {-1, v}), 0, static_cast<std::int64_t>(ctx.size()) - 1, 1).to_vector();
+    std::int64_t next = 0;
+    if (temperature == 0) {
+      next = std::max_element(last.begin(), last.end()) - last.begin();
+    } else {
+      const double m = *std::max_element(last.begin(), last.end());
+      std::vector<double> p(last.size());
+      double total = 0;
+      for (std::size_t i = 0; i < p.size(); ++i) total += p[i] = std::exp((last[i] - m) / temperature);
+      double u = gen.uniform() * total;
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        next = static_cast<std::int64_t>(i);
+        if ((u -= p[i]) < 0) break;
+      }
+    }
+    ids.push_back(next);
+    out += token_text(tm, next) + (tm.vocab.empty() ? " " : "");
+  }
+  fmt::print("{}\n", out);
+  return 0;
+}
+
+int cmd_export(const std::string& run_dir, std::string out, const std::string& dtype) {
+  const StorageType storage = parse_storage_type(dtype);
+  const TrainedModel tm = load_trained(run_dir);
+  if (out.empty()) out = (fs::path(run_dir) / fmt::format("model.{}.safetensors", dtype)).string();
+  save(*tm.model, out, tm.metadata, storage);
+  fmt::print("wrote {} ({} tensors, {} parameters, {}, {} bytes)\n", out, tm.model->named_parameters().size(),
+             tm.model->num_parameters(), dtype, fs::file_size(out));
+  return 0;
+}
+
 }  // namespace
 
 TrainedModel load_trained(const std::string& target) {
@@ -116,15 +308,28 @@ TrainedModel load_trained(const std::string& target) {
   const fs::path p(target);
   fs::path file = p;
   bool run_dir = false;
+  SafetensorsFile f;
   if (fs::is_directory(p)) {
     run_dir = true;
     file = p / "model.safetensors";
-    QKV_CHECK(fs::exists(file), "{} has no model.safetensors (has training finished? use --resume to continue it)",
-              target);
+    if (!fs::exists(file)) {  // an unfinished run: its latest checkpoint's model.* tensors
+      std::vector<fs::path> cks;
+      if (fs::is_directory(p / "checkpoints"))
+        for (const auto& e : fs::directory_iterator(p / "checkpoints"))
+          if (e.path().filename().string().rfind("step_", 0) == 0) cks.push_back(e.path());
+      QKV_CHECK(!cks.empty(), "{} has neither model.safetensors nor checkpoints", target);
+      std::sort(cks.begin(), cks.end());
+      file = cks.back();
+      const SafetensorsFile ck = read_safetensors(file.string());
+      f.metadata = ck.metadata;
+      f.metadata.erase("qkv.checkpoint");
+      for (const auto& [n, t] : ck.tensors)
+        if (n.rfind("model.", 0) == 0) f.tensors.emplace_back(n.substr(6), t);
+    }
   }
   QKV_CHECK(fs::exists(file), "{}: no such file or run directory", target);
   tm.path = file.string();
-  const SafetensorsFile f = read_safetensors(tm.path);
+  if (f.tensors.empty()) f = read_safetensors(tm.path);
   tm.metadata = f.metadata;
   QKV_CHECK(f.metadata.count("qkv.model"), "{}: not a qkv model file (its metadata has no qkv.model)", tm.path);
   const ModelConfig mc = model_config_from_json(f.metadata.at("qkv.model"));
@@ -163,6 +368,35 @@ int run_cli(int argc, const char* const* argv) {
   info_cmd->add_flag("--keys", keys, "print every config key with its type, default and meaning");
   info_cmd->add_option("overrides", overrides, "section.key=value overrides");
 
+  std::string tokens, svg, out, dtype = "f32", prompt;
+  std::int64_t layer = 0, head = 0, length = 200;
+  double temperature = 1.0;
+  std::uint64_t seed = 0;
+
+  auto* export_cmd = app.add_subcommand("export", "write a run's weights as a safetensors file (PyTorch/numpy read it)");
+  export_cmd->add_option("run_dir", target, "run directory")->required();
+  export_cmd->add_option("--out", out, "output file (default RUN_DIR/model.<dtype>.safetensors)");
+  export_cmd->add_option("--dtype", dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
+
+  auto* predict_cmd = app.add_subcommand("predict", "the predicted token at every position");
+  predict_cmd->add_option("model", target, "run directory or .safetensors file")->required();
+  predict_cmd->add_option("--tokens", tokens, "input: token ids \"3 1 4\" (text models: text)")->required();
+  predict_cmd->add_flag("--json", json, "print tokens, predictions and logits (seq x vocab) as JSON");
+
+  auto* attention_cmd = app.add_subcommand("attention", "the attention matrix of one layer and head");
+  attention_cmd->add_option("model", target, "run directory or .safetensors file")->required();
+  attention_cmd->add_option("--tokens", tokens, "input: token ids (text models: text)")->required();
+  attention_cmd->add_option("--layer", layer, "layer (default 0)");
+  attention_cmd->add_option("--head", head, "head (default 0)");
+  attention_cmd->add_option("--svg", svg, "also write an SVG heatmap with the tokens as axis labels");
+
+  auto* sample_cmd = app.add_subcommand("sample", "generate from a causal model");
+  sample_cmd->add_option("model", target, "run directory or .safetensors file")->required();
+  sample_cmd->add_option("--prompt", prompt, "the start (text models: text)")->required();
+  sample_cmd->add_option("--length", length, "tokens to generate (default 200)");
+  sample_cmd->add_option("--temperature", temperature, "softmax temperature; 0 = greedy (default 1)");
+  sample_cmd->add_option("--seed", seed, "random seed (default 0)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -174,6 +408,10 @@ int run_cli(int argc, const char* const* argv) {
     if (*train_cmd) return cmd_train(config_path, overrides, resume, force);
     if (*eval_cmd) return cmd_eval(target, json);
     if (*info_cmd) return cmd_info(config_path, overrides, keys);
+    if (*export_cmd) return cmd_export(target, out, dtype);
+    if (*predict_cmd) return cmd_predict(target, tokens, json);
+    if (*attention_cmd) return cmd_attention(target, tokens, layer, head, svg);
+    if (*sample_cmd) return cmd_sample(target, prompt, length, temperature, seed);
   } catch (const Error& e) {
     std::cerr << "qkv: error: " << e.what() << "\n";
     return 2;

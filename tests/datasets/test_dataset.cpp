@@ -92,7 +92,7 @@ TEST_CASE("text: character vocabulary, shifted targets, last 10% validates, file
   CHECK(d->validation().inputs.size(0) == (60 - 1) / 8);  // windows of the last 60 characters
   CHECK_ERROR(make_dataset({.task = "text", .seq_len = 400, .path = path}, 0), "too short for data.seq_len = 400");
   CHECK_ERROR(make_dataset({.task = "text", .path = "/nonexistent"}, 0), "data: cannot read data.path = \"/nonexistent\"");
-  CHECK_ERROR(d->encode("z"), "character U+007A is not in the vocabulary");
+  CHECK_ERROR(d->encode("z"), "character 'z' (U+007A) is not in the vocabulary");
 }
 
 TEST_CASE("jsonl: examples, ignored positions, file order wrapping, errors naming the line") {

@@ -45,3 +45,32 @@ TEST_CASE("exit codes: 0 ok, 2 usage/config/input, 1 runtime failure") {
   std::ofstream(tmp_dir() + "/garbage.safetensors") << "not a safetensors file";
   CHECK(cli({"eval", tmp_dir() + "/garbage.safetensors"}) == 2);
 }
+
+TEST_CASE("export, predict, attention, sample: outputs and bad input") {
+  const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+  REQUIRE(cli({"train", kReverse, out, "run.name=\"cli_io\"", "--force"}) == 0);
+  const std::string run = tmp_dir() + "/cli_io";
+  CHECK(cli({"export", run, "--dtype", "f16", "--out", run + "/m16.safetensors"}) == 0);
+  CHECK(fs::file_size(run + "/m16.safetensors") < fs::file_size(run + "/model.safetensors"));
+  CHECK(cli({"export", run, "--dtype", "f8"}) == 2);
+  CHECK(cli({"predict", run + "/m16.safetensors", "--tokens", "1 2 3"}) == 0);
+  CHECK(cli({"predict", run, "--tokens", "1 2 3", "--json"}) == 0);
+  CHECK(cli({"predict", run, "--tokens", "1 2 99"}) == 2);              // token id out of range
+  CHECK(cli({"predict", run, "--tokens", "1 2 x"}) == 2);               // not a token id
+  CHECK(cli({"predict", run, "--tokens", "1 2 3 4 5 6 7 8 9 10 11 12 13"}) == 2);  // longer than the positions
+  CHECK(cli({"predict", run}) == 2);                                     // --tokens missing
+  const std::string svg = tmp_dir() + "/att.svg";
+  CHECK(cli({"attention", run, "--tokens", "5 6 7", "--svg", svg}) == 0);
+  std::ifstream in(svg);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  CHECK(text.find("<svg") == 0);
+  CHECK(text.find(">7</text>") != std::string::npos);  // tokens as axis labels
+  CHECK(cli({"attention", run, "--tokens", "5 6 7", "--layer", "1"}) == 2);
+  CHECK(cli({"attention", run, "--tokens", "5 6 7", "--head", "2"}) == 2);
+  CHECK(cli({"sample", run, "--prompt", "1 2"}) == 2);  // not causal
+  // A causal token model samples.
+  CHECK(cli({"train", kReverse, out, "run.name=\"cli_causal\"", "model.causal=true", "train.steps=20",
+             "schedule.warmup_steps=0", "--force"}) == 0);
+  CHECK(cli({"sample", tmp_dir() + "/cli_causal", "--prompt", "1 2", "--length", "20", "--temperature", "0.5"}) == 0);
+  CHECK(cli({"sample", tmp_dir() + "/cli_causal", "--prompt", "1 2", "--temperature", "-1"}) == 2);
+}
