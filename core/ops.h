@@ -4,6 +4,7 @@
 #include "qkv/core/tensor.h"
 
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 namespace qkv {
@@ -99,6 +100,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
 /// Rows of weight (V, D) gathered by int64 ids (...) into (..., D); backward scatter-adds into weight.
 Tensor embedding(const Tensor& weight, const Tensor& ids);
+/// Layer normalisation over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, with the biased
+/// variance (torch.nn.functional.layer_norm). x (..., D), weight and bias (D). Fused: one pass per row each way.
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
+/// Fused multi-head attention: q, k (B, T, H*dk) and v (B, T, H*dv), heads packed in the last dim as the
+/// projections produce them. Returns out (B, T, H*dv) = softmax(q k^T / sqrt(dk) + masks) v per head, and the
+/// weights (B, H, T, T) for inspection (not differentiable: gradients flow through `out`). causal hides keys
+/// j > i; key_padding_mask (B, T), nonzero where a key is padding.
+std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v, std::int64_t heads,
+                                    bool causal, const Tensor& key_padding_mask = {});
 /// Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !training or p = 0.
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen = default_generator());
 

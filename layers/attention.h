@@ -56,9 +56,4 @@ class MultiHeadSelfAttention : public Module {
   bool causal_;
 };
 
-/// softmax(q k^T / sqrt(d_k) + masks) v for q, k (..., T, d_k) and v (..., T, d_v); shared by both layers.
-/// key_padding_mask must broadcast to the scores (..., T, T). Returns the output and the weights.
-AttentionResult scaled_dot_product_attention(const Tensor& q, const Tensor& k, const Tensor& v, bool causal,
-                                             const Tensor& key_padding_mask);
-
 }  // namespace qkv

@@ -14,9 +14,7 @@ LayerNorm::LayerNorm(std::int64_t d, double eps) : d_(d), eps_(eps) {
 Tensor LayerNorm::forward(const Tensor& x) {
   // x is (..., D); statistics over the last dim
   QKV_CHECK(x.dim() >= 1 && x.size(-1) == d_, "LayerNorm: expected input (..., {}), got shape {}", d_, x.shape().str());
-  const Tensor centered = x - mean(x, {-1}, true);
-  const Tensor var = mean(centered * centered, {-1}, true);
-  return centered / sqrt(var + eps_) * weight + bias;
+  return layer_norm(x, weight, bias, eps_);
 }
 
 Dropout::Dropout(double p, Generator& gen) : p_(p), gen_(&gen) {

@@ -397,6 +397,13 @@ int run_cli(int argc, const char* const* argv) {
   sample_cmd->add_option("--temperature", temperature, "softmax temperature; 0 = greedy (default 1)");
   sample_cmd->add_option("--seed", seed, "random seed (default 0)");
 
+  std::int64_t bench_steps = 50, bench_warmup = 5;
+  auto* bench_cmd = app.add_subcommand("bench", "time training steps (no eval or checkpoint I/O)");
+  bench_cmd->add_option("config", config_path, "config file (e.g. bench/configs/small.toml)")->required();
+  bench_cmd->add_option("overrides", overrides, "section.key=value overrides");
+  bench_cmd->add_option("--steps", bench_steps, "timed steps (default 50)");
+  bench_cmd->add_option("--warmup", bench_warmup, "untimed steps first (default 5)");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -409,6 +416,12 @@ int run_cli(int argc, const char* const* argv) {
     if (*eval_cmd) return cmd_eval(target, json);
     if (*info_cmd) return cmd_info(config_path, overrides, keys);
     if (*export_cmd) return cmd_export(target, out, dtype);
+    if (*bench_cmd) {
+      const BenchResult b = bench(load_config(config_path, overrides), bench_steps, bench_warmup);
+      fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}\n", b.steps_per_s,
+                 b.tokens_per_s, b.gflops, b.peak_rss_mb);
+      return 0;
+    }
     if (*predict_cmd) return cmd_predict(target, tokens, json);
     if (*attention_cmd) return cmd_attention(target, tokens, layer, head, svg);
     if (*sample_cmd) return cmd_sample(target, prompt, length, temperature, seed);

@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include <omp.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -172,6 +173,57 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 
 const char* version() { return "0.1.0"; }
 
+StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
+                     double clip_grad_norm_to) {
+  const Tensor logits = model.logits(batch.inputs);  // (B, T, V)
+  const std::int64_t v = logits.size(-1);
+  const Tensor loss = cross_entropy(reshape(logits, {-1, v}), reshape(batch.targets, {-1}));
+  StepStats st;
+  st.loss = loss.item();
+  st.lr = optimizer.lr();
+  if (!std::isfinite(st.loss)) return st;  // the caller stops before touching the weights
+  optimizer.zero_grad();
+  loss.backward();
+  const auto params = model.parameters();
+  st.grad_norm = clip_grad_norm_to > 0 ? clip_grad_norm(params, clip_grad_norm_to) : grad_norm(params);
+  if (!std::isfinite(st.grad_norm)) return st;
+  optimizer.step();
+  schedule.step();
+  return st;
+}
+
+BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
+  QKV_CHECK(steps > 0 && warmup >= 0, "bench: --steps must be > 0 and --warmup >= 0, got {} and {}", steps, warmup);
+  const int threads = c.train.threads > 0 ? static_cast<int>(c.train.threads)
+                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  omp_set_num_threads(threads);
+  auto data = make_dataset(c.data, c.run.seed);
+  Generator gen(c.run.seed ^ kInitStream);
+  const ModelConfig mc = c.model_config(data->vocab_size());
+  auto model = build_model(mc, gen);
+  model->train();
+  auto optimizer = make_optimizer(c, model->named_parameters());
+  LRSchedule schedule(*optimizer, {});  // constant: the lr does not change the cost of a step
+  // Batches are drawn up front so the timed loop measures the model, not the data generator.
+  std::vector<Batch> batches;
+  for (std::int64_t i = 0; i < std::min<std::int64_t>(steps + warmup, 64); ++i) batches.push_back(data->next_batch(c.train.batch_size));
+  for (std::int64_t i = 0; i < warmup; ++i)
+    train_step(*model, *optimizer, schedule, batches[static_cast<std::size_t>(i) % batches.size()], c.optim.clip_grad_norm);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (std::int64_t i = 0; i < steps; ++i)
+    train_step(*model, *optimizer, schedule, batches[static_cast<std::size_t>(warmup + i) % batches.size()],
+               c.optim.clip_grad_norm);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  BenchResult b;
+  b.steps_per_s = double(steps) / secs;
+  b.tokens_per_s = b.steps_per_s * double(c.train.batch_size * c.data.seq_len);
+  b.gflops = 3.0 * flops_per_token(mc, c.data.seq_len) * b.tokens_per_s / 1e9;  // forward + backward (2x forward)
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  b.peak_rss_mb = double(ru.ru_maxrss) / 1024.0;
+  return b;
+}
+
 std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Config& c, const Dataset& data) {
   nlohmann::json mj = {{"kind", m.kind},     {"vocab_size", m.vocab_size}, {"seq_len", m.seq_len},
                        {"d_model", m.d_model}, {"d_k", m.d_k},             {"d_v", m.d_v},
@@ -319,7 +371,6 @@ TrainResult train(const Config& given, const TrainOptions& opt) {
   SignalScope signals;
   const bool tty = !opt.quiet && ::isatty(STDERR_FILENO);
   const auto& tc = given.train;
-  const std::int64_t v = r.data->vocab_size();
   TrainResult result{r.dir.string(), r.step, {}, false, 0};
   const auto start_time = std::chrono::steady_clock::now();
   auto window_start = start_time;
@@ -328,24 +379,15 @@ TrainResult train(const Config& given, const TrainOptions& opt) {
 
   while (r.step < tc.steps) {
     const Batch batch = r.data->next_batch(tc.batch_size);
-    const Tensor logits = r.model->logits(batch.inputs);
-    const Tensor loss = cross_entropy(reshape(logits, {-1, v}), reshape(batch.targets, {-1}));
-    const double loss_value = loss.item();
-    if (!std::isfinite(loss_value))
+    const StepStats st = train_step(*r.model, *r.optimizer, *r.schedule, batch, given.optim.clip_grad_norm);
+    if (!std::isfinite(st.loss))
       throw TrainingError(fmt::format("step {}: the loss is {}; stopping (the last good checkpoint is kept in {})",
-                                      r.step + 1, loss_value, (r.dir / "checkpoints").string()));
-    r.optimizer->zero_grad();
-    loss.backward();
-    const double gnorm = given.optim.clip_grad_norm > 0
-                             ? clip_grad_norm(params, given.optim.clip_grad_norm)
-                             : grad_norm(params);
-    if (!std::isfinite(gnorm))
+                                      r.step + 1, st.loss, (r.dir / "checkpoints").string()));
+    if (!std::isfinite(st.grad_norm))
       throw TrainingError(fmt::format("step {}: the gradient norm is {}; stopping (the last good checkpoint is kept "
                                       "in {})",
-                                      r.step + 1, gnorm, (r.dir / "checkpoints").string()));
-    const double lr = r.optimizer->lr();
-    r.optimizer->step();
-    r.schedule->step();
+                                      r.step + 1, st.grad_norm, (r.dir / "checkpoints").string()));
+    const double loss_value = st.loss, gnorm = st.grad_norm, lr = st.lr;
     ++r.step;
     window_tokens += batch.inputs.numel();
 

@@ -12,6 +12,8 @@
 namespace qkv {
 
 class Dataset;
+class LRSchedule;
+class Optimizer;
 
 /// A failure while training (NaN loss, I/O): the CLI exits 1 for these, 2 for qkv::Error.
 class TrainingError : public std::runtime_error {
@@ -56,6 +58,21 @@ ModelConfig model_config_from_json(const std::string& json);
 
 /// An attention matrix (T, T) as text: one row per query, one shaded cell per key (" .:-=+*#%@"), with tokens.
 std::string render_attention(const Tensor& weights, const std::vector<std::string>& tokens);
+
+struct StepStats {
+  double loss = 0, grad_norm = 0, lr = 0;
+};
+/// One training step: forward, cross-entropy, zero_grad, backward, clip (when clip_grad_norm_to > 0), optimizer
+/// step, schedule step. Stops before updating anything when the loss or gradient norm is not finite.
+StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
+                     double clip_grad_norm_to);
+
+struct BenchResult {
+  double steps_per_s = 0, tokens_per_s = 0, gflops = 0, peak_rss_mb = 0;
+};
+/// Trains the config's model on its task for `steps` timed steps after `warmup` untimed ones, with no
+/// evaluation, logging or checkpoint I/O.
+BenchResult bench(const Config& config, std::int64_t steps, std::int64_t warmup);
 
 /// qkv's version string.
 const char* version();

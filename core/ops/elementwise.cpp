@@ -31,8 +31,15 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
     using T = decltype(tag);
     const T* pg = g.data<T>();
     T* po = out.data<T>();
-    kernel::for_each2(g.shape(), kernel::broadcast_strides(shape, g.shape()), contiguous_strides(g.shape()),
-                      [&](std::int64_t, std::int64_t oo, std::int64_t og) { po[oo] += pg[og]; });
+    const std::int64_t n = g.numel(), w = shape.numel();
+    if (w > 0 && n % w == 0 && shape.rank() >= 1 && shape.back() == g.shape().back() && w == shape.back()) {
+      // Summing over the leading dims (bias and positional gradients): a row-wise accumulation that vectorises.
+      for (std::int64_t r = 0; r < n / w; ++r)
+        for (std::int64_t j = 0; j < w; ++j) po[j] += pg[r * w + j];
+    } else {
+      kernel::for_each2(g.shape(), kernel::broadcast_strides(shape, g.shape()), contiguous_strides(g.shape()),
+                        [&](std::int64_t, std::int64_t oo, std::int64_t og) { po[oo] += pg[og]; });
+    }
   });
   if (any_requires_grad({&g}))
     record(out, "sum_to", {&g}, [gs = g.shape()](const Tensor& d) -> Grads { return {broadcast_to(d, gs)}; });

@@ -85,6 +85,9 @@ inline DimSplit split_at(const Shape& s, int dim) {
 
 namespace qkv::kernel {
 
+/// Elementwise loops at least this long are split across threads.
+inline constexpr std::int64_t kParallelElements = 1 << 15;
+
 /// out = op(a, b) elementwise with broadcasting, recording nothing. `op` is a generic lambda over T.
 template <class Op>
 Tensor binary(const char* name, const Tensor& a, const Tensor& b, Op op) {
@@ -98,10 +101,19 @@ Tensor binary(const char* name, const Tensor& a, const Tensor& b, Op op) {
     T* po = out.data<T>();
     const std::int64_t n = out.numel();
     if (a.shape() == s && b.shape() == s) {
+#pragma omp parallel for simd if (n >= kParallelElements) schedule(static)
       for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i], pb[i]);
     } else if (a.shape() == s && b.numel() == 1) {
       const T y = pb[0];
+#pragma omp parallel for simd if (n >= kParallelElements) schedule(static)
       for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i], y);
+    } else if (a.shape() == s && s.rank() >= 1 && b.dim() >= 1 && b.numel() == s.back() &&
+               b.shape().back() == s.back()) {
+      // b broadcast along the leading dims (a bias or a positional table): rows of a against one row of b.
+      const std::int64_t w = s.back(), rows = n / std::max<std::int64_t>(w, 1);
+#pragma omp parallel for if (n >= kParallelElements) schedule(static)
+      for (std::int64_t r = 0; r < rows; ++r)
+        for (std::int64_t j = 0; j < w; ++j) po[r * w + j] = op(pa[r * w + j], pb[j]);
     } else {
       for_each2(s, broadcast_strides(a.shape(), s), broadcast_strides(b.shape(), s),
                 [&](std::int64_t i, std::int64_t oa, std::int64_t ob) { po[i] = op(pa[oa], pb[ob]); });
@@ -118,7 +130,9 @@ Tensor unary(const char* name, const Tensor& a, Op op) {
     using T = decltype(tag);
     const T* pa = a.data<T>();
     T* po = out.data<T>();
-    for (std::int64_t i = 0, n = a.numel(); i < n; ++i) po[i] = op(pa[i]);
+    const std::int64_t n = a.numel();
+#pragma omp parallel for simd if (n >= kParallelElements) schedule(static)
+    for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i]);
   });
   return out;
 }

@@ -235,4 +235,71 @@ Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
   return out;
 }
 
+Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  // x is (..., D); mean and 1/std are saved per row for backward
+  kernel::check_same_dtype("layer_norm", x, weight);
+  kernel::check_same_dtype("layer_norm", x, bias);
+  const std::int64_t d = weight.numel();
+  QKV_CHECK(weight.dim() == 1 && bias.shape() == weight.shape(), "layer_norm: weight {} and bias {} must be (D)",
+            weight.shape().str(), bias.shape().str());
+  QKV_CHECK(x.dim() >= 1 && x.size(-1) == d, "layer_norm: expected input (..., {}), got shape {}", d, x.shape().str());
+  const std::int64_t rows = x.numel() / std::max<std::int64_t>(d, 1);
+  Tensor out = Tensor::empty(x.shape(), x.dtype());
+  Tensor stats = Tensor::empty({rows, 2}, x.dtype());  // mean, rstd
+  kernel::dispatch("layer_norm", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *px = x.data<T>(), *pw = weight.data<T>(), *pb = bias.data<T>();
+    T *po = out.data<T>(), *ps = stats.data<T>();
+#pragma omp parallel for if (x.numel() >= kernel::kParallelElements) schedule(static)
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const T* xr = px + r * d;
+      T mean = 0;
+      for (std::int64_t j = 0; j < d; ++j) mean += xr[j];
+      mean /= T(d);
+      T var = 0;
+      for (std::int64_t j = 0; j < d; ++j) var += (xr[j] - mean) * (xr[j] - mean);
+      const T rstd = T(1) / std::sqrt(var / T(d) + T(eps));
+      for (std::int64_t j = 0; j < d; ++j) po[r * d + j] = (xr[j] - mean) * rstd * pw[j] + pb[j];
+      ps[2 * r] = mean;
+      ps[2 * r + 1] = rstd;
+    }
+  });
+  if (any_requires_grad({&x, &weight, &bias}))
+    record(out, "layer_norm", {&x, &weight, &bias},
+           [x = x.detach(), w = weight.detach(), stats, rows, d](const Tensor& g) -> Grads {
+             // xhat = (x - mean) rstd; dy/dweight = sum_rows g xhat; dy/dbias = sum_rows g;
+             // dx = rstd (gw - mean(gw) - xhat mean(gw xhat)) with gw = g * weight
+             Tensor dx = Tensor::empty(x.shape(), x.dtype());
+             Tensor dw = Tensor::zeros(w.shape(), w.dtype()), db = Tensor::zeros(w.shape(), w.dtype());
+             kernel::dispatch("layer_norm_backward", x.dtype(), [&](auto tag) {
+               using T = decltype(tag);
+               const T *px = x.data<T>(), *pw = w.data<T>(), *pg = g.data<T>(), *ps = stats.data<T>();
+               T *pdx = dx.data<T>(), *pdw = dw.data<T>(), *pdb = db.data<T>();
+#pragma omp parallel for if (x.numel() >= kernel::kParallelElements) schedule(static)
+               for (std::int64_t r = 0; r < rows; ++r) {
+                 const T mean = ps[2 * r], rstd = ps[2 * r + 1];
+                 T sum_gw = 0, sum_gw_xhat = 0;
+                 for (std::int64_t j = 0; j < d; ++j) {
+                   const T xhat = (px[r * d + j] - mean) * rstd, gw = pg[r * d + j] * pw[j];
+                   sum_gw += gw;
+                   sum_gw_xhat += gw * xhat;
+                 }
+                 const T a = sum_gw / T(d), b = sum_gw_xhat / T(d);
+                 for (std::int64_t j = 0; j < d; ++j) {
+                   const T xhat = (px[r * d + j] - mean) * rstd;
+                   pdx[r * d + j] = rstd * (pg[r * d + j] * pw[j] - a - xhat * b);
+                 }
+               }
+               for (std::int64_t r = 0; r < rows; ++r)  // serial: every row adds into the same (D) sums
+                 for (std::int64_t j = 0; j < d; ++j) {
+                   const T gj = pg[r * d + j];
+                   pdw[j] += gj * (px[r * d + j] - ps[2 * r]) * ps[2 * r + 1];
+                   pdb[j] += gj;
+                 }
+             });
+             return {dx, dw, db};
+           });
+  return out;
+}
+
 }  // namespace qkv

@@ -1,0 +1,152 @@
+// The same models, shapes, optimizer and random batches as `qkv bench`, in libtorch (Debian's libtorch-dev),
+// printing the same line. Built only when Torch is found; never required. Usage:
+//   bench_libtorch tiny|small|medium [--steps N] [--warmup N] [--threads N]
+#include <torch/torch.h>
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+
+namespace {
+
+struct Shape {
+  std::string kind;
+  int64_t vocab, seq, d, heads, layers, batch;
+};
+
+Shape shape_of(const std::string& name) {
+  if (name == "tiny") return {"seed", 16, 12, 32, 1, 1, 64};
+  if (name == "small") return {"transformer", 64, 64, 128, 4, 2, 32};
+  if (name == "medium") return {"transformer", 64, 128, 256, 4, 4, 16};
+  std::fprintf(stderr, "unknown config %s (tiny, small, medium)\n", name.c_str());
+  std::exit(2);
+}
+
+// softmax(q k^T / sqrt(d_k)) v, as qkv computes it.
+torch::Tensor attention(const torch::Tensor& q, const torch::Tensor& k, const torch::Tensor& v) {
+  const auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(q.size(-1)));
+  return torch::matmul(torch::softmax(scores, -1), v);
+}
+
+struct SeedModelImpl : torch::nn::Module {
+  SeedModelImpl(const Shape& s)
+      : tok(register_module("tok_emb", torch::nn::Embedding(s.vocab, s.d))),
+        pos(register_module("pos_emb", torch::nn::Embedding(s.seq, s.d))),
+        wq(register_module("w_q", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.d).bias(false)))),
+        wk(register_module("w_k", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.d).bias(false)))),
+        wv(register_module("w_v", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.d).bias(false)))),
+        head(register_module("head", torch::nn::Linear(s.d, s.vocab))) {}
+  torch::Tensor forward(const torch::Tensor& ids) {
+    const auto x = tok(ids) + pos(torch::arange(ids.size(1)));
+    return head(attention(wq(x), wk(x), wv(x)));
+  }
+  torch::nn::Embedding tok, pos;
+  torch::nn::Linear wq, wk, wv, head;
+};
+TORCH_MODULE(SeedModel);
+
+struct BlockImpl : torch::nn::Module {
+  BlockImpl(int64_t d, int64_t h)
+      : heads(h),
+        ln1(register_module("ln1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))),
+        ln2(register_module("ln2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))),
+        wq(register_module("w_q", torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(false)))),
+        wk(register_module("w_k", torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(false)))),
+        wv(register_module("w_v", torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(false)))),
+        wo(register_module("w_o", torch::nn::Linear(torch::nn::LinearOptions(d, d).bias(false)))),
+        fc1(register_module("fc1", torch::nn::Linear(d, 4 * d))),
+        fc2(register_module("fc2", torch::nn::Linear(4 * d, d))) {}
+  torch::Tensor forward(torch::Tensor x) {
+    const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
+    const auto split = [&](const torch::Tensor& y) { return y.view({b, t, heads, d / heads}).transpose(1, 2); };
+    const auto h = ln1(x);
+    const auto a = attention(split(wq(h)), split(wk(h)), split(wv(h))).transpose(1, 2).reshape({b, t, d});
+    x = x + wo(a);
+    return x + fc2(torch::gelu(fc1(ln2(x))));
+  }
+  int64_t heads;
+  torch::nn::LayerNorm ln1, ln2;
+  torch::nn::Linear wq, wk, wv, wo, fc1, fc2;
+};
+TORCH_MODULE(Block);
+
+struct TransformerImpl : torch::nn::Module {
+  TransformerImpl(const Shape& s)
+      : tok(register_module("tok_emb", torch::nn::Embedding(s.vocab, s.d))),
+        pos(register_module("pos_emb", torch::nn::Embedding(s.seq, s.d))),
+        blocks(register_module("blocks", torch::nn::ModuleList())),
+        ln_f(register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.d})))),
+        head(register_module("head", torch::nn::Linear(s.d, s.vocab))) {
+    for (int64_t i = 0; i < s.layers; ++i) blocks->push_back(Block(s.d, s.heads));
+  }
+  torch::Tensor forward(const torch::Tensor& ids) {
+    auto h = tok(ids) + pos(torch::arange(ids.size(1)));
+    for (const auto& m : *blocks) h = m->as<Block>()->forward(h);
+    return head(ln_f(h));
+  }
+  torch::nn::Embedding tok, pos;
+  torch::nn::ModuleList blocks;
+  torch::nn::LayerNorm ln_f;
+  torch::nn::Linear head;
+};
+TORCH_MODULE(Transformer);
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium [--steps N] [--warmup N] [--threads N]\n");
+    return 2;
+  }
+  const Shape s = shape_of(argv[1]);
+  int64_t steps = 50, warmup = 5;
+  int threads = static_cast<int>(std::thread::hardware_concurrency());
+  for (int i = 2; i + 1 < argc; i += 2) {
+    if (!std::strcmp(argv[i], "--steps")) steps = std::atol(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atol(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+  }
+  torch::set_num_threads(threads);
+  torch::manual_seed(0);
+  std::shared_ptr<torch::nn::Module> module;
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+  if (s.kind == "seed") {
+    SeedModel m(s);
+    module = m.ptr();
+    forward = [m](const torch::Tensor& x) mutable { return m->forward(x); };
+  } else {
+    Transformer m(s);
+    module = m.ptr();
+    forward = [m](const torch::Tensor& x) mutable { return m->forward(x); };
+  }
+  torch::optim::Adam opt(module->parameters(), torch::optim::AdamOptions(1e-3));
+  // Random batches drawn up front, as qkv bench does; targets: reversal for the seed task, copy otherwise.
+  std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
+  for (int i = 0; i < 64; ++i) {
+    auto x = torch::randint(s.vocab, {s.batch, s.seq}, torch::kLong);
+    batches.emplace_back(x, s.kind == "seed" ? x.flip({1}) : x.clone());
+  }
+  const auto step = [&](int64_t i) {
+    const auto& [x, y] = batches[static_cast<size_t>(i % 64)];
+    const auto logits = forward(x);
+    const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, s.vocab}), y.reshape({-1}));
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+  };
+  for (int64_t i = 0; i < warmup; ++i) step(i);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < steps; ++i) step(warmup + i);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double sps = static_cast<double>(steps) / secs;
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf("steps_per_s=%.3f tokens_per_s=%.1f peak_rss_mb=%.1f threads=%d\n", sps,
+              sps * static_cast<double>(s.batch * s.seq), static_cast<double>(ru.ru_maxrss) / 1024.0, threads);
+  return 0;
+}
