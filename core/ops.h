@@ -109,6 +109,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
 /// j > i; key_padding_mask (B, T), nonzero where a key is padding.
 std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v, std::int64_t heads,
                                     bool causal, const Tensor& key_padding_mask = {});
+/// The same on one packed tensor (B, T, H*(2*dk + dv)) = [q | k | v], as a single fused projection produces it.
+std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads, std::int64_t dk, std::int64_t dv,
+                                           bool causal, const Tensor& key_padding_mask = {});
 /// Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !training or p = 0.
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen = default_generator());
 

@@ -6,6 +6,14 @@
 namespace qkv {
 namespace {
 
+// One GEMM for the three projections: x (B, T, D) against [W^Q; W^K; W^V] gives [q | k | v] (B, T, 2dk + dv).
+// The weights stay three parameters (their names are the contract); concatenating them per call is cheap.
+Tensor project_qkv(const Tensor& x, const Linear& q, const Linear& k, const Linear& v) {
+  const Tensor w = concat({q.weight, k.weight, v.weight}, 0);
+  const Tensor b = q.bias.defined() ? concat({q.bias, k.bias, v.bias}, 0) : Tensor();
+  return linear(x, w, b);
+}
+
 void check_input(const char* layer, const Tensor& x, std::int64_t d_model, const Tensor& key_padding_mask) {
   QKV_CHECK(x.dim() == 3 && x.size(-1) == d_model, "{}: expected input (B, T, {}), got shape {}", layer, d_model,
             x.shape().str());
@@ -32,7 +40,8 @@ SelfAttention::SelfAttention(SelfAttentionOptions options, Generator& gen) : opt
 AttentionResult SelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask) {
   // x is (B, T, D); q, k are (B, T, d_k); v is (B, T, d_v); the padding mask (B, T) becomes (B, 1, T)
   check_input("SelfAttention", x, options_.d_model, key_padding_mask);
-  auto [out, weights] = attention(w_q->forward(x), w_k->forward(x), w_v->forward(x), 1, options_.causal, key_padding_mask);
+  auto [out, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), 1, options_.d_k, options_.d_v,
+                                         options_.causal, key_padding_mask);
   return {out, reshape(weights, {x.size(0), x.size(1), x.size(1)})};
 }
 
@@ -52,8 +61,9 @@ MultiHeadSelfAttention::MultiHeadSelfAttention(std::int64_t d_model, std::int64_
 AttentionResult MultiHeadSelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask) {
   // x is (B, T, D); per head (B, H, T, D/H); the padding mask (B, T) becomes (B, 1, 1, T)
   check_input("MultiHeadSelfAttention", x, d_model_, key_padding_mask);
+  const std::int64_t hd = d_model_ / heads_;
   auto [merged, weights] =
-      attention(w_q->forward(x), w_k->forward(x), w_v->forward(x), heads_, causal_, key_padding_mask);
+      attention_packed(project_qkv(x, *w_q, *w_k, *w_v), heads_, hd, hd, causal_, key_padding_mask);
   return {w_o->forward(merged), weights};
 }
 

@@ -3,6 +3,7 @@
 #include "qkv/core/ops/kernel.h"
 
 #include <Eigen/Core>
+#include <omp.h>
 
 namespace qkv {
 namespace {
@@ -10,21 +11,39 @@ namespace {
 template <class T>
 using MatR = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// Below this many multiply-adds a product stays on one thread (a few microseconds of work here).
+constexpr double kParallelGemmWork = 1 << 18;
+
 // C (n, m) = or += op(A) op(B); A is stored (n, k) or, when ta, (k, n); B is stored (k, m) or, when tb, (m, k).
+// Eigen is built without its own threading (EIGEN_DONT_PARALLELIZE): it opened a parallel region for every
+// product, and for the small GEMMs of small models the fork/join cost more than the work. Large products are
+// split here by blocks of output rows, one per thread; small ones run on the calling thread.
 template <class T>
 void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
           bool accumulate) {
   using Map = Eigen::Map<const MatR<T>>;
-  Eigen::Map<MatR<T>> C(c, n, m);
   const Map A(a, ta ? k : n, ta ? n : k), B(b, tb ? m : k, tb ? k : m);
-  const auto run = [&](const auto& lhs, const auto& rhs) {
-    if (accumulate) C.noalias() += lhs * rhs;
-    else C.noalias() = lhs * rhs;
+  const auto rows = [&](std::int64_t r0, std::int64_t len) {
+    Eigen::Map<MatR<T>> C(c + r0 * m, len, m);
+    const auto run = [&](const auto& lhs, const auto& rhs) {
+      if (accumulate) C.noalias() += lhs * rhs;
+      else C.noalias() = lhs * rhs;
+    };
+    if (!ta && !tb) run(A.middleRows(r0, len), B);
+    else if (ta && !tb) run(A.middleCols(r0, len).transpose(), B);
+    else if (!ta && tb) run(A.middleRows(r0, len), B.transpose());
+    else run(A.middleCols(r0, len).transpose(), B.transpose());
   };
-  if (!ta && !tb) run(A, B);
-  else if (ta && !tb) run(A.transpose(), B);
-  else if (!ta && tb) run(A, B.transpose());
-  else run(A.transpose(), B.transpose());
+  const double work = double(n) * double(k) * double(m);
+  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
+  if (threads <= 1 || work < kParallelGemmWork || n < 2 * 16) {
+    rows(0, n);
+    return;
+  }
+  // Row blocks of a multiple of 16 (the GEMM kernel's register block), as even as that allows.
+  const std::int64_t block = ((n + threads - 1) / threads + 15) / 16 * 16;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t r0 = 0; r0 < n; r0 += block) rows(r0, std::min(block, n - r0));
 }
 
 Shape batch_of(const Shape& s) {

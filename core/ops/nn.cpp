@@ -2,6 +2,8 @@
 // fuses log_softmax and the NLL pick so it never forms log(softmax) (stable, one pass, one saved scalar per row).
 #include "qkv/core/ops/kernel.h"
 
+#include <Eigen/Core>
+
 #include <cmath>
 #include <limits>
 
@@ -109,21 +111,22 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
               i, c);
     ++count;
   }
-  Tensor lse = Tensor::empty(Shape{n}, logits.dtype());  // log-sum-exp per row, saved for backward
+  // One vectorised pass over the (N, C) block: row max, exp, row sum, log. The probabilities are kept for
+  // backward, which then needs no exp at all.
+  Tensor probs = Tensor::empty(logits.shape(), logits.dtype());
   Tensor losses = Tensor::zeros(Shape{n}, logits.dtype());
   kernel::dispatch("cross_entropy", logits.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* px = logits.data<T>();
-    T *pl = lse.data<T>(), *po = losses.data<T>();
-    for (std::int64_t i = 0; i < n; ++i) {
-      const T* row = px + i * c;
-      T m = row[0];
-      for (std::int64_t j = 1; j < c; ++j) m = std::max(m, row[j]);
-      T s = 0;
-      for (std::int64_t j = 0; j < c; ++j) s += std::exp(row[j] - m);
-      pl[i] = m + std::log(s);
-      if (pt[i] != ignore_index) po[i] = pl[i] - row[pt[i]];
-    }
+    using Block = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+    const Eigen::Map<const Block> x(logits.data<T>(), n, c);
+    Eigen::Map<Block> p(probs.data<T>(), n, c);
+    const Eigen::Array<T, Eigen::Dynamic, 1> m = x.rowwise().maxCoeff();
+    p = (x.colwise() - m).exp();
+    const Eigen::Array<T, Eigen::Dynamic, 1> sums = p.rowwise().sum();
+    p.colwise() /= sums;
+    T* po = losses.data<T>();
+    for (std::int64_t i = 0; i < n; ++i)
+      if (pt[i] != ignore_index) po[i] = m(i) + std::log(sums(i)) - x(i, pt[i]);  // log-sum-exp minus the target
   });
   // Mean over zero non-ignored targets is 0/0 = NaN, as in torch.
   const double scale = reduction == Reduction::Mean ? 1.0 / static_cast<double>(count) : 1.0;
@@ -134,20 +137,20 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
   }
   if (any_requires_grad({&logits}))
     record(out, "cross_entropy", {&logits, &targets},
-           [x = logits.detach(), t = targets, lse, ignore_index, scale, reduction](const Tensor& g) -> Grads {
+           [probs, t = targets, ignore_index, scale, reduction](const Tensor& g) -> Grads {
              // d logits_ij = g_i * scale * (softmax_ij - [j == t_i]); zero for ignored rows
-             Tensor dx = Tensor::zeros(x.shape(), x.dtype());
-             kernel::dispatch("cross_entropy_backward", x.dtype(), [&](auto tag) {
+             Tensor dx = Tensor::empty(probs.shape(), probs.dtype());
+             kernel::dispatch("cross_entropy_backward", probs.dtype(), [&](auto tag) {
                using T = decltype(tag);
-               const std::int64_t rows = x.size(0), cols = x.size(1);
-               const T *px = x.data<T>(), *pl = lse.data<T>(), *pg = g.data<T>();
+               const std::int64_t rows = probs.size(0), cols = probs.size(1);
+               const T *pp = probs.data<T>(), *pg = g.data<T>();
                const std::int64_t* pt = t.data<std::int64_t>();
                T* pd = dx.data<T>();
                for (std::int64_t i = 0; i < rows; ++i) {
-                 if (pt[i] == ignore_index) continue;
-                 const T gi = static_cast<T>(scale) * (reduction == Reduction::None ? pg[i] : pg[0]);
-                 for (std::int64_t j = 0; j < cols; ++j) pd[i * cols + j] = gi * std::exp(px[i * cols + j] - pl[i]);
-                 pd[i * cols + pt[i]] -= gi;
+                 const bool ignored = pt[i] == ignore_index;
+                 const T gi = ignored ? T(0) : static_cast<T>(scale) * (reduction == Reduction::None ? pg[i] : pg[0]);
+                 for (std::int64_t j = 0; j < cols; ++j) pd[i * cols + j] = gi * pp[i * cols + j];
+                 if (!ignored) pd[i * cols + pt[i]] -= gi;
                }
              });
              return {dx, Tensor()};

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Side-by-side training throughput of qkv and libtorch on the reference configs, run alternately so both see
+# the same machine state; prints medians and ratios. libtorch gets its best setting: torch threads = cores,
+# OPENBLAS_NUM_THREADS=1, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (for its command only).
+#   bench/compare.sh [RUNS] [CONFIGS...]     e.g. bench/compare.sh 5 tiny small medium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=${BUILD:-build}
+RUNS=${1:-5}
+shift || true
+CONFIGS=${*:-tiny small medium}
+QKV=$BUILD/bin/qkv
+TORCH=$BUILD/bin/bench_libtorch
+[ -x "$QKV" ] || { echo "build qkv first (make build)" >&2; exit 2; }
+[ -x "$TORCH" ] || { echo "bench_libtorch is not built: apt-get install libtorch-dev libopenblas0-pthread, then make build" >&2; exit 2; }
+CORES=$(nproc)
+declare -A STEPS=([tiny]=400 [small]=40 [medium]=12)
+
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
+median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+printf "%-7s %12s %12s %7s %10s %10s\n" config "qkv step/s" "torch step/s" ratio "qkv MB" "torch MB"
+for c in $CONFIGS; do
+  q_sps=(); q_rss=(); t_sps=(); t_rss=()
+  for ((i = 0; i < RUNS; i++)); do
+    out=$("$QKV" bench "bench/configs/$c.toml" --steps "${STEPS[$c]}" --warmup 3)
+    q_sps+=("$(echo "$out" | field steps_per_s)"); q_rss+=("$(echo "$out" | field peak_rss_mb)")
+    out=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 "$TORCH" "$c" --steps "${STEPS[$c]}" --warmup 3 --threads "$CORES")
+    t_sps+=("$(echo "$out" | field steps_per_s)"); t_rss+=("$(echo "$out" | field peak_rss_mb)")
+  done
+  qs=$(printf "%s\n" "${q_sps[@]}" | median); ts=$(printf "%s\n" "${t_sps[@]}" | median)
+  qr=$(printf "%s\n" "${q_rss[@]}" | median); tr=$(printf "%s\n" "${t_rss[@]}" | median)
+  printf "%-7s %12.1f %12.1f %6.2fx %10.1f %10.1f\n" "$c" "$qs" "$ts" "$(echo "$qs / $ts" | bc -l)" "$qr" "$tr"
+done
