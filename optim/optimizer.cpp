@@ -203,8 +203,7 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
 
 // ---- clipping ---------------------------------------------------------------------------------------------
 
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
+double grad_norm(const std::vector<Tensor>& params) {
   double sq = 0.0;
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
@@ -215,7 +214,12 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
       for (std::int64_t i = 0, n = g.numel(); i < n; ++i) sq += double(pg[i]) * double(pg[i]);
     });
   }
-  const double norm = std::sqrt(sq);
+  return std::sqrt(sq);
+}
+
+double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
+  QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
+  const double norm = grad_norm(params);
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) {
     for (const Tensor& p : params) {

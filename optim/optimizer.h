@@ -112,6 +112,8 @@ class AdamW : public Adam {
   AdamW(NamedParameters params, AdamOptions options) : Adam(std::move(params), options, true) {}
 };
 
+/// The global L2 norm of all gradients (as if concatenated), accumulated in double.
+double grad_norm(const std::vector<Tensor>& params);
 /// Scales all gradients together so their global L2 norm is at most max_norm (as torch's clip_grad_norm_:
 /// coefficient max_norm / (norm + 1e-6), applied only when below 1). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);

@@ -89,14 +89,6 @@ std::unique_ptr<Optimizer> make_optimizer(const Config& c, NamedParameters param
   return std::make_unique<Adam>(params, ao);
 }
 
-double grad_norm(const std::vector<Tensor>& params) {
-  double sq = 0;
-  for (const auto& p : params)
-    if (p.grad().defined())
-      for (double v : p.grad().to_vector()) sq += v * v;
-  return std::sqrt(sq);
-}
-
 std::string fmt_duration(double seconds) {
   const auto s = static_cast<long>(seconds);
   return fmt::format("{:02d}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);

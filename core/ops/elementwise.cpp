@@ -35,7 +35,7 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
     const T* pg = g.data<T>();
     T* po = out.data<T>();
     const std::int64_t n = g.numel(), w = shape.numel();
-    if (w > 0 && n % w == 0 && shape.rank() >= 1 && shape.back() == g.shape().back() && w == shape.back()) {
+    if (kernel::is_suffix(shape, g.shape())) {
       // Summing over the leading dims (bias and positional gradients): a row-wise accumulation that vectorises.
       for (std::int64_t r = 0; r < n / w; ++r)
         for (std::int64_t j = 0; j < w; ++j) po[j] += pg[r * w + j];

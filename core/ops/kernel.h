@@ -85,6 +85,14 @@ inline DimSplit split_at(const Shape& s, int dim) {
 
 namespace qkv::kernel {
 
+/// True when `inner` equals the trailing dims of `outer` (so broadcasting it repeats it along the leading dims).
+inline bool is_suffix(const Shape& inner, const Shape& outer) {
+  if (inner.rank() == 0 || inner.rank() > outer.rank()) return false;
+  for (int i = 1; i <= inner.rank(); ++i)
+    if (inner[inner.rank() - i] != outer[outer.rank() - i]) return false;
+  return inner.numel() > 0;
+}
+
 /// Elementwise loops at least this long are split across threads.
 inline constexpr std::int64_t kParallelElements = 1 << 15;
 
@@ -107,10 +115,9 @@ Tensor binary(const char* name, const Tensor& a, const Tensor& b, Op op) {
       const T y = pb[0];
 #pragma omp parallel for simd if (n >= kParallelElements) schedule(static)
       for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i], y);
-    } else if (a.shape() == s && s.rank() >= 1 && b.dim() >= 1 && b.numel() == s.back() &&
-               b.shape().back() == s.back()) {
-      // b broadcast along the leading dims (a bias or a positional table): rows of a against one row of b.
-      const std::int64_t w = s.back(), rows = n / std::max<std::int64_t>(w, 1);
+    } else if (a.shape() == s && is_suffix(b.shape(), s)) {
+      // b broadcast along the leading dims (a bias, a positional table): rows of a against all of b.
+      const std::int64_t w = b.numel(), rows = n / std::max<std::int64_t>(w, 1);
 #pragma omp parallel for if (n >= kParallelElements) schedule(static)
       for (std::int64_t r = 0; r < rows; ++r)
         for (std::int64_t j = 0; j < w; ++j) po[r * w + j] = op(pa[r * w + j], pb[j]);

@@ -117,16 +117,18 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
   Tensor losses = Tensor::zeros(Shape{n}, logits.dtype());
   kernel::dispatch("cross_entropy", logits.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    using Block = Eigen::Array<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-    const Eigen::Map<const Block> x(logits.data<T>(), n, c);
-    Eigen::Map<Block> p(probs.data<T>(), n, c);
-    const Eigen::Array<T, Eigen::Dynamic, 1> m = x.rowwise().maxCoeff();
-    p = (x.colwise() - m).exp();
-    const Eigen::Array<T, Eigen::Dynamic, 1> sums = p.rowwise().sum();
-    p.colwise() /= sums;
-    T* po = losses.data<T>();
-    for (std::int64_t i = 0; i < n; ++i)
-      if (pt[i] != ignore_index) po[i] = m(i) + std::log(sums(i)) - x(i, pt[i]);  // log-sum-exp minus the target
+    using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
+    const T* px = logits.data<T>();
+    T *pp = probs.data<T>(), *po = losses.data<T>();
+    for (std::int64_t i = 0; i < n; ++i) {  // contiguous rows, so Eigen's packet exp applies
+      const Eigen::Map<const Row> x(px + i * c, c);
+      Eigen::Map<Row> p(pp + i * c, c);
+      const T m = x.maxCoeff();
+      p = (x - m).exp();
+      const T total = p.sum();
+      p *= T(1) / total;
+      if (pt[i] != ignore_index) po[i] = m + std::log(total) - x(pt[i]);  // log-sum-exp minus the target
+    }
   });
   // Mean over zero non-ignored targets is 0/0 = NaN, as in torch.
   const double scale = reduction == Reduction::Mean ? 1.0 / static_cast<double>(count) : 1.0;
