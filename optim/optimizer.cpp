@@ -210,8 +210,13 @@ double grad_norm(const std::vector<Tensor>& params) {
     if (!g.defined()) continue;
     by_float(g, [&](auto tag) {
       using T = decltype(tag);
-      const T* pg = g.data<T>();
-      for (std::int64_t i = 0, n = g.numel(); i < n; ++i) sq += double(pg[i]) * double(pg[i]);
+      const T* __restrict pg = g.data<T>();
+      const std::int64_t n = g.numel();
+      // Each tensor's sum of squares in its own precision (vectorised, as torch's float32 norm), then in double.
+      T part = 0;
+#pragma omp simd reduction(+ : part)
+      for (std::int64_t i = 0; i < n; ++i) part += pg[i] * pg[i];
+      sq += double(part);
     });
   }
   return std::sqrt(sq);

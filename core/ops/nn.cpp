@@ -93,6 +93,9 @@ Tensor log_softmax(const Tensor& a, int dim) {
   return out;
 }
 
+// Row loops over at least this many elements are split across threads (a parallel region costs ~2 us).
+constexpr std::int64_t kParallelRows = 1 << 13;
+
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index, Reduction reduction) {
   // logits is (N, C), targets is (N) int64
   QKV_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, C), got shape {} (reshape to (-1, C) first)",
@@ -120,6 +123,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
     using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
     const T* px = logits.data<T>();
     T *pp = probs.data<T>(), *po = losses.data<T>();
+#pragma omp parallel for schedule(static) if (n * c >= kParallelRows)
     for (std::int64_t i = 0; i < n; ++i) {  // contiguous rows, so Eigen's packet exp applies
       const Eigen::Map<const Row> x(px + i * c, c);
       Eigen::Map<Row> p(pp + i * c, c);
@@ -148,6 +152,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
                const T *pp = probs.data<T>(), *pg = g.data<T>();
                const std::int64_t* pt = t.data<std::int64_t>();
                T* pd = dx.data<T>();
+#pragma omp parallel for schedule(static) if (rows * cols >= kParallelRows)
                for (std::int64_t i = 0; i < rows; ++i) {
                  const bool ignored = pt[i] == ignore_index;
                  const T gi = ignored ? T(0) : static_cast<T>(scale) * (reduction == Reduction::None ? pg[i] : pg[0]);
