@@ -1,6 +1,7 @@
 #include "qkv/optim/optimizer.h"
 
 #include <qkv/core/autograd.h>
+#include <qkv/core/ops/kernel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -167,14 +168,14 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
     // The options become template flags so the loop has no branches and vectorises; large tensors are split
     // across threads (each element is independent).
     const auto loop = [&]<bool kL2, bool kDecoupled, bool kAms>() {
+      kernel::parallel_for(n, n > (1 << 16), [=](std::int64_t lo, std::int64_t hi) {
       // Local restrict pointers: reached through the lambda's captures, the compiler emitted gathers.
       T* __restrict pp = p;
       const T* __restrict pg = g;
       T* __restrict pm = m;
       T* __restrict pv = v;
       T* __restrict pvmax = vmax;
-#pragma omp parallel for simd if (n > (1 << 16)) schedule(static)
-      for (std::int64_t i = 0; i < n; ++i) {
+      for (std::int64_t i = lo; i < hi; ++i) {
         if constexpr (kDecoupled) pp[i] *= decay;
         T gi = pg[i];
         if constexpr (kL2) gi += wd * pp[i];
@@ -186,6 +187,7 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
         if constexpr (kAms) second = pvmax[i] = std::max(pvmax[i], vi);
         pp[i] += neg_step * (mi / (std::sqrt(second) / bc2 + eps));
       }
+      });
     };
     const bool has_wd = o.weight_decay != 0.0;
     const int variant = (has_wd && !decoupled_ ? 1 : 0) | (has_wd && decoupled_ ? 2 : 0) | (vmax != nullptr ? 4 : 0);

@@ -49,8 +49,8 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, 
     const T *pq = tq.data<T>() + L.q_off, *pk = tk.data<T>() + L.k_off, *pv = tv.data<T>() + L.v_off;
     T *po = out.data<T>(), *pw = weights.data<T>();
     const std::int64_t so = d.h * d.dv;
-#pragma omp parallel for schedule(static) if (work > kParallelWork)
-    for (std::int64_t bh = 0; bh < d.b * d.h; ++bh) {
+    kernel::parallel_for(d.b * d.h, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t bh = lo; bh < hi; ++bh) {
       const std::int64_t b = bh / d.h, h = bh % d.h;
       const CStrided<T> Q(pq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q));
       const CStrided<T> K(pk + b * d.t * L.stride_k + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_k));
@@ -77,6 +77,7 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, 
       Strided<T> O(po + b * d.t * so + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
       O.noalias() = S * V;
     }
+    });
   });
   return {out, weights};
 }
@@ -95,11 +96,9 @@ void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, co
     const T *pw = w.data<T>(), *pg = g.data<T>();
     T *pdq = gq.data<T>() + L.q_off, *pdk = gk.data<T>() + L.k_off, *pdv = gv.data<T>() + L.v_off;
     const std::int64_t so = d.h * d.dv;
-#pragma omp parallel if (work > kParallelWork)
-    {
+    kernel::parallel_for(d.b * d.h, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
       MatR<T> dP(d.t, d.t);  // one scratch matrix per thread
-#pragma omp for schedule(static)
-      for (std::int64_t bh = 0; bh < d.b * d.h; ++bh) {
+      for (std::int64_t bh = lo; bh < hi; ++bh) {
         const std::int64_t b = bh / d.h, h = bh % d.h;
         const std::int64_t oq = b * d.t * L.stride_q + h * d.dk, ok = b * d.t * L.stride_k + h * d.dk;
         const std::int64_t ov = b * d.t * L.stride_v + h * d.dv;
@@ -121,7 +120,7 @@ void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, co
         dQ.noalias() = dP * K;
         dK.noalias() = dP.transpose() * Q;
       }
-    }
+    });
   });
 }
 

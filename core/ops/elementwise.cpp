@@ -201,9 +201,8 @@ namespace {
 // (glibc's scalar erff/expf were a third of a small transformer's step); chunks run on all threads.
 template <class F>
 void chunked(std::int64_t n, F&& f) {
-  const std::int64_t chunk = kernel::kParallelElements;
-#pragma omp parallel for if (n >= 2 * chunk) schedule(static)
-  for (std::int64_t start = 0; start < n; start += chunk) f(start, std::min(chunk, n - start));
+  kernel::parallel_for(n, n >= 2 * kernel::kParallelElements,
+                       [&](std::int64_t lo, std::int64_t hi) { f(lo, hi - lo); });
 }
 
 template <class T>

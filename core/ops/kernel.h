@@ -3,6 +3,8 @@
 #include "qkv/core/autograd.h"
 #include "qkv/core/ops.h"
 
+#include <omp.h>
+
 #include <array>
 #include <cstdint>
 
@@ -96,6 +98,23 @@ inline bool is_suffix(const Shape& inner, const Shape& outer) {
 /// Elementwise loops at least this long are split across threads.
 inline constexpr std::int64_t kParallelElements = 1 << 15;
 
+/// Runs f(begin, end) over [0, n): on the calling thread when `parallel` is false, without touching the OpenMP
+/// runtime (an `if` clause still enters it, which cost ~0.3 us on every small op), else in equal static chunks,
+/// one per thread.
+template <class F>
+void parallel_for(std::int64_t n, bool parallel, F&& f) {
+  if (!parallel || n <= 1 || omp_in_parallel()) {
+    f(std::int64_t{0}, n);
+    return;
+  }
+#pragma omp parallel
+  {
+    const std::int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
+    const std::int64_t chunk = (n + nt - 1) / nt, b = std::min(n, t * chunk), e = std::min(n, b + chunk);
+    if (b < e) f(b, e);
+  }
+}
+
 /// out = op(a, b) elementwise with broadcasting, recording nothing. `op` is a generic lambda over T.
 template <class Op>
 Tensor binary(const char* name, const Tensor& a, const Tensor& b, Op op) {
@@ -104,23 +123,27 @@ Tensor binary(const char* name, const Tensor& a, const Tensor& b, Op op) {
   Tensor out = Tensor::empty(s, a.dtype());
   dispatch(name, a.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* pa = a.data<T>();
-    const T* pb = b.data<T>();
-    T* po = out.data<T>();
+    const T* __restrict pa = a.data<T>();
+    const T* __restrict pb = b.data<T>();
+    T* __restrict po = out.data<T>();
     const std::int64_t n = out.numel();
+    const bool par = n >= kParallelElements;
     if (a.shape() == s && b.shape() == s) {
-#pragma omp parallel for simd if (n >= kParallelElements) schedule(static)
-      for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i], pb[i]);
+      parallel_for(n, par, [=](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) po[i] = op(pa[i], pb[i]);
+      });
     } else if (a.shape() == s && b.numel() == 1) {
       const T y = pb[0];
-#pragma omp parallel for simd if (n >= kParallelElements) schedule(static)
-      for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i], y);
+      parallel_for(n, par, [=](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t i = lo; i < hi; ++i) po[i] = op(pa[i], y);
+      });
     } else if (a.shape() == s && is_suffix(b.shape(), s)) {
       // b broadcast along the leading dims (a bias, a positional table): rows of a against all of b.
       const std::int64_t w = b.numel(), rows = n / std::max<std::int64_t>(w, 1);
-#pragma omp parallel for if (n >= kParallelElements) schedule(static)
-      for (std::int64_t r = 0; r < rows; ++r)
-        for (std::int64_t j = 0; j < w; ++j) po[r * w + j] = op(pa[r * w + j], pb[j]);
+      parallel_for(rows, par, [=](std::int64_t lo, std::int64_t hi) {
+        for (std::int64_t r = lo; r < hi; ++r)
+          for (std::int64_t j = 0; j < w; ++j) po[r * w + j] = op(pa[r * w + j], pb[j]);
+      });
     } else {
       for_each2(s, broadcast_strides(a.shape(), s), broadcast_strides(b.shape(), s),
                 [&](std::int64_t i, std::int64_t oa, std::int64_t ob) { po[i] = op(pa[oa], pb[ob]); });
@@ -135,11 +158,12 @@ Tensor unary(const char* name, const Tensor& a, Op op) {
   Tensor out = Tensor::empty(a.shape(), a.dtype());
   dispatch(name, a.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* pa = a.data<T>();
-    T* po = out.data<T>();
+    const T* __restrict pa = a.data<T>();
+    T* __restrict po = out.data<T>();
     const std::int64_t n = a.numel();
-#pragma omp parallel for simd if (n >= kParallelElements) schedule(static)
-    for (std::int64_t i = 0; i < n; ++i) po[i] = op(pa[i]);
+    parallel_for(n, n >= kParallelElements, [=](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) po[i] = op(pa[i]);
+    });
   });
   return out;
 }

@@ -123,8 +123,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
     using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
     const T* px = logits.data<T>();
     T *pp = probs.data<T>(), *po = losses.data<T>();
-#pragma omp parallel for schedule(static) if (n * c >= kParallelRows)
-    for (std::int64_t i = 0; i < n; ++i) {  // contiguous rows, so Eigen's packet exp applies
+    kernel::parallel_for(n, n * c >= kParallelRows, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i) {  // contiguous rows, so Eigen's packet exp applies
       const Eigen::Map<const Row> x(px + i * c, c);
       Eigen::Map<Row> p(pp + i * c, c);
       const T m = x.maxCoeff();
@@ -133,6 +133,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
       p *= T(1) / total;
       if (pt[i] != ignore_index) po[i] = m + std::log(total) - x(pt[i]);  // log-sum-exp minus the target
     }
+    });
   });
   // Mean over zero non-ignored targets is 0/0 = NaN, as in torch.
   const double scale = reduction == Reduction::Mean ? 1.0 / static_cast<double>(count) : 1.0;
@@ -152,13 +153,15 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
                const T *pp = probs.data<T>(), *pg = g.data<T>();
                const std::int64_t* pt = t.data<std::int64_t>();
                T* pd = dx.data<T>();
-#pragma omp parallel for schedule(static) if (rows * cols >= kParallelRows)
-               for (std::int64_t i = 0; i < rows; ++i) {
-                 const bool ignored = pt[i] == ignore_index;
-                 const T gi = ignored ? T(0) : static_cast<T>(scale) * (reduction == Reduction::None ? pg[i] : pg[0]);
-                 for (std::int64_t j = 0; j < cols; ++j) pd[i * cols + j] = gi * pp[i * cols + j];
-                 if (!ignored) pd[i * cols + pt[i]] -= gi;
-               }
+               kernel::parallel_for(rows, rows * cols >= kParallelRows, [&](std::int64_t lo, std::int64_t hi) {
+                 for (std::int64_t i = lo; i < hi; ++i) {
+                   const bool ignored = pt[i] == ignore_index;
+                   const T gi =
+                       ignored ? T(0) : static_cast<T>(scale) * (reduction == Reduction::None ? pg[i] : pg[0]);
+                   for (std::int64_t j = 0; j < cols; ++j) pd[i * cols + j] = gi * pp[i * cols + j];
+                   if (!ignored) pd[i * cols + pt[i]] -= gi;
+                 }
+               });
              });
              return {dx, Tensor()};
            });
@@ -260,8 +263,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     using T = decltype(tag);
     const T *px = x.data<T>(), *pw = weight.data<T>(), *pb = bias.data<T>();
     T *po = out.data<T>(), *ps = stats.data<T>();
-#pragma omp parallel for if (x.numel() >= kernel::kParallelElements) schedule(static)
-    for (std::int64_t r = 0; r < rows; ++r) {
+    kernel::parallel_for(rows, x.numel() >= kernel::kParallelElements, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t r = lo; r < hi; ++r) {
       const T* xr = px + r * d;
       T mean = 0;
       for (std::int64_t j = 0; j < d; ++j) mean += xr[j];
@@ -273,6 +276,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
       ps[2 * r] = mean;
       ps[2 * r + 1] = rstd;
     }
+    });
   });
   if (any_requires_grad({&x, &weight, &bias}))
     record(out, "layer_norm", {&x, &weight, &bias},
@@ -285,8 +289,8 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                using T = decltype(tag);
                const T *px = x.data<T>(), *pw = w.data<T>(), *pg = g.data<T>(), *ps = stats.data<T>();
                T *pdx = dx.data<T>(), *pdw = dw.data<T>(), *pdb = db.data<T>();
-#pragma omp parallel for if (x.numel() >= kernel::kParallelElements) schedule(static)
-               for (std::int64_t r = 0; r < rows; ++r) {
+               kernel::parallel_for(rows, x.numel() >= kernel::kParallelElements, [&](std::int64_t lo, std::int64_t hi) {
+               for (std::int64_t r = lo; r < hi; ++r) {
                  const T mean = ps[2 * r], rstd = ps[2 * r + 1];
                  T sum_gw = 0, sum_gw_xhat = 0;
                  for (std::int64_t j = 0; j < d; ++j) {
@@ -300,6 +304,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                    pdx[r * d + j] = rstd * (pg[r * d + j] * pw[j] - a - xhat * b);
                  }
                }
+               });
                for (std::int64_t r = 0; r < rows; ++r)  // serial: every row adds into the same (D) sums
                  for (std::int64_t j = 0; j < d; ++j) {
                    const T gj = pg[r * d + j];
