@@ -160,3 +160,18 @@ TEST_CASE("render_attention shades each row") {
   CHECK(s.find("a |    @\n") != std::string::npos);
   CHECK(s.find("b |  @  \n") != std::string::npos);
 }
+
+TEST_CASE("model.init loads initial weights by name, strictly") {
+  const auto first = train(shipped("reverse", {"run.name=\"init_src\"", "train.steps=30"}), quiet());
+  // Starting from those weights with lr 0 leaves them unchanged: they were really loaded.
+  const auto cfg = shipped("reverse", {"run.name=\"init_dst\"", "train.steps=1", "optim.lr=0",
+                                       "model.init=\"" + first.run_dir + "/model.safetensors\""});
+  const auto second = train(cfg, quiet());
+  const auto a = read_safetensors(first.run_dir + "/model.safetensors");
+  const auto b = read_safetensors(second.run_dir + "/model.safetensors");
+  for (std::size_t i = 0; i < a.tensors.size(); ++i) CHECK(a.tensors[i].second.to_vector() == b.tensors[i].second.to_vector());
+  // A file for another model is refused, naming what does not fit.
+  const auto bad = shipped("reverse", {"run.name=\"init_bad\"", "model.d_model=16",
+                                       "model.init=\"" + first.run_dir + "/model.safetensors\""});
+  CHECK_ERROR(train(bad, quiet()), "shape mismatches: tok_emb.weight (file [16, 64], model [16, 16])");
+}
