@@ -205,22 +205,27 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
 
 // ---- clipping ---------------------------------------------------------------------------------------------
 
-double grad_norm(const std::vector<Tensor>& params) {
-  double sq = 0.0;
+// Calls f(data, n) with every defined gradient, typed as its float type.
+template <class F>
+void each_grad(const std::vector<Tensor>& params, F&& f) {
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    by_float(g, [&](auto tag) {
-      using T = decltype(tag);
-      const T* __restrict pg = g.data<T>();
-      const std::int64_t n = g.numel();
-      // Each tensor's sum of squares in its own precision (vectorised, as torch's float32 norm), then in double.
-      T part = 0;
-#pragma omp simd reduction(+ : part)
-      for (std::int64_t i = 0; i < n; ++i) part += pg[i] * pg[i];
-      sq += double(part);
-    });
+    by_float(g, [&](auto tag) { f(g.data<decltype(tag)>(), g.numel()); });
   }
+}
+
+double grad_norm(const std::vector<Tensor>& params) {
+  double sq = 0.0;
+  each_grad(params, [&](auto* pg, std::int64_t n) {
+    using T = std::remove_pointer_t<decltype(pg)>;
+    const T* __restrict g = pg;
+    // Each tensor's sum of squares in its own precision (vectorised, as torch's float32 norm), then in double.
+    T part = 0;
+#pragma omp simd reduction(+ : part)
+    for (std::int64_t i = 0; i < n; ++i) part += g[i] * g[i];
+    sq += double(part);
+  });
   return std::sqrt(sq);
 }
 
@@ -228,31 +233,19 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
   const double norm = grad_norm(params);
   const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0) {
-    for (const Tensor& p : params) {
-      const Tensor g = p.grad();
-      if (!g.defined()) continue;
-      by_float(g, [&](auto tag) {
-        using T = decltype(tag);
-        T* pg = g.data<T>();
-        for (std::int64_t i = 0, n = g.numel(); i < n; ++i) pg[i] *= T(coef);
-      });
-    }
-  }
+  if (coef < 1.0)
+    each_grad(params, [&](auto* pg, std::int64_t n) {
+      for (std::int64_t i = 0; i < n; ++i) pg[i] *= static_cast<std::remove_pointer_t<decltype(pg)>>(coef);
+    });
   return norm;
 }
 
 void clip_grad_value(const std::vector<Tensor>& params, double clip_value) {
   QKV_CHECK(clip_value > 0.0, "clip_grad_value: invalid clip_value = {} (must be > 0)", clip_value);
-  for (const Tensor& p : params) {
-    const Tensor g = p.grad();
-    if (!g.defined()) continue;
-    by_float(g, [&](auto tag) {
-      using T = decltype(tag);
-      T* pg = g.data<T>();
-      for (std::int64_t i = 0, n = g.numel(); i < n; ++i) pg[i] = std::clamp(pg[i], T(-clip_value), T(clip_value));
-    });
-  }
+  each_grad(params, [&](auto* pg, std::int64_t n) {
+    using T = std::remove_pointer_t<decltype(pg)>;
+    for (std::int64_t i = 0; i < n; ++i) pg[i] = std::clamp(pg[i], T(-clip_value), T(clip_value));
+  });
 }
 
 }  // namespace qkv
