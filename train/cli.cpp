@@ -48,9 +48,16 @@ void show_attention(const TrainedModel& tm, const Dataset& data) {
              render_attention(w, tokens));
 }
 
-int cmd_train(const std::string& config_path, const std::vector<std::string>& overrides, const std::string& resume,
+int cmd_train(const std::string& config_path, std::vector<std::string> overrides, const std::string& resume,
               bool force) {
   Config cfg;
+  if (!resume.empty() && !config_path.empty()) {
+    // `qkv train --resume RUN_DIR a.b=c`: the first positional is an override, not a config file.
+    QKV_CHECK(config_path.find('=') != std::string::npos && !fs::exists(config_path),
+              "train: give either CONFIG or --resume RUN_DIR, not both (a resumed run uses its saved config.toml; "
+              "change it with section.key=value overrides)");
+    overrides.insert(overrides.begin(), config_path);
+  }
   if (!resume.empty()) {
     const auto saved = fs::path(resume) / "config.toml";
     QKV_CHECK(fs::exists(saved), "resume: {} has no config.toml (is it a qkv run directory?)", resume);

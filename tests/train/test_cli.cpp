@@ -41,7 +41,9 @@ TEST_CASE("exit codes: 0 ok, 2 usage/config/input, 1 runtime failure") {
   CHECK(cli({"eval", tmp_dir() + "/cli_ok"}) == 0);
   CHECK(cli({"eval", tmp_dir() + "/cli_ok/model.safetensors", "--json"}) == 0);
   CHECK(cli({"train", kReverse, out, "run.name=\"cli_ok\""}) == 2);  // exists
-  CHECK(cli({"train", "--resume", tmp_dir() + "/cli_ok", "train.steps=120"}) == 0);
+  CHECK(cli({"train", "--resume", tmp_dir() + "/cli_ok", "train.steps=120", "train.target_accuracy=0"}) == 0);
+  CHECK(fs::exists(tmp_dir() + "/cli_ok/checkpoints/step_000000120.safetensors"));  // the overrides applied
+  CHECK(cli({"train", kReverse, "--resume", tmp_dir() + "/cli_ok"}) == 2);  // CONFIG and --resume together
   std::ofstream(tmp_dir() + "/garbage.safetensors") << "not a safetensors file";
   CHECK(cli({"eval", tmp_dir() + "/garbage.safetensors"}) == 2);
 }
