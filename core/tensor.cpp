@@ -307,19 +307,23 @@ std::string Tensor::str() const {
   if (s.rank() == 0) {
     out += fmt_value(v[0]);
   } else {
+    // Dim d's brackets enclose blocks of stride[d] * size[d] elements: element i opens one bracket for each
+    // block it starts and closes one for each block it ends; a new row starts on a new line, blocks of rows
+    // after a blank line, as torch prints them.
     const Shape st = contiguous_strides(s);
+    const auto count = [&](std::size_t i) {
+      int n = 0;
+      for (int d = 0; d < s.rank(); ++d) n += static_cast<std::int64_t>(i) % (st[d] * s[d]) == 0;
+      return n;
+    };
     for (std::size_t i = 0; i < v.size(); ++i) {
-      int opened = 0;
-      for (int d = 0; d < s.rank(); ++d)
-        if (static_cast<std::int64_t>(i) % st[d] == 0) ++opened;
-      if (i > 0) out += std::string(static_cast<std::size_t>(opened), '\n') + std::string(7 + s.rank() - opened, ' ');
-      out += std::string(static_cast<std::size_t>(opened), '[');
-      out += fmt_value(v[i]);
-      int closed = 0;
-      for (int d = 0; d < s.rank(); ++d)
-        if ((static_cast<std::int64_t>(i) + 1) % st[d] == 0) ++closed;
-      out += std::string(static_cast<std::size_t>(closed), ']');
-      if (i + 1 < v.size()) out += ", ";
+      const int opened = count(i);
+      if (i > 0 && opened > 0)
+        out += std::string(static_cast<std::size_t>(opened), '\n') +
+               std::string(static_cast<std::size_t>(7 + s.rank() - opened), ' ');
+      out += std::string(static_cast<std::size_t>(opened), '[') + fmt_value(v[i]);
+      out += std::string(static_cast<std::size_t>(count(i + 1)), ']');
+      if (i + 1 < v.size()) out += count(i + 1) > 0 ? "," : ", ";  // a closed row ends its line
     }
   }
   if (dtype() != kFloat32) out += fmt::format(", dtype={}", dtype_name(dtype()));

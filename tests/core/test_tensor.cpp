@@ -41,10 +41,14 @@ TEST_CASE("clone copies, detach shares") {
   CHECK(d.to_vector() == std::vector<double>{2, 2, 2});
 }
 
-TEST_CASE("str renders values") {
-  const std::string s = Tensor::from(std::vector<double>{1, 2, 3, 4}, {2, 2}).str();
-  CHECK(s.find("1.0000") != std::string::npos);
-  CHECK(s.find("dtype=float64") != std::string::npos);
+TEST_CASE("str renders like torch") {
+  CHECK(Tensor::from(std::vector<double>{1, 2, 3, 4}, {2, 2}).str() ==
+        "tensor([[1.0000, 2.0000],\n        [3.0000, 4.0000]], dtype=float64)");
+  CHECK(Tensor::arange(3).str() == "tensor([0.0000, 1.0000, 2.0000])");
+  CHECK(Tensor::scalar(2.5).str() == "tensor(2.5000)");
+  CHECK(Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4}, {2, 1, 2}).str() ==
+        "tensor([[[1, 2]],\n\n        [[3, 4]]], dtype=int64)");
+  CHECK((Tensor::ones({1}).requires_grad_() * 2.0).str() == "tensor([2.0000], grad_fn=<mul_scalar>)");
 }
 
 TEST_CASE("bad creation input") {
