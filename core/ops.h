@@ -1,6 +1,7 @@
 #pragma once
 // Every differentiable op, one family per file in core/ops/. Shapes follow torch: broadcasting as in NumPy,
 // dims may be negative. Legend: B batch, T sequence, C or D model width, H heads, V vocabulary, N rows.
+#include "qkv/core/autograd.h"  // NoGradGuard and friends come with the ops
 #include "qkv/core/tensor.h"
 
 #include <cstdint>
