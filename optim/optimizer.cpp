@@ -23,8 +23,10 @@ void check_lr(const char* who, double lr) { QKV_CHECK(lr >= 0.0, "{}: invalid lr
 
 Optimizer::Optimizer(NamedParameters params, double lr) : params_(std::move(params)), lr_(lr) {
   check_lr("optimizer", lr);
-  for (const auto& [name, p] : params_)
+  for (const auto& [name, p] : params_) {
     QKV_CHECK(p.defined() && p.is_leaf(), "optimizer: parameter '{}' must be a defined leaf tensor", name);
+    tensors_.push_back(p);
+  }
 }
 
 void Optimizer::zero_grad() {

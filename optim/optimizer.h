@@ -37,6 +37,8 @@ class Optimizer {
   /// Number of steps taken.
   std::int64_t steps() const { return steps_; }
   const NamedParameters& params() const { return params_; }
+  /// The same parameters without their names (what clipping and norms take), built once.
+  const std::vector<Tensor>& parameters() const { return tensors_; }
 
   /// Copies of every state tensor plus "step" and "lr".
   OptimizerState state_dict() const;
@@ -55,6 +57,7 @@ class Optimizer {
 
  private:
   NamedParameters params_;
+  std::vector<Tensor> tensors_;
   double lr_;
   std::map<std::string, Tensor> state_;
 };

@@ -176,7 +176,8 @@ StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& sch
   if (!std::isfinite(st.loss)) return st;  // the caller stops before touching the weights
   optimizer.zero_grad();
   loss.backward();
-  const auto params = model.parameters();
+  // The optimizer's cached list: model.parameters() would rebuild every dotted name on each step.
+  const auto& params = optimizer.parameters();
   st.grad_norm = clip_grad_norm_to > 0 ? clip_grad_norm(params, clip_grad_norm_to) : grad_norm(params);
   if (!std::isfinite(st.grad_norm)) return st;
   optimizer.step();
@@ -367,7 +368,6 @@ TrainResult train(const Config& given, const TrainOptions& opt) {
   const auto start_time = std::chrono::steady_clock::now();
   auto window_start = start_time;
   std::int64_t window_tokens = 0, start_step = r.step;
-  const auto params = r.model->parameters();
 
   while (r.step < tc.steps) {
     const Batch batch = r.data->next_batch(tc.batch_size);
