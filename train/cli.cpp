@@ -319,19 +319,10 @@ TrainedModel load_trained(const std::string& target) {
   if (fs::is_directory(p)) {
     run_dir = true;
     file = p / "model.safetensors";
-    if (!fs::exists(file)) {  // an unfinished run: its latest checkpoint's model.* tensors
-      std::vector<fs::path> cks;
-      if (fs::is_directory(p / "checkpoints"))
-        for (const auto& e : fs::directory_iterator(p / "checkpoints"))
-          if (e.path().filename().string().rfind("step_", 0) == 0) cks.push_back(e.path());
-      QKV_CHECK(!cks.empty(), "{} has neither model.safetensors nor checkpoints", target);
-      std::sort(cks.begin(), cks.end());
-      file = cks.back();
-      const SafetensorsFile ck = read_safetensors(file.string());
-      f.metadata = ck.metadata;
-      f.metadata.erase("qkv.checkpoint");
-      for (const auto& [n, t] : ck.tensors)
-        if (n.rfind("model.", 0) == 0) f.tensors.emplace_back(n.substr(6), t);
+    if (!fs::exists(file)) {  // an unfinished run: its latest checkpoint's weights
+      file = latest_checkpoint(target);
+      QKV_CHECK(!file.empty(), "{} has neither model.safetensors nor checkpoints", target);
+      f = checkpoint_model(read_safetensors(file.string()));
     }
   }
   QKV_CHECK(fs::exists(file), "{}: no such file or run directory", target);

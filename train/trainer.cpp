@@ -134,13 +134,10 @@ void load_checkpoint(Run& r, const fs::path& file) {
   const auto f = read_safetensors(file.string());
   QKV_CHECK(f.metadata.count("qkv.checkpoint"), "resume: {} is not a qkv checkpoint", file.string());
   const auto ck = nlohmann::json::parse(f.metadata.at("qkv.checkpoint"));
-  SafetensorsFile model_part;
   OptimizerState st;
-  for (const auto& [n, t] : f.tensors) {
-    if (n.rfind("model.", 0) == 0) model_part.tensors.emplace_back(n.substr(6), t);
-    else if (n.rfind("optim.", 0) == 0) st.tensors.emplace(n.substr(6), t);
-  }
-  load(*r.model, model_part, file.string(), /*strict=*/true);
+  for (const auto& [n, t] : f.tensors)
+    if (n.rfind("optim.", 0) == 0) st.tensors.emplace(n.substr(6), t);
+  load(*r.model, checkpoint_model(f), file.string(), /*strict=*/true);
   st.scalars = ck.at("optim_scalars").get<std::map<std::string, double>>();
   r.optimizer->load_state_dict(st);
   r.schedule->load(st);
@@ -161,7 +158,29 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
   write_file_atomic(path.string(), kept);
 }
 
+// Sets the OpenMP team size from train.threads (0 = every core) and returns it.
+int apply_threads(const Config& c) {
+  const int threads = c.train.threads > 0 ? static_cast<int>(c.train.threads)
+                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  omp_set_num_threads(threads);
+  return threads;
+}
+
 }  // namespace
+
+std::string latest_checkpoint(const std::string& run_dir) {
+  const auto all = list_checkpoints(fs::path(run_dir) / "checkpoints");
+  return all.empty() ? std::string() : all.back().string();
+}
+
+SafetensorsFile checkpoint_model(const SafetensorsFile& checkpoint) {
+  SafetensorsFile out;
+  out.metadata = checkpoint.metadata;
+  out.metadata.erase("qkv.checkpoint");
+  for (const auto& [n, t] : checkpoint.tensors)
+    if (n.rfind("model.", 0) == 0) out.tensors.emplace_back(n.substr(6), t);
+  return out;
+}
 
 const char* version() { return "0.1.0"; }
 
@@ -187,9 +206,7 @@ StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& sch
 
 BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
   QKV_CHECK(steps > 0 && warmup >= 0, "bench: --steps must be > 0 and --warmup >= 0, got {} and {}", steps, warmup);
-  const int threads = c.train.threads > 0 ? static_cast<int>(c.train.threads)
-                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  omp_set_num_threads(threads);
+  apply_threads(c);
   auto data = make_dataset(c.data, c.run.seed);
   Generator gen(c.run.seed ^ kInitStream);
   const ModelConfig mc = c.model_config(data->vocab_size());
@@ -315,10 +332,9 @@ TrainResult train(const Config& given, const TrainOptions& opt) {
   r.dir = resuming ? fs::path(opt.resume_dir) : fs::path(given.run.out_dir) / given.run.name;
   fs::path resume_from;
   if (resuming) {
-    const auto cks = list_checkpoints(r.dir / "checkpoints");
     QKV_CHECK(fs::is_directory(r.dir), "resume: run directory {} does not exist", r.dir.string());
-    QKV_CHECK(!cks.empty(), "resume: {} has no checkpoints to resume from", r.dir.string());
-    resume_from = cks.back();
+    resume_from = latest_checkpoint(r.dir.string());
+    QKV_CHECK(!resume_from.empty(), "resume: {} has no checkpoints to resume from", r.dir.string());
   } else if (fs::exists(r.dir)) {
     QKV_CHECK(opt.force, "run directory {} already exists; pass --resume {} to continue it or --force to start over",
               r.dir.string(), r.dir.string());
@@ -326,9 +342,7 @@ TrainResult train(const Config& given, const TrainOptions& opt) {
   }
   fs::create_directories(r.dir);
 
-  const int threads = given.train.threads > 0 ? static_cast<int>(given.train.threads)
-                                              : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  omp_set_num_threads(threads);
+  const int threads = apply_threads(given);
 
   // Logging: console (unless quiet) and train.log.
   std::vector<spdlog::sink_ptr> sinks;

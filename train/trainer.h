@@ -3,6 +3,7 @@
 // batch -> forward -> loss -> zero_grad -> backward -> clip -> step -> schedule, with evaluation, logging,
 // metrics.jsonl, atomic checkpoints and bit-exact resume.
 #include <qkv/train/config.h>
+#include <qkv/train/safetensors.h>
 
 #include <functional>
 #include <map>
@@ -53,6 +54,12 @@ EvalResult evaluate(LanguageModel& model, const Batch& data, std::int64_t batch_
 /// text models "qkv.vocab"; "qkv.data" carries the data options so `qkv eval` can rebuild the validation set.
 std::map<std::string, std::string> model_metadata(const ModelConfig& model, const Config& config,
                                                   const Dataset& data);
+/// The newest checkpoint of a run directory (RUN_DIR/checkpoints/step_*.safetensors), or "" when it has none.
+std::string latest_checkpoint(const std::string& run_dir);
+/// A checkpoint's model weights under their own names ("model." stripped) and its metadata without the
+/// training state: what a model file holds.
+SafetensorsFile checkpoint_model(const SafetensorsFile& checkpoint);
+
 /// ModelConfig from the "qkv.model" JSON.
 ModelConfig model_config_from_json(const std::string& json);
 
