@@ -267,7 +267,9 @@ Dataset::Dataset(std::uint64_t seed, std::int64_t vocab_size, std::int64_t seq_l
 
 std::string Dataset::decode(std::int64_t token) const { return std::to_string(token); }
 
-std::vector<std::int64_t> Dataset::encode(const std::string& text) const {
+std::vector<std::int64_t> Dataset::encode(const std::string& text) const { return encode_token_ids(text, vocab_size_); }
+
+std::vector<std::int64_t> encode_token_ids(const std::string& text, std::int64_t vocab_size) {
   std::vector<std::int64_t> out;
   std::istringstream in(text);
   std::string word;
@@ -280,7 +282,7 @@ std::vector<std::int64_t> Dataset::encode(const std::string& text) const {
       used = 0;
     }
     QKV_CHECK(used == word.size(), "tokens: '{}' is not an integer token id", word);
-    QKV_CHECK(v >= 0 && v < vocab_size_, "tokens: token id {} is out of range for vocab_size = {}", v, vocab_size_);
+    QKV_CHECK(v >= 0 && v < vocab_size, "tokens: token id {} is out of range for vocab_size = {}", v, vocab_size);
     out.push_back(v);
   }
   return out;

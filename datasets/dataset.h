@@ -79,6 +79,9 @@ class CharVocab {
   std::vector<char32_t> chars_;
 };
 
+/// Space-separated integer token ids, each checked against [0, vocab_size).
+std::vector<std::int64_t> encode_token_ids(const std::string& text, std::int64_t vocab_size);
+
 /// The dataset `options.task` names; throws qkv::Error naming the config key or the file and line at fault.
 std::unique_ptr<Dataset> make_dataset(const DataOptions& options, std::uint64_t seed);
 

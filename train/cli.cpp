@@ -118,23 +118,13 @@ int cmd_info(const std::string& config_path, const std::vector<std::string>& ove
 
 // Token ids of --tokens / --prompt: characters for text models, space-separated ids otherwise.
 std::vector<std::int64_t> parse_tokens(const TrainedModel& tm, const std::string& text, const char* what) {
-  std::vector<std::int64_t> ids;
-  if (!tm.vocab.empty()) {
-    ids = CharVocab(tm.vocab).encode(text);
-  } else {
-    DataOptions o;
-    o.task = "copy";
-    o.vocab_size = tm.model->config().vocab_size;
-    o.seq_len = 1;
-    o.val_size = 1;
-    ids = make_dataset(o, 0)->encode(text);
-  }
+  const auto ids = tm.text() ? tm.vocab.encode(text) : encode_token_ids(text, tm.model->config().vocab_size);
   QKV_CHECK(!ids.empty(), "{}: no tokens given", what);
   return ids;
 }
 
 std::string token_text(const TrainedModel& tm, std::int64_t id) {
-  return tm.vocab.empty() ? std::to_string(id) : CharVocab(tm.vocab).decode(id);
+  return tm.text() ? tm.vocab.decode(id) : std::to_string(id);
 }
 
 // A display label: text tokens quoted when blank, ids as numbers.
@@ -164,7 +154,7 @@ int cmd_predict(const std::string& target, const std::string& tokens, bool json)
     for (std::int64_t i = 0; i < t; ++i)
       rows.push_back(std::vector<double>(lv.begin() + i * v, lv.begin() + (i + 1) * v));
     nlohmann::json out = {{"tokens", ids}, {"predictions", preds}, {"logits", rows}};
-    if (!tm.vocab.empty()) {
+    if (tm.text()) {
       std::string in_text, out_text;
       for (auto id : ids) in_text += token_text(tm, id);
       for (auto id : preds) out_text += token_text(tm, id);
@@ -174,7 +164,7 @@ int cmd_predict(const std::string& target, const std::string& tokens, bool json)
     fmt::print("{}\n", out.dump());
     return 0;
   }
-  if (!tm.vocab.empty()) {
+  if (tm.text()) {
     std::string in_text, out_text;
     for (auto id : ids) in_text += token_text(tm, id);
     for (auto id : preds) out_text += token_text(tm, id);
@@ -270,7 +260,7 @@ int cmd_sample(const std::string& target, const std::string& prompt, std::int64_
   Generator gen(seed);
   NoGradGuard no_grad;
   std::string out;
-  for (auto id : ids) out += token_text(tm, id) + (tm.vocab.empty() ? " " : "");
+  for (auto id : ids) out += token_text(tm, id) + (tm.text() ? "" : " ");
   for (std::int64_t n = 0; n < length; ++n) {
     const std::size_t start = ids.size() > static_cast<std::size_t>(window) ? ids.size() - static_cast<std::size_t>(window) : 0;
     const std::vector<std::int64_t> ctx(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.end());
@@ -292,7 +282,7 @@ int cmd_sample(const std::string& target, const std::string& prompt, std::int64_
       }
     }
     ids.push_back(next);
-    out += token_text(tm, next) + (tm.vocab.empty() ? " " : "");
+    out += token_text(tm, next) + (tm.text() ? "" : " ");
   }
   fmt::print("{}\n", out);
   return 0;
@@ -333,7 +323,7 @@ TrainedModel load_trained(const std::string& target) {
   const ModelConfig mc = model_config_from_json(f.metadata.at("qkv.model"));
   tm.config = run_dir && fs::exists(p / "config.toml") ? load_config((p / "config.toml").string())
                                                        : config_from_metadata(f.metadata, tm.path);
-  if (f.metadata.count("qkv.vocab")) tm.vocab = f.metadata.at("qkv.vocab");
+  if (f.metadata.count("qkv.vocab")) tm.vocab = CharVocab(f.metadata.at("qkv.vocab"));
   Generator g(0);
   tm.model = build_model(mc, g);
   load(*tm.model, f, tm.path, /*strict=*/true);

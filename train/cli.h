@@ -2,6 +2,7 @@
 // The qkv command line. main.cpp only calls run_cli, so tests drive exactly what users run.
 // Exit codes: 0 success; 2 usage, config and input errors (qkv::Error); 1 runtime failures; 130/143 when a
 // training run was interrupted by SIGINT/SIGTERM (after writing a checkpoint).
+#include <qkv/datasets/dataset.h>
 #include <qkv/train/trainer.h>
 
 #include <memory>
@@ -14,7 +15,8 @@ struct TrainedModel {
   std::shared_ptr<LanguageModel> model;
   std::map<std::string, std::string> metadata;
   Config config;      ///< the run's config (data section from the file's "qkv.data" when there is no run dir)
-  std::string vocab;  ///< text models: the characters, one per id
+  CharVocab vocab;    ///< text models: one character per id (empty for token models)
+  bool text() const { return vocab.size() > 0; }
   std::string path;   ///< the weight file read
 };
 TrainedModel load_trained(const std::string& run_dir_or_file);
