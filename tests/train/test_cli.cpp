@@ -76,3 +76,15 @@ TEST_CASE("export, predict, attention, sample: outputs and bad input") {
   CHECK(cli({"sample", tmp_dir() + "/cli_causal", "--prompt", "1 2", "--length", "20", "--temperature", "0.5"}) == 0);
   CHECK(cli({"sample", tmp_dir() + "/cli_causal", "--prompt", "1 2", "--temperature", "-1"}) == 2);
 }
+
+TEST_CASE("an unfinished run is read from its latest checkpoint") {
+  const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+  REQUIRE(cli({"train", kReverse, out, "run.name=\"cli_partial\"", "train.steps=20", "train.checkpoint_every=10",
+               "schedule.warmup_steps=0", "--force"}) == 0);
+  const std::string run = tmp_dir() + "/cli_partial";
+  fs::remove(run + "/model.safetensors");  // as if training had stopped before the end
+  CHECK(load_trained(run).path == run + "/checkpoints/step_000000020.safetensors");
+  CHECK(cli({"predict", run, "--tokens", "1 2 3"}) == 0);
+  fs::remove_all(run + "/checkpoints");
+  CHECK_ERROR(load_trained(run), "has neither model.safetensors nor checkpoints");
+}
