@@ -49,12 +49,19 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   return out;
 }
 
-// Copies a into the broadcast shape; backward sums back.
+// Copies a into the broadcast shape (a strided read, no arithmetic); backward sums back.
 Tensor broadcast_to(const Tensor& a, const Shape& shape) {
   if (a.shape() == shape) return a;
-  Tensor zero = Tensor::zeros(shape, a.dtype());
-  Tensor out = binary("broadcast_to", zero, a, [](auto, auto y) { return y; });
-  QKV_CHECK(out.shape() == shape, "broadcast_to: cannot broadcast shape {} to {}", a.shape().str(), shape.str());
+  QKV_CHECK(broadcast_shapes("broadcast_to", a.shape(), shape) == shape, "broadcast_to: cannot broadcast shape {} to {}",
+            a.shape().str(), shape.str());
+  Tensor out = Tensor::empty(shape, a.dtype());
+  kernel::dispatch("broadcast_to", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    T* po = out.data<T>();
+    const Shape sa = kernel::broadcast_strides(a.shape(), shape);
+    kernel::for_each2(shape, sa, sa, [&](std::int64_t i, std::int64_t oa, std::int64_t) { po[i] = pa[oa]; });
+  });
   if (any_requires_grad({&a}))
     record(out, "broadcast_to", {&a}, [as = a.shape()](const Tensor& g) -> Grads { return {sum_to(g, as)}; });
   return out;
