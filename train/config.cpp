@@ -1,12 +1,14 @@
 #include "qkv/train/config.h"
 
 #include <qkv/core/errors.h>
+#include <qkv/train/run_dir.h>
 
 #include <toml++/toml.h>
 
 #include <fmt/format.h>
 
 #include <cmath>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <limits>
@@ -243,6 +245,22 @@ void check_range(const KeySpec& spec, Config& c, const std::string& at) {
             spec.max == kInf ? "any larger" : fmt::format("{}", spec.max));
 }
 
+// An override value that is not valid TOML is taken as a bare string (run.name=abc), unless it was clearly meant
+// as TOML: a quoted string or array left open, or a number too large to hold.
+void check_bare_override(const KeySpec& spec, const std::string& value, const std::string& at, std::string_view why) {
+  const auto first = value.find_first_not_of(" \t");
+  if (first == std::string::npos) return;
+  const char c0 = value[first];
+  QKV_CHECK(c0 != '"' && c0 != '\'' && c0 != '[' && c0 != '{', "{}: {}: invalid TOML value {} ({})", at, spec.name,
+            value, why);
+  const auto digit = [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)) != 0; };
+  const bool numeric = digit(c0) || ((c0 == '-' || c0 == '+') && first + 1 < value.size() && digit(value[first + 1]));
+  Config probe;
+  if (numeric && !std::holds_alternative<std::string*>(spec.ref(probe)))
+    fail("{}: {}: value {} is out of range ({}; expected {} to {})", at, spec.name, value, why, spec.min,
+         spec.max == kInf ? "any larger" : fmt::format("{}", spec.max));
+}
+
 }  // namespace
 
 ModelConfig Config::model_config(std::int64_t vocab) const {
@@ -310,7 +328,8 @@ Config parse_config(const std::string& text, const std::string& source, const st
     try {
       const std::string snippet = "v = " + value;
       parsed = toml::parse(std::string_view(snippet), std::string_view("override"));
-    } catch (const toml::parse_error&) {
+    } catch (const toml::parse_error& e) {
+      check_bare_override(*spec, value, at, e.description());
       parsed = toml::table{{"v", value}};
     }
     assign(*spec, c, *parsed.get("v"), at);
@@ -321,6 +340,7 @@ Config parse_config(const std::string& text, const std::string& source, const st
     return it != where.end() ? it->second : source;
   };
   for (const auto& s : specs()) check_range(s, c, at(s.name));
+  check_run_name(c.run.name, at("run.name"));
 
   // Consistency between keys.
   const auto& d = c.data;
@@ -347,6 +367,7 @@ Config parse_config(const std::string& text, const std::string& source, const st
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  QKV_CHECK(!std::filesystem::is_directory(path), "config: {} is a directory, not a config file", path);
   std::ifstream in(path);
   QKV_CHECK(in.good(), "config: cannot read {}", path);
   std::stringstream ss;

@@ -91,3 +91,26 @@ TEST_CASE("README documents every config key") {
     CHECK(readme.find("`" + k.name + "`") != std::string::npos);
   }
 }
+
+TEST_CASE("run.name is one plain directory name, located in errors (B1)") {
+  CHECK_ERROR(parse("[run]\nname = \"..\"\n"), "test.toml:2:8: run.name: \"..\" is not a plain directory name");
+  CHECK_ERROR(parse("[run]\nname = \"\"\n"), "run.name: \"\" is not a plain directory name");
+  CHECK_ERROR(parse("", {"run.name=\"a/b\""}), "override 'run.name=\"a/b\"': run.name:");
+  CHECK_ERROR(parse("", {"run.name=/etc"}), "run.name: \"/etc\" is not a plain directory name");
+  CHECK(parse("", {"run.name=my-run_2"}).run.name == "my-run_2");
+}
+
+TEST_CASE("overrides: numbers too large say out of range; an open quote is an error, not a name") {
+  CHECK_ERROR(parse("", {"train.steps=99999999999999999999"}),
+              "override 'train.steps=99999999999999999999': train.steps: value 99999999999999999999 is out of range");
+  CHECK_ERROR(parse("", {"optim.lr=-1e999999"}), "optim.lr: value -1e999999 is out of range");
+  CHECK_ERROR(parse("", {"run.name=\"abc"}), "override 'run.name=\"abc': run.name: invalid TOML value \"abc");
+  CHECK_ERROR(parse("", {"optim.betas=[0.9, 0.99"}), "optim.betas: invalid TOML value");
+  CHECK(parse("", {"run.name=abc"}).run.name == "abc");  // a bare word is still a string
+  // In a file, toml++ itself says the integer does not fit, with the location.
+  CHECK_ERROR(parse("[train]\nsteps = 99999999999999999999\n"), "test.toml:2:");
+}
+
+TEST_CASE("a directory given as CONFIG is an error (B2)") {
+  CHECK_ERROR(load_config(QKV_SOURCE_DIR "/configs"), "is a directory, not a config file");
+}
