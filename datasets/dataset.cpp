@@ -55,19 +55,31 @@ std::string read_file(const std::string& path, const char* key) {
   return ss.str();
 }
 
-// UTF-8 -> code points; invalid bytes are an error naming the byte offset.
+// UTF-8 -> code points, strictly (RFC 3629): invalid bytes, truncated sequences, overlong forms (C0 AF for '/'),
+// surrogates (ED A0 80) and code points above U+10FFFF (F5 80 80 80) are errors naming the byte offset. What is
+// accepted here can always be written back as valid UTF-8 (into a model file's JSON metadata, for one).
 std::vector<char32_t> decode_utf8(const std::string& s, const std::string& path) {
+  static constexpr char32_t kMinOfLength[5] = {0, 0, 0x80, 0x800, 0x10000};
   std::vector<char32_t> out;
   for (std::size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    QKV_CHECK(len > 0 && i + static_cast<std::size_t>(len) <= s.size(), "data: {}: invalid UTF-8 at byte {}", path, i);
+    const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    QKV_CHECK(len > 0, "data: {}: invalid UTF-8 at byte {} (0x{:02X} cannot start a character)", path, i, c);
+    QKV_CHECK(i + static_cast<std::size_t>(len) <= s.size(), "data: {}: invalid UTF-8 at byte {} (truncated character)",
+              path, i);
     char32_t cp = len == 1 ? c : c & (0xff >> (len + 1));
     for (int k = 1; k < len; ++k) {
       const auto cc = static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]);
-      QKV_CHECK((cc >> 6) == 2, "data: {}: invalid UTF-8 at byte {}", path, i);
+      QKV_CHECK((cc >> 6) == 2, "data: {}: invalid UTF-8 at byte {} (0x{:02X} is not a continuation byte)", path,
+                i + static_cast<std::size_t>(k), cc);
       cp = (cp << 6) | (cc & 0x3f);
     }
+    QKV_CHECK(cp >= kMinOfLength[len], "data: {}: invalid UTF-8 at byte {} (overlong encoding of U+{:04X})", path, i,
+              static_cast<std::uint32_t>(cp));
+    QKV_CHECK(cp < 0xD800 || cp > 0xDFFF, "data: {}: invalid UTF-8 at byte {} (surrogate U+{:04X})", path, i,
+              static_cast<std::uint32_t>(cp));
+    QKV_CHECK(cp <= 0x10FFFF, "data: {}: invalid UTF-8 at byte {} (U+{:X} is above U+10FFFF)", path, i,
+              static_cast<std::uint32_t>(cp));
     out.push_back(cp);
     i += static_cast<std::size_t>(len);
   }
@@ -167,6 +179,10 @@ Examples read_jsonl(const std::string& path, std::int64_t seq_len, std::int64_t 
       for (std::size_t t = 0; t < j[field].size(); ++t) {
         const auto& v = j[field][t];
         QKV_CHECK(v.is_number_integer(), "data: {}:{}: \"{}\"[{}] is not an integer", path, no, field, t);
+        // Above INT64_MAX the conversion would wrap (18446744073709551516 would read as -100).
+        QKV_CHECK(!v.is_number_unsigned() || v.get<std::uint64_t>() < static_cast<std::uint64_t>(vocab),
+                  "data: {}:{}: \"{}\"[{}] = {} is out of range for data.vocab_size = {}", path, no, field, t,
+                  v.dump(), vocab);
         const auto id = v.get<std::int64_t>();
         QKV_CHECK((id >= 0 && id < vocab) || (target && id == kIgnore),
                   "data: {}:{}: \"{}\"[{}] = {} is out of range for data.vocab_size = {}{}", path, no, field, t, id,

@@ -118,6 +118,28 @@ TEST_CASE("jsonl: examples, ignored positions, file order wrapping, errors namin
   CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, -7, 3]}\n"), "\"target\"[1] = -7 is out of range");
   CHECK_ERROR(bad("{\"input\": [1, 2, 3]}\n"), "bad.jsonl:11: \"target\" must be an array of token ids");
   CHECK_ERROR(bad("{\"input\": [1, \"a\", 3], \"target\": [1, 2, 3]}\n"), "\"input\"[1] is not an integer");
+  // 2^64 - 100 would wrap to -100 (an ignored position) if read as int64.
+  CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, 18446744073709551516, 3]}\n"),
+              "\"target\"[1] = 18446744073709551516 is out of range");
+  CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, 9223372036854775808, 3]}\n"), "is out of range");
+}
+
+TEST_CASE("text: UTF-8 is validated strictly at load, naming the byte offset (B4)") {
+  const std::string ok(200, 'a');
+  const auto load = [&](const std::string& bad) {
+    return make_dataset({.task = "text", .seq_len = 8, .path = write_tmp("utf8.txt", ok + bad + ok)}, 0);
+  };
+  CHECK_ERROR(load("\xED\xA0\x80"), "invalid UTF-8 at byte 200 (surrogate U+D800)");
+  CHECK_ERROR(load("\xF5\x80\x80\x80"), "invalid UTF-8 at byte 200 (U+140000 is above U+10FFFF)");
+  CHECK_ERROR(load("\xF4\x90\x80\x80"), "is above U+10FFFF");
+  CHECK_ERROR(load("\xC0\xAF"), "invalid UTF-8 at byte 200 (overlong encoding of U+002F)");
+  CHECK_ERROR(load("\xE0\x80\xAF"), "overlong encoding");
+  CHECK_ERROR(load("\xF0\x80\x80\xAF"), "overlong encoding");
+  CHECK_ERROR(load("\xFF"), "invalid UTF-8 at byte 200 (0xFF cannot start a character)");
+  CHECK_ERROR(load("\xC3"), "invalid UTF-8 at byte 201 (0x61 is not a continuation byte)");
+  CHECK_ERROR(load("\xC3("), "invalid UTF-8 at byte 201 (0x28 is not a continuation byte)");
+  // The edges that are valid: U+07FF, U+FFFF, U+10FFFF, U+E000.
+  CHECK_NOTHROW(load("\xDF\xBF\xEF\xBF\xBF\xF4\x8F\xBF\xBF\xEE\x80\x80"));
 }
 
 TEST_CASE("token datasets encode space-separated ids") {
