@@ -65,6 +65,20 @@ Tensor Transformer::logits(const Tensor& ids, std::vector<Tensor>* attention) {
   return head->forward(ln_f->forward(h));
 }
 
+double parameter_count(const ModelConfig& c) {
+  const auto d = double(c.d_model), v = double(c.vocab_size), s = double(c.seq_len);
+  const double embeddings = (v + s) * d;
+  if (c.kind == "seed") {
+    const double dk = double(c.d_k ? c.d_k : c.d_model), dv = double(c.d_v ? c.d_v : c.d_model);
+    const double bias = c.attn_bias ? 2 * dk + dv : 0;
+    return embeddings + d * (2 * dk + dv) + bias + dv * v + v;  // w_q, w_k, w_v, head (with bias)
+  }
+  const double dff = double(c.d_ff ? c.d_ff : 4 * c.d_model);
+  const double attention = 4 * d * d + (c.attn_bias ? 4 * d : 0);
+  const double block = 2 * d + attention + 2 * d + (d * dff + dff) + (dff * d + d);  // ln1, attn, ln2, mlp
+  return embeddings + double(c.layers) * block + 2 * d + d * v + v;                  // ln_f, head
+}
+
 double flops_per_token(const ModelConfig& c, std::int64_t t) {
   const auto d = static_cast<double>(c.d_model), v = static_cast<double>(c.vocab_size), tt = static_cast<double>(t);
   if (c.kind == "seed") {

@@ -65,6 +65,10 @@ class Transformer : public LanguageModel {
   std::shared_ptr<Linear> head;
 };
 
+/// The number of parameters build_model(config) would create, computed without building it (as a double: a
+/// crafted config may ask for more than fits in memory, and callers compare before allocating).
+double parameter_count(const ModelConfig& config);
+
 /// Forward FLOPs per token for a sequence of length t (multiply-adds count 2; training is about 3x this).
 double flops_per_token(const ModelConfig& config, std::int64_t t);
 

@@ -63,3 +63,14 @@ TEST_CASE("models: bad input names the numbers") {
               "model: d_model = 10 is not divisible by heads = 4");
   CHECK_ERROR(build_model({.kind = "rnn"}), "model: unknown kind 'rnn'");
 }
+
+TEST_CASE("parameter_count matches what build_model creates, without building it") {
+  for (const ModelConfig& c : {ModelConfig{.kind = "seed", .vocab_size = 7, .seq_len = 5, .d_model = 8},
+                               ModelConfig{.kind = "seed", .vocab_size = 7, .seq_len = 5, .d_model = 8, .d_k = 3, .d_v = 5,
+                                           .attn_bias = true},
+                               ModelConfig{.kind = "transformer", .vocab_size = 11, .seq_len = 6, .d_model = 8, .heads = 2,
+                                           .layers = 3},
+                               ModelConfig{.kind = "transformer", .vocab_size = 11, .seq_len = 6, .d_model = 8, .heads = 4,
+                                           .layers = 1, .d_ff = 5, .attn_bias = true}})
+    CHECK(parameter_count(c) == double(build_model(c)->num_parameters()));
+}
