@@ -15,21 +15,82 @@ namespace qkv {
 namespace fs = std::filesystem;
 namespace {
 
+constexpr std::int64_t kMaxSampleLength = 1'000'000;
+
 Config config_from_metadata(const std::map<std::string, std::string>& meta, const std::string& path) {
   Config c;
   const auto it = meta.find("qkv.data");
   if (it == meta.end()) return c;
   const auto j = nlohmann::json::parse(it->second, nullptr, false);
-  QKV_CHECK(!j.is_discarded(), "{}: qkv.data metadata is not JSON", path);
-  c.data.task = j.value("task", c.data.task);
-  c.data.vocab_size = j.value("vocab_size", c.data.vocab_size);
-  c.data.seq_len = j.value("seq_len", c.data.seq_len);
-  c.data.val_size = j.value("val_size", c.data.val_size);
-  c.data.path = j.value("path", std::string());
-  c.data.val_path = j.value("val_path", std::string());
-  c.data.shuffle = j.value("shuffle", true);
-  c.run.seed = j.value("seed", std::uint64_t{0});
+  QKV_CHECK(!j.is_discarded() && j.is_object(), "{}: the qkv.data metadata is not a JSON object", path);
+  try {
+    c.data.task = j.value("task", c.data.task);
+    c.data.vocab_size = j.value("vocab_size", c.data.vocab_size);
+    c.data.seq_len = j.value("seq_len", c.data.seq_len);
+    c.data.val_size = j.value("val_size", c.data.val_size);
+    c.data.path = j.value("path", std::string());
+    c.data.val_path = j.value("val_path", std::string());
+    c.data.shuffle = j.value("shuffle", true);
+    c.run.seed = j.value("seed", std::uint64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    fail("{}: the qkv.data metadata has a value of the wrong type: {}", path, e.what());
+  }
+  // The ranges a config gets, so the file cannot ask for what no config could.
+  const auto& d = c.data;
+  const std::vector<std::string> tasks = {"copy", "reverse", "sort", "recall", "text", "jsonl"};
+  QKV_CHECK(std::find(tasks.begin(), tasks.end(), d.task) != tasks.end(), "{}: qkv.data: unknown task \"{}\"", path,
+            d.task);
+  QKV_CHECK(d.vocab_size >= 2 && d.vocab_size <= 1'000'000 && d.seq_len >= 1 && d.seq_len <= 100'000 &&
+                d.val_size >= 1 && d.val_size <= 10'000'000,
+            "{}: qkv.data: vocab_size = {}, seq_len = {} or val_size = {} is out of range", path, d.vocab_size,
+            d.seq_len, d.val_size);
   return c;
+}
+
+// Non-finite values of one tensor (0 for integer tensors).
+std::int64_t count_non_finite(const Tensor& t) {
+  std::int64_t n = 0;
+  if (t.dtype() == kFloat32)
+    for (std::int64_t i = 0; i < t.numel(); ++i) n += !std::isfinite(t.data<float>()[i]);
+  else if (t.dtype() == kFloat64)
+    for (std::int64_t i = 0; i < t.numel(); ++i) n += !std::isfinite(t.data<double>()[i]);
+  return n;
+}
+
+// A model file's metadata is checked against its tensors before anything is built from it: the metadata could
+// describe a model far larger than the file. Then every weight must be finite.
+void check_model_file(const ModelConfig& mc, const SafetensorsFile& f, const std::string& path) {
+  double held = 0;
+  for (const auto& [name, t] : f.tensors) held += double(t.numel());
+  const Tensor tok = f.find("tok_emb.weight");
+  QKV_CHECK(tok.defined() && tok.dim() == 2 && tok.size(0) == mc.vocab_size && tok.size(1) == mc.d_model,
+            "{}: the qkv.model metadata says vocab_size = {} and d_model = {}, but tok_emb.weight is {}", path,
+            mc.vocab_size, mc.d_model, tok.defined() ? tok.shape().str() : std::string("missing"));
+  const double want = parameter_count(mc);
+  QKV_CHECK(want == held,
+            "{}: the qkv.model metadata describes a {} model of {:.0f} parameters, but the file's tensors hold {:.0f}: "
+            "the metadata does not match the weights",
+            path, mc.kind, want, held);
+  for (const auto& [name, t] : f.tensors)
+    if (const auto bad = count_non_finite(t); bad > 0)
+      fail("{}: tensor '{}' has {} value{} that are not finite (NaN or inf); this model cannot be used", path, name,
+           bad, bad == 1 ? "" : "s");
+}
+
+// Refuses outputs that are not finite (finite but huge weights can overflow the activations).
+void check_finite_output(const Tensor& t, const char* what, const std::string& path) {
+  const auto bad = count_non_finite(t);
+  QKV_CHECK(bad == 0, "{}: {} of {} values of the model's output are not finite (NaN or inf): the weights in {} are "
+            "finite but its activations overflow", what, bad, t.numel(), path);
+}
+
+// An output file named on the command line, checked before any work: not a directory, in a folder that exists.
+void check_output_path(const std::string& path, const char* option) {
+  QKV_CHECK(!path.empty() && path.back() != '/' && !fs::is_directory(path),
+            "{} {}: is a directory; give a file name inside it", option, path);
+  const fs::path parent = fs::path(path).parent_path();
+  QKV_CHECK(parent.empty() || fs::is_directory(parent), "{} {}: the folder {} does not exist", option, path,
+            parent.string());
 }
 
 // Prints the learned attention of one validation example.
@@ -71,6 +132,11 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   options.force = force;
   const TrainResult r = train(cfg, options);
   if (r.exit_code != 0) return r.exit_code;
+  if (r.already_finished) {
+    fmt::print("{} is already finished ({} steps, train.steps = {}); nothing to do. To train longer: qkv train "
+               "--resume {} train.steps=N\n", r.run_dir, r.steps, cfg.train.steps, r.run_dir);
+    return 0;
+  }
   fmt::print("\nTrained {} steps: validation loss {:.4f}, token accuracy {:.4f}, sequence accuracy {:.4f}\n", r.steps,
              r.val.loss, r.val.token_acc, r.val.seq_acc);
   fmt::print("Outputs in {}/: model.safetensors, config.toml, metrics.jsonl, train.log, checkpoints/\n", r.run_dir);
@@ -81,8 +147,12 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
 
 int cmd_eval(const std::string& target, bool json) {
   const TrainedModel tm = load_trained(target);
+  if (tm.data_from_metadata && !tm.config.data.path.empty())
+    fmt::print(stderr, "qkv: note: {} names its data file {} (qkv.data metadata); reading it to evaluate\n", tm.path,
+               tm.config.data.path);
   const auto data = make_dataset(tm.config.data, tm.config.run.seed);
   const EvalResult e = evaluate(*tm.model, data->validation(), tm.config.train.batch_size);
+  QKV_CHECK(std::isfinite(e.loss), "eval: the validation loss of {} is {}: its outputs are not finite", tm.path, e.loss);
   if (json) {
     fmt::print("{}\n", nlohmann::json{{"loss", e.loss}, {"token_acc", e.token_acc}, {"seq_acc", e.seq_acc},
                                       {"examples", data->validation().inputs.size(0)}}
@@ -144,6 +214,7 @@ int cmd_predict(const std::string& target, const std::string& tokens, bool json)
   const auto ids = parse_tokens(tm, tokens, "predict");
   NoGradGuard no_grad;
   const Tensor logits = tm.model->logits(ids_tensor(ids));  // (1, T, V)
+  check_finite_output(logits, "predict", tm.path);
   const Tensor pred = argmax(logits, -1);
   std::vector<std::int64_t> preds;
   for (double p : pred.to_vector()) preds.push_back(static_cast<std::int64_t>(p));
@@ -202,10 +273,12 @@ std::string attention_svg(const Tensor& w, const std::vector<std::string>& label
     svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n", left - 6, top + i * cell + cell / 2 + 4,
                        esc(labels[static_cast<std::size_t>(i)]));
     for (std::int64_t j = 0; j < t; ++j) {
-      const double x = std::clamp(v[static_cast<std::size_t>(i * t + j)], 0.0, 1.0);
+      const double raw = v[static_cast<std::size_t>(i * t + j)], x = std::clamp(raw, 0.0, 1.0);
       const int shade = static_cast<int>(255 - 200 * x);  // white (0) to dark blue (1)
-      svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"rgb({},{},255)\"><title>{:.4f}</title></rect>\n",
-                         left + j * cell, top + i * cell, cell - 1, cell - 1, shade, shade, x);
+      const std::string fill = std::isfinite(raw) ? fmt::format("rgb({},{},255)", shade, shade) : "rgb(200,40,40)";
+      svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"><title>{}</title></rect>\n",
+                         left + j * cell, top + i * cell, cell - 1, cell - 1, fill,
+                         std::isfinite(raw) ? fmt::format("{:.4f}", x) : "not finite");
     }
   }
   return svg + "</svg>\n";
@@ -213,6 +286,7 @@ std::string attention_svg(const Tensor& w, const std::vector<std::string>& label
 
 int cmd_attention(const std::string& target, const std::string& tokens, std::int64_t layer, std::int64_t head,
                   const std::string& svg_path) {
+  if (!svg_path.empty()) check_output_path(svg_path, "attention --svg");
   const TrainedModel tm = load_trained(target);
   const auto ids = parse_tokens(tm, tokens, "attention");
   std::vector<Tensor> maps;
@@ -231,6 +305,9 @@ int cmd_attention(const std::string& target, const std::string& tokens, std::int
   std::vector<std::string> labels;
   for (auto id : ids) labels.push_back(token_label(tm, id));
   const auto v = w.to_vector();
+  if (const auto bad = count_non_finite(w); bad > 0)
+    fmt::print(stderr, "qkv: warning: {} of the {} attention weights are not finite (NaN or inf; shown as nan and '?'): "
+               "the attention scores of {} overflow\n", bad, w.numel(), tm.path);
   fmt::print("attention weights, layer {}, head {} (rows: queries, columns: keys; each row sums to 1)\n", layer, head);
   fmt::print("{:>8}", "");
   for (const auto& l : labels) fmt::print("{:>8}", l);
@@ -253,18 +330,24 @@ int cmd_sample(const std::string& target, const std::string& prompt, std::int64_
   const TrainedModel tm = load_trained(target);
   QKV_CHECK(tm.model->config().causal,
             "sample: {} is not a causal model; sampling needs one trained with model.causal = true", tm.path);
-  QKV_CHECK(length >= 0, "sample: --length must be >= 0, got {}", length);
+  QKV_CHECK(length >= 0 && length <= kMaxSampleLength, "sample: --length must be 0 to {}, got {}", kMaxSampleLength,
+            length);
   QKV_CHECK(temperature >= 0, "sample: --temperature must be >= 0, got {}", temperature);
   auto ids = parse_tokens(tm, prompt, "sample");
   const std::int64_t window = tm.model->config().seq_len;
   Generator gen(seed);
   NoGradGuard no_grad;
-  std::string out;
-  for (auto id : ids) out += token_text(tm, id) + (tm.text() ? "" : " ");
+  // Tokens are printed as they come.
+  const auto emit = [&](std::int64_t id) {
+    fmt::print("{}{}", token_text(tm, id), tm.text() ? "" : " ");
+    std::fflush(stdout);
+  };
+  for (auto id : ids) emit(id);
   for (std::int64_t n = 0; n < length; ++n) {
     const std::size_t start = ids.size() > static_cast<std::size_t>(window) ? ids.size() - static_cast<std::size_t>(window) : 0;
     const std::vector<std::int64_t> ctx(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.end());
     const Tensor logits = tm.model->logits(ids_tensor(ctx));
+    check_finite_output(logits, "sample", tm.path);
     const std::int64_t v = logits.size(2);
     const auto last = narrow(reshape(logits, {-1, v}), 0, static_cast<std::int64_t>(ctx.size()) - 1, 1).to_vector();
     std::int64_t next = 0;
@@ -282,16 +365,17 @@ int cmd_sample(const std::string& target, const std::string& prompt, std::int64_
       }
     }
     ids.push_back(next);
-    out += token_text(tm, next) + (tm.text() ? "" : " ");
+    emit(next);
   }
-  fmt::print("{}\n", out);
+  fmt::print("\n");
   return 0;
 }
 
 int cmd_export(const std::string& run_dir, std::string out, const std::string& dtype) {
   const StorageType storage = parse_storage_type(dtype);
-  const TrainedModel tm = load_trained(run_dir);
   if (out.empty()) out = (fs::path(run_dir) / fmt::format("model.{}.safetensors", dtype)).string();
+  check_output_path(out, "export --out");
+  const TrainedModel tm = load_trained(run_dir);
   save(*tm.model, out, tm.metadata, storage);
   fmt::print("wrote {} ({} tensors, {} parameters, {}, {} bytes)\n", out, tm.model->named_parameters().size(),
              tm.model->num_parameters(), dtype, fs::file_size(out));
@@ -318,12 +402,22 @@ TrainedModel load_trained(const std::string& target) {
   QKV_CHECK(fs::exists(file), "{}: no such file or run directory", target);
   tm.path = file.string();
   if (f.tensors.empty()) f = read_safetensors(tm.path);
+  if (f.metadata.count("qkv.checkpoint")) f = checkpoint_model(f);  // a checkpoint holds a model too
   tm.metadata = f.metadata;
   QKV_CHECK(f.metadata.count("qkv.model"), "{}: not a qkv model file (its metadata has no qkv.model)", tm.path);
-  const ModelConfig mc = model_config_from_json(f.metadata.at("qkv.model"));
-  tm.config = run_dir && fs::exists(p / "config.toml") ? load_config((p / "config.toml").string())
-                                                       : config_from_metadata(f.metadata, tm.path);
-  if (f.metadata.count("qkv.vocab")) tm.vocab = CharVocab(f.metadata.at("qkv.vocab"));
+  const ModelConfig mc = model_config_from_json(f.metadata.at("qkv.model"), tm.path);
+  check_model_file(mc, f, tm.path);
+  tm.data_from_metadata = !(run_dir && fs::exists(p / "config.toml"));
+  tm.config = tm.data_from_metadata ? config_from_metadata(f.metadata, tm.path) : load_config((p / "config.toml").string());
+  if (f.metadata.count("qkv.vocab")) {
+    try {
+      tm.vocab = CharVocab(f.metadata.at("qkv.vocab"));
+    } catch (const Error& e) {
+      fail("{}: the qkv.vocab metadata is invalid: {}", tm.path, e.what());
+    }
+    QKV_CHECK(tm.vocab.size() == mc.vocab_size, "{}: qkv.vocab has {} characters but the model's vocab_size is {}",
+              tm.path, tm.vocab.size(), mc.vocab_size);
+  }
   Generator g(0);
   tm.model = build_model(mc, g);
   load(*tm.model, f, tm.path, /*strict=*/true);
@@ -418,6 +512,9 @@ int run_cli(int argc, const char* const* argv) {
     return 2;
   } catch (const TrainingError& e) {
     std::cerr << "\nqkv: training failed: " << e.what() << "\n";
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::cerr << "\nqkv: out of memory (lower train.batch_size, data.seq_len or the model size)\n";
     return 1;
   } catch (const std::exception& e) {
     std::cerr << "qkv: failed: " << e.what() << "\n";

@@ -18,6 +18,7 @@ struct TrainedModel {
   CharVocab vocab;    ///< text models: one character per id (empty for token models)
   bool text() const { return vocab.size() > 0; }
   std::string path;   ///< the weight file read
+  bool data_from_metadata = false;  ///< the data section came from the file's "qkv.data", not a run's config.toml
 };
 TrainedModel load_trained(const std::string& run_dir_or_file);
 

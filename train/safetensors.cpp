@@ -253,6 +253,7 @@ SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::s
 void write_file_atomic(const std::string& path, const std::string& bytes) {
   namespace fs = std::filesystem;
   const fs::path target(path);
+  QKV_CHECK(target.has_filename() && !fs::is_directory(target), "write: {} is a directory, not a file name", path);
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   const std::string tmp = (dir / fmt::format(".{}.tmp.{}", target.filename().string(), ::getpid())).string();
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);

@@ -4,6 +4,7 @@
 #include <qkv/core/ops.h>
 #include <qkv/datasets/dataset.h>
 #include <qkv/optim/schedule.h>
+#include <qkv/train/run_dir.h>
 #include <qkv/train/safetensors.h>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +22,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <new>
 #include <thread>
 
 namespace qkv {
@@ -133,17 +135,30 @@ void save_checkpoint(Run& r) {
 void load_checkpoint(Run& r, const fs::path& file) {
   const auto f = read_safetensors(file.string());
   QKV_CHECK(f.metadata.count("qkv.checkpoint"), "resume: {} is not a qkv checkpoint", file.string());
-  const auto ck = nlohmann::json::parse(f.metadata.at("qkv.checkpoint"));
+  const auto ck = nlohmann::json::parse(f.metadata.at("qkv.checkpoint"), nullptr, /*allow_exceptions=*/false);
+  QKV_CHECK(ck.is_object(), "resume: {}: the qkv.checkpoint metadata is not a JSON object", file.string());
   OptimizerState st;
   for (const auto& [n, t] : f.tensors)
     if (n.rfind("optim.", 0) == 0) st.tensors.emplace(n.substr(6), t);
+  // Everything is read and checked before anything is changed, so a bad file leaves the run as it was.
+  DataState data;
+  Generator::State model_rng;
+  std::int64_t step = 0;
+  try {
+    st.scalars = ck.at("optim_scalars").get<std::map<std::string, double>>();
+    data = {gen_from_json(ck.at("data_rng")), ck.at("data_position").get<std::int64_t>()};
+    model_rng = gen_from_json(ck.at("model_rng"));
+    step = ck.at("step").get<std::int64_t>();
+  } catch (const nlohmann::json::exception& e) {
+    fail("resume: {}: the qkv.checkpoint metadata is incomplete or malformed: {}", file.string(), e.what());
+  }
+  QKV_CHECK(step >= 0, "resume: {}: step {} is negative", file.string(), step);
   load(*r.model, checkpoint_model(f), file.string(), /*strict=*/true);
-  st.scalars = ck.at("optim_scalars").get<std::map<std::string, double>>();
   r.optimizer->load_state_dict(st);
   r.schedule->load(st);
-  r.data->set_state({gen_from_json(ck.at("data_rng")), ck.at("data_position").get<std::int64_t>()});
-  r.model_gen.set_state(gen_from_json(ck.at("model_rng")));
-  r.step = ck.at("step").get<std::int64_t>();
+  r.data->set_state(data);
+  r.model_gen.set_state(model_rng);
+  r.step = step;
 }
 
 // Keeps the metrics lines up to `step` (a resumed run rewrites what came after its checkpoint).
@@ -188,7 +203,12 @@ StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& sch
                      double clip_grad_norm_to) {
   const Tensor logits = model.logits(batch.inputs);  // (B, T, V)
   const std::int64_t v = logits.size(-1);
-  const Tensor loss = cross_entropy(reshape(logits, {-1, v}), reshape(batch.targets, {-1}));
+  // The mean over counted targets; a batch whose targets are all -100 contributes zero loss and zero gradient
+  // (a plain mean would be 0/0 = NaN, as in torch).
+  const std::int64_t* y = batch.targets.data<std::int64_t>();
+  const bool any_counted = std::any_of(y, y + batch.targets.numel(), [](std::int64_t t) { return t != -100; });
+  const Tensor loss = cross_entropy(reshape(logits, {-1, v}), reshape(batch.targets, {-1}), -100,
+                                    any_counted ? Reduction::Mean : Reduction::Sum);
   StepStats st;
   st.loss = loss.item();
   st.lr = optimizer.lr();
@@ -250,25 +270,46 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Co
   return meta;
 }
 
-ModelConfig model_config_from_json(const std::string& text) {
+ModelConfig model_config_from_json(const std::string& text, const std::string& source) {
   const auto j = nlohmann::json::parse(text, nullptr, false);
-  QKV_CHECK(!j.is_discarded() && j.is_object(), "model: qkv.model metadata is not a JSON object");
+  QKV_CHECK(!j.is_discarded() && j.is_object(), "{}: the qkv.model metadata is not a JSON object", source);
   ModelConfig m;
-  try {
-    m.kind = j.at("kind").get<std::string>();
-    m.vocab_size = j.at("vocab_size").get<std::int64_t>();
-    m.seq_len = j.at("seq_len").get<std::int64_t>();
-    m.d_model = j.at("d_model").get<std::int64_t>();
-    m.d_k = j.value("d_k", std::int64_t{0});
-    m.d_v = j.value("d_v", std::int64_t{0});
-    m.heads = j.value("heads", std::int64_t{1});
-    m.layers = j.value("layers", std::int64_t{1});
-    m.d_ff = j.value("d_ff", std::int64_t{0});
-    m.causal = j.value("causal", false);
-    m.attn_bias = j.value("attn_bias", false);
-  } catch (const nlohmann::json::exception& e) {
-    fail("model: qkv.model metadata is incomplete: {}", e.what());
+  QKV_CHECK(j.contains("kind") && j["kind"].is_string(), "{}: qkv.model: \"kind\" must be a string", source);
+  m.kind = j["kind"].get<std::string>();
+  QKV_CHECK(m.kind == "seed" || m.kind == "transformer",
+            "{}: qkv.model: unknown kind \"{}\" (expected seed or transformer)", source, m.kind);
+  // Every size is an integer within what a config could ask for (the same ranges as the config keys), so a
+  // crafted file cannot make qkv build something enormous before its tensors are compared.
+  struct Field {
+    const char* name;
+    std::int64_t* value;
+    bool required;
+    std::int64_t min, max;
+  };
+  const Field fields[] = {{"vocab_size", &m.vocab_size, true, 1, 2'000'000}, {"seq_len", &m.seq_len, true, 1, 1'000'000},
+                          {"d_model", &m.d_model, true, 1, 100'000},         {"d_k", &m.d_k, false, 0, 100'000},
+                          {"d_v", &m.d_v, false, 0, 100'000},                {"heads", &m.heads, false, 1, 10'000},
+                          {"layers", &m.layers, false, 1, 10'000},           {"d_ff", &m.d_ff, false, 0, 1'000'000}};
+  for (const auto& f : fields) {
+    if (!j.contains(f.name)) {
+      QKV_CHECK(!f.required, "{}: qkv.model metadata has no \"{}\"", source, f.name);
+      continue;
+    }
+    const auto& v = j[f.name];
+    QKV_CHECK(v.is_number_integer(), "{}: qkv.model: \"{}\" must be an integer, got {}", source, f.name, v.dump());
+    QKV_CHECK(!v.is_number_unsigned() || v.get<std::uint64_t>() <= static_cast<std::uint64_t>(f.max),
+              "{}: qkv.model: \"{}\" = {} is out of range (expected {} to {})", source, f.name, v.dump(), f.min, f.max);
+    *f.value = v.get<std::int64_t>();
+    QKV_CHECK(*f.value >= f.min && *f.value <= f.max, "{}: qkv.model: \"{}\" = {} is out of range (expected {} to {})",
+              source, f.name, *f.value, f.min, f.max);
   }
+  for (auto [name, flag] : {std::pair{"causal", &m.causal}, std::pair{"attn_bias", &m.attn_bias}}) {
+    if (!j.contains(name)) continue;
+    QKV_CHECK(j[name].is_boolean(), "{}: qkv.model: \"{}\" must be true or false, got {}", source, name, j[name].dump());
+    *flag = j[name].get<bool>();
+  }
+  QKV_CHECK(m.kind != "transformer" || m.d_model % m.heads == 0,
+            "{}: qkv.model: heads = {} does not divide d_model = {}", source, m.heads, m.d_model);
   return m;
 }
 
@@ -317,139 +358,275 @@ std::string render_attention(const Tensor& weights, const std::vector<std::strin
   for (std::int64_t i = 0; i < t; ++i) {
     out += fmt::format("{:>{}} | ", tokens[static_cast<std::size_t>(i)], width);
     for (std::int64_t j = 0; j < t; ++j) {
-      const double v = std::clamp(w[static_cast<std::size_t>(i * t + j)], 0.0, 1.0);
-      out += std::string(width, ' ') + kShades[std::min(9, static_cast<int>(v * 9.999))];
+      const double raw = w[static_cast<std::size_t>(i * t + j)];
+      const double v = std::clamp(raw, 0.0, 1.0);  // NaN would index out of the table: '?' instead
+      out += std::string(width, ' ') + (std::isfinite(raw) ? kShades[std::min(9, static_cast<int>(v * 9.999))] : '?');
     }
     out += "\n";
   }
-  return out + fmt::format("{:>{}}   (rows: queries; darker = more weight, '@' ~ 1)\n", "", width);
+  return out + fmt::format("{:>{}}   (rows: queries; darker = more weight, '@' ~ 1, '?' not finite)\n", "", width);
 }
 
-TrainResult train(const Config& given, const TrainOptions& opt) {
-  Run r;
-  r.config = given;
-  const bool resuming = !opt.resume_dir.empty();
-  r.dir = resuming ? fs::path(opt.resume_dir) : fs::path(given.run.out_dir) / given.run.name;
-  fs::path resume_from;
-  if (resuming) {
-    QKV_CHECK(fs::is_directory(r.dir), "resume: run directory {} does not exist", r.dir.string());
-    resume_from = latest_checkpoint(r.dir.string());
-    QKV_CHECK(!resume_from.empty(), "resume: {} has no checkpoints to resume from", r.dir.string());
-  } else if (fs::exists(r.dir)) {
-    QKV_CHECK(opt.force, "run directory {} already exists; pass --resume {} to continue it or --force to start over",
-              r.dir.string(), r.dir.string());
-    fs::remove_all(r.dir);
+std::uint64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 0;
+}
+
+MemoryEstimate estimate_memory(const Config& c, std::int64_t vocab) {
+  // Float32 throughout. Parameters: weights, gradients and two Adam moments. Activations: what forward keeps for
+  // backward, per token (B x T of them), generously counted; the (B, H, T, T) attention weights are the T^2 term.
+  const ModelConfig m = c.model_config(vocab);
+  const double d = double(m.d_model), v = double(vocab), t = double(c.data.seq_len), tokens = double(c.train.batch_size) * t;
+  const double dff = double(m.d_ff ? m.d_ff : 4 * m.d_model), heads = double(m.kind == "seed" ? 1 : m.heads);
+  const double per_token = m.kind == "seed" ? 10 * d + 2 * t + 4 * v
+                                            : double(m.layers) * (16 * d + 3 * dff + 2 * heads * t) + 4 * d + 4 * v;
+  MemoryEstimate e;
+  e.parameters = parameter_count(m);
+  e.parameter_bytes = 16 * e.parameters;
+  e.activation_bytes = 4 * per_token * tokens;
+  e.data_bytes = 16 * double(c.data.val_size) * t;  // validation inputs and targets, int64
+  return e;
+}
+
+namespace {
+
+// Refuses a run whose estimate exceeds the machine's memory, naming the keys that drive each part.
+void check_memory(const Config& c, std::int64_t vocab) {
+  const MemoryEstimate e = estimate_memory(c, vocab);
+  const double total = e.parameter_bytes + e.activation_bytes + e.data_bytes;
+  const auto have = static_cast<double>(physical_memory_bytes());
+  QKV_CHECK(have == 0 || total <= have,
+            "config: this run needs about {:.1f} GB but the machine has {:.1f} GB: parameters and optimizer state {:.1f} "
+            "GB ({:.3g} parameters: model.d_model, model.layers, model.d_ff, vocabulary), activations {:.1f} GB "
+            "(train.batch_size x data.seq_len, model.heads x data.seq_len^2), validation data {:.1f} GB "
+            "(data.val_size x data.seq_len)",
+            total / 1e9, have / 1e9, e.parameter_bytes / 1e9, e.parameters, e.activation_bytes / 1e9, e.data_bytes / 1e9);
+}
+
+// A write (checkpoint, model) that fails while running is a runtime failure (exit 1), not a usage error.
+template <class F>
+void guarded_write(const char* what, std::int64_t step, const fs::path& dir, F&& write) {
+  try {
+    write();
+  } catch (const Error& e) {
+    throw TrainingError(fmt::format("step {}: writing the {} failed: {} (earlier checkpoints in {} are intact)", step,
+                                    what, e.what(), (dir / "checkpoints").string()));
+  } catch (const fs::filesystem_error& e) {
+    throw TrainingError(fmt::format("step {}: writing the {} failed: {} (earlier checkpoints in {} are intact)", step,
+                                    what, e.what(), (dir / "checkpoints").string()));
   }
-  fs::create_directories(r.dir);
+}
 
-  const int threads = apply_threads(given);
+// One training run, in named steps: open (directory, log, model, optimizer, maybe a checkpoint), then per step
+// train -> log -> validate -> checkpoint, then the final model.
+class Trainer {
+ public:
+  Trainer(const Config& config, const TrainOptions& options);
+  TrainResult run();
 
-  // Logging: console (unless quiet) and train.log.
+ private:
+  void open_log();
+  void build();
+  void resume();
+  void log_progress(const StepStats& st);
+  void validate();
+  void checkpoint() { guarded_write("checkpoint", r_.step, r_.dir, [&] { save_checkpoint(r_); }); }
+  TrainResult interrupted(int sig);
+  TrainResult finished();
+  [[noreturn]] void stop_non_finite(const char* what, double value) const;
+
+  const TrainOptions& opt_;
+  Run r_;
+  std::unique_ptr<RunDir> dir_;
+  std::shared_ptr<spdlog::logger> log_;
+  spdlog::sink_ptr file_sink_;
+  std::ofstream metrics_;
+  bool tty_ = false;
+  int threads_ = 1;
+  TrainResult result_;
+  std::chrono::steady_clock::time_point start_time_, window_start_;
+  std::int64_t window_tokens_ = 0, start_step_ = 0;
+};
+
+Trainer::Trainer(const Config& config, const TrainOptions& options) : opt_(options) {
+  r_.config = config;
+  const bool resuming = !options.resume_dir.empty();
+  if (!resuming) check_run_name(config.run.name, "config");
+  check_memory(config, config.data.task == "text" ? 0 : config.data.vocab_size);  // before anything is allocated
+  const fs::path dir = resuming ? fs::path(options.resume_dir) : fs::path(config.run.out_dir) / config.run.name;
+  dir_ = std::make_unique<RunDir>(dir, resuming ? RunDirMode::Resume : options.force ? RunDirMode::Force : RunDirMode::Create);
+  r_.dir = dir;
+  threads_ = apply_threads(config);
+  open_log();
+  if (!dir_->note().empty()) log_->info("{}", dir_->note());
+  build();
+  if (resuming) resume();
+  result_ = {r_.dir.string(), r_.step, {}, false, 0};
+}
+
+void Trainer::open_log() {
   std::vector<spdlog::sink_ptr> sinks;
-  sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>((r.dir / "train.log").string()));
-  if (!opt.quiet) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
-  auto log = std::make_shared<spdlog::logger>("qkv", sinks.begin(), sinks.end());
-  log->set_pattern("[%H:%M:%S] %v");
-  log->flush_on(spdlog::level::info);
-
-  r.data = make_dataset(given.data, given.run.seed);
-  r.model_gen.manual_seed(given.run.seed ^ kInitStream);
-  const ModelConfig mc = given.model_config(r.data->vocab_size());
-  r.model = build_model(mc, r.model_gen);
-  if (!given.model.init.empty()) load(*r.model, given.model.init, /*strict=*/true);
-  r.model->train();
-  r.optimizer = make_optimizer(given, r.model->named_parameters());
-  r.schedule = std::make_unique<LRSchedule>(
-      *r.optimizer, ScheduleOptions{.kind = given.schedule.kind, .warmup_steps = given.schedule.warmup_steps,
-                                    .total_steps = given.train.steps, .min_lr = given.schedule.min_lr,
-                                    .step_size = given.schedule.step_size, .gamma = given.schedule.gamma});
-  if (resuming) {
-    load_checkpoint(r, resume_from);
-    truncate_metrics(r.dir / "metrics.jsonl", r.step);
-    log->info("resumed {} from {} (step {})", r.dir.string(), resume_from.filename().string(), r.step);
-  } else {
-    log->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads", r.dir.string(), mc.kind,
-              r.model->num_parameters(), given.data.task, r.data->vocab_size(), given.data.seq_len, threads);
-  }
-  write_file_atomic((r.dir / "config.toml").string(), to_toml(given));
-  std::ofstream metrics(r.dir / "metrics.jsonl", std::ios::app);
-  const auto emit = [&](nlohmann::json j) { metrics << j.dump() << "\n" << std::flush; };
-
-  SignalScope signals;
-  const bool tty = !opt.quiet && ::isatty(STDERR_FILENO);
-  const auto& tc = given.train;
-  TrainResult result{r.dir.string(), r.step, {}, false, 0};
-  const auto start_time = std::chrono::steady_clock::now();
-  auto window_start = start_time;
-  std::int64_t window_tokens = 0, start_step = r.step;
-
-  while (r.step < tc.steps) {
-    const Batch batch = r.data->next_batch(tc.batch_size);
-    const StepStats st = train_step(*r.model, *r.optimizer, *r.schedule, batch, given.optim.clip_grad_norm);
-    if (!std::isfinite(st.loss))
-      throw TrainingError(fmt::format("step {}: the loss is {}; stopping (the last good checkpoint is kept in {})",
-                                      r.step + 1, st.loss, (r.dir / "checkpoints").string()));
-    if (!std::isfinite(st.grad_norm))
-      throw TrainingError(fmt::format("step {}: the gradient norm is {}; stopping (the last good checkpoint is kept "
-                                      "in {})",
-                                      r.step + 1, st.grad_norm, (r.dir / "checkpoints").string()));
-    const double loss_value = st.loss, gnorm = st.grad_norm, lr = st.lr;
-    ++r.step;
-    window_tokens += batch.inputs.numel();
-
-    if (r.step % tc.log_every == 0 || r.step == tc.steps) {
-      const auto now = std::chrono::steady_clock::now();
-      const double secs = std::chrono::duration<double>(now - window_start).count();
-      const double tps = secs > 0 ? double(window_tokens) / secs : 0.0;
-      window_start = now;
-      window_tokens = 0;
-      emit({{"step", r.step}, {"split", "train"}, {"loss", loss_value}, {"lr", lr}, {"grad_norm", gnorm},
-            {"tokens_per_s", tps}});
-      const double elapsed = std::chrono::duration<double>(now - start_time).count();
-      const double eta = elapsed / double(r.step - start_step) * double(tc.steps - r.step);
-      const std::string line = fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  ETA {}", r.step,
-                                           tc.steps, loss_value, lr, tps, fmt_duration(eta));
-      if (tty) {
-        fmt::print(stderr, "\r\033[K{}", line);  // a live progress line, redrawn in place
-        std::fflush(stderr);
-        sinks.front()->log(spdlog::details::log_msg("qkv", spdlog::level::info, line));
-      } else {
-        log->info("{}", line);
-      }
-    }
-    const bool last = r.step == tc.steps;
-    if (r.step % tc.eval_every == 0 || last) {
-      result.val = evaluate(*r.model, r.data->validation(), tc.batch_size);
-      emit({{"step", r.step}, {"split", "val"}, {"loss", result.val.loss}, {"token_acc", result.val.token_acc},
-            {"seq_acc", result.val.seq_acc}});
-      if (tty) fmt::print(stderr, "\r\033[K");
-      log->info("step {} validation: loss {:.4f}  token accuracy {:.4f}  sequence accuracy {:.4f}", r.step,
-                result.val.loss, result.val.token_acc, result.val.seq_acc);
-      if (tc.target_accuracy > 0 && result.val.seq_acc >= tc.target_accuracy) {
-        log->info("reached target sequence accuracy {} at step {}", tc.target_accuracy, r.step);
-        result.stopped_early = true;
-      }
-    }
-    if (opt.on_step) opt.on_step(r.step);
-    const int sig = g_signal.load();
-    if (sig != 0) {
-      save_checkpoint(r);
-      if (tty) fmt::print(stderr, "\n");
-      log->warn("{} at step {}: checkpoint written. Resume with: qkv train --resume {}",
-                sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", r.step, r.dir.string());
-      result.steps = r.step;
-      result.exit_code = sig == SIGINT ? 130 : 143;
-      return result;
-    }
-    if (result.stopped_early || last || (tc.checkpoint_every > 0 && r.step % tc.checkpoint_every == 0)) save_checkpoint(r);
-    if (result.stopped_early) break;
-  }
-  if (tty) fmt::print(stderr, "\n");
-  save(*r.model, (r.dir / "model.safetensors").string(), model_metadata(mc, given, *r.data));
-  result.steps = r.step;
-  log->info("done: {} steps; outputs in {} (model.safetensors, metrics.jsonl, train.log, checkpoints/)", r.step,
-            r.dir.string());
-  return result;
+  file_sink_ = std::make_shared<spdlog::sinks::basic_file_sink_mt>((r_.dir / "train.log").string());
+  sinks.push_back(file_sink_);
+  if (!opt_.quiet) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  log_ = std::make_shared<spdlog::logger>("qkv", sinks.begin(), sinks.end());
+  log_->set_pattern("[%H:%M:%S] %v");
+  log_->flush_on(spdlog::level::info);
+  tty_ = !opt_.quiet && ::isatty(STDERR_FILENO);
 }
+
+void Trainer::build() {
+  const Config& c = r_.config;
+  r_.data = make_dataset(c.data, c.run.seed);
+  check_memory(c, r_.data->vocab_size());
+  r_.model_gen.manual_seed(c.run.seed ^ kInitStream);
+  const ModelConfig mc = c.model_config(r_.data->vocab_size());
+  r_.model = build_model(mc, r_.model_gen);
+  if (!c.model.init.empty()) load(*r_.model, c.model.init, /*strict=*/true);
+  r_.model->train();
+  r_.optimizer = make_optimizer(c, r_.model->named_parameters());
+  r_.schedule = std::make_unique<LRSchedule>(
+      *r_.optimizer, ScheduleOptions{.kind = c.schedule.kind, .warmup_steps = c.schedule.warmup_steps,
+                                     .total_steps = c.train.steps, .min_lr = c.schedule.min_lr,
+                                     .step_size = c.schedule.step_size, .gamma = c.schedule.gamma});
+  if (opt_.resume_dir.empty())
+    log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads", r_.dir.string(), mc.kind,
+               r_.model->num_parameters(), c.data.task, r_.data->vocab_size(), c.data.seq_len, threads_);
+}
+
+// From the newest checkpoint that reads back whole; a damaged newer one is skipped, saying so.
+void Trainer::resume() {
+  auto all = list_checkpoints(r_.dir / "checkpoints");
+  QKV_CHECK(!all.empty(), "resume: {} has no checkpoints to resume from", r_.dir.string());
+  std::string skipped;
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    try {
+      load_checkpoint(r_, *it);
+    } catch (const Error& e) {
+      log_->warn("resume: skipping {}: {}", it->filename().string(), e.what());
+      skipped = e.what();
+      continue;
+    }
+    truncate_metrics(r_.dir / "metrics.jsonl", r_.step);
+    log_->info("resumed {} from {} (step {}){}", r_.dir.string(), it->filename().string(), r_.step,
+               skipped.empty() ? "" : ", the newest intact checkpoint");
+    return;
+  }
+  fail("resume: no checkpoint of {} could be read (the newest: {})", r_.dir.string(), skipped);
+}
+
+void Trainer::log_progress(const StepStats& st) {
+  const auto now = std::chrono::steady_clock::now();
+  const double secs = std::chrono::duration<double>(now - window_start_).count();
+  const double tps = secs > 0 ? double(window_tokens_) / secs : 0.0;
+  window_start_ = now;
+  window_tokens_ = 0;
+  metrics_ << nlohmann::json{{"step", r_.step}, {"split", "train"}, {"loss", st.loss}, {"lr", st.lr},
+                             {"grad_norm", st.grad_norm}, {"tokens_per_s", tps}}.dump()
+           << "\n" << std::flush;
+  const auto& tc = r_.config.train;
+  const double elapsed = std::chrono::duration<double>(now - start_time_).count();
+  const double eta = elapsed / double(r_.step - start_step_) * double(tc.steps - r_.step);
+  const std::string line = fmt::format("step {}/{}  loss {:.4f}  lr {:.2e}  {:.0f} tok/s  ETA {}", r_.step, tc.steps,
+                                       st.loss, st.lr, tps, fmt_duration(eta));
+  if (!tty_) return log_->info("{}", line);
+  fmt::print(stderr, "\r\033[K{}", line);  // a live progress line, redrawn in place
+  std::fflush(stderr);
+  file_sink_->log(spdlog::details::log_msg("qkv", spdlog::level::info, line));
+}
+
+void Trainer::validate() {
+  result_.val = evaluate(*r_.model, r_.data->validation(), r_.config.train.batch_size);
+  const EvalResult& v = result_.val;
+  metrics_ << nlohmann::json{{"step", r_.step}, {"split", "val"}, {"loss", v.loss}, {"token_acc", v.token_acc},
+                             {"seq_acc", v.seq_acc}}.dump()
+           << "\n" << std::flush;
+  if (tty_) fmt::print(stderr, "\r\033[K");
+  log_->info("step {} validation: loss {:.4f}  token accuracy {:.4f}  sequence accuracy {:.4f}", r_.step, v.loss,
+             v.token_acc, v.seq_acc);
+  const double target = r_.config.train.target_accuracy;
+  if (target > 0 && v.seq_acc >= target) {
+    log_->info("reached target sequence accuracy {} at step {}", target, r_.step);
+    result_.stopped_early = true;
+  }
+}
+
+void Trainer::stop_non_finite(const char* what, double value) const {
+  const std::string newest = latest_checkpoint(r_.dir.string());
+  throw TrainingError(fmt::format("step {}: the {} is {}; stopping ({})", r_.step + 1, what, value,
+                                  newest.empty() ? "no checkpoint had been written yet"
+                                                 : "the last good checkpoint is " + newest));
+}
+
+TrainResult Trainer::interrupted(int sig) {
+  if (tty_) fmt::print(stderr, "\n");
+  log_->warn("{} at step {}: checkpoint written. Resume with: qkv train --resume {}",
+             sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", r_.step, r_.dir.string());
+  result_.steps = r_.step;
+  result_.exit_code = sig == SIGINT ? 130 : 143;
+  return result_;
+}
+
+TrainResult Trainer::finished() {
+  if (tty_) fmt::print(stderr, "\n");
+  const ModelConfig& mc = r_.model->config();
+  guarded_write("final model", r_.step, r_.dir, [&] {
+    save(*r_.model, (r_.dir / "model.safetensors").string(), model_metadata(mc, r_.config, *r_.data));
+  });
+  result_.steps = r_.step;
+  log_->info("done: {} steps; outputs in {} (model.safetensors, metrics.jsonl, train.log, checkpoints/)", r_.step,
+             r_.dir.string());
+  // A signal that arrived at the end or during the final save ends the process with its code, after the save.
+  if (const int sig = g_signal.load(); sig != 0) {
+    log_->warn("{} during the final save: the run is complete", sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
+    result_.exit_code = sig == SIGINT ? 130 : 143;
+  }
+  return result_;
+}
+
+TrainResult Trainer::run() {
+  const auto& tc = r_.config.train;
+  SignalScope signals;  // from here on SIGINT/SIGTERM finish the step (or the final save) and stop
+  if (r_.step >= tc.steps) {  // a finished run resumed without raising train.steps
+    if (!fs::exists(r_.dir / "model.safetensors")) return finished();  // it stopped before its final save
+    log_->info("{} is already finished: {} of train.steps = {} done; to train longer: qkv train --resume {} "
+               "train.steps=N", r_.dir.string(), r_.step, tc.steps, r_.dir.string());
+    result_.already_finished = true;
+    return result_;
+  }
+  write_file_atomic((r_.dir / "config.toml").string(), to_toml(r_.config));
+  metrics_.open(r_.dir / "metrics.jsonl", std::ios::app);
+  start_time_ = window_start_ = std::chrono::steady_clock::now();
+  start_step_ = r_.step;
+  while (r_.step < tc.steps) {
+    const Batch batch = r_.data->next_batch(tc.batch_size);
+    StepStats st;
+    try {
+      st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm);
+    } catch (const std::bad_alloc&) {
+      throw TrainingError(fmt::format("step {}: out of memory (lower train.batch_size, data.seq_len or the model "
+                                      "size)", r_.step + 1));
+    }
+    if (!std::isfinite(st.loss)) stop_non_finite("loss", st.loss);
+    if (!std::isfinite(st.grad_norm)) stop_non_finite("gradient norm", st.grad_norm);
+    ++r_.step;
+    window_tokens_ += batch.inputs.numel();
+    const bool last = r_.step == tc.steps;
+    if (r_.step % tc.log_every == 0 || last) log_progress(st);
+    if (r_.step % tc.eval_every == 0 || last) validate();
+    if (opt_.on_step) opt_.on_step(r_.step);
+    if (const int sig = g_signal.load(); sig != 0 && !last) {  // on the last step, finished() saves first
+      checkpoint();
+      return interrupted(sig);
+    }
+    if (result_.stopped_early || last || (tc.checkpoint_every > 0 && r_.step % tc.checkpoint_every == 0)) checkpoint();
+    if (result_.stopped_early) break;
+  }
+  return finished();
+}
+
+}  // namespace
+
+TrainResult train(const Config& config, const TrainOptions& options) { return Trainer(config, options).run(); }
 
 }  // namespace qkv

@@ -39,11 +39,13 @@ struct TrainResult {
   std::int64_t steps = 0;  ///< steps completed
   EvalResult val;          ///< the last evaluation
   bool stopped_early = false;
+  bool already_finished = false;  ///< a resumed run had done train.steps already: nothing was trained
   int exit_code = 0;  ///< 0, or 130 / 143 when interrupted by SIGINT / SIGTERM
 };
 
-/// Runs the config's training job. Throws qkv::Error for usage and config problems and TrainingError for
-/// failures during training.
+/// Runs the config's training job in run.out_dir/run.name (or options.resume_dir), holding that directory's lock.
+/// Throws qkv::Error for usage, config and input problems (before training starts) and TrainingError for
+/// failures during training (non-finite loss, out of memory, a checkpoint that cannot be written).
 TrainResult train(const Config& config, const TrainOptions& options = {});
 
 /// Validation loss (mean over non-ignored targets), token accuracy and sequence accuracy (every non-ignored
@@ -60,8 +62,17 @@ std::string latest_checkpoint(const std::string& run_dir);
 /// training state: what a model file holds.
 SafetensorsFile checkpoint_model(const SafetensorsFile& checkpoint);
 
-/// ModelConfig from the "qkv.model" JSON.
-ModelConfig model_config_from_json(const std::string& json);
+/// ModelConfig from the "qkv.model" JSON, every size checked (integer, in range); `source` names the file in errors.
+ModelConfig model_config_from_json(const std::string& json, const std::string& source = "qkv.model");
+
+/// What a training run of a config will hold in memory, estimated up front (float32; Adam's state counted).
+struct MemoryEstimate {
+  double parameters = 0, parameter_bytes = 0, activation_bytes = 0, data_bytes = 0;
+  double total() const { return parameter_bytes + activation_bytes + data_bytes; }
+};
+MemoryEstimate estimate_memory(const Config& config, std::int64_t vocab_size);
+/// The machine's physical memory in bytes (0 when unknown).
+std::uint64_t physical_memory_bytes();
 
 /// An attention matrix (T, T) as text: one row per query, one shaded cell per key (" .:-=+*#%@"), with tokens.
 std::string render_attention(const Tensor& weights, const std::vector<std::string>& tokens);

@@ -139,7 +139,7 @@ TEST_CASE("a NaN loss stops the run naming the step; the last good checkpoint st
 TEST_CASE("an existing run directory is refused without --resume or --force") {
   const auto cfg = shipped("reverse", {"run.name=\"exists\"", "train.steps=5"});
   train(cfg, quiet());
-  CHECK_ERROR(train(cfg, quiet(false)), "already exists; pass --resume");
+  CHECK_ERROR(train(cfg, quiet(false)), "already exists (model.safetensors, 1 checkpoint (newest step_000000005.safetensors)); pass --resume");
   TrainOptions bad = quiet(false);
   bad.resume_dir = out_dir() + "/nope";
   CHECK_ERROR(train(cfg, bad), "resume:");
@@ -174,4 +174,111 @@ TEST_CASE("model.init loads initial weights by name, strictly") {
   const auto bad = shipped("reverse", {"run.name=\"init_bad\"", "model.d_model=16",
                                        "model.init=\"" + first.run_dir + "/model.safetensors\""});
   CHECK_ERROR(train(bad, quiet()), "shape mismatches: tok_emb.weight (file [16, 64], model [16, 16])");
+}
+
+TEST_CASE("a batch whose targets are all -100 adds zero loss and zero gradient, not NaN (B3)") {
+  const std::string path = out_dir() + "/all_ignored.jsonl";
+  {
+    std::ofstream f(path);
+    for (int i = 0; i < 20; ++i) f << R"({"input": [1, 2, 3], "target": [-100, -100, -100]})" << "\n";
+  }
+  auto cfg = shipped("reverse", {"run.name=\"all_ignored\"", "data.task=\"jsonl\"", "data.path=\"" + path + "\"",
+                                 "data.seq_len=3", "train.steps=4", "train.batch_size=4", "train.target_accuracy=0"});
+  const auto r = train(cfg, quiet());
+  CHECK(r.steps == 4);
+  for (const auto& line : metrics_of(r.run_dir)) {
+    const auto j = nlohmann::json::parse(line);
+    CHECK(j["loss"].get<double>() == 0.0);
+    if (j["split"] == "train") CHECK(j["grad_norm"].get<double>() == 0.0);
+  }
+}
+
+TEST_CASE("a non-finite loss before any checkpoint names no checkpoint file (B3)") {
+  const auto cfg = shipped("reverse", {"run.name=\"nan_early\"", "optim.name=sgd", "optim.lr=1000",
+                                       "schedule.kind=constant", "train.checkpoint_every=0", "train.target_accuracy=0"});
+  std::string msg;
+  try {
+    train(cfg, quiet());
+  } catch (const TrainingError& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("no checkpoint had been written yet") != std::string::npos);
+  CHECK_FALSE(fs::exists(out_dir() + "/nan_early/checkpoints"));
+}
+
+TEST_CASE("resume skips a damaged newest checkpoint and falls back to the intact one before it") {
+  const auto cfg = shipped("reverse", {"run.name=\"fallback\"", "train.steps=20", "train.checkpoint_every=10",
+                                       "train.target_accuracy=0"});
+  const auto r = train(cfg, quiet());
+  const std::string newest = r.run_dir + "/checkpoints/step_000000020.safetensors";
+  fs::resize_file(newest, fs::file_size(newest) / 2);  // truncated, as a full disk or a bad copy leaves it
+  TrainOptions resume = quiet(false);
+  resume.resume_dir = r.run_dir;
+  const auto r2 = train(cfg, resume);
+  CHECK(r2.steps == 20);  // steps 11-20 again, from step 10's checkpoint
+  CHECK_NOTHROW(read_safetensors(newest));
+  std::ifstream log(r.run_dir + "/train.log");
+  const std::string text((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  CHECK(text.find("resume: skipping step_000000020.safetensors") != std::string::npos);
+  CHECK(text.find("from step_000000010.safetensors (step 10), the newest intact checkpoint") != std::string::npos);
+}
+
+TEST_CASE("resuming a finished run says so and trains nothing") {
+  const auto cfg = shipped("reverse", {"run.name=\"finished\"", "train.steps=10", "train.target_accuracy=0"});
+  const auto r = train(cfg, quiet());
+  TrainOptions resume = quiet(false);
+  resume.resume_dir = r.run_dir;
+  const auto again = train(cfg, resume);
+  CHECK(again.already_finished);
+  CHECK(again.steps == 10);
+  // If it stopped between its last checkpoint and the final save, resuming writes the final model.
+  fs::remove(r.run_dir + "/model.safetensors");
+  const auto healed = train(cfg, resume);
+  CHECK(fs::exists(r.run_dir + "/model.safetensors"));
+  CHECK(healed.exit_code == 0);
+}
+
+TEST_CASE("a signal at the last step still writes the final model, then exits 130") {
+  const auto cfg = shipped("reverse", {"run.name=\"late_signal\"", "train.steps=6", "train.target_accuracy=0"});
+  TrainOptions o = quiet();
+  o.on_step = [](std::int64_t step) {
+    if (step == 6) std::raise(SIGINT);
+  };
+  const auto r = train(cfg, o);
+  CHECK(r.exit_code == 130);
+  CHECK(fs::exists(r.run_dir + "/model.safetensors"));
+  CHECK(fs::exists(r.run_dir + "/checkpoints/step_000000006.safetensors"));
+}
+
+TEST_CASE("a checkpoint that cannot be written is a training failure (exit 1), not a usage error") {
+  auto cfg = shipped("reverse", {"run.name=\"unwritable\"", "train.steps=6", "train.checkpoint_every=3",
+                                 "train.target_accuracy=0"});
+  TrainOptions o = quiet();
+  o.on_step = [&](std::int64_t step) {
+    // The checkpoints folder becomes a file: every write into it fails (even for root, unlike chmod).
+    if (step == 1) std::ofstream(out_dir() + "/unwritable/checkpoints") << "in the way";
+  };
+  std::string msg;
+  try {
+    train(cfg, o);
+  } catch (const TrainingError& e) {
+    msg = e.what();
+  }
+  CHECK(msg.find("step 3: writing the checkpoint failed") == 0);
+}
+
+TEST_CASE("the memory estimate refuses what cannot fit, naming the keys; shipped configs fit") {
+  for (const char* name : {"reverse", "sort", "recall"}) {
+    const Config c = shipped(name, {});
+    CHECK(estimate_memory(c, c.data.vocab_size).total() < 1e9);
+  }
+  CHECK_ERROR(train(shipped("reverse", {"run.name=\"huge\"", "model.d_model=100000"}), quiet()),
+              "parameters and optimizer state");
+  CHECK_ERROR(train(shipped("sort", {"run.name=\"huge\"", "model.layers=10000", "model.d_model=1024"}), quiet()),
+              "model.layers");
+  CHECK_ERROR(train(shipped("reverse", {"run.name=\"huge\"", "train.batch_size=10000000", "data.seq_len=100000"}), quiet()),
+              "train.batch_size x data.seq_len");
+  CHECK_ERROR(train(shipped("reverse", {"run.name=\"huge\"", "data.val_size=10000000", "data.seq_len=100000"}), quiet()),
+              "data.val_size x data.seq_len");
+  CHECK_FALSE(fs::exists(out_dir() + "/huge"));  // refused before the run directory was made
 }
