@@ -38,15 +38,22 @@ test: build
 train: build
 	$(BUILD)/bin/qkv train $(CONFIG) --force
 
-# Fuzzes the safetensors reader for FUZZ_SECONDS with clang's libFuzzer + ASan/UBSan, in build-fuzz/.
+# Fuzzes every reader of outside input (safetensors files, configs and overrides, jsonl/text data, model metadata)
+# for FUZZ_SECONDS each with clang's libFuzzer + ASan/UBSan, in build-fuzz/. The seeds are tests/fuzz/corpus/TARGET
+# (and the shipped configs for the config parser).
+FUZZ_TARGETS := safetensors config data metadata
 fuzz:
 	@$(MAKE) --no-print-directory deps DEBS="$(DEBS) clang libclang-rt-14-dev"
 	CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQKV_FUZZ=ON \
 	  -DQKV_SANITIZE=address,undefined -DQKV_BUILD_TESTS=OFF -DQKV_BUILD_EXAMPLES=OFF -DQKV_BUILD_BENCH=OFF
-	cmake --build build-fuzz -j $(JOBS) --target fuzz_safetensors
-	rm -rf build-fuzz/corpus && cp -r tests/fuzz/corpus build-fuzz/corpus
-	build-fuzz/bin/fuzz_safetensors -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=2048 \
-	  -print_final_stats=1 build-fuzz/corpus
+	cmake --build build-fuzz -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  rm -rf build-fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$$t build-fuzz/corpus-$$t || exit 1; \
+	  if [ $$t = config ]; then cp configs/*.toml build-fuzz/corpus-$$t/; fi; \
+	  echo "qkv: fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  build-fuzz/bin/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -rss_limit_mb=2048 -timeout=10 \
+	    -print_final_stats=1 build-fuzz/corpus-$$t || exit 1; \
+	done
 
 clean:
 	rm -rf $(BUILD) build-fuzz

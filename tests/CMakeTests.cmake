@@ -27,3 +27,10 @@ if(TARGET qkv AND EXISTS /usr/bin/python3)
                                       $<TARGET_FILE:qkv> ${CMAKE_CURRENT_BINARY_DIR}/interop)
   set_tests_properties(interop/torch PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 endif()
+
+# Faults that need real processes: a file-size limit, SIGKILL, SIGTERM, two processes on one run directory.
+if(TARGET qkv)
+  add_test(NAME train/cli_faults COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/cli_faults.sh $<TARGET_FILE:qkv>
+                                         ${CMAKE_CURRENT_BINARY_DIR}/cli_faults ${PROJECT_SOURCE_DIR})
+  set_tests_properties(train/cli_faults PROPERTIES TIMEOUT 300)
+endif()

@@ -1,9 +1,17 @@
 #include "../support.h"
 
 #include <qkv/train/cli.h>
+#include <qkv/train/safetensors.h>
 
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 using namespace qkv;
 namespace fs = std::filesystem;
@@ -87,4 +95,192 @@ TEST_CASE("an unfinished run is read from its latest checkpoint") {
   CHECK(cli({"predict", run, "--tokens", "1 2 3"}) == 0);
   fs::remove_all(run + "/checkpoints");
   CHECK_ERROR(load_trained(run), "has neither model.safetensors nor checkpoints");
+}
+
+namespace {
+struct Output {
+  int code;
+  std::string out, err;
+};
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  return {(std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()};
+}
+// Runs the CLI with stdout and stderr captured (the file descriptors themselves, so fmt, spdlog and iostreams all
+// land in them).
+Output capture(std::vector<std::string> args) {
+  const std::string out = tmp_dir() + "/stdout.txt", err = tmp_dir() + "/stderr.txt";
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const int saved_out = ::dup(1), saved_err = ::dup(2);
+  const int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const int fe = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ::dup2(fo, 1);
+  ::dup2(fe, 2);
+  const int code = cli(std::move(args));
+  std::fflush(stdout);
+  std::fflush(stderr);
+  ::dup2(saved_out, 1);
+  ::dup2(saved_err, 2);
+  for (int fd : {fo, fe, saved_out, saved_err}) ::close(fd);
+  return {code, slurp(out), slurp(err)};
+}
+// A copy of a trained model file with its tensors or metadata changed.
+std::string craft(const std::string& from, const std::string& name,
+                  const std::function<void(SafetensorsFile&)>& change) {
+  SafetensorsFile f = read_safetensors(from);
+  change(f);
+  const std::string path = tmp_dir() + "/" + name + ".safetensors";
+  write_safetensors(path, f.tensors, f.metadata);
+  return path;
+}
+void set_model_field(SafetensorsFile& f, const std::string& key, const nlohmann::json& value) {
+  auto j = nlohmann::json::parse(f.metadata.at("qkv.model"));
+  j[key] = value;
+  f.metadata["qkv.model"] = j.dump();
+}
+std::string trained_reverse() {
+  static const std::string run = [] {
+    const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+    REQUIRE(cli({"train", kReverse, out, "run.name=\"cli_hostile\"", "train.steps=100", "schedule.warmup_steps=0", "--force"}) == 0);
+    return tmp_dir() + "/cli_hostile";
+  }();
+  return run;
+}
+}  // namespace
+
+TEST_CASE("a directory as CONFIG is exit 2 for train and info (B2)") {
+  const std::string configs = std::string(QKV_SOURCE_DIR) + "/configs";
+  const auto t = capture({"train", configs});
+  CHECK(t.code == 2);
+  CHECK(t.err.find("is a directory, not a config file") != std::string::npos);
+  CHECK(capture({"info", configs}).code == 2);
+}
+
+TEST_CASE("outputs carry the numbers: predict's tokens, eval's metrics, info's parameter count") {
+  const std::string run = trained_reverse();
+  const auto info = capture({"info", kReverse});
+  CHECK(info.code == 0);
+  CHECK(info.out.find("parameters: 15120\n") != std::string::npos);
+  const auto p = capture({"predict", run, "--tokens", "1 2 3 4 5 6 7 8 9 10 11 12"});
+  CHECK(p.out.find("       0      1         12\n") != std::string::npos);  // reversed: position 0 predicts 12
+  const auto e = capture({"eval", run, "--json"});
+  const auto j = nlohmann::json::parse(e.out);
+  CHECK(j["examples"] == 512);
+  CHECK(j["seq_acc"].get<double>() >= 0.99);
+}
+
+TEST_CASE("eval and predict accept a checkpoint file") {
+  const std::string run = trained_reverse();
+  const std::string ck = run + "/checkpoints/step_000000100.safetensors";
+  const auto e = capture({"eval", ck});
+  CHECK(e.code == 0);
+  CHECK(e.out.find("sequence accuracy") != std::string::npos);
+  CHECK(capture({"predict", ck, "--tokens", "1 2 3"}).code == 0);
+}
+
+TEST_CASE("crafted model metadata is checked against the tensors before anything is built (B7)") {
+  const std::string model = trained_reverse() + "/model.safetensors";
+  struct Case {
+    const char* key;
+    nlohmann::json value;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"d_model", 6000, "the qkv.model metadata says vocab_size = 16 and d_model = 6000, but tok_emb.weight is [16, 64]"},
+      {"layers", 1000000, "\"layers\" = 1000000 is out of range (expected 1 to 10000)"},
+      {"layers", 1e6, "\"layers\" must be an integer, got 1000000.0"},
+      {"d_model", 16.5, "\"d_model\" must be an integer, got 16.5"},
+      {"d_model", -3, "\"d_model\" = -3 is out of range"},
+      {"vocab_size", 18446744073709551615ULL, "\"vocab_size\" = 18446744073709551615 is out of range"},
+      {"seq_len", 13, "describes a seed model of 15184 parameters, but the file's tensors hold 15120"},
+      {"kind", "transformer", "describes a transformer model of"},
+      {"kind", 7, "\"kind\" must be a string"},
+      {"causal", "yes", "\"causal\" must be true or false"},
+  };
+  for (const auto& c : cases) {
+    const auto path = craft(model, "crafted", [&](SafetensorsFile& f) { set_model_field(f, c.key, c.value); });
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto r = capture({"predict", path, "--tokens", "1 2 3"});
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    CHECK_MESSAGE(r.code == 2, c.key);
+    CHECK_MESSAGE(r.err.find(c.message) != std::string::npos, r.err);
+    CHECK(secs < 2.0);  // 0.1 spent 11 s (and 3.4 GB) building d_model = 6000 first
+  }
+  struct rusage ru {};
+  getrusage(RUSAGE_SELF, &ru);
+  CHECK(ru.ru_maxrss < 1024 * 1024);  // KB: nothing above allocated a GB
+  // Malformed qkv.data and qkv.vocab metadata name the file, not a JSON library error.
+  const auto bad_data = craft(model, "bad_data", [](SafetensorsFile& f) { f.metadata["qkv.data"] = R"({"seq_len": "x"})"; });
+  const auto r = capture({"eval", bad_data});
+  CHECK(r.code == 2);
+  CHECK(r.err.find(bad_data + ": the qkv.data metadata has a value of the wrong type") != std::string::npos);
+  const auto bad_vocab = craft(model, "bad_vocab", [](SafetensorsFile& f) { f.metadata["qkv.vocab"] = "ba"; });
+  CHECK(capture({"eval", bad_vocab}).err.find(bad_vocab + ": the qkv.vocab metadata is invalid") != std::string::npos);
+}
+
+TEST_CASE("a model file that names a data file says so before reading it") {
+  const std::string model = trained_reverse() + "/model.safetensors";
+  const auto path = craft(model, "names_data", [](SafetensorsFile& f) {
+    f.metadata["qkv.data"] = R"({"task": "text", "path": "/etc/hostname", "seq_len": 12})";
+  });
+  const auto r = capture({"eval", path});
+  CHECK(r.err.find("names its data file /etc/hostname (qkv.data metadata); reading it to evaluate") != std::string::npos);
+}
+
+TEST_CASE("non-finite weights are refused naming the tensor; overflowing attention is rendered, not a crash (B5)") {
+  const std::string model = trained_reverse() + "/model.safetensors";
+  const auto nan = craft(model, "nan", [](SafetensorsFile& f) {
+    for (auto& [n, t] : f.tensors)
+      if (n == "attn.w_k.weight") t.data<float>()[3] = std::nanf("");
+  });
+  for (const auto& args : std::vector<std::vector<std::string>>{{"predict", nan, "--tokens", "1 2"},
+                                                                {"eval", nan},
+                                                                {"attention", nan, "--tokens", "1 2"}}) {
+    const auto r = capture(args);
+    CHECK(r.code == 2);
+    CHECK(r.err.find("tensor 'attn.w_k.weight' has 1 value that are not finite") != std::string::npos);
+  }
+  // Finite weights whose scores overflow float32: q.k ~ 1e60.
+  const auto huge = craft(model, "huge", [](SafetensorsFile& f) {
+    for (auto& [n, t] : f.tensors)
+      if (n == "attn.w_q.weight" || n == "attn.w_k.weight")
+        for (std::int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] *= 1e30f;
+  });
+  const std::string svg = tmp_dir() + "/huge.svg";
+  const auto a = capture({"attention", huge, "--tokens", "1 2 3", "--svg", svg});
+  CHECK(a.code == 0);
+  CHECK(a.err.find("attention weights are not finite") != std::string::npos);
+  CHECK(a.out.find('?') != std::string::npos);
+  CHECK(slurp(svg).find("not finite") != std::string::npos);
+  const auto p = capture({"predict", huge, "--tokens", "1 2 3"});
+  CHECK(p.code == 2);
+  CHECK(p.err.find("values of the model's output are not finite") != std::string::npos);
+}
+
+TEST_CASE("output paths that are directories are refused before any work; sample lengths are bounded") {
+  const std::string run = trained_reverse();
+  const auto a = capture({"attention", run, "--tokens", "1 2", "--svg", tmp_dir()});
+  CHECK(a.code == 2);
+  CHECK(a.err.find("is a directory; give a file name inside it") != std::string::npos);
+  CHECK(capture({"export", run, "--out", tmp_dir() + "/"}).code == 2);
+  CHECK(capture({"export", run, "--out", tmp_dir() + "/no/such/folder/m.safetensors"}).err.find("does not exist") !=
+        std::string::npos);
+  CHECK_FALSE(fs::exists("/.qkv_tests.tmp"));
+  const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+  REQUIRE(cli({"train", kReverse, out, "run.name=\"cli_causal2\"", "model.causal=true", "train.steps=5", "schedule.warmup_steps=0", "--force"}) == 0);
+  const auto s = capture({"sample", tmp_dir() + "/cli_causal2", "--prompt", "1 2", "--length", "2000000"});
+  CHECK(s.code == 2);
+  CHECK(s.err.find("--length must be 0 to 1000000, got 2000000") != std::string::npos);
+  const auto ok = capture({"sample", tmp_dir() + "/cli_causal2", "--prompt", "1 2", "--length", "5", "--temperature", "0"});
+  CHECK(ok.code == 0);
+  CHECK(std::count(ok.out.begin(), ok.out.end(), ' ') == 7);  // prompt and 5 tokens, each followed by a space
+}
+
+TEST_CASE("resuming a finished run says it is finished") {
+  const std::string run = trained_reverse();
+  const auto r = capture({"train", "--resume", run});
+  CHECK(r.code == 0);
+  CHECK(r.out.find("is already finished (100 steps, train.steps = 100); nothing to do") != std::string::npos);
+  CHECK(r.out.find("validation loss 0.0000") == std::string::npos);
 }

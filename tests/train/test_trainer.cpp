@@ -282,3 +282,16 @@ TEST_CASE("the memory estimate refuses what cannot fit, naming the keys; shipped
               "data.val_size x data.seq_len");
   CHECK_FALSE(fs::exists(out_dir() + "/huge"));  // refused before the run directory was made
 }
+
+TEST_CASE("malformed checkpoint metadata is an error naming the file, not a JSON library message") {
+  const auto cfg = shipped("reverse", {"run.name=\"bad_ck\"", "train.steps=5", "train.target_accuracy=0"});
+  const auto r = train(cfg, quiet());
+  const std::string ck = r.run_dir + "/checkpoints/step_000000005.safetensors";
+  auto f = read_safetensors(ck);
+  f.metadata["qkv.checkpoint"] = R"({"step": "five"})";
+  write_safetensors(ck, f.tensors, f.metadata);
+  TrainOptions resume = quiet(false);
+  resume.resume_dir = r.run_dir;
+  CHECK_ERROR(train(cfg, resume), "no checkpoint of " + r.run_dir + " could be read (the newest: resume: " + ck +
+                                      ": the qkv.checkpoint metadata is incomplete or malformed");
+}

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Faults that need real processes, which the in-process doctest cases cannot make: a file-size limit (SIGXFSZ),
+# SIGKILL, and two processes on one run directory. Usage: cli_faults.sh QKV_BINARY WORK_DIR SOURCE_DIR
+set -u
+QKV=$1
+WORK=$2
+SRC=$3
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cd "$WORK" || exit 1
+CFG="$SRC/configs/reverse.toml"
+COMMON=("run.out_dir=\"$WORK\"" "schedule.warmup_steps=0" "train.target_accuracy=0")
+passed=0
+failed=0
+check() {  # check DESCRIPTION COMMAND...
+  local what=$1
+  shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what"; fi
+}
+has() { grep -q -- "$2" "$1" || { echo "--- $1:"; cat "$1"; return 1; }; }
+no_temporaries() { [ -z "$(find "$1" -name '.*.tmp.*')" ] || { find "$1" -name '.*.tmp.*'; return 1; }; }
+# Waits until FILE exists (at most 30 s).
+wait_for() { for _ in $(seq 300); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1"; return 1; }
+
+# B6: a file-size limit hit while writing a checkpoint: a clear error, exit 1, no temporary left, the earlier
+# checkpoint intact. (The checkpoint holds ~180 KB; the limit is 20 KB.)
+"$QKV" train "$CFG" "${COMMON[@]}" run.name=\"fsize\" train.steps=10 >/dev/null 2>&1
+(ulimit -f 20; exec "$QKV" train --resume "$WORK/fsize" train.steps=20) >out.txt 2>err.txt
+code=$?
+check "file-size limit: exit 1 (got $code)" [ "$code" = 1 ]
+check "file-size limit: the message" has err.txt "step 20: writing the checkpoint failed: .*File too large"
+check "file-size limit: no temporary file left" no_temporaries "$WORK/fsize"
+check "file-size limit: the earlier checkpoint loads" "$QKV" eval "$WORK/fsize/checkpoints/step_000000010.safetensors" >/dev/null
+
+# A second process on a training run is refused (exit 2) naming the holder; SIGTERM then stops the first (143).
+"$QKV" train "$CFG" "${COMMON[@]}" run.name=\"busy\" train.steps=100000000 train.checkpoint_every=200 \
+  >busy.out 2>busy.err &
+pid=$!
+wait_for "$WORK/busy/checkpoints"
+timeout 20 "$QKV" train --resume "$WORK/busy" >second.out 2>second.err  # a regression must fail, not hang
+code=$?
+check "second --resume: exit 2 (got $code)" [ "$code" = 2 ]
+check "second --resume: names the holder" has second.err "is in use by process $pid"
+timeout 20 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"busy\" --force >third.out 2>third.err
+code=$?
+check "second --force: exit 2 (got $code)" [ "$code" = 2 ]
+check "second --force: names the holder" has third.err "is in use by process $pid"
+check "second --force: the first run's files are still there" [ -e "$WORK/busy/config.toml" ]
+kill -TERM "$pid"
+wait "$pid"
+code=$?
+check "SIGTERM: exit 143 (got $code)" [ "$code" = 143 ]
+check "SIGTERM: prints the resume command" has busy.err "Resume with: qkv train --resume $WORK/busy"
+
+# SIGKILL mid-run: the lock dies with the process, and the run resumes from its last checkpoint.
+"$QKV" train "$CFG" "${COMMON[@]}" run.name=\"killed\" train.steps=100000000 train.checkpoint_every=1 \
+  >/dev/null 2>&1 &
+pid=$!
+wait_for "$WORK/killed/metrics.jsonl"
+sleep 0.5  # mid-run: a checkpoint write is under way most of the time
+kill -KILL "$pid"
+wait "$pid" 2>/dev/null
+touch "$WORK/killed/checkpoints/.step_000000999.safetensors.tmp.12345"  # what a kill during a write leaves
+"$QKV" train --resume "$WORK/killed" train.checkpoint_every=0 >resumed.out 2>resumed.err &
+pid=$!
+wait_for "$WORK/killed/config.toml"
+sleep 1
+kill -TERM "$pid"
+wait "$pid"
+code=$?
+check "resume after SIGKILL: ran and stopped on SIGTERM (got $code)" [ "$code" = 143 ]
+check "resume after SIGKILL: from a checkpoint" has resumed.err "resumed $WORK/killed from step_"
+check "resume after SIGKILL: stale temporaries removed" has resumed.err "removed [0-9]* stale temporary file"
+check "resume after SIGKILL: no temporary left" no_temporaries "$WORK/killed"
+
+# B1 as make train runs it (--force): a hostile run.name exits 2 and the folders around it survive.
+mkdir -p "$WORK/out/keep"
+echo "precious" >"$WORK/out/keep/file"
+for name in '".."' '""' "\"$WORK/out\"" '"../out"'; do
+  "$QKV" train "$CFG" run.out_dir=\""$WORK/out/runs"\" "run.name=$name" --force >/dev/null 2>force.err
+  code=$?
+  check "--force run.name=$name: exit 2 (got $code)" [ "$code" = 2 ]
+  check "--force run.name=$name: nothing deleted" [ -e "$WORK/out/keep/file" ]
+done
+
+echo "cli faults: $passed passed, $failed failed"
+[ "$failed" = 0 ]
