@@ -2,6 +2,7 @@
 
 #include <qkv/core/autograd.h>
 #include <qkv/core/ops.h>
+#include <qkv/core/parallel.h>
 #include <qkv/datasets/dataset.h>
 #include <qkv/optim/schedule.h>
 #include <qkv/train/run_dir.h>
@@ -12,7 +13,6 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
-#include <omp.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -177,7 +177,7 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 int apply_threads(const Config& c) {
   const int threads = c.train.threads > 0 ? static_cast<int>(c.train.threads)
                                           : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  omp_set_num_threads(threads);
+  set_num_threads(threads);
   return threads;
 }
 
@@ -406,14 +406,16 @@ void check_memory(const Config& c, std::int64_t vocab) {
 // A write (checkpoint, model) that fails while running is a runtime failure (exit 1), not a usage error.
 template <class F>
 void guarded_write(const char* what, std::int64_t step, const fs::path& dir, F&& write) {
+  const auto failed = [&](const char* why) {
+    return TrainingError(fmt::format("step {}: writing the {} failed: {} (earlier checkpoints in {} are intact)", step,
+                                     what, why, (dir / "checkpoints").string()));
+  };
   try {
     write();
   } catch (const Error& e) {
-    throw TrainingError(fmt::format("step {}: writing the {} failed: {} (earlier checkpoints in {} are intact)", step,
-                                    what, e.what(), (dir / "checkpoints").string()));
+    throw failed(e.what());
   } catch (const fs::filesystem_error& e) {
-    throw TrainingError(fmt::format("step {}: writing the {} failed: {} (earlier checkpoints in {} are intact)", step,
-                                    what, e.what(), (dir / "checkpoints").string()));
+    throw failed(e.what());
   }
 }
 

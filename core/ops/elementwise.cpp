@@ -206,10 +206,15 @@ constexpr double kGeluCoeff = 0.044715;
 namespace {
 // Exact (erf) GELU and its derivative over Eigen arrays: for float, Eigen's packet erf and exp vectorise
 // (glibc's scalar erff/expf were a third of a small transformer's step); chunks run on all threads.
+// Eigen computes an array's unaligned head and its tail with the scalar erf/exp, which round differently from
+// the packet ones; so chunks start on 64-element boundaries (storage is 64-byte aligned), and every element
+// takes the same path for any thread count.
 template <class F>
 void chunked(std::int64_t n, F&& f) {
-  kernel::parallel_for(n, n >= 2 * kernel::kParallelElements,
-                       [&](std::int64_t lo, std::int64_t hi) { f(lo, hi - lo); });
+  constexpr std::int64_t kAlign = 64;
+  kernel::parallel_for((n + kAlign - 1) / kAlign, n >= 2 * kernel::kParallelElements, [&](std::int64_t lo, std::int64_t hi) {
+    f(lo * kAlign, std::min(n, hi * kAlign) - lo * kAlign);
+  });
 }
 
 template <class T>

@@ -37,14 +37,22 @@ void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::i
   };
   const double work = double(n) * double(k) * double(m);
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (threads <= 1 || work < kParallelGemmWork || n < 2 * 16) {
+  if (threads <= 1 || work < kParallelGemmWork || n < 2 * 32) {
     rows(0, n);
     return;
   }
-  // Row blocks of a multiple of 16 (the GEMM kernel's register block), as even as that allows.
-  const std::int64_t block = ((n + threads - 1) / threads + 15) / 16 * 16;
+  // Row blocks of a multiple of 16 rows, as even as that allows. The result must not depend on the thread count
+  // (tests/core/test_parallel.cpp), so every row must take the same Eigen code path in any split:
+  //  - 16 is a multiple of every row-panel height of Eigen's GEMM kernel (packets of 4, 8 or 16 rows, SSE to
+  //    AVX-512), so a row gets the same kernel and rounding in any block, and only the matrix's last rows take
+  //    the kernel's remainder path, in every split alike;
+  //  - a block is never thinner than 32 rows: Eigen sends a 1-row product to GEMV and a tiny one to its
+  //    coefficient-wise product, each summing in another order, so a short last block joins the one before.
+  constexpr std::int64_t kMinBlock = 32;
+  const std::int64_t block = std::max(kMinBlock, ((n + threads - 1) / threads + 15) / 16 * 16);
+  const std::int64_t blocks = n / block + (n % block >= kMinBlock ? 1 : 0);
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (std::int64_t r0 = 0; r0 < n; r0 += block) rows(r0, std::min(block, n - r0));
+  for (std::int64_t i = 0; i < blocks; ++i) rows(i * block, i + 1 < blocks ? block : n - i * block);
 }
 
 Shape batch_of(const Shape& s) {

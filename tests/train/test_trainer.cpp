@@ -295,3 +295,36 @@ TEST_CASE("malformed checkpoint metadata is an error naming the file, not a JSON
   CHECK_ERROR(train(cfg, resume), "no checkpoint of " + r.run_dir + " could be read (the newest: resume: " + ck +
                                       ": the qkv.checkpoint metadata is incomplete or malformed");
 }
+
+TEST_CASE("the same run gives bit-identical weights and metrics for 1, 2, 3, 5 and 8 threads") {
+  struct Case {
+    const char* config;
+    std::vector<std::string> overrides;
+  };
+  const std::vector<Case> cases = {
+      {"reverse", {"train.steps=40"}},                                             // the seed model
+      {"sort", {"train.steps=20", "model.dropout=0.1"}},                            // a transformer with dropout
+      {"text", {"train.steps=8", "train.eval_every=8", "data.val_size=16"}},       // the causal text model
+      {"sort", {"train.steps=20", "optim.clip_grad_norm=0.5", "model.d_model=96", "model.heads=3"}},  // clipping
+  };
+  for (const auto& c : cases) {
+    std::vector<std::vector<double>> first_weights;
+    std::vector<std::string> first_metrics;
+    for (int threads : {1, 2, 3, 5, 8}) {
+      auto overrides = c.overrides;
+      overrides.push_back("run.name=\"threads_" + std::to_string(threads) + "\"");
+      overrides.push_back("train.threads=" + std::to_string(threads));
+      overrides.push_back("train.target_accuracy=0");
+      const auto r = train(shipped(c.config, overrides), quiet());
+      std::vector<std::vector<double>> weights;
+      for (const auto& [name, t] : read_safetensors(r.run_dir + "/model.safetensors").tensors) weights.push_back(t.to_vector());
+      if (threads == 1) {
+        first_weights = weights;
+        first_metrics = metrics_of(r.run_dir);
+        continue;
+      }
+      CHECK_MESSAGE(weights == first_weights, std::string(c.config) << " " << c.overrides.back() << ": weights differ at " << threads << " threads");
+      CHECK_MESSAGE(metrics_of(r.run_dir) == first_metrics, std::string(c.config) << ": metrics differ at " << threads << " threads");
+    }
+  }
+}
