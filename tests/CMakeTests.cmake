@@ -34,3 +34,10 @@ if(TARGET qkv)
                                          ${CMAKE_CURRENT_BINARY_DIR}/cli_faults ${PROJECT_SOURCE_DIR})
   set_tests_properties(train/cli_faults PROPERTIES TIMEOUT 300)
 endif()
+
+# A run's report.html loads in a real browser with no console errors (skipped where Chromium is not installed).
+if(TARGET qkv)
+  add_test(NAME train/report_browser COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/report_browser.sh $<TARGET_FILE:qkv>
+                                             ${CMAKE_CURRENT_BINARY_DIR}/report_browser ${PROJECT_SOURCE_DIR})
+  set_tests_properties(train/report_browser PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+endif()

@@ -131,3 +131,39 @@ int check_layers_against_torch(const std::map<std::string, LayerSpec>& specs) {
 }
 
 }  // namespace qkv::test
+
+#include <qkv/train/cli.h>
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+
+namespace qkv::test {
+
+CliOutput run_cli_captured(const std::vector<std::string>& argv, const std::string& scratch_dir) {
+  const std::string out = scratch_dir + "/stdout.txt", err = scratch_dir + "/stderr.txt";
+  std::vector<const char*> args;
+  for (const auto& a : argv) args.push_back(a.c_str());
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const int saved_out = ::dup(1), saved_err = ::dup(2);
+  const int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  const int fe = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  ::dup2(fo, 1);
+  ::dup2(fe, 2);
+  const int code = run_cli(static_cast<int>(args.size()), args.data());
+  std::fflush(stdout);
+  std::fflush(stderr);
+  ::dup2(saved_out, 1);
+  ::dup2(saved_err, 2);
+  for (int fd : {fo, fe, saved_out, saved_err}) ::close(fd);
+  const auto read = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  return {code, read(out), read(err)};
+}
+
+}  // namespace qkv::test

@@ -75,3 +75,16 @@ void load_params(Module& m, const nlohmann::json& params, DType dtype);
 int check_layers_against_torch(const std::map<std::string, LayerSpec>& specs);
 
 }  // namespace qkv::test
+
+namespace qkv::test {
+
+/// What a CLI run printed, and its exit code.
+struct CliOutput {
+  int code;
+  std::string out, err;
+};
+/// Runs qkv::run_cli(argv) with the process's stdout and stderr (the file descriptors, so fmt, spdlog and
+/// iostreams all land there) captured through files in `scratch_dir`.
+CliOutput run_cli_captured(const std::vector<std::string>& argv, const std::string& scratch_dir);
+
+}  // namespace qkv::test

@@ -3,12 +3,14 @@
 #include <qkv/core/autograd.h>
 #include <qkv/core/ops.h>
 #include <qkv/datasets/dataset.h>
+#include <qkv/train/report.h>
 #include <qkv/train/safetensors.h>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
+#include <functional>
 #include <iostream>
 
 namespace qkv {
@@ -140,6 +142,8 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   fmt::print("\nTrained {} steps: validation loss {:.4f}, token accuracy {:.4f}, sequence accuracy {:.4f}\n", r.steps,
              r.val.loss, r.val.token_acc, r.val.seq_acc);
   fmt::print("Outputs in {}/: model.safetensors, config.toml, metrics.jsonl, train.log, checkpoints/\n", r.run_dir);
+  if (fs::exists(fs::path(r.run_dir) / "report.html"))
+    fmt::print("Report (open it in a browser): {}\n", (fs::path(r.run_dir) / "report.html").string());
   const TrainedModel tm = load_trained(r.run_dir);
   show_attention(tm, *make_dataset(tm.config.data, tm.config.run.seed));
   return 0;
@@ -289,8 +293,28 @@ std::string attention_svg(const Tensor& w, const std::vector<std::string>& label
   return svg + "</svg>\n";
 }
 
+// The weights as a table of numbers, then shaded; non-finite weights are flagged, never a crash.
+void print_attention(const Tensor& w, const std::vector<std::string>& labels, std::int64_t layer, std::int64_t head,
+                     const std::string& path) {
+  const std::int64_t t = w.size(0);
+  const auto v = w.to_vector();
+  if (const auto bad = count_non_finite(w); bad > 0)
+    fmt::print(stderr, "qkv: warning: {} of the {} attention weights are not finite (NaN or inf; shown as nan and '?'): "
+               "the attention scores of {} overflow\n", bad, w.numel(), path);
+  fmt::print("attention weights, layer {}, head {} (rows: queries, columns: keys; each row sums to 1)\n", layer, head);
+  fmt::print("{:>8}", "");
+  for (const auto& l : labels) fmt::print("{:>8}", l);
+  fmt::print("\n");
+  for (std::int64_t i = 0; i < t; ++i) {
+    fmt::print("{:>8}", labels[static_cast<std::size_t>(i)]);
+    for (std::int64_t j = 0; j < t; ++j) fmt::print("{:8.4f}", v[static_cast<std::size_t>(i * t + j)]);
+    fmt::print("\n");
+  }
+  fmt::print("\n{}", render_attention(w, labels));
+}
+
 int cmd_attention(const std::string& target, const std::string& tokens, std::int64_t layer, std::int64_t head,
-                  const std::string& svg_path) {
+                  const std::string& svg_path, bool json) {
   if (!svg_path.empty()) check_output_path(svg_path, "attention --svg");
   const TrainedModel tm = load_trained(target);
   const auto ids = parse_tokens(tm, tokens, "attention");
@@ -310,22 +334,17 @@ int cmd_attention(const std::string& target, const std::string& tokens, std::int
   std::vector<std::string> labels;
   for (auto id : ids) labels.push_back(token_label(tm, id));
   const auto v = w.to_vector();
-  if (const auto bad = count_non_finite(w); bad > 0)
-    fmt::print(stderr, "qkv: warning: {} of the {} attention weights are not finite (NaN or inf; shown as nan and '?'): "
-               "the attention scores of {} overflow\n", bad, w.numel(), tm.path);
-  fmt::print("attention weights, layer {}, head {} (rows: queries, columns: keys; each row sums to 1)\n", layer, head);
-  fmt::print("{:>8}", "");
-  for (const auto& l : labels) fmt::print("{:>8}", l);
-  fmt::print("\n");
-  for (std::int64_t i = 0; i < t; ++i) {
-    fmt::print("{:>8}", labels[static_cast<std::size_t>(i)]);
-    for (std::int64_t j = 0; j < t; ++j) fmt::print("{:8.4f}", v[static_cast<std::size_t>(i * t + j)]);
-    fmt::print("\n");
+  if (json) {  // the same numbers qkv report draws, for scripts and tests
+    nlohmann::json rows = nlohmann::json::array();
+    for (std::int64_t i = 0; i < t; ++i) rows.push_back(std::vector<double>(v.begin() + i * t, v.begin() + (i + 1) * t));
+    fmt::print("{}\n", nlohmann::json{{"layer", layer}, {"head", head}, {"ids", ids}, {"tokens", labels},
+                                      {"weights", rows}}.dump());
+  } else {
+    print_attention(w, labels, layer, head, tm.path);
   }
-  fmt::print("\n{}", render_attention(w, labels));
   if (!svg_path.empty()) {
     write_file_atomic(svg_path, attention_svg(w, labels, fmt::format("{}: layer {}, head {}", tm.path, layer, head)));
-    fmt::print("wrote {}\n", svg_path);
+    if (!json) fmt::print("wrote {}\n", svg_path);
   }
   return 0;
 }
@@ -333,45 +352,16 @@ int cmd_attention(const std::string& target, const std::string& tokens, std::int
 int cmd_sample(const std::string& target, const std::string& prompt, std::int64_t length, double temperature,
                std::uint64_t seed) {
   const TrainedModel tm = load_trained(target);
-  QKV_CHECK(tm.model->config().causal,
-            "sample: {} is not a causal model; sampling needs one trained with model.causal = true", tm.path);
   QKV_CHECK(length >= 0 && length <= kMaxSampleLength, "sample: --length must be 0 to {}, got {}", kMaxSampleLength,
             length);
-  QKV_CHECK(temperature >= 0, "sample: --temperature must be >= 0, got {}", temperature);
-  auto ids = parse_tokens(tm, prompt, "sample");
-  const std::int64_t window = tm.model->config().seq_len;
-  Generator gen(seed);
-  NoGradGuard no_grad;
+  const auto ids = parse_tokens(tm, prompt, "sample");
   // Tokens are printed as they come.
   const auto emit = [&](std::int64_t id) {
     fmt::print("{}{}", token_text(tm, id), tm.text() ? "" : " ");
     std::fflush(stdout);
   };
   for (auto id : ids) emit(id);
-  for (std::int64_t n = 0; n < length; ++n) {
-    const std::size_t start = ids.size() > static_cast<std::size_t>(window) ? ids.size() - static_cast<std::size_t>(window) : 0;
-    const std::vector<std::int64_t> ctx(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.end());
-    const Tensor logits = tm.model->logits(ids_tensor(ctx));
-    check_finite_output(logits, "sample", tm.path);
-    const std::int64_t v = logits.size(2);
-    const auto last = narrow(reshape(logits, {-1, v}), 0, static_cast<std::int64_t>(ctx.size()) - 1, 1).to_vector();
-    std::int64_t next = 0;
-    if (temperature == 0) {
-      next = std::max_element(last.begin(), last.end()) - last.begin();
-    } else {
-      const double m = *std::max_element(last.begin(), last.end());
-      std::vector<double> p(last.size());
-      double total = 0;
-      for (std::size_t i = 0; i < p.size(); ++i) total += p[i] = std::exp((last[i] - m) / temperature);
-      double u = gen.uniform() * total;
-      for (std::size_t i = 0; i < p.size(); ++i) {
-        next = static_cast<std::int64_t>(i);
-        if ((u -= p[i]) < 0) break;
-      }
-    }
-    ids.push_back(next);
-    emit(next);
-  }
+  sample_tokens(tm, ids, length, temperature, seed, emit);
   fmt::print("\n");
   return 0;
 }
@@ -430,6 +420,45 @@ TrainedModel load_trained(const std::string& target) {
   return tm;
 }
 
+std::vector<std::int64_t> sample_tokens(const TrainedModel& tm, std::vector<std::int64_t> ids, std::int64_t length,
+                                        double temperature, std::uint64_t seed,
+                                        const std::function<void(std::int64_t)>& on_token) {
+  QKV_CHECK(tm.model->config().causal,
+            "sample: {} is not a causal model; sampling needs one trained with model.causal = true", tm.path);
+  QKV_CHECK(temperature >= 0, "sample: --temperature must be >= 0, got {}", temperature);
+  QKV_CHECK(!ids.empty(), "sample: no prompt tokens given");
+  const std::int64_t window = tm.model->config().seq_len;  // beyond it, the last `window` tokens are the context
+  Generator gen(seed);
+  NoGradGuard no_grad;
+  std::vector<std::int64_t> out;
+  for (std::int64_t n = 0; n < length; ++n) {
+    const std::size_t start = ids.size() > static_cast<std::size_t>(window) ? ids.size() - static_cast<std::size_t>(window) : 0;
+    const std::vector<std::int64_t> ctx(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.end());
+    const Tensor logits = tm.model->logits(ids_tensor(ctx));
+    check_finite_output(logits, "sample", tm.path);
+    const std::int64_t v = logits.size(2);
+    const auto last = narrow(reshape(logits, {-1, v}), 0, static_cast<std::int64_t>(ctx.size()) - 1, 1).to_vector();
+    std::int64_t next = 0;
+    if (temperature == 0) {
+      next = std::max_element(last.begin(), last.end()) - last.begin();
+    } else {
+      const double m = *std::max_element(last.begin(), last.end());
+      std::vector<double> p(last.size());
+      double total = 0;
+      for (std::size_t i = 0; i < p.size(); ++i) total += p[i] = std::exp((last[i] - m) / temperature);
+      double u = gen.uniform() * total;
+      for (std::size_t i = 0; i < p.size(); ++i) {
+        next = static_cast<std::int64_t>(i);
+        if ((u -= p[i]) < 0) break;
+      }
+    }
+    ids.push_back(next);
+    out.push_back(next);
+    if (on_token) on_token(next);
+  }
+  return out;
+}
+
 int run_cli(int argc, const char* const* argv) {
   CLI::App app{"qkv: train, inspect and export attention models"};
   app.set_version_flag("--version", std::string("qkv ") + version());
@@ -476,6 +505,7 @@ int run_cli(int argc, const char* const* argv) {
   attention_cmd->add_option("--layer", layer, "layer (default 0)");
   attention_cmd->add_option("--head", head, "head (default 0)");
   attention_cmd->add_option("--svg", svg, "also write an SVG heatmap with the tokens as axis labels");
+  attention_cmd->add_flag("--json", json, "print the weights (rows: queries) and tokens as one JSON object");
 
   auto* sample_cmd = app.add_subcommand("sample", "generate from a causal model");
   sample_cmd->add_option("model", target, "run directory or .safetensors file")->required();
@@ -483,6 +513,11 @@ int run_cli(int argc, const char* const* argv) {
   sample_cmd->add_option("--length", length, "tokens to generate (default 200)");
   sample_cmd->add_option("--temperature", temperature, "softmax temperature; 0 = greedy (default 1)");
   sample_cmd->add_option("--seed", seed, "random seed (default 0)");
+
+  std::vector<std::string> report_runs;
+  auto* report_cmd = app.add_subcommand("report", "write one self-contained HTML page with a run's curves and attention");
+  report_cmd->add_option("run_dirs", report_runs, "run directories (several are overlaid)")->required();
+  report_cmd->add_option("--out", out, "output file (default FIRST_RUN_DIR/report.html)");
 
   std::int64_t bench_steps = 50, bench_warmup = 5;
   auto* bench_cmd = app.add_subcommand("bench", "time training steps (no eval or checkpoint I/O)");
@@ -510,7 +545,12 @@ int run_cli(int argc, const char* const* argv) {
       return 0;
     }
     if (*predict_cmd) return cmd_predict(target, tokens, json);
-    if (*attention_cmd) return cmd_attention(target, tokens, layer, head, svg);
+    if (*report_cmd) {
+      if (!out.empty()) check_output_path(out, "report --out");
+      fmt::print("wrote {}\n", write_report(report_runs, out));
+      return 0;
+    }
+    if (*attention_cmd) return cmd_attention(target, tokens, layer, head, svg, json);
     if (*sample_cmd) return cmd_sample(target, prompt, length, temperature, seed);
   } catch (const Error& e) {
     std::cerr << "qkv: error: " << e.what() << "\n";

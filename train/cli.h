@@ -5,6 +5,7 @@
 #include <qkv/datasets/dataset.h>
 #include <qkv/train/trainer.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -21,6 +22,12 @@ struct TrainedModel {
   bool data_from_metadata = false;  ///< the data section came from the file's "qkv.data", not a run's config.toml
 };
 TrainedModel load_trained(const std::string& run_dir_or_file);
+
+/// Generates `length` tokens after the prompt `ids` from a causal model (temperature 0 = greedy), calling
+/// on_token as each comes; beyond the positional table, the last model.positions tokens are the context.
+std::vector<std::int64_t> sample_tokens(const TrainedModel& model, std::vector<std::int64_t> ids, std::int64_t length,
+                                        double temperature, std::uint64_t seed,
+                                        const std::function<void(std::int64_t)>& on_token = {});
 
 /// Parses argv and runs the subcommand; returns the process exit code (never throws).
 int run_cli(int argc, const char* const* argv);

@@ -5,6 +5,7 @@
 #include <qkv/core/parallel.h>
 #include <qkv/datasets/dataset.h>
 #include <qkv/optim/schedule.h>
+#include <qkv/train/report.h>
 #include <qkv/train/run_dir.h>
 #include <qkv/train/safetensors.h>
 
@@ -432,7 +433,11 @@ class Trainer {
   void resume();
   void log_progress(const StepStats& st);
   void validate();
-  void checkpoint() { guarded_write("checkpoint", r_.step, r_.dir, [&] { save_checkpoint(r_); }); }
+  void checkpoint() {
+    guarded_write("checkpoint", r_.step, r_.dir, [&] { save_checkpoint(r_); });
+    report();
+  }
+  void report();
   TrainResult interrupted(int sig);
   TrainResult finished();
   [[noreturn]] void stop_non_finite(const char* what, double value) const;
@@ -560,6 +565,17 @@ void Trainer::stop_non_finite(const char* what, double value) const {
                                                  : "the last good checkpoint is " + newest));
 }
 
+// The run's page, rewritten at every checkpoint so a long run can be watched by reloading it. It is a view of
+// the run, so a failure to write it is a warning, never the end of training.
+void Trainer::report() {
+  if (!opt_.report) return;
+  try {
+    write_report({r_.dir.string()});
+  } catch (const std::exception& e) {
+    log_->warn("report: not written: {}", e.what());
+  }
+}
+
 TrainResult Trainer::interrupted(int sig) {
   if (tty_) fmt::print(stderr, "\n");
   log_->warn("{} at step {}: checkpoint written. Resume with: qkv train --resume {}",
@@ -576,8 +592,9 @@ TrainResult Trainer::finished() {
     save(*r_.model, (r_.dir / "model.safetensors").string(), model_metadata(mc, r_.config, *r_.data));
   });
   result_.steps = r_.step;
-  log_->info("done: {} steps; outputs in {} (model.safetensors, metrics.jsonl, train.log, checkpoints/)", r_.step,
-             r_.dir.string());
+  report();
+  log_->info("done: {} steps; outputs in {} (model.safetensors, metrics.jsonl, train.log, checkpoints/, report.html)",
+             r_.step, r_.dir.string());
   // A signal that arrived at the end or during the final save ends the process with its code, after the save.
   if (const int sig = g_signal.load(); sig != 0) {
     log_->warn("{} during the final save: the run is complete", sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");

@@ -26,6 +26,7 @@ struct TrainOptions {
   std::string resume_dir{};  ///< continue this run from its latest checkpoint
   bool force = false;      ///< replace an existing run directory
   bool quiet = false;      ///< no console output (tests)
+  bool report = true;      ///< write RUN_DIR/report.html at each checkpoint and at the end
   /// Called after every step (tests use it to inject signals).
   std::function<void(std::int64_t step)> on_step{};
 };

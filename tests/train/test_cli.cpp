@@ -3,9 +3,7 @@
 #include <qkv/train/cli.h>
 #include <qkv/train/safetensors.h>
 
-#include <fcntl.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cmath>
@@ -98,32 +96,14 @@ TEST_CASE("an unfinished run is read from its latest checkpoint") {
 }
 
 namespace {
-struct Output {
-  int code;
-  std::string out, err;
-};
+// Runs the CLI with stdout and stderr captured.
+test::CliOutput capture(std::vector<std::string> args) {
+  args.insert(args.begin(), "qkv");
+  return test::run_cli_captured(args, tmp_dir());
+}
 std::string slurp(const std::string& path) {
   std::ifstream in(path);
   return {(std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()};
-}
-// Runs the CLI with stdout and stderr captured (the file descriptors themselves, so fmt, spdlog and iostreams all
-// land in them).
-Output capture(std::vector<std::string> args) {
-  const std::string out = tmp_dir() + "/stdout.txt", err = tmp_dir() + "/stderr.txt";
-  std::fflush(stdout);
-  std::fflush(stderr);
-  const int saved_out = ::dup(1), saved_err = ::dup(2);
-  const int fo = ::open(out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  const int fe = ::open(err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  ::dup2(fo, 1);
-  ::dup2(fe, 2);
-  const int code = cli(std::move(args));
-  std::fflush(stdout);
-  std::fflush(stderr);
-  ::dup2(saved_out, 1);
-  ::dup2(saved_err, 2);
-  for (int fd : {fo, fe, saved_out, saved_err}) ::close(fd);
-  return {code, slurp(out), slurp(err)};
 }
 // A copy of a trained model file with its tensors or metadata changed.
 std::string craft(const std::string& from, const std::string& name,
