@@ -37,15 +37,7 @@ Config config_from_metadata(const std::map<std::string, std::string>& meta, cons
   } catch (const nlohmann::json::exception& e) {
     fail("{}: the qkv.data metadata has a value of the wrong type: {}", path, e.what());
   }
-  // The ranges a config gets, so the file cannot ask for what no config could.
-  const auto& d = c.data;
-  const std::vector<std::string> tasks = {"copy", "reverse", "sort", "recall", "text", "jsonl"};
-  QKV_CHECK(std::find(tasks.begin(), tasks.end(), d.task) != tasks.end(), "{}: qkv.data: unknown task \"{}\"", path,
-            d.task);
-  QKV_CHECK(d.vocab_size >= 2 && d.vocab_size <= 1'000'000 && d.seq_len >= 1 && d.seq_len <= 100'000 &&
-                d.val_size >= 1 && d.val_size <= 10'000'000,
-            "{}: qkv.data: vocab_size = {}, seq_len = {} or val_size = {} is out of range", path, d.vocab_size,
-            d.seq_len, d.val_size);
+  check_ranges(c, path + ": qkv.data");  // the config's ranges: the file cannot ask for what no config could
   return c;
 }
 

@@ -375,6 +375,11 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return parse_config(ss.str(), path, overrides);
 }
 
+void check_ranges(const Config& config, const std::string& source) {
+  Config c = config;
+  for (const auto& s : specs()) check_range(s, c, source);
+}
+
 std::string to_toml(const Config& config) {
   Config c = config;
   std::string out, section;

@@ -66,6 +66,9 @@ std::vector<ConfigKeyDoc> config_reference();
 Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
 /// The same from TOML text; `source` names it in errors.
 Config parse_config(const std::string& text, const std::string& source, const std::vector<std::string>& overrides = {});
+/// The type-independent checks of every key (ranges, allowed names) on a Config built elsewhere, such as from a
+/// model file's metadata; `source` names it in errors.
+void check_ranges(const Config& config, const std::string& source);
 /// The resolved config as TOML (every key, with defaults filled in).
 std::string to_toml(const Config& config);
 
