@@ -105,14 +105,17 @@ Tensor embedding(const Tensor& weight, const Tensor& ids);
 /// variance (torch.nn.functional.layer_norm). x (..., D), weight and bias (D). Fused: one pass per row each way.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 /// Fused multi-head attention: q, k (B, T, H*dk) and v (B, T, H*dv), heads packed in the last dim as the
-/// projections produce them. Returns out (B, T, H*dv) = softmax(q k^T / sqrt(dk) + masks) v per head, and the
-/// weights (B, H, T, T) for inspection (not differentiable: gradients flow through `out`). causal hides keys
-/// j > i; key_padding_mask (B, T), nonzero where a key is padding.
+/// projections produce them. Returns out (B, T, H*dv) = softmax(q k^T / sqrt(dk) + masks) v per head and, when
+/// need_weights, the weights (B, H, T, T) for inspection: computed on request from the forward's row statistics,
+/// outside the graph (changing them cannot change a gradient). Training memory is O(B*H*T): the T x T weights are
+/// never kept (FlashAttention-2's online softmax; backward recomputes them by blocks). causal hides keys j > i;
+/// key_padding_mask (B, T), nonzero where a key is padding; a row with every key hidden outputs NaN, as in torch,
+/// and passes no gradient (its dq is 0 and it adds nothing to dk, dv).
 std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v, std::int64_t heads,
-                                    bool causal, const Tensor& key_padding_mask = {});
+                                    bool causal, const Tensor& key_padding_mask = {}, bool need_weights = true);
 /// The same on one packed tensor (B, T, H*(2*dk + dv)) = [q | k | v], as a single fused projection produces it.
 std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads, std::int64_t dk, std::int64_t dv,
-                                           bool causal, const Tensor& key_padding_mask = {});
+                                           bool causal, const Tensor& key_padding_mask = {}, bool need_weights = true);
 /// Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !training or p = 0.
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen = default_generator());
 

@@ -37,12 +37,12 @@ SelfAttention::SelfAttention(SelfAttentionOptions options, Generator& gen) : opt
   w_v = register_module("w_v", std::make_shared<Linear>(options_.d_model, options_.d_v, options_.bias, gen));
 }
 
-AttentionResult SelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask) {
+AttentionResult SelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
   // x is (B, T, D); q, k are (B, T, d_k); v is (B, T, d_v); the padding mask (B, T) becomes (B, 1, T)
   check_input("SelfAttention", x, options_.d_model, key_padding_mask);
   auto [out, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), 1, options_.d_k, options_.d_v,
-                                         options_.causal, key_padding_mask);
-  return {out, reshape(weights, {x.size(0), x.size(1), x.size(1)})};
+                                         options_.causal, key_padding_mask, need_weights);
+  return {out, need_weights ? reshape(weights, {x.size(0), x.size(1), x.size(1)}) : Tensor()};
 }
 
 MultiHeadSelfAttention::MultiHeadSelfAttention(std::int64_t d_model, std::int64_t heads, bool causal, bool bias,
@@ -58,12 +58,12 @@ MultiHeadSelfAttention::MultiHeadSelfAttention(std::int64_t d_model, std::int64_
   w_o = register_module("w_o", std::make_shared<Linear>(d_model, d_model, bias, gen));
 }
 
-AttentionResult MultiHeadSelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask) {
+AttentionResult MultiHeadSelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
   // x is (B, T, D); per head (B, H, T, D/H); the padding mask (B, T) becomes (B, 1, 1, T)
   check_input("MultiHeadSelfAttention", x, d_model_, key_padding_mask);
   const std::int64_t hd = d_model_ / heads_;
   auto [merged, weights] =
-      attention_packed(project_qkv(x, *w_q, *w_k, *w_v), heads_, hd, hd, causal_, key_padding_mask);
+      attention_packed(project_qkv(x, *w_q, *w_k, *w_v), heads_, hd, hd, causal_, key_padding_mask, need_weights);
   return {w_o->forward(merged), weights};
 }
 

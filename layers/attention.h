@@ -25,9 +25,10 @@ class SelfAttention : public Module {
  public:
   explicit SelfAttention(SelfAttentionOptions options, Generator& gen = default_generator());
   /// x is (B, T, d_model); key_padding_mask (B, T), nonzero where a key is padding (optional). Returns (B, T, d_v).
-  Tensor forward(const Tensor& x) override { return attend(x).out; }
-  /// The output and the (B, T, T) attention weights.
-  AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {});
+  Tensor forward(const Tensor& x) override { return attend(x, {}, false).out; }
+  /// The output and, when need_weights, the (B, T, T) attention weights: computed on request, detached (for
+  /// inspection; training keeps only O(B*T) per layer, see core/ops.h attention).
+  AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {}, bool need_weights = true);
   std::string name() const override { return "SelfAttention"; }
   const SelfAttentionOptions& options() const { return options_; }
 
@@ -43,9 +44,9 @@ class MultiHeadSelfAttention : public Module {
  public:
   MultiHeadSelfAttention(std::int64_t d_model, std::int64_t heads, bool causal = false, bool bias = false,
                          Generator& gen = default_generator());
-  Tensor forward(const Tensor& x) override { return attend(x).out; }
-  /// x is (B, T, D); returns (B, T, D) and per-head weights (B, H, T, T).
-  AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {});
+  Tensor forward(const Tensor& x) override { return attend(x, {}, false).out; }
+  /// x is (B, T, D); returns (B, T, D) and, when need_weights, per-head weights (B, H, T, T), detached.
+  AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {}, bool need_weights = true);
   std::string name() const override { return "MultiHeadSelfAttention"; }
   std::int64_t heads() const { return heads_; }
 

@@ -33,7 +33,7 @@ SeedModel::SeedModel(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
 }
 
 Tensor SeedModel::logits(const Tensor& ids, std::vector<Tensor>* attention) {
-  auto [out, weights] = attn->attend(embed(*tok_emb, *pos_emb, ids));
+  auto [out, weights] = attn->attend(embed(*tok_emb, *pos_emb, ids), {}, attention != nullptr);
   if (attention != nullptr) *attention = {unsqueeze(weights, 1)};  // (B, 1, T, T): one head
   return head->forward(out);
 }

@@ -40,7 +40,7 @@ TransformerBlock::TransformerBlock(TransformerBlockOptions o, Generator& gen) {
 }
 
 Tensor TransformerBlock::forward(const Tensor& x, Tensor* attention, const Tensor& key_padding_mask) {
-  auto [a, weights] = attn->attend(ln1->forward(x), key_padding_mask);
+  auto [a, weights] = attn->attend(ln1->forward(x), key_padding_mask, attention != nullptr);
   if (attention != nullptr) *attention = weights;
   const Tensor h = x + drop->forward(a);
   return h + drop->forward(mlp->forward(ln2->forward(h)));

@@ -1,13 +1,16 @@
-// Fused multi-head scaled dot-product attention. Legend: B batch, T sequence, H heads, d head width.
+// Fused multi-head scaled dot-product attention in O(B*H*T) extra memory (FlashAttention-2, Dao 2023).
+// Legend: B batch, T sequence, H heads, d head width; Bq, Bk the query and key block sizes.
 // q, k are (B, T, H*dk) and v is (B, T, H*dv) exactly as the projections produce them: head h of batch b is a
 // (T, d) block with row stride H*d, read through strided Eigen maps, so heads are never permuted into copies.
-// Each (b, h) is independent, so forward and backward run one OpenMP loop over B*H, with Eigen GEMMs inside
-// (Eigen does not nest threads inside a parallel region). Fused because the composed version spent its time
-// in permute copies, a (B,H,T,T) masked_fill pass and per-op graph overhead.
+// Forward walks key blocks with an online softmax and keeps one log-sum-exp per query row (never the T x T
+// weights); backward recomputes each score block from q, k and that statistic. Causal blocks above the diagonal
+// are skipped both ways. Every block split is fixed by the sizes (and the cache), never by the thread count,
+// and each (b, h) runs its backward on one thread: results are identical for any number of threads.
 #include "qkv/core/ops/kernel.h"
 
 #include <Eigen/Core>
 
+#include <atomic>
 #include <cmath>
 #include <limits>
 
@@ -20,6 +23,8 @@ template <class T>
 using Strided = Eigen::Map<MatR<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using CStrided = Eigen::Map<const MatR<T>, 0, Eigen::OuterStride<>>;
+template <class T>
+using Col = Eigen::Array<T, Eigen::Dynamic, 1>;
 
 struct Dims {
   std::int64_t b, t, h, dk, dv;
@@ -28,100 +33,211 @@ struct Dims {
 // Work below this many multiply-adds per call stays on one thread (a parallel region costs microseconds).
 constexpr double kParallelWork = 1 << 18;
 
-}  // namespace
-
-namespace {
-
 // Where q, k, v live: each is a (B, T, H*d) column range [offset, offset + H*d) of rows `stride` wide. Separate
 // tensors have offset 0 and stride H*d; a packed [q | k | v] projection shares one buffer and one stride.
 struct Layout {
   std::int64_t q_off, k_off, v_off, stride_q, stride_k, stride_v;
 };
 
+// Block sizes from the running machine's cache (Eigen reads it with cpuid), not constants tuned on one CPU: a key
+// block's K and V rows plus a (Bq, Bk) score block and its gradient stay within half the L2 cache. Up to T <= Bk
+// (every shipped config) there is a single key block, as in the plain kernel.
+struct Blocks {
+  std::int64_t q, k;
+};
+std::atomic<std::int64_t> g_forced_q{0}, g_forced_k{0};  // tests: kernel::set_attention_blocks
+
+Blocks blocks_for(const Dims& d, std::size_t elem) {
+  if (g_forced_q.load() > 0) return {g_forced_q.load(), g_forced_k.load()};
+  constexpr std::int64_t kBq = 64, kMinBk = 64, kMaxBk = 1024;
+  const double budget = double(Eigen::l2CacheSize()) / 2;
+  std::int64_t bk = kMinBk;
+  while (bk < kMaxBk && double(2 * bk) * double(d.dk + d.dv + 2 * kBq) * double(elem) <= budget) bk *= 2;
+  return {kBq, bk};
+}
+
+// Everything one (b, h) head reads, as strided maps; blocks are row ranges of these.
+template <class T>
+struct Head {
+  CStrided<T> q, k, v;
+  const unsigned char* pad;  // (T) key flags of batch b, or nullptr
+};
+template <class T>
+Head<T> head_of(const T* pq, const T* pk, const T* pv, const Layout& L, const Dims& d, std::int64_t bh,
+                const std::vector<unsigned char>& pad) {
+  const std::int64_t b = bh / d.h, h = bh % d.h;
+  return {CStrided<T>(pq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q)),
+          CStrided<T>(pk + b * d.t * L.stride_k + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_k)),
+          CStrided<T>(pv + b * d.t * L.stride_v + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(L.stride_v)),
+          pad.empty() ? nullptr : pad.data() + b * d.t};
+}
+
+// S = scale * Q_i K_j^T for queries [i0, i0 + S.rows()) and keys [j0, j0 + S.cols()), masked keys set to -inf.
+template <class T>
+void scores(const Head<T>& hd, std::int64_t i0, std::int64_t j0, bool causal, double scale, MatR<T>& S) {
+  const std::int64_t nq = S.rows(), nk = S.cols();
+  S.noalias() = hd.q.middleRows(i0, nq) * hd.k.middleRows(j0, nk).transpose();
+  S *= T(scale);
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  if (hd.pad != nullptr)
+    for (std::int64_t c = 0; c < nk; ++c)
+      if (hd.pad[j0 + c]) S.col(c).setConstant(kNegInf);
+  if (causal && j0 + nk - 1 > i0)  // the block reaches above the diagonal: key j > query i is hidden
+    for (std::int64_t r = 0; r < nq; ++r)
+      for (std::int64_t c = std::max<std::int64_t>(0, i0 + r + 1 - j0); c < nk; ++c) S(r, c) = kNegInf;
+}
+
+// Keys [j0, ...) that query block [i0, i0 + nq) can see: all of them, or (causal) up to its last query.
+std::int64_t key_end(std::int64_t t, std::int64_t i0, std::int64_t nq, bool causal) {
+  return causal ? std::min(t, i0 + nq) : t;
+}
+
+// One query block: online softmax over key blocks. Writes O rows and lse = m + log(l) per row; a fully masked
+// row has l = 0, so its output is 0/0 = NaN and its lse -inf, as torch gives NaN there.
+template <class T>
+void forward_block(const Head<T>& hd, std::int64_t i0, std::int64_t nq, const Blocks& bl, const Dims& d, bool causal,
+                   double scale, Strided<T>& O, T* lse, MatR<T>& S, MatR<T>& acc) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  Col<T> m = Col<T>::Constant(nq, kNegInf), l = Col<T>::Zero(nq);
+  acc.setZero(nq, d.dv);
+  const std::int64_t end = key_end(d.t, i0, nq, causal);
+  for (std::int64_t j0 = 0; j0 < end; j0 += bl.k) {
+    const std::int64_t nk = std::min(bl.k, end - j0);
+    S.resize(nq, nk);
+    scores(hd, i0, j0, causal, scale, S);
+    for (std::int64_t r = 0; r < nq; ++r) {
+      const T m_new = std::max(m(r), S.row(r).maxCoeff());
+      if (m_new == kNegInf) {  // every key so far is masked: nothing to add
+        S.row(r).setZero();
+        continue;
+      }
+      const T alpha = std::exp(m(r) - m_new);  // rescales what earlier blocks added (0 when there were none)
+      S.row(r) = (S.row(r).array() - m_new).exp().matrix();
+      l(r) = l(r) * alpha + S.row(r).sum();
+      acc.row(r) *= alpha;
+      m(r) = m_new;
+    }
+    acc.noalias() += S * hd.v.middleRows(j0, nk);
+  }
+  for (std::int64_t r = 0; r < nq; ++r) {
+    O.row(i0 + r) = acc.row(r) * (T(1) / l(r));
+    lse[i0 + r] = m(r) + std::log(l(r));
+  }
+}
+
 std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, const Tensor& tv, const Layout& L,
                                             const Dims& d, bool causal, const std::vector<unsigned char>& pad) {
+  // out (B, T, H*dv); lse (B, H, T): all that backward needs besides q, k, v and out.
   Tensor out = Tensor::empty({d.b, d.t, d.h * d.dv}, tq.dtype());
-  Tensor weights = Tensor::empty({d.b, d.h, d.t, d.t}, tq.dtype());
+  Tensor lse = Tensor::empty({d.b, d.h, d.t}, tq.dtype());
   const double scale = 1.0 / std::sqrt(static_cast<double>(d.dk));
   const double work = double(d.b * d.h) * double(d.t * d.t) * double(d.dk + d.dv);
   kernel::dispatch("attention", tq.dtype(), [&](auto tag) {
     using T = decltype(tag);
+    const Blocks bl = blocks_for(d, sizeof(T));
+    const std::int64_t qblocks = (d.t + bl.q - 1) / bl.q, so = d.h * d.dv;
     const T *pq = tq.data<T>() + L.q_off, *pk = tk.data<T>() + L.k_off, *pv = tv.data<T>() + L.v_off;
-    T *po = out.data<T>(), *pw = weights.data<T>();
-    const std::int64_t so = d.h * d.dv;
-    kernel::parallel_for(d.b * d.h, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t bh = lo; bh < hi; ++bh) {
-      const std::int64_t b = bh / d.h, h = bh % d.h;
-      const CStrided<T> Q(pq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q));
-      const CStrided<T> K(pk + b * d.t * L.stride_k + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_k));
-      const CStrided<T> V(pv + b * d.t * L.stride_v + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(L.stride_v));
-      Eigen::Map<MatR<T>> S(pw + bh * d.t * d.t, d.t, d.t);
-      S.noalias() = Q * K.transpose();
-      // Scale, mask (weight exactly 0 for masked keys), softmax per row; a fully masked row is NaN, as in torch.
-      for (std::int64_t i = 0; i < d.t; ++i) {
-        T* row = &S(i, 0);
-        const std::int64_t visible = causal ? i + 1 : d.t;
-        T m = -std::numeric_limits<T>::infinity();
-        for (std::int64_t j = 0; j < visible; ++j)
-          if (pad.empty() || !pad[static_cast<std::size_t>(b * d.t + j)]) m = std::max(m, row[j] * T(scale));
-        T sum = 0;
-        for (std::int64_t j = 0; j < d.t; ++j) {
-          const bool masked = j >= visible || (!pad.empty() && pad[static_cast<std::size_t>(b * d.t + j)]);
-          row[j] = masked ? T(-std::numeric_limits<T>::infinity()) : row[j] * T(scale) - m;
-        }
-        Eigen::Map<Eigen::Array<T, Eigen::Dynamic, 1>> r(row, d.t);
-        r = r.exp();  // vectorised; exp(-inf) = 0 for masked keys
-        sum = r.sum();
-        r *= T(1) / sum;
+    T *po = out.data<T>(), *pl = lse.data<T>();
+    // Parallel over (batch, head, query block): each block's rows are computed the same way on any thread.
+    kernel::parallel_for(d.b * d.h * qblocks, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
+      MatR<T> S, acc;  // scratch per thread
+      for (std::int64_t w = lo; w < hi; ++w) {
+        const std::int64_t bh = w / qblocks, i0 = (w % qblocks) * bl.q;
+        const Head<T> hd = head_of(pq, pk, pv, L, d, bh, pad);
+        Strided<T> O(po + (bh / d.h) * d.t * so + (bh % d.h) * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
+        forward_block(hd, i0, std::min(bl.q, d.t - i0), bl, d, causal, scale, O, pl + bh * d.t, S, acc);
       }
-      Strided<T> O(po + b * d.t * so + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
-      O.noalias() = S * V;
-    }
     });
   });
-  return {out, weights};
+  return {out, lse};
 }
 
-// Writes dq, dk, dv into the buffers gq, gk, gv laid out as L describes (they may be one buffer).
-void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, const Tensor& w, const Tensor& g,
-                        const Tensor& gq, const Tensor& gk, const Tensor& gv, const Layout& L, const Dims& d) {
-  // Per (b, h), with S the softmax weights and dO = g:
-  //   dV = S^T dO;  dP = dO V^T;  dZ = S * (dP - rowsum(dP * S)) * scale;  dQ = dZ K;  dK = dZ^T Q
-  // Masked weights are 0, so their dZ is 0 too.
+// One (b, h) head's gradients, FlashAttention-2's backward in one pass: for each key block j and each query block
+// i that sees it, P = exp(S - lse) is recomputed, then with Di = rowsum(dO_i * O_i):
+//   dV_j += P^T dO_i;  dP = dO_i V_j^T;  dS = P * (dP - Di) * scale;  dQ_i += dS K_j;  dK_j += dS^T Q_i.
+// Masked scores are -inf, so P and dS are 0 there. dq, dk, dv must start at zero.
+template <class T>
+void backward_head(const Head<T>& hd, const CStrided<T>& O, const CStrided<T>& dO, const T* lse, const Blocks& bl,
+                   const Dims& d, bool causal, double scale, Strided<T>& dQ, Strided<T>& dK, Strided<T>& dV,
+                   MatR<T>& S, MatR<T>& dP) {
+  Col<T> D = (dO.array() * O.array()).rowwise().sum();
+  // A row whose keys are all hidden (lse = -inf) output NaN; it passes no gradient rather than spreading NaN into
+  // every dK and dV row: its P and D are taken as 0.
+  for (std::int64_t i = 0; i < d.t; ++i)
+    if (lse[i] == -std::numeric_limits<T>::infinity()) D(i) = 0;
+  for (std::int64_t j0 = 0; j0 < d.t; j0 += bl.k) {
+    const std::int64_t nk = std::min(bl.k, d.t - j0);
+    // Causal: query blocks wholly above the diagonal (their last query < j0) see none of these keys.
+    for (std::int64_t i0 = causal ? j0 / bl.q * bl.q : 0; i0 < d.t; i0 += bl.q) {
+      const std::int64_t nq = std::min(bl.q, d.t - i0);
+      S.resize(nq, nk);
+      scores(hd, i0, j0, causal, scale, S);
+      for (std::int64_t r = 0; r < nq; ++r) {
+        if (lse[i0 + r] == -std::numeric_limits<T>::infinity()) S.row(r).setZero();
+        else S.row(r) = (S.row(r).array() - lse[i0 + r]).exp().matrix();
+      }
+      dV.middleRows(j0, nk).noalias() += S.transpose() * dO.middleRows(i0, nq);
+      dP.noalias() = dO.middleRows(i0, nq) * hd.v.middleRows(j0, nk).transpose();
+      for (std::int64_t r = 0; r < nq; ++r)
+        dP.row(r) = (S.row(r).array() * (dP.row(r).array() - D(i0 + r)) * T(scale)).matrix();
+      dQ.middleRows(i0, nq).noalias() += dP * hd.k.middleRows(j0, nk);
+      dK.middleRows(j0, nk).noalias() += dP.transpose() * hd.q.middleRows(i0, nq);
+    }
+  }
+}
+
+// Writes dq, dk, dv into the zeroed buffers gq, gk, gv laid out as L describes (they may be one buffer).
+void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, const Tensor& out, const Tensor& lse,
+                        const Tensor& g, const Tensor& gq, const Tensor& gk, const Tensor& gv, const Layout& L,
+                        const Dims& d, bool causal, const std::vector<unsigned char>& pad) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(d.dk));
   const double work = double(d.b * d.h) * double(d.t * d.t) * double(d.dk + d.dv);
   kernel::dispatch("attention_backward", tq.dtype(), [&](auto tag) {
     using T = decltype(tag);
+    const Blocks bl = blocks_for(d, sizeof(T));
     const T *pq = tq.data<T>() + L.q_off, *pk = tk.data<T>() + L.k_off, *pv = tv.data<T>() + L.v_off;
-    const T *pw = w.data<T>(), *pg = g.data<T>();
+    const T *po = out.data<T>(), *pg = g.data<T>(), *pl = lse.data<T>();
     T *pdq = gq.data<T>() + L.q_off, *pdk = gk.data<T>() + L.k_off, *pdv = gv.data<T>() + L.v_off;
     const std::int64_t so = d.h * d.dv;
+    // Parallel over (batch, head): dK and dV sum over query blocks, so one thread owns a head (no atomics, and
+    // the same order of additions for any thread count).
     kernel::parallel_for(d.b * d.h, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
-      MatR<T> dP(d.t, d.t);  // one scratch matrix per thread
+      MatR<T> S, dP;  // scratch per thread
       for (std::int64_t bh = lo; bh < hi; ++bh) {
         const std::int64_t b = bh / d.h, h = bh % d.h;
-        const std::int64_t oq = b * d.t * L.stride_q + h * d.dk, ok = b * d.t * L.stride_k + h * d.dk;
-        const std::int64_t ov = b * d.t * L.stride_v + h * d.dv;
-        const CStrided<T> Q(pq + oq, d.t, d.dk, Eigen::OuterStride<>(L.stride_q));
-        const CStrided<T> K(pk + ok, d.t, d.dk, Eigen::OuterStride<>(L.stride_k));
-        const CStrided<T> V(pv + ov, d.t, d.dv, Eigen::OuterStride<>(L.stride_v));
+        const Head<T> hd = head_of(pq, pk, pv, L, d, bh, pad);
+        const CStrided<T> O(po + b * d.t * so + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
         const CStrided<T> dO(pg + b * d.t * so + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
-        const Eigen::Map<const MatR<T>> S(pw + bh * d.t * d.t, d.t, d.t);
-        Strided<T> dQ(pdq + oq, d.t, d.dk, Eigen::OuterStride<>(L.stride_q));
-        Strided<T> dK(pdk + ok, d.t, d.dk, Eigen::OuterStride<>(L.stride_k));
-        Strided<T> dV(pdv + ov, d.t, d.dv, Eigen::OuterStride<>(L.stride_v));
-        dV.noalias() = S.transpose() * dO;
-        dP.noalias() = dO * V.transpose();
-        for (std::int64_t i = 0; i < d.t; ++i) {
-          T dot = 0;
-          for (std::int64_t j = 0; j < d.t; ++j) dot += dP(i, j) * S(i, j);
-          for (std::int64_t j = 0; j < d.t; ++j) dP(i, j) = S(i, j) * (dP(i, j) - dot) * T(scale);
-        }
-        dQ.noalias() = dP * K;
-        dK.noalias() = dP.transpose() * Q;
+        Strided<T> dQ(pdq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q));
+        Strided<T> dK(pdk + b * d.t * L.stride_k + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_k));
+        Strided<T> dV(pdv + b * d.t * L.stride_v + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(L.stride_v));
+        backward_head(hd, O, dO, pl + bh * d.t, bl, d, causal, scale, dQ, dK, dV, S, dP);
       }
     });
   });
+}
+
+// The (B, H, T, T) weights, for inspection only: exp(S - lse) row by row, from the statistics forward kept.
+// Not part of the graph, so changing them can never change a gradient.
+Tensor attention_weights(const Tensor& tq, const Tensor& tk, const Tensor& lse, const Layout& L, const Dims& d,
+                         bool causal, const std::vector<unsigned char>& pad) {
+  Tensor w = Tensor::empty({d.b, d.h, d.t, d.t}, tq.dtype());
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d.dk));
+  kernel::dispatch("attention_weights", tq.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *pq = tq.data<T>() + L.q_off, *pk = tk.data<T>() + L.k_off, *pl = lse.data<T>();
+    kernel::parallel_for(d.b * d.h, double(d.b * d.h * d.t * d.t) * double(d.dk) > kParallelWork,
+                         [&](std::int64_t lo, std::int64_t hi) {
+      MatR<T> S(d.t, d.t);
+      for (std::int64_t bh = lo; bh < hi; ++bh) {
+        const Head<T> hd = head_of(pq, pk, pk, L, d, bh, pad);  // v is not read
+        scores(hd, 0, 0, causal, scale, S);
+        Eigen::Map<MatR<T>> W(w.data<T>() + bh * d.t * d.t, d.t, d.t);
+        for (std::int64_t r = 0; r < d.t; ++r) W.row(r) = (S.row(r).array() - pl[bh * d.t + r]).exp().matrix();
+      }
+    });
+  });
+  return w;
 }
 
 std::vector<unsigned char> padding_flags(const Tensor& mask, const Dims& d) {
@@ -135,8 +251,17 @@ std::vector<unsigned char> padding_flags(const Tensor& mask, const Dims& d) {
 
 }  // namespace
 
+namespace kernel {
+void set_attention_blocks(std::int64_t q, std::int64_t k) {
+  QKV_CHECK((q == 0 && k == 0) || (q > 0 && k > 0), "set_attention_blocks: both sizes positive, or both 0, got {} and {}",
+            q, k);
+  g_forced_q.store(q);
+  g_forced_k.store(k);
+}
+}  // namespace kernel
+
 std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v, std::int64_t heads, bool causal,
-                                    const Tensor& key_padding_mask) {
+                                    const Tensor& key_padding_mask, bool need_weights) {
   kernel::check_same_dtype("attention", q, k);
   kernel::check_same_dtype("attention", q, v);
   QKV_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "attention: q, k, v must be (B, T, H*d), got {}, {}, {}",
@@ -148,20 +273,22 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
             "attention: heads = {} must divide the widths of q ({}) and v ({})", heads, q.size(2), v.size(2));
   const Dims d{q.size(0), q.size(1), heads, q.size(2) / heads, v.size(2) / heads};
   const Layout L{0, 0, 0, q.size(2), k.size(2), v.size(2)};
-  auto result = attention_forward(q, k, v, L, d, causal, padding_flags(key_padding_mask, d));
+  auto pad = padding_flags(key_padding_mask, d);
+  auto [out, lse] = attention_forward(q, k, v, L, d, causal, pad);
+  const Tensor weights = need_weights ? attention_weights(q, k, lse, L, d, causal, pad) : Tensor();
   if (any_requires_grad({&q, &k, &v}))
-    record(result.first, "attention", {&q, &k, &v},
-           [q = q.detach(), k = k.detach(), v = v.detach(), w = result.second, L, d](const Tensor& g) -> Grads {
-             Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
-             Tensor dv = Tensor::empty(v.shape(), v.dtype());
-             attention_backward(q, k, v, w, g, dq, dk, dv, L, d);
+    record(out, "attention", {&q, &k, &v},
+           [q = q.detach(), k = k.detach(), v = v.detach(), o = out.detach(), lse, L, d, causal, pad](const Tensor& g) -> Grads {
+             Tensor dq = Tensor::zeros(q.shape(), q.dtype()), dk = Tensor::zeros(k.shape(), k.dtype());
+             Tensor dv = Tensor::zeros(v.shape(), v.dtype());
+             attention_backward(q, k, v, o, lse, g, dq, dk, dv, L, d, causal, pad);
              return {dq, dk, dv};
            });
-  return result;
+  return {out, weights};
 }
 
 std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads, std::int64_t dk, std::int64_t dv,
-                                           bool causal, const Tensor& key_padding_mask) {
+                                           bool causal, const Tensor& key_padding_mask, bool need_weights) {
   QKV_CHECK(heads > 0 && dk > 0 && dv > 0, "attention: heads, dk and dv must be positive, got {}, {}, {}", heads, dk,
             dv);
   const std::int64_t width = heads * (2 * dk + dv);
@@ -169,14 +296,16 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
             "attention: packed qkv must be (B, T, H*(2*dk + dv)) = (B, T, {}), got {}", width, qkv.shape().str());
   const Dims d{qkv.size(0), qkv.size(1), heads, dk, dv};
   const Layout L{0, heads * dk, 2 * heads * dk, width, width, width};
-  auto result = attention_forward(qkv, qkv, qkv, L, d, causal, padding_flags(key_padding_mask, d));
+  auto pad = padding_flags(key_padding_mask, d);
+  auto [out, lse] = attention_forward(qkv, qkv, qkv, L, d, causal, pad);
+  const Tensor weights = need_weights ? attention_weights(qkv, qkv, lse, L, d, causal, pad) : Tensor();
   if (any_requires_grad({&qkv}))
-    record(result.first, "attention", {&qkv}, [x = qkv.detach(), w = result.second, L, d](const Tensor& g) -> Grads {
-      Tensor dx = Tensor::empty(x.shape(), x.dtype());  // every column is written: q, k and v ranges tile it
-      attention_backward(x, x, x, w, g, dx, dx, dx, L, d);
+    record(out, "attention", {&qkv}, [x = qkv.detach(), o = out.detach(), lse, L, d, causal, pad](const Tensor& g) -> Grads {
+      Tensor dx = Tensor::zeros(x.shape(), x.dtype());  // q, k and v column ranges tile it; each accumulates
+      attention_backward(x, x, x, o, lse, g, dx, dx, dx, L, d, causal, pad);
       return {dx};
     });
-  return result;
+  return {out, weights};
 }
 
 }  // namespace qkv

@@ -95,6 +95,10 @@ inline bool is_suffix(const Shape& inner, const Shape& outer) {
   return inner.numel() > 0;
 }
 
+/// Tests only: forces the fused attention's query and key block sizes (0, 0 = chosen from the cache, the default),
+/// so that small inputs exercise several blocks.
+void set_attention_blocks(std::int64_t q, std::int64_t k);
+
 /// Elementwise loops at least this long are split across threads.
 inline constexpr std::int64_t kParallelElements = 1 << 15;
 

@@ -1,6 +1,7 @@
 #include "../support.h"
 
 #include <qkv/core/gradcheck.h>
+#include <qkv/core/ops/kernel.h>
 
 #include <cmath>
 #include <limits>
@@ -68,4 +69,90 @@ TEST_CASE("fused attention bad input") {
   CHECK_ERROR(attention(q, q, q, 3, false), "attention: heads = 3 must divide the widths of q (4) and v (4)");
   CHECK_ERROR(attention(q, q, q, 1, false, Tensor::zeros({2, 4})), "key_padding_mask must be (B, T) = (2, 3), got [2, 4]");
   CHECK_ERROR(attention_packed(q, 1, 2, 2, false), "packed qkv must be (B, T, H*(2*dk + dv)) = (B, T, 6), got [2, 3, 4]");
+}
+
+namespace {
+// Small blocks for the duration of a scope, so a short sequence spans several query and key blocks.
+struct SmallBlocks {
+  SmallBlocks(std::int64_t q, std::int64_t k) { kernel::set_attention_blocks(q, k); }
+  ~SmallBlocks() { kernel::set_attention_blocks(0, 0); }
+};
+}  // namespace
+
+TEST_CASE("blocked attention (online softmax over key blocks, causal blocks skipped) equals the composed ops") {
+  // T = 19 with query blocks of 4 and key blocks of 8: partial blocks at both ends, diagonal blocks, and (causal)
+  // key blocks wholly above the diagonal that forward and backward skip.
+  const SmallBlocks small(4, 8);
+  Tensor pad = Tensor::zeros({2, 19});
+  for (int j : {3, 5, 6, 17}) pad.data<float>()[19 + j] = 1;  // batch 1 hides keys 3, 5, 6 and 17
+  for (const bool causal : {false, true}) {
+    for (const bool padded : {false, true}) {
+      INFO("causal ", causal, " padded ", padded);
+      const Tensor q = test::leaf({2, 19, 6}, 11), k = test::leaf({2, 19, 6}, 12), v = test::leaf({2, 19, 4}, 13);
+      const Tensor mask = padded ? pad : Tensor();
+      const auto [ref_out, ref_w] = reference(q, k, v, 2, causal, mask);
+      const Tensor r = test::leaf(ref_out.shape(), 14);
+      auto grads = [&](const Tensor& out) {
+        for (const Tensor* x : {&q, &k, &v}) x->grad().defined() ? (void)x->grad().zero_() : (void)0;
+        sum(out * r).backward();
+        return std::vector<Tensor>{q.grad().clone(), k.grad().clone(), v.grad().clone()};
+      };
+      const auto ref_g = grads(ref_out);
+      const auto [out, w] = attention(q, k, v, 2, causal, mask);
+      const auto g = grads(out);
+      CHECK_CLOSE(out, ref_out, 1e-12, 1e-12);
+      CHECK_CLOSE(w, ref_w, 1e-12, 1e-12);
+      for (int i = 0; i < 3; ++i) CHECK_CLOSE(g[static_cast<std::size_t>(i)], ref_g[static_cast<std::size_t>(i)], 1e-11, 1e-11);
+    }
+  }
+  const Tensor q = test::leaf({1, 11, 4}, 15), k = test::leaf({1, 11, 4}, 16), v = test::leaf({1, 11, 6}, 17);
+  for (const bool causal : {false, true})
+    CHECK(gradcheck([&](Ins x) { return attention(x[0], x[1], x[2], 2, causal).first; }, {q, k, v}));
+  const Tensor packed = test::leaf({1, 11, 2 * (2 + 2 + 3)}, 18);
+  CHECK(gradcheck([&](Ins x) { return attention_packed(x[0], 2, 2, 3, true).first; }, {packed}));
+}
+
+TEST_CASE("attention weights are computed on request and detached: changing them cannot change a gradient") {
+  const Tensor q = test::leaf({1, 4, 4}, 21), k = test::leaf({1, 4, 4}, 22), v = test::leaf({1, 4, 4}, 23);
+  CHECK_FALSE(attention(q, k, v, 1, false, {}, /*need_weights=*/false).second.defined());
+  auto [out, w] = attention(q, k, v, 1, false);
+  CHECK_FALSE(w.requires_grad());
+  sum(out).backward();
+  const auto before = q.grad().to_vector();
+  q.grad().zero_();
+  auto [out2, w2] = attention(q, k, v, 1, false);
+  w2.fill_(0.0);  // in 0.1 the weights shared storage with what backward used
+  sum(out2).backward();
+  CHECK(q.grad().to_vector() == before);
+}
+
+TEST_CASE("a row whose every key is hidden outputs NaN, as torch does, and passes no gradient") {
+  const Tensor q = test::leaf({1, 3, 2}, 31), k = test::leaf({1, 3, 2}, 32), v = test::leaf({1, 3, 2}, 33);
+  const auto [out, w] = attention(q, k, v, 1, false, Tensor::ones({1, 3}));
+  for (double x : out.to_vector()) CHECK(std::isnan(x));
+  // Causal, key 0 hidden: query 0 sees nothing; queries 1 and 2 see keys 1 and 2 as usual.
+  const Tensor hide0 = Tensor::from(std::vector<double>{1, 0, 0}, {1, 3});
+  const auto [o, cw] = attention(q, k, v, 1, true, hide0);
+  const auto ov = o.to_vector();
+  CHECK(std::isnan(ov[0]));
+  CHECK(std::isfinite(ov[2]));
+  CHECK(std::isfinite(ov[4]));
+  sum(narrow(o, 1, 1, 2)).backward();  // the loss reads only the finite rows
+  const auto gq = q.grad().to_vector(), gk = k.grad().to_vector(), gv = v.grad().to_vector();
+  CHECK(gq[0] == 0.0);
+  CHECK(gq[1] == 0.0);
+  for (double x : gq) CHECK(std::isfinite(x));
+  for (double x : gk) CHECK(std::isfinite(x));
+  for (double x : gv) CHECK(std::isfinite(x));
+  // Everything else is as if position 0 did not exist: the composed ops on positions 1 and 2 alone.
+  const auto tail = [](const Tensor& x) { return narrow(x.detach(), 1, 1, 2).clone().requires_grad_(); };
+  const Tensor q2 = tail(q), k2 = tail(k), v2 = tail(v);
+  const Tensor ref = reference(q2, k2, v2, 1, true, {}).first;
+  CHECK_CLOSE(narrow(o, 1, 1, 2), ref, 1e-12, 1e-12);
+  sum(ref).backward();
+  CHECK_CLOSE(narrow(q.grad(), 1, 1, 2), q2.grad(), 1e-12, 1e-12);
+  CHECK_CLOSE(narrow(k.grad(), 1, 1, 2), k2.grad(), 1e-12, 1e-12);
+  CHECK_CLOSE(narrow(v.grad(), 1, 1, 2), v2.grad(), 1e-12, 1e-12);
+  CHECK(gk[0] == 0.0);  // the hidden key gets nothing
+  CHECK(gv[0] == 0.0);
 }
