@@ -375,12 +375,13 @@ std::uint64_t physical_memory_bytes() {
 
 MemoryEstimate estimate_memory(const Config& c, std::int64_t vocab) {
   // Float32 throughout. Parameters: weights, gradients and two Adam moments. Activations: what forward keeps for
-  // backward, per token (B x T of them), generously counted; the (B, H, T, T) attention weights are the T^2 term.
+  // backward, per token (B x T of them), generously counted. Attention keeps one log-sum-exp per row and head, not
+  // its T x T weights (core/ops/attention.cpp), so nothing here grows with T^2.
   const ModelConfig m = c.model_config(vocab);
   const double d = double(m.d_model), v = double(vocab), t = double(c.data.seq_len), tokens = double(c.train.batch_size) * t;
   const double dff = double(m.d_ff ? m.d_ff : 4 * m.d_model), heads = double(m.kind == "seed" ? 1 : m.heads);
-  const double per_token = m.kind == "seed" ? 10 * d + 2 * t + 4 * v
-                                            : double(m.layers) * (16 * d + 3 * dff + 2 * heads * t) + 4 * d + 4 * v;
+  const double per_token = m.kind == "seed" ? 10 * d + 2 + 4 * v
+                                            : double(m.layers) * (16 * d + 3 * dff + 2 * heads) + 4 * d + 4 * v;
   MemoryEstimate e;
   e.parameters = parameter_count(m);
   e.parameter_bytes = 16 * e.parameters;
@@ -399,7 +400,7 @@ void check_memory(const Config& c, std::int64_t vocab) {
   QKV_CHECK(have == 0 || total <= have,
             "config: this run needs about {:.1f} GB but the machine has {:.1f} GB: parameters and optimizer state {:.1f} "
             "GB ({:.3g} parameters: model.d_model, model.layers, model.d_ff, vocabulary), activations {:.1f} GB "
-            "(train.batch_size x data.seq_len, model.heads x data.seq_len^2), validation data {:.1f} GB "
+            "(train.batch_size x data.seq_len x model.d_model, model.d_ff, model.layers), validation data {:.1f} GB "
             "(data.val_size x data.seq_len)",
             total / 1e9, have / 1e9, e.parameter_bytes / 1e9, e.parameters, e.activation_bytes / 1e9, e.data_bytes / 1e9);
 }
