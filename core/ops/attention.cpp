@@ -10,6 +10,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <limits>
@@ -72,19 +73,48 @@ Head<T> head_of(const T* pq, const T* pk, const T* pv, const Layout& L, const Di
           pad.empty() ? nullptr : pad.data() + b * d.t};
 }
 
-// S = scale * Q_i K_j^T for queries [i0, i0 + S.rows()) and keys [j0, j0 + S.cols()), masked keys set to -inf.
+// Sets the hidden entries of the block (queries from i0, keys from j0) to `value`: padded keys and, with causal,
+// keys after the query.
 template <class T>
-void scores(const Head<T>& hd, std::int64_t i0, std::int64_t j0, bool causal, double scale, MatR<T>& S) {
+void mask_block(const Head<T>& hd, std::int64_t i0, std::int64_t j0, bool causal, MatR<T>& S, T value) {
   const std::int64_t nq = S.rows(), nk = S.cols();
-  S.noalias() = hd.q.middleRows(i0, nq) * hd.k.middleRows(j0, nk).transpose();
-  S *= T(scale);
-  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
   if (hd.pad != nullptr)
     for (std::int64_t c = 0; c < nk; ++c)
-      if (hd.pad[j0 + c]) S.col(c).setConstant(kNegInf);
+      if (hd.pad[j0 + c]) S.col(c).setConstant(value);
   if (causal && j0 + nk - 1 > i0)  // the block reaches above the diagonal: key j > query i is hidden
     for (std::int64_t r = 0; r < nq; ++r)
-      for (std::int64_t c = std::max<std::int64_t>(0, i0 + r + 1 - j0); c < nk; ++c) S(r, c) = kNegInf;
+      for (std::int64_t c = std::max<std::int64_t>(0, i0 + r + 1 - j0); c < nk; ++c) S(r, c) = value;
+}
+
+// S = Q_i K_j^T for queries [i0, i0 + S.rows()) and keys [j0, j0 + S.cols()), hidden keys set to -inf. The
+// 1/sqrt(dk) scale is applied by the callers inside their exp pass (one pass over S instead of two).
+template <class T>
+void scores(const Head<T>& hd, std::int64_t i0, std::int64_t j0, bool causal, MatR<T>& S) {
+  S.noalias() = hd.q.middleRows(i0, S.rows()) * hd.k.middleRows(j0, S.cols()).transpose();
+  mask_block(hd, i0, j0, causal, S, -std::numeric_limits<T>::infinity());
+}
+
+// S(r, c) <- exp(S(r, c) * scale - shift(r)) for the block scores() made, over the whole (contiguous) block as one
+// flat array: row by row, a short row (12 keys) never fills a 16-float packet and every element fell to scalar
+// expf. Hidden entries, and rows whose shift is -inf (all keys hidden), become exactly 0: Eigen's packet exp of
+// -inf is ~5.6e-309 for doubles, not 0, which would leave a hidden (future) key a sliver of weight.
+template <class T, class Shift>
+void exp_shifted(MatR<T>& S, const Head<T>& hd, std::int64_t i0, std::int64_t j0, bool causal, double scale,
+                 Shift&& shift) {
+  constexpr T kNegInf = -std::numeric_limits<T>::infinity();
+  bool empty_rows = false;
+  for (std::int64_t r = 0; r < S.rows(); ++r) {
+    const T sub = shift(r);
+    empty_rows = empty_rows || sub == kNegInf;
+    T* row = &S(r, 0);
+    for (std::int64_t c = 0; c < S.cols(); ++c) row[c] = row[c] * T(scale) - (sub == kNegInf ? T(0) : sub);
+  }
+  Eigen::Map<Col<T>> flat(S.data(), S.size());
+  flat = flat.exp();
+  mask_block(hd, i0, j0, causal, S, T(0));
+  if (empty_rows)
+    for (std::int64_t r = 0; r < S.rows(); ++r)
+      if (shift(r) == kNegInf) S.row(r).setZero();
 }
 
 // Keys [j0, ...) that query block [i0, i0 + nq) can see: all of them, or (causal) up to its last query.
@@ -94,29 +124,38 @@ std::int64_t key_end(std::int64_t t, std::int64_t i0, std::int64_t nq, bool caus
 
 // One query block: online softmax over key blocks. Writes O rows and lse = m + log(l) per row; a fully masked
 // row has l = 0, so its output is 0/0 = NaN and its lse -inf, as torch gives NaN there.
+// Per-thread scratch of the forward, allocated once per thread rather than per block.
+template <class T>
+struct ForwardScratch {
+  MatR<T> S, acc;
+  Col<T> m, l;
+};
+
 template <class T>
 void forward_block(const Head<T>& hd, std::int64_t i0, std::int64_t nq, const Blocks& bl, const Dims& d, bool causal,
-                   double scale, Strided<T>& O, T* lse, MatR<T>& S, MatR<T>& acc) {
+                   double scale, Strided<T>& O, T* lse, ForwardScratch<T>& w) {
   constexpr T kNegInf = -std::numeric_limits<T>::infinity();
-  Col<T> m = Col<T>::Constant(nq, kNegInf), l = Col<T>::Zero(nq);
+  auto &S = w.S, &acc = w.acc;
+  auto &m = w.m, &l = w.l;
+  m.setConstant(nq, kNegInf);
+  l.setZero(nq);
   acc.setZero(nq, d.dv);
   const std::int64_t end = key_end(d.t, i0, nq, causal);
   for (std::int64_t j0 = 0; j0 < end; j0 += bl.k) {
     const std::int64_t nk = std::min(bl.k, end - j0);
     S.resize(nq, nk);
-    scores(hd, i0, j0, causal, scale, S);
-    for (std::int64_t r = 0; r < nq; ++r) {
-      const T m_new = std::max(m(r), S.row(r).maxCoeff());
-      if (m_new == kNegInf) {  // every key so far is masked: nothing to add
-        S.row(r).setZero();
-        continue;
+    scores(hd, i0, j0, causal, S);
+    for (std::int64_t r = 0; r < nq; ++r) {  // the new running max; earlier blocks' sums rescale to it
+      const T m_new = std::max(m(r), S.row(r).maxCoeff() * T(scale));
+      if (j0 > 0 && m_new != kNegInf && m_new != m(r)) {
+        const T alpha = std::exp(m(r) - m_new);  // 0 when nothing was added before
+        l(r) *= alpha;
+        acc.row(r) *= alpha;
       }
-      const T alpha = std::exp(m(r) - m_new);  // rescales what earlier blocks added (0 when there were none)
-      S.row(r) = (S.row(r).array() - m_new).exp().matrix();
-      l(r) = l(r) * alpha + S.row(r).sum();
-      acc.row(r) *= alpha;
       m(r) = m_new;
     }
+    exp_shifted(S, hd, i0, j0, causal, scale, [&](std::int64_t r) { return m(r); });  // all keys hidden so far: 0
+    l += S.rowwise().sum().array();
     acc.noalias() += S * hd.v.middleRows(j0, nk);
   }
   for (std::int64_t r = 0; r < nq; ++r) {
@@ -140,12 +179,12 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, 
     T *po = out.data<T>(), *pl = lse.data<T>();
     // Parallel over (batch, head, query block): each block's rows are computed the same way on any thread.
     kernel::parallel_for(d.b * d.h * qblocks, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
-      MatR<T> S, acc;  // scratch per thread
+      ForwardScratch<T> scratch;
       for (std::int64_t w = lo; w < hi; ++w) {
         const std::int64_t bh = w / qblocks, i0 = (w % qblocks) * bl.q;
         const Head<T> hd = head_of(pq, pk, pv, L, d, bh, pad);
         Strided<T> O(po + (bh / d.h) * d.t * so + (bh % d.h) * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
-        forward_block(hd, i0, std::min(bl.q, d.t - i0), bl, d, causal, scale, O, pl + bh * d.t, S, acc);
+        forward_block(hd, i0, std::min(bl.q, d.t - i0), bl, d, causal, scale, O, pl + bh * d.t, scratch);
       }
     });
   });
@@ -159,8 +198,8 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, 
 template <class T>
 void backward_head(const Head<T>& hd, const CStrided<T>& O, const CStrided<T>& dO, const T* lse, const Blocks& bl,
                    const Dims& d, bool causal, double scale, Strided<T>& dQ, Strided<T>& dK, Strided<T>& dV,
-                   MatR<T>& S, MatR<T>& dP) {
-  Col<T> D = (dO.array() * O.array()).rowwise().sum();
+                   MatR<T>& S, MatR<T>& dP, Col<T>& D) {
+  D = (dO.array() * O.array()).rowwise().sum();
   // A row whose keys are all hidden (lse = -inf) output NaN; it passes no gradient rather than spreading NaN into
   // every dK and dV row: its P and D are taken as 0.
   for (std::int64_t i = 0; i < d.t; ++i)
@@ -171,11 +210,8 @@ void backward_head(const Head<T>& hd, const CStrided<T>& O, const CStrided<T>& d
     for (std::int64_t i0 = causal ? j0 / bl.q * bl.q : 0; i0 < d.t; i0 += bl.q) {
       const std::int64_t nq = std::min(bl.q, d.t - i0);
       S.resize(nq, nk);
-      scores(hd, i0, j0, causal, scale, S);
-      for (std::int64_t r = 0; r < nq; ++r) {
-        if (lse[i0 + r] == -std::numeric_limits<T>::infinity()) S.row(r).setZero();
-        else S.row(r) = (S.row(r).array() - lse[i0 + r]).exp().matrix();
-      }
+      scores(hd, i0, j0, causal, S);
+      exp_shifted(S, hd, i0, j0, causal, scale, [&](std::int64_t r) { return lse[i0 + r]; });  // P
       dV.middleRows(j0, nk).noalias() += S.transpose() * dO.middleRows(i0, nq);
       dP.noalias() = dO.middleRows(i0, nq) * hd.v.middleRows(j0, nk).transpose();
       for (std::int64_t r = 0; r < nq; ++r)
@@ -203,6 +239,7 @@ void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, co
     // the same order of additions for any thread count).
     kernel::parallel_for(d.b * d.h, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
       MatR<T> S, dP;  // scratch per thread
+      Col<T> D;
       for (std::int64_t bh = lo; bh < hi; ++bh) {
         const std::int64_t b = bh / d.h, h = bh % d.h;
         const Head<T> hd = head_of(pq, pk, pv, L, d, bh, pad);
@@ -211,7 +248,7 @@ void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, co
         Strided<T> dQ(pdq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q));
         Strided<T> dK(pdk + b * d.t * L.stride_k + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_k));
         Strided<T> dV(pdv + b * d.t * L.stride_v + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(L.stride_v));
-        backward_head(hd, O, dO, pl + bh * d.t, bl, d, causal, scale, dQ, dK, dV, S, dP);
+        backward_head(hd, O, dO, pl + bh * d.t, bl, d, causal, scale, dQ, dK, dV, S, dP, D);
       }
     });
   });
@@ -231,9 +268,10 @@ Tensor attention_weights(const Tensor& tq, const Tensor& tk, const Tensor& lse, 
       MatR<T> S(d.t, d.t);
       for (std::int64_t bh = lo; bh < hi; ++bh) {
         const Head<T> hd = head_of(pq, pk, pk, L, d, bh, pad);  // v is not read
-        scores(hd, 0, 0, causal, scale, S);
+        scores(hd, 0, 0, causal, S);
         Eigen::Map<MatR<T>> W(w.data<T>() + bh * d.t * d.t, d.t, d.t);
-        for (std::int64_t r = 0; r < d.t; ++r) W.row(r) = (S.row(r).array() - pl[bh * d.t + r]).exp().matrix();
+        exp_shifted(S, hd, 0, 0, causal, scale, [&](std::int64_t r) { return pl[bh * d.t + r]; });
+        W = S;
       }
     });
   });

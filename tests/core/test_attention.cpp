@@ -156,3 +156,21 @@ TEST_CASE("a row whose every key is hidden outputs NaN, as torch does, and passe
   CHECK(gk[0] == 0.0);  // the hidden key gets nothing
   CHECK(gv[0] == 0.0);
 }
+
+TEST_CASE("hidden keys get exactly zero weight in float32 and float64") {
+  // Eigen's packet exp of -inf is ~5.6e-309 for doubles, not 0: a hidden key (a future token) kept a sliver of
+  // weight. Score blocks of 9 to 1600 values cover full packets, narrower tails and scalar ends.
+  for (const DType dtype : {kFloat64, kFloat32}) {
+    for (const std::int64_t t : {3, 12, 27, 40}) {
+      INFO("T = ", t, " ", dtype_name(dtype));
+      const Tensor q = test::leaf({1, t, 8}, 41).to(dtype), k = test::leaf({1, t, 8}, 42).to(dtype);
+      const Tensor v = test::leaf({1, t, 8}, 43).to(dtype);
+      Tensor pad = Tensor::zeros({1, t});
+      pad.data<float>()[1] = 1;
+      const auto w = attention(q, k, v, 1, true, pad).second.to_vector();
+      for (std::int64_t i = 0; i < t; ++i)
+        for (std::int64_t j = 0; j < t; ++j)
+          if (j == 1 || j > i) CHECK(w[static_cast<std::size_t>(i * t + j)] == 0.0);  // padded or in the future
+    }
+  }
+}
