@@ -451,99 +451,96 @@ std::vector<std::int64_t> sample_tokens(const TrainedModel& tm, std::vector<std:
   return out;
 }
 
-int run_cli(int argc, const char* const* argv) {
-  CLI::App app{"qkv: train, inspect and export attention models"};
-  app.set_version_flag("--version", std::string("qkv ") + version());
-  app.require_subcommand(1);
+namespace {
 
-  std::string config_path, resume, target;
-  std::vector<std::string> overrides;
-  bool force = false, json = false;
-
-  auto* train_cmd = app.add_subcommand("train", "train a model from a TOML config");
-  train_cmd->add_option("config", config_path, "config file (e.g. configs/reverse.toml)");
-  train_cmd->add_option("overrides", overrides, "section.key=value overrides, e.g. train.steps=200");
-  train_cmd->add_option("--resume", resume, "continue RUN_DIR from its latest checkpoint");
-  train_cmd->add_flag("--force", force, "replace an existing run directory");
-
-  auto* eval_cmd = app.add_subcommand("eval", "validation metrics of a trained model");
-  eval_cmd->add_option("model", target, "run directory or .safetensors file")->required();
-  eval_cmd->add_flag("--json", json, "print one JSON object");
-
-  auto* info_cmd = app.add_subcommand("info", "resolved config, model summary, parameter count and FLOPs per token");
-  bool keys = false;
-  info_cmd->add_option("config", config_path, "config file");
-  info_cmd->add_flag("--keys", keys, "print every config key with its type, default and meaning");
-  info_cmd->add_option("overrides", overrides, "section.key=value overrides");
-
-  std::string tokens, svg, out, dtype = "f32", prompt;
-  std::int64_t layer = 0, head = 0, length = 200;
+// Every option of every subcommand; CLI11 writes into it.
+struct Args {
+  std::string config_path, resume, target, tokens, svg, out, dtype = "f32", prompt;
+  std::vector<std::string> overrides, report_runs;
+  bool force = false, json = false, keys = false;
+  std::int64_t layer = 0, head = 0, length = 200, bench_steps = 50, bench_warmup = 5;
   double temperature = 1.0;
   std::uint64_t seed = 0;
+};
+struct Commands {
+  CLI::App *train, *eval, *info, *bench, *export_, *predict, *attention, *sample, *report;
+};
 
-  auto* export_cmd = app.add_subcommand("export", "write a run's weights as a safetensors file (PyTorch/numpy read it)");
-  export_cmd->add_option("run_dir", target, "run directory")->required();
-  export_cmd->add_option("--out", out, "output file (default RUN_DIR/model.<dtype>.safetensors)");
-  export_cmd->add_option("--dtype", dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
+// train, eval, info and bench: the commands that read a config or a run.
+void declare_run_commands(CLI::App& app, Args& a, Commands& c) {
+  c.train = app.add_subcommand("train", "train a model from a TOML config");
+  c.train->add_option("config", a.config_path, "config file (e.g. configs/reverse.toml)");
+  c.train->add_option("overrides", a.overrides, "section.key=value overrides, e.g. train.steps=200");
+  c.train->add_option("--resume", a.resume, "continue RUN_DIR from its latest checkpoint");
+  c.train->add_flag("--force", a.force, "replace an existing run directory");
+  c.eval = app.add_subcommand("eval", "validation metrics of a trained model");
+  c.eval->add_option("model", a.target, "run directory or .safetensors file")->required();
+  c.eval->add_flag("--json", a.json, "print one JSON object");
+  c.info = app.add_subcommand("info", "resolved config, model summary, parameter count and FLOPs per token");
+  c.info->add_option("config", a.config_path, "config file");
+  c.info->add_flag("--keys", a.keys, "print every config key with its type, default and meaning");
+  c.info->add_option("overrides", a.overrides, "section.key=value overrides");
+  c.bench = app.add_subcommand("bench", "time training steps (no eval or checkpoint I/O)");
+  c.bench->add_option("config", a.config_path, "config file (e.g. bench/configs/small.toml)")->required();
+  c.bench->add_option("overrides", a.overrides, "section.key=value overrides");
+  c.bench->add_option("--steps", a.bench_steps, "timed steps (default 50)");
+  c.bench->add_option("--warmup", a.bench_warmup, "untimed steps first (default 5)");
+}
 
-  auto* predict_cmd = app.add_subcommand("predict", "the predicted token at every position");
-  predict_cmd->add_option("model", target, "run directory or .safetensors file")->required();
-  predict_cmd->add_option("--tokens", tokens, "input: token ids \"3 1 4\" (text models: text)")->required();
-  predict_cmd->add_flag("--json", json, "print tokens, predictions and logits (seq x vocab) as JSON");
+// export, predict, attention, sample and report: the commands that read a trained model.
+void declare_model_commands(CLI::App& app, Args& a, Commands& c) {
+  c.export_ = app.add_subcommand("export", "write a run's weights as a safetensors file (PyTorch/numpy read it)");
+  c.export_->add_option("run_dir", a.target, "run directory")->required();
+  c.export_->add_option("--out", a.out, "output file (default RUN_DIR/model.<dtype>.safetensors)");
+  c.export_->add_option("--dtype", a.dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
+  c.predict = app.add_subcommand("predict", "the predicted token at every position");
+  c.predict->add_option("model", a.target, "run directory or .safetensors file")->required();
+  c.predict->add_option("--tokens", a.tokens, "input: token ids \"3 1 4\" (text models: text)")->required();
+  c.predict->add_flag("--json", a.json, "print tokens, predictions and logits (seq x vocab) as JSON");
+  c.attention = app.add_subcommand("attention", "the attention matrix of one layer and head");
+  c.attention->add_option("model", a.target, "run directory or .safetensors file")->required();
+  c.attention->add_option("--tokens", a.tokens, "input: token ids (text models: text)")->required();
+  c.attention->add_option("--layer", a.layer, "layer (default 0)");
+  c.attention->add_option("--head", a.head, "head (default 0)");
+  c.attention->add_option("--svg", a.svg, "also write an SVG heatmap with the tokens as axis labels");
+  c.attention->add_flag("--json", a.json, "print the weights (rows: queries) and tokens as one JSON object");
+  c.sample = app.add_subcommand("sample", "generate from a causal model");
+  c.sample->add_option("model", a.target, "run directory or .safetensors file")->required();
+  c.sample->add_option("--prompt", a.prompt, "the start (text models: text)")->required();
+  c.sample->add_option("--length", a.length, "tokens to generate (default 200)");
+  c.sample->add_option("--temperature", a.temperature, "softmax temperature; 0 = greedy (default 1)");
+  c.sample->add_option("--seed", a.seed, "random seed (default 0)");
+  c.report = app.add_subcommand("report", "write one self-contained HTML page with a run's curves and attention");
+  c.report->add_option("run_dirs", a.report_runs, "run directories (several are overlaid)")->required();
+  c.report->add_option("--out", a.out, "output file (default FIRST_RUN_DIR/report.html)");
+}
 
-  auto* attention_cmd = app.add_subcommand("attention", "the attention matrix of one layer and head");
-  attention_cmd->add_option("model", target, "run directory or .safetensors file")->required();
-  attention_cmd->add_option("--tokens", tokens, "input: token ids (text models: text)")->required();
-  attention_cmd->add_option("--layer", layer, "layer (default 0)");
-  attention_cmd->add_option("--head", head, "head (default 0)");
-  attention_cmd->add_option("--svg", svg, "also write an SVG heatmap with the tokens as axis labels");
-  attention_cmd->add_flag("--json", json, "print the weights (rows: queries) and tokens as one JSON object");
-
-  auto* sample_cmd = app.add_subcommand("sample", "generate from a causal model");
-  sample_cmd->add_option("model", target, "run directory or .safetensors file")->required();
-  sample_cmd->add_option("--prompt", prompt, "the start (text models: text)")->required();
-  sample_cmd->add_option("--length", length, "tokens to generate (default 200)");
-  sample_cmd->add_option("--temperature", temperature, "softmax temperature; 0 = greedy (default 1)");
-  sample_cmd->add_option("--seed", seed, "random seed (default 0)");
-
-  std::vector<std::string> report_runs;
-  auto* report_cmd = app.add_subcommand("report", "write one self-contained HTML page with a run's curves and attention");
-  report_cmd->add_option("run_dirs", report_runs, "run directories (several are overlaid)")->required();
-  report_cmd->add_option("--out", out, "output file (default FIRST_RUN_DIR/report.html)");
-
-  std::int64_t bench_steps = 50, bench_warmup = 5;
-  auto* bench_cmd = app.add_subcommand("bench", "time training steps (no eval or checkpoint I/O)");
-  bench_cmd->add_option("config", config_path, "config file (e.g. bench/configs/small.toml)")->required();
-  bench_cmd->add_option("overrides", overrides, "section.key=value overrides");
-  bench_cmd->add_option("--steps", bench_steps, "timed steps (default 50)");
-  bench_cmd->add_option("--warmup", bench_warmup, "untimed steps first (default 5)");
-
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    std::cerr << "qkv: " << e.what() << "\n(run 'qkv --help' or 'qkv <command> --help')\n";
-    return 2;
+int dispatch(const Commands& c, const Args& a) {
+  if (*c.train) return cmd_train(a.config_path, a.overrides, a.resume, a.force);
+  if (*c.eval) return cmd_eval(a.target, a.json);
+  if (*c.info) return cmd_info(a.config_path, a.overrides, a.keys);
+  if (*c.export_) return cmd_export(a.target, a.out, a.dtype);
+  if (*c.bench) {
+    const BenchResult b = bench(load_config(a.config_path, a.overrides), a.bench_steps, a.bench_warmup);
+    fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}\n", b.steps_per_s,
+               b.tokens_per_s, b.gflops, b.peak_rss_mb);
+    return 0;
   }
+  if (*c.predict) return cmd_predict(a.target, a.tokens, a.json);
+  if (*c.report) {
+    if (!a.out.empty()) check_output_path(a.out, "report --out");
+    fmt::print("wrote {}\n", write_report(a.report_runs, a.out));
+    return 0;
+  }
+  if (*c.attention) return cmd_attention(a.target, a.tokens, a.layer, a.head, a.svg, a.json);
+  if (*c.sample) return cmd_sample(a.target, a.prompt, a.length, a.temperature, a.seed);
+  return 2;
+}
+
+// The exit codes: 2 for usage, config and input errors; 1 for failures while running.
+int exit_code_of(const std::function<int()>& run) {
   try {
-    if (*train_cmd) return cmd_train(config_path, overrides, resume, force);
-    if (*eval_cmd) return cmd_eval(target, json);
-    if (*info_cmd) return cmd_info(config_path, overrides, keys);
-    if (*export_cmd) return cmd_export(target, out, dtype);
-    if (*bench_cmd) {
-      const BenchResult b = bench(load_config(config_path, overrides), bench_steps, bench_warmup);
-      fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}\n", b.steps_per_s,
-                 b.tokens_per_s, b.gflops, b.peak_rss_mb);
-      return 0;
-    }
-    if (*predict_cmd) return cmd_predict(target, tokens, json);
-    if (*report_cmd) {
-      if (!out.empty()) check_output_path(out, "report --out");
-      fmt::print("wrote {}\n", write_report(report_runs, out));
-      return 0;
-    }
-    if (*attention_cmd) return cmd_attention(target, tokens, layer, head, svg, json);
-    if (*sample_cmd) return cmd_sample(target, prompt, length, temperature, seed);
+    return run();
   } catch (const Error& e) {
     std::cerr << "qkv: error: " << e.what() << "\n";
     return 2;
@@ -557,7 +554,26 @@ int run_cli(int argc, const char* const* argv) {
     std::cerr << "qkv: failed: " << e.what() << "\n";
     return 1;
   }
-  return 2;
+}
+
+}  // namespace
+
+int run_cli(int argc, const char* const* argv) {
+  CLI::App app{"qkv: train, inspect and export attention models"};
+  app.set_version_flag("--version", std::string("qkv ") + version());
+  app.require_subcommand(1);
+  Args args;
+  Commands commands{};
+  declare_run_commands(app, args, commands);
+  declare_model_commands(app, args, commands);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    std::cerr << "qkv: " << e.what() << "\n(run 'qkv --help' or 'qkv <command> --help')\n";
+    return 2;
+  }
+  return exit_code_of([&] { return dispatch(commands, args); });
 }
 
 }  // namespace qkv
