@@ -312,7 +312,10 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
   const Dims d{q.size(0), q.size(1), heads, q.size(2) / heads, v.size(2) / heads};
   const Layout L{0, 0, 0, q.size(2), k.size(2), v.size(2)};
   auto pad = padding_flags(key_padding_mask, d);
-  auto [out, lse] = attention_forward(q, k, v, L, d, causal, pad);
+  // Not a structured binding: clang 14 cannot capture one in the lambda below.
+  const auto forward = attention_forward(q, k, v, L, d, causal, pad);
+  Tensor out = forward.first;
+  const Tensor lse = forward.second;
   const Tensor weights = need_weights ? attention_weights(q, k, lse, L, d, causal, pad) : Tensor();
   if (any_requires_grad({&q, &k, &v}))
     record(out, "attention", {&q, &k, &v},
@@ -335,7 +338,9 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
   const Dims d{qkv.size(0), qkv.size(1), heads, dk, dv};
   const Layout L{0, heads * dk, 2 * heads * dk, width, width, width};
   auto pad = padding_flags(key_padding_mask, d);
-  auto [out, lse] = attention_forward(qkv, qkv, qkv, L, d, causal, pad);
+  const auto forward = attention_forward(qkv, qkv, qkv, L, d, causal, pad);
+  Tensor out = forward.first;
+  const Tensor lse = forward.second;
   const Tensor weights = need_weights ? attention_weights(qkv, qkv, lse, L, d, causal, pad) : Tensor();
   if (any_requires_grad({&qkv}))
     record(out, "attention", {&qkv}, [x = qkv.detach(), o = out.detach(), lse, L, d, causal, pad](const Tensor& g) -> Grads {
