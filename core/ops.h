@@ -116,6 +116,13 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
 /// The same on one packed tensor (B, T, H*(2*dk + dv)) = [q | k | v], as a single fused projection produces it.
 std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads, std::int64_t dk, std::int64_t dv,
                                            bool causal, const Tensor& key_padding_mask = {}, bool need_weights = true);
+/// One step of cached causal attention, for generation: qkv (B, n, H*(2*dk + dv)) = [q | k | v] of n new tokens,
+/// k_cache (B, C, H*dk) and v_cache (B, C, H*dv) the keys and values of the `past` tokens before them (C >= past + n).
+/// Writes the new keys and values into rows [past, past + n) of the caches and returns (B, n, H*dv): new token i
+/// attends to keys 0..past + i, the rows past.. that attention_packed gives for the whole causal sequence.
+/// Inference only: throws if a gradient would be needed (use a NoGradGuard).
+Tensor attention_cached(const Tensor& qkv, const Tensor& k_cache, const Tensor& v_cache, std::int64_t past,
+                        std::int64_t heads, std::int64_t dk, std::int64_t dv);
 /// Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !training or p = 0.
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen = default_generator());
 

@@ -24,6 +24,12 @@ void check_input(const char* layer, const Tensor& x, std::int64_t d_model, const
               key_padding_mask.shape().str());
 }
 
+void check_cached(const char* layer, bool causal, const Tensor& x, std::int64_t d_model) {
+  QKV_CHECK(causal, "{}: cached attention needs a causal layer (a token's keys must not depend on later tokens)",
+            layer);
+  check_input(layer, x, d_model, {});
+}
+
 }  // namespace
 
 SelfAttention::SelfAttention(SelfAttentionOptions options, Generator& gen) : options_(options) {
@@ -43,6 +49,11 @@ AttentionResult SelfAttention::attend(const Tensor& x, const Tensor& key_padding
   auto [out, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), 1, options_.d_k, options_.d_v,
                                          options_.causal, key_padding_mask, need_weights);
   return {out, need_weights ? reshape(weights, {x.size(0), x.size(1), x.size(1)}) : Tensor()};
+}
+
+Tensor SelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
+  check_cached("SelfAttention", options_.causal, x, options_.d_model);
+  return attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, 1, options_.d_k, options_.d_v);
 }
 
 MultiHeadSelfAttention::MultiHeadSelfAttention(std::int64_t d_model, std::int64_t heads, bool causal, bool bias,
@@ -65,6 +76,12 @@ AttentionResult MultiHeadSelfAttention::attend(const Tensor& x, const Tensor& ke
   auto [merged, weights] =
       attention_packed(project_qkv(x, *w_q, *w_k, *w_v), heads_, hd, hd, causal_, key_padding_mask, need_weights);
   return {w_o->forward(merged), weights};
+}
+
+Tensor MultiHeadSelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
+  check_cached("MultiHeadSelfAttention", causal_, x, d_model_);
+  const std::int64_t hd = d_model_ / heads_;
+  return w_o->forward(attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, heads_, hd, hd));
 }
 
 }  // namespace qkv

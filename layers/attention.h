@@ -20,6 +20,12 @@ struct AttentionResult {
   Tensor weights;  ///< (B, T, T) for SelfAttention, (B, H, T, T) for the multi-head layer
 };
 
+/// One attention layer's keys and values for the tokens already seen (cached generation): k (B, C, H*dk) and
+/// v (B, C, H*dv) with room for C tokens. LanguageModel::make_cache makes them; the layers fill them.
+struct KVCacheLayer {
+  Tensor k, v;
+};
+
 /// Single-head scaled dot-product self-attention with learned W^Q, W^K, W^V (submodules w_q, w_k, w_v).
 class SelfAttention : public Module {
  public:
@@ -29,6 +35,9 @@ class SelfAttention : public Module {
   /// The output and, when need_weights, the (B, T, T) attention weights: computed on request, detached (for
   /// inspection; training keeps only O(B*T) per layer, see core/ops.h attention).
   AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {}, bool need_weights = true);
+  /// Causal generation step: x (B, n, d_model) are the n tokens after the `past` ones in `cache` (whose keys and
+  /// values they join); returns (B, n, d_v), the rows attend() gives for the whole sequence. Inference only.
+  Tensor attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past);
   std::string name() const override { return "SelfAttention"; }
   const SelfAttentionOptions& options() const { return options_; }
 
@@ -47,6 +56,8 @@ class MultiHeadSelfAttention : public Module {
   Tensor forward(const Tensor& x) override { return attend(x, {}, false).out; }
   /// x is (B, T, D); returns (B, T, D) and, when need_weights, per-head weights (B, H, T, T), detached.
   AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {}, bool need_weights = true);
+  /// Causal generation step, as SelfAttention::attend_cached: x (B, n, D) after `past` cached tokens -> (B, n, D).
+  Tensor attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past);
   std::string name() const override { return "MultiHeadSelfAttention"; }
   std::int64_t heads() const { return heads_; }
 

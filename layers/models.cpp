@@ -4,8 +4,8 @@
 
 namespace qkv {
 
-Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids) const {
-  // ids is (B, T) int64; returns (B, T, D)
+Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids, std::int64_t start) const {
+  // ids is (B, T) int64 at positions start..start+T-1; returns (B, T, D)
   QKV_CHECK(ids.dim() == 2 && ids.dtype() == kInt64, "{}: expected int64 token ids (B, T), got {} of shape {}", name(),
             dtype_name(ids.dtype()), ids.shape().str());
   const std::int64_t t = ids.size(1);
@@ -16,8 +16,36 @@ Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids) c
     QKV_CHECK(p[i] >= 0 && p[i] < config_.vocab_size,
               "{}: token id {} at (batch {}, position {}) is out of range for vocab_size = {}", name(), p[i], i / t,
               i % t, config_.vocab_size);
-  const Tensor positions = Tensor::arange(0.0, double(t), 1.0, kInt64);
+  const Tensor positions = Tensor::arange(double(start), double(start + t), 1.0, kInt64);
   return tok.forward(ids) + pos.forward(positions);
+}
+
+KVCache LanguageModel::make_cache(std::int64_t batch) const {
+  QKV_CHECK(config_.causal, "{}: cached generation needs a causal model (model.causal = true)", name());
+  QKV_CHECK(batch > 0, "{}: make_cache: batch must be positive, got {}", name(), batch);
+  KVCache cache;
+  for (const auto& [kw, vw] : cache_widths())
+    cache.layers.push_back({Tensor::zeros({batch, config_.seq_len, kw}, param_dtype()),
+                            Tensor::zeros({batch, config_.seq_len, vw}, param_dtype())});
+  return cache;
+}
+
+Tensor LanguageModel::logits(const Tensor& ids, KVCache& cache) {
+  QKV_CHECK(config_.causal, "{}: cached generation needs a causal model (model.causal = true)", name());
+  QKV_CHECK(cache.layers.size() == cache_widths().size() && !cache.layers.empty() && cache.layers[0].k.defined(),
+            "{}: the cache was not made by this model's make_cache ({} layers, expected {})", name(),
+            cache.layers.size(), cache_widths().size());
+  QKV_CHECK(ids.dim() == 2 && ids.size(0) == cache.layers[0].k.size(0),
+            "{}: cached step: expected token ids (B, n) with B = {} as the cache, got shape {}", name(),
+            cache.layers[0].k.size(0), ids.shape().str());
+  QKV_CHECK(cache.length + ids.size(1) <= config_.seq_len,
+            "{}: cached step: {} tokens seen + {} new exceed the positional table (seq_len = {}); continue from a new "
+            "cache over the last tokens (a sliding window)",
+            name(), cache.length, ids.size(1), config_.seq_len);
+  NoGradGuard no_grad;
+  Tensor out = logits_cached(ids, cache);
+  cache.length += ids.size(1);
+  return out;
 }
 
 SeedModel::SeedModel(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
@@ -36,6 +64,14 @@ Tensor SeedModel::logits(const Tensor& ids, std::vector<Tensor>* attention) {
   auto [out, weights] = attn->attend(embed(*tok_emb, *pos_emb, ids), {}, attention != nullptr);
   if (attention != nullptr) *attention = {unsqueeze(weights, 1)};  // (B, 1, T, T): one head
   return head->forward(out);
+}
+
+Tensor SeedModel::logits_cached(const Tensor& ids, KVCache& cache) {
+  return head->forward(attn->attend_cached(embed(*tok_emb, *pos_emb, ids, cache.length), cache.layers[0], cache.length));
+}
+
+std::vector<std::pair<std::int64_t, std::int64_t>> SeedModel::cache_widths() const {
+  return {{attn->options().d_k, attn->options().d_v}};
 }
 
 Transformer::Transformer(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
@@ -63,6 +99,18 @@ Tensor Transformer::logits(const Tensor& ids, std::vector<Tensor>* attention) {
     if (attention != nullptr) attention->push_back(w);
   }
   return head->forward(ln_f->forward(h));
+}
+
+Tensor Transformer::logits_cached(const Tensor& ids, KVCache& cache) {
+  Tensor h = embed(*tok_emb, *pos_emb, ids, cache.length);
+  std::size_t i = 0;
+  for (const auto& block : *blocks) h = block->forward_cached(h, cache.layers[i++], cache.length);
+  return head->forward(ln_f->forward(h));
+}
+
+std::vector<std::pair<std::int64_t, std::int64_t>> Transformer::cache_widths() const {
+  return std::vector<std::pair<std::int64_t, std::int64_t>>(static_cast<std::size_t>(config().layers),
+                                                            {config().d_model, config().d_model});
 }
 
 double parameter_count(const ModelConfig& c) {

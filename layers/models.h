@@ -23,18 +23,37 @@ struct ModelConfig {
   double dropout = 0.0;
 };
 
+/// What a causal model has seen, for generating a token at a time without re-running the prefix: each attention
+/// layer's keys and values (room for config().seq_len tokens) and how many tokens they hold.
+struct KVCache {
+  std::vector<KVCacheLayer> layers;
+  std::int64_t length = 0;
+};
+
 /// A model from int64 token ids (B, T) to logits (B, T, V).
 class LanguageModel : public Module {
  public:
   explicit LanguageModel(ModelConfig config) : config_(std::move(config)) {}
   /// ids (B, T) -> logits (B, T, V); `attention`, when given, receives one (B, H, T, T) tensor per layer.
   virtual Tensor logits(const Tensor& ids, std::vector<Tensor>* attention = nullptr) = 0;
+  /// Cached generation (causal models): ids (B, n) are the n tokens after the cache.length ones the cache holds.
+  /// Returns their logits (B, n, V), the same values logits() gives those rows of the whole sequence, and adds
+  /// their keys and values to the cache. Inference only (no graph). The positional table bounds the total:
+  /// cache.length + n <= config().seq_len; beyond it, start a new cache on the last tokens (a sliding window).
+  Tensor logits(const Tensor& ids, KVCache& cache);
+  /// An empty cache for `batch` sequences, in the dtype of the parameters.
+  KVCache make_cache(std::int64_t batch = 1) const;
   Tensor forward(const Tensor& ids) override { return logits(ids); }
   const ModelConfig& config() const { return config_; }
 
  protected:
-  /// tok_emb(ids) + pos_emb(0..T-1), after checking ids against the vocabulary and the positional table.
-  Tensor embed(Embedding& tok, Embedding& pos, const Tensor& ids) const;
+  /// tok_emb(ids) + pos_emb(start..start+T-1), after checking ids against the vocabulary and the positional table.
+  Tensor embed(Embedding& tok, Embedding& pos, const Tensor& ids, std::int64_t start = 0) const;
+  /// The model's part of logits(ids, cache), after the checks: ids (B, n) after cache.length cached tokens.
+  virtual Tensor logits_cached(const Tensor& ids, KVCache& cache) = 0;
+  /// (key width, value width) of each attention layer's cache rows, and the parameters' dtype.
+  virtual std::vector<std::pair<std::int64_t, std::int64_t>> cache_widths() const = 0;
+  virtual DType param_dtype() const = 0;
 
  private:
   ModelConfig config_;
@@ -45,11 +64,17 @@ class SeedModel : public LanguageModel {
  public:
   explicit SeedModel(const ModelConfig& config, Generator& gen = default_generator());
   Tensor logits(const Tensor& ids, std::vector<Tensor>* attention = nullptr) override;
+  using LanguageModel::logits;
   std::string name() const override { return "SeedModel"; }
 
   std::shared_ptr<Embedding> tok_emb, pos_emb;
   std::shared_ptr<SelfAttention> attn;
   std::shared_ptr<Linear> head;
+
+ protected:
+  Tensor logits_cached(const Tensor& ids, KVCache& cache) override;
+  std::vector<std::pair<std::int64_t, std::int64_t>> cache_widths() const override;
+  DType param_dtype() const override { return tok_emb->weight.dtype(); }
 };
 
 /// tok_emb + pos_emb -> blocks -> ln_f -> head.
@@ -57,12 +82,18 @@ class Transformer : public LanguageModel {
  public:
   explicit Transformer(const ModelConfig& config, Generator& gen = default_generator());
   Tensor logits(const Tensor& ids, std::vector<Tensor>* attention = nullptr) override;
+  using LanguageModel::logits;
   std::string name() const override { return "Transformer"; }
 
   std::shared_ptr<Embedding> tok_emb, pos_emb;
   std::shared_ptr<ModuleList<TransformerBlock>> blocks;
   std::shared_ptr<LayerNorm> ln_f;
   std::shared_ptr<Linear> head;
+
+ protected:
+  Tensor logits_cached(const Tensor& ids, KVCache& cache) override;
+  std::vector<std::pair<std::int64_t, std::int64_t>> cache_widths() const override;
+  DType param_dtype() const override { return tok_emb->weight.dtype(); }
 };
 
 /// The number of parameters build_model(config) would create, computed without building it (as a double: a

@@ -42,8 +42,16 @@ TransformerBlock::TransformerBlock(TransformerBlockOptions o, Generator& gen) {
 Tensor TransformerBlock::forward(const Tensor& x, Tensor* attention, const Tensor& key_padding_mask) {
   auto [a, weights] = attn->attend(ln1->forward(x), key_padding_mask, attention != nullptr);
   if (attention != nullptr) *attention = weights;
+  return residuals(x, a);
+}
+
+Tensor TransformerBlock::residuals(const Tensor& x, const Tensor& a) {
   const Tensor h = x + drop->forward(a);
   return h + drop->forward(mlp->forward(ln2->forward(h)));
+}
+
+Tensor TransformerBlock::forward_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
+  return residuals(x, attn->attend_cached(ln1->forward(x), cache, past));
 }
 
 }  // namespace qkv

@@ -54,12 +54,18 @@ class TransformerBlock : public Module {
   Tensor forward(const Tensor& x) override { return forward(x, nullptr); }
   /// x is (B, T, D); when attention is non-null it receives the (B, H, T, T) weights.
   Tensor forward(const Tensor& x, Tensor* attention, const Tensor& key_padding_mask = {});
+  /// Causal generation step: x (B, n, D) after `past` tokens whose keys and values are in `cache`.
+  Tensor forward_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past);
   std::string name() const override { return "TransformerBlock"; }
 
   std::shared_ptr<LayerNorm> ln1, ln2;
   std::shared_ptr<MultiHeadSelfAttention> attn;
   std::shared_ptr<MLP> mlp;
   std::shared_ptr<Dropout> drop;
+
+ private:
+  /// x + drop(a), then the MLP half with its residual: the block after its attention output a.
+  Tensor residuals(const Tensor& x, const Tensor& a);
 };
 
 }  // namespace qkv

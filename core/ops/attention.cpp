@@ -27,9 +27,15 @@ using CStrided = Eigen::Map<const MatR<T>, 0, Eigen::OuterStride<>>;
 template <class T>
 using Col = Eigen::Array<T, Eigen::Dynamic, 1>;
 
+// t query rows per batch. Keys: tk rows stored per batch, the first nk of them used, and query i sits at key
+// position q0 + i (causal hides keys after it). Self-attention has tk = nk = t and q0 = 0; a cached generation
+// step has t new queries after q0 keys already cached, in a buffer of tk rows.
 struct Dims {
-  std::int64_t b, t, h, dk, dv;
+  std::int64_t b, t, h, dk, dv, tk, nk, q0;
 };
+Dims self_dims(std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t dk, std::int64_t dv) {
+  return {b, t, h, dk, dv, t, t, 0};
+}
 
 // Work below this many multiply-adds per call stays on one thread (a parallel region costs microseconds).
 constexpr double kParallelWork = 1 << 18;
@@ -62,15 +68,16 @@ template <class T>
 struct Head {
   CStrided<T> q, k, v;
   const unsigned char* pad;  // (T) key flags of batch b, or nullptr
+  std::int64_t q0;           // key position of query row 0
 };
 template <class T>
 Head<T> head_of(const T* pq, const T* pk, const T* pv, const Layout& L, const Dims& d, std::int64_t bh,
                 const std::vector<unsigned char>& pad) {
   const std::int64_t b = bh / d.h, h = bh % d.h;
   return {CStrided<T>(pq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q)),
-          CStrided<T>(pk + b * d.t * L.stride_k + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_k)),
-          CStrided<T>(pv + b * d.t * L.stride_v + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(L.stride_v)),
-          pad.empty() ? nullptr : pad.data() + b * d.t};
+          CStrided<T>(pk + b * d.tk * L.stride_k + h * d.dk, d.nk, d.dk, Eigen::OuterStride<>(L.stride_k)),
+          CStrided<T>(pv + b * d.tk * L.stride_v + h * d.dv, d.nk, d.dv, Eigen::OuterStride<>(L.stride_v)),
+          pad.empty() ? nullptr : pad.data() + b * d.t, d.q0};
 }
 
 // Sets the hidden entries of the block (queries from i0, keys from j0) to `value`: padded keys and, with causal,
@@ -81,9 +88,10 @@ void mask_block(const Head<T>& hd, std::int64_t i0, std::int64_t j0, bool causal
   if (hd.pad != nullptr)
     for (std::int64_t c = 0; c < nk; ++c)
       if (hd.pad[j0 + c]) S.col(c).setConstant(value);
-  if (causal && j0 + nk - 1 > i0)  // the block reaches above the diagonal: key j > query i is hidden
+  const std::int64_t p0 = hd.q0 + i0;  // key position of the block's first query
+  if (causal && j0 + nk - 1 > p0)      // the block reaches above the diagonal: key j > query i is hidden
     for (std::int64_t r = 0; r < nq; ++r)
-      for (std::int64_t c = std::max<std::int64_t>(0, i0 + r + 1 - j0); c < nk; ++c) S(r, c) = value;
+      for (std::int64_t c = std::max<std::int64_t>(0, p0 + r + 1 - j0); c < nk; ++c) S(r, c) = value;
 }
 
 // S = Q_i K_j^T for queries [i0, i0 + S.rows()) and keys [j0, j0 + S.cols()), hidden keys set to -inf. The
@@ -117,9 +125,9 @@ void exp_shifted(MatR<T>& S, const Head<T>& hd, std::int64_t i0, std::int64_t j0
       if (shift(r) == kNegInf) S.row(r).setZero();
 }
 
-// Keys [j0, ...) that query block [i0, i0 + nq) can see: all of them, or (causal) up to its last query.
-std::int64_t key_end(std::int64_t t, std::int64_t i0, std::int64_t nq, bool causal) {
-  return causal ? std::min(t, i0 + nq) : t;
+// Keys [0, end) that the queries at key positions [p0, p0 + nq) can see: all nk, or (causal) up to the last query.
+std::int64_t key_end(std::int64_t nk, std::int64_t p0, std::int64_t nq, bool causal) {
+  return causal ? std::min(nk, p0 + nq) : nk;
 }
 
 // One query block: online softmax over key blocks. Writes O rows and lse = m + log(l) per row; a fully masked
@@ -140,7 +148,7 @@ void forward_block(const Head<T>& hd, std::int64_t i0, std::int64_t nq, const Bl
   m.setConstant(nq, kNegInf);
   l.setZero(nq);
   acc.setZero(nq, d.dv);
-  const std::int64_t end = key_end(d.t, i0, nq, causal);
+  const std::int64_t end = key_end(d.nk, hd.q0 + i0, nq, causal);
   for (std::int64_t j0 = 0; j0 < end; j0 += bl.k) {
     const std::int64_t nk = std::min(bl.k, end - j0);
     S.resize(nq, nk);
@@ -170,7 +178,7 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, 
   Tensor out = Tensor::empty({d.b, d.t, d.h * d.dv}, tq.dtype());
   Tensor lse = Tensor::empty({d.b, d.h, d.t}, tq.dtype());
   const double scale = 1.0 / std::sqrt(static_cast<double>(d.dk));
-  const double work = double(d.b * d.h) * double(d.t * d.t) * double(d.dk + d.dv);
+  const double work = double(d.b * d.h) * double(d.t * d.nk) * double(d.dk + d.dv);
   kernel::dispatch("attention", tq.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const Blocks bl = blocks_for(d, sizeof(T));
@@ -309,7 +317,7 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
             v.shape().str());
   QKV_CHECK(heads > 0 && q.size(2) % heads == 0 && v.size(2) % heads == 0,
             "attention: heads = {} must divide the widths of q ({}) and v ({})", heads, q.size(2), v.size(2));
-  const Dims d{q.size(0), q.size(1), heads, q.size(2) / heads, v.size(2) / heads};
+  const Dims d = self_dims(q.size(0), q.size(1), heads, q.size(2) / heads, v.size(2) / heads);
   const Layout L{0, 0, 0, q.size(2), k.size(2), v.size(2)};
   auto pad = padding_flags(key_padding_mask, d);
   // Not a structured binding: clang 14 cannot capture one in the lambda below.
@@ -335,7 +343,7 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
   const std::int64_t width = heads * (2 * dk + dv);
   QKV_CHECK(qkv.dim() == 3 && qkv.size(2) == width,
             "attention: packed qkv must be (B, T, H*(2*dk + dv)) = (B, T, {}), got {}", width, qkv.shape().str());
-  const Dims d{qkv.size(0), qkv.size(1), heads, dk, dv};
+  const Dims d = self_dims(qkv.size(0), qkv.size(1), heads, dk, dv);
   const Layout L{0, heads * dk, 2 * heads * dk, width, width, width};
   auto pad = padding_flags(key_padding_mask, d);
   const auto forward = attention_forward(qkv, qkv, qkv, L, d, causal, pad);
@@ -349,6 +357,53 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
       return {dx};
     });
   return {out, weights};
+}
+
+namespace {
+
+// Copies the new tokens' keys and values (column ranges of the packed qkv) into rows [past, past + n) of the caches.
+void append_to_cache(const Tensor& qkv, const Tensor& kc, const Tensor& vc, std::int64_t past, std::int64_t kw,
+                     std::int64_t vw) {
+  const std::int64_t b = qkv.size(0), n = qkv.size(1), width = qkv.size(2), cap = kc.size(1);
+  kernel::dispatch("attention_cached", qkv.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* src = qkv.data<T>();
+    T *pk = kc.data<T>(), *pv = vc.data<T>();
+    for (std::int64_t i = 0; i < b; ++i)
+      for (std::int64_t r = 0; r < n; ++r) {
+        const T* row = src + (i * n + r) * width;
+        std::copy(row + kw, row + 2 * kw, pk + (i * cap + past + r) * kw);
+        std::copy(row + 2 * kw, row + 2 * kw + vw, pv + (i * cap + past + r) * vw);
+      }
+  });
+}
+
+}  // namespace
+
+Tensor attention_cached(const Tensor& qkv, const Tensor& k_cache, const Tensor& v_cache, std::int64_t past,
+                        std::int64_t heads, std::int64_t dk, std::int64_t dv) {
+  kernel::check_same_dtype("attention_cached", qkv, k_cache);
+  kernel::check_same_dtype("attention_cached", qkv, v_cache);
+  QKV_CHECK(heads > 0 && dk > 0 && dv > 0, "attention_cached: heads, dk and dv must be positive, got {}, {}, {}",
+            heads, dk, dv);
+  const std::int64_t kw = heads * dk, vw = heads * dv;
+  QKV_CHECK(qkv.dim() == 3 && qkv.size(2) == 2 * kw + vw,
+            "attention_cached: packed qkv must be (B, n, H*(2*dk + dv)) = (B, n, {}), got {}", 2 * kw + vw,
+            qkv.shape().str());
+  const std::int64_t b = qkv.size(0), n = qkv.size(1);
+  QKV_CHECK(k_cache.dim() == 3 && k_cache.size(0) == b && k_cache.size(2) == kw && v_cache.dim() == 3 &&
+                v_cache.size(0) == b && v_cache.size(1) == k_cache.size(1) && v_cache.size(2) == vw,
+            "attention_cached: caches must be (B, C, H*dk) = ({}, C, {}) and (B, C, H*dv) = ({}, C, {}), got {} and {}",
+            b, kw, b, vw, k_cache.shape().str(), v_cache.shape().str());
+  QKV_CHECK(past >= 0 && past + n <= k_cache.size(1),
+            "attention_cached: {} cached + {} new tokens do not fit a cache of {} positions", past, n,
+            k_cache.size(1));
+  QKV_CHECK(!any_requires_grad({&qkv, &k_cache, &v_cache}),
+            "attention_cached: inference only (not differentiable); call it under a NoGradGuard");
+  append_to_cache(qkv, k_cache, v_cache, past, kw, vw);
+  const Dims d{b, n, heads, dk, dv, k_cache.size(1), past + n, past};
+  const Layout L{0, 0, 0, qkv.size(2), kw, vw};
+  return attention_forward(qkv, k_cache, v_cache, L, d, /*causal=*/true, {}).first;
 }
 
 }  // namespace qkv

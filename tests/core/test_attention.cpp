@@ -174,3 +174,37 @@ TEST_CASE("hidden keys get exactly zero weight in float32 and float64") {
     }
   }
 }
+
+TEST_CASE("cached attention: new rows over the cached keys equal the same rows of the whole causal sequence") {
+  // T = 19 in steps of 5, 1, 1, 7, 5 tokens, with blocks small enough that the steps cross block edges.
+  const SmallBlocks small(4, 8);
+  const std::int64_t h = 2, dk = 3, dv = 2, t = 19, width = h * (2 * dk + dv);
+  const Tensor qkv = test::leaf({2, t, width}, 51);
+  NoGradGuard no_grad;
+  const Tensor whole = attention_packed(qkv, h, dk, dv, true, {}, false).first;
+  const Tensor kc = Tensor::zeros({2, 24, h * dk}, kFloat64), vc = Tensor::zeros({2, 24, h * dv}, kFloat64);
+  std::int64_t past = 0;
+  for (const std::int64_t n : {5, 1, 1, 7, 5}) {
+    INFO("past ", past, " n ", n);
+    const Tensor out = attention_cached(narrow(qkv, 1, past, n).clone(), kc, vc, past, h, dk, dv);
+    CHECK_CLOSE(out, narrow(whole, 1, past, n), 1e-12, 1e-12);
+    past += n;
+  }
+  CHECK_CLOSE(narrow(kc, 1, 0, t), narrow(qkv, 2, h * dk, h * dk), 0, 0);  // the cache holds the keys
+}
+
+TEST_CASE("cached attention bad input") {
+  const Tensor qkv = Tensor::ones({1, 2, 8}, kFloat64);
+  const Tensor kc = Tensor::zeros({1, 4, 3}, kFloat64), vc = Tensor::zeros({1, 4, 2}, kFloat64);
+  NoGradGuard no_grad;
+  CHECK_ERROR(attention_cached(qkv, kc, vc, 3, 1, 3, 2), "attention_cached: 3 cached + 2 new tokens do not fit a cache of 4 positions");
+  CHECK_ERROR(attention_cached(qkv, kc, vc, 0, 1, 2, 2), "packed qkv must be (B, n, H*(2*dk + dv)) = (B, n, 6), got [1, 2, 8]");
+  CHECK_ERROR(attention_cached(qkv, vc, kc, 0, 1, 3, 2), "caches must be (B, C, H*dk) = (1, C, 3) and (B, C, H*dv) = (1, C, 2), got [1, 4, 2] and [1, 4, 3]");
+  CHECK_ERROR(attention_cached(qkv, kc.to(kFloat32), vc, 0, 1, 3, 2), "attention_cached: mixed dtypes");
+}
+
+TEST_CASE("cached attention is inference only") {
+  const Tensor qkv = test::leaf({1, 2, 8}, 52);
+  const Tensor kc = Tensor::zeros({1, 4, 3}, kFloat64), vc = Tensor::zeros({1, 4, 2}, kFloat64);
+  CHECK_ERROR(attention_cached(qkv, kc, vc, 0, 1, 3, 2), "attention_cached: inference only");
+}

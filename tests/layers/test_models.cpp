@@ -74,3 +74,37 @@ TEST_CASE("parameter_count matches what build_model creates, without building it
                                            .layers = 1, .d_ff = 5, .attn_bias = true}})
     CHECK(parameter_count(c) == double(build_model(c)->num_parameters()));
 }
+
+TEST_CASE("cached generation: each step's logits equal the same rows of a forward over the whole sequence") {
+  // Float64, so the comparison is tight; steps of 4, 1, 1, 3 and 1 tokens fill the positional table (seq_len 10).
+  for (const ModelConfig& c :
+       {ModelConfig{.kind = "seed", .vocab_size = 9, .seq_len = 10, .d_model = 8, .d_k = 4, .d_v = 6, .causal = true},
+        ModelConfig{.kind = "transformer", .vocab_size = 9, .seq_len = 10, .d_model = 8, .heads = 2, .layers = 2,
+                    .causal = true, .attn_bias = true}}) {
+    INFO(c.kind);
+    Generator g(5);
+    auto model = build_model(c, g);
+    model->to(kFloat64);
+    model->eval();
+    std::vector<std::int64_t> ids_v;
+    for (std::int64_t i = 0; i < 2 * 10; ++i) ids_v.push_back((i * 7 + 3) % 9);
+    const Tensor ids = Tensor::from(ids_v, {2, 10});
+    const Tensor whole = model->logits(ids);
+    KVCache cache = model->make_cache(2);
+    for (const std::int64_t n : {4, 1, 1, 3, 1}) {
+      const std::int64_t past = cache.length;
+      const Tensor step = model->logits(narrow(ids, 1, past, n).clone(), cache);
+      CHECK_FALSE(step.requires_grad());
+      CHECK_CLOSE(step, narrow(whole, 1, past, n), 1e-12, 1e-12);
+    }
+    CHECK(cache.length == 10);
+    CHECK_ERROR(model->logits(narrow(ids, 1, 0, 1).clone(), cache),
+                "cached step: 10 tokens seen + 1 new exceed the positional table (seq_len = 10)");
+    KVCache one = model->make_cache(1);
+    CHECK_ERROR(model->logits(ids, one), "cached step: expected token ids (B, n) with B = 1 as the cache, got shape [2, 10]");
+    KVCache empty;
+    CHECK_ERROR(model->logits(ids, empty), "the cache was not made by this model's make_cache");
+  }
+  auto bidirectional = build_model(ModelConfig{.kind = "transformer", .vocab_size = 9, .seq_len = 4, .d_model = 8});
+  CHECK_ERROR(bidirectional->make_cache(1), "Transformer: cached generation needs a causal model (model.causal = true)");
+}
