@@ -342,7 +342,7 @@ int cmd_attention(const std::string& target, const std::string& tokens, std::int
 }
 
 int cmd_sample(const std::string& target, const std::string& prompt, std::int64_t length, double temperature,
-               std::uint64_t seed) {
+               std::uint64_t seed, bool cached) {
   const TrainedModel tm = load_trained(target);
   QKV_CHECK(length >= 0 && length <= kMaxSampleLength, "sample: --length must be 0 to {}, got {}", kMaxSampleLength,
             length);
@@ -353,7 +353,7 @@ int cmd_sample(const std::string& target, const std::string& prompt, std::int64_
     std::fflush(stdout);
   };
   for (auto id : ids) emit(id);
-  sample_tokens(tm, ids, length, temperature, seed, emit);
+  sample_tokens(tm, ids, length, temperature, seed, emit, cached);
   fmt::print("\n");
   return 0;
 }
@@ -412,38 +412,70 @@ TrainedModel load_trained(const std::string& target) {
   return tm;
 }
 
+namespace {
+
+// The logits of the token after `ids`, given its last seq_len tokens (the positional table). With the cache only
+// the tokens it has not seen run. When the window slides, every token's position changes (the positions are
+// learned absolute embeddings), so the cache is rebuilt over the new window: past the table, a cached token costs
+// as much as an uncached one.
+class NextLogits {
+ public:
+  NextLogits(LanguageModel& model, bool cached) : model_(model), cached_(cached) {}
+  Tensor operator()(const std::vector<std::int64_t>& ids) {
+    const auto window = static_cast<std::size_t>(model_.config().seq_len);
+    const std::size_t first = ids.size() > window ? ids.size() - window : 0;
+    if (!cached_) return model_.logits(ids_tensor(slice(ids, first)));
+    if (cache_.layers.empty() || first != first_) {
+      cache_ = model_.make_cache(1);
+      first_ = first;
+    }
+    return model_.logits(ids_tensor(slice(ids, first_ + static_cast<std::size_t>(cache_.length))), cache_);
+  }
+
+ private:
+  static std::vector<std::int64_t> slice(const std::vector<std::int64_t>& ids, std::size_t from) {
+    return {ids.begin() + static_cast<std::ptrdiff_t>(from), ids.end()};
+  }
+  LanguageModel& model_;
+  bool cached_;
+  KVCache cache_;
+  std::size_t first_ = 0;  // the index in ids of the cache's first token
+};
+
+// Greedy at temperature 0, else a draw from softmax(logits / temperature).
+std::int64_t pick_token(const std::vector<double>& logits, double temperature, Generator& gen) {
+  if (temperature == 0) return std::max_element(logits.begin(), logits.end()) - logits.begin();
+  const double m = *std::max_element(logits.begin(), logits.end());
+  std::vector<double> p(logits.size());
+  double total = 0;
+  for (std::size_t i = 0; i < p.size(); ++i) total += p[i] = std::exp((logits[i] - m) / temperature);
+  double u = gen.uniform() * total;
+  std::int64_t next = 0;
+  for (std::size_t i = 0; i < p.size(); ++i) {
+    next = static_cast<std::int64_t>(i);
+    if ((u -= p[i]) < 0) break;
+  }
+  return next;
+}
+
+}  // namespace
+
 std::vector<std::int64_t> sample_tokens(const TrainedModel& tm, std::vector<std::int64_t> ids, std::int64_t length,
                                         double temperature, std::uint64_t seed,
-                                        const std::function<void(std::int64_t)>& on_token) {
+                                        const std::function<void(std::int64_t)>& on_token, bool cached) {
   QKV_CHECK(tm.model->config().causal,
             "sample: {} is not a causal model; sampling needs one trained with model.causal = true", tm.path);
   QKV_CHECK(temperature >= 0, "sample: --temperature must be >= 0, got {}", temperature);
   QKV_CHECK(!ids.empty(), "sample: no prompt tokens given");
-  const std::int64_t window = tm.model->config().seq_len;  // beyond it, the last `window` tokens are the context
   Generator gen(seed);
   NoGradGuard no_grad;
+  NextLogits next_logits(*tm.model, cached);
   std::vector<std::int64_t> out;
   for (std::int64_t n = 0; n < length; ++n) {
-    const std::size_t start = ids.size() > static_cast<std::size_t>(window) ? ids.size() - static_cast<std::size_t>(window) : 0;
-    const std::vector<std::int64_t> ctx(ids.begin() + static_cast<std::ptrdiff_t>(start), ids.end());
-    const Tensor logits = tm.model->logits(ids_tensor(ctx));
+    const Tensor logits = next_logits(ids);  // (1, n, V): the last row predicts the next token
     check_finite_output(logits, "sample", tm.path);
-    const std::int64_t v = logits.size(2);
-    const auto last = narrow(reshape(logits, {-1, v}), 0, static_cast<std::int64_t>(ctx.size()) - 1, 1).to_vector();
-    std::int64_t next = 0;
-    if (temperature == 0) {
-      next = std::max_element(last.begin(), last.end()) - last.begin();
-    } else {
-      const double m = *std::max_element(last.begin(), last.end());
-      std::vector<double> p(last.size());
-      double total = 0;
-      for (std::size_t i = 0; i < p.size(); ++i) total += p[i] = std::exp((last[i] - m) / temperature);
-      double u = gen.uniform() * total;
-      for (std::size_t i = 0; i < p.size(); ++i) {
-        next = static_cast<std::int64_t>(i);
-        if ((u -= p[i]) < 0) break;
-      }
-    }
+    const std::int64_t v = logits.size(2), rows = logits.size(1);
+    const std::int64_t next = pick_token(narrow(reshape(logits, {-1, v}), 0, rows - 1, 1).to_vector(), temperature, gen);
     ids.push_back(next);
     out.push_back(next);
     if (on_token) on_token(next);
@@ -457,7 +489,7 @@ namespace {
 struct Args {
   std::string config_path, resume, target, tokens, svg, out, dtype = "f32", prompt;
   std::vector<std::string> overrides, report_runs;
-  bool force = false, json = false, keys = false;
+  bool force = false, json = false, keys = false, no_cache = false;
   std::int64_t layer = 0, head = 0, length = 200, bench_steps = 50, bench_warmup = 5;
   double temperature = 1.0;
   std::uint64_t seed = 0;
@@ -510,6 +542,7 @@ void declare_model_commands(CLI::App& app, Args& a, Commands& c) {
   c.sample->add_option("--length", a.length, "tokens to generate (default 200)");
   c.sample->add_option("--temperature", a.temperature, "softmax temperature; 0 = greedy (default 1)");
   c.sample->add_option("--seed", a.seed, "random seed (default 0)");
+  c.sample->add_flag("--no-cache", a.no_cache, "re-run the whole context for every token (the same text, slower)");
   c.report = app.add_subcommand("report", "write one self-contained HTML page with a run's curves and attention");
   c.report->add_option("run_dirs", a.report_runs, "run directories (several are overlaid)")->required();
   c.report->add_option("--out", a.out, "output file (default FIRST_RUN_DIR/report.html)");
@@ -533,7 +566,7 @@ int dispatch(const Commands& c, const Args& a) {
     return 0;
   }
   if (*c.attention) return cmd_attention(a.target, a.tokens, a.layer, a.head, a.svg, a.json);
-  if (*c.sample) return cmd_sample(a.target, a.prompt, a.length, a.temperature, a.seed);
+  if (*c.sample) return cmd_sample(a.target, a.prompt, a.length, a.temperature, a.seed, !a.no_cache);
   return 2;
 }
 

@@ -260,6 +260,28 @@ TEST_CASE("output paths that are directories are refused before any work; sample
   CHECK(std::count(ok.out.begin(), ok.out.end(), ' ') == 7);  // prompt and 5 tokens, each followed by a space
 }
 
+TEST_CASE("sample with the key/value cache prints the same text as --no-cache, past the positional table too") {
+  // seq_len 12: a 3-token prompt and 40 new tokens slide the window 31 times; both model kinds.
+  const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+  for (const std::string kind : {"seed", "transformer"}) {
+    INFO(kind);
+    const std::string name = "cli_cache_" + kind;
+    REQUIRE(cli({"train", kReverse, out, "run.name=\"" + name + "\"", "model.kind=\"" + kind + "\"", "model.causal=true",
+                 "model.layers=2", "model.heads=2", "train.steps=20", "schedule.warmup_steps=0", "--force"}) == 0);
+    for (const std::string temperature : {"0", "1"}) {
+      const std::vector<std::string> args = {"sample", tmp_dir() + "/" + name, "--prompt", "1 2 3", "--length", "40",
+                                             "--temperature", temperature, "--seed", "7"};
+      const auto cached = capture(args);
+      auto no_cache_args = args;
+      no_cache_args.push_back("--no-cache");
+      const auto uncached = capture(no_cache_args);
+      CHECK(cached.code == 0);
+      CHECK(std::count(cached.out.begin(), cached.out.end(), ' ') == 43);
+      CHECK(cached.out == uncached.out);
+    }
+  }
+}
+
 TEST_CASE("resuming a finished run says it is finished") {
   const std::string run = trained_reverse();
   const auto r = capture({"train", "--resume", run});
