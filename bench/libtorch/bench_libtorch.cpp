@@ -1,6 +1,8 @@
 // The same models, shapes, optimizer and random batches as `qkv bench`, in libtorch (Debian's libtorch-dev),
 // printing the same line. Built only when Torch is found; never required. Usage:
-//   bench_libtorch tiny|small|medium [--steps N] [--warmup N] [--threads N]
+//   bench_libtorch tiny|small|medium [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]
+// --seq and --batch change the config's sequence length and batch, as qkv bench's data.seq_len and
+// train.batch_size overrides do.
 #include <torch/torch.h>
 
 #include <sys/resource.h>
@@ -100,16 +102,18 @@ TORCH_MODULE(Transformer);
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium [--steps N] [--warmup N] [--threads N]\n");
+    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]\n");
     return 2;
   }
-  const Shape s = shape_of(argv[1]);
+  Shape s = shape_of(argv[1]);
   int64_t steps = 50, warmup = 5;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atol(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--warmup")) warmup = std::atol(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--seq")) s.seq = std::atol(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--batch")) s.batch = std::atol(argv[i + 1]);
   }
   torch::set_num_threads(threads);
   torch::manual_seed(0);
