@@ -414,7 +414,7 @@ TrainedModel load_trained(const std::string& target) {
 
 namespace {
 
-// The logits of the token after `ids`, given its last seq_len tokens (the positional table). With the cache only
+// The logits of the token after `ids`, given its last model.positions tokens (ModelConfig::seq_len, the table). With the cache only
 // the tokens it has not seen run. When the window slides, every token's position changes (the positions are
 // learned absolute embeddings), so the cache is rebuilt over the new window: past the table, a cached token costs
 // as much as an uncached one.
