@@ -2,6 +2,8 @@
 
 #include <qkv/core/ops.h>
 
+#include <fmt/ranges.h>
+
 namespace qkv {
 
 Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids, std::int64_t start) const {
@@ -20,8 +22,14 @@ Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids, s
   return tok.forward(ids) + pos.forward(positions);
 }
 
+Tensor LanguageModel::logits_cached(const Tensor&, KVCache&) {
+  fail("{}: this model does not implement cached generation (logits_cached, cache_widths)", name());
+}
+
 KVCache LanguageModel::make_cache(std::int64_t batch) const {
   QKV_CHECK(config_.causal, "{}: cached generation needs a causal model (model.causal = true)", name());
+  QKV_CHECK(!cache_widths().empty(), "{}: this model does not implement cached generation (logits_cached, cache_widths)",
+            name());
   QKV_CHECK(batch > 0, "{}: make_cache: batch must be positive, got {}", name(), batch);
   KVCache cache;
   for (const auto& [kw, vw] : cache_widths())
@@ -139,18 +147,61 @@ double flops_per_token(const ModelConfig& c, std::int64_t t) {
   return static_cast<double>(c.layers) * per_layer + 2 * d * v;
 }
 
+namespace {
+
+using Builder = std::shared_ptr<LanguageModel> (*)(const ModelConfig&, Generator&);
+
+std::shared_ptr<LanguageModel> build_seed(const ModelConfig& c, Generator& gen) {
+  return std::make_shared<SeedModel>(c, gen);
+}
+
+std::shared_ptr<LanguageModel> build_transformer(const ModelConfig& c, Generator& gen) {
+  QKV_CHECK(c.layers > 0, "model: layers must be positive, got {}", c.layers);
+  QKV_CHECK(c.heads > 0 && c.d_model % c.heads == 0, "model: d_model = {} is not divisible by heads = {}", c.d_model,
+            c.heads);
+  return std::make_shared<Transformer>(c, gen);
+}
+
+// Model kind -> builder: a new model is one class and one line here.
+const std::vector<std::pair<std::string, Builder>>& registry() {
+  static const std::vector<std::pair<std::string, Builder>> r = {{"seed", build_seed}, {"transformer", build_transformer}};
+  return r;
+}
+
+}  // namespace
+
+const std::vector<ModelField>& model_fields() {
+  using M = ModelConfig;
+  static const std::vector<ModelField> fields = {
+      {"kind", &M::kind, 0, 0, "seed (one SelfAttention) or transformer"},
+      {"vocab_size", &M::vocab_size, 1, 2e6, "token ids 0..vocab_size-1", false},
+      {"seq_len", &M::seq_len, 1, 1e6, "positional table size: the longest sequence the model takes", false},
+      {"d_model", &M::d_model, 1, 1e5, "embedding width"},
+      {"d_k", &M::d_k, 0, 1e5, "seed: query/key width (0 = d_model)"},
+      {"d_v", &M::d_v, 0, 1e5, "seed: value width (0 = d_model)"},
+      {"heads", &M::heads, 1, 1e4, "transformer: attention heads (must divide d_model)"},
+      {"layers", &M::layers, 1, 1e4, "transformer: blocks"},
+      {"d_ff", &M::d_ff, 0, 1e6, "transformer: MLP width (0 = 4 * d_model)"},
+      {"causal", &M::causal, 0, 0, "token i attends only to tokens j <= i"},
+      {"attn_bias", &M::attn_bias, 0, 0, "biases on the attention projections"},
+      {"dropout", &M::dropout, 0, 0.999, "transformer: dropout before each residual add"},
+  };
+  return fields;
+}
+
+std::vector<std::string> model_kinds() {
+  std::vector<std::string> names;
+  for (const auto& [name, builder] : registry()) names.push_back(name);
+  return names;
+}
+
 std::shared_ptr<LanguageModel> build_model(const ModelConfig& c, Generator& gen) {
   QKV_CHECK(c.vocab_size > 0 && c.seq_len > 0 && c.d_model > 0,
             "model: vocab_size, seq_len and d_model must be positive, got {}, {} and {}", c.vocab_size, c.seq_len,
             c.d_model);
-  if (c.kind == "seed") return std::make_shared<SeedModel>(c, gen);
-  if (c.kind == "transformer") {
-    QKV_CHECK(c.layers > 0, "model: layers must be positive, got {}", c.layers);
-    QKV_CHECK(c.heads > 0 && c.d_model % c.heads == 0, "model: d_model = {} is not divisible by heads = {}", c.d_model,
-              c.heads);
-    return std::make_shared<Transformer>(c, gen);
-  }
-  fail("model: unknown kind '{}' (expected seed or transformer)", c.kind);
+  for (const auto& [name, builder] : registry())
+    if (name == c.kind) return builder(c, gen);
+  fail("model: unknown kind '{}' (expected {})", c.kind, fmt::join(model_kinds(), " or "));
 }
 
 }  // namespace qkv

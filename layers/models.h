@@ -4,6 +4,7 @@
 #include <qkv/layers/transformer.h>
 
 #include <string>
+#include <variant>
 
 namespace qkv {
 
@@ -21,7 +22,23 @@ struct ModelConfig {
   bool causal = false;
   bool attn_bias = false;
   double dropout = 0.0;
+  bool operator==(const ModelConfig&) const = default;
 };
+
+/// One field of ModelConfig, described once: its key in exported files' "qkv.model" metadata and (all but
+/// vocab_size and seq_len, which the data decides) in the config's [model] section, with its range and meaning.
+/// The metadata writer and reader, the config key table, `qkv info --keys` and the README reference read it.
+struct ModelField {
+  using Member = std::variant<std::string ModelConfig::*, std::int64_t ModelConfig::*, bool ModelConfig::*,
+                              double ModelConfig::*>;
+  const char* name;
+  Member member;
+  double min = 0, max = 0;  ///< numbers: the allowed range
+  const char* doc = "";
+  bool in_config = true;  ///< false for vocab_size and seq_len (set from [data])
+};
+/// Every field of ModelConfig, in declaration order.
+const std::vector<ModelField>& model_fields();
 
 /// What a causal model has seen, for generating a token at a time without re-running the prefix: each attention
 /// layer's keys and values (room for config().seq_len tokens) and how many tokens they hold.
@@ -50,10 +67,11 @@ class LanguageModel : public Module {
   /// tok_emb(ids) + pos_emb(start..start+T-1), after checking ids against the vocabulary and the positional table.
   Tensor embed(Embedding& tok, Embedding& pos, const Tensor& ids, std::int64_t start = 0) const;
   /// The model's part of logits(ids, cache), after the checks: ids (B, n) after cache.length cached tokens.
-  virtual Tensor logits_cached(const Tensor& ids, KVCache& cache) = 0;
+  /// A model of your own that does not override these three has no cached generation (a clear error).
+  virtual Tensor logits_cached(const Tensor& ids, KVCache& cache);
   /// (key width, value width) of each attention layer's cache rows, and the parameters' dtype.
-  virtual std::vector<std::pair<std::int64_t, std::int64_t>> cache_widths() const = 0;
-  virtual DType param_dtype() const = 0;
+  virtual std::vector<std::pair<std::int64_t, std::int64_t>> cache_widths() const { return {}; }
+  virtual DType param_dtype() const { return kFloat32; }
 
  private:
   ModelConfig config_;
@@ -105,5 +123,7 @@ double flops_per_token(const ModelConfig& config, std::int64_t t);
 
 /// Builds the model `config.kind` names; throws for an unknown kind or inconsistent sizes.
 std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, Generator& gen = default_generator());
+/// The kinds build_model knows (its registry): "seed", "transformer".
+std::vector<std::string> model_kinds();
 
 }  // namespace qkv

@@ -30,6 +30,7 @@ def main():
     qkv, work = sys.argv[1], sys.argv[2]
     cases = [("reverse", ["train.steps=30", "schedule.warmup_steps=0"], "3 1 4 1 5 9 2 6 5 3 5 8", "f32"),
              ("sort", ["train.steps=20", "model.attn_bias=true", "schedule.warmup_steps=0"], "7 1 8 2 8 1 8 2", "f32"),
+             # configs/text.toml has model.dropout = 0.1: the twin builds nn.Dropout from the metadata (eval mode)
              ("text", ["train.steps=20", "schedule.warmup_steps=0", "train.eval_every=20"], "This License", "bf16")]
     worst = 0.0
     for name, overrides, tokens, dtype in cases:
@@ -39,6 +40,8 @@ def main():
         run(qkv, "export", run_dir, "--dtype", dtype, "--out", exported)
         ours = json.loads(run(qkv, "predict", exported, "--tokens", tokens, "--json"))
         model, meta = torch_load.load_model(exported)
+        dropout = json.loads(meta["qkv.model"]).get("dropout", 0.0)
+        assert all(m.p == dropout for m in model.modules() if isinstance(m, torch.nn.Dropout)), "twin dropout"
         ids = torch_load.encode(meta, tokens)
         with torch.no_grad():
             logits, _ = model(torch.tensor([ids]))

@@ -69,17 +69,20 @@ class MLP(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    def __init__(self, d_model, heads, d_ff=0, causal=False, attn_bias=False):
+    """Pre-LN: x + drop(attn(ln1(x))), then + drop(mlp(ln2(x))); dropout is the identity in eval mode."""
+
+    def __init__(self, d_model, heads, d_ff=0, causal=False, attn_bias=False, dropout=0.0):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
         self.attn = MultiHeadSelfAttention(d_model, heads, causal, attn_bias)
         self.ln2 = nn.LayerNorm(d_model)
         self.mlp = MLP(d_model, d_ff or 4 * d_model)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
         a, w = self.attn(self.ln1(x))
-        x = x + a
-        return x + self.mlp(self.ln2(x)), w
+        x = x + self.drop(a)
+        return x + self.drop(self.mlp(self.ln2(x))), w
 
 
 class SeedModel(nn.Module):
@@ -104,7 +107,8 @@ class Transformer(nn.Module):
         self.tok_emb = nn.Embedding(cfg["vocab_size"], d)
         self.pos_emb = nn.Embedding(cfg["seq_len"], d)
         self.blocks = nn.ModuleList(
-            TransformerBlock(d, cfg["heads"], cfg.get("d_ff", 0), cfg.get("causal", False), cfg.get("attn_bias", False))
+            TransformerBlock(d, cfg["heads"], cfg.get("d_ff", 0), cfg.get("causal", False), cfg.get("attn_bias", False),
+                             cfg.get("dropout", 0.0))
             for _ in range(cfg["layers"]))
         self.ln_f = nn.LayerNorm(d)
         self.head = nn.Linear(d, cfg["vocab_size"])

@@ -20,25 +20,8 @@ namespace {
 constexpr std::int64_t kMaxSampleLength = 1'000'000;
 
 Config config_from_metadata(const std::map<std::string, std::string>& meta, const std::string& path) {
-  Config c;
   const auto it = meta.find("qkv.data");
-  if (it == meta.end()) return c;
-  const auto j = nlohmann::json::parse(it->second, nullptr, false);
-  QKV_CHECK(!j.is_discarded() && j.is_object(), "{}: the qkv.data metadata is not a JSON object", path);
-  try {
-    c.data.task = j.value("task", c.data.task);
-    c.data.vocab_size = j.value("vocab_size", c.data.vocab_size);
-    c.data.seq_len = j.value("seq_len", c.data.seq_len);
-    c.data.val_size = j.value("val_size", c.data.val_size);
-    c.data.path = j.value("path", std::string());
-    c.data.val_path = j.value("val_path", std::string());
-    c.data.shuffle = j.value("shuffle", true);
-    c.run.seed = j.value("seed", std::uint64_t{0});
-  } catch (const nlohmann::json::exception& e) {
-    fail("{}: the qkv.data metadata has a value of the wrong type: {}", path, e.what());
-  }
-  check_ranges(c, path + ": qkv.data");  // the config's ranges: the file cannot ask for what no config could
-  return c;
+  return it == meta.end() ? Config() : config_from_data_json(it->second, path);
 }
 
 // Non-finite values of one tensor (0 for integer tensors).
@@ -163,9 +146,7 @@ int cmd_eval(const std::string& target, bool json) {
 
 int cmd_info(const std::string& config_path, const std::vector<std::string>& overrides, bool keys) {
   if (keys) {  // the config reference as a Markdown table (README's is this output)
-    fmt::print("| key | type | default | meaning |\n|---|---|---|---|\n");
-    for (const auto& k : config_reference())
-      fmt::print("| `{}` | {} | `{}` | {} |\n", k.name, k.type, k.default_value, k.meaning);
+    fmt::print("{}", config_reference_markdown());
     return 0;
   }
   QKV_CHECK(!config_path.empty(), "info: a CONFIG file is required (or --keys)");

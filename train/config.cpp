@@ -3,6 +3,7 @@
 #include <qkv/core/errors.h>
 #include <qkv/train/run_dir.h>
 
+#include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
 #include <fmt/format.h>
@@ -13,6 +14,7 @@
 #include <functional>
 #include <limits>
 #include <map>
+#include <optional>
 #include <sstream>
 #include <variant>
 
@@ -22,7 +24,7 @@ namespace {
 using Ref = std::variant<std::string*, std::int64_t*, std::uint64_t*, double*, bool*, std::vector<double>*>;
 
 struct KeySpec {
-  const char* name;
+  std::string name;
   std::function<Ref(Config&)> ref;
   const char* meaning;
   double min = -std::numeric_limits<double>::infinity();
@@ -32,8 +34,27 @@ struct KeySpec {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-const std::vector<KeySpec>& specs() {
-  static const std::vector<KeySpec> s = {
+// The [model] keys, from ModelConfig's one description (model_fields() in layers/models.h).
+std::vector<KeySpec> model_specs() {
+  std::vector<KeySpec> out;
+  for (const ModelField& f : model_fields()) {
+    if (!f.in_config) continue;
+    KeySpec k{std::string("model.") + f.name,
+              [m = f.member](Config& c) -> Ref {
+                return std::visit([&](auto mp) -> Ref { return &(static_cast<ModelConfig&>(c.model).*mp); }, m);
+              },
+              f.doc};
+    const bool number = std::holds_alternative<std::int64_t ModelConfig::*>(f.member) ||
+                        std::holds_alternative<double ModelConfig::*>(f.member);
+    if (number) k.min = f.min, k.max = f.max;
+    if (std::string_view(f.name) == "kind") k.choices = model_kinds();
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
+std::vector<KeySpec> make_specs() {
+  std::vector<KeySpec> s = {
       {"run.name", [](Config& c) -> Ref { return &c.run.name; }, "run directory name under out_dir"},
       {"run.seed", [](Config& c) -> Ref { return &c.run.seed; }, "seed of every random stream (init, data, dropout)"},
       {"run.out_dir", [](Config& c) -> Ref { return &c.run.out_dir; }, "folder that holds run directories"},
@@ -45,17 +66,7 @@ const std::vector<KeySpec>& specs() {
       {"data.path", [](Config& c) -> Ref { return &c.data.path; }, "text: UTF-8 file; jsonl: training examples"},
       {"data.val_path", [](Config& c) -> Ref { return &c.data.val_path; }, "jsonl: validation examples (default: last 10% of path)"},
       {"data.shuffle", [](Config& c) -> Ref { return &c.data.shuffle; }, "jsonl/text: random batches; false takes them in file order, wrapping"},
-      {"model.kind", [](Config& c) -> Ref { return &c.model.kind; }, "seed (one SelfAttention) or transformer", -kInf, kInf, {"seed", "transformer"}},
-      {"model.d_model", [](Config& c) -> Ref { return &c.model.d_model; }, "embedding width", 1, 1e5},
-      {"model.d_k", [](Config& c) -> Ref { return &c.model.d_k; }, "seed: query/key width (0 = d_model)", 0, 1e5},
-      {"model.d_v", [](Config& c) -> Ref { return &c.model.d_v; }, "seed: value width (0 = d_model)", 0, 1e5},
-      {"model.heads", [](Config& c) -> Ref { return &c.model.heads; }, "transformer: attention heads (must divide d_model)", 1, 1e4},
-      {"model.layers", [](Config& c) -> Ref { return &c.model.layers; }, "transformer: blocks", 1, 1e4},
-      {"model.d_ff", [](Config& c) -> Ref { return &c.model.d_ff; }, "transformer: MLP width (0 = 4 * d_model)", 0, 1e6},
       {"model.positions", [](Config& c) -> Ref { return &c.model.positions; }, "positional table size (0 = data.seq_len)", 0, 1e6},
-      {"model.causal", [](Config& c) -> Ref { return &c.model.causal; }, "token i attends only to tokens j <= i"},
-      {"model.attn_bias", [](Config& c) -> Ref { return &c.model.attn_bias; }, "biases on the attention projections"},
-      {"model.dropout", [](Config& c) -> Ref { return &c.model.dropout; }, "transformer: dropout before each residual add", 0, 0.999},
       {"model.init", [](Config& c) -> Ref { return &c.model.init; }, "safetensors file of initial weights, loaded by name, strictly"},
       {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "sgd, adam or adamw", -kInf, kInf, {"sgd", "adam", "adamw"}},
       {"optim.lr", [](Config& c) -> Ref { return &c.optim.lr; }, "peak learning rate", 0, 1e3},
@@ -80,6 +91,14 @@ const std::vector<KeySpec>& specs() {
       {"train.target_accuracy", [](Config& c) -> Ref { return &c.train.target_accuracy; }, "stop when validation sequence accuracy reaches it (0 = off)", 0, 1},
       {"train.threads", [](Config& c) -> Ref { return &c.train.threads; }, "worker threads (0 = all cores)", 0, 1024},
   };
+  const auto model_end = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.name == "model.positions"; });
+  auto model = model_specs();
+  s.insert(model_end, model.begin(), model.end());
+  return s;
+}
+
+const std::vector<KeySpec>& specs() {
+  static const std::vector<KeySpec> s = make_specs();
   return s;
 }
 
@@ -264,19 +283,9 @@ void check_bare_override(const KeySpec& spec, const std::string& value, const st
 }  // namespace
 
 ModelConfig Config::model_config(std::int64_t vocab) const {
-  ModelConfig m;
-  m.kind = model.kind;
+  ModelConfig m = model;
   m.vocab_size = vocab;
   m.seq_len = model.positions == 0 ? data.seq_len : model.positions;
-  m.d_model = model.d_model;
-  m.d_k = model.d_k;
-  m.d_v = model.d_v;
-  m.heads = model.heads;
-  m.layers = model.layers;
-  m.d_ff = model.d_ff;
-  m.causal = model.causal;
-  m.attn_bias = model.attn_bias;
-  m.dropout = model.dropout;
   return m;
 }
 
@@ -287,6 +296,13 @@ std::vector<ConfigKeyDoc> config_reference() {
     const Ref r = s.ref(defaults);
     out.push_back({s.name, type_of(r), format_value(r), s.meaning});
   }
+  return out;
+}
+
+std::string config_reference_markdown() {
+  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& k : config_reference())
+    out += fmt::format("| `{}` | {} | `{}` | {} |\n", k.name, k.type, k.default_value, k.meaning);
   return out;
 }
 
@@ -393,6 +409,59 @@ std::string to_toml(const Config& config) {
     out += fmt::format("{} = {}\n", name.substr(name.find('.') + 1), format_value(s.ref(c)));
   }
   return out;
+}
+
+namespace {
+
+// The "qkv.data" keys: data.* without the section, and run.seed as "seed".
+std::string data_json_key(const std::string& spec_name) {
+  if (spec_name == "run.seed") return "seed";
+  return spec_name.rfind("data.", 0) == 0 ? spec_name.substr(5) : std::string();
+}
+
+// A JSON scalar as the TOML node assign() takes (arrays never occur in "qkv.data").
+std::optional<toml::table> as_toml(const nlohmann::json& v) {
+  if (v.is_string()) return toml::table{{"v", v.get<std::string>()}};
+  if (v.is_boolean()) return toml::table{{"v", v.get<bool>()}};
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
+    return std::nullopt;
+  if (v.is_number_integer()) return toml::table{{"v", v.get<std::int64_t>()}};
+  if (v.is_number_float()) return toml::table{{"v", v.get<double>()}};
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string data_to_json(const Config& config) {
+  Config c = config;
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& s : specs()) {
+    const std::string key = data_json_key(s.name);
+    if (key.empty()) continue;
+    std::visit(
+        [&](auto* p) {
+          if constexpr (std::is_same_v<std::remove_pointer_t<decltype(p)>, std::vector<double>>) return;
+          else j[key] = *p;
+        },
+        s.ref(c));
+  }
+  return j.dump();
+}
+
+Config config_from_data_json(const std::string& json, const std::string& source) {
+  Config c;
+  const auto j = nlohmann::json::parse(json, nullptr, false);
+  QKV_CHECK(!j.is_discarded() && j.is_object(), "{}: the qkv.data metadata is not a JSON object", source);
+  const std::string at = source + ": qkv.data";
+  for (const auto& s : specs()) {
+    const std::string key = data_json_key(s.name);
+    if (key.empty() || !j.contains(key)) continue;
+    const auto node = as_toml(j[key]);
+    QKV_CHECK(node.has_value(), "{}: {}: unexpected value {}", at, s.name, j[key].dump());
+    assign(s, c, *node->get("v"), at);
+  }
+  check_ranges(c, at);  // the config's ranges: the file cannot ask for what no config could
+  return c;
 }
 
 }  // namespace qkv

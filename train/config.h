@@ -17,13 +17,11 @@ struct Config {
     std::string out_dir = "runs";
   } run;
   DataOptions data;
-  struct Model {
-    std::string kind = "seed";  // seed | transformer
-    std::int64_t d_model = 32, d_k = 0, d_v = 0, heads = 1, layers = 1, d_ff = 0;
+  /// [model]: the ModelConfig fields (model_fields(): each is a key, but vocab_size and seq_len, which the data
+  /// decides), and two keys of the run.
+  struct Model : ModelConfig {
     std::int64_t positions = 0;  // positional table size; 0 = data.seq_len
-    bool causal = false, attn_bias = false;
-    double dropout = 0.0;
-    std::string init;  // safetensors file of initial weights, loaded by name, strictly
+    std::string init;            // safetensors file of initial weights, loaded by name, strictly
   } model;
   struct Optim {
     std::string name = "adam";  // sgd | adam | adamw
@@ -60,6 +58,8 @@ struct ConfigKeyDoc {
 };
 /// Every key, in section order.
 std::vector<ConfigKeyDoc> config_reference();
+/// config_reference() as the Markdown table `qkv info --keys` prints and README's config reference holds.
+std::string config_reference_markdown();
 
 /// Parses a TOML file, then applies `overrides` ("section.key=value", parsed as TOML values or bare strings),
 /// then validates. Errors are qkv::Error naming the file, line, column and key (or the override).
@@ -71,5 +71,10 @@ Config parse_config(const std::string& text, const std::string& source, const st
 void check_ranges(const Config& config, const std::string& source);
 /// The resolved config as TOML (every key, with defaults filled in).
 std::string to_toml(const Config& config);
+/// The [data] keys and run.seed as a JSON object: exported files' "qkv.data" metadata, which lets `qkv eval`
+/// rebuild the validation set. Written and read through the same key table as the TOML.
+std::string data_to_json(const Config& config);
+/// A default Config with the "qkv.data" JSON applied, each value type- and range-checked; `source` names it.
+Config config_from_data_json(const std::string& json, const std::string& source);
 
 }  // namespace qkv

@@ -9,6 +9,7 @@
 #include <qkv/train/run_dir.h>
 #include <qkv/train/safetensors.h>
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 #include <spdlog/sinks/basic_file_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
@@ -24,6 +25,7 @@
 #include <filesystem>
 #include <fstream>
 #include <new>
+#include <set>
 #include <thread>
 
 namespace qkv {
@@ -256,59 +258,67 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
 }
 
 std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Config& c, const Dataset& data) {
-  nlohmann::json mj = {{"kind", m.kind},     {"vocab_size", m.vocab_size}, {"seq_len", m.seq_len},
-                       {"d_model", m.d_model}, {"d_k", m.d_k},             {"d_v", m.d_v},
-                       {"heads", m.heads},   {"layers", m.layers},         {"d_ff", m.d_ff},
-                       {"causal", m.causal}, {"attn_bias", m.attn_bias}};
-  nlohmann::json dj = {{"task", c.data.task},         {"vocab_size", c.data.vocab_size}, {"seq_len", c.data.seq_len},
-                       {"val_size", c.data.val_size}, {"path", c.data.path},             {"val_path", c.data.val_path},
-                       {"shuffle", c.data.shuffle},   {"seed", c.run.seed}};
+  nlohmann::json mj = nlohmann::json::object();
+  for (const ModelField& f : model_fields()) std::visit([&](auto member) { mj[f.name] = m.*member; }, f.member);
   std::map<std::string, std::string> meta = {{"format", "qkv"},
                                              {"qkv.version", version()},
                                              {"qkv.model", mj.dump()},
-                                             {"qkv.data", dj.dump()}};
+                                             {"qkv.data", data_to_json(c)}};
   if (!data.vocab().empty()) meta["qkv.vocab"] = data.vocab();
   return meta;
 }
 
+namespace {
+
+// One "qkv.model" value into its ModelConfig field, checked for type and range (the config key's range), so a
+// crafted file cannot make qkv build something enormous before its tensors are compared.
+void read_model_field(const ModelField& f, const nlohmann::json& v, ModelConfig& m, const std::string& source) {
+  const auto bad = [&](const char* expected) {
+    fail("{}: qkv.model: \"{}\" must be {}, got {}", source, f.name, expected, v.dump());
+  };
+  const auto out_of_range = [&] {
+    fail("{}: qkv.model: \"{}\" = {} is out of range (expected {} to {})", source, f.name, v.dump(), f.min, f.max);
+  };
+  std::visit(
+      [&](auto member) {
+        using T = std::remove_reference_t<decltype(m.*member)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          if (!v.is_string()) bad("a string");
+          m.*member = v.get<std::string>();
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (!v.is_boolean()) bad("true or false");
+          m.*member = v.get<bool>();
+        } else if constexpr (std::is_same_v<T, double>) {
+          if (!v.is_number()) bad("a number");
+          const double x = v.get<double>();
+          if (!(x >= f.min && x <= f.max)) out_of_range();
+          m.*member = x;
+        } else {
+          if (!v.is_number_integer()) bad("an integer");
+          if (v.is_number_unsigned() && v.get<std::uint64_t>() > static_cast<std::uint64_t>(f.max)) out_of_range();
+          const auto x = v.get<std::int64_t>();
+          if (double(x) < f.min || double(x) > f.max) out_of_range();
+          m.*member = x;
+        }
+      },
+      f.member);
+}
+
+}  // namespace
+
 ModelConfig model_config_from_json(const std::string& text, const std::string& source) {
   const auto j = nlohmann::json::parse(text, nullptr, false);
   QKV_CHECK(!j.is_discarded() && j.is_object(), "{}: the qkv.model metadata is not a JSON object", source);
+  // What no file can do without; the other fields default as in ModelConfig (0.1 files have no "dropout").
+  static const std::set<std::string> required = {"kind", "vocab_size", "seq_len", "d_model"};
   ModelConfig m;
-  QKV_CHECK(j.contains("kind") && j["kind"].is_string(), "{}: qkv.model: \"kind\" must be a string", source);
-  m.kind = j["kind"].get<std::string>();
-  QKV_CHECK(m.kind == "seed" || m.kind == "transformer",
-            "{}: qkv.model: unknown kind \"{}\" (expected seed or transformer)", source, m.kind);
-  // Every size is an integer within what a config could ask for (the same ranges as the config keys), so a
-  // crafted file cannot make qkv build something enormous before its tensors are compared.
-  struct Field {
-    const char* name;
-    std::int64_t* value;
-    bool required;
-    std::int64_t min, max;
-  };
-  const Field fields[] = {{"vocab_size", &m.vocab_size, true, 1, 2'000'000}, {"seq_len", &m.seq_len, true, 1, 1'000'000},
-                          {"d_model", &m.d_model, true, 1, 100'000},         {"d_k", &m.d_k, false, 0, 100'000},
-                          {"d_v", &m.d_v, false, 0, 100'000},                {"heads", &m.heads, false, 1, 10'000},
-                          {"layers", &m.layers, false, 1, 10'000},           {"d_ff", &m.d_ff, false, 0, 1'000'000}};
-  for (const auto& f : fields) {
-    if (!j.contains(f.name)) {
-      QKV_CHECK(!f.required, "{}: qkv.model metadata has no \"{}\"", source, f.name);
-      continue;
-    }
-    const auto& v = j[f.name];
-    QKV_CHECK(v.is_number_integer(), "{}: qkv.model: \"{}\" must be an integer, got {}", source, f.name, v.dump());
-    QKV_CHECK(!v.is_number_unsigned() || v.get<std::uint64_t>() <= static_cast<std::uint64_t>(f.max),
-              "{}: qkv.model: \"{}\" = {} is out of range (expected {} to {})", source, f.name, v.dump(), f.min, f.max);
-    *f.value = v.get<std::int64_t>();
-    QKV_CHECK(*f.value >= f.min && *f.value <= f.max, "{}: qkv.model: \"{}\" = {} is out of range (expected {} to {})",
-              source, f.name, *f.value, f.min, f.max);
+  for (const ModelField& f : model_fields()) {
+    if (j.contains(f.name)) read_model_field(f, j[f.name], m, source);
+    else QKV_CHECK(!required.count(f.name), "{}: qkv.model metadata has no \"{}\"", source, f.name);
   }
-  for (auto [name, flag] : {std::pair{"causal", &m.causal}, std::pair{"attn_bias", &m.attn_bias}}) {
-    if (!j.contains(name)) continue;
-    QKV_CHECK(j[name].is_boolean(), "{}: qkv.model: \"{}\" must be true or false, got {}", source, name, j[name].dump());
-    *flag = j[name].get<bool>();
-  }
+  const auto kinds = model_kinds();
+  QKV_CHECK(std::find(kinds.begin(), kinds.end(), m.kind) != kinds.end(),
+            "{}: qkv.model: unknown kind \"{}\" (expected {})", source, m.kind, fmt::join(kinds, " or "));
   QKV_CHECK(m.kind != "transformer" || m.d_model % m.heads == 0,
             "{}: qkv.model: heads = {} does not divide d_model = {}", source, m.heads, m.d_model);
   return m;

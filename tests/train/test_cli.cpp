@@ -194,7 +194,7 @@ TEST_CASE("crafted model metadata is checked against the tensors before anything
   const auto bad_data = craft(model, "bad_data", [](SafetensorsFile& f) { f.metadata["qkv.data"] = R"({"seq_len": "x"})"; });
   const auto r = capture({"eval", bad_data});
   CHECK(r.code == 2);
-  CHECK(r.err.find(bad_data + ": the qkv.data metadata has a value of the wrong type") != std::string::npos);
+  CHECK(r.err.find(bad_data + ": qkv.data: data.seq_len: expected an integer, got a string") != std::string::npos);
   const auto huge_data = craft(model, "huge_data", [](SafetensorsFile& f) { f.metadata["qkv.data"] = R"({"val_size": 1000000000})"; });
   CHECK(capture({"eval", huge_data}).err.find(huge_data + ": qkv.data: data.val_size: value 1000000000 is out of range") !=
         std::string::npos);

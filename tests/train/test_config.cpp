@@ -81,7 +81,7 @@ TEST_CASE("override errors say which override") {
   CHECK_ERROR(parse("", {"train.steps=0"}), "override 'train.steps=0': train.steps: value 0 is out of range");
 }
 
-TEST_CASE("README documents every config key") {
+TEST_CASE("README's config reference is the generated table (qkv info --keys), every key in order") {
   std::ifstream in(std::string(QKV_SOURCE_DIR) + "/README.md");
   std::stringstream ss;
   ss << in.rdbuf();
@@ -90,6 +90,8 @@ TEST_CASE("README documents every config key") {
     INFO(k.name);
     CHECK(readme.find("`" + k.name + "`") != std::string::npos);
   }
+  CHECK_MESSAGE(readme.find(config_reference_markdown()) != std::string::npos,
+                "regenerate README's table with build/bin/qkv info --keys");
 }
 
 TEST_CASE("run.name is one plain directory name, located in errors (B1)") {
@@ -113,4 +115,15 @@ TEST_CASE("overrides: numbers too large say out of range; an open quote is an er
 
 TEST_CASE("a directory given as CONFIG is an error (B2)") {
   CHECK_ERROR(load_config(QKV_SOURCE_DIR "/configs"), "is a directory, not a config file");
+}
+
+TEST_CASE("the data keys round-trip through a model file's qkv.data metadata, checked like the config") {
+  const Config c = parse("[run]\nseed = 7\n[data]\ntask = \"jsonl\"\nvocab_size = 99\nseq_len = 21\nval_size = 5\n"
+                         "path = \"a.jsonl\"\nval_path = \"b.jsonl\"\nshuffle = false\n");
+  const Config back = config_from_data_json(data_to_json(c), "f");
+  CHECK(to_toml(back) == to_toml(c) );
+  CHECK_ERROR(config_from_data_json(R"({"seq_len": 0})", "f"), "f: qkv.data: data.seq_len: value 0 is out of range");
+  CHECK_ERROR(config_from_data_json(R"({"shuffle": 1})", "f"), "f: qkv.data: data.shuffle: expected a boolean");
+  CHECK_ERROR(config_from_data_json(R"({"seed": 1e99})", "f"), "f: qkv.data: run.seed: expected an integer, got a float");
+  CHECK_ERROR(config_from_data_json("[1]", "f"), "f: the qkv.data metadata is not a JSON object");
 }

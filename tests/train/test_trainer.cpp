@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include <cmath>
 #include <csignal>
 #include <filesystem>
 #include <fstream>
@@ -152,6 +153,39 @@ TEST_CASE("evaluate counts tokens and whole sequences, skipping ignored position
   const auto e = evaluate(*model, b, 1);
   CHECK(e.token_acc == 0.0);
   CHECK(e.seq_acc == 1.0);  // nothing to get wrong
+}
+
+namespace {
+// Predicts its input token (logit 10 there, 0 elsewhere): evaluate() then scores hand-made predictions.
+class EchoModel : public LanguageModel {
+ public:
+  EchoModel() : LanguageModel({.vocab_size = 4, .seq_len = 3}) {}
+  Tensor logits(const Tensor& ids, std::vector<Tensor>* = nullptr) override {
+    std::vector<float> v(static_cast<std::size_t>(ids.numel() * 4), 0.0f);
+    for (std::int64_t i = 0; i < ids.numel(); ++i) v[static_cast<std::size_t>(i * 4 + ids.data<std::int64_t>()[i])] = 10;
+    return Tensor::from(v, {ids.size(0), ids.size(1), 4});
+  }
+  std::string name() const override { return "EchoModel"; }
+};
+}  // namespace
+
+TEST_CASE("evaluate scores hand-made predictions: token and sequence accuracy, ignored targets, the loss") {
+  // Predictions (the inputs) against targets, one sequence per row:
+  //   [0 1 2] vs [0 1 2]           3 of 3 right, sequence right
+  //   [1 1 1] vs [1 2 -100]        1 of 2 right, sequence wrong
+  //   [3 0 0] vs [-100 0 -100]     1 of 1 right, sequence right
+  //   [2 2 2] vs [-100 -100 -100]  nothing counted, sequence right (nothing to get wrong)
+  EchoModel model;
+  const Batch b{Tensor::from(std::vector<std::int64_t>{0, 1, 2, 1, 1, 1, 3, 0, 0, 2, 2, 2}, {4, 3}),
+                Tensor::from(std::vector<std::int64_t>{0, 1, 2, 1, 2, -100, -100, 0, -100, -100, -100, -100}, {4, 3})};
+  const double right = std::log1p(3 * std::exp(-10.0)), wrong = std::log(std::exp(10.0) + 3);  // cross-entropies
+  for (const std::int64_t batch : {1, 3, 4}) {
+    INFO("batch ", batch);
+    const auto e = evaluate(model, b, batch);
+    CHECK(e.token_acc == doctest::Approx(5.0 / 6.0));
+    CHECK(e.seq_acc == doctest::Approx(0.75));
+    CHECK(e.loss == doctest::Approx((5 * right + wrong) / 6).epsilon(1e-6));
+  }
 }
 
 TEST_CASE("render_attention shades each row") {
@@ -327,4 +361,15 @@ TEST_CASE("the same run gives bit-identical weights and metrics for 1, 2, 3, 5 a
       CHECK_MESSAGE(metrics_of(r.run_dir) == first_metrics, std::string(c.config) << ": metrics differ at " << threads << " threads");
     }
   }
+}
+
+TEST_CASE("every ModelConfig field round-trips through a model file's metadata") {
+  const ModelConfig m{.kind = "transformer", .vocab_size = 19, .seq_len = 33, .d_model = 24, .d_k = 5, .d_v = 7,
+                      .heads = 3, .layers = 4, .d_ff = 40, .causal = true, .attn_bias = true, .dropout = 0.25};
+  for (const ModelField& f : model_fields())  // each field differs from its default, so a dropped one shows
+    std::visit([&](auto member) { CHECK_MESSAGE(m.*member != ModelConfig{}.*member, f.name); }, f.member);
+  const Config c;
+  const auto data = make_dataset(c.data, 0);
+  const auto meta = model_metadata(m, c, *data);
+  CHECK(model_config_from_json(meta.at("qkv.model")) == m);
 }
