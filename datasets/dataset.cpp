@@ -2,6 +2,7 @@
 
 #include <qkv/core/errors.h>
 
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
@@ -18,10 +19,14 @@ constexpr std::uint64_t kTrainStream = 0x747261696eULL, kValStream = 0x76616c696
 
 // ---- generated tasks --------------------------------------------------------------------------------------
 
+// One example of a generated task: x (T) and y (T) from g, for vocabulary v and length t.
+using ExampleFn = void (*)(std::int64_t v, std::int64_t t, Generator& g, std::int64_t* x, std::int64_t* y);
+ExampleFn example_fn(const std::string& task);  // from the task registry at the end of this file
+
 class GeneratedTask : public Dataset {
  public:
   GeneratedTask(const DataOptions& o, std::uint64_t seed)
-      : Dataset(seed, o.vocab_size, o.seq_len), task_(o.task) {
+      : Dataset(seed, o.vocab_size, o.seq_len), task_(o.task), example_(example_fn(o.task)) {
     if (task_ == "recall") {
       const std::int64_t pairs = o.seq_len / 3;
       QKV_CHECK(o.vocab_size / 2 >= std::max<std::int64_t>(pairs, 1),
@@ -38,11 +43,12 @@ class GeneratedTask : public Dataset {
   Batch make(std::int64_t n, Generator& g) const {
     Batch b{Tensor::empty({n, seq_len_}, kInt64), Tensor::empty({n, seq_len_}, kInt64)};
     for (std::int64_t i = 0; i < n; ++i)
-      generate_example(task_, vocab_size_, seq_len_, g, b.inputs.data<std::int64_t>() + i * seq_len_,
-                       b.targets.data<std::int64_t>() + i * seq_len_);
+      example_(vocab_size_, seq_len_, g, b.inputs.data<std::int64_t>() + i * seq_len_,
+               b.targets.data<std::int64_t>() + i * seq_len_);
     return b;
   }
   std::string task_;
+  ExampleFn example_;
 };
 
 // ---- text -------------------------------------------------------------------------------------------------
@@ -304,48 +310,103 @@ std::vector<std::int64_t> encode_token_ids(const std::string& text, std::int64_t
   return out;
 }
 
-void generate_example(const std::string& task, std::int64_t v, std::int64_t t, Generator& g, std::int64_t* x,
-                      std::int64_t* y) {
-  const auto draw = [&](std::int64_t n) { return static_cast<std::int64_t>(g.randint(static_cast<std::uint64_t>(n))); };
-  if (task == "recall") {
-    // Multi-query associative recall: P key-value pairs (keys in [0, V/2), distinct; values in [V/2, V)), then
-    // T - 2P queries, each a key from the pairs, whose target is its value. Other positions are ignored.
-    const std::int64_t pairs = std::max<std::int64_t>(1, t / 3), half = v / 2;
-    std::vector<std::int64_t> keys(static_cast<std::size_t>(half));
-    for (std::int64_t i = 0; i < half; ++i) keys[static_cast<std::size_t>(i)] = i;
-    for (std::int64_t i = 0; i < pairs; ++i)  // partial Fisher-Yates: the first `pairs` keys are distinct
-      std::swap(keys[static_cast<std::size_t>(i)], keys[static_cast<std::size_t>(i + draw(half - i))]);
-    std::vector<std::int64_t> values(static_cast<std::size_t>(pairs));
-    for (std::int64_t i = 0; i < pairs; ++i) {
-      values[static_cast<std::size_t>(i)] = half + draw(v - half);
-      x[2 * i] = keys[static_cast<std::size_t>(i)];
-      x[2 * i + 1] = values[static_cast<std::size_t>(i)];
-      y[2 * i] = y[2 * i + 1] = kIgnore;
-    }
-    for (std::int64_t q = 2 * pairs; q < t; ++q) {
-      const std::int64_t k = draw(pairs);
-      x[q] = keys[static_cast<std::size_t>(k)];
-      y[q] = values[static_cast<std::size_t>(k)];
-    }
-    return;
+namespace {
+
+std::int64_t draw(Generator& g, std::int64_t n) { return static_cast<std::int64_t>(g.randint(static_cast<std::uint64_t>(n))); }
+
+// Multi-query associative recall: P key-value pairs (keys in [0, V/2), distinct; values in [V/2, V)), then
+// T - 2P queries, each a key from the pairs, whose target is its value. Other positions are ignored.
+void recall_example(std::int64_t v, std::int64_t t, Generator& g, std::int64_t* x, std::int64_t* y) {
+  const std::int64_t pairs = std::max<std::int64_t>(1, t / 3), half = v / 2;
+  std::vector<std::int64_t> keys(static_cast<std::size_t>(half));
+  for (std::int64_t i = 0; i < half; ++i) keys[static_cast<std::size_t>(i)] = i;
+  for (std::int64_t i = 0; i < pairs; ++i)  // partial Fisher-Yates: the first `pairs` keys are distinct
+    std::swap(keys[static_cast<std::size_t>(i)], keys[static_cast<std::size_t>(i + draw(g, half - i))]);
+  std::vector<std::int64_t> values(static_cast<std::size_t>(pairs));
+  for (std::int64_t i = 0; i < pairs; ++i) {
+    values[static_cast<std::size_t>(i)] = half + draw(g, v - half);
+    x[2 * i] = keys[static_cast<std::size_t>(i)];
+    x[2 * i + 1] = values[static_cast<std::size_t>(i)];
+    y[2 * i] = y[2 * i + 1] = kIgnore;
   }
-  for (std::int64_t i = 0; i < t; ++i) x[i] = draw(v);
-  if (task == "copy") {
-    std::copy_n(x, t, y);
-  } else if (task == "reverse") {
-    std::reverse_copy(x, x + t, y);
-  } else if (task == "sort") {
-    std::copy_n(x, t, y);
-    std::sort(y, y + t);
-  } else {
-    fail("data: unknown generated task '{}' (expected copy, reverse, sort or recall)", task);
+  for (std::int64_t q = 2 * pairs; q < t; ++q) {
+    const std::int64_t k = draw(g, pairs);
+    x[q] = keys[static_cast<std::size_t>(k)];
+    y[q] = values[static_cast<std::size_t>(k)];
   }
 }
 
+// x uniform over the vocabulary, y = f(x).
+template <void (*Target)(const std::int64_t*, std::int64_t, std::int64_t*)>
+void uniform_example(std::int64_t v, std::int64_t t, Generator& g, std::int64_t* x, std::int64_t* y) {
+  for (std::int64_t i = 0; i < t; ++i) x[i] = draw(g, v);
+  Target(x, t, y);
+}
+void copy_of(const std::int64_t* x, std::int64_t t, std::int64_t* y) { std::copy_n(x, t, y); }
+void reversal_of(const std::int64_t* x, std::int64_t t, std::int64_t* y) { std::reverse_copy(x, x + t, y); }
+void sorted_of(const std::int64_t* x, std::int64_t t, std::int64_t* y) {
+  std::copy_n(x, t, y);
+  std::sort(y, y + t);
+}
+
+template <class D>
+std::unique_ptr<Dataset> make(const DataOptions& o, std::uint64_t seed) {
+  return std::make_unique<D>(o, seed);
+}
+
+struct Task {
+  const char* name;
+  std::unique_ptr<Dataset> (*make)(const DataOptions&, std::uint64_t);
+  ExampleFn example;  // generated tasks only
+};
+
+// Task name -> dataset factory (and example generator): a new task is one function and one line here.
+const std::vector<Task>& registry() {
+  static const std::vector<Task> r = {
+      {"copy", make<GeneratedTask>, uniform_example<copy_of>},
+      {"reverse", make<GeneratedTask>, uniform_example<reversal_of>},
+      {"sort", make<GeneratedTask>, uniform_example<sorted_of>},
+      {"recall", make<GeneratedTask>, recall_example},
+      {"text", make<TextDataset>, nullptr},
+      {"jsonl", make<JsonlDataset>, nullptr},
+  };
+  return r;
+}
+
+const Task* find_task(const std::string& name) {
+  for (const auto& t : registry())
+    if (name == t.name) return &t;
+  return nullptr;
+}
+
+ExampleFn example_fn(const std::string& task) {
+  const Task* t = find_task(task);
+  if (t == nullptr || t->example == nullptr) {
+    std::vector<std::string> generated;
+    for (const auto& r : registry())
+      if (r.example != nullptr) generated.push_back(r.name);
+    fail("data: unknown generated task '{}' (expected {})", task, fmt::join(generated, ", "));
+  }
+  return t->example;
+}
+
+}  // namespace
+
+std::vector<std::string> task_names() {
+  std::vector<std::string> names;
+  for (const auto& t : registry()) names.push_back(t.name);
+  return names;
+}
+
+void generate_example(const std::string& task, std::int64_t v, std::int64_t t, Generator& g, std::int64_t* x,
+                      std::int64_t* y) {
+  example_fn(task)(v, t, g, x, y);
+}
+
 std::unique_ptr<Dataset> make_dataset(const DataOptions& o, std::uint64_t seed) {
-  if (o.task == "text") return std::make_unique<TextDataset>(o, seed);
-  if (o.task == "jsonl") return std::make_unique<JsonlDataset>(o, seed);
-  return std::make_unique<GeneratedTask>(o, seed);
+  const Task* t = find_task(o.task);
+  QKV_CHECK(t != nullptr, "data: unknown task '{}' (expected {})", o.task, fmt::join(task_names(), ", "));
+  return t->make(o, seed);
 }
 
 }  // namespace qkv

@@ -84,6 +84,8 @@ std::vector<std::int64_t> encode_token_ids(const std::string& text, std::int64_t
 
 /// The dataset `options.task` names; throws qkv::Error naming the config key or the file and line at fault.
 std::unique_ptr<Dataset> make_dataset(const DataOptions& options, std::uint64_t seed);
+/// The tasks make_dataset knows (its registry): copy, reverse, sort, recall (generated), text, jsonl (files).
+std::vector<std::string> task_names();
 
 /// One example of a generated task, for tests and demos: fills x (T) and y (T) from `gen`.
 void generate_example(const std::string& task, std::int64_t vocab_size, std::int64_t seq_len, Generator& gen,

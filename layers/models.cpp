@@ -173,7 +173,7 @@ const std::vector<std::pair<std::string, Builder>>& registry() {
 const std::vector<ModelField>& model_fields() {
   using M = ModelConfig;
   static const std::vector<ModelField> fields = {
-      {"kind", &M::kind, 0, 0, "seed (one SelfAttention) or transformer"},
+      {"kind", &M::kind, 0, 0, "the model (seed: one SelfAttention layer and a head)"},
       {"vocab_size", &M::vocab_size, 1, 2e6, "token ids 0..vocab_size-1", false},
       {"seq_len", &M::seq_len, 1, 1e6, "positional table size: the longest sequence the model takes", false},
       {"d_model", &M::d_model, 1, 1e5, "embedding width"},

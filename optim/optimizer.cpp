@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include <fmt/ranges.h>
+
 namespace qkv {
 namespace {
 
@@ -248,6 +250,49 @@ void clip_grad_value(const std::vector<Tensor>& params, double clip_value) {
     using T = std::remove_pointer_t<decltype(pg)>;
     for (std::int64_t i = 0; i < n; ++i) pg[i] = std::clamp(pg[i], T(-clip_value), T(clip_value));
   });
+}
+
+namespace {
+
+using Factory = std::unique_ptr<Optimizer> (*)(NamedParameters, const AnyOptimizerOptions&);
+
+AdamOptions adam_options(const AnyOptimizerOptions& o) {
+  return {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.weight_decay};
+}
+
+// Optimizer name -> factory: a new optimizer is one class and one line here.
+const std::vector<std::pair<std::string, Factory>>& registry() {
+  static const std::vector<std::pair<std::string, Factory>> r = {
+      {"sgd",
+       [](NamedParameters p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
+         return std::make_unique<SGD>(std::move(p), SGDOptions{.lr = o.lr, .momentum = o.momentum,
+                                                               .nesterov = o.nesterov, .weight_decay = o.weight_decay});
+       }},
+      {"adam",
+       [](NamedParameters p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
+         return std::make_unique<Adam>(std::move(p), adam_options(o));
+       }},
+      {"adamw",
+       [](NamedParameters p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
+         return std::make_unique<AdamW>(std::move(p), adam_options(o));
+       }},
+  };
+  return r;
+}
+
+}  // namespace
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParameters params,
+                                          const AnyOptimizerOptions& options) {
+  for (const auto& [n, factory] : registry())
+    if (n == name) return factory(std::move(params), options);
+  fail("optimizer: unknown name '{}' (expected {})", name, fmt::join(optimizer_names(), ", "));
+}
+
+std::vector<std::string> optimizer_names() {
+  std::vector<std::string> names;
+  for (const auto& [n, factory] : registry()) names.push_back(n);
+  return names;
 }
 
 }  // namespace qkv

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -114,6 +115,18 @@ class AdamW : public Adam {
  public:
   AdamW(NamedParameters params, AdamOptions options) : Adam(std::move(params), options, true) {}
 };
+
+/// The options of every optimizer in one struct, for building one by name (a config file, the CLI); each
+/// optimizer reads the fields it has.
+struct AnyOptimizerOptions {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
+  bool nesterov = false;
+};
+/// The optimizer `name` (one of optimizer_names()) over params.
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParameters params,
+                                          const AnyOptimizerOptions& options);
+/// The names make_optimizer knows (its registry): "sgd", "adam", "adamw".
+std::vector<std::string> optimizer_names();
 
 /// The global L2 norm of all gradients (as if concatenated), accumulated in double.
 double grad_norm(const std::vector<Tensor>& params);

@@ -5,16 +5,64 @@
 #include <cmath>
 #include <numbers>
 
+#include <fmt/ranges.h>
+
 namespace qkv {
+namespace {
+
+// The lr after warmup: t steps past it, of span = total_steps - warmup_steps, from base.
+using Formula = double (*)(const ScheduleOptions& o, double base, double t, double span);
+struct Kind {
+  const char* name;
+  Formula lr;
+  bool needs_total;  // cosine and linear run to total_steps
+};
+
+// Schedule kind -> formula: a new schedule is one line here.
+const std::vector<Kind>& registry() {
+  static const std::vector<Kind> r = {
+      {"constant", [](const ScheduleOptions&, double base, double, double) { return base; }, false},
+      {"cosine",
+       [](const ScheduleOptions& o, double base, double t, double span) {
+         return o.min_lr + (base - o.min_lr) * (1.0 + std::cos(std::numbers::pi * std::min(t, span) / span)) / 2.0;
+       },
+       true},
+      {"linear",
+       [](const ScheduleOptions& o, double base, double t, double span) {
+         return base + (o.min_lr - base) * std::min(t, span) / span;
+       },
+       true},
+      {"step",
+       [](const ScheduleOptions& o, double base, double t, double) {
+         return base * std::pow(o.gamma, std::floor(t / static_cast<double>(o.step_size)));
+       },
+       false},
+  };
+  return r;
+}
+
+const Kind* find_kind(const std::string& name) {
+  for (const auto& k : registry())
+    if (name == k.name) return &k;
+  return nullptr;
+}
+
+}  // namespace
+
+std::vector<std::string> schedule_kinds() {
+  std::vector<std::string> names;
+  for (const auto& k : registry()) names.push_back(k.name);
+  return names;
+}
 
 LRSchedule::LRSchedule(Optimizer& optimizer, ScheduleOptions o)
     : optimizer_(optimizer), options_(std::move(o)), base_lr_(optimizer.lr()) {
   const auto& k = options_.kind;
-  QKV_CHECK(k == "constant" || k == "cosine" || k == "linear" || k == "step",
-            "schedule: unknown kind '{}' (expected constant, cosine, linear or step)", k);
+  const Kind* kind = find_kind(k);
+  QKV_CHECK(kind != nullptr, "schedule: unknown kind '{}' (expected {})", k, fmt::join(schedule_kinds(), ", "));
   QKV_CHECK(options_.warmup_steps >= 0, "schedule: invalid warmup_steps = {} (must be >= 0)", options_.warmup_steps);
   QKV_CHECK(options_.min_lr >= 0.0, "schedule: invalid min_lr = {} (must be >= 0)", options_.min_lr);
-  if (k == "cosine" || k == "linear")
+  if (kind->needs_total)
     QKV_CHECK(options_.total_steps > options_.warmup_steps,
               "schedule: {} needs total_steps ({}) larger than warmup_steps ({})", k, options_.total_steps,
               options_.warmup_steps);
@@ -31,13 +79,7 @@ double LRSchedule::lr_at(std::int64_t s) const {
   if (s < w) return base_lr_ * static_cast<double>(s + 1) / static_cast<double>(w);
   const auto t = static_cast<double>(s - w);
   const auto span = static_cast<double>(o.total_steps - w);
-  if (o.kind == "cosine") {
-    const double tc = std::min(t, span);
-    return o.min_lr + (base_lr_ - o.min_lr) * (1.0 + std::cos(std::numbers::pi * tc / span)) / 2.0;
-  }
-  if (o.kind == "linear") return base_lr_ + (o.min_lr - base_lr_) * std::min(t, span) / span;
-  if (o.kind == "step") return base_lr_ * std::pow(o.gamma, std::floor(t / static_cast<double>(o.step_size)));
-  return base_lr_;
+  return find_kind(o.kind)->lr(o, base_lr_, t, span);
 }
 
 void LRSchedule::step() {

@@ -9,6 +9,7 @@
 #include <qkv/optim/optimizer.h>
 
 #include <string>
+#include <vector>
 
 namespace qkv {
 
@@ -20,6 +21,9 @@ struct ScheduleOptions {
   std::int64_t step_size = 1000;  ///< step: decay every step_size steps
   double gamma = 0.1;             ///< step: multiply by gamma
 };
+
+/// The kinds LRSchedule knows (its registry): "constant", "cosine", "linear", "step".
+std::vector<std::string> schedule_kinds();
 
 /// Drives an optimizer's lr: call step() after each optimizer step.
 class LRSchedule {

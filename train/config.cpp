@@ -1,12 +1,15 @@
 #include "qkv/train/config.h"
 
 #include <qkv/core/errors.h>
+#include <qkv/optim/optimizer.h>
+#include <qkv/optim/schedule.h>
 #include <qkv/train/run_dir.h>
 
 #include <nlohmann/json.hpp>
 #include <toml++/toml.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
 #include <filesystem>
@@ -58,8 +61,8 @@ std::vector<KeySpec> make_specs() {
       {"run.name", [](Config& c) -> Ref { return &c.run.name; }, "run directory name under out_dir"},
       {"run.seed", [](Config& c) -> Ref { return &c.run.seed; }, "seed of every random stream (init, data, dropout)"},
       {"run.out_dir", [](Config& c) -> Ref { return &c.run.out_dir; }, "folder that holds run directories"},
-      {"data.task", [](Config& c) -> Ref { return &c.data.task; }, "copy, reverse, sort, recall (generated) or text, jsonl (files)",
-       -kInf, kInf, {"copy", "reverse", "sort", "recall", "text", "jsonl"}},
+      {"data.task", [](Config& c) -> Ref { return &c.data.task; }, "the task; text and jsonl read data.path, the others are generated",
+       -kInf, kInf, task_names()},
       {"data.vocab_size", [](Config& c) -> Ref { return &c.data.vocab_size; }, "tokens of generated tasks (text: taken from the file)", 2, 1e6},
       {"data.seq_len", [](Config& c) -> Ref { return &c.data.seq_len; }, "sequence length of each example", 1, 1e5},
       {"data.val_size", [](Config& c) -> Ref { return &c.data.val_size; }, "validation examples of generated tasks", 1, 1e7},
@@ -68,7 +71,7 @@ std::vector<KeySpec> make_specs() {
       {"data.shuffle", [](Config& c) -> Ref { return &c.data.shuffle; }, "jsonl/text: random batches; false takes them in file order, wrapping"},
       {"model.positions", [](Config& c) -> Ref { return &c.model.positions; }, "positional table size (0 = data.seq_len)", 0, 1e6},
       {"model.init", [](Config& c) -> Ref { return &c.model.init; }, "safetensors file of initial weights, loaded by name, strictly"},
-      {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "sgd, adam or adamw", -kInf, kInf, {"sgd", "adam", "adamw"}},
+      {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "the optimizer (torch.optim's update rules)", -kInf, kInf, optimizer_names()},
       {"optim.lr", [](Config& c) -> Ref { return &c.optim.lr; }, "peak learning rate", 0, 1e3},
       {"optim.betas", [](Config& c) -> Ref { return &c.optim.betas; }, "adam/adamw: (beta1, beta2), each in [0, 1)"},
       {"optim.eps", [](Config& c) -> Ref { return &c.optim.eps; }, "adam/adamw: denominator epsilon (> 0)", 1e-300, 1},
@@ -76,8 +79,8 @@ std::vector<KeySpec> make_specs() {
       {"optim.momentum", [](Config& c) -> Ref { return &c.optim.momentum; }, "sgd: momentum", 0, 1},
       {"optim.nesterov", [](Config& c) -> Ref { return &c.optim.nesterov; }, "sgd: Nesterov momentum (needs momentum > 0)"},
       {"optim.clip_grad_norm", [](Config& c) -> Ref { return &c.optim.clip_grad_norm; }, "clip the global gradient norm to this (0 = off)", 0, kInf},
-      {"schedule.kind", [](Config& c) -> Ref { return &c.schedule.kind; }, "constant, cosine, linear or step (each after warmup)",
-       -kInf, kInf, {"constant", "cosine", "linear", "step"}},
+      {"schedule.kind", [](Config& c) -> Ref { return &c.schedule.kind; }, "the learning rate's shape after warmup",
+       -kInf, kInf, schedule_kinds()},
       {"schedule.warmup_steps", [](Config& c) -> Ref { return &c.schedule.warmup_steps; }, "linear warmup steps from lr/warmup to lr", 0, 1e9},
       {"schedule.min_lr", [](Config& c) -> Ref { return &c.schedule.min_lr; }, "cosine/linear: final learning rate", 0, 1e3},
       {"schedule.step_size", [](Config& c) -> Ref { return &c.schedule.step_size; }, "step: decay every step_size steps", 1, 1e9},
@@ -294,7 +297,8 @@ std::vector<ConfigKeyDoc> config_reference() {
   std::vector<ConfigKeyDoc> out;
   for (const auto& s : specs()) {
     const Ref r = s.ref(defaults);
-    out.push_back({s.name, type_of(r), format_value(r), s.meaning});
+    const std::string type = s.choices.empty() ? type_of(r) : fmt::format("string: {}", fmt::join(s.choices, ", "));
+    out.push_back({s.name, type, format_value(r), s.meaning});
   }
   return out;
 }

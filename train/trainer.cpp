@@ -85,13 +85,9 @@ std::vector<fs::path> list_checkpoints(const fs::path& dir) {
 
 std::unique_ptr<Optimizer> make_optimizer(const Config& c, NamedParameters params) {
   const auto& o = c.optim;
-  if (o.name == "sgd")
-    return std::make_unique<SGD>(params, SGDOptions{.lr = o.lr, .momentum = o.momentum, .nesterov = o.nesterov,
-                                                    .weight_decay = o.weight_decay});
-  const AdamOptions ao{.lr = o.lr, .beta1 = o.betas[0], .beta2 = o.betas[1], .eps = o.eps,
-                       .weight_decay = o.weight_decay};
-  if (o.name == "adamw") return std::make_unique<AdamW>(params, ao);
-  return std::make_unique<Adam>(params, ao);
+  return qkv::make_optimizer(o.name, std::move(params),
+                             {.lr = o.lr, .beta1 = o.betas[0], .beta2 = o.betas[1], .eps = o.eps,
+                              .weight_decay = o.weight_decay, .momentum = o.momentum, .nesterov = o.nesterov});
 }
 
 std::string fmt_duration(double seconds) {

@@ -145,3 +145,12 @@ TEST_CASE("invalid hyperparameters name the parameter and the value") {
   bad.tensors["fc9.weight.exp_avg"] = Tensor::zeros({1});
   CHECK_ERROR(opt.load_state_dict(bad), "load_state_dict: unexpected state entry 'fc9.weight.exp_avg'");
 }
+
+TEST_CASE("make_optimizer builds each registered optimizer by name, and names them for an unknown one") {
+  const Tensor w = Tensor::ones({2}).requires_grad_();
+  CHECK(optimizer_names() == std::vector<std::string>{"sgd", "adam", "adamw"});
+  CHECK(dynamic_cast<SGD*>(make_optimizer("sgd", {{"w", w}}, {.momentum = 0.5}).get())->options().momentum == 0.5);
+  CHECK(dynamic_cast<AdamW*>(make_optimizer("adamw", {{"w", w}}, {.beta2 = 0.95}).get())->options().beta2 == 0.95);
+  CHECK(dynamic_cast<AdamW*>(make_optimizer("adam", {{"w", w}}, {}).get()) == nullptr);
+  CHECK_ERROR(make_optimizer("lion", {{"w", w}}, {}), "optimizer: unknown name 'lion' (expected sgd, adam, adamw)");
+}

@@ -41,7 +41,7 @@ TEST_CASE("schedule state is saved with the optimizer's") {
 TEST_CASE("schedule bad input") {
   const Tensor p = Tensor::zeros({1}).requires_grad_();
   SGD opt({{"p", p}}, {.lr = 0.1});
-  CHECK_ERROR(LRSchedule(opt, {.kind = "exp"}), "schedule: unknown kind 'exp' (expected constant, cosine, linear or step)");
+  CHECK_ERROR(LRSchedule(opt, {.kind = "exp"}), "schedule: unknown kind 'exp' (expected constant, cosine, linear, step)");
   CHECK_ERROR(LRSchedule(opt, {.kind = "cosine", .warmup_steps = 10, .total_steps = 10}),
               "schedule: cosine needs total_steps (10) larger than warmup_steps (10)");
   CHECK_ERROR(LRSchedule(opt, {.warmup_steps = -1}), "schedule: invalid warmup_steps = -1");
