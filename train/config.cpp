@@ -137,10 +137,6 @@ std::string suggest(const std::string& name, bool sections) {
   return best_d <= limit ? fmt::format(" (did you mean '{}'?)", best) : std::string();
 }
 
-struct Where {
-  std::string text;  // "file:line:column" or "override 'k=v'"
-};
-
 std::string where_of(const std::string& source, const toml::source_region& r) {
   if (r.begin.line == 0) return source;
   return fmt::format("{}:{}:{}", source, r.begin.line, r.begin.column);
@@ -310,9 +306,12 @@ std::string config_reference_markdown() {
   return out;
 }
 
-Config parse_config(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
-  Config c;
-  std::map<std::string, std::string> where;  // key -> where it was set
+namespace {
+
+// Where each key was set ("file:line:column" or "override 'k=v'"), for errors about it.
+using Where = std::map<std::string, std::string>;
+
+void apply_file(const std::string& text, const std::string& source, Config& c, Where& where) {
   toml::table root;
   try {
     root = toml::parse(std::string_view(text), std::string_view(source));
@@ -323,7 +322,7 @@ Config parse_config(const std::string& text, const std::string& source, const st
     const std::string sec(section.str());
     const std::string at = where_of(source, node.source());
     bool known = false;
-    for (const auto& s : specs()) known = known || std::string(s.name).rfind(sec + ".", 0) == 0;
+    for (const auto& s : specs()) known = known || s.name.rfind(sec + ".", 0) == 0;
     QKV_CHECK(known, "{}: unknown section [{}]{}", at, sec, suggest(sec, true));
     const auto* table = node.as_table();
     QKV_CHECK(table != nullptr, "{}: [{}] must be a table of keys, got {}", at, sec, type_name(node));
@@ -336,33 +335,31 @@ Config parse_config(const std::string& text, const std::string& source, const st
       where[name] = vat;
     }
   }
-  for (const auto& o : overrides) {
-    const std::string at = fmt::format("override '{}'", o);
-    const auto eq = o.find('=');
-    QKV_CHECK(eq != std::string::npos && eq > 0, "{}: expected section.key=value", at);
-    const std::string name = o.substr(0, eq), value = o.substr(eq + 1);
-    const KeySpec* spec = find_spec(name);
-    QKV_CHECK(spec != nullptr, "{}: unknown key '{}'{}", at, name, suggest(name, false));
-    // The value is TOML (3, 0.5, true, "x", [0.9, 0.98]); anything else is taken as a bare string.
-    toml::table parsed;
-    try {
-      const std::string snippet = "v = " + value;
-      parsed = toml::parse(std::string_view(snippet), std::string_view("override"));
-    } catch (const toml::parse_error& e) {
-      check_bare_override(*spec, value, at, e.description());
-      parsed = toml::table{{"v", value}};
-    }
-    assign(*spec, c, *parsed.get("v"), at);
-    where[name] = at;
-  }
-  const auto at = [&](const std::string& key) {
-    const auto it = where.find(key);
-    return it != where.end() ? it->second : source;
-  };
-  for (const auto& s : specs()) check_range(s, c, at(s.name));
-  check_run_name(c.run.name, at("run.name"));
+}
 
-  // Consistency between keys.
+// "section.key=value": the value is TOML (3, 0.5, true, "x", [0.9, 0.98]); anything else is a bare string.
+void apply_override(const std::string& o, Config& c, Where& where) {
+  const std::string at = fmt::format("override '{}'", o);
+  const auto eq = o.find('=');
+  QKV_CHECK(eq != std::string::npos && eq > 0, "{}: expected section.key=value", at);
+  const std::string name = o.substr(0, eq), value = o.substr(eq + 1);
+  const KeySpec* spec = find_spec(name);
+  QKV_CHECK(spec != nullptr, "{}: unknown key '{}'{}", at, name, suggest(name, false));
+  toml::table parsed;
+  try {
+    const std::string snippet = "v = " + value;
+    parsed = toml::parse(std::string_view(snippet), std::string_view("override"));
+  } catch (const toml::parse_error& e) {
+    check_bare_override(*spec, value, at, e.description());
+    parsed = toml::table{{"v", value}};
+  }
+  assign(*spec, c, *parsed.get("v"), at);
+  where[name] = at;
+}
+
+// What a key's range cannot say: rules between keys. `at` locates a key.
+template <class At>
+void check_consistency(const Config& c, At&& at) {
   const auto& d = c.data;
   const auto& m = c.model;
   if (d.task == "text" || d.task == "jsonl")
@@ -383,6 +380,22 @@ Config parse_config(const std::string& text, const std::string& source, const st
   QKV_CHECK((c.schedule.kind != "cosine" && c.schedule.kind != "linear") || c.schedule.warmup_steps < c.train.steps,
             "{}: schedule.warmup_steps = {} must be smaller than train.steps = {} for a {} schedule",
             at("schedule.warmup_steps"), c.schedule.warmup_steps, c.train.steps, c.schedule.kind);
+}
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+  Config c;
+  Where where;
+  apply_file(text, source, c, where);
+  for (const auto& o : overrides) apply_override(o, c, where);
+  const auto at = [&](const std::string& key) {
+    const auto it = where.find(key);
+    return it != where.end() ? it->second : source;
+  };
+  for (const auto& s : specs()) check_range(s, c, at(s.name));
+  check_run_name(c.run.name, at("run.name"));
+  check_consistency(c, at);
   return c;
 }
 

@@ -139,7 +139,18 @@ std::string to_safetensors_bytes(const std::vector<std::pair<std::string, Tensor
   return out;
 }
 
-SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::string& source) {
+namespace {
+
+// One tensor's header entry, checked against the buffer it must lie in.
+struct Entry {
+  std::string name;
+  std::string dtype;
+  Shape shape;
+  std::uint64_t begin, end;
+};
+
+// The JSON header after the 8-byte length, refusing duplicate top-level keys (a plain parse keeps the last).
+nlohmann::json read_header(std::span<const std::byte> bytes, const std::string& source) {
   const std::size_t size = bytes.size();
   QKV_CHECK(size >= 8, "safetensors: {}: truncated file ({} bytes; the header length alone needs 8)", source, size);
   std::uint64_t n = 0;
@@ -148,7 +159,6 @@ SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::s
   QKV_CHECK(n <= size - 8, "safetensors: {}: header length {} is larger than the file's remaining {} bytes", source,
             n, size - 8);
   const auto* hdr = reinterpret_cast<const char*>(bytes.data() + 8);
-  // Parse with a callback that sees every top-level key, to reject duplicates (a plain parse keeps the last).
   std::set<std::string> keys;
   std::string duplicate;
   const auto cb = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {
@@ -158,66 +168,68 @@ SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::s
     }
     return true;
   };
-  const nlohmann::json header = nlohmann::json::parse(hdr, hdr + n, cb, /*allow_exceptions=*/false);
+  nlohmann::json header = nlohmann::json::parse(hdr, hdr + n, cb, /*allow_exceptions=*/false);
   QKV_CHECK(!header.is_discarded(), "safetensors: {}: the header is not valid JSON", source);
   QKV_CHECK(header.is_object(), "safetensors: {}: the header must be a JSON object", source);
   QKV_CHECK(duplicate.empty(), "safetensors: {}: duplicate tensor name '{}'", source, duplicate);
+  return header;
+}
 
-  const std::size_t buffer_size = size - 8 - static_cast<std::size_t>(n);
-  const std::byte* buffer = bytes.data() + 8 + n;
-  SafetensorsFile file;
-  struct Entry {
-    std::string name;
-    std::string dtype;
-    Shape shape;
-    std::uint64_t begin, end;
-  };
-  std::vector<Entry> entries;
-  for (const auto& [name, value] : header.items()) {
-    if (name == "__metadata__") {
-      QKV_CHECK(value.is_object(), "safetensors: {}: __metadata__ must be an object of strings", source);
-      for (const auto& [k, v] : value.items()) {
-        QKV_CHECK(v.is_string(), "safetensors: {}: __metadata__ value for '{}' is not a string", source, k);
-        file.metadata[k] = v.get<std::string>();
-      }
-      continue;
-    }
-    QKV_CHECK(value.is_object() && value.contains("dtype") && value.contains("shape") && value.contains("data_offsets"),
-              "safetensors: {}: tensor '{}' needs dtype, shape and data_offsets", source, name);
-    const auto& dt = value["dtype"];
-    const auto& shape = value["shape"];
-    const auto& offs = value["data_offsets"];
-    QKV_CHECK(dt.is_string(), "safetensors: {}: tensor '{}': dtype is not a string", source, name);
-    const std::string dtype = dt.get<std::string>();
-    QKV_CHECK(dtype == "F32" || dtype == "F64" || dtype == "F16" || dtype == "BF16" || dtype == "I64",
-              "safetensors: {}: tensor '{}' has unknown or unsupported dtype '{}' (supported: F32, F64, F16, BF16, "
-              "I64)",
-              source, name, dtype);
-    QKV_CHECK(shape.is_array() && shape.size() <= Shape::kMaxRank,
-              "safetensors: {}: tensor '{}': shape must be an array of at most {} dims", source, name, Shape::kMaxRank);
-    Shape s;
-    std::uint64_t numel = 1;
-    for (const auto& d : shape) {
-      QKV_CHECK(d.is_number_unsigned(), "safetensors: {}: tensor '{}': shape entries must be non-negative integers",
-                source, name);
-      const std::uint64_t v = d.get<std::uint64_t>();
-      QKV_CHECK(v <= buffer_size && (v == 0 || numel <= buffer_size / v),
-                "safetensors: {}: tensor '{}': shape {} is larger than the file's data", source, name, shape.dump());
-      numel *= v;
-      s.push_back(static_cast<std::int64_t>(v));
-    }
-    QKV_CHECK(offs.is_array() && offs.size() == 2 && offs[0].is_number_unsigned() && offs[1].is_number_unsigned(),
-              "safetensors: {}: tensor '{}': data_offsets must be [begin, end]", source, name);
-    const std::uint64_t b = offs[0].get<std::uint64_t>(), e = offs[1].get<std::uint64_t>();
-    QKV_CHECK(b <= e && e <= buffer_size,
-              "safetensors: {}: tensor '{}': data_offsets [{}, {}] are out of bounds for a {}-byte buffer", source,
-              name, b, e, buffer_size);
-    const std::size_t item = dtype == "F16" || dtype == "BF16" ? 2 : dtype == "F32" ? 4 : 8;
-    QKV_CHECK(e - b == numel * item,
-              "safetensors: {}: tensor '{}': shape {} of {} needs {} bytes, but data_offsets cover {}", source, name,
-              s.str(), dtype, numel * item, e - b);
-    entries.push_back({name, dtype, s, b, e});
+void read_metadata(const nlohmann::json& value, SafetensorsFile& file, const std::string& source) {
+  QKV_CHECK(value.is_object(), "safetensors: {}: __metadata__ must be an object of strings", source);
+  for (const auto& [k, v] : value.items()) {
+    QKV_CHECK(v.is_string(), "safetensors: {}: __metadata__ value for '{}' is not a string", source, k);
+    file.metadata[k] = v.get<std::string>();
   }
+}
+
+// A shape no larger than the buffer could hold (so nothing is allocated from a header's claim alone).
+Shape read_shape(const nlohmann::json& shape, std::size_t buffer_size, const std::string& name,
+                 const std::string& source) {
+  QKV_CHECK(shape.is_array() && shape.size() <= Shape::kMaxRank,
+            "safetensors: {}: tensor '{}': shape must be an array of at most {} dims", source, name, Shape::kMaxRank);
+  Shape s;
+  std::uint64_t numel = 1;
+  for (const auto& d : shape) {
+    QKV_CHECK(d.is_number_unsigned(), "safetensors: {}: tensor '{}': shape entries must be non-negative integers",
+              source, name);
+    const std::uint64_t v = d.get<std::uint64_t>();
+    QKV_CHECK(v <= buffer_size && (v == 0 || numel <= buffer_size / v),
+              "safetensors: {}: tensor '{}': shape {} is larger than the file's data", source, name, shape.dump());
+    numel *= v;
+    s.push_back(static_cast<std::int64_t>(v));
+  }
+  return s;
+}
+
+Entry read_entry(const std::string& name, const nlohmann::json& value, std::size_t buffer_size,
+                 const std::string& source) {
+  QKV_CHECK(value.is_object() && value.contains("dtype") && value.contains("shape") && value.contains("data_offsets"),
+            "safetensors: {}: tensor '{}' needs dtype, shape and data_offsets", source, name);
+  const auto& dt = value["dtype"];
+  const auto& offs = value["data_offsets"];
+  QKV_CHECK(dt.is_string(), "safetensors: {}: tensor '{}': dtype is not a string", source, name);
+  const std::string dtype = dt.get<std::string>();
+  QKV_CHECK(dtype == "F32" || dtype == "F64" || dtype == "F16" || dtype == "BF16" || dtype == "I64",
+            "safetensors: {}: tensor '{}' has unknown or unsupported dtype '{}' (supported: F32, F64, F16, BF16, "
+            "I64)",
+            source, name, dtype);
+  const Shape s = read_shape(value["shape"], buffer_size, name, source);
+  QKV_CHECK(offs.is_array() && offs.size() == 2 && offs[0].is_number_unsigned() && offs[1].is_number_unsigned(),
+            "safetensors: {}: tensor '{}': data_offsets must be [begin, end]", source, name);
+  const std::uint64_t b = offs[0].get<std::uint64_t>(), e = offs[1].get<std::uint64_t>();
+  QKV_CHECK(b <= e && e <= buffer_size,
+            "safetensors: {}: tensor '{}': data_offsets [{}, {}] are out of bounds for a {}-byte buffer", source, name,
+            b, e, buffer_size);
+  const std::size_t item = dtype == "F16" || dtype == "BF16" ? 2 : dtype == "F32" ? 4 : 8;
+  const auto numel = static_cast<std::uint64_t>(s.numel());
+  QKV_CHECK(e - b == numel * item, "safetensors: {}: tensor '{}': shape {} of {} needs {} bytes, but data_offsets cover {}",
+            source, name, s.str(), dtype, numel * item, e - b);
+  return {name, dtype, s, b, e};
+}
+
+// The data ranges tile the buffer exactly: sorted by start, without gaps or overlaps.
+void check_contiguous(std::vector<Entry>& entries, std::size_t buffer_size, const std::string& source) {
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) { return a.begin < b.begin; });
   std::uint64_t expect = 0;
   for (const auto& en : entries) {
@@ -229,24 +241,43 @@ SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::s
   }
   QKV_CHECK(expect == buffer_size, "safetensors: {}: tensors cover {} bytes but the buffer has {}", source, expect,
             buffer_size);
-  for (const auto& en : entries) {
-    const std::byte* src = buffer + en.begin;
-    const std::size_t count = static_cast<std::size_t>(en.shape.numel());
-    Tensor t;
-    if (en.dtype == "F32" || en.dtype == "F64" || en.dtype == "I64") {
-      t = Tensor::empty(en.shape, en.dtype == "F32" ? kFloat32 : en.dtype == "F64" ? kFloat64 : kInt64);
-      if (count > 0) std::memcpy(t.raw_data(), src, en.end - en.begin);
-    } else {
-      t = Tensor::empty(en.shape, kFloat32);
-      float* dst = t.data<float>();
-      for (std::size_t i = 0; i < count; ++i) {
-        std::uint16_t h;
-        std::memcpy(&h, src + 2 * i, 2);
-        dst[i] = en.dtype == "F16" ? from_f16(h) : from_bf16(h);
-      }
-    }
-    file.tensors.emplace_back(en.name, t);
+}
+
+// F32, F64 and I64 are copied as they are; F16 and BF16 widen to float32.
+Tensor decode(const Entry& en, const std::byte* buffer) {
+  const std::byte* src = buffer + en.begin;
+  const std::size_t count = static_cast<std::size_t>(en.shape.numel());
+  if (en.dtype == "F32" || en.dtype == "F64" || en.dtype == "I64") {
+    Tensor t = Tensor::empty(en.shape, en.dtype == "F32" ? kFloat32 : en.dtype == "F64" ? kFloat64 : kInt64);
+    if (count > 0) std::memcpy(t.raw_data(), src, en.end - en.begin);
+    return t;
   }
+  Tensor t = Tensor::empty(en.shape, kFloat32);
+  float* dst = t.data<float>();
+  for (std::size_t i = 0; i < count; ++i) {
+    std::uint16_t h;
+    std::memcpy(&h, src + 2 * i, 2);
+    dst[i] = en.dtype == "F16" ? from_f16(h) : from_bf16(h);
+  }
+  return t;
+}
+
+}  // namespace
+
+SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::string& source) {
+  const nlohmann::json header = read_header(bytes, source);
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  const std::size_t buffer_size = bytes.size() - 8 - static_cast<std::size_t>(n);
+  const std::byte* buffer = bytes.data() + 8 + n;
+  SafetensorsFile file;
+  std::vector<Entry> entries;
+  for (const auto& [name, value] : header.items()) {
+    if (name == "__metadata__") read_metadata(value, file, source);
+    else entries.push_back(read_entry(name, value, buffer_size, source));
+  }
+  check_contiguous(entries, buffer_size, source);
+  for (const auto& en : entries) file.tensors.emplace_back(en.name, decode(en, buffer));
   return file;
 }
 
