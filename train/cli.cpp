@@ -2,6 +2,7 @@
 
 #include <qkv/core/autograd.h>
 #include <qkv/core/ops.h>
+#include <qkv/core/parallel.h>
 #include <qkv/datasets/dataset.h>
 #include <qkv/train/report.h>
 #include <qkv/train/safetensors.h>
@@ -9,6 +10,8 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <csignal>
 #include <filesystem>
 #include <functional>
 #include <iostream>
@@ -86,6 +89,32 @@ void show_attention(const TrainedModel& tm, const Dataset& data) {
              render_attention(w, tokens));
 }
 
+std::atomic<int> g_signal{0};
+extern "C" void on_signal(int sig) { g_signal.store(sig); }
+
+// SIGINT/SIGTERM handlers for the duration of a training run (they ask it to stop after its step, see
+// TrainOptions::stop), restoring the previous ones after.
+class SignalScope {
+ public:
+  SignalScope() {
+    g_signal.store(0);
+    struct sigaction sa {};
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~SignalScope() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  SignalScope(const SignalScope&) = delete;
+  SignalScope& operator=(const SignalScope&) = delete;
+
+ private:
+  struct sigaction old_int_ {}, old_term_ {};
+};
+
 int cmd_train(const std::string& config_path, std::vector<std::string> overrides, const std::string& resume,
               bool force) {
   Config cfg;
@@ -107,6 +136,9 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   TrainOptions options;
   options.resume_dir = resume;
   options.force = force;
+  options.stop = &g_signal;
+  set_num_threads(thread_count(cfg));
+  const SignalScope signals;
   const TrainResult r = train(cfg, options);
   if (r.exit_code != 0) return r.exit_code;
   if (r.already_finished) {
@@ -535,7 +567,9 @@ int dispatch(const Commands& c, const Args& a) {
   if (*c.info) return cmd_info(a.config_path, a.overrides, a.keys);
   if (*c.export_) return cmd_export(a.target, a.out, a.dtype);
   if (*c.bench) {
-    const BenchResult b = bench(load_config(a.config_path, a.overrides), a.bench_steps, a.bench_warmup);
+    const Config cfg = load_config(a.config_path, a.overrides);
+    set_num_threads(thread_count(cfg));
+    const BenchResult b = bench(cfg, a.bench_steps, a.bench_warmup);
     fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}\n", b.steps_per_s,
                b.tokens_per_s, b.gflops, b.peak_rss_mb);
     return 0;

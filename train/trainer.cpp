@@ -35,28 +35,6 @@ namespace {
 // Seeds of the independent streams derived from run.seed.
 constexpr std::uint64_t kInitStream = 0x696e6974ULL;
 
-std::atomic<int> g_signal{0};
-extern "C" void on_signal(int sig) { g_signal.store(sig); }
-
-// Installs SIGINT/SIGTERM handlers for the duration of a run and restores the previous ones after.
-class SignalScope {
- public:
-  SignalScope() {
-    g_signal.store(0);
-    struct sigaction sa {};
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGINT, &sa, &old_int_);
-    sigaction(SIGTERM, &sa, &old_term_);
-  }
-  ~SignalScope() {
-    sigaction(SIGINT, &old_int_, nullptr);
-    sigaction(SIGTERM, &old_term_, nullptr);
-  }
-
- private:
-  struct sigaction old_int_ {}, old_term_ {};
-};
 
 nlohmann::json gen_to_json(const Generator::State& s) {
   return {{"s", s.s}, {"spare", s.spare_normal}, {"has_spare", s.has_spare}};
@@ -172,15 +150,12 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
   write_file_atomic(path.string(), kept);
 }
 
-// Sets the OpenMP team size from train.threads (0 = every core) and returns it.
-int apply_threads(const Config& c) {
-  const int threads = c.train.threads > 0 ? static_cast<int>(c.train.threads)
-                                          : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  set_num_threads(threads);
-  return threads;
-}
-
 }  // namespace
+
+int thread_count(const Config& c) {
+  return c.train.threads > 0 ? static_cast<int>(c.train.threads)
+                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+}
 
 std::string latest_checkpoint(const std::string& run_dir) {
   const auto all = list_checkpoints(fs::path(run_dir) / "checkpoints");
@@ -225,7 +200,6 @@ StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& sch
 
 BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
   QKV_CHECK(steps > 0 && warmup >= 0, "bench: --steps must be > 0 and --warmup >= 0, got {} and {}", steps, warmup);
-  apply_threads(c);
   auto data = make_dataset(c.data, c.run.seed);
   Generator gen(c.run.seed ^ kInitStream);
   const ModelConfig mc = c.model_config(data->vocab_size());
@@ -447,6 +421,8 @@ class Trainer {
   void report();
   TrainResult interrupted(int sig);
   TrainResult finished();
+  /// The signal options.stop holds (the CLI's SIGINT/SIGTERM handler sets it), or 0.
+  int stop_signal() const { return opt_.stop != nullptr ? opt_.stop->load() : 0; }
   [[noreturn]] void stop_non_finite(const char* what, double value) const;
 
   const TrainOptions& opt_;
@@ -456,7 +432,6 @@ class Trainer {
   spdlog::sink_ptr file_sink_;
   std::ofstream metrics_;
   bool tty_ = false;
-  int threads_ = 1;
   TrainResult result_;
   std::chrono::steady_clock::time_point start_time_, window_start_;
   std::int64_t window_tokens_ = 0, start_step_ = 0;
@@ -470,7 +445,6 @@ Trainer::Trainer(const Config& config, const TrainOptions& options) : opt_(optio
   const fs::path dir = resuming ? fs::path(options.resume_dir) : fs::path(config.run.out_dir) / config.run.name;
   dir_ = std::make_unique<RunDir>(dir, resuming ? RunDirMode::Resume : options.force ? RunDirMode::Force : RunDirMode::Create);
   r_.dir = dir;
-  threads_ = apply_threads(config);
   open_log();
   if (!dir_->note().empty()) log_->info("{}", dir_->note());
   build();
@@ -505,7 +479,7 @@ void Trainer::build() {
                                      .step_size = c.schedule.step_size, .gamma = c.schedule.gamma});
   if (opt_.resume_dir.empty())
     log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads", r_.dir.string(), mc.kind,
-               r_.model->num_parameters(), c.data.task, r_.data->vocab_size(), c.data.seq_len, threads_);
+               r_.model->num_parameters(), c.data.task, r_.data->vocab_size(), c.data.seq_len, num_threads());
 }
 
 // From the newest checkpoint that reads back whole; a damaged newer one is skipped, saying so.
@@ -603,7 +577,7 @@ TrainResult Trainer::finished() {
   log_->info("done: {} steps; outputs in {} (model.safetensors, metrics.jsonl, train.log, checkpoints/, report.html)",
              r_.step, r_.dir.string());
   // A signal that arrived at the end or during the final save ends the process with its code, after the save.
-  if (const int sig = g_signal.load(); sig != 0) {
+  if (const int sig = stop_signal(); sig != 0) {
     log_->warn("{} during the final save: the run is complete", sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
     result_.exit_code = sig == SIGINT ? 130 : 143;
   }
@@ -612,7 +586,6 @@ TrainResult Trainer::finished() {
 
 TrainResult Trainer::run() {
   const auto& tc = r_.config.train;
-  SignalScope signals;  // from here on SIGINT/SIGTERM finish the step (or the final save) and stop
   if (r_.step >= tc.steps) {  // a finished run resumed without raising train.steps
     if (!fs::exists(r_.dir / "model.safetensors")) return finished();  // it stopped before its final save
     log_->info("{} is already finished: {} of train.steps = {} done; to train longer: qkv train --resume {} "
@@ -641,7 +614,7 @@ TrainResult Trainer::run() {
     if (r_.step % tc.log_every == 0 || last) log_progress(st);
     if (r_.step % tc.eval_every == 0 || last) validate();
     if (opt_.on_step) opt_.on_step(r_.step);
-    if (const int sig = g_signal.load(); sig != 0 && !last) {  // on the last step, finished() saves first
+    if (const int sig = stop_signal(); sig != 0 && !last) {  // on the last step, finished() saves first
       checkpoint();
       return interrupted(sig);
     }

@@ -5,6 +5,7 @@
 #include <qkv/train/config.h>
 #include <qkv/train/safetensors.h>
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <stdexcept>
@@ -27,9 +28,17 @@ struct TrainOptions {
   bool force = false;      ///< replace an existing run directory
   bool quiet = false;      ///< no console output (tests)
   bool report = true;      ///< write RUN_DIR/report.html at each checkpoint and at the end
-  /// Called after every step (tests use it to inject signals).
+  /// Called after every step (tests use it to stop a run).
   std::function<void(std::int64_t step)> on_step{};
+  /// When it holds a signal number (SIGINT, SIGTERM), the run finishes its step, checkpoints and returns exit code
+  /// 128 + that number; at the last step it saves the final model first. The library installs no signal
+  /// handler: the qkv program does, and points this at what its handler sets.
+  const std::atomic<int>* stop = nullptr;
 };
+
+/// The thread count train.threads asks for (0 = every core). train() and bench() use the process's
+/// num_threads(); the qkv program sets it from this (a process-wide setting is the program's to make).
+int thread_count(const Config& config);
 
 struct EvalResult {
   double loss = 0, token_acc = 0, seq_acc = 0;

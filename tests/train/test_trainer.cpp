@@ -1,10 +1,12 @@
 #include "../support.h"
 
+#include <qkv/core/parallel.h>
 #include <qkv/train/safetensors.h>
 #include <qkv/train/trainer.h>
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
 #include <cmath>
 #include <csignal>
 #include <filesystem>
@@ -74,8 +76,10 @@ TEST_CASE("resume after SIGTERM is bit-identical to an uninterrupted run") {
   cfg_b.run.name = "resume_b";
   const auto a = train(cfg_a, quiet());
   TrainOptions interrupt = quiet();
-  interrupt.on_step = [](std::int64_t step) {
-    if (step == 27) std::raise(SIGTERM);  // the real handler: finish the step, checkpoint, exit 143
+  std::atomic<int> stop{0};  // what the qkv program's SIGTERM handler sets (tests/train/cli_faults.sh sends one)
+  interrupt.stop = &stop;
+  interrupt.on_step = [&](std::int64_t step) {
+    if (step == 27) stop = SIGTERM;  // finish the step, checkpoint, exit 143
   };
   const auto b1 = train(cfg_b, interrupt);
   CHECK(b1.exit_code == 143);
@@ -275,8 +279,10 @@ TEST_CASE("resuming a finished run says so and trains nothing") {
 TEST_CASE("a signal at the last step still writes the final model, then exits 130") {
   const auto cfg = shipped("reverse", {"run.name=\"late_signal\"", "train.steps=6", "train.target_accuracy=0"});
   TrainOptions o = quiet();
-  o.on_step = [](std::int64_t step) {
-    if (step == 6) std::raise(SIGINT);
+  std::atomic<int> stop{0};
+  o.stop = &stop;
+  o.on_step = [&](std::int64_t step) {
+    if (step == 6) stop = SIGINT;
   };
   const auto r = train(cfg, o);
   CHECK(r.exit_code == 130);
@@ -341,15 +347,17 @@ TEST_CASE("the same run gives bit-identical weights and metrics for 1, 2, 3, 5 a
       {"text", {"train.steps=8", "train.eval_every=8", "data.val_size=16"}},       // the causal text model
       {"sort", {"train.steps=20", "optim.clip_grad_norm=0.5", "model.d_model=96", "model.heads=3"}},  // clipping
   };
+  const int default_threads = num_threads();
   for (const auto& c : cases) {
     std::vector<std::vector<double>> first_weights;
     std::vector<std::string> first_metrics;
     for (int threads : {1, 2, 3, 5, 8}) {
       auto overrides = c.overrides;
       overrides.push_back("run.name=\"threads_" + std::to_string(threads) + "\"");
-      overrides.push_back("train.threads=" + std::to_string(threads));
       overrides.push_back("train.target_accuracy=0");
+      set_num_threads(threads);  // what the qkv program does with train.threads
       const auto r = train(shipped(c.config, overrides), quiet());
+      set_num_threads(default_threads);
       std::vector<std::vector<double>> weights;
       for (const auto& [name, t] : read_safetensors(r.run_dir + "/model.safetensors").tensors) weights.push_back(t.to_vector());
       if (threads == 1) {
