@@ -26,6 +26,11 @@ Tensor LanguageModel::logits_cached(const Tensor&, KVCache&) {
   fail("{}: this model does not implement cached generation (logits_cached, cache_widths)", name());
 }
 
+std::shared_ptr<Generator> LanguageModel::start_dropout_stream(const Generator& gen) {
+  dropout_stream_ = std::make_shared<Generator>(gen);
+  return dropout_stream_;
+}
+
 KVCache LanguageModel::make_cache(std::int64_t batch) const {
   QKV_CHECK(config_.causal, "{}: cached generation needs a causal model (model.causal = true)", name());
   QKV_CHECK(!cache_widths().empty(), "{}: this model does not implement cached generation (logits_cached, cache_widths)",
@@ -66,6 +71,7 @@ SeedModel::SeedModel(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
                                                                                       .causal = c.causal},
                                                                  gen));
   head = register_module("head", std::make_shared<Linear>(attn->options().d_v, c.vocab_size, true, gen));
+  start_dropout_stream(gen);  // unused (no dropout), kept so every model saves the same state
 }
 
 Tensor SeedModel::logits(const Tensor& ids, std::vector<Tensor>* attention) {
@@ -96,6 +102,8 @@ Transformer::Transformer(const ModelConfig& c, Generator& gen) : LanguageModel(c
                                                          gen));
   ln_f = register_module("ln_f", std::make_shared<LayerNorm>(c.d_model));
   head = register_module("head", std::make_shared<Linear>(c.d_model, c.vocab_size, true, gen));
+  const auto stream = start_dropout_stream(gen);
+  for (const auto& block : *blocks) block->drop->set_generator(stream);
 }
 
 Tensor Transformer::logits(const Tensor& ids, std::vector<Tensor>* attention) {

@@ -62,6 +62,9 @@ class LanguageModel : public Module {
   KVCache make_cache(std::int64_t batch = 1) const;
   Tensor forward(const Tensor& ids) override { return logits(ids); }
   const ModelConfig& config() const { return config_; }
+  /// The one stream every Dropout of the model draws from, owned by the model: it continues the generator the
+  /// model was initialised from (checkpoints save its state, so a resumed run draws the same masks).
+  Generator& dropout_generator() { return *dropout_stream_; }
 
  protected:
   /// tok_emb(ids) + pos_emb(start..start+T-1), after checking ids against the vocabulary and the positional table.
@@ -72,9 +75,12 @@ class LanguageModel : public Module {
   /// (key width, value width) of each attention layer's cache rows, and the parameters' dtype.
   virtual std::vector<std::pair<std::int64_t, std::int64_t>> cache_widths() const { return {}; }
   virtual DType param_dtype() const { return kFloat32; }
+  /// For constructors, once every layer is initialised: the dropout stream continues from gen's state.
+  std::shared_ptr<Generator> start_dropout_stream(const Generator& gen);
 
  private:
   ModelConfig config_;
+  std::shared_ptr<Generator> dropout_stream_ = std::make_shared<Generator>();
 };
 
 /// tok_emb + pos_emb -> attn (SelfAttention) -> head (Linear d_v -> V).

@@ -17,8 +17,13 @@ Tensor LayerNorm::forward(const Tensor& x) {
   return layer_norm(x, weight, bias, eps_);
 }
 
-Dropout::Dropout(double p, Generator& gen) : p_(p), gen_(&gen) {
+Dropout::Dropout(double p, Generator& gen) : p_(p), gen_(std::make_shared<Generator>(gen)) {
   QKV_CHECK(p >= 0.0 && p <= 1.0, "Dropout: p must be in [0, 1], got {}", p);
+}
+
+void Dropout::set_generator(std::shared_ptr<Generator> gen) {
+  QKV_CHECK(gen != nullptr, "Dropout: set_generator needs a generator");
+  gen_ = std::move(gen);
 }
 
 Tensor Dropout::forward(const Tensor& x) { return dropout(x, p_, is_training(), *gen_); }

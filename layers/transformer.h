@@ -18,15 +18,19 @@ class LayerNorm : public Module {
 };
 
 /// Zeroes inputs with probability p in training mode (scaling the rest by 1/(1-p)); identity in eval mode.
+/// Masks come from a stream the layer owns (shared with the layers given the same one by set_generator, as the
+/// models do), never from a caller's object: it starts as a copy of `gen`'s state at construction.
 class Dropout : public Module {
  public:
   explicit Dropout(double p = 0.5, Generator& gen = default_generator());
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "Dropout"; }
+  Generator& generator() { return *gen_; }
+  void set_generator(std::shared_ptr<Generator> gen);
 
  private:
   double p_;
-  Generator* gen_;
+  std::shared_ptr<Generator> gen_;
 };
 
 /// fc1 (D -> d_ff), exact GELU, fc2 (d_ff -> D).

@@ -74,8 +74,17 @@ void check_output_path(const std::string& path, const char* option) {
 }
 
 // Prints the learned attention of one validation example.
-void show_attention(const TrainedModel& tm, const Dataset& data) {
+// Past this many keys a printed map no longer fits a terminal line.
+constexpr std::int64_t kMaxPrintedKeys = 32;
+
+void show_attention(const TrainedModel& tm, const Dataset& data, const std::string& run_dir) {
   const Tensor x = narrow(data.validation().inputs, 0, 0, 1);
+  if (x.size(1) > kMaxPrintedKeys) {
+    fmt::print("\nLearned attention: a {0}x{0} map per layer and head, too wide to print here. See the report, or:\n"
+               "  qkv attention {1} --tokens \"...\" --svg attention.svg\n",
+               x.size(1), run_dir);
+    return;
+  }
   std::vector<Tensor> maps;
   {
     NoGradGuard no_grad;
@@ -152,7 +161,7 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   if (fs::exists(fs::path(r.run_dir) / "report.html"))
     fmt::print("Report (open it in a browser): {}\n", (fs::path(r.run_dir) / "report.html").string());
   const TrainedModel tm = load_trained(r.run_dir);
-  show_attention(tm, *make_dataset(tm.config.data, tm.config.run.seed));
+  show_attention(tm, *make_dataset(tm.config.data, tm.config.run.seed), r.run_dir);
   return 0;
 }
 
@@ -508,10 +517,10 @@ struct Args {
   std::uint64_t seed = 0;
 };
 struct Commands {
-  CLI::App *train, *eval, *info, *bench, *export_, *predict, *attention, *sample, *report;
+  CLI::App *train, *eval, *info, *bench, *init, *export_, *predict, *attention, *sample, *report;
 };
 
-// train, eval, info and bench: the commands that read a config or a run.
+// train, eval, info, bench and init: the commands that read a config or a run.
 void declare_run_commands(CLI::App& app, Args& a, Commands& c) {
   c.train = app.add_subcommand("train", "train a model from a TOML config");
   c.train->add_option("config", a.config_path, "config file (e.g. configs/reverse.toml)");
@@ -530,6 +539,10 @@ void declare_run_commands(CLI::App& app, Args& a, Commands& c) {
   c.bench->add_option("overrides", a.overrides, "section.key=value overrides");
   c.bench->add_option("--steps", a.bench_steps, "timed steps (default 50)");
   c.bench->add_option("--warmup", a.bench_warmup, "untimed steps first (default 5)");
+  c.init = app.add_subcommand("init", "write the initial weights a run of CONFIG starts from (for another framework)");
+  c.init->add_option("config", a.config_path, "config file")->required();
+  c.init->add_option("overrides", a.overrides, "section.key=value overrides");
+  c.init->add_option("--out", a.out, "output .safetensors file")->required();
 }
 
 // export, predict, attention, sample and report: the commands that read a trained model.
@@ -572,6 +585,12 @@ int dispatch(const Commands& c, const Args& a) {
     const BenchResult b = bench(cfg, a.bench_steps, a.bench_warmup);
     fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}\n", b.steps_per_s,
                b.tokens_per_s, b.gflops, b.peak_rss_mb);
+    return 0;
+  }
+  if (*c.init) {
+    check_output_path(a.out, "init --out");
+    const auto n = write_initial_model(load_config(a.config_path, a.overrides), a.out);
+    fmt::print("wrote {} ({} parameters, before any training step)\n", a.out, n);
     return 0;
   }
   if (*c.predict) return cmd_predict(a.target, a.tokens, a.json);

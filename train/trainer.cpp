@@ -78,12 +78,30 @@ struct Run {
   Config config;
   fs::path dir;
   std::unique_ptr<Dataset> data;
-  Generator model_gen{0};  // init, then dropout masks
   std::shared_ptr<LanguageModel> model;
   std::unique_ptr<Optimizer> optimizer;
   std::unique_ptr<LRSchedule> schedule;
   std::int64_t step = 0;
 };
+
+void check_memory(const Config& c, std::int64_t vocab);  // below, with the estimate
+
+// What train, bench and init share: the dataset, the model (initialised from run.seed, or model.init's weights),
+// its optimizer and schedule, all from r.config.
+void set_up(Run& r) {
+  const Config& c = r.config;
+  r.data = make_dataset(c.data, c.run.seed);
+  check_memory(c, r.data->vocab_size());
+  Generator init(c.run.seed ^ kInitStream);  // then the model's dropout stream continues it
+  r.model = build_model(c.model_config(r.data->vocab_size()), init);
+  if (!c.model.init.empty()) load(*r.model, c.model.init, /*strict=*/true);
+  r.model->train();
+  r.optimizer = make_optimizer(c, r.model->named_parameters());
+  r.schedule = std::make_unique<LRSchedule>(
+      *r.optimizer, ScheduleOptions{.kind = c.schedule.kind, .warmup_steps = c.schedule.warmup_steps,
+                                    .total_steps = c.train.steps, .min_lr = c.schedule.min_lr,
+                                    .step_size = c.schedule.step_size, .gamma = c.schedule.gamma});
+}
 
 void save_checkpoint(Run& r) {
   std::vector<std::pair<std::string, Tensor>> tensors;
@@ -96,7 +114,7 @@ void save_checkpoint(Run& r) {
                        {"optim_scalars", st.scalars},
                        {"data_rng", gen_to_json(ds.rng)},
                        {"data_position", ds.position},
-                       {"model_rng", gen_to_json(r.model_gen.state())}};
+                       {"model_rng", gen_to_json(r.model->dropout_generator().state())}};
   auto meta = model_metadata(r.model->config(), r.config, *r.data);
   meta["qkv.checkpoint"] = ck.dump();
   const fs::path dir = r.dir / "checkpoints";
@@ -134,7 +152,7 @@ void load_checkpoint(Run& r, const fs::path& file) {
   r.optimizer->load_state_dict(st);
   r.schedule->load(st);
   r.data->set_state(data);
-  r.model_gen.set_state(model_rng);
+  r.model->dropout_generator().set_state(model_rng);
   r.step = step;
 }
 
@@ -200,21 +218,19 @@ StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& sch
 
 BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
   QKV_CHECK(steps > 0 && warmup >= 0, "bench: --steps must be > 0 and --warmup >= 0, got {} and {}", steps, warmup);
-  auto data = make_dataset(c.data, c.run.seed);
-  Generator gen(c.run.seed ^ kInitStream);
-  const ModelConfig mc = c.model_config(data->vocab_size());
-  auto model = build_model(mc, gen);
-  model->train();
-  auto optimizer = make_optimizer(c, model->named_parameters());
-  LRSchedule schedule(*optimizer, {});  // constant: the lr does not change the cost of a step
+  Run r;
+  r.config = c;
+  set_up(r);
+  auto& model = r.model;
+  const ModelConfig mc = model->config();
   // Batches are drawn up front so the timed loop measures the model, not the data generator.
   std::vector<Batch> batches;
-  for (std::int64_t i = 0; i < std::min<std::int64_t>(steps + warmup, 64); ++i) batches.push_back(data->next_batch(c.train.batch_size));
+  for (std::int64_t i = 0; i < std::min<std::int64_t>(steps + warmup, 64); ++i) batches.push_back(r.data->next_batch(c.train.batch_size));
   for (std::int64_t i = 0; i < warmup; ++i)
-    train_step(*model, *optimizer, schedule, batches[static_cast<std::size_t>(i) % batches.size()], c.optim.clip_grad_norm);
+    train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(i) % batches.size()], c.optim.clip_grad_norm);
   const auto t0 = std::chrono::steady_clock::now();
   for (std::int64_t i = 0; i < steps; ++i)
-    train_step(*model, *optimizer, schedule, batches[static_cast<std::size_t>(warmup + i) % batches.size()],
+    train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(warmup + i) % batches.size()],
                c.optim.clip_grad_norm);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   BenchResult b;
@@ -225,6 +241,14 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
   getrusage(RUSAGE_SELF, &ru);
   b.peak_rss_mb = double(ru.ru_maxrss) / 1024.0;
   return b;
+}
+
+std::int64_t write_initial_model(const Config& config, const std::string& path) {
+  Run r;
+  r.config = config;
+  set_up(r);
+  save(*r.model, path, model_metadata(r.model->config(), config, *r.data));
+  return r.model->num_parameters();
 }
 
 std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Config& c, const Dataset& data) {
@@ -464,22 +488,12 @@ void Trainer::open_log() {
 }
 
 void Trainer::build() {
+  set_up(r_);
   const Config& c = r_.config;
-  r_.data = make_dataset(c.data, c.run.seed);
-  check_memory(c, r_.data->vocab_size());
-  r_.model_gen.manual_seed(c.run.seed ^ kInitStream);
-  const ModelConfig mc = c.model_config(r_.data->vocab_size());
-  r_.model = build_model(mc, r_.model_gen);
-  if (!c.model.init.empty()) load(*r_.model, c.model.init, /*strict=*/true);
-  r_.model->train();
-  r_.optimizer = make_optimizer(c, r_.model->named_parameters());
-  r_.schedule = std::make_unique<LRSchedule>(
-      *r_.optimizer, ScheduleOptions{.kind = c.schedule.kind, .warmup_steps = c.schedule.warmup_steps,
-                                     .total_steps = c.train.steps, .min_lr = c.schedule.min_lr,
-                                     .step_size = c.schedule.step_size, .gamma = c.schedule.gamma});
   if (opt_.resume_dir.empty())
-    log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads", r_.dir.string(), mc.kind,
-               r_.model->num_parameters(), c.data.task, r_.data->vocab_size(), c.data.seq_len, num_threads());
+    log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads", r_.dir.string(),
+               c.model.kind, r_.model->num_parameters(), c.data.task, r_.data->vocab_size(), c.data.seq_len,
+               num_threads());
 }
 
 // From the newest checkpoint that reads back whole; a damaged newer one is skipped, saying so.

@@ -102,6 +102,11 @@ struct BenchResult {
 /// evaluation, logging or checkpoint I/O.
 BenchResult bench(const Config& config, std::int64_t steps, std::int64_t warmup);
 
+/// The weights a run of `config` starts from (run.seed's initialisation, or model.init's weights) written to `path`
+/// with a trained model's full metadata, so another framework can start from exactly qkv's initialisation.
+/// Returns the number of parameters.
+std::int64_t write_initial_model(const Config& config, const std::string& path);
+
 /// qkv's version string.
 const char* version();
 

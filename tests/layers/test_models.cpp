@@ -108,3 +108,23 @@ TEST_CASE("cached generation: each step's logits equal the same rows of a forwar
   auto bidirectional = build_model(ModelConfig{.kind = "transformer", .vocab_size = 9, .seq_len = 4, .d_model = 8});
   CHECK_ERROR(bidirectional->make_cache(1), "Transformer: cached generation needs a causal model (model.causal = true)");
 }
+
+TEST_CASE("dropout draws from a stream the model owns, not from the caller's generator") {
+  const ModelConfig c{.kind = "transformer", .vocab_size = 9, .seq_len = 6, .d_model = 8, .heads = 2, .layers = 2,
+                      .dropout = 0.5};
+  const auto build = [&] {
+    Generator local(3);  // gone when build returns: 0.1's Dropout kept a pointer to it
+    return build_model(c, local);
+  };
+  auto a = build(), b = build();
+  const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4}, {1, 4});
+  const auto before = a->dropout_generator().state();
+  const Tensor la = a->logits(ids), lb = b->logits(ids);  // training mode: masks drawn
+  CHECK(la.to_vector() == lb.to_vector());                 // the same stream in both models
+  CHECK_FALSE(a->dropout_generator().state().s == before.s);  // every block's Dropout advanced the model's stream
+  a->dropout_generator().set_state(before);
+  CHECK(a->logits(ids).to_vector() == la.to_vector());  // restoring it replays the masks (what resume does)
+  a->eval();
+  const Tensor e1 = a->logits(ids), e2 = a->logits(ids);
+  CHECK(e1.to_vector() == e2.to_vector());
+}

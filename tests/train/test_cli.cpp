@@ -289,3 +289,36 @@ TEST_CASE("resuming a finished run says it is finished") {
   CHECK(r.out.find("is already finished (100 steps, train.steps = 100); nothing to do") != std::string::npos);
   CHECK(r.out.find("validation loss 0.0000") == std::string::npos);
 }
+
+TEST_CASE("qkv init writes the weights a run starts from, with full metadata") {
+  const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+  const std::string init = tmp_dir() + "/reverse.init.safetensors";
+  const auto w = capture({"init", kReverse, "model.d_model=32", "--out", init});
+  CHECK(w.code == 0);
+  CHECK(w.out.find("(4496 parameters, before any training step)") != std::string::npos);
+  // A run of the same config with lr 0 leaves its initial weights unchanged: they are what init wrote.
+  REQUIRE(cli({"train", kReverse, out, "run.name=\"cli_init\"", "model.d_model=32", "train.steps=1", "optim.lr=0",
+               "schedule.kind=\"constant\"", "schedule.warmup_steps=0", "--force"}) == 0);
+  const auto a = read_safetensors(init), b = read_safetensors(tmp_dir() + "/cli_init/model.safetensors");
+  REQUIRE(a.tensors.size() == b.tensors.size());
+  for (std::size_t i = 0; i < a.tensors.size(); ++i) {
+    CHECK(a.tensors[i].first == b.tensors[i].first);
+    CHECK(a.tensors[i].second.to_vector() == b.tensors[i].second.to_vector());
+  }
+  CHECK(a.metadata.at("qkv.model") == b.metadata.at("qkv.model"));
+  CHECK(capture({"eval", init}).code == 0);  // the metadata rebuilds model and data
+  CHECK(capture({"init", kReverse}).code == 2);  // --out is required
+  CHECK(capture({"init", kReverse, "--out", tmp_dir()}).err.find("is a directory") != std::string::npos);
+}
+
+TEST_CASE("the end-of-training attention picture is printed only while it fits a terminal line") {
+  const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+  const auto narrow_run = capture({"train", kReverse, out, "run.name=\"cli_pic12\"", "train.steps=2",
+                                   "schedule.warmup_steps=0", "--force"});
+  CHECK(narrow_run.out.find("Learned attention (layer 0, head 0)") != std::string::npos);
+  const auto wide_run = capture({"train", kReverse, out, "run.name=\"cli_pic64\"", "data.seq_len=64", "train.steps=2",
+                                 "schedule.warmup_steps=0", "--force"});
+  CHECK(wide_run.code == 0);
+  CHECK(wide_run.out.find("a 64x64 map per layer and head, too wide to print here") != std::string::npos);
+  CHECK(std::count(wide_run.out.begin(), wide_run.out.end(), '\n') < 20);
+}
