@@ -13,4 +13,14 @@ void set_num_threads(int threads) {
 
 int num_threads() { return omp_get_max_threads(); }
 
+bool parallel_worth(Work kind, double units) {
+  switch (kind) {
+    case Work::Elementwise: return units >= double(1 << 15);
+    case Work::Rows: return units >= double(1 << 13);
+    case Work::Gemm: return units >= double(1 << 20);
+    case Work::Attention: return units > double(1 << 18);
+  }
+  return false;
+}
+
 }  // namespace qkv

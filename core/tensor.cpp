@@ -1,5 +1,7 @@
 #include "qkv/core/tensor.h"
 
+#include <qkv/core/dispatch.h>
+
 #include "qkv/core/autograd.h"
 #include "qkv/core/ops.h"
 
@@ -78,15 +80,6 @@ std::shared_ptr<void> allocate(std::size_t bytes) {
   return {p, [rounded](void* q) { block_cache().give(q, rounded); }};
 }
 
-template <class F>
-void each_type(DType d, F&& f) {
-  switch (d) {
-    case DType::Float32: f(float{}); break;
-    case DType::Float64: f(double{}); break;
-    case DType::Int64: f(std::int64_t{}); break;
-  }
-}
-
 template <class T>
 void fill_values(const Tensor& t, double v) {
   T* p = t.data<T>();
@@ -147,7 +140,7 @@ Tensor Tensor::arange(double start, double end, double step, DType dtype) {
   QKV_CHECK(step != 0.0, "arange: step must be nonzero");
   const auto n = static_cast<std::int64_t>(std::max(0.0, std::ceil((end - start) / step)));
   Tensor t = empty(Shape{n}, dtype);
-  each_type(dtype, [&](auto tag) {
+  dispatch<Dtypes::Any>("tensor", dtype, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
     for (std::int64_t i = 0; i < n; ++i) p[i] = static_cast<T>(start + double(i) * step);
@@ -174,7 +167,7 @@ Tensor Tensor::from(std::initializer_list<double> data, DType dtype) {
 Tensor Tensor::randn(const Shape& shape, Generator& gen, DType dtype) {
   QKV_CHECK(is_floating(dtype), "randn: dtype must be floating, got {}", dtype_name(dtype));
   Tensor t = empty(shape, dtype);
-  each_type(dtype, [&](auto tag) {
+  dispatch<Dtypes::Any>("tensor", dtype, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
     for (std::int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = static_cast<T>(gen.normal());
@@ -187,7 +180,7 @@ Tensor Tensor::rand(const Shape& shape, Generator& gen, DType dtype) { return un
 Tensor Tensor::uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype) {
   QKV_CHECK(is_floating(dtype), "uniform: dtype must be floating, got {}", dtype_name(dtype));
   Tensor t = empty(shape, dtype);
-  each_type(dtype, [&](auto tag) {
+  dispatch<Dtypes::Any>("tensor", dtype, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
     for (std::int64_t i = 0, n = t.numel(); i < n; ++i) p[i] = static_cast<T>(low + (high - low) * gen.uniform());
@@ -212,13 +205,13 @@ double Tensor::item() const {
   QKV_CHECK(defined(), "item: tensor is undefined");
   QKV_CHECK(numel() == 1, "item: expected a tensor with one element, got shape {}", shape().str());
   double v = 0;
-  each_type(dtype(), [&](auto tag) { v = static_cast<double>(data<decltype(tag)>()[0]); });
+  dispatch<Dtypes::Any>("tensor", dtype(), [&](auto tag) { v = static_cast<double>(data<decltype(tag)>()[0]); });
   return v;
 }
 
 std::vector<double> Tensor::to_vector() const {
   std::vector<double> out(static_cast<std::size_t>(numel()));
-  each_type(dtype(), [&](auto tag) {
+  dispatch<Dtypes::Any>("tensor", dtype(), [&](auto tag) {
     const auto* p = data<decltype(tag)>();
     for (std::size_t i = 0; i < out.size(); ++i) out[i] = static_cast<double>(p[i]);
   });
@@ -231,7 +224,7 @@ const Tensor& Tensor::zero_() const {
 }
 
 const Tensor& Tensor::fill_(double value) const {
-  each_type(dtype(), [&](auto tag) { fill_values<decltype(tag)>(*this, value); });
+  dispatch<Dtypes::Any>("tensor", dtype(), [&](auto tag) { fill_values<decltype(tag)>(*this, value); });
   return *this;
 }
 
@@ -242,10 +235,10 @@ const Tensor& Tensor::copy_(const Tensor& src) const {
     std::memmove(raw_data(), src.raw_data(), static_cast<std::size_t>(numel()) * itemsize(dtype()));
     return *this;
   }
-  each_type(dtype(), [&](auto dtag) {
+  dispatch<Dtypes::Any>("tensor", dtype(), [&](auto dtag) {
     using D = decltype(dtag);
     D* d = data<D>();
-    each_type(src.dtype(), [&](auto stag) {
+    dispatch<Dtypes::Any>("tensor", src.dtype(), [&](auto stag) {
       const auto* s = src.data<decltype(stag)>();
       for (std::int64_t i = 0, n = numel(); i < n; ++i) d[i] = static_cast<D>(s[i]);
     });

@@ -11,14 +11,6 @@
 namespace qkv {
 namespace {
 
-// Calls f(T{}) for the parameter's float type.
-template <class F>
-void by_float(const Tensor& t, F&& f) {
-  if (t.dtype() == kFloat32) f(float{});
-  else if (t.dtype() == kFloat64) f(double{});
-  else fail("optimizer: parameter has dtype {}, expected float32 or float64", dtype_name(t.dtype()));
-}
-
 void check_lr(const char* who, double lr) { QKV_CHECK(lr >= 0.0, "{}: invalid lr = {} (must be >= 0)", who, lr); }
 
 }  // namespace
@@ -109,7 +101,7 @@ void SGD::update(const std::string& name, const Tensor& param, const Tensor& gra
   const auto& o = options_;
   bool fresh = false;
   Tensor* buf = o.momentum != 0.0 ? &slot(name, "momentum_buffer", param, &fresh) : nullptr;
-  by_float(param, [&](auto tag) {
+  dispatch("optimizer", param.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = param.data<T>();
     const T* g = grad.data<T>();
@@ -160,7 +152,7 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
   Tensor& m_t = slot(name, "exp_avg", param);
   Tensor& v_t = slot(name, "exp_avg_sq", param);
   Tensor* vmax_t = o.amsgrad ? &slot(name, "max_exp_avg_sq", param) : nullptr;
-  by_float(param, [&](auto tag) {
+  dispatch("optimizer", param.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = param.data<T>();
     const T* g = grad.data<T>();
@@ -215,7 +207,7 @@ void each_grad(const std::vector<Tensor>& params, F&& f) {
   for (const Tensor& p : params) {
     const Tensor g = p.grad();
     if (!g.defined()) continue;
-    by_float(g, [&](auto tag) { f(g.data<decltype(tag)>(), g.numel()); });
+    dispatch("optimizer", g.dtype(), [&](auto tag) { f(g.data<decltype(tag)>(), g.numel()); });
   }
 }
 

@@ -37,8 +37,6 @@ Dims self_dims(std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t dk, 
   return {b, t, h, dk, dv, t, t, 0};
 }
 
-// Work below this many multiply-adds per call stays on one thread (a parallel region costs microseconds).
-constexpr double kParallelWork = 1 << 18;
 
 // Where q, k, v live: each is a (B, T, H*d) column range [offset, offset + H*d) of rows `stride` wide. Separate
 // tensors have offset 0 and stride H*d; a packed [q | k | v] projection shares one buffer and one stride.
@@ -186,7 +184,7 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, 
     const T *pq = tq.data<T>() + L.q_off, *pk = tk.data<T>() + L.k_off, *pv = tv.data<T>() + L.v_off;
     T *po = out.data<T>(), *pl = lse.data<T>();
     // Parallel over (batch, head, query block): each block's rows are computed the same way on any thread.
-    kernel::parallel_for(d.b * d.h * qblocks, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
+    kernel::parallel_for(d.b * d.h * qblocks, parallel_worth(Work::Attention, work), [&](std::int64_t lo, std::int64_t hi) {
       ForwardScratch<T> scratch;
       for (std::int64_t w = lo; w < hi; ++w) {
         const std::int64_t bh = w / qblocks, i0 = (w % qblocks) * bl.q;
@@ -245,7 +243,7 @@ void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, co
     const std::int64_t so = d.h * d.dv;
     // Parallel over (batch, head): dK and dV sum over query blocks, so one thread owns a head (no atomics, and
     // the same order of additions for any thread count).
-    kernel::parallel_for(d.b * d.h, work > kParallelWork, [&](std::int64_t lo, std::int64_t hi) {
+    kernel::parallel_for(d.b * d.h, parallel_worth(Work::Attention, work), [&](std::int64_t lo, std::int64_t hi) {
       MatR<T> S, dP;  // scratch per thread
       Col<T> D;
       for (std::int64_t bh = lo; bh < hi; ++bh) {
@@ -271,7 +269,7 @@ Tensor attention_weights(const Tensor& tq, const Tensor& tk, const Tensor& lse, 
   kernel::dispatch("attention_weights", tq.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *pq = tq.data<T>() + L.q_off, *pk = tk.data<T>() + L.k_off, *pl = lse.data<T>();
-    kernel::parallel_for(d.b * d.h, double(d.b * d.h * d.t * d.t) * double(d.dk) > kParallelWork,
+    kernel::parallel_for(d.b * d.h, parallel_worth(Work::Attention, double(d.b * d.h * d.t * d.t) * double(d.dk)),
                          [&](std::int64_t lo, std::int64_t hi) {
       MatR<T> S(d.t, d.t);
       for (std::int64_t bh = lo; bh < hi; ++bh) {

@@ -212,7 +212,7 @@ namespace {
 template <class F>
 void chunked(std::int64_t n, F&& f) {
   constexpr std::int64_t kAlign = 64;
-  kernel::parallel_for((n + kAlign - 1) / kAlign, n >= 2 * kernel::kParallelElements, [&](std::int64_t lo, std::int64_t hi) {
+  kernel::parallel_for((n + kAlign - 1) / kAlign, parallel_worth(Work::Elementwise, double(n) / 2), [&](std::int64_t lo, std::int64_t hi) {
     f(lo * kAlign, std::min(n, hi * kAlign) - lo * kAlign);
   });
 }

@@ -1,6 +1,8 @@
 #pragma once
 // Private helpers shared by the op files: dtype dispatch and strided N-d iteration. Not installed.
 #include "qkv/core/autograd.h"
+#include "qkv/core/dispatch.h"
+#include "qkv/core/parallel.h"
 #include "qkv/core/ops.h"
 
 #include <omp.h>
@@ -10,16 +12,7 @@
 
 namespace qkv::kernel {
 
-/// Calls f(float{}) or f(double{}); throws naming `op` for non-floating tensors.
-template <class F>
-decltype(auto) dispatch(const char* op, DType d, F&& f) {
-  switch (d) {
-    case DType::Float32: return f(float{});
-    case DType::Float64: return f(double{});
-    default: break;
-  }
-  fail("{}: expected a float32 or float64 tensor, got {}", op, dtype_name(d));
-}
+using qkv::dispatch;  // core/dispatch.h: the one dtype dispatch
 
 /// Throws naming `op` unless both tensors are defined and share a dtype.
 inline void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
@@ -99,9 +92,6 @@ inline bool is_suffix(const Shape& inner, const Shape& outer) {
 /// so that small inputs exercise several blocks.
 void set_attention_blocks(std::int64_t q, std::int64_t k);
 
-/// Elementwise loops at least this long are split across threads.
-inline constexpr std::int64_t kParallelElements = 1 << 15;
-
 /// Runs f(begin, end) over [0, n): on the calling thread when `parallel` is false, without touching the OpenMP
 /// runtime (an `if` clause still enters it, which cost ~0.3 us on every small op), else in equal static chunks,
 /// one per thread.
@@ -131,7 +121,7 @@ Tensor binary(const char* name, const Tensor& a, const Tensor& b, Op op) {
     const T* __restrict pb = b.data<T>();
     T* __restrict po = out.data<T>();
     const std::int64_t n = out.numel();
-    const bool par = n >= kParallelElements;
+    const bool par = parallel_worth(Work::Elementwise, double(n));
     if (a.shape() == s && b.shape() == s) {
       parallel_for(n, par, [=](std::int64_t lo, std::int64_t hi) {
         for (std::int64_t i = lo; i < hi; ++i) po[i] = op(pa[i], pb[i]);
@@ -165,7 +155,7 @@ Tensor unary(const char* name, const Tensor& a, Op op) {
     const T* __restrict pa = a.data<T>();
     T* __restrict po = out.data<T>();
     const std::int64_t n = a.numel();
-    parallel_for(n, n >= kParallelElements, [=](std::int64_t lo, std::int64_t hi) {
+    parallel_for(n, parallel_worth(Work::Elementwise, double(n)), [=](std::int64_t lo, std::int64_t hi) {
       for (std::int64_t i = lo; i < hi; ++i) po[i] = op(pa[i]);
     });
   });

@@ -11,10 +11,6 @@ namespace {
 template <class T>
 using MatR = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-// Below this many multiply-adds (~15 us of work here) a product stays on one thread: measured on the tiny and
-// small bench configs, splitting smaller products cost more in fork/join than it saved.
-constexpr double kParallelGemmWork = 1 << 20;
-
 // C (n, m) = or += op(A) op(B); A is stored (n, k) or, when ta, (k, n); B is stored (k, m) or, when tb, (m, k).
 // Eigen is built without its own threading (EIGEN_DONT_PARALLELIZE): it opened a parallel region for every
 // product, and for the small GEMMs of small models the fork/join cost more than the work. Large products are
@@ -37,7 +33,7 @@ void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::i
   };
   const double work = double(n) * double(k) * double(m);
   const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (threads <= 1 || work < kParallelGemmWork || n < 2 * 32) {
+  if (threads <= 1 || !parallel_worth(Work::Gemm, work) || n < 2 * 32) {
     rows(0, n);
     return;
   }

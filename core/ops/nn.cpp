@@ -94,7 +94,6 @@ Tensor log_softmax(const Tensor& a, int dim) {
 }
 
 // Row loops over at least this many elements are split across threads (a parallel region costs ~2 us).
-constexpr std::int64_t kParallelRows = 1 << 13;
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index, Reduction reduction) {
   // logits is (N, C), targets is (N) int64
@@ -123,7 +122,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
     using Row = Eigen::Array<T, Eigen::Dynamic, 1>;
     const T* px = logits.data<T>();
     T *pp = probs.data<T>(), *po = losses.data<T>();
-    kernel::parallel_for(n, n * c >= kParallelRows, [&](std::int64_t lo, std::int64_t hi) {
+    kernel::parallel_for(n, parallel_worth(Work::Rows, double(n * c)), [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t i = lo; i < hi; ++i) {  // contiguous rows, so Eigen's packet exp applies
       const Eigen::Map<const Row> x(px + i * c, c);
       Eigen::Map<Row> p(pp + i * c, c);
@@ -153,7 +152,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
                const T *pp = probs.data<T>(), *pg = g.data<T>();
                const std::int64_t* pt = t.data<std::int64_t>();
                T* pd = dx.data<T>();
-               kernel::parallel_for(rows, rows * cols >= kParallelRows, [&](std::int64_t lo, std::int64_t hi) {
+               kernel::parallel_for(rows, parallel_worth(Work::Rows, double(rows * cols)), [&](std::int64_t lo, std::int64_t hi) {
                  for (std::int64_t i = lo; i < hi; ++i) {
                    const bool ignored = pt[i] == ignore_index;
                    const T gi =
@@ -263,7 +262,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     using T = decltype(tag);
     const T *px = x.data<T>(), *pw = weight.data<T>(), *pb = bias.data<T>();
     T *po = out.data<T>(), *ps = stats.data<T>();
-    kernel::parallel_for(rows, x.numel() >= kernel::kParallelElements, [&](std::int64_t lo, std::int64_t hi) {
+    kernel::parallel_for(rows, parallel_worth(Work::Elementwise, double(x.numel())), [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t r = lo; r < hi; ++r) {
       const T* xr = px + r * d;
       T mean = 0;
@@ -289,7 +288,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
                using T = decltype(tag);
                const T *px = x.data<T>(), *pw = w.data<T>(), *pg = g.data<T>(), *ps = stats.data<T>();
                T *pdx = dx.data<T>(), *pdw = dw.data<T>(), *pdb = db.data<T>();
-               kernel::parallel_for(rows, x.numel() >= kernel::kParallelElements, [&](std::int64_t lo, std::int64_t hi) {
+               kernel::parallel_for(rows, parallel_worth(Work::Elementwise, double(x.numel())), [&](std::int64_t lo, std::int64_t hi) {
                for (std::int64_t r = lo; r < hi; ++r) {
                  const T mean = ps[2 * r], rstd = ps[2 * r + 1];
                  T sum_gw = 0, sum_gw_xhat = 0;

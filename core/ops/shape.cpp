@@ -6,16 +6,6 @@
 #include <numeric>
 
 namespace qkv {
-namespace {
-
-// Calls f(uint32_t{}) or f(uint64_t{}): an element type of the right width to move bytes.
-template <class F>
-void by_width(DType d, F&& f) {
-  if (itemsize(d) == 4) f(std::uint32_t{});
-  else f(std::uint64_t{});
-}
-
-}  // namespace
 
 Tensor reshape(const Tensor& a, const Shape& shape) {
   Shape s = shape;
@@ -68,7 +58,7 @@ Tensor permute(const Tensor& a, const std::vector<int>& dims) {
     read_strides.push_back(in_strides[perm[i]]);
   }
   Tensor out = Tensor::empty(out_shape, a.dtype());
-  by_width(a.dtype(), [&](auto tag) {
+  kernel::dispatch<Dtypes::Any>("shape", a.dtype(), [&](auto tag) {
     using W = decltype(tag);
     const W* pa = static_cast<const W*>(a.raw_data());
     W* po = static_cast<W*>(out.raw_data());
