@@ -64,24 +64,50 @@ void for_each_batch(const Shape& ba, const Shape& bb, const Shape& batch, F&& f)
   kernel::for_each2(batch, kernel::broadcast_strides(ba, batch), kernel::broadcast_strides(bb, batch), f);
 }
 
+// (K) @ (..., K, M) treats a as (1, K), (..., N, K) @ (K) treats b as (K, 1); the added dim is then dropped.
+Tensor matmul_vector(const Tensor& a, const Tensor& b) {
+  const bool left = a.dim() == 1;
+  Tensor out = left ? matmul(unsqueeze(a, 0), b) : matmul(a, unsqueeze(b, 1));
+  Shape s = out.shape();
+  s.erase(s.rank() - (left ? 2 : 1));
+  return reshape(out, s);
+}
+
+// dA = dC B^T, dB = A^T dC; a broadcast operand accumulates over the batch elements that read it (so starts from
+// zeros), while the flat case (b without batch dims) writes each gradient with one GEMM.
+Grads matmul_backward(const Tensor& a, const Tensor& b, const Tensor& g, bool ga, bool gb, bool flat,
+                      const Shape& batch, std::int64_t n, std::int64_t k, std::int64_t m) {
+  const auto make = [flat](bool need, const Tensor& like) {
+    if (!need) return Tensor();
+    return flat ? Tensor::empty(like.shape(), like.dtype()) : Tensor::zeros(like.shape(), like.dtype());
+  };
+  Tensor da = make(ga, a), db = make(gb, b);
+  kernel::dispatch("matmul_backward", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *pa = a.data<T>(), *pb = b.data<T>(), *pg = g.data<T>();
+    if (flat) {
+      const std::int64_t rows = a.numel() / k;
+      if (ga) gemm(pg, false, pb, true, da.data<T>(), rows, m, k, false);
+      if (gb) gemm(pa, true, pg, false, db.data<T>(), k, rows, m, false);
+      return;
+    }
+    for_each_batch(batch_of(a.shape()), batch_of(b.shape()), batch,
+                   [&](std::int64_t io, std::int64_t ia, std::int64_t ib) {
+                     const T* gi = pg + io * n * m;
+                     if (ga) gemm(gi, false, pb + ib * k * m, true, da.data<T>() + ia * n * k, n, m, k, true);
+                     if (gb) gemm(pa + ia * n * k, true, gi, false, db.data<T>() + ib * k * m, k, n, m, true);
+                   });
+  });
+  return {da, db};
+}
+
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   kernel::check_same_dtype("matmul", a, b);
   QKV_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both operands need at least one dim, got shapes {} and {}",
             a.shape().str(), b.shape().str());
-  if (a.dim() == 1) {  // (K) @ (..., K, M): treat a as (1, K) and drop that dim
-    Tensor out = matmul(unsqueeze(a, 0), b);
-    Shape s = out.shape();
-    s.erase(s.rank() - 2);
-    return reshape(out, s);
-  }
-  if (b.dim() == 1) {  // (..., N, K) @ (K): treat b as (K, 1) and drop that dim
-    Tensor out = matmul(a, unsqueeze(b, 1));
-    Shape s = out.shape();
-    s.erase(s.rank() - 1);
-    return reshape(out, s);
-  }
+  if (a.dim() == 1 || b.dim() == 1) return matmul_vector(a, b);
   const std::int64_t n = a.size(-2), k = a.size(-1), m = b.size(-1);
   QKV_CHECK(b.size(-2) == k, "matmul: shapes {} and {} cannot be multiplied ({}x{} and {}x{})", a.shape().str(),
             b.shape().str(), n, k, b.size(-2), m);
@@ -108,30 +134,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (any_requires_grad({&a, &b})) {
     const bool ga = a.requires_grad(), gb = b.requires_grad();
     record(out, "matmul", {&a, &b}, [a = a.detach(), b = b.detach(), ga, gb, flat, batch, n, k, m](const Tensor& g) {
-      // dA = dC B^T, dB = A^T dC; a broadcast operand accumulates over the batch elements that read it (so
-      // starts from zeros), while the flat case writes each gradient with one GEMM.
-      const auto make = [flat](bool need, const Tensor& like) {
-        if (!need) return Tensor();
-        return flat ? Tensor::empty(like.shape(), like.dtype()) : Tensor::zeros(like.shape(), like.dtype());
-      };
-      Tensor da = make(ga, a), db = make(gb, b);
-      kernel::dispatch("matmul_backward", a.dtype(), [&](auto tag) {
-        using T = decltype(tag);
-        const T *pa = a.data<T>(), *pb = b.data<T>(), *pg = g.data<T>();
-        if (flat) {
-          const std::int64_t rows = a.numel() / k;
-          if (ga) gemm(pg, false, pb, true, da.data<T>(), rows, m, k, false);
-          if (gb) gemm(pa, true, pg, false, db.data<T>(), k, rows, m, false);
-          return;
-        }
-        for_each_batch(batch_of(a.shape()), batch_of(b.shape()), batch,
-                       [&](std::int64_t io, std::int64_t ia, std::int64_t ib) {
-                         const T* gi = pg + io * n * m;
-                         if (ga) gemm(gi, false, pb + ib * k * m, true, da.data<T>() + ia * n * k, n, m, k, true);
-                         if (gb) gemm(pa + ia * n * k, true, gi, false, db.data<T>() + ib * k * m, k, n, m, true);
-                       });
-      });
-      return Grads{da, db};
+      return matmul_backward(a, b, g, ga, gb, flat, batch, n, k, m);
     });
   }
   return out;

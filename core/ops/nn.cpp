@@ -93,7 +93,80 @@ Tensor log_softmax(const Tensor& a, int dim) {
   return out;
 }
 
-// Row loops over at least this many elements are split across threads (a parallel region costs ~2 us).
+namespace {
+
+// xhat = (x - mean) rstd; dy/dweight = sum_rows g xhat; dy/dbias = sum_rows g;
+// dx = rstd (gw - mean(gw) - xhat mean(gw xhat)) with gw = g * weight. stats holds (mean, rstd) per row.
+Grads layer_norm_backward(const Tensor& x, const Tensor& w, const Tensor& stats, const Tensor& g, std::int64_t rows,
+                          std::int64_t d) {
+  Tensor dx = Tensor::empty(x.shape(), x.dtype());
+  Tensor dw = Tensor::zeros(w.shape(), w.dtype()), db = Tensor::zeros(w.shape(), w.dtype());
+  kernel::dispatch("layer_norm_backward", x.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T *px = x.data<T>(), *pw = w.data<T>(), *pg = g.data<T>(), *ps = stats.data<T>();
+    T *pdx = dx.data<T>(), *pdw = dw.data<T>(), *pdb = db.data<T>();
+    kernel::parallel_for(rows, parallel_worth(Work::Elementwise, double(x.numel())), [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t r = lo; r < hi; ++r) {
+        const T mean = ps[2 * r], rstd = ps[2 * r + 1];
+        T sum_gw = 0, sum_gw_xhat = 0;
+        for (std::int64_t j = 0; j < d; ++j) {
+          const T xhat = (px[r * d + j] - mean) * rstd, gw = pg[r * d + j] * pw[j];
+          sum_gw += gw;
+          sum_gw_xhat += gw * xhat;
+        }
+        const T a = sum_gw / T(d), b = sum_gw_xhat / T(d);
+        for (std::int64_t j = 0; j < d; ++j) {
+          const T xhat = (px[r * d + j] - mean) * rstd;
+          pdx[r * d + j] = rstd * (pg[r * d + j] * pw[j] - a - xhat * b);
+        }
+      }
+    });
+    for (std::int64_t r = 0; r < rows; ++r)  // serial: every row adds into the same (D) sums
+      for (std::int64_t j = 0; j < d; ++j) {
+        const T gj = pg[r * d + j];
+        pdw[j] += gj * (px[r * d + j] - ps[2 * r]) * ps[2 * r + 1];
+        pdb[j] += gj;
+      }
+  });
+  return {dx, dw, db};
+}
+
+// d logits_ij = g_i * scale * (softmax_ij - [j == t_i]); zero for ignored rows.
+Grads cross_entropy_backward(const Tensor& probs, const Tensor& t, const Tensor& g, std::int64_t ignore_index,
+                             double scale, Reduction reduction) {
+  Tensor dx = Tensor::empty(probs.shape(), probs.dtype());
+  kernel::dispatch("cross_entropy_backward", probs.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const std::int64_t rows = probs.size(0), cols = probs.size(1);
+    const T *pp = probs.data<T>(), *pg = g.data<T>();
+    const std::int64_t* pt = t.data<std::int64_t>();
+    T* pd = dx.data<T>();
+    kernel::parallel_for(rows, parallel_worth(Work::Rows, double(rows * cols)), [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) {
+        const bool ignored = pt[i] == ignore_index;
+        const T gi = ignored ? T(0) : static_cast<T>(scale) * (reduction == Reduction::None ? pg[i] : pg[0]);
+        for (std::int64_t j = 0; j < cols; ++j) pd[i * cols + j] = gi * pp[i * cols + j];
+        if (!ignored) pd[i * cols + pt[i]] -= gi;
+      }
+    });
+  });
+  return {dx, Tensor()};
+}
+
+// The non-ignored targets, each checked against the C classes.
+std::int64_t count_targets(const Tensor& targets, std::int64_t c, std::int64_t ignore_index) {
+  const std::int64_t* pt = targets.data<std::int64_t>();
+  std::int64_t count = 0;
+  for (std::int64_t i = 0; i < targets.numel(); ++i) {
+    if (pt[i] == ignore_index) continue;
+    QKV_CHECK(pt[i] >= 0 && pt[i] < c, "cross_entropy: target {} at position {} is out of range for {} classes", pt[i],
+              i, c);
+    ++count;
+  }
+  return count;
+}
+
+}  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index, Reduction reduction) {
   // logits is (N, C), targets is (N) int64
@@ -106,13 +179,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
             "cross_entropy: targets must be (N) = ({}) for logits {}, got shape {}", n, logits.shape().str(),
             targets.shape().str());
   const std::int64_t* pt = targets.data<std::int64_t>();
-  std::int64_t count = 0;
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (pt[i] == ignore_index) continue;
-    QKV_CHECK(pt[i] >= 0 && pt[i] < c, "cross_entropy: target {} at position {} is out of range for {} classes", pt[i],
-              i, c);
-    ++count;
-  }
+  const std::int64_t count = count_targets(targets, c, ignore_index);
   // One vectorised pass over the (N, C) block: row max, exp, row sum, log. The probabilities are kept for
   // backward, which then needs no exp at all.
   Tensor probs = Tensor::empty(logits.shape(), logits.dtype());
@@ -144,25 +211,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
   if (any_requires_grad({&logits}))
     record(out, "cross_entropy", {&logits, &targets},
            [probs, t = targets, ignore_index, scale, reduction](const Tensor& g) -> Grads {
-             // d logits_ij = g_i * scale * (softmax_ij - [j == t_i]); zero for ignored rows
-             Tensor dx = Tensor::empty(probs.shape(), probs.dtype());
-             kernel::dispatch("cross_entropy_backward", probs.dtype(), [&](auto tag) {
-               using T = decltype(tag);
-               const std::int64_t rows = probs.size(0), cols = probs.size(1);
-               const T *pp = probs.data<T>(), *pg = g.data<T>();
-               const std::int64_t* pt = t.data<std::int64_t>();
-               T* pd = dx.data<T>();
-               kernel::parallel_for(rows, parallel_worth(Work::Rows, double(rows * cols)), [&](std::int64_t lo, std::int64_t hi) {
-                 for (std::int64_t i = lo; i < hi; ++i) {
-                   const bool ignored = pt[i] == ignore_index;
-                   const T gi =
-                       ignored ? T(0) : static_cast<T>(scale) * (reduction == Reduction::None ? pg[i] : pg[0]);
-                   for (std::int64_t j = 0; j < cols; ++j) pd[i * cols + j] = gi * pp[i * cols + j];
-                   if (!ignored) pd[i * cols + pt[i]] -= gi;
-                 }
-               });
-             });
-             return {dx, Tensor()};
+             return cross_entropy_backward(probs, t, g, ignore_index, scale, reduction);
            });
   return out;
 }
@@ -280,38 +329,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   if (any_requires_grad({&x, &weight, &bias}))
     record(out, "layer_norm", {&x, &weight, &bias},
            [x = x.detach(), w = weight.detach(), stats, rows, d](const Tensor& g) -> Grads {
-             // xhat = (x - mean) rstd; dy/dweight = sum_rows g xhat; dy/dbias = sum_rows g;
-             // dx = rstd (gw - mean(gw) - xhat mean(gw xhat)) with gw = g * weight
-             Tensor dx = Tensor::empty(x.shape(), x.dtype());
-             Tensor dw = Tensor::zeros(w.shape(), w.dtype()), db = Tensor::zeros(w.shape(), w.dtype());
-             kernel::dispatch("layer_norm_backward", x.dtype(), [&](auto tag) {
-               using T = decltype(tag);
-               const T *px = x.data<T>(), *pw = w.data<T>(), *pg = g.data<T>(), *ps = stats.data<T>();
-               T *pdx = dx.data<T>(), *pdw = dw.data<T>(), *pdb = db.data<T>();
-               kernel::parallel_for(rows, parallel_worth(Work::Elementwise, double(x.numel())), [&](std::int64_t lo, std::int64_t hi) {
-               for (std::int64_t r = lo; r < hi; ++r) {
-                 const T mean = ps[2 * r], rstd = ps[2 * r + 1];
-                 T sum_gw = 0, sum_gw_xhat = 0;
-                 for (std::int64_t j = 0; j < d; ++j) {
-                   const T xhat = (px[r * d + j] - mean) * rstd, gw = pg[r * d + j] * pw[j];
-                   sum_gw += gw;
-                   sum_gw_xhat += gw * xhat;
-                 }
-                 const T a = sum_gw / T(d), b = sum_gw_xhat / T(d);
-                 for (std::int64_t j = 0; j < d; ++j) {
-                   const T xhat = (px[r * d + j] - mean) * rstd;
-                   pdx[r * d + j] = rstd * (pg[r * d + j] * pw[j] - a - xhat * b);
-                 }
-               }
-               });
-               for (std::int64_t r = 0; r < rows; ++r)  // serial: every row adds into the same (D) sums
-                 for (std::int64_t j = 0; j < d; ++j) {
-                   const T gj = pg[r * d + j];
-                   pdw[j] += gj * (px[r * d + j] - ps[2 * r]) * ps[2 * r + 1];
-                   pdb[j] += gj;
-                 }
-             });
-             return {dx, dw, db};
+             return layer_norm_backward(x, w, stats, g, rows, d);
            });
   return out;
 }
