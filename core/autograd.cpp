@@ -96,6 +96,7 @@ void record(Tensor& out, const char* name, const std::vector<Tensor>& inputs, Ba
 }
 
 void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
+  QKV_CHECK(defined(), "Tensor::backward: the tensor is undefined");
   QKV_CHECK(defined(), "backward: tensor is undefined");
   QKV_CHECK(requires_grad(), "backward: tensor of shape {} does not require grad and has no grad_fn",
             shape().str());

@@ -188,11 +188,19 @@ Tensor Tensor::uniform(const Shape& shape, double low, double high, Generator& g
   return t;
 }
 
-std::int64_t Tensor::size(int d) const { return shape()[normalize_dim("size", d, dim())]; }
+void Tensor::undefined(const char* method) {
+  fail("{}: the tensor is undefined (default-constructed, an optional argument not given, or a grad() before any "
+       "backward)", method);
+}
+
+std::int64_t Tensor::size(int d) const {
+  const Shape& s = defined_for("Tensor::size").shape;
+  return s[normalize_dim("size", d, s.rank())];
+}
 
 template <class T>
 T* Tensor::data() const {
-  QKV_CHECK(defined(), "data: tensor is undefined");
+  defined_for("Tensor::data");
   QKV_CHECK(dtype() == dtype_of<T>(), "data: tensor has dtype {}, asked for {}", dtype_name(dtype()),
             dtype_name(dtype_of<T>()));
   return static_cast<T*>(impl_->storage.get());
@@ -202,7 +210,7 @@ template double* Tensor::data<double>() const;
 template std::int64_t* Tensor::data<std::int64_t>() const;
 
 double Tensor::item() const {
-  QKV_CHECK(defined(), "item: tensor is undefined");
+  defined_for("Tensor::item");
   QKV_CHECK(numel() == 1, "item: expected a tensor with one element, got shape {}", shape().str());
   double v = 0;
   dispatch<Dtypes::Any>("tensor", dtype(), [&](auto tag) { v = static_cast<double>(data<decltype(tag)>()[0]); });
@@ -210,6 +218,7 @@ double Tensor::item() const {
 }
 
 std::vector<double> Tensor::to_vector() const {
+  defined_for("Tensor::to_vector");
   std::vector<double> out(static_cast<std::size_t>(numel()));
   dispatch<Dtypes::Any>("tensor", dtype(), [&](auto tag) {
     const auto* p = data<decltype(tag)>();
@@ -219,16 +228,20 @@ std::vector<double> Tensor::to_vector() const {
 }
 
 const Tensor& Tensor::zero_() const {
+  defined_for("Tensor::zero_");
   std::memset(raw_data(), 0, static_cast<std::size_t>(numel()) * itemsize(dtype()));
   return *this;
 }
 
 const Tensor& Tensor::fill_(double value) const {
+  defined_for("Tensor::fill_");
   dispatch<Dtypes::Any>("tensor", dtype(), [&](auto tag) { fill_values<decltype(tag)>(*this, value); });
   return *this;
 }
 
 const Tensor& Tensor::copy_(const Tensor& src) const {
+  defined_for("Tensor::copy_");
+  QKV_CHECK(src.defined(), "Tensor::copy_: the source tensor is undefined");
   QKV_CHECK(src.shape() == shape(), "copy_: source shape {} does not match destination shape {}", src.shape().str(),
             shape().str());
   if (src.dtype() == dtype()) {
@@ -247,6 +260,7 @@ const Tensor& Tensor::copy_(const Tensor& src) const {
 }
 
 Tensor Tensor::to(DType target) const {
+  defined_for("Tensor::to");
   if (target == dtype()) return *this;
   Tensor out = empty(shape(), target);
   out.copy_(*this);
@@ -258,6 +272,7 @@ Tensor Tensor::to(DType target) const {
 }
 
 Tensor Tensor::clone() const {
+  defined_for("Tensor::clone");
   Tensor out = empty(shape(), dtype());
   out.copy_(*this);
   if (any_requires_grad({this})) record(out, "clone", {this}, [](const Tensor& g) -> Grads { return {g}; });
@@ -267,6 +282,7 @@ Tensor Tensor::clone() const {
 bool Tensor::requires_grad() const { return impl_ && (impl_->requires_grad || impl_->grad_fn); }
 
 Tensor& Tensor::requires_grad_(bool flag) {
+  defined_for("Tensor::requires_grad_");
   QKV_CHECK(is_leaf(), "requires_grad_: only leaf tensors can change requires_grad (this one came from `{}`)",
             impl_->grad_fn->name);
   QKV_CHECK(!flag || is_floating(dtype()), "requires_grad_: only floating tensors can require grad, got {}",
@@ -275,13 +291,20 @@ Tensor& Tensor::requires_grad_(bool flag) {
   return *this;
 }
 
-bool Tensor::is_leaf() const { return impl_->grad_fn == nullptr; }
-Tensor Tensor::grad() const { return impl_->grad; }
-void Tensor::set_grad(const Tensor& g) const { impl_->grad = g; }
-void Tensor::zero_grad() const { impl_->grad = Tensor(); }
-const std::shared_ptr<Node>& Tensor::grad_fn() const { return impl_->grad_fn; }
+bool Tensor::is_leaf() const { return defined_for("Tensor::is_leaf").grad_fn == nullptr; }
+Tensor Tensor::grad() const { return defined_for("Tensor::grad").grad; }
+void Tensor::set_grad(const Tensor& g) const {
+  defined_for("Tensor::set_grad");
+  impl_->grad = g;
+}
+void Tensor::zero_grad() const {
+  defined_for("Tensor::zero_grad");
+  impl_->grad = Tensor();
+}
+const std::shared_ptr<Node>& Tensor::grad_fn() const { return defined_for("Tensor::grad_fn").grad_fn; }
 
 Tensor Tensor::detach() const {
+  defined_for("Tensor::detach");
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape();
   impl->dtype = dtype();

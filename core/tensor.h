@@ -47,10 +47,10 @@ class Tensor {
   // ---- metadata -------------------------------------------------------------------------------------------
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const;
-  int dim() const { return shape().rank(); }
+  int dim() const;
   /// Size of dimension d (negative d counts from the end).
   std::int64_t size(int d) const;
-  std::int64_t numel() const { return shape().numel(); }
+  std::int64_t numel() const;
   DType dtype() const;
 
   // ---- data -----------------------------------------------------------------------------------------------
@@ -100,6 +100,12 @@ class Tensor {
   const std::shared_ptr<TensorImpl>& impl_ptr() const { return impl_; }
 
  private:
+  /// The impl, or a qkv::Error naming `method` when the tensor is undefined.
+  const TensorImpl& defined_for(const char* method) const {
+    if (!impl_) undefined(method);
+    return *impl_;
+  }
+  [[noreturn]] static void undefined(const char* method);
   std::shared_ptr<TensorImpl> impl_;
 };
 
@@ -112,9 +118,11 @@ struct TensorImpl {
   std::shared_ptr<Node> grad_fn;  // producer of a non-leaf
 };
 
-inline const Shape& Tensor::shape() const { return impl_->shape; }
-inline DType Tensor::dtype() const { return impl_->dtype; }
-inline void* Tensor::raw_data() const { return impl_->storage.get(); }
+inline const Shape& Tensor::shape() const { return defined_for("Tensor::shape").shape; }
+inline int Tensor::dim() const { return defined_for("Tensor::dim").shape.rank(); }
+inline std::int64_t Tensor::numel() const { return defined_for("Tensor::numel").shape.numel(); }
+inline DType Tensor::dtype() const { return defined_for("Tensor::dtype").dtype; }
+inline void* Tensor::raw_data() const { return defined_for("Tensor::data").storage.get(); }
 
 /// Frees the blocks qkv keeps for reuse (storage of 64 KiB and more is cached by size, up to 1 GiB).
 void release_cached_memory();

@@ -26,6 +26,8 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
 }
 
 Tensor sum_to(const Tensor& g, const Shape& shape) {
+  kernel::check_defined("sum_to", {&g});
+
   if (g.shape() == shape) return g;
   QKV_CHECK(broadcast_shapes("sum_to", shape, g.shape()) == g.shape(), "sum_to: cannot sum shape {} down to {}",
             g.shape().str(), shape.str());
@@ -51,6 +53,8 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
 
 // Copies a into the broadcast shape (a strided read, no arithmetic); backward sums back.
 Tensor broadcast_to(const Tensor& a, const Shape& shape) {
+  kernel::check_defined("broadcast_to", {&a});
+
   if (a.shape() == shape) return a;
   QKV_CHECK(broadcast_shapes("broadcast_to", a.shape(), shape) == shape, "broadcast_to: cannot broadcast shape {} to {}",
             a.shape().str(), shape.str());
@@ -68,6 +72,8 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
+  kernel::check_defined("add", {&a, &b});
+
   Tensor out = binary("add", a, b, [](auto x, auto y) { return x + y; });
   if (any_requires_grad({&a, &b}))
     record(out, "add", {&a, &b}, [sa = a.shape(), sb = b.shape()](const Tensor& g) -> Grads {
@@ -77,6 +83,8 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
+  kernel::check_defined("sub", {&a, &b});
+
   Tensor out = binary("sub", a, b, [](auto x, auto y) { return x - y; });
   if (any_requires_grad({&a, &b}))
     record(out, "sub", {&a, &b}, [sa = a.shape(), sb = b.shape()](const Tensor& g) -> Grads {
@@ -86,6 +94,8 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  kernel::check_defined("mul", {&a, &b});
+
   Tensor out = binary("mul", a, b, [](auto x, auto y) { return x * y; });
   if (any_requires_grad({&a, &b})) {
     const bool ga = a.requires_grad(), gb = b.requires_grad();
@@ -97,6 +107,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
+  kernel::check_defined("div", {&a, &b});
+
   Tensor out = binary("div", a, b, [](auto x, auto y) { return x / y; });
   if (any_requires_grad({&a, &b})) {
     const bool ga = a.requires_grad(), gb = b.requires_grad();
@@ -111,6 +123,8 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add(const Tensor& a, double s) {
+  kernel::check_defined("add", {&a});
+
   Tensor out = kernel::dispatch("add", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     return unary("add", a, [y = static_cast<T>(s)](T x) { return x + y; });
@@ -120,6 +134,8 @@ Tensor add(const Tensor& a, double s) {
 }
 
 Tensor mul(const Tensor& a, double s) {
+  kernel::check_defined("mul", {&a});
+
   Tensor out = kernel::dispatch("mul", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     return unary("mul", a, [y = static_cast<T>(s)](T x) { return x * y; });
@@ -129,12 +145,16 @@ Tensor mul(const Tensor& a, double s) {
 }
 
 Tensor neg(const Tensor& a) {
+  kernel::check_defined("neg", {&a});
+
   Tensor out = unary("neg", a, [](auto x) { return -x; });
   if (any_requires_grad({&a})) record(out, "neg", {&a}, [](const Tensor& g) -> Grads { return {neg(g)}; });
   return out;
 }
 
 Tensor pow(const Tensor& a, double p) {
+  kernel::check_defined("pow", {&a});
+
   Tensor out = unary("pow", a, [p](auto x) { return static_cast<decltype(x)>(std::pow(x, p)); });
   if (any_requires_grad({&a}))
     record(out, "pow", {&a}, [a = a.detach(), p](const Tensor& g) -> Grads {
@@ -147,6 +167,8 @@ Tensor pow(const Tensor& a, double p) {
 }
 
 Tensor exp(const Tensor& a) {
+  kernel::check_defined("exp", {&a});
+
   Tensor out = unary("exp", a, [](auto x) { return std::exp(x); });
   if (any_requires_grad({&a}))
     record(out, "exp", {&a}, [y = out.detach()](const Tensor& g) -> Grads { return {mul(g, y)}; });
@@ -154,6 +176,8 @@ Tensor exp(const Tensor& a) {
 }
 
 Tensor log(const Tensor& a) {
+  kernel::check_defined("log", {&a});
+
   Tensor out = unary("log", a, [](auto x) { return std::log(x); });
   if (any_requires_grad({&a}))
     record(out, "log", {&a}, [a = a.detach()](const Tensor& g) -> Grads { return {div(g, a)}; });
@@ -161,6 +185,8 @@ Tensor log(const Tensor& a) {
 }
 
 Tensor sqrt(const Tensor& a) {
+  kernel::check_defined("sqrt", {&a});
+
   Tensor out = unary("sqrt", a, [](auto x) { return std::sqrt(x); });
   if (any_requires_grad({&a}))
     record(out, "sqrt", {&a}, [y = out.detach()](const Tensor& g) -> Grads {
@@ -170,6 +196,8 @@ Tensor sqrt(const Tensor& a) {
 }
 
 Tensor tanh(const Tensor& a) {
+  kernel::check_defined("tanh", {&a});
+
   Tensor out = unary("tanh", a, [](auto x) { return std::tanh(x); });
   if (any_requires_grad({&a}))
     record(out, "tanh", {&a}, [y = out.detach()](const Tensor& g) -> Grads {
@@ -179,6 +207,8 @@ Tensor tanh(const Tensor& a) {
 }
 
 Tensor sigmoid(const Tensor& a) {
+  kernel::check_defined("sigmoid", {&a});
+
   Tensor out = unary("sigmoid", a, [](auto x) { return 1 / (1 + std::exp(-x)); });
   if (any_requires_grad({&a}))
     record(out, "sigmoid", {&a}, [y = out.detach()](const Tensor& g) -> Grads {
@@ -188,6 +218,8 @@ Tensor sigmoid(const Tensor& a) {
 }
 
 Tensor relu(const Tensor& a) {
+  kernel::check_defined("relu", {&a});
+
   Tensor out = unary("relu", a, [](auto x) { return x > 0 ? x : decltype(x){0}; });
   if (any_requires_grad({&a}))
     record(out, "relu", {&a}, [a = a.detach()](const Tensor& g) -> Grads {
@@ -252,6 +284,8 @@ Tensor gelu_exact_backward(const Tensor& g, const Tensor& a) {
 }  // namespace
 
 Tensor gelu(const Tensor& a, bool approximate) {
+  kernel::check_defined("gelu", {&a});
+
   Tensor out = approximate ? unary("gelu", a, [](auto x) {
     using T = decltype(x);
     return T(0.5) * x * (1 + std::tanh(T(kSqrt2OverPi) * (x + T(kGeluCoeff) * x * x * x)));

@@ -14,6 +14,17 @@ namespace qkv::kernel {
 
 using qkv::dispatch;  // core/dispatch.h: the one dtype dispatch
 
+/// Throws naming `op` and the argument when a tensor argument is undefined (a default-constructed Tensor, an
+/// optional argument not given, a grad() before any backward).
+inline void check_defined(const char* op, std::initializer_list<const Tensor*> args) {
+  int i = 0;
+  for (const Tensor* t : args) {
+    QKV_CHECK(t->defined(), "{}: argument {} is an undefined tensor (default-constructed, or a grad() before any "
+              "backward)", op, i + 1);
+    ++i;
+  }
+}
+
 /// Throws naming `op` unless both tensors are defined and share a dtype.
 inline void check_same_dtype(const char* op, const Tensor& a, const Tensor& b) {
   QKV_CHECK(a.defined() && b.defined(), "{}: an operand is undefined", op);

@@ -20,6 +20,8 @@ void for_each_line(const kernel::DimSplit& sp, F&& f) {
 }  // namespace
 
 Tensor softmax(const Tensor& a, int dim) {
+  kernel::check_defined("softmax", {&a});
+
   const int d = normalize_dim("softmax", dim, a.dim());
   const auto sp = kernel::split_at(a.shape(), d);
   Tensor out = Tensor::empty(a.shape(), a.dtype());
@@ -57,6 +59,8 @@ Tensor softmax(const Tensor& a, int dim) {
 }
 
 Tensor log_softmax(const Tensor& a, int dim) {
+  kernel::check_defined("log_softmax", {&a});
+
   const int d = normalize_dim("log_softmax", dim, a.dim());
   const auto sp = kernel::split_at(a.shape(), d);
   Tensor out = Tensor::empty(a.shape(), a.dtype());
@@ -169,6 +173,8 @@ std::int64_t count_targets(const Tensor& targets, std::int64_t c, std::int64_t i
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index, Reduction reduction) {
+  kernel::check_defined("cross_entropy", {&logits, &targets});
+
   // logits is (N, C), targets is (N) int64
   QKV_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, C), got shape {} (reshape to (-1, C) first)",
             logits.shape().str());
@@ -217,6 +223,8 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
 }
 
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
+  kernel::check_defined("masked_fill", {&a, &mask});
+
   QKV_CHECK(mask.defined(), "masked_fill: mask is undefined");
   QKV_CHECK(broadcast_shapes("masked_fill", a.shape(), mask.shape()) == a.shape(),
             "masked_fill: mask of shape {} does not broadcast to input shape {}", mask.shape().str(), a.shape().str());
@@ -244,6 +252,8 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
+  kernel::check_defined("embedding", {&weight, &ids});
+
   // weight is (V, D), ids is (...) int64, out is (..., D)
   QKV_CHECK(weight.dim() == 2, "embedding: weight must be (num_embeddings, dim), got shape {}", weight.shape().str());
   QKV_CHECK(ids.dtype() == kInt64, "embedding: ids must be int64, got {} (shape {})", dtype_name(ids.dtype()),
@@ -281,6 +291,8 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
 }
 
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
+  kernel::check_defined("dropout", {&a});
+
   QKV_CHECK(p >= 0.0 && p <= 1.0, "dropout: p must be in [0, 1], got {}", p);
   if (!training || p == 0.0) return a;
   // mask holds 0 or 1/(1-p); p = 1 drops everything.
@@ -297,6 +309,8 @@ Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
+  kernel::check_defined("layer_norm", {&x, &weight, &bias});
+
   // x is (..., D); mean and 1/std are saved per row for backward
   kernel::check_same_dtype("layer_norm", x, weight);
   kernel::check_same_dtype("layer_norm", x, bias);

@@ -26,9 +26,14 @@ std::pair<Shape, Shape> reduced_shapes(const char* op, const Shape& s, const std
 
 }  // namespace
 
-Tensor sum(const Tensor& a) { return sum_to(a, Shape{}); }
+Tensor sum(const Tensor& a) {
+  kernel::check_defined("sum", {&a});
+  return sum_to(a, Shape{});
+}
 
 Tensor sum(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
+  kernel::check_defined("sum", {&a});
+
   kernel::dispatch("sum", a.dtype(), [](auto) {});
   const auto [keep, drop] = reduced_shapes("sum", a.shape(), dims);
   Tensor out = sum_to(a, keep);
@@ -36,11 +41,15 @@ Tensor sum(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& a) {
+  kernel::check_defined("mean", {&a});
+
   QKV_CHECK(a.numel() > 0, "mean: tensor of shape {} is empty", a.shape().str());
   return mul(sum(a), 1.0 / static_cast<double>(a.numel()));
 }
 
 Tensor mean(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
+  kernel::check_defined("mean", {&a});
+
   Tensor s = sum(a, dims, keepdim);
   QKV_CHECK(s.numel() > 0 && a.numel() > 0, "mean: tensor of shape {} is empty", a.shape().str());
   return mul(s, static_cast<double>(s.numel()) / static_cast<double>(a.numel()));
@@ -75,6 +84,8 @@ std::pair<Tensor, std::vector<std::int64_t>> max_along(const char* op, const Ten
 }  // namespace
 
 Tensor max(const Tensor& a, int dim, bool keepdim) {
+  kernel::check_defined("max", {&a});
+
   auto [out, where] = max_along("max", a, dim, keepdim);
   if (any_requires_grad({&a}))
     record(out, "max", {&a}, [as = a.shape(), where = std::move(where)](const Tensor& g) -> Grads {
@@ -91,11 +102,15 @@ Tensor max(const Tensor& a, int dim, bool keepdim) {
 }
 
 Tensor max(const Tensor& a) {
+  kernel::check_defined("max", {&a});
+
   QKV_CHECK(a.numel() > 0, "max: tensor of shape {} is empty", a.shape().str());
   return reshape(max(reshape(a, Shape{-1}), 0), Shape{});
 }
 
 Tensor argmax(const Tensor& a, int dim, bool keepdim) {
+  kernel::check_defined("argmax", {&a});
+
   const int d = normalize_dim("argmax", dim, a.dim());
   const auto sp = kernel::split_at(a.shape(), d);
   auto [values, where] = max_along("argmax", a, d, keepdim);

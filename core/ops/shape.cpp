@@ -8,6 +8,8 @@
 namespace qkv {
 
 Tensor reshape(const Tensor& a, const Shape& shape) {
+  kernel::check_defined("reshape", {&a});
+
   Shape s = shape;
   int infer = -1;
   std::int64_t known = 1;
@@ -37,12 +39,16 @@ Tensor reshape(const Tensor& a, const Shape& shape) {
 }
 
 Tensor unsqueeze(const Tensor& a, int dim) {
+  kernel::check_defined("unsqueeze", {&a});
+
   Shape s = a.shape();
   s.insert(normalize_dim("unsqueeze", dim, a.dim() + 1), 1);
   return reshape(a, s);
 }
 
 Tensor permute(const Tensor& a, const std::vector<int>& dims) {
+  kernel::check_defined("permute", {&a});
+
   const int r = a.dim();
   QKV_CHECK(static_cast<int>(dims.size()) == r, "permute: {} dims given for a tensor of rank {} (shape {})",
             dims.size(), r, a.shape().str());
@@ -74,6 +80,8 @@ Tensor permute(const Tensor& a, const std::vector<int>& dims) {
 }
 
 Tensor transpose(const Tensor& a, int dim0, int dim1) {
+  kernel::check_defined("transpose", {&a});
+
   std::vector<int> dims(static_cast<std::size_t>(a.dim()));
   std::iota(dims.begin(), dims.end(), 0);
   std::swap(dims[normalize_dim("transpose", dim0, a.dim())], dims[normalize_dim("transpose", dim1, a.dim())]);
@@ -81,6 +89,8 @@ Tensor transpose(const Tensor& a, int dim0, int dim1) {
 }
 
 Tensor concat(const std::vector<Tensor>& tensors, int dim) {
+  for (std::size_t i = 0; i < tensors.size(); ++i)
+    QKV_CHECK(tensors[i].defined(), "concat: tensor {} of {} is undefined", i, tensors.size());
   QKV_CHECK(!tensors.empty(), "concat: expected a non-empty list of tensors");
   const Tensor& first = tensors[0];
   const int d = normalize_dim("concat", dim, first.dim());
@@ -125,6 +135,8 @@ Tensor concat(const std::vector<Tensor>& tensors, int dim) {
 }
 
 Tensor narrow(const Tensor& a, int dim, std::int64_t start, std::int64_t length) {
+  kernel::check_defined("narrow", {&a});
+
   const int d = normalize_dim("narrow", dim, a.dim());
   const std::int64_t size = a.dim() == 0 ? 1 : a.shape()[d];
   QKV_CHECK(start >= 0 && length >= 0 && start + length <= size,
@@ -156,6 +168,8 @@ Tensor narrow(const Tensor& a, int dim, std::int64_t start, std::int64_t length)
 }
 
 Tensor slice(const Tensor& a, int dim, std::int64_t start, std::int64_t end) {
+  kernel::check_defined("slice", {&a});
+
   const int d = normalize_dim("slice", dim, a.dim());
   const std::int64_t size = a.shape()[d];
   if (start < 0) start += size;

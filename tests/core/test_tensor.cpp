@@ -1,5 +1,7 @@
 #include "../support.h"
 
+#include <functional>
+
 using namespace qkv;
 
 TEST_CASE("factories fill the right values") {
@@ -73,4 +75,75 @@ TEST_CASE("large blocks are reused, not returned to the OS") {
   CHECK(cached_memory_bytes() == 0);
   { const Tensor small = Tensor::zeros({4}); }
   CHECK(cached_memory_bytes() == 0);
+}
+
+TEST_CASE("an undefined tensor is a qkv::Error naming the op or method, never a signal") {
+  const Tensor u, x = Tensor::ones({2, 3}), ids = Tensor::from(std::vector<std::int64_t>{0, 1}, {2});
+  const std::vector<std::pair<const char*, std::function<void()>>> calls = {
+      {"Tensor::dim", [&] { (void)u.dim(); }},
+      {"Tensor::numel", [&] { (void)u.numel(); }},
+      {"Tensor::size", [&] { (void)u.size(0); }},
+      {"Tensor::shape", [&] { (void)u.shape(); }},
+      {"Tensor::dtype", [&] { (void)u.dtype(); }},
+      {"Tensor::to_vector", [&] { (void)u.to_vector(); }},
+      {"Tensor::item", [&] { (void)u.item(); }},
+      {"Tensor::data", [&] { (void)u.data<float>(); }},
+      {"Tensor::fill_", [&] { u.fill_(1); }},
+      {"Tensor::zero_", [&] { u.zero_(); }},
+      {"Tensor::copy_", [&] { u.copy_(x); }},
+      {"Tensor::copy_", [&] { x.copy_(u); }},
+      {"Tensor::to", [&] { (void)u.to(kFloat64); }},
+      {"Tensor::clone", [&] { (void)u.clone(); }},
+      {"Tensor::requires_grad_", [&] { Tensor t; t.requires_grad_(); }},
+      {"Tensor::grad", [&] { (void)u.grad(); }},
+      {"Tensor::detach", [&] { (void)u.detach(); }},
+      {"Tensor::backward", [&] { u.backward(); }},
+      {"Tensor::numel", [&] { (void)Tensor::ones({2}).requires_grad_().grad().numel(); }},  // before any backward
+      {"add", [&] { (void)add(u, x); }},
+      {"add", [&] { (void)add(u, 1.0); }},
+      {"sub", [&] { (void)sub(x, u); }},
+      {"mul", [&] { (void)mul(u, 2.0); }},
+      {"div", [&] { (void)div(x, u); }},
+      {"neg", [&] { (void)neg(u); }},
+      {"pow", [&] { (void)pow(u, 2.0); }},
+      {"exp", [&] { (void)exp(u); }},
+      {"log", [&] { (void)log(u); }},
+      {"sqrt", [&] { (void)sqrt(u); }},
+      {"tanh", [&] { (void)tanh(u); }},
+      {"sigmoid", [&] { (void)sigmoid(u); }},
+      {"relu", [&] { (void)relu(u); }},
+      {"gelu", [&] { (void)gelu(u); }},
+      {"sum_to", [&] { (void)sum_to(u, Shape{}); }},
+      {"broadcast_to", [&] { (void)broadcast_to(u, Shape{2}); }},
+      {"matmul", [&] { (void)matmul(u, x); }},
+      {"linear", [&] { (void)linear(x, u); }},
+      {"reshape", [&] { (void)reshape(u, {-1}); }},
+      {"transpose", [&] { (void)transpose(u, 0, 1); }},
+      {"permute", [&] { (void)permute(u, {1, 0}); }},
+      {"concat", [&] { (void)concat({x, u}, 0); }},
+      {"narrow", [&] { (void)narrow(u, 0, 0, 1); }},
+      {"slice", [&] { (void)slice(u, 0, 0, 1); }},
+      {"unsqueeze", [&] { (void)unsqueeze(u, 0); }},
+      {"sum", [&] { (void)sum(u); }},
+      {"sum", [&] { (void)sum(u, {0}); }},
+      {"mean", [&] { (void)mean(u); }},
+      {"mean", [&] { (void)mean(u, {0}); }},
+      {"max", [&] { (void)max(u); }},
+      {"max", [&] { (void)max(u, 0); }},
+      {"argmax", [&] { (void)argmax(u, 0); }},
+      {"softmax", [&] { (void)softmax(u, -1); }},
+      {"log_softmax", [&] { (void)log_softmax(u, -1); }},
+      {"cross_entropy", [&] { (void)cross_entropy(x, u); }},
+      {"masked_fill", [&] { (void)masked_fill(x, u, 0.0); }},
+      {"embedding", [&] { (void)embedding(u, ids); }},
+      {"layer_norm", [&] { (void)layer_norm(x, Tensor::ones({3}), u); }},
+      {"attention", [&] { (void)attention(u, x, x, 1, false); }},
+      {"attention_packed", [&] { (void)attention_packed(u, 1, 1, 1, false); }},
+      {"attention_cached", [&] { (void)attention_cached(u, x, x, 0, 1, 1, 1); }},
+      {"dropout", [&] { (void)dropout(u, 0.5, true); }},
+  };
+  for (const auto& [name, call] : calls) {
+    INFO(name);
+    CHECK_ERROR(call(), std::string(name) + ":");
+  }
 }
