@@ -1,16 +1,18 @@
 #include "qkv/core/tensor.h"
 
-#include <qkv/core/dispatch.h>
-
 #include "qkv/core/autograd.h"
+#include "qkv/core/dispatch.h"
 #include "qkv/core/ops.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <mutex>
+#include <ostream>
 #include <unordered_map>
 
 namespace qkv {
@@ -312,40 +314,51 @@ Tensor Tensor::detach() const {
   return Tensor(std::move(impl));
 }
 
+namespace {
+
+// torch's print options: past 1000 elements a dim longer than 6 shows its first and last 3 entries around "...".
+constexpr std::int64_t kSummarizeAbove = 1000, kEdgeItems = 3;
+
+// Dim d's part of a tensor's text, from element `offset`: "[a, b, ...]" at the last dim, else its rows joined
+// by a comma, one newline per remaining dim and the indent torch uses.
+std::string render(const std::vector<double>& v, const Shape& s, const Shape& st, int d, std::int64_t offset,
+                   bool summarize, const std::function<std::string(double)>& value) {
+  std::vector<std::string> parts;
+  const std::int64_t n = s[d];
+  for (std::int64_t i = 0; i < n; ++i) {
+    if (summarize && n > 2 * kEdgeItems && i == kEdgeItems) {
+      parts.emplace_back("...");
+      i = n - kEdgeItems - 1;
+      continue;
+    }
+    const std::int64_t at = offset + i * st[d];
+    parts.push_back(d + 1 == s.rank() ? value(v[static_cast<std::size_t>(at)])
+                                      : render(v, s, st, d + 1, at, summarize, value));
+  }
+  const std::string sep = d + 1 == s.rank() ? ", "
+                                            : "," + std::string(static_cast<std::size_t>(s.rank() - d - 1), '\n') +
+                                                  std::string(static_cast<std::size_t>(7 + d + 1), ' ');
+  return fmt::format("[{}]", fmt::join(parts, sep));
+}
+
+}  // namespace
+
 std::string Tensor::str() const {
   if (!defined()) return "tensor(undefined)";
   const auto v = to_vector();
   const auto& s = shape();
-  std::string out = "tensor(";
-  const auto fmt_value = [&](double x) {
+  const std::function<std::string(double)> value = [&](double x) {
     return dtype() == kInt64 ? fmt::format("{}", static_cast<std::int64_t>(x)) : fmt::format("{:.4f}", x);
   };
-  if (s.rank() == 0) {
-    out += fmt_value(v[0]);
-  } else {
-    // Dim d's brackets enclose blocks of stride[d] * size[d] elements: element i opens one bracket for each
-    // block it starts and closes one for each block it ends; a new row starts on a new line, blocks of rows
-    // after a blank line, as torch prints them.
-    const Shape st = contiguous_strides(s);
-    const auto count = [&](std::size_t i) {
-      int n = 0;
-      for (int d = 0; d < s.rank(); ++d) n += static_cast<std::int64_t>(i) % (st[d] * s[d]) == 0;
-      return n;
-    };
-    for (std::size_t i = 0; i < v.size(); ++i) {
-      const int opened = count(i);
-      if (i > 0 && opened > 0)
-        out += std::string(static_cast<std::size_t>(opened), '\n') +
-               std::string(static_cast<std::size_t>(7 + s.rank() - opened), ' ');
-      out += std::string(static_cast<std::size_t>(opened), '[') + fmt_value(v[i]);
-      out += std::string(static_cast<std::size_t>(count(i + 1)), ']');
-      if (i + 1 < v.size()) out += count(i + 1) > 0 ? "," : ", ";  // a closed row ends its line
-    }
-  }
+  std::string out = "tensor(";
+  if (s.rank() == 0) out += value(v[0]);
+  else out += render(v, s, contiguous_strides(s), 0, 0, numel() > kSummarizeAbove, value);
   if (dtype() != kFloat32) out += fmt::format(", dtype={}", dtype_name(dtype()));
   if (grad_fn()) out += fmt::format(", grad_fn=<{}>", grad_fn()->name);
   return out + ")";
 }
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t) { return os << t.str(); }
 
 bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
   if (!(a.shape() == b.shape())) return false;

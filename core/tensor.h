@@ -6,6 +6,7 @@
 #include "qkv/core/shape.h"
 
 #include <cstdint>
+#include <iosfwd>
 #include <memory>
 #include <string>
 #include <vector>
@@ -93,7 +94,8 @@ class Tensor {
   /// The node that produced this tensor, or null for leaves.
   const std::shared_ptr<Node>& grad_fn() const;
 
-  /// Multi-line human-readable rendering, like torch's repr.
+  /// Multi-line human-readable rendering, like torch's repr (past 1000 elements, each long dim shows its first
+  /// and last 3 entries around "...").
   std::string str() const;
 
   TensorImpl* impl() const { return impl_.get(); }
@@ -123,6 +125,9 @@ inline int Tensor::dim() const { return defined_for("Tensor::dim").shape.rank();
 inline std::int64_t Tensor::numel() const { return defined_for("Tensor::numel").shape.numel(); }
 inline DType Tensor::dtype() const { return defined_for("Tensor::dtype").dtype; }
 inline void* Tensor::raw_data() const { return defined_for("Tensor::data").storage.get(); }
+
+/// Prints t.str() (large tensors summarised with "...", as torch prints them).
+std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 /// Frees the blocks qkv keeps for reuse (storage of 64 KiB and more is cached by size, up to 1 GiB).
 void release_cached_memory();

@@ -1,6 +1,7 @@
 #include "../support.h"
 
 #include <functional>
+#include <sstream>
 
 using namespace qkv;
 
@@ -51,6 +52,16 @@ TEST_CASE("str renders like torch") {
   CHECK(Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4}, {2, 1, 2}).str() ==
         "tensor([[[1, 2]],\n\n        [[3, 4]]], dtype=int64)");
   CHECK((Tensor::ones({1}).requires_grad_() * 2.0).str() == "tensor([2.0000], grad_fn=<mul_scalar>)");
+  // Past 1000 elements, torch's summary: the first and last 3 of each long dim.
+  CHECK(Tensor::arange(2000, kInt64).str() == "tensor([0, 1, 2, ..., 1997, 1998, 1999], dtype=int64)");
+  CHECK(reshape(Tensor::arange(1600, kInt64), {40, 40}).str() ==
+        "tensor([[0, 1, 2, ..., 37, 38, 39],\n        [40, 41, 42, ..., 77, 78, 79],\n        [80, 81, 82, ..., 117, "
+        "118, 119],\n        ...,\n        [1480, 1481, 1482, ..., 1517, 1518, 1519],\n        [1520, 1521, 1522, ..., "
+        "1557, 1558, 1559],\n        [1560, 1561, 1562, ..., 1597, 1598, 1599]], dtype=int64)");
+  CHECK(Tensor::arange(1000, kInt64).str().find("...") == std::string::npos);  // 1000 is printed whole
+  std::ostringstream os;
+  os << Tensor::arange(2);
+  CHECK(os.str() == "tensor([0.0000, 1.0000])");
 }
 
 TEST_CASE("bad creation input") {
