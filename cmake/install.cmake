@@ -7,6 +7,9 @@ install(TARGETS ${_qkv_libs} EXPORT qkvTargets
         ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
         LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
         RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+if(TARGET qkv)  # the program: qkv train, eval, sample, ...
+  install(TARGETS qkv RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+endif()
 foreach(folder IN LISTS QKV_FOLDERS)
   if(EXISTS ${PROJECT_SOURCE_DIR}/${folder})
     install(DIRECTORY ${folder}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/qkv/${folder}

@@ -12,6 +12,7 @@ function(step)
 endfunction()
 file(REMOVE_RECURSE ${WORK})
 step(${CMAKE_COMMAND} --install ${QKV_BUILD} --prefix ${WORK}/prefix)
+step(${WORK}/prefix/bin/qkv --version)  # the program is installed too
 step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer -B ${WORK}/installed -DCMAKE_PREFIX_PATH=${WORK}/prefix
      -DCMAKE_BUILD_TYPE=Release ${flags})
 step(${CMAKE_COMMAND} --build ${WORK}/installed)
