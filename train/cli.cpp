@@ -520,6 +520,11 @@ struct Commands {
   CLI::App *train, *eval, *info, *bench, *init, *export_, *predict, *attention, *sample, *report;
 };
 
+// The MODEL positional of every command that reads a trained model.
+void add_model_argument(CLI::App* command, Args& a) {
+  command->add_option("model", a.target, "run directory or .safetensors file")->required();
+}
+
 // train, eval, info, bench and init: the commands that read a config or a run.
 void declare_run_commands(CLI::App& app, Args& a, Commands& c) {
   c.train = app.add_subcommand("train", "train a model from a TOML config");
@@ -528,7 +533,7 @@ void declare_run_commands(CLI::App& app, Args& a, Commands& c) {
   c.train->add_option("--resume", a.resume, "continue RUN_DIR from its latest checkpoint");
   c.train->add_flag("--force", a.force, "replace an existing run directory");
   c.eval = app.add_subcommand("eval", "validation metrics of a trained model");
-  c.eval->add_option("model", a.target, "run directory or .safetensors file")->required();
+  add_model_argument(c.eval, a);
   c.eval->add_flag("--json", a.json, "print one JSON object");
   c.info = app.add_subcommand("info", "resolved config, model summary, parameter count and FLOPs per token");
   c.info->add_option("config", a.config_path, "config file");
@@ -552,18 +557,18 @@ void declare_model_commands(CLI::App& app, Args& a, Commands& c) {
   c.export_->add_option("--out", a.out, "output file (default RUN_DIR/model.<dtype>.safetensors)");
   c.export_->add_option("--dtype", a.dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
   c.predict = app.add_subcommand("predict", "the predicted token at every position");
-  c.predict->add_option("model", a.target, "run directory or .safetensors file")->required();
+  add_model_argument(c.predict, a);
   c.predict->add_option("--tokens", a.tokens, "input: token ids \"3 1 4\" (text models: text)")->required();
   c.predict->add_flag("--json", a.json, "print tokens, predictions and logits (seq x vocab) as JSON");
   c.attention = app.add_subcommand("attention", "the attention matrix of one layer and head");
-  c.attention->add_option("model", a.target, "run directory or .safetensors file")->required();
+  add_model_argument(c.attention, a);
   c.attention->add_option("--tokens", a.tokens, "input: token ids (text models: text)")->required();
   c.attention->add_option("--layer", a.layer, "layer (default 0)");
   c.attention->add_option("--head", a.head, "head (default 0)");
   c.attention->add_option("--svg", a.svg, "also write an SVG heatmap with the tokens as axis labels");
   c.attention->add_flag("--json", a.json, "print the weights (rows: queries) and tokens as one JSON object");
   c.sample = app.add_subcommand("sample", "generate from a causal model");
-  c.sample->add_option("model", a.target, "run directory or .safetensors file")->required();
+  add_model_argument(c.sample, a);
   c.sample->add_option("--prompt", a.prompt, "the start (text models: text)")->required();
   c.sample->add_option("--length", a.length, "tokens to generate (default 200)");
   c.sample->add_option("--temperature", a.temperature, "softmax temperature; 0 = greedy (default 1)");
