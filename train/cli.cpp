@@ -438,8 +438,8 @@ namespace {
 
 // The logits of the token after `ids`, given its last model.positions tokens (ModelConfig::seq_len, the table). With the cache only
 // the tokens it has not seen run. When the window slides, every token's position changes (the positions are
-// learned absolute embeddings), so the cache is rebuilt over the new window: past the table, a cached token costs
-// as much as an uncached one.
+// learned absolute embeddings), so the cache is refilled over the new window (its buffers are reused): past the
+// table, a cached token costs as much as an uncached one.
 class NextLogits {
  public:
   NextLogits(LanguageModel& model, bool cached) : model_(model), cached_(cached) {}
@@ -447,8 +447,9 @@ class NextLogits {
     const auto window = static_cast<std::size_t>(model_.config().seq_len);
     const std::size_t first = ids.size() > window ? ids.size() - window : 0;
     if (!cached_) return model_.logits(ids_tensor(slice(ids, first)));
-    if (cache_.layers.empty() || first != first_) {
-      cache_ = model_.make_cache(1);
+    if (cache_.layers.empty()) cache_ = model_.make_cache(1);
+    if (first != first_) {  // the window slid: refill from its start, overwriting the rows
+      cache_.length = 0;
       first_ = first;
     }
     return model_.logits(ids_tensor(slice(ids, first_ + static_cast<std::size_t>(cache_.length))), cache_);
