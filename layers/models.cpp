@@ -23,7 +23,8 @@ Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids, s
 }
 
 Tensor LanguageModel::logits_cached(const Tensor&, KVCache&) {
-  fail("{}: this model does not implement cached generation (logits_cached, cache_widths)", name());
+  check_cached_generation();  // throws: a model without a cache_widths override has no cached generation
+  fail("{}: logits_cached is not implemented", name());
 }
 
 std::shared_ptr<Generator> LanguageModel::start_dropout_stream(const Generator& gen) {
@@ -31,10 +32,14 @@ std::shared_ptr<Generator> LanguageModel::start_dropout_stream(const Generator& 
   return dropout_stream_;
 }
 
-KVCache LanguageModel::make_cache(std::int64_t batch) const {
+void LanguageModel::check_cached_generation() const {
   QKV_CHECK(config_.causal, "{}: cached generation needs a causal model (model.causal = true)", name());
   QKV_CHECK(!cache_widths().empty(), "{}: this model does not implement cached generation (logits_cached, cache_widths)",
             name());
+}
+
+KVCache LanguageModel::make_cache(std::int64_t batch) const {
+  check_cached_generation();
   QKV_CHECK(batch > 0, "{}: make_cache: batch must be positive, got {}", name(), batch);
   KVCache cache;
   for (const auto& [kw, vw] : cache_widths())
@@ -44,8 +49,8 @@ KVCache LanguageModel::make_cache(std::int64_t batch) const {
 }
 
 Tensor LanguageModel::logits(const Tensor& ids, KVCache& cache) {
-  QKV_CHECK(config_.causal, "{}: cached generation needs a causal model (model.causal = true)", name());
-  QKV_CHECK(cache.layers.size() == cache_widths().size() && !cache.layers.empty() && cache.layers[0].k.defined(),
+  check_cached_generation();
+  QKV_CHECK(cache.layers.size() == cache_widths().size() && cache.layers[0].k.defined(),
             "{}: the cache was not made by this model's make_cache ({} layers, expected {})", name(),
             cache.layers.size(), cache_widths().size());
   QKV_CHECK(ids.dim() == 2 && ids.size(0) == cache.layers[0].k.size(0),

@@ -75,6 +75,8 @@ class LanguageModel : public Module {
   /// (key width, value width) of each attention layer's cache rows, and the parameters' dtype.
   virtual std::vector<std::pair<std::int64_t, std::int64_t>> cache_widths() const { return {}; }
   virtual DType param_dtype() const { return kFloat32; }
+  /// Throws unless the model is causal and implements cached generation.
+  void check_cached_generation() const;
   /// For constructors, once every layer is initialised: the dropout stream continues from gen's state.
   std::shared_ptr<Generator> start_dropout_stream(const Generator& gen);
 
