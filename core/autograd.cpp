@@ -11,17 +11,53 @@ std::atomic<std::uint64_t> g_epoch{0};
 
 Edge edge_to(const Tensor& t) {
   if (!t.defined()) return {};
-  if (t.grad_fn()) return {t.grad_fn(), nullptr};
-  if (t.impl()->requires_grad) return {nullptr, t.impl_ptr()};
-  return {};
+  Edge e{nullptr, nullptr, t.shape(), t.dtype()};
+  if (t.grad_fn()) e.fn = t.grad_fn();
+  else if (t.impl()->requires_grad) e.leaf = t.impl_ptr();
+  return e;
 }
 
-void attach(Tensor& out, const char* name, std::vector<Edge> next, BackwardFn fn) {
+SavedVersion saved_version(const Tensor& t) {
+  QKV_ASSERT(t.defined());
+  return {t.impl()->storage, t.version(), t.shape()};
+}
+
+void attach(Tensor& out, std::string name, std::vector<Edge> next, BackwardFn fn, std::vector<SavedVersion> saved) {
   auto node = std::make_shared<Node>();
-  node->name = name;
+  node->name = std::move(name);
   node->next = std::move(next);
   node->backward = std::move(fn);
+  node->saved = std::move(saved);
   out.impl()->grad_fn = std::move(node);
+}
+
+// torch's "one of the variables needed for gradient computation has been modified by an inplace operation".
+void check_saved(const Node& node) {
+  for (std::size_t i = 0; i < node.saved.size(); ++i) {
+    const SavedVersion& s = node.saved[i];
+    QKV_CHECK(s.storage->version == s.version,
+              "backward of `{}`: one of the tensors needed for gradient computation (saved tensor {} of shape {}) "
+              "has been modified by an in-place operation: it is at version {}, expected version {}. Clone it "
+              "before writing to it, or write before the op uses it",
+              node.name, i, s.shape.str(), s.storage->version, s.version);
+  }
+}
+
+// One gradient per input, each of its input's shape and dtype: a custom op's mistakes named at the op.
+void check_grads(const Node& node, const Grads& grads) {
+  QKV_CHECK(grads.size() == node.next.size(),
+            "backward of `{}` returned {} gradients for {} inputs (expected one per input, an undefined Tensor for "
+            "none)",
+            node.name, grads.size(), node.next.size());
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    if (!grads[i].defined()) continue;
+    const Edge& e = node.next[i];
+    QKV_CHECK(grads[i].shape() == e.shape && grads[i].dtype() == e.dtype,
+              "backward of `{}`: the gradient for input {} has shape {} and dtype {}; expected the input's shape {} "
+              "and dtype {}",
+              node.name, i, grads[i].shape().str(), dtype_name(grads[i].dtype()), e.shape.str(),
+              dtype_name(e.dtype));
+  }
 }
 
 // Nodes reachable from `root`, ordered so every node comes before the nodes it feeds gradients to (i.e. a
@@ -81,23 +117,46 @@ bool any_requires_grad(const std::vector<Tensor>& inputs) {
   return false;
 }
 
-void record(Tensor& out, const char* name, std::initializer_list<const Tensor*> inputs, BackwardFn fn) {
+void record(Tensor& out, std::string name, std::initializer_list<const Tensor*> inputs, BackwardFn fn,
+            std::initializer_list<const Tensor*> saved) {
   std::vector<Edge> next;
   next.reserve(inputs.size());
   for (const Tensor* t : inputs) next.push_back(edge_to(*t));
-  attach(out, name, std::move(next), std::move(fn));
+  std::vector<SavedVersion> versions;
+  versions.reserve(saved.size());
+  for (const Tensor* t : saved) versions.push_back(saved_version(*t));
+  attach(out, std::move(name), std::move(next), std::move(fn), std::move(versions));
 }
 
-void record(Tensor& out, const char* name, const std::vector<Tensor>& inputs, BackwardFn fn) {
+void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, BackwardFn fn,
+            const std::vector<Tensor>& saved) {
   std::vector<Edge> next;
   next.reserve(inputs.size());
   for (const Tensor& t : inputs) next.push_back(edge_to(t));
-  attach(out, name, std::move(next), std::move(fn));
+  std::vector<SavedVersion> versions;
+  versions.reserve(saved.size());
+  for (const Tensor& t : saved) versions.push_back(saved_version(t));
+  attach(out, std::move(name), std::move(next), std::move(fn), std::move(versions));
+}
+
+void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& saved,
+            SavedBackwardFn backward) {
+  QKV_CHECK(out.defined(), "record `{}`: the output tensor is undefined", name);
+  QKV_CHECK(backward != nullptr, "record `{}`: the backward function is empty", name);
+  for (std::size_t i = 0; i < inputs.size(); ++i)
+    QKV_CHECK(inputs[i].defined(), "record `{}`: input {} is undefined", name, i);
+  std::vector<Tensor> kept;
+  kept.reserve(saved.size());
+  for (std::size_t i = 0; i < saved.size(); ++i) {
+    QKV_CHECK(saved[i].defined(), "record `{}`: saved tensor {} is undefined", name, i);
+    kept.push_back(saved[i].detach());
+  }
+  BackwardFn fn = [kept, backward = std::move(backward)](const Tensor& g) { return backward(g, kept); };
+  record(out, std::move(name), inputs, std::move(fn), kept);
 }
 
 void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
   QKV_CHECK(defined(), "Tensor::backward: the tensor is undefined");
-  QKV_CHECK(defined(), "backward: tensor is undefined");
   QKV_CHECK(requires_grad(), "backward: tensor of shape {} does not require grad and has no grad_fn",
             shape().str());
   Tensor grad = grad_in;
@@ -127,8 +186,9 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
     Tensor g = std::move(node->grad);
     node->grad = Tensor();
     if (!g.defined()) continue;
+    check_saved(*node);
     Grads grads = node->backward(g);
-    QKV_ASSERT(grads.size() == node->next.size());
+    check_grads(*node, grads);
     for (std::size_t i = 0; i < grads.size(); ++i) {
       const Edge& e = node->next[i];
       if (!grads[i].defined()) continue;
@@ -141,6 +201,7 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
     if (!retain_graph) {
       node->backward = nullptr;  // frees the saved tensors
       node->next.clear();
+      node->saved.clear();
       node->released = true;
     }
   }

@@ -8,6 +8,7 @@
 #include <functional>
 #include <initializer_list>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace qkv {
@@ -15,17 +16,30 @@ namespace qkv {
 /// One gradient per input, in input order; an undefined Tensor means "no gradient".
 using Grads = std::vector<Tensor>;
 using BackwardFn = std::function<Grads(const Tensor& grad_out)>;
+/// The backward of a custom op: also receives the tensors it saved, detached, in the order they were given.
+using SavedBackwardFn = std::function<Grads(const Tensor& grad_out, const std::vector<Tensor>& saved)>;
 
-/// Where a gradient goes: an earlier node, or a leaf that accumulates into .grad().
+/// Where a gradient goes: an earlier node, or a leaf that accumulates into .grad(). The input's shape and dtype
+/// are kept so backward can check the gradient it is handed.
 struct Edge {
   std::shared_ptr<Node> fn;
   std::shared_ptr<TensorImpl> leaf;
+  Shape shape;
+  DType dtype = kFloat32;
+};
+
+/// A tensor kept for backward: its storage and the version that storage had when it was saved.
+struct SavedVersion {
+  std::shared_ptr<Storage> storage;
+  std::uint64_t version = 0;
+  Shape shape;
 };
 
 struct Node {
-  const char* name = "";
+  std::string name;
   std::vector<Edge> next;
   BackwardFn backward;
+  std::vector<SavedVersion> saved;  // checked before backward runs
   // State of one backward sweep.
   Tensor grad;
   std::uint64_t epoch = 0;
@@ -51,8 +65,22 @@ class NoGradGuard {
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 bool any_requires_grad(const std::vector<Tensor>& inputs);
 
-/// Attaches a node named `name` to `out`, with `fn` returning one gradient per input.
-void record(Tensor& out, const char* name, std::initializer_list<const Tensor*> inputs, BackwardFn fn);
-void record(Tensor& out, const char* name, const std::vector<Tensor>& inputs, BackwardFn fn);
+/// Attaches a node named `name` to `out`, with `fn` returning one gradient per input. The tensors `fn` keeps
+/// for later (captured as x.detach()) are listed in `saved`: if one of them is written in place before backward
+/// runs (fill_, copy_, an optimizer step...), backward throws a qkv::Error naming the op instead of computing a
+/// wrong gradient. This is how the library's own ops record themselves.
+void record(Tensor& out, std::string name, std::initializer_list<const Tensor*> inputs, BackwardFn fn,
+            std::initializer_list<const Tensor*> saved = {});
+void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, BackwardFn fn,
+            const std::vector<Tensor>& saved = {});
+
+/// Custom ops (like torch::autograd::Function): compute `out` from `inputs` (under a NoGradGuard, or from
+/// detached inputs), then call this when any_requires_grad(inputs). `saved` are detached, version-checked and
+/// handed to `backward` with the gradient of `out`; backward returns one gradient per input, of that input's
+/// shape and dtype (undefined for "none"), and any mistake throws a qkv::Error naming `name`.
+/// Keep tensors for backward only through `saved`: a lambda that captures `out` itself makes a cycle
+/// (out -> node -> lambda -> out) that is never freed.
+void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& saved,
+            SavedBackwardFn backward);
 
 }  // namespace qkv

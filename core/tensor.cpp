@@ -69,17 +69,17 @@ BlockCache& block_cache() {
   return *cache;
 }
 
-std::shared_ptr<void> allocate(std::size_t bytes) {
-  const std::size_t rounded = bytes < BlockCache::kMinBytes ? (bytes + 63) / 64 * 64 : (bytes + 4095) / 4096 * 4096;
-  if (rounded < BlockCache::kMinBytes) {
-    void* p = std::aligned_alloc(64, rounded == 0 ? 64 : rounded);
-    if (p == nullptr) throw std::bad_alloc();
-    return {p, std::free};
-  }
-  void* p = block_cache().take(rounded);
+std::size_t rounded_bytes(std::size_t bytes) {
+  if (bytes == 0) return 64;
+  return bytes < BlockCache::kMinBytes ? (bytes + 63) / 64 * 64 : (bytes + 4095) / 4096 * 4096;
+}
+
+std::shared_ptr<Storage> allocate(std::size_t bytes) {
+  const std::size_t rounded = rounded_bytes(bytes);
+  void* p = rounded >= BlockCache::kMinBytes ? block_cache().take(rounded) : nullptr;
   if (p == nullptr) p = std::aligned_alloc(64, rounded);
   if (p == nullptr) throw std::bad_alloc();
-  return {p, [rounded](void* q) { block_cache().give(q, rounded); }};
+  return std::make_shared<Storage>(p, rounded);
 }
 
 template <class T>
@@ -90,6 +90,11 @@ void fill_values(const Tensor& t, double v) {
 }
 
 }  // namespace
+
+Storage::~Storage() {
+  if (bytes >= BlockCache::kMinBytes) block_cache().give(data, bytes);
+  else std::free(data);
+}
 
 void release_cached_memory() { block_cache().clear(); }
 std::size_t cached_memory_bytes() { return block_cache().cached(); }
@@ -205,7 +210,7 @@ T* Tensor::data() const {
   defined_for("Tensor::data");
   QKV_CHECK(dtype() == dtype_of<T>(), "data: tensor has dtype {}, asked for {}", dtype_name(dtype()),
             dtype_name(dtype_of<T>()));
-  return static_cast<T*>(impl_->storage.get());
+  return static_cast<T*>(impl_->storage->data);
 }
 template float* Tensor::data<float>() const;
 template double* Tensor::data<double>() const;
@@ -229,14 +234,19 @@ std::vector<double> Tensor::to_vector() const {
   return out;
 }
 
+std::uint64_t Tensor::version() const { return defined_for("Tensor::version").storage->version; }
+void Tensor::bump_version() const { ++defined_for("Tensor::bump_version").storage->version; }
+
 const Tensor& Tensor::zero_() const {
   defined_for("Tensor::zero_");
+  bump_version();
   std::memset(raw_data(), 0, static_cast<std::size_t>(numel()) * itemsize(dtype()));
   return *this;
 }
 
 const Tensor& Tensor::fill_(double value) const {
   defined_for("Tensor::fill_");
+  bump_version();
   dispatch<Dtypes::Any>("tensor", dtype(), [&](auto tag) { fill_values<decltype(tag)>(*this, value); });
   return *this;
 }
@@ -246,6 +256,7 @@ const Tensor& Tensor::copy_(const Tensor& src) const {
   QKV_CHECK(src.defined(), "Tensor::copy_: the source tensor is undefined");
   QKV_CHECK(src.shape() == shape(), "copy_: source shape {} does not match destination shape {}", src.shape().str(),
             shape().str());
+  bump_version();
   if (src.dtype() == dtype()) {
     std::memmove(raw_data(), src.raw_data(), static_cast<std::size_t>(numel()) * itemsize(dtype()));
     return *this;
@@ -335,9 +346,13 @@ std::string render(const std::vector<double>& v, const Shape& s, const Shape& st
     parts.push_back(d + 1 == s.rank() ? value(v[static_cast<std::size_t>(at)])
                                       : render(v, s, st, d + 1, at, summarize, value));
   }
-  const std::string sep = d + 1 == s.rank() ? ", "
-                                            : "," + std::string(static_cast<std::size_t>(s.rank() - d - 1), '\n') +
-                                                  std::string(static_cast<std::size_t>(7 + d + 1), ' ');
+  std::string sep = ",";  // built by append: GCC 12 warns (-Wrestrict) on "," + std::string(...)
+  if (d + 1 == s.rank()) {
+    sep += ' ';
+  } else {
+    sep.append(static_cast<std::size_t>(s.rank() - d - 1), '\n');
+    sep.append(static_cast<std::size_t>(7 + d + 1), ' ');
+  }
   return fmt::format("[{}]", fmt::join(parts, sep));
 }
 

@@ -73,6 +73,12 @@ class Tensor {
   const Tensor& fill_(double value) const;
   /// Copies src's values (same shape; dtype converted).
   const Tensor& copy_(const Tensor& src) const;
+  /// How many in-place writes the storage has seen (zero_, fill_, copy_, add_, optimizer steps). Backward
+  /// compares it with the value each saved tensor had when it was saved, like torch's `_version`.
+  std::uint64_t version() const;
+  /// Marks the storage as written in place. Call it after writing through data<T>() into a tensor that a
+  /// recorded op may have saved; the in-place methods above do it themselves.
+  void bump_version() const;
 
   // ---- autograd -------------------------------------------------------------------------------------------
   /// True for a leaf marked requires_grad and for every tensor computed from one while grad mode is on.
@@ -111,10 +117,22 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
+/// The bytes behind one or more tensors (a tensor, its detach()es and reshapes), 64-byte aligned, with the
+/// version counter that in-place writes bump and backward checks (torch's `_version`).
+struct Storage {
+  Storage(void* data, std::size_t bytes) : data(data), bytes(bytes) {}
+  ~Storage();
+  Storage(const Storage&) = delete;
+  Storage& operator=(const Storage&) = delete;
+  void* data;
+  std::size_t bytes;
+  std::uint64_t version = 0;
+};
+
 struct TensorImpl {
   Shape shape;
   DType dtype = kFloat32;
-  std::shared_ptr<void> storage;  // 64-byte aligned, numel * itemsize bytes
+  std::shared_ptr<Storage> storage;  // numel * itemsize bytes
   bool requires_grad = false;     // set on leaves by the user
   Tensor grad;                    // accumulated gradient of a leaf
   std::shared_ptr<Node> grad_fn;  // producer of a non-leaf
@@ -124,7 +142,7 @@ inline const Shape& Tensor::shape() const { return defined_for("Tensor::shape").
 inline int Tensor::dim() const { return defined_for("Tensor::dim").shape.rank(); }
 inline std::int64_t Tensor::numel() const { return defined_for("Tensor::numel").shape.numel(); }
 inline DType Tensor::dtype() const { return defined_for("Tensor::dtype").dtype; }
-inline void* Tensor::raw_data() const { return defined_for("Tensor::data").storage.get(); }
+inline void* Tensor::raw_data() const { return defined_for("Tensor::data").storage->data; }
 
 /// Prints t.str() (large tensors summarised with "...", as torch prints them).
 std::ostream& operator<<(std::ostream& os, const Tensor& t);

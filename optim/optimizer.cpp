@@ -40,6 +40,7 @@ void Optimizer::step() {
     if (!g.defined()) continue;  // like torch: parameters without a gradient are skipped
     QKV_ASSERT(g.shape() == p.shape() && g.dtype() == p.dtype());
     update(name, p, g);
+    p.bump_version();  // a graph that saved p (retain_graph) can no longer use it
   }
 }
 

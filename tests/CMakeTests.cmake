@@ -16,6 +16,12 @@ if(QKV_INSTALL)
   set_tests_properties(package/consumer PROPERTIES TIMEOUT 600 PASS_REGULAR_EXPRESSION "consumer ok.*consumer ok")
 endif()
 
+# README's custom op (swish with its own backward) passes gradcheck, and its misuse errors name it.
+if(TARGET custom_op)
+  add_test(NAME examples/custom_op COMMAND custom_op)
+  set_tests_properties(examples/custom_op PROPERTIES PASS_REGULAR_EXPRESSION "custom op ok")
+endif()
+
 # The 45-line training example must learn to reverse (it exits non-zero below 90% token accuracy).
 if(TARGET train_tiny)
   add_test(NAME examples/train_tiny COMMAND train_tiny)

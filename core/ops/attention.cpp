@@ -331,7 +331,7 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
              Tensor dv = Tensor::zeros(v.shape(), v.dtype());
              attention_backward(q, k, v, o, lse, g, dq, dk, dv, L, d, causal, pad);
              return {dq, dk, dv};
-           });
+           }, {&q, &k, &v, &out});
   return {out, weights};
 }
 
@@ -355,7 +355,7 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
       Tensor dx = Tensor::zeros(x.shape(), x.dtype());  // q, k and v column ranges tile it; each accumulates
       attention_backward(x, x, x, o, lse, g, dx, dx, dx, L, d, causal, pad);
       return {dx};
-    });
+    }, {&qkv, &out});
   return {out, weights};
 }
 

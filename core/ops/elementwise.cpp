@@ -101,7 +101,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
     const bool ga = a.requires_grad(), gb = b.requires_grad();
     record(out, "mul", {&a, &b}, [a = a.detach(), b = b.detach(), ga, gb](const Tensor& g) -> Grads {
       return {ga ? sum_to(mul(g, b), a.shape()) : Tensor(), gb ? sum_to(mul(g, a), b.shape()) : Tensor()};
-    });
+    }, {&a, &b});
   }
   return out;
 }
@@ -117,7 +117,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
       Tensor da = ga ? sum_to(div(g, b), a.shape()) : Tensor();
       Tensor db = gb ? sum_to(neg(div(mul(g, a), mul(b, b))), b.shape()) : Tensor();
       return {da, db};
-    });
+    }, {&a, &b});
   }
   return out;
 }
@@ -162,7 +162,7 @@ Tensor pow(const Tensor& a, double p) {
       return {binary("pow_backward", g, a, [p](auto gi, auto x) {
         return static_cast<decltype(x)>(gi * p * std::pow(x, p - 1));
       })};
-    });
+    }, {&a});
   return out;
 }
 
@@ -171,7 +171,7 @@ Tensor exp(const Tensor& a) {
 
   Tensor out = unary("exp", a, [](auto x) { return std::exp(x); });
   if (any_requires_grad({&a}))
-    record(out, "exp", {&a}, [y = out.detach()](const Tensor& g) -> Grads { return {mul(g, y)}; });
+    record(out, "exp", {&a}, [y = out.detach()](const Tensor& g) -> Grads { return {mul(g, y)}; }, {&out});
   return out;
 }
 
@@ -180,7 +180,7 @@ Tensor log(const Tensor& a) {
 
   Tensor out = unary("log", a, [](auto x) { return std::log(x); });
   if (any_requires_grad({&a}))
-    record(out, "log", {&a}, [a = a.detach()](const Tensor& g) -> Grads { return {div(g, a)}; });
+    record(out, "log", {&a}, [a = a.detach()](const Tensor& g) -> Grads { return {div(g, a)}; }, {&a});
   return out;
 }
 
@@ -191,7 +191,7 @@ Tensor sqrt(const Tensor& a) {
   if (any_requires_grad({&a}))
     record(out, "sqrt", {&a}, [y = out.detach()](const Tensor& g) -> Grads {
       return {binary("sqrt_backward", g, y, [](auto gi, auto yi) { return gi / (yi + yi); })};
-    });
+    }, {&out});
   return out;
 }
 
@@ -202,7 +202,7 @@ Tensor tanh(const Tensor& a) {
   if (any_requires_grad({&a}))
     record(out, "tanh", {&a}, [y = out.detach()](const Tensor& g) -> Grads {
       return {binary("tanh_backward", g, y, [](auto gi, auto yi) { return gi * (1 - yi * yi); })};
-    });
+    }, {&out});
   return out;
 }
 
@@ -213,7 +213,7 @@ Tensor sigmoid(const Tensor& a) {
   if (any_requires_grad({&a}))
     record(out, "sigmoid", {&a}, [y = out.detach()](const Tensor& g) -> Grads {
       return {binary("sigmoid_backward", g, y, [](auto gi, auto yi) { return gi * yi * (1 - yi); })};
-    });
+    }, {&out});
   return out;
 }
 
@@ -224,7 +224,7 @@ Tensor relu(const Tensor& a) {
   if (any_requires_grad({&a}))
     record(out, "relu", {&a}, [a = a.detach()](const Tensor& g) -> Grads {
       return {binary("relu_backward", g, a, [](auto gi, auto x) { return x > 0 ? gi : decltype(x){0}; })};
-    });
+    }, {&a});
   return out;
 }
 
@@ -300,7 +300,7 @@ Tensor gelu(const Tensor& a, bool approximate) {
         const T t = std::tanh(T(kSqrt2OverPi) * (x + T(kGeluCoeff) * x * x * x));
         return gi * (T(0.5) * (1 + t) + T(0.5) * x * (1 - t * t) * T(kSqrt2OverPi) * (1 + 3 * T(kGeluCoeff) * x * x));
       })};
-    });
+    }, {&a});
   return out;
 }
 
@@ -308,6 +308,7 @@ void add_(Tensor& a, const Tensor& b) {
   kernel::check_same_dtype("add_", a, b);
   QKV_CHECK(broadcast_shapes("add_", a.shape(), b.shape()) == a.shape(),
             "add_: cannot add shape {} into shape {} in place", b.shape().str(), a.shape().str());
+  a.bump_version();
   kernel::dispatch("add_", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* pa = a.data<T>();

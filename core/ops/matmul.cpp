@@ -137,7 +137,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     const bool ga = a.requires_grad(), gb = b.requires_grad();
     record(out, "matmul", {&a, &b}, [a = a.detach(), b = b.detach(), ga, gb, flat, batch, n, k, m](const Tensor& g) {
       return matmul_backward(a, b, g, ga, gb, flat, batch, n, k, m);
-    });
+    }, {&a, &b});
   }
   return out;
 }
@@ -191,7 +191,7 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
                }
              });
              return {dx, dw, db};
-           });
+           }, {&x, &weight});
   }
   return out;
 }

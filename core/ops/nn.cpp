@@ -54,7 +54,7 @@ Tensor softmax(const Tensor& a, int dim) {
         });
       });
       return {dx};
-    });
+    }, {&out});
   return out;
 }
 
@@ -93,7 +93,7 @@ Tensor log_softmax(const Tensor& a, int dim) {
         });
       });
       return {dx};
-    });
+    }, {&out});
   return out;
 }
 
@@ -218,7 +218,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
     record(out, "cross_entropy", {&logits, &targets},
            [probs, t = targets, ignore_index, scale, reduction](const Tensor& g) -> Grads {
              return cross_entropy_backward(probs, t, g, ignore_index, scale, reduction);
-           });
+           }, {&targets});
   return out;
 }
 
@@ -286,7 +286,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
           for (std::int64_t j = 0; j < dim; ++j) pd[p[i] * dim + j] += pg[i * dim + j];
       });
       return {dw, Tensor()};
-    });
+    }, {&ids});
   return out;
 }
 
@@ -344,7 +344,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
     record(out, "layer_norm", {&x, &weight, &bias},
            [x = x.detach(), w = weight.detach(), stats, rows, d](const Tensor& g) -> Grads {
              return layer_norm_backward(x, w, stats, g, rows, d);
-           });
+           }, {&x, &weight});
   return out;
 }
 

@@ -3,6 +3,10 @@
 #include <qkv/core/autograd.h>
 #include <qkv/core/gradcheck.h>
 
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
 using namespace qkv;
 using Ins = const std::vector<Tensor>&;
 
@@ -132,4 +136,92 @@ TEST_CASE("random compositions of ops pass gradcheck") {
     const auto err = gradcheck_error(f, inputs);
     CHECK_MESSAGE(err.empty(), "trial ", trial, ": ", err);
   }
+}
+
+TEST_CASE("a saved tensor written in place makes backward throw, naming the op") {
+  const Tensor a = Tensor::from({1.0, 2.0}, kFloat64).requires_grad_();
+  Tensor h = a * 1.0;  // mul_scalar saves nothing, so writing h is fine for it
+  const Tensor y = sum(h * h);
+  const std::uint64_t before = h.version();
+  h.fill_(3.0);
+  CHECK(h.version() == before + 1);
+  CHECK(h.detach().version() == h.version());  // detach and reshape share the counter with the storage
+  const std::string msg = test::error_of([&] { y.backward(); });
+  CHECK(msg.find("backward of `mul`: one of the tensors needed for gradient computation (saved tensor 0") == 0);
+  CHECK(msg.find("modified by an in-place operation: it is at version 1, expected version 0") != std::string::npos);
+
+  // The output of exp is saved: writing it is caught too; copy_ and add_ bump like fill_ and zero_.
+  const Tensor e = exp(a);
+  const Tensor z = sum(e);
+  e.copy_(Tensor::from({0.0, 0.0}, kFloat64));
+  CHECK_ERROR(z.backward(), "backward of `exp`");
+  Tensor acc = Tensor::zeros({2}, kFloat64);
+  add_(acc, a.detach());
+  CHECK(acc.version() == 1);
+  acc.zero_();
+  CHECK(acc.version() == 2);
+
+  // Writes before the op saves are fine; so is a clone written after.
+  Tensor w = a * 1.0;
+  w.fill_(2.0);
+  const Tensor c = w.clone();
+  const Tensor v = sum(w * w);
+  c.fill_(0.0);
+  v.backward();
+  CHECK(a.grad().to_vector() == std::vector<double>{4.0, 4.0});
+}
+
+TEST_CASE("an optimizer step between two backwards through a retained graph is caught") {
+  const Tensor w = Tensor::from({1.0, -1.0}, kFloat64).requires_grad_();
+  const Tensor loss = sum(w * w);
+  loss.backward({}, /*retain_graph=*/true);
+  w.bump_version();  // what Optimizer::step does after writing a parameter
+  CHECK_ERROR(loss.backward(), "backward of `mul`");
+}
+
+TEST_CASE("custom ops: the node owns its name; wrong gradient count, shape or dtype names the op") {
+  const Tensor x = Tensor::from({1.0, 2.0}, kFloat64).requires_grad_();
+  const auto op = [&](std::string name, SavedBackwardFn fn) {
+    Tensor out = x.detach().clone();
+    record(out, std::move(name), {x}, {x}, std::move(fn));
+    return out;
+  };
+  const Tensor twice = op(std::string("twice_") + "op", [](const Tensor& g, const std::vector<Tensor>& s) -> Grads {
+    CHECK(s.size() == 1);
+    CHECK(!s[0].requires_grad());  // saved tensors come back detached
+    return {g * 2.0};
+  });
+  CHECK(twice.grad_fn()->name == "twice_op");
+  CHECK(twice.str().find("grad_fn=<twice_op>") != std::string::npos);
+  sum(twice).backward();
+  CHECK(x.grad().to_vector() == std::vector<double>{2.0, 2.0});
+
+  const auto none = [](const Tensor&, const std::vector<Tensor>&) -> Grads { return {}; };
+  CHECK_ERROR(sum(op("count", none)).backward(), "backward of `count` returned 0 gradients for 1 inputs");
+  const auto shape = [](const Tensor& g, const std::vector<Tensor>&) -> Grads { return {sum(g)}; };
+  CHECK_ERROR(sum(op("shape", shape)).backward(),
+              "backward of `shape`: the gradient for input 0 has shape [] and dtype float64; expected the input's "
+              "shape [2] and dtype float64");
+  const auto dtype = [](const Tensor& g, const std::vector<Tensor>&) -> Grads { return {g.to(kFloat32)}; };
+  CHECK_ERROR(sum(op("dtype", dtype)).backward(), "dtype float32; expected the input's shape [2] and dtype float64");
+
+  Tensor out = x.detach().clone();
+  CHECK_ERROR(record(out, "undef", {Tensor()}, {}, none), "record `undef`: input 0 is undefined");
+  CHECK_ERROR(record(out, "empty", {x}, {}, SavedBackwardFn()), "record `empty`: the backward function is empty");
+}
+
+TEST_CASE("README's custom-op block is examples/custom_op.cpp's, which ctest builds and runs") {
+  const auto read = [](const std::string& path) {
+    std::ifstream in(std::string(QKV_SOURCE_DIR) + "/" + path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string example = read("examples/custom_op.cpp"), readme = read("README.md");
+  const auto begin = example.find("// [readme]\n"), end = example.find("// [/readme]");
+  REQUIRE(begin != std::string::npos);
+  REQUIRE(end != std::string::npos);
+  std::string block;  // README shows it inside a list item: each non-empty line indented by two spaces
+  std::istringstream lines(example.substr(begin + 12, end - begin - 12));
+  for (std::string line; std::getline(lines, line);) block += (line.empty() ? "" : "  ") + line + "\n";
+  CHECK_MESSAGE(readme.find(block) != std::string::npos, "README lacks the block between the readme markers of "
+                                                          "examples/custom_op.cpp; copy it into README's C++ API tour");
 }

@@ -75,3 +75,19 @@ TEST_CASE("attention bad input") {
   MultiHeadSelfAttention mh(8, 2);
   CHECK_ERROR(mh.forward(Tensor::ones({3, 8})), "MultiHeadSelfAttention: expected input (B, T, 8), got shape [3, 8]");
 }
+
+TEST_CASE("attention weights handed out for inspection never change a gradient") {
+  const auto input_grad = [](bool write_weights) {
+    Generator gen(3);
+    SelfAttention attn({.d_model = 6, .d_k = 4, .d_v = 4, .causal = true}, gen);
+    attn.to(kFloat64);
+    const Tensor x = Tensor::randn({2, 5, 6}, gen, kFloat64).requires_grad_();
+    const auto [out, weights] = attn.attend(x);
+    REQUIRE(weights.defined());
+    CHECK(!weights.requires_grad());
+    if (write_weights) weights.fill_(0.0);
+    sum(out * out).backward();
+    return x.grad().to_vector();
+  };
+  CHECK(input_grad(true) == input_grad(false));
+}
