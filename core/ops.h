@@ -89,6 +89,43 @@ Tensor max(const Tensor& a, int dim, bool keepdim = false);
 /// Index of the largest value along `dim` (int64, not differentiable).
 Tensor argmax(const Tensor& a, int dim, bool keepdim = false);
 
+// ---- comparisons (core/ops/compare.cpp) ----------------------------------------------------------------------
+/// Elementwise a == b (and !=, <, <=, >, >=) with broadcasting, as a 1/0 mask in the operands' floating dtype
+/// (float32 for int64 operands), like torch's `(a == b).float()`; never differentiable. mean(eq(pred, y)) is an
+/// accuracy.
+Tensor eq(const Tensor& a, const Tensor& b);
+Tensor ne(const Tensor& a, const Tensor& b);
+Tensor lt(const Tensor& a, const Tensor& b);
+Tensor le(const Tensor& a, const Tensor& b);
+Tensor gt(const Tensor& a, const Tensor& b);
+Tensor ge(const Tensor& a, const Tensor& b);
+Tensor eq(const Tensor& a, double s);
+Tensor ne(const Tensor& a, double s);
+Tensor lt(const Tensor& a, double s);
+Tensor le(const Tensor& a, double s);
+Tensor gt(const Tensor& a, double s);
+Tensor ge(const Tensor& a, double s);
+/// a where cond (any dtype) is nonzero, else b; all three broadcast together (torch.where). Differentiable in a
+/// and b: each gradient goes to the branch its element came from.
+Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
+/// 1 when every element (along `dim`) is nonzero, else 0, as a mask (torch.all); an empty tensor gives 1.
+Tensor all(const Tensor& a);
+Tensor all(const Tensor& a, int dim, bool keepdim = false);
+/// 1 when some element (along `dim`) is nonzero, else 0, as a mask (torch.any); an empty tensor gives 0.
+Tensor any(const Tensor& a);
+Tensor any(const Tensor& a, int dim, bool keepdim = false);
+
+// ---- indexing (core/ops/index.cpp) ---------------------------------------------------------------------------
+/// out[i][j][k] = a[i][index[i][j][k]][k] for dim 1 (torch.gather): index is int64, of a's rank, no larger than
+/// a in the other dims; out has index's shape.
+Tensor gather(const Tensor& a, int dim, const Tensor& index);
+/// The slices of a at `index` (int64, 0-D or 1-D; may repeat) along `dim` (torch.index_select).
+Tensor index_select(const Tensor& a, int dim, const Tensor& index);
+/// Reverses the order of elements along each of `dims` (torch.flip; copies).
+Tensor flip(const Tensor& a, const std::vector<int>& dims);
+/// Joins same-shape tensors along a new dim `dim` (torch.stack).
+Tensor stack(const std::vector<Tensor>& tensors, int dim = 0);
+
 // ---- neural-network ops (core/ops/nn.cpp) --------------------------------------------------------------------
 Tensor softmax(const Tensor& a, int dim);
 Tensor log_softmax(const Tensor& a, int dim);

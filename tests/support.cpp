@@ -44,9 +44,9 @@ Tensor leaf(const Shape& shape, std::uint64_t seed) {
 
 namespace qkv::test {
 
-int check_ops_against_torch(const std::map<std::string, OpFn>& ops) {
+int check_ops_against_torch(const std::map<std::string, OpFn>& ops, const std::string& fixture_name) {
   int ran = 0;
-  for (const auto& c : fixture("ops")["cases"]) {
+  for (const auto& c : fixture(fixture_name)["cases"]) {
     const std::string name = c["op"];
     const auto it = ops.find(name);
     if (it == ops.end()) continue;
@@ -63,6 +63,10 @@ int check_ops_against_torch(const std::map<std::string, OpFn>& ops) {
       INFO("op ", name, " args ", c["args"].dump(), " dtype ", dtype_name(dtype));
       Tensor out = it->second(inputs, c["args"]);
       CHECK_CLOSE(out, tensor_from(c["out"], dtype), tol, tol);
+      if (c["cotangent"].is_null()) {  // not differentiable (a mask): values only, and no graph
+        CHECK(!out.requires_grad());
+        continue;
+      }
       out.backward(tensor_from(c["cotangent"], dtype));
       for (std::size_t i = 0; i < inputs.size(); ++i)
         if (!grads[i].is_null()) CHECK_CLOSE(inputs[i].grad(), tensor_from(grads[i], dtype), tol, tol);

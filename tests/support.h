@@ -46,9 +46,10 @@ namespace qkv::test {
 /// Runs one fixture op on its inputs (float64 or float32 versions of the fixture's tensors) with its args.
 using OpFn = std::function<Tensor(const std::vector<Tensor>&, const nlohmann::json& args)>;
 
-/// For every case in fixtures/ops.json whose op is in `ops`: compares output and gradients with PyTorch in
-/// float64 (1e-10) and float32 (1e-5), and gradchecks the float64 version. Returns how many cases ran.
-int check_ops_against_torch(const std::map<std::string, OpFn>& ops);
+/// For every case in fixtures/<fixture_name>.json whose op is in `ops`: compares output and gradients with
+/// PyTorch in float64 (1e-10) and float32 (1e-5), and gradchecks the float64 version (values only for the cases
+/// torch could not differentiate: comparisons, all, any). Returns how many cases ran.
+int check_ops_against_torch(const std::map<std::string, OpFn>& ops, const std::string& fixture_name = "ops");
 
 }  // namespace qkv::test
 

@@ -38,14 +38,16 @@ def op_case(name, fn, inputs, **args):
     """fn(*inputs) -> tensor; float inputs get gradients."""
     leaves = [x.clone().requires_grad_(x.is_floating_point()) for x in inputs]
     out = fn(*leaves)
-    cot = torch.randn(out.shape, dtype=torch.float64)
-    (out * cot).sum().backward()
+    cot = None
+    if out.requires_grad:  # comparisons, all and any are not differentiable: values only
+        cot = torch.randn(out.shape, dtype=torch.float64)
+        (out * cot).sum().backward()
     return {
         "op": name,
         "args": args,
         "inputs": [t2j(x) for x in inputs],
         "out": t2j(out),
-        "cotangent": t2j(cot),
+        "cotangent": t2j(cot) if cot is not None else None,
         "grads": [t2j(x.grad) if x.grad is not None else None for x in leaves],
     }
 
@@ -111,6 +113,41 @@ def ops_cases():
     c.append(op_case("masked_fill", lambda x, m: x.masked_fill(m.bool(), 0.0), [rnd(2, 3, 4), pad], value=0.0))
     ids = torch.tensor([[1, 4, 1], [0, 2, 4]], dtype=torch.int64)
     c.append(op_case("embedding", lambda w, i: F.embedding(i, w), [rnd(5, 3), ids]))
+    return c
+
+
+def compare_index_cases():
+    """Comparisons, where, all/any and the indexing ops (own seed, so adding them left ops.json unchanged)."""
+    torch.manual_seed(4321)
+    c = []
+    a = torch.randint(-2, 3, (3, 4)).double()  # small integers, so == and != have both outcomes
+    b = torch.randint(-2, 3, (4,)).double()
+    for name in ["eq", "ne", "lt", "le", "gt", "ge"]:
+        fn = getattr(torch, name)
+        c.append(op_case(name, lambda x, y, fn=fn: fn(x, y).double(), [a, b]))
+        c.append(op_case(name + "_scalar", lambda x, fn=fn: fn(x, 1.0).double(), [a], s=1.0))
+    ids = torch.randint(0, 3, (2, 5))
+    c.append(op_case("eq", lambda x, y: torch.eq(x, y).double(), [ids, torch.randint(0, 3, (2, 5))]))
+    cond = (torch.rand(2, 1, 4) > 0.5).double()
+    c.append(op_case("where", lambda m, x, y: torch.where(m.bool(), x, y), [cond, rnd(2, 3, 4), rnd(3, 1)]))
+    for name in ["all", "any"]:
+        fn = getattr(torch, name)
+        c.append(op_case(name, lambda x, fn=fn: fn(x).double(), [a]))
+        c.append(op_case(name, lambda x, fn=fn: fn(x).double(), [torch.ones(2, 3, dtype=torch.float64)]))
+        c.append(op_case(name + "_dim", lambda x, fn=fn: fn(x, 1, keepdim=True).double(), [a], dim=1, keepdim=True))
+        c.append(op_case(name + "_dim", lambda x, fn=fn: fn(x, 0).double(), [a], dim=0, keepdim=False))
+    c.append(op_case("gather", lambda x, i: torch.gather(x, 1, i), [rnd(3, 5), torch.randint(0, 5, (3, 4))], dim=1))
+    c.append(op_case("gather", lambda x, i: torch.gather(x, 0, i), [rnd(4, 3, 2), torch.randint(0, 4, (2, 3, 2))],
+                     dim=0))
+    c.append(op_case("gather", lambda x, i: torch.gather(x, -1, i), [rnd(2, 3, 4), torch.randint(0, 4, (2, 2, 6))],
+                     dim=-1))
+    c.append(op_case("index_select", lambda x, i: torch.index_select(x, 1, i), [rnd(2, 5, 3),
+                     torch.tensor([4, 0, 4, 2])], dim=1))
+    c.append(op_case("index_select", lambda x, i: torch.index_select(x, 0, i), [rnd(4, 3), torch.tensor([3, 1])], dim=0))
+    c.append(op_case("flip", lambda x: torch.flip(x, [0, 2]), [rnd(2, 3, 4)], dims=[0, 2]))
+    c.append(op_case("flip", lambda x: torch.flip(x, [-1]), [rnd(3, 5)], dims=[-1]))
+    c.append(op_case("stack", lambda x, y, z: torch.stack([x, y, z], 1), [rnd(2, 3), rnd(2, 3), rnd(2, 3)], dim=1))
+    c.append(op_case("stack", lambda x, y: torch.stack([x, y], -1), [rnd(2, 3), rnd(2, 3)], dim=-1))
     return c
 
 
@@ -323,6 +360,7 @@ def main():
     with open(os.path.join(OUT, "optim.json"), "w") as f:
         json.dump(payload, f, separators=(",", ":"))
     print("wrote tests/fixtures/optim.json")
+    write("compare_index", compare_index_cases())
 
 
 if __name__ == "__main__":

@@ -152,6 +152,17 @@ TEST_CASE("an undefined tensor is a qkv::Error naming the op or method, never a 
       {"attention_packed", [&] { (void)attention_packed(u, 1, 1, 1, false); }},
       {"attention_cached", [&] { (void)attention_cached(u, x, x, 0, 1, 1, 1); }},
       {"dropout", [&] { (void)dropout(u, 0.5, true); }},
+      {"eq", [&] { (void)eq(x, u); }},
+      {"lt", [&] { (void)lt(u, 0.0); }},
+      {"where", [&] { (void)where(x, u, x); }},
+      {"all", [&] { (void)all(u); }},
+      {"any", [&] { (void)any(u, 0); }},
+      {"gather", [&] { (void)gather(x, 0, u); }},
+      {"index_select", [&] { (void)index_select(u, 0, ids); }},
+      {"flip", [&] { (void)flip(u, {0}); }},
+      {"stack", [&] { (void)stack({x, u}); }},
+      {"Tensor::version", [&] { (void)u.version(); }},
+      {"Tensor::bump_version", [&] { u.bump_version(); }},
   };
   for (const auto& [name, call] : calls) {
     INFO(name);
