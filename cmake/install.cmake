@@ -2,11 +2,18 @@
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
+# One export set per library, so find_package(qkv COMPONENTS core) loads only core and finds only core's
+# dependencies (qkvConfig.cmake.in lists them).
 get_property(_qkv_libs GLOBAL PROPERTY QKV_LIBRARIES)
-install(TARGETS ${_qkv_libs} EXPORT qkvTargets
-        ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
-        LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
-        RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+foreach(lib IN LISTS _qkv_libs)
+  string(REPLACE "qkv_" "" component ${lib})
+  install(TARGETS ${lib} EXPORT qkv_${component}
+          ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          LIBRARY DESTINATION ${CMAKE_INSTALL_LIBDIR}
+          RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
+  install(EXPORT qkv_${component} NAMESPACE qkv:: FILE qkv_${component}Targets.cmake
+          DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/qkv)
+endforeach()
 if(TARGET qkv)  # the program: qkv train, eval, sample, ...
   install(TARGETS qkv RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endif()
@@ -16,7 +23,6 @@ foreach(folder IN LISTS QKV_FOLDERS)
             FILES_MATCHING PATTERN "*.h" PATTERN "ops/kernel.h" EXCLUDE)
   endif()
 endforeach()
-install(EXPORT qkvTargets NAMESPACE qkv:: DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/qkv)
 configure_package_config_file(cmake/qkvConfig.cmake.in ${PROJECT_BINARY_DIR}/qkvConfig.cmake
                               INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/qkv)
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/qkvConfigVersion.cmake COMPATIBILITY SameMinorVersion)

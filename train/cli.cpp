@@ -517,6 +517,21 @@ struct Args {
   double temperature = 1.0;
   std::uint64_t seed = 0;
 };
+// The man-page part of `qkv --help` (a test checks it against README and the exit codes the CLI returns).
+constexpr const char* kHelpFooter = R"(Each command has its own --help: qkv COMMAND --help.
+
+Exit status:
+  0    success
+  1    runtime failure (a non-finite loss, out of memory, a failed write)
+  2    usage, config or input error (the message names the key, file, line and column)
+  130  stopped by SIGINT (Ctrl-C) after writing a checkpoint; 143 for SIGTERM
+
+Files:
+  RUN_DIR/config.toml, metrics.jsonl, train.log, checkpoints/, model.safetensors, report.html
+  written by qkv train into run.out_dir/run.name; every file is written atomically
+
+More: README.md (quickstart, config reference: qkv info --keys))";
+
 struct Commands {
   CLI::App *train, *eval, *info, *bench, *init, *export_, *predict, *attention, *sample, *report;
 };
@@ -635,6 +650,7 @@ int run_cli(int argc, const char* const* argv) {
   CLI::App app{"qkv: train, inspect and export attention models"};
   app.set_version_flag("--version", std::string("qkv ") + version());
   app.require_subcommand(1);
+  app.footer(kHelpFooter);
   Args args;
   Commands commands{};
   declare_run_commands(app, args, commands);

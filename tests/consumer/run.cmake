@@ -1,5 +1,5 @@
-# Installs the qkv build into a prefix, then configures, builds and runs tests/consumer against it, and again
-# with qkv added as a subdirectory. Run by ctest (package/consumer).
+# Installs the qkv build into a prefix, then configures, builds and runs tests/consumer against it, a core-only
+# project (tests/consumer/core_only) against it, and tests/consumer again with qkv added as a subdirectory. Run by ctest (package/consumer).
 set(flags "")
 if(SANITIZE)
   set(flags "-DCMAKE_CXX_FLAGS=-fsanitize=${SANITIZE}" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=${SANITIZE}")
@@ -17,6 +17,13 @@ step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer -B ${WORK}/installed -DCMA
      -DCMAKE_BUILD_TYPE=Release ${flags})
 step(${CMAKE_COMMAND} --build ${WORK}/installed)
 step(${WORK}/installed/consumer)
+# qkv::core alone, as if nothing but Eigen, fmt and OpenMP were installed: the other dependencies are disabled.
+step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer/core_only -B ${WORK}/core_only
+     -DCMAKE_PREFIX_PATH=${WORK}/prefix -DCMAKE_BUILD_TYPE=Release ${flags}
+     -DCMAKE_DISABLE_FIND_PACKAGE_nlohmann_json=ON -DCMAKE_DISABLE_FIND_PACKAGE_tomlplusplus=ON
+     -DCMAKE_DISABLE_FIND_PACKAGE_spdlog=ON -DCMAKE_DISABLE_FIND_PACKAGE_CLI11=ON)
+step(${CMAKE_COMMAND} --build ${WORK}/core_only)
+step(${WORK}/core_only/custom_op)
 step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer -B ${WORK}/subdir -DQKV_SOURCE_DIR=${QKV_SOURCE}
      -DCMAKE_BUILD_TYPE=Release -DQKV_NATIVE=OFF ${flags})
 step(${CMAKE_COMMAND} --build ${WORK}/subdir -j 2 --target consumer)

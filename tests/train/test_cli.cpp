@@ -322,3 +322,22 @@ TEST_CASE("the end-of-training attention picture is printed only while it fits a
   CHECK(wide_run.out.find("a 64x64 map per layer and head, too wide to print here") != std::string::npos);
   CHECK(std::count(wide_run.out.begin(), wide_run.out.end(), '\n') < 20);
 }
+
+TEST_CASE("qkv --help is a man page that stays accurate: every command, README's commands, the exit codes") {
+  const auto help = capture({"--help"});
+  CHECK(help.code == 0);
+  std::ifstream in(std::string(QKV_SOURCE_DIR) + "/README.md");
+  const std::string readme(std::istreambuf_iterator<char>(in), {});
+  for (const char* command : {"train", "eval", "info", "bench", "init", "export", "predict", "attention", "sample",
+                              "report"}) {
+    INFO(command);
+    CHECK(help.out.find(std::string("\n  ") + command + " ") != std::string::npos);
+    CHECK(readme.find(std::string("qkv ") + command + " ") != std::string::npos);
+    CHECK(capture({command, "--help"}).code == 0);
+  }
+  // The exit codes it lists are the ones this file's other cases see.
+  for (const char* line : {"  0    success", "  1    runtime failure", "  2    usage, config or input error",
+                           "  130  stopped by SIGINT"})
+    CHECK(help.out.find(line) != std::string::npos);
+  CHECK(capture({"frobnicate"}).code == 2);
+}
