@@ -56,32 +56,31 @@ Tensor SelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::i
   return attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, 1, options_.d_k, options_.d_v);
 }
 
-MultiHeadSelfAttention::MultiHeadSelfAttention(std::int64_t d_model, std::int64_t heads, bool causal, bool bias,
-                                               Generator& gen)
-    : d_model_(d_model), heads_(heads), causal_(causal) {
-  QKV_CHECK(d_model > 0 && heads > 0, "MultiHeadSelfAttention: d_model and heads must be positive, got {} and {}",
-            d_model, heads);
-  QKV_CHECK(d_model % heads == 0, "MultiHeadSelfAttention: d_model = {} is not divisible by heads = {}", d_model,
-            heads);
-  w_q = register_module("w_q", std::make_shared<Linear>(d_model, d_model, bias, gen));
-  w_k = register_module("w_k", std::make_shared<Linear>(d_model, d_model, bias, gen));
-  w_v = register_module("w_v", std::make_shared<Linear>(d_model, d_model, bias, gen));
-  w_o = register_module("w_o", std::make_shared<Linear>(d_model, d_model, bias, gen));
+MultiHeadSelfAttention::MultiHeadSelfAttention(MultiHeadSelfAttentionOptions o, Generator& gen) : options_(o) {
+  QKV_CHECK(o.d_model > 0 && o.heads > 0, "MultiHeadSelfAttention: d_model and heads must be positive, got {} and {}",
+            o.d_model, o.heads);
+  QKV_CHECK(o.d_model % o.heads == 0, "MultiHeadSelfAttention: d_model = {} is not divisible by heads = {}", o.d_model,
+            o.heads);
+  w_q = register_module("w_q", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));
+  w_k = register_module("w_k", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));
+  w_v = register_module("w_v", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));
+  w_o = register_module("w_o", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));
 }
 
 AttentionResult MultiHeadSelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
   // x is (B, T, D); per head (B, H, T, D/H); the padding mask (B, T) becomes (B, 1, 1, T)
-  check_input("MultiHeadSelfAttention", x, d_model_, key_padding_mask);
-  const std::int64_t hd = d_model_ / heads_;
-  auto [merged, weights] =
-      attention_packed(project_qkv(x, *w_q, *w_k, *w_v), heads_, hd, hd, causal_, key_padding_mask, need_weights);
+  check_input("MultiHeadSelfAttention", x, options_.d_model, key_padding_mask);
+  const std::int64_t hd = options_.d_model / options_.heads;
+  auto [merged, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), options_.heads, hd, hd,
+                                            options_.causal, key_padding_mask, need_weights);
   return {w_o->forward(merged), weights};
 }
 
 Tensor MultiHeadSelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
-  check_cached("MultiHeadSelfAttention", causal_, x, d_model_);
-  const std::int64_t hd = d_model_ / heads_;
-  return w_o->forward(attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, heads_, hd, hd));
+  check_cached("MultiHeadSelfAttention", options_.causal, x, options_.d_model);
+  const std::int64_t hd = options_.d_model / options_.heads;
+  return w_o->forward(
+      attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, options_.heads, hd, hd));
 }
 
 }  // namespace qkv

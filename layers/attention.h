@@ -14,10 +14,19 @@ struct SelfAttentionOptions {
   bool causal = false;   ///< token i sees only tokens j <= i
 };
 
-/// Output and attention weights of one attention call.
+/// What attend() returns, on every module that has attention (the one way to get attention weights):
+/// the output and, when need_weights, the weights, computed on request and detached, so inspecting or writing
+/// them never changes a gradient.
 struct AttentionResult {
-  Tensor out;      ///< (B, T, d_v) or (B, T, D)
-  Tensor weights;  ///< (B, T, T) for SelfAttention, (B, H, T, T) for the multi-head layer
+  Tensor out;      ///< (B, T, d_v) or (B, T, D); a model's logits (B, T, V)
+  Tensor weights;  ///< (B, T, T) SelfAttention, (B, H, T, T) multi-head layer and block, (L, B, H, T, T) model
+};
+
+struct MultiHeadSelfAttentionOptions {
+  std::int64_t d_model = 0;
+  std::int64_t heads = 1;  ///< must divide d_model; each head has width d_model / heads
+  bool bias = false;       ///< biases on the four projections
+  bool causal = false;     ///< token i sees only tokens j <= i
 };
 
 /// One attention layer's keys and values for the tokens already seen (cached generation): k (B, C, H*dk) and
@@ -32,6 +41,7 @@ class SelfAttention : public Module {
   explicit SelfAttention(SelfAttentionOptions options, Generator& gen = default_generator());
   /// x is (B, T, d_model); key_padding_mask (B, T), nonzero where a key is padding (optional). Returns (B, T, d_v).
   Tensor forward(const Tensor& x) override { return attend(x, {}, false).out; }
+  Tensor forward(const Tensor& x, const Tensor& key_padding_mask) { return attend(x, key_padding_mask, false).out; }
   /// The output and, when need_weights, the (B, T, T) attention weights: computed on request, detached (for
   /// inspection; training keeps only O(B*T) per layer, see core/ops.h attention).
   AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {}, bool need_weights = true);
@@ -51,21 +61,21 @@ class SelfAttention : public Module {
 /// torch.nn.MultiheadAttention with separate projection weights.
 class MultiHeadSelfAttention : public Module {
  public:
-  MultiHeadSelfAttention(std::int64_t d_model, std::int64_t heads, bool causal = false, bool bias = false,
-                         Generator& gen = default_generator());
+  explicit MultiHeadSelfAttention(MultiHeadSelfAttentionOptions options, Generator& gen = default_generator());
   Tensor forward(const Tensor& x) override { return attend(x, {}, false).out; }
+  Tensor forward(const Tensor& x, const Tensor& key_padding_mask) { return attend(x, key_padding_mask, false).out; }
   /// x is (B, T, D); returns (B, T, D) and, when need_weights, per-head weights (B, H, T, T), detached.
   AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {}, bool need_weights = true);
   /// Causal generation step, as SelfAttention::attend_cached: x (B, n, D) after `past` cached tokens -> (B, n, D).
   Tensor attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past);
   std::string name() const override { return "MultiHeadSelfAttention"; }
-  std::int64_t heads() const { return heads_; }
+  const MultiHeadSelfAttentionOptions& options() const { return options_; }
+  std::int64_t heads() const { return options_.heads; }
 
   std::shared_ptr<Linear> w_q, w_k, w_v, w_o;
 
  private:
-  std::int64_t d_model_, heads_;
-  bool causal_;
+  MultiHeadSelfAttentionOptions options_;
 };
 
 }  // namespace qkv

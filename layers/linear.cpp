@@ -6,18 +6,20 @@
 
 namespace qkv {
 
-Linear::Linear(std::int64_t in_features, std::int64_t out_features, bool with_bias, Generator& gen) {
+Linear::Linear(LinearOptions o, Generator& gen) {
+  const std::int64_t in_features = o.in_features, out_features = o.out_features;
   QKV_CHECK(in_features > 0 && out_features > 0, "Linear: in_features and out_features must be positive, got {} and {}",
             in_features, out_features);
   // torch: kaiming_uniform_(a = sqrt(5)) gives bound 1/sqrt(in); the bias uses the same bound.
   const double bound = 1.0 / std::sqrt(static_cast<double>(in_features));
   weight = register_parameter("weight", Tensor::uniform({out_features, in_features}, -bound, bound, gen));
-  if (with_bias) bias = register_parameter("bias", Tensor::uniform({out_features}, -bound, bound, gen));
+  if (o.bias) bias = register_parameter("bias", Tensor::uniform({out_features}, -bound, bound, gen));
 }
 
 Tensor Linear::forward(const Tensor& x) { return linear(x, weight, bias); }
 
-Embedding::Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, Generator& gen) {
+Embedding::Embedding(EmbeddingOptions o, Generator& gen) {
+  const std::int64_t num_embeddings = o.num_embeddings, embedding_dim = o.embedding_dim;
   QKV_CHECK(num_embeddings > 0 && embedding_dim > 0,
             "Embedding: num_embeddings and embedding_dim must be positive, got {} and {}", num_embeddings,
             embedding_dim);

@@ -4,10 +4,25 @@
 
 namespace qkv {
 
+// Every layer takes an options struct (designated initialisers name each setting); the small ones also keep
+// torch.nn's positional form, Linear(in, out, bias), Embedding(num, dim), LayerNorm(d, eps), Dropout(p).
+struct LinearOptions {
+  std::int64_t in_features = 0;
+  std::int64_t out_features = 0;
+  bool bias = true;
+};
+
+struct EmbeddingOptions {
+  std::int64_t num_embeddings = 0;
+  std::int64_t embedding_dim = 0;
+};
+
 /// y = x W^T + b; weight (out, in), bias (out). Init as torch: U(-1/sqrt(in), 1/sqrt(in)) for both.
 class Linear : public Module {
  public:
-  Linear(std::int64_t in_features, std::int64_t out_features, bool bias = true, Generator& gen = default_generator());
+  explicit Linear(LinearOptions options, Generator& gen = default_generator());
+  Linear(std::int64_t in_features, std::int64_t out_features, bool bias = true, Generator& gen = default_generator())
+      : Linear(LinearOptions{in_features, out_features, bias}, gen) {}
   /// x is (..., in), returns (..., out).
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "Linear"; }
@@ -17,7 +32,9 @@ class Linear : public Module {
 /// Rows of a (num, dim) table gathered by int64 ids. Init N(0, 1) as torch.
 class Embedding : public Module {
  public:
-  Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, Generator& gen = default_generator());
+  explicit Embedding(EmbeddingOptions options, Generator& gen = default_generator());
+  Embedding(std::int64_t num_embeddings, std::int64_t embedding_dim, Generator& gen = default_generator())
+      : Embedding(EmbeddingOptions{num_embeddings, embedding_dim}, gen) {}
   /// ids is int64 (...), returns (..., dim).
   Tensor forward(const Tensor& ids) override;
   std::string name() const override { return "Embedding"; }

@@ -79,10 +79,10 @@ SeedModel::SeedModel(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
   start_dropout_stream(gen);  // unused (no dropout), kept so every model saves the same state
 }
 
-Tensor SeedModel::logits(const Tensor& ids, std::vector<Tensor>* attention) {
-  auto [out, weights] = attn->attend(embed(*tok_emb, *pos_emb, ids), {}, attention != nullptr);
-  if (attention != nullptr) *attention = {unsqueeze(weights, 1)};  // (B, 1, T, T): one head
-  return head->forward(out);
+AttentionResult SeedModel::attend(const Tensor& ids, const Tensor& key_padding_mask, bool need_weights) {
+  auto [out, weights] = attn->attend(embed(*tok_emb, *pos_emb, ids), key_padding_mask, need_weights);
+  // (1, B, 1, T, T): one layer, one head
+  return {head->forward(out), need_weights ? unsqueeze(unsqueeze(weights, 1), 0) : Tensor()};
 }
 
 Tensor SeedModel::logits_cached(const Tensor& ids, KVCache& cache) {
@@ -111,15 +111,15 @@ Transformer::Transformer(const ModelConfig& c, Generator& gen) : LanguageModel(c
   for (const auto& block : *blocks) block->drop->set_generator(stream);
 }
 
-Tensor Transformer::logits(const Tensor& ids, std::vector<Tensor>* attention) {
+AttentionResult Transformer::attend(const Tensor& ids, const Tensor& key_padding_mask, bool need_weights) {
   Tensor h = embed(*tok_emb, *pos_emb, ids);
-  if (attention != nullptr) attention->clear();
+  std::vector<Tensor> weights;
   for (const auto& block : *blocks) {
-    Tensor w;
-    h = block->forward(h, attention != nullptr ? &w : nullptr);
-    if (attention != nullptr) attention->push_back(w);
+    auto [out, w] = block->attend(h, key_padding_mask, need_weights);
+    h = out;
+    if (need_weights) weights.push_back(w);
   }
-  return head->forward(ln_f->forward(h));
+  return {head->forward(ln_f->forward(h)), need_weights ? stack(weights, 0) : Tensor()};  // (L, B, H, T, T)
 }
 
 Tensor Transformer::logits_cached(const Tensor& ids, KVCache& cache) {

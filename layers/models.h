@@ -51,8 +51,14 @@ struct KVCache {
 class LanguageModel : public Module {
  public:
   explicit LanguageModel(ModelConfig config) : config_(std::move(config)) {}
-  /// ids (B, T) -> logits (B, T, V); `attention`, when given, receives one (B, H, T, T) tensor per layer.
-  virtual Tensor logits(const Tensor& ids, std::vector<Tensor>* attention = nullptr) = 0;
+  /// ids (B, T) -> logits (B, T, V) in .out and, when need_weights, every layer's attention weights in
+  /// .weights (L, B, H, T, T), detached. key_padding_mask (B, T), nonzero where a token is padding, hides those
+  /// keys from every attention layer (optional).
+  virtual AttentionResult attend(const Tensor& ids, const Tensor& key_padding_mask = {}, bool need_weights = true) = 0;
+  /// ids (B, T) -> logits (B, T, V).
+  Tensor logits(const Tensor& ids, const Tensor& key_padding_mask = {}) {
+    return attend(ids, key_padding_mask, false).out;
+  }
   /// Cached generation (causal models): ids (B, n) are the n tokens after the cache.length ones the cache holds.
   /// Returns their logits (B, n, V), the same values logits() gives those rows of the whole sequence, and adds
   /// their keys and values to the cache. Inference only (no graph). The positional table bounds the total:
@@ -89,8 +95,7 @@ class LanguageModel : public Module {
 class SeedModel : public LanguageModel {
  public:
   explicit SeedModel(const ModelConfig& config, Generator& gen = default_generator());
-  Tensor logits(const Tensor& ids, std::vector<Tensor>* attention = nullptr) override;
-  using LanguageModel::logits;
+  AttentionResult attend(const Tensor& ids, const Tensor& key_padding_mask = {}, bool need_weights = true) override;
   std::string name() const override { return "SeedModel"; }
 
   std::shared_ptr<Embedding> tok_emb, pos_emb;
@@ -107,8 +112,7 @@ class SeedModel : public LanguageModel {
 class Transformer : public LanguageModel {
  public:
   explicit Transformer(const ModelConfig& config, Generator& gen = default_generator());
-  Tensor logits(const Tensor& ids, std::vector<Tensor>* attention = nullptr) override;
-  using LanguageModel::logits;
+  AttentionResult attend(const Tensor& ids, const Tensor& key_padding_mask = {}, bool need_weights = true) override;
   std::string name() const override { return "Transformer"; }
 
   std::shared_ptr<Embedding> tok_emb, pos_emb;

@@ -4,11 +4,11 @@
 
 namespace qkv {
 
-LayerNorm::LayerNorm(std::int64_t d, double eps) : d_(d), eps_(eps) {
-  QKV_CHECK(d > 0, "LayerNorm: normalized size must be positive, got {}", d);
-  QKV_CHECK(eps > 0, "LayerNorm: eps must be positive, got {}", eps);
-  weight = register_parameter("weight", Tensor::ones({d}));
-  bias = register_parameter("bias", Tensor::zeros({d}));
+LayerNorm::LayerNorm(LayerNormOptions o) : d_(o.d), eps_(o.eps) {
+  QKV_CHECK(o.d > 0, "LayerNorm: normalized size must be positive, got {}", o.d);
+  QKV_CHECK(o.eps > 0, "LayerNorm: eps must be positive, got {}", o.eps);
+  weight = register_parameter("weight", Tensor::ones({o.d}));
+  bias = register_parameter("bias", Tensor::zeros({o.d}));
 }
 
 Tensor LayerNorm::forward(const Tensor& x) {
@@ -17,8 +17,8 @@ Tensor LayerNorm::forward(const Tensor& x) {
   return layer_norm(x, weight, bias, eps_);
 }
 
-Dropout::Dropout(double p, Generator& gen) : p_(p), gen_(std::make_shared<Generator>(gen)) {
-  QKV_CHECK(p >= 0.0 && p <= 1.0, "Dropout: p must be in [0, 1], got {}", p);
+Dropout::Dropout(DropoutOptions o, Generator& gen) : p_(o.p), gen_(std::make_shared<Generator>(gen)) {
+  QKV_CHECK(o.p >= 0.0 && o.p <= 1.0, "Dropout: p must be in [0, 1], got {}", o.p);
 }
 
 void Dropout::set_generator(std::shared_ptr<Generator> gen) {
@@ -28,9 +28,9 @@ void Dropout::set_generator(std::shared_ptr<Generator> gen) {
 
 Tensor Dropout::forward(const Tensor& x) { return dropout(x, p_, is_training(), *gen_); }
 
-MLP::MLP(std::int64_t d, std::int64_t d_ff, Generator& gen) {
-  fc1 = register_module("fc1", std::make_shared<Linear>(d, d_ff, true, gen));
-  fc2 = register_module("fc2", std::make_shared<Linear>(d_ff, d, true, gen));
+MLP::MLP(MLPOptions o, Generator& gen) {
+  fc1 = register_module("fc1", std::make_shared<Linear>(o.d, o.d_ff, true, gen));
+  fc2 = register_module("fc2", std::make_shared<Linear>(o.d_ff, o.d, true, gen));
 }
 
 Tensor MLP::forward(const Tensor& x) { return fc2->forward(gelu(fc1->forward(x))); }
@@ -38,16 +38,20 @@ Tensor MLP::forward(const Tensor& x) { return fc2->forward(gelu(fc1->forward(x))
 TransformerBlock::TransformerBlock(TransformerBlockOptions o, Generator& gen) {
   const std::int64_t d_ff = o.d_ff == 0 ? 4 * o.d_model : o.d_ff;
   ln1 = register_module("ln1", std::make_shared<LayerNorm>(o.d_model));
-  attn = register_module("attn", std::make_shared<MultiHeadSelfAttention>(o.d_model, o.heads, o.causal, o.attn_bias, gen));
+  attn = register_module("attn", std::make_shared<MultiHeadSelfAttention>(
+                                     MultiHeadSelfAttentionOptions{.d_model = o.d_model,
+                                                                   .heads = o.heads,
+                                                                   .bias = o.attn_bias,
+                                                                   .causal = o.causal},
+                                     gen));
   ln2 = register_module("ln2", std::make_shared<LayerNorm>(o.d_model));
   mlp = register_module("mlp", std::make_shared<MLP>(o.d_model, d_ff, gen));
   drop = register_module("drop", std::make_shared<Dropout>(o.dropout, gen));
 }
 
-Tensor TransformerBlock::forward(const Tensor& x, Tensor* attention, const Tensor& key_padding_mask) {
-  auto [a, weights] = attn->attend(ln1->forward(x), key_padding_mask, attention != nullptr);
-  if (attention != nullptr) *attention = weights;
-  return residuals(x, a);
+AttentionResult TransformerBlock::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
+  auto [a, weights] = attn->attend(ln1->forward(x), key_padding_mask, need_weights);
+  return {residuals(x, a), weights};
 }
 
 Tensor TransformerBlock::residuals(const Tensor& x, const Tensor& a) {

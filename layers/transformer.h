@@ -4,10 +4,25 @@
 
 namespace qkv {
 
+struct LayerNormOptions {
+  std::int64_t d = 0;  ///< the normalised (last) dim
+  double eps = 1e-5;
+};
+
+struct DropoutOptions {
+  double p = 0.5;
+};
+
+struct MLPOptions {
+  std::int64_t d = 0;     ///< input and output width
+  std::int64_t d_ff = 0;  ///< hidden width
+};
+
 /// Normalises the last dim: (x - mean) / sqrt(var + eps) * weight + bias (biased variance, as torch).
 class LayerNorm : public Module {
  public:
-  explicit LayerNorm(std::int64_t d, double eps = 1e-5);
+  explicit LayerNorm(LayerNormOptions options);
+  explicit LayerNorm(std::int64_t d, double eps = 1e-5) : LayerNorm(LayerNormOptions{d, eps}) {}
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "LayerNorm"; }
   Tensor weight, bias;
@@ -22,7 +37,8 @@ class LayerNorm : public Module {
 /// models do), never from a caller's object: it starts as a copy of `gen`'s state at construction.
 class Dropout : public Module {
  public:
-  explicit Dropout(double p = 0.5, Generator& gen = default_generator());
+  explicit Dropout(DropoutOptions options, Generator& gen = default_generator());
+  explicit Dropout(double p = 0.5, Generator& gen = default_generator()) : Dropout(DropoutOptions{p}, gen) {}
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "Dropout"; }
   Generator& generator() { return *gen_; }
@@ -36,7 +52,8 @@ class Dropout : public Module {
 /// fc1 (D -> d_ff), exact GELU, fc2 (d_ff -> D).
 class MLP : public Module {
  public:
-  MLP(std::int64_t d, std::int64_t d_ff, Generator& gen = default_generator());
+  explicit MLP(MLPOptions options, Generator& gen = default_generator());
+  MLP(std::int64_t d, std::int64_t d_ff, Generator& gen = default_generator()) : MLP(MLPOptions{d, d_ff}, gen) {}
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "MLP"; }
   std::shared_ptr<Linear> fc1, fc2;
@@ -55,9 +72,11 @@ struct TransformerBlockOptions {
 class TransformerBlock : public Module {
  public:
   explicit TransformerBlock(TransformerBlockOptions options, Generator& gen = default_generator());
-  Tensor forward(const Tensor& x) override { return forward(x, nullptr); }
-  /// x is (B, T, D); when attention is non-null it receives the (B, H, T, T) weights.
-  Tensor forward(const Tensor& x, Tensor* attention, const Tensor& key_padding_mask = {});
+  /// x is (B, T, D); key_padding_mask (B, T), nonzero where a key is padding (optional). Returns (B, T, D).
+  Tensor forward(const Tensor& x) override { return attend(x, {}, false).out; }
+  Tensor forward(const Tensor& x, const Tensor& key_padding_mask) { return attend(x, key_padding_mask, false).out; }
+  /// The output and, when need_weights, the attention's (B, H, T, T) weights (detached).
+  AttentionResult attend(const Tensor& x, const Tensor& key_padding_mask = {}, bool need_weights = true);
   /// Causal generation step: x (B, n, D) after `past` tokens whose keys and values are in `cache`.
   Tensor forward_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past);
   std::string name() const override { return "TransformerBlock"; }

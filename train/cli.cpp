@@ -85,15 +85,16 @@ void show_attention(const TrainedModel& tm, const Dataset& data, const std::stri
                x.size(1), run_dir);
     return;
   }
-  std::vector<Tensor> maps;
+  Tensor maps;  // (L, 1, H, T, T)
   {
     NoGradGuard no_grad;
     tm.model->eval();
-    tm.model->logits(x, &maps);
+    maps = tm.model->attend(x).weights;
   }
   std::vector<std::string> tokens;
   for (double v : x.to_vector()) tokens.push_back(data.decode(static_cast<std::int64_t>(v)));
-  const Tensor w = reshape(narrow(narrow(maps.at(0), 0, 0, 1), 1, 0, 1), {x.size(1), x.size(1)});
+  const Tensor w = narrow(reshape(maps, {-1, x.size(1), x.size(1)}), 0, 0, 1);  // layer 0, head 0
+  QKV_ASSERT(w.numel() == x.size(1) * x.size(1));
   fmt::print("\nLearned attention (layer 0, head 0) on the first validation example:\n{}",
              render_attention(w, tokens));
 }
@@ -332,19 +333,17 @@ int cmd_attention(const std::string& target, const std::string& tokens, std::int
   if (!svg_path.empty()) check_output_path(svg_path, "attention --svg");
   const TrainedModel tm = load_trained(target);
   const auto ids = parse_tokens(tm, tokens, "attention");
-  std::vector<Tensor> maps;
+  Tensor maps;  // (L, 1, H, T, T)
   {
     NoGradGuard no_grad;
-    tm.model->logits(ids_tensor(ids), &maps);
+    maps = tm.model->attend(ids_tensor(ids)).weights;
   }
-  QKV_CHECK(layer >= 0 && layer < static_cast<std::int64_t>(maps.size()),
-            "attention: --layer {} is out of range (the model has {} layer{})", layer, maps.size(),
-            maps.size() == 1 ? "" : "s");
-  const Tensor& m = maps[static_cast<std::size_t>(layer)];  // (1, H, T, T)
-  QKV_CHECK(head >= 0 && head < m.size(1), "attention: --head {} is out of range (the model has {} head{})", head,
-            m.size(1), m.size(1) == 1 ? "" : "s");
-  const std::int64_t t = m.size(2);
-  const Tensor w = reshape(narrow(m, 1, head, 1), {t, t});
+  QKV_CHECK(layer >= 0 && layer < maps.size(0), "attention: --layer {} is out of range (the model has {} layer{})",
+            layer, maps.size(0), maps.size(0) == 1 ? "" : "s");
+  QKV_CHECK(head >= 0 && head < maps.size(2), "attention: --head {} is out of range (the model has {} head{})", head,
+            maps.size(2), maps.size(2) == 1 ? "" : "s");
+  const std::int64_t t = maps.size(3);
+  const Tensor w = reshape(narrow(narrow(maps, 0, layer, 1), 2, head, 1), {t, t});
   std::vector<std::string> labels;
   for (auto id : ids) labels.push_back(token_label(tm, id));
   const auto v = w.to_vector();

@@ -265,19 +265,19 @@ std::string attention_section(const TrainedModel& tm) {
   if (val.size(0) == 0) return "<p>No validation example to show.</p>";
   const std::int64_t t = std::min(val.size(1), kMaxHeatmapTokens);
   const Tensor x = narrow(narrow(val, 0, 0, 1), 1, 0, t);
-  std::vector<Tensor> maps;
+  Tensor maps;  // (L, 1, H, T, T)
   {
     NoGradGuard no_grad;
     tm.model->eval();
-    tm.model->logits(x, &maps);
+    maps = tm.model->attend(x).weights;
   }
   std::vector<std::string> labels;
   for (double v : x.to_vector()) labels.push_back(token_label(tm, static_cast<std::int64_t>(v)));
   std::string s = fmt::format("<p>The first validation example{}; rows are queries, columns keys.</p>{}<div class=\"maps\">",
                               val.size(1) > t ? fmt::format(" (its first {} of {} tokens)", t, val.size(1)) : "", colour_scale());
-  for (std::size_t layer = 0; layer < maps.size(); ++layer)
-    for (std::int64_t head = 0; head < maps[layer].size(1); ++head) {
-      const Tensor w = reshape(narrow(narrow(maps[layer], 0, 0, 1), 1, head, 1), {t, t});
+  for (std::int64_t layer = 0; layer < maps.size(0); ++layer)
+    for (std::int64_t head = 0; head < maps.size(2); ++head) {
+      const Tensor w = reshape(narrow(narrow(maps, 0, layer, 1), 2, head, 1), {t, t});
       s += render_heatmap(w.to_vector(), t, labels, fmt::format("layer {}, head {}", layer, head));
     }
   return s + "</div>";

@@ -20,7 +20,8 @@ const test::LayerSpec kSelfAttention = {
     }};
 const test::LayerSpec kMultiHead = {
     [](const nlohmann::json& o) {
-      return std::make_shared<MultiHeadSelfAttention>(o["d_model"], o["heads"], o["causal"], o["bias"]);
+      return std::make_shared<MultiHeadSelfAttention>(MultiHeadSelfAttentionOptions{
+          .d_model = o["d_model"], .heads = o["heads"], .bias = o["bias"], .causal = o["causal"]});
     },
     [](Module& m, const Tensor& x, const Tensor& mask) {
       auto [out, w] = static_cast<MultiHeadSelfAttention&>(m).attend(x, mask);
@@ -39,7 +40,7 @@ TEST_CASE("MultiHeadSelfAttention matches nn.MultiheadAttention with split weigh
 TEST_CASE("causal rows put exactly zero weight above the diagonal; rows sum to one") {
   Generator g(1);
   SelfAttention sa({.d_model = 8, .causal = true}, g);
-  MultiHeadSelfAttention mh(8, 2, true, false, g);
+  MultiHeadSelfAttention mh({.d_model = 8, .heads = 2, .causal = true}, g);
   const Tensor x = Tensor::randn({2, 5, 8}, g);
   for (const Tensor& w : {sa.attend(x).weights, reshape(mh.attend(x).weights, {4, 5, 5})}) {
     const auto v = w.to_vector();
@@ -71,8 +72,8 @@ TEST_CASE("attention bad input") {
   CHECK_ERROR(sa.forward(Tensor::ones({2, 3, 5})), "SelfAttention: expected input (B, T, 4), got shape [2, 3, 5]");
   CHECK_ERROR(sa.attend(Tensor::ones({2, 3, 4}), Tensor::zeros({2, 4})),
               "SelfAttention: key_padding_mask must be (B, T) = (2, 3), got shape [2, 4]");
-  CHECK_ERROR(MultiHeadSelfAttention(10, 3), "MultiHeadSelfAttention: d_model = 10 is not divisible by heads = 3");
-  MultiHeadSelfAttention mh(8, 2);
+  CHECK_ERROR(MultiHeadSelfAttention({.d_model = 10, .heads = 3}), "MultiHeadSelfAttention: d_model = 10 is not divisible by heads = 3");
+  MultiHeadSelfAttention mh({.d_model = 8, .heads = 2});
   CHECK_ERROR(mh.forward(Tensor::ones({3, 8})), "MultiHeadSelfAttention: expected input (B, T, 8), got shape [3, 8]");
 }
 

@@ -1,6 +1,7 @@
 #include "../support.h"
 
 #include <qkv/layers/linear.h>
+#include <qkv/layers/transformer.h>
 
 #include <cmath>
 
@@ -44,4 +45,20 @@ TEST_CASE("Linear bad input names the shapes") {
   CHECK_ERROR(Linear(0, 3), "Linear: in_features and out_features must be positive, got 0 and 3");
   Embedding emb(5, 2);
   CHECK_ERROR(emb.forward(Tensor::from(std::vector<std::int64_t>{5}, {1})), "index 5 at position 0 is out of range for num_embeddings 5");
+}
+
+TEST_CASE("every layer takes an options struct; the positional forms build the same layer") {
+  Generator a(1), b(1);
+  const Linear named({.in_features = 3, .out_features = 2, .bias = false}, a), positional(3, 2, false, b);
+  CHECK(named.weight.to_vector() == positional.weight.to_vector());
+  CHECK(!named.bias.defined());
+  CHECK(Embedding({.num_embeddings = 5, .embedding_dim = 4}, a).weight.shape() == Shape{5, 4});
+  CHECK(MLP({.d = 4, .d_ff = 8}, a).fc1->weight.shape() == Shape{8, 4});
+  LayerNorm ln({.d = 4, .eps = 1e-3});
+  CHECK(ln.weight.shape() == Shape{4});
+  Dropout drop({.p = 1.0});
+  CHECK(sum(drop.forward(Tensor::ones({3}))).item() == 0.0);
+  CHECK(MultiHeadSelfAttention({.d_model = 8, .heads = 2, .bias = true}, a).options().heads == 2);
+  CHECK_ERROR(LayerNorm({.d = 4, .eps = 0.0}), "LayerNorm: eps must be positive, got 0");
+  CHECK_ERROR(Dropout({.p = 1.5}), "Dropout: p must be in [0, 1], got 1.5");
 }

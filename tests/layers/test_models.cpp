@@ -28,9 +28,8 @@ TEST_CASE("SeedModel and Transformer match their torch twins, parameter names in
       {"model",
        {[](const nlohmann::json& o) -> std::shared_ptr<Module> { return build_model(config_from(o)); },
         [](Module& m, const Tensor& ids, const Tensor&) {
-          std::vector<Tensor> maps;
-          Tensor out = static_cast<LanguageModel&>(m).logits(ids, &maps);
-          return LayerRun{out, maps.at(0)};
+          auto [out, maps] = static_cast<LanguageModel&>(m).attend(ids);
+          return LayerRun{out, reshape(narrow(maps, 0, 0, 1), {-1, maps.size(2), maps.size(3), maps.size(4)})};
         }}}};
   CHECK(test::check_layers_against_torch(specs) == 2);
 }
@@ -127,4 +126,26 @@ TEST_CASE("dropout draws from a stream the model owns, not from the caller's gen
   a->eval();
   const Tensor e1 = a->logits(ids), e2 = a->logits(ids);
   CHECK(e1.to_vector() == e2.to_vector());
+}
+
+TEST_CASE("a key_padding_mask through logits: real tokens see only real tokens, for both model kinds") {
+  for (const std::string kind : {"seed", "transformer"}) {
+    INFO(kind);
+    Generator gen(5);
+    auto model = build_model({.kind = kind, .vocab_size = 7, .seq_len = 6, .d_model = 8, .heads = 2, .layers = 2},
+                             gen);
+    model->to(kFloat64);
+    // Two sequences, the second padded after 3 tokens: its first 3 rows must equal those of the 3-token sequence.
+    const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 3, 1, 4, 0, 0, 0}, {2, 6});
+    const Tensor mask = Tensor::from(std::vector<double>{0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1}, {2, 6});
+    const Tensor padded = model->logits(ids, mask);
+    const Tensor alone = model->logits(Tensor::from(std::vector<std::int64_t>{3, 1, 4}, {1, 3}));
+    CHECK_CLOSE(narrow(narrow(padded, 0, 1, 1), 1, 0, 3), alone, 1e-12, 1e-12);
+    CHECK(!test::compare(narrow(padded, 0, 1, 1), narrow(model->logits(ids), 0, 1, 1), 1e-6, 1e-6).empty());
+    // Every layer's weights put zero on the padded keys; attend gives them as one (L, B, H, T, T) tensor.
+    const Tensor w = model->attend(ids, mask).weights;
+    CHECK(w.shape() == Shape{kind == "seed" ? 1 : 2, 2, kind == "seed" ? 1 : 2, 6, 6});
+    CHECK(sum(narrow(narrow(w, 1, 1, 1), 4, 3, 3)).item() == 0.0);
+    CHECK_ERROR(model->logits(ids, Tensor::zeros({2, 5})), "key_padding_mask must be (B, T) = (2, 6), got shape [2, 5]");
+  }
 }

@@ -17,8 +17,7 @@ TEST_CASE("LayerNorm, MLP and the pre-LN block match torch") {
               .attn_bias = o["attn_bias"]});
         },
         [](Module& m, const Tensor& x, const Tensor&) {
-          Tensor w;
-          Tensor out = static_cast<TransformerBlock&>(m).forward(x, &w);
+          auto [out, w] = static_cast<TransformerBlock&>(m).attend(x);
           return LayerRun{out, w};
         }}},
   };

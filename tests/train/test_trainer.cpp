@@ -164,10 +164,10 @@ namespace {
 class EchoModel : public LanguageModel {
  public:
   EchoModel() : LanguageModel({.vocab_size = 4, .seq_len = 3}) {}
-  Tensor logits(const Tensor& ids, std::vector<Tensor>* = nullptr) override {
+  AttentionResult attend(const Tensor& ids, const Tensor& = {}, bool = true) override {
     std::vector<float> v(static_cast<std::size_t>(ids.numel() * 4), 0.0f);
     for (std::int64_t i = 0; i < ids.numel(); ++i) v[static_cast<std::size_t>(i * 4 + ids.data<std::int64_t>()[i])] = 10;
-    return Tensor::from(v, {ids.size(0), ids.size(1), 4});
+    return {Tensor::from(v, {ids.size(0), ids.size(1), 4}), Tensor()};
   }
   std::string name() const override { return "EchoModel"; }
 };
