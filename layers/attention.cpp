@@ -14,9 +14,15 @@ Tensor project_qkv(const Tensor& x, const Linear& q, const Linear& k, const Line
   return linear(x, w, b);
 }
 
-void check_input(const char* layer, const Tensor& x, std::int64_t d_model, const Tensor& key_padding_mask) {
+void check_input(const char* layer, const Tensor& x, std::int64_t d_model, const Tensor& key_padding_mask,
+                 const Tensor& w_q) {
+  QKV_CHECK(x.defined(), "{}: the input is an undefined tensor", layer);
   QKV_CHECK(x.dim() == 3 && x.size(-1) == d_model, "{}: expected input (B, T, {}), got shape {}", layer, d_model,
             x.shape().str());
+  // Named here, not as a mixed-dtype error from the internal [W^Q; W^K; W^V] product.
+  QKV_CHECK(x.dtype() == w_q.dtype(), "{}: input is {} but the parameters (w_q.weight, ...) are {}; convert one with "
+            ".to() (module.to(dtype) converts every parameter)", layer, dtype_name(x.dtype()),
+            dtype_name(w_q.dtype()));
   if (key_padding_mask.defined())
     QKV_CHECK(key_padding_mask.dim() == 2 && key_padding_mask.size(0) == x.size(0) &&
                   key_padding_mask.size(1) == x.size(1),
@@ -24,10 +30,10 @@ void check_input(const char* layer, const Tensor& x, std::int64_t d_model, const
               key_padding_mask.shape().str());
 }
 
-void check_cached(const char* layer, bool causal, const Tensor& x, std::int64_t d_model) {
+void check_cached(const char* layer, bool causal, const Tensor& x, std::int64_t d_model, const Tensor& w_q) {
   QKV_CHECK(causal, "{}: cached attention needs a causal layer (a token's keys must not depend on later tokens)",
             layer);
-  check_input(layer, x, d_model, {});
+  check_input(layer, x, d_model, {}, w_q);
 }
 
 }  // namespace
@@ -45,14 +51,14 @@ SelfAttention::SelfAttention(SelfAttentionOptions options, Generator& gen) : opt
 
 AttentionResult SelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
   // x is (B, T, D); q, k are (B, T, d_k); v is (B, T, d_v); the padding mask (B, T) becomes (B, 1, T)
-  check_input("SelfAttention", x, options_.d_model, key_padding_mask);
+  check_input("SelfAttention", x, options_.d_model, key_padding_mask, w_q->weight);
   auto [out, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), 1, options_.d_k, options_.d_v,
                                          options_.causal, key_padding_mask, need_weights);
   return {out, need_weights ? reshape(weights, {x.size(0), x.size(1), x.size(1)}) : Tensor()};
 }
 
 Tensor SelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
-  check_cached("SelfAttention", options_.causal, x, options_.d_model);
+  check_cached("SelfAttention", options_.causal, x, options_.d_model, w_q->weight);
   return attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, 1, options_.d_k, options_.d_v);
 }
 
@@ -69,7 +75,7 @@ MultiHeadSelfAttention::MultiHeadSelfAttention(MultiHeadSelfAttentionOptions o, 
 
 AttentionResult MultiHeadSelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
   // x is (B, T, D); per head (B, H, T, D/H); the padding mask (B, T) becomes (B, 1, 1, T)
-  check_input("MultiHeadSelfAttention", x, options_.d_model, key_padding_mask);
+  check_input("MultiHeadSelfAttention", x, options_.d_model, key_padding_mask, w_q->weight);
   const std::int64_t hd = options_.d_model / options_.heads;
   auto [merged, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), options_.heads, hd, hd,
                                             options_.causal, key_padding_mask, need_weights);
@@ -77,7 +83,7 @@ AttentionResult MultiHeadSelfAttention::attend(const Tensor& x, const Tensor& ke
 }
 
 Tensor MultiHeadSelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
-  check_cached("MultiHeadSelfAttention", options_.causal, x, options_.d_model);
+  check_cached("MultiHeadSelfAttention", options_.causal, x, options_.d_model, w_q->weight);
   const std::int64_t hd = options_.d_model / options_.heads;
   return w_o->forward(
       attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, options_.heads, hd, hd));

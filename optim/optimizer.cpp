@@ -9,17 +9,26 @@
 #include <fmt/ranges.h>
 
 namespace qkv {
-namespace {
 
-void check_lr(const char* who, double lr) { QKV_CHECK(lr >= 0.0, "{}: invalid lr = {} (must be >= 0)", who, lr); }
-
-}  // namespace
-
-Optimizer::Optimizer(NamedParameters params, double lr) : params_(std::move(params)), lr_(lr) {
-  check_lr("optimizer", lr);
-  for (const auto& [name, p] : params_) {
-    QKV_CHECK(p.defined() && p.is_leaf(), "optimizer: parameter '{}' must be a defined leaf tensor", name);
-    tensors_.push_back(p);
+Optimizer::Optimizer(ParamGroups groups, double lr, double weight_decay, const char* who)
+    : who_(who), lr_(lr), initial_lr_(lr) {
+  QKV_CHECK(lr >= 0.0, "{}: invalid lr = {} (must be >= 0)", who, lr);
+  std::map<std::string, std::size_t> seen;
+  for (std::size_t gi = 0; gi < groups.size(); ++gi) {
+    const ParamGroup& g = groups[gi];
+    const double group_lr = g.lr.value_or(lr), decay = g.weight_decay.value_or(weight_decay);
+    QKV_CHECK(group_lr >= 0.0, "{}: parameter group {}: invalid lr = {} (must be >= 0)", who, gi, group_lr);
+    QKV_CHECK(decay >= 0.0, "{}: parameter group {}: invalid weight_decay = {} (must be >= 0)", who, gi, decay);
+    groups_.push_back({group_lr, decay});
+    for (const auto& [name, p] : g.params) {
+      QKV_CHECK(p.defined() && p.is_leaf(), "{}: parameter '{}' must be a defined leaf tensor", who, name);
+      const auto [it, fresh] = seen.emplace(name, gi);
+      QKV_CHECK(fresh, "{}: parameter '{}' appears twice (in parameter groups {} and {})", who, name, it->second,
+                gi);
+      params_.emplace_back(name, p);
+      tensors_.push_back(p);
+      group_of_.push_back(gi);
+    }
   }
 }
 
@@ -28,18 +37,43 @@ void Optimizer::zero_grad() {
 }
 
 void Optimizer::set_lr(double lr) {
-  check_lr("set_lr", lr);
+  QKV_CHECK(lr >= 0.0, "set_lr: invalid lr = {} (must be >= 0)", lr);
   lr_ = lr;
+}
+
+double Optimizer::group_lr(std::size_t group) const {
+  QKV_CHECK(group < groups_.size(), "{}: parameter group {} does not exist ({} groups)", who_, group, groups_.size());
+  return initial_lr_ > 0.0 ? groups_[group].initial_lr * (lr_ / initial_lr_) : groups_[group].initial_lr;
+}
+
+double Optimizer::group_weight_decay(std::size_t group) const {
+  QKV_CHECK(group < groups_.size(), "{}: parameter group {} does not exist ({} groups)", who_, group, groups_.size());
+  return groups_[group].weight_decay;
+}
+
+// A parameter converted (module.to()) or replaced after the optimizer made its state: named, not a crash.
+void Optimizer::check_state_matches(const std::string& name, const Tensor& p) const {
+  const Tensor g = p.grad();
+  QKV_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype(),
+            "{}: parameter '{}' is {} {} but its gradient is {} {}", who_, name, dtype_name(p.dtype()),
+            p.shape().str(), dtype_name(g.dtype()), g.shape().str());
+  for (auto it = state_.lower_bound(name + "."); it != state_.end() && it->first.rfind(name + ".", 0) == 0; ++it)
+    QKV_CHECK(it->second.shape() == p.shape() && it->second.dtype() == p.dtype(),
+              "{}: state '{}' is {} {} but parameter '{}' is now {} {} (convert the module with to() before "
+              "building the optimizer, or load a matching state)",
+              who_, it->first, dtype_name(it->second.dtype()), it->second.shape().str(), name,
+              dtype_name(p.dtype()), p.shape().str());
 }
 
 void Optimizer::step() {
   NoGradGuard no_grad;
   ++steps_;
-  for (const auto& [name, p] : params_) {
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const auto& [name, p] = params_[i];
     const Tensor g = p.grad();
     if (!g.defined()) continue;  // like torch: parameters without a gradient are skipped
-    QKV_ASSERT(g.shape() == p.shape() && g.dtype() == p.dtype());
-    update(name, p, g);
+    check_state_matches(name, p);
+    update(name, p, g, group_lr(group_of_[i]), groups_[group_of_[i]].weight_decay);
     p.bump_version();  // a graph that saved p (retain_graph) can no longer use it
   }
 }
@@ -57,8 +91,31 @@ OptimizerState Optimizer::state_dict() const {
   for (const auto& [key, t] : state_) s.tensors.emplace(key, t.clone());
   s.scalars["step"] = static_cast<double>(steps_);
   s.scalars["lr"] = lr_;
+  s.scalars["initial_lr"] = initial_lr_;
+  for (std::size_t i = 0; i < groups_.size(); ++i) {
+    s.scalars[fmt::format("group.{}.lr", i)] = group_lr(i);
+    s.scalars[fmt::format("group.{}.initial_lr", i)] = groups_[i].initial_lr;
+    s.scalars[fmt::format("group.{}.weight_decay", i)] = groups_[i].weight_decay;
+  }
   return s;
 }
+
+namespace {
+// Each group's hyperparameters from a state (absent in states saved before groups existed: keep the current).
+std::vector<std::pair<double, double>> saved_groups(const OptimizerState& s, std::size_t expected, const char* who) {
+  std::size_t n = 0;
+  while (s.scalars.count(fmt::format("group.{}.initial_lr", n))) ++n;
+  QKV_CHECK(n == 0 || n == expected, "{}: load_state_dict: the state has {} parameter groups, this optimizer {}", who,
+            n, expected);
+  std::vector<std::pair<double, double>> out;
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto wd = s.scalars.find(fmt::format("group.{}.weight_decay", i));
+    QKV_CHECK(wd != s.scalars.end(), "{}: load_state_dict: state lacks 'group.{}.weight_decay'", who, i);
+    out.emplace_back(s.scalars.at(fmt::format("group.{}.initial_lr", i)), wd->second);
+  }
+  return out;
+}
+}  // namespace
 
 void Optimizer::load_state_dict(const OptimizerState& s) {
   QKV_CHECK(s.scalars.count("step") && s.scalars.count("lr"), "load_state_dict: state lacks 'step' or 'lr'");
@@ -76,7 +133,10 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
     QKV_CHECK(known, "load_state_dict: unexpected state entry '{}'", key);
     loaded.emplace(key, t.clone());
   }
+  const auto groups = saved_groups(s, groups_.size(), who_);
   state_ = std::move(loaded);
+  for (std::size_t i = 0; i < groups.size(); ++i) groups_[i] = {groups[i].first, groups[i].second};
+  if (s.scalars.count("initial_lr")) initial_lr_ = s.scalars.at("initial_lr");
   steps_ = static_cast<std::int64_t>(s.scalars.at("step"));
   set_lr(s.scalars.at("lr"));
 }
@@ -88,7 +148,8 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
 //   d_p = d_p + momentum * buf if nesterov else buf
 //   param -= lr * d_p
 
-SGD::SGD(NamedParameters params, SGDOptions o) : Optimizer(std::move(params), o.lr), options_(o) {
+SGD::SGD(ParamGroups groups, SGDOptions o)
+    : Optimizer(std::move(groups), o.lr, std::max(o.weight_decay, 0.0), "SGD"), options_(o) {
   QKV_CHECK(o.momentum >= 0.0, "SGD: invalid momentum = {} (must be >= 0)", o.momentum);
   QKV_CHECK(o.weight_decay >= 0.0, "SGD: invalid weight_decay = {} (must be >= 0)", o.weight_decay);
   QKV_CHECK(!o.nesterov || (o.momentum > 0.0 && o.dampening == 0.0),
@@ -98,7 +159,8 @@ SGD::SGD(NamedParameters params, SGDOptions o) : Optimizer(std::move(params), o.
 
 std::vector<std::string> SGD::slot_names() const { return {"momentum_buffer"}; }
 
-void SGD::update(const std::string& name, const Tensor& param, const Tensor& grad) {
+void SGD::update(const std::string& name, const Tensor& param, const Tensor& grad, double lr_now,
+                 double weight_decay) {
   const auto& o = options_;
   bool fresh = false;
   Tensor* buf = o.momentum != 0.0 ? &slot(name, "momentum_buffer", param, &fresh) : nullptr;
@@ -107,9 +169,9 @@ void SGD::update(const std::string& name, const Tensor& param, const Tensor& gra
     T* p = param.data<T>();
     const T* g = grad.data<T>();
     T* b = buf != nullptr ? buf->data<T>() : nullptr;
-    const T wd = T(o.weight_decay), mu = T(o.momentum), damp = T(1.0 - o.dampening), lr = T(this->lr());
+    const T wd = T(weight_decay), mu = T(o.momentum), damp = T(1.0 - o.dampening), lr = T(lr_now);
     for (std::int64_t i = 0, n = param.numel(); i < n; ++i) {
-      T d = o.weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
+      T d = weight_decay != 0.0 ? g[i] + wd * p[i] : g[i];
       if (b != nullptr) {
         b[i] = fresh ? d : mu * b[i] + damp * d;
         d = o.nesterov ? d + mu * b[i] : b[i];
@@ -131,10 +193,10 @@ void SGD::update(const std::string& name, const Tensor& param, const Tensor& gra
 // Note: torch's documentation pseudo-code maxes the bias-corrected v-hat, while its implementation (followed
 // here, since trajectories must match) maxes the raw exp_avg_sq and corrects afterwards.
 
-Adam::Adam(NamedParameters params, AdamOptions o) : Adam(std::move(params), o, false) {}
-
-Adam::Adam(NamedParameters params, AdamOptions o, bool decoupled)
-    : Optimizer(std::move(params), o.lr), options_(o), decoupled_(decoupled) {
+Adam::Adam(ParamGroups groups, AdamOptions o, bool decoupled)
+    : Optimizer(std::move(groups), o.lr, std::max(o.weight_decay, 0.0), decoupled ? "AdamW" : "Adam"),
+      options_(o),
+      decoupled_(decoupled) {
   const char* who = decoupled ? "AdamW" : "Adam";
   QKV_CHECK(o.beta1 >= 0.0 && o.beta1 < 1.0, "{}: invalid beta1 = {} (must be in [0, 1))", who, o.beta1);
   QKV_CHECK(o.beta2 >= 0.0 && o.beta2 < 1.0, "{}: invalid beta2 = {} (must be in [0, 1))", who, o.beta2);
@@ -144,9 +206,9 @@ Adam::Adam(NamedParameters params, AdamOptions o, bool decoupled)
 
 std::vector<std::string> Adam::slot_names() const { return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}; }
 
-void Adam::update(const std::string& name, const Tensor& param, const Tensor& grad) {
+void Adam::update(const std::string& name, const Tensor& param, const Tensor& grad, double lr,
+                  double weight_decay) {
   const auto& o = options_;
-  const double lr = this->lr();
   const auto t = static_cast<double>(steps_);
   const double step_size = lr / (1.0 - std::pow(o.beta1, t));
   const double bc2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, t));
@@ -159,7 +221,7 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
     const T* g = grad.data<T>();
     T *m = m_t.data<T>(), *v = v_t.data<T>(), *vmax = vmax_t != nullptr ? vmax_t->data<T>() : nullptr;
     const T b1 = T(o.beta1), b2 = T(o.beta2), one_b1 = T(1.0 - o.beta1), one_b2 = T(1.0 - o.beta2);
-    const T wd = T(o.weight_decay), decay = T(1.0 - lr * o.weight_decay), eps = T(o.eps);
+    const T wd = T(weight_decay), decay = T(1.0 - lr * weight_decay), eps = T(o.eps);
     const T neg_step = T(-step_size), bc2 = T(bc2_sqrt);
     const std::int64_t n = param.numel();
     // The options become template flags so the loop has no branches and vectorises; large tensors are split
@@ -186,7 +248,7 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
       }
       });
     };
-    const bool has_wd = o.weight_decay != 0.0;
+    const bool has_wd = weight_decay != 0.0;
     const int variant = (has_wd && !decoupled_ ? 1 : 0) | (has_wd && decoupled_ ? 2 : 0) | (vmax != nullptr ? 4 : 0);
     switch (variant) {
       case 0: loop.template operator()<false, false, false>(); break;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -21,9 +22,21 @@ struct OptimizerState {
   std::map<std::string, double> scalars;
 };
 
+/// Parameters with their own learning rate and/or weight decay (torch.optim's param_groups); an unset field takes
+/// the optimizer's option. E.g. no weight decay on biases and LayerNorm weights:
+///   AdamW opt({{.params = decayed}, {.params = others, .weight_decay = 0.0}}, {.lr = 3e-4, .weight_decay = 0.1});
+struct ParamGroup {
+  NamedParameters params = {};
+  std::optional<double> lr = std::nullopt;
+  std::optional<double> weight_decay = std::nullopt;
+};
+using ParamGroups = std::vector<ParamGroup>;
+
 class Optimizer {
  public:
-  Optimizer(NamedParameters params, double lr);
+  /// `who` names the optimizer in errors ("SGD", "Adam", "AdamW"); lr and weight_decay are the defaults for
+  /// groups that do not set their own.
+  Optimizer(ParamGroups groups, double lr, double weight_decay, const char* who);
   virtual ~Optimizer() = default;
   Optimizer(const Optimizer&) = delete;
   Optimizer& operator=(const Optimizer&) = delete;
@@ -33,22 +46,30 @@ class Optimizer {
   /// One update of every parameter that has a gradient.
   void step();
   double lr() const { return lr_; }
-  /// Sets the learning rate (schedules call this); throws for a negative value.
+  /// Sets the learning rate (schedules call this); throws for a negative value. A group with its own lr keeps
+  /// its ratio to the optimizer's initial lr, so a schedule scales every group by the same factor.
   void set_lr(double lr);
+  /// The parameter groups: how many, and each one's current lr and weight decay.
+  std::size_t num_groups() const { return groups_.size(); }
+  double group_lr(std::size_t group) const;
+  double group_weight_decay(std::size_t group) const;
   /// Number of steps taken.
   std::int64_t steps() const { return steps_; }
   const NamedParameters& params() const { return params_; }
   /// The same parameters without their names (what clipping and norms take), built once.
   const std::vector<Tensor>& parameters() const { return tensors_; }
 
-  /// Copies of every state tensor plus "step" and "lr".
+  /// Copies of every state tensor plus "step", "lr" and each group's "group.<i>.lr", ".initial_lr" and
+  /// ".weight_decay" (as torch saves param_groups).
   OptimizerState state_dict() const;
   /// Restores a state_dict(); throws naming any missing or mismatched entry.
   void load_state_dict(const OptimizerState& state);
 
  protected:
-  /// Updates one parameter given its gradient; `slots` are its state tensors, created on first use.
-  virtual void update(const std::string& name, const Tensor& param, const Tensor& grad) = 0;
+  /// Updates one parameter given its gradient, with its group's lr and weight decay; its state tensors come
+  /// from slot(), created on first use.
+  virtual void update(const std::string& name, const Tensor& param, const Tensor& grad, double lr,
+                      double weight_decay) = 0;
   /// The state tensor `slot` of parameter `name`, created as zeros like `param` when absent.
   Tensor& slot(const std::string& name, const char* slot, const Tensor& param, bool* created = nullptr);
   /// Names of the state slots this optimizer keeps (for load_state_dict's checks).
@@ -57,9 +78,17 @@ class Optimizer {
   std::int64_t steps_ = 0;
 
  private:
+  struct Group {
+    double initial_lr, weight_decay;
+  };
+  void check_state_matches(const std::string& name, const Tensor& p) const;
+
+  const char* who_;
   NamedParameters params_;
   std::vector<Tensor> tensors_;
-  double lr_;
+  std::vector<std::size_t> group_of_;  // per parameter
+  std::vector<Group> groups_;
+  double lr_, initial_lr_;
   std::map<std::string, Tensor> state_;
 };
 
@@ -74,11 +103,13 @@ struct SGDOptions {
 /// torch.optim.SGD.
 class SGD : public Optimizer {
  public:
-  SGD(NamedParameters params, SGDOptions options);
+  SGD(ParamGroups groups, SGDOptions options);
+  SGD(NamedParameters params, SGDOptions options) : SGD(ParamGroups{{std::move(params)}}, options) {}
   const SGDOptions& options() const { return options_; }
 
  protected:
-  void update(const std::string& name, const Tensor& param, const Tensor& grad) override;
+  void update(const std::string& name, const Tensor& param, const Tensor& grad, double lr,
+              double weight_decay) override;
   std::vector<std::string> slot_names() const override;
 
  private:
@@ -97,12 +128,14 @@ struct AdamOptions {
 /// torch.optim.Adam.
 class Adam : public Optimizer {
  public:
-  Adam(NamedParameters params, AdamOptions options);
+  Adam(ParamGroups groups, AdamOptions options) : Adam(std::move(groups), options, false) {}
+  Adam(NamedParameters params, AdamOptions options) : Adam(ParamGroups{{std::move(params)}}, options, false) {}
   const AdamOptions& options() const { return options_; }
 
  protected:
-  Adam(NamedParameters params, AdamOptions options, bool decoupled);
-  void update(const std::string& name, const Tensor& param, const Tensor& grad) override;
+  Adam(ParamGroups groups, AdamOptions options, bool decoupled);
+  void update(const std::string& name, const Tensor& param, const Tensor& grad, double lr,
+              double weight_decay) override;
   std::vector<std::string> slot_names() const override;
 
  private:
@@ -113,7 +146,8 @@ class Adam : public Optimizer {
 /// torch.optim.AdamW (weight decay applied to the weights, not the gradient). torch's default weight_decay 1e-2.
 class AdamW : public Adam {
  public:
-  AdamW(NamedParameters params, AdamOptions options) : Adam(std::move(params), options, true) {}
+  AdamW(ParamGroups groups, AdamOptions options) : Adam(std::move(groups), options, true) {}
+  AdamW(NamedParameters params, AdamOptions options) : Adam(ParamGroups{{std::move(params)}}, options, true) {}
 };
 
 /// The options of every optimizer in one struct, for building one by name (a config file, the CLI); each

@@ -75,6 +75,10 @@ TEST_CASE("attention bad input") {
   CHECK_ERROR(MultiHeadSelfAttention({.d_model = 10, .heads = 3}), "MultiHeadSelfAttention: d_model = 10 is not divisible by heads = 3");
   MultiHeadSelfAttention mh({.d_model = 8, .heads = 2});
   CHECK_ERROR(mh.forward(Tensor::ones({3, 8})), "MultiHeadSelfAttention: expected input (B, T, 8), got shape [3, 8]");
+  mh.to(kFloat64);  // a float32 input after module.to(kFloat64): named at the layer, not at an internal product
+  CHECK_ERROR(mh.forward(Tensor::ones({1, 3, 8})), "MultiHeadSelfAttention: input is float32 but the parameters "
+                                                   "(w_q.weight, ...) are float64");
+  CHECK_ERROR(sa.forward(Tensor()), "SelfAttention: the input is an undefined tensor");
 }
 
 TEST_CASE("attention weights handed out for inspection never change a gradient") {

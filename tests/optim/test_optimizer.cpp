@@ -131,7 +131,7 @@ TEST_CASE("parameters without a gradient are skipped") {
 TEST_CASE("invalid hyperparameters name the parameter and the value") {
   Net net;
   const auto ps = net.named_parameters();
-  CHECK_ERROR(SGD(ps, {.lr = -1}), "optimizer: invalid lr = -1 (must be >= 0)");
+  CHECK_ERROR(SGD(ps, {.lr = -1}), "SGD: invalid lr = -1 (must be >= 0)");
   CHECK_ERROR(SGD(ps, {.momentum = -0.5}), "SGD: invalid momentum = -0.5");
   CHECK_ERROR(SGD(ps, {.nesterov = true}), "SGD: nesterov requires momentum > 0 and dampening = 0");
   CHECK_ERROR(Adam(ps, {.beta1 = 1.0}), "Adam: invalid beta1 = 1 (must be in [0, 1))");
@@ -153,4 +153,77 @@ TEST_CASE("make_optimizer builds each registered optimizer by name, and names th
   CHECK(dynamic_cast<AdamW*>(make_optimizer("adamw", {{"w", w}}, {.beta2 = 0.95}).get())->options().beta2 == 0.95);
   CHECK(dynamic_cast<AdamW*>(make_optimizer("adam", {{"w", w}}, {}).get()) == nullptr);
   CHECK_ERROR(make_optimizer("lion", {{"w", w}}, {}), "optimizer: unknown name 'lion' (expected sgd, adam, adamw)");
+}
+
+TEST_CASE("parameter groups: each group updates as its own optimizer would; saved and restored by state_dict") {
+  const auto run = [](bool grouped, const std::string& kind) {
+    Generator gen(9);
+    const Tensor a = Tensor::randn({3, 2}, gen, kFloat64).requires_grad_();
+    const Tensor b = Tensor::randn({4}, gen, kFloat64).requires_grad_();
+    const auto make = [&](ParamGroups groups, double lr, double wd) -> std::unique_ptr<Optimizer> {
+      if (kind == "sgd") return std::make_unique<SGD>(std::move(groups), SGDOptions{.lr = lr, .momentum = 0.9, .weight_decay = wd});
+      if (kind == "adam") return std::make_unique<Adam>(std::move(groups), AdamOptions{.lr = lr, .weight_decay = wd});
+      return std::make_unique<AdamW>(std::move(groups), AdamOptions{.lr = lr, .weight_decay = wd});
+    };
+    std::vector<std::unique_ptr<Optimizer>> opts;
+    if (grouped) {
+      opts.push_back(make({{.params = {{"a", a}}}, {.params = {{"b", b}}, .lr = 0.05, .weight_decay = 0.0}}, 0.1, 0.2));
+    } else {
+      opts.push_back(make({{.params = {{"a", a}}}}, 0.1, 0.2));
+      opts.push_back(make({{.params = {{"b", b}}}}, 0.05, 0.0));
+    }
+    for (int step = 0; step < 5; ++step) {
+      for (auto& o : opts) o->zero_grad();
+      sum(mul(a, a) * 3.0 + 0.0).backward();
+      sum(exp(b)).backward();
+      for (auto& o : opts) o->step();
+    }
+    auto v = a.to_vector();
+    for (double x : b.to_vector()) v.push_back(x);
+    return v;
+  };
+  for (const std::string kind : {"sgd", "adam", "adamw"}) {
+    INFO(kind);
+    CHECK(run(true, kind) == run(false, kind));
+  }
+
+  const Tensor w = Tensor::ones({2}).requires_grad_(), bias = Tensor::ones({2}).requires_grad_();
+  AdamW opt({{.params = {{"w", w}}}, {.params = {{"bias", bias}}, .lr = 0.01, .weight_decay = 0.0}},
+            {.lr = 0.1, .weight_decay = 0.5});
+  CHECK(opt.num_groups() == 2);
+  CHECK(opt.group_lr(1) == doctest::Approx(0.01));
+  CHECK(opt.group_weight_decay(0) == 0.5);
+  opt.set_lr(0.05);  // what a schedule does: every group scaled by the same factor
+  CHECK(opt.group_lr(0) == doctest::Approx(0.05));
+  CHECK(opt.group_lr(1) == doctest::Approx(0.005));
+  const OptimizerState state = opt.state_dict();
+  CHECK(state.scalars.at("group.1.lr") == doctest::Approx(0.005));
+  CHECK(state.scalars.at("group.1.weight_decay") == 0.0);
+  AdamW other({{.params = {{"w", w}}}, {.params = {{"bias", bias}}}}, {.lr = 0.1, .weight_decay = 0.5});
+  other.load_state_dict(state);
+  CHECK(other.group_lr(1) == doctest::Approx(0.005));
+  CHECK(other.group_weight_decay(1) == 0.0);
+  AdamW one({{"w", w}, {"bias", bias}}, {.lr = 0.1});
+  CHECK_ERROR(one.load_state_dict(state), "AdamW: load_state_dict: the state has 2 parameter groups, this optimizer 1");
+}
+
+TEST_CASE("parameter group and dtype errors name the optimizer and the parameter") {
+  const Tensor w = Tensor::ones({2}).requires_grad_();
+  CHECK_ERROR(SGD(ParamGroups{{.params = {{"w", w}}}, {.params = {{"w", w}}}}, {}),
+              "SGD: parameter 'w' appears twice (in parameter groups 0 and 1)");
+  CHECK_ERROR(Adam(ParamGroups{{.params = {{"w", w}}, .lr = -0.5}}, {}),
+              "Adam: parameter group 0: invalid lr = -0.5 (must be >= 0)");
+  CHECK_ERROR(AdamW(ParamGroups{{.params = {{"w", w}}, .weight_decay = -1.0}}, {}),
+              "AdamW: parameter group 0: invalid weight_decay = -1");
+  CHECK_ERROR(SGD(ParamGroups{{.params = {{"x", Tensor()}}}}, {}), "SGD: parameter 'x' must be a defined leaf tensor");
+
+  // A module converted to float64 after the optimizer made float32 state: named, not an internal error.
+  Linear layer(2, 2);
+  Adam opt(layer.named_parameters(), {});
+  sum(layer.forward(Tensor::ones({1, 2}))).backward();
+  opt.step();
+  layer.to(kFloat64);
+  opt.zero_grad();
+  sum(layer.forward(Tensor::ones({1, 2}, kFloat64))).backward();
+  CHECK_ERROR(opt.step(), "Adam: state 'weight.exp_avg' is float32 [2, 2] but parameter 'weight' is now float64 [2, 2]");
 }
