@@ -47,3 +47,12 @@ if(TARGET qkv)
                                              ${CMAKE_CURRENT_BINARY_DIR}/report_browser ${PROJECT_SOURCE_DIR})
   set_tests_properties(train/report_browser PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 endif()
+
+# Data parallel training under mpirun: N = 2 and 3 ranks follow the 1-process run, resume with a different N, a
+# batch that does not split, bench's communication share (where qkv was built with MPI and mpirun exists).
+find_program(QKV_MPIRUN mpirun)
+if(TARGET qkv AND QKV_WITH_MPI AND QKV_MPIRUN)
+  add_test(NAME train/mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/mpi.sh $<TARGET_FILE:qkv>
+                                  ${CMAKE_CURRENT_BINARY_DIR}/mpi ${PROJECT_SOURCE_DIR})
+  set_tests_properties(train/mpi PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
+endif()

@@ -4,6 +4,7 @@
 #include <qkv/core/ops.h>
 #include <qkv/core/parallel.h>
 #include <qkv/datasets/dataset.h>
+#include <qkv/train/distributed.h>
 #include <qkv/train/report.h>
 #include <qkv/train/safetensors.h>
 
@@ -150,7 +151,7 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   set_num_threads(thread_count(cfg));
   const SignalScope signals;
   const TrainResult r = train(cfg, options);
-  if (r.exit_code != 0) return r.exit_code;
+  if (r.exit_code != 0 || !Comm::world().lead()) return r.exit_code;  // rank 0 alone reports
   if (r.already_finished) {
     fmt::print("{} is already finished ({} steps, train.steps = {}); nothing to do. To train longer: qkv train "
                "--resume {} train.steps=N\n", r.run_dir, r.steps, cfg.train.steps, r.run_dir);
@@ -603,8 +604,11 @@ int dispatch(const Commands& c, const Args& a) {
     const Config cfg = load_config(a.config_path, a.overrides);
     set_num_threads(thread_count(cfg));
     const BenchResult b = bench(cfg, a.bench_steps, a.bench_warmup);
-    fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}\n", b.steps_per_s,
+    if (!Comm::world().lead()) return 0;
+    fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}", b.steps_per_s,
                b.tokens_per_s, b.gflops, b.peak_rss_mb);
+    if (b.ranks > 1) fmt::print(" ranks={} comm_fraction={:.3f}", b.ranks, b.comm_fraction);  // global figures
+    fmt::print("\n");
     return 0;
   }
   if (*c.init) {
@@ -625,22 +629,40 @@ int dispatch(const Commands& c, const Args& a) {
 }
 
 // The exit codes: 2 for usage, config and input errors; 1 for failures while running.
+// Prints a failure once per job: on one process, always; under mpirun, by the lowest rank that failed itself
+// (a failure every rank hits, such as a config error, is printed by rank 0 alone; the ranks that only learned of
+// another's failure print nothing). Every rank is here when this runs, so the gather cannot hang.
+void report_failure(const std::string& message) {
+  const Comm& comm = Comm::world();
+  if (!comm.distributed()) {
+    std::cerr << message;
+    return;
+  }
+  const auto failed = comm.gather(message.empty() ? 0 : 1);
+  const auto first = std::find(failed.begin(), failed.end(), 1u) - failed.begin();
+  if (first != comm.rank()) return;
+  std::cerr << (comm.lead() ? message : fmt::format("rank {}: {}", comm.rank(), message));
+}
+
 int exit_code_of(const std::function<int()>& run) {
+  std::string message;
+  int code = 1;
   try {
     return run();
+  } catch (const PeerFailed& e) {
+    code = e.code;  // another rank failed, and says why
   } catch (const Error& e) {
-    std::cerr << "qkv: error: " << e.what() << "\n";
-    return 2;
+    message = fmt::format("qkv: error: {}\n", e.what());
+    code = 2;
   } catch (const TrainingError& e) {
-    std::cerr << "\nqkv: training failed: " << e.what() << "\n";
-    return 1;
+    message = fmt::format("\nqkv: training failed: {}\n", e.what());
   } catch (const std::bad_alloc&) {
-    std::cerr << "\nqkv: out of memory (lower train.batch_size, data.seq_len or the model size)\n";
-    return 1;
+    message = "\nqkv: out of memory (lower train.batch_size, data.seq_len or the model size)\n";
   } catch (const std::exception& e) {
-    std::cerr << "qkv: failed: " << e.what() << "\n";
-    return 1;
+    message = fmt::format("qkv: failed: {}\n", e.what());
   }
+  report_failure(message);
+  return code;
 }
 
 }  // namespace

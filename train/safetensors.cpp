@@ -323,17 +323,22 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   write_file_atomic(path, to_safetensors_bytes(tensors, metadata, storage));
 }
 
-SafetensorsFile read_safetensors(const std::string& path) {
+std::string read_file_bytes(const std::string& path) {
   std::error_code ec;
   QKV_CHECK(std::filesystem::is_regular_file(path, ec), "safetensors: {}: no such file", path);
   std::ifstream in(path, std::ios::binary);
   QKV_CHECK(in.good(), "safetensors: {}: cannot open", path);
   const auto size = std::filesystem::file_size(path, ec);
   QKV_CHECK(!ec, "safetensors: {}: cannot read its size", path);
-  std::vector<std::byte> bytes(static_cast<std::size_t>(size));  // the file's real size, never a claimed one
-  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(size));
+  std::string bytes(static_cast<std::size_t>(size), '\0');  // the file's real size, never a claimed one
+  in.read(bytes.data(), static_cast<std::streamsize>(size));
   QKV_CHECK(in.gcount() == static_cast<std::streamsize>(size), "safetensors: {}: short read", path);
-  return parse_safetensors(bytes, path);
+  return bytes;
+}
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  const std::string bytes = read_file_bytes(path);
+  return parse_safetensors(std::as_bytes(std::span(bytes.data(), bytes.size())), path);
 }
 
 void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata,

@@ -39,6 +39,8 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
                        const std::map<std::string, std::string>& metadata, StorageType storage = StorageType::F32);
 /// Reads and validates a file (never allocating more than the file's own size).
 SafetensorsFile read_safetensors(const std::string& path);
+/// A file's bytes (errors name it as a safetensors file).
+std::string read_file_bytes(const std::string& path);
 
 /// Saves a module's named parameters (state-dict names) with `metadata`.
 void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata = {},

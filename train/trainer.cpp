@@ -5,6 +5,7 @@
 #include <qkv/core/parallel.h>
 #include <qkv/datasets/dataset.h>
 #include <qkv/optim/schedule.h>
+#include <qkv/train/distributed.h>
 #include <qkv/train/report.h>
 #include <qkv/train/run_dir.h>
 #include <qkv/train/safetensors.h>
@@ -25,7 +26,9 @@
 #include <filesystem>
 #include <fstream>
 #include <new>
+#include <iterator>
 #include <set>
+#include <span>
 #include <thread>
 
 namespace qkv {
@@ -127,8 +130,7 @@ void save_checkpoint(Run& r) {
   }
 }
 
-void load_checkpoint(Run& r, const fs::path& file) {
-  const auto f = read_safetensors(file.string());
+void load_checkpoint(Run& r, const SafetensorsFile& f, const fs::path& file) {
   QKV_CHECK(f.metadata.count("qkv.checkpoint"), "resume: {} is not a qkv checkpoint", file.string());
   const auto ck = nlohmann::json::parse(f.metadata.at("qkv.checkpoint"), nullptr, /*allow_exceptions=*/false);
   QKV_CHECK(ck.is_object(), "resume: {}: the qkv.checkpoint metadata is not a JSON object", file.string());
@@ -191,24 +193,92 @@ SafetensorsFile checkpoint_model(const SafetensorsFile& checkpoint) {
 
 const char* version() { return "0.1.0"; }
 
-StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
-                     double clip_grad_norm_to) {
-  const Tensor logits = model.logits(batch.inputs);  // (B, T, V)
+namespace {
+
+// This rank's rows of a global batch: rank r of N takes rows [r B/N, (r + 1) B/N).
+Batch rank_slice(const Batch& global, const Comm& comm) {
+  if (!comm.distributed()) return global;
+  const std::int64_t rows = global.inputs.size(0) / comm.size(), first = comm.rank() * rows;
+  return {narrow(global.inputs, 0, first, rows).clone(), narrow(global.targets, 0, first, rows).clone()};
+}
+
+// The bytes of this program, so ranks started from different builds are told apart.
+std::uint64_t binary_hash() {
+  std::ifstream in("/proc/self/exe", std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return fnv1a(bytes.data(), bytes.size());
+}
+
+// Every rank must run the same config with the same program, and split the global batch evenly.
+void check_ranks(const Config& c, const Comm& comm) {
+  if (!comm.distributed()) return;
+  QKV_CHECK(c.train.batch_size % comm.size() == 0,
+            "train.batch_size = {} is not divisible by the {} ranks of this job: each rank takes an equal slice of "
+            "the global batch (choose a batch size that is a multiple of mpirun -np)",
+            c.train.batch_size, comm.size());
+  const std::string toml = to_toml(c);
+  const auto configs = comm.gather(fnv1a(toml.data(), toml.size()));
+  const auto binaries = comm.gather(binary_hash());
+  const auto hosts = comm.hosts();
+  std::vector<std::string> odd;
+  for (std::size_t r = 1; r < configs.size(); ++r) {
+    if (configs[r] != configs[0]) odd.push_back(fmt::format("rank {} (on {}) has a different config", r, hosts[r]));
+    if (binaries[r] != binaries[0]) odd.push_back(fmt::format("rank {} (on {}) runs a different qkv binary", r, hosts[r]));
+  }
+  QKV_CHECK(odd.empty(), "the ranks of this job disagree with rank 0 (on {}): {}; every machine needs the same qkv "
+            "build and the same config and overrides", hosts[0], fmt::join(odd, "; "));
+}
+
+// Every rank starts from rank 0's weights (the same seed gives the same ones; a different build or CPU might
+// not), checked by hashing every rank's bytes afterwards.
+void share_weights(LanguageModel& model, const Comm& comm) {
+  if (!comm.distributed()) return;
+  const std::vector<Tensor> params = model.parameters();
+  comm.broadcast_values(params);
+  std::uint64_t h = fnv1a(nullptr, 0);
+  for (const Tensor& p : params) h = fnv1a(p.raw_data(), static_cast<std::size_t>(p.numel()) * itemsize(p.dtype()), h);
+  const auto all = comm.gather(h);
+  for (std::size_t r = 1; r < all.size(); ++r)
+    QKV_CHECK(all[r] == all[0], "rank {}'s weights differ from rank 0's after the broadcast", r);
+}
+
+}  // namespace
+
+namespace {
+// The step's loss: the mean over counted targets. On several ranks each holds a slice of the batch, so its sum
+// is divided by the count over every rank (the global mean, however the -100s fall), and the gradients summed
+// across ranks are the 1-process gradients. A batch whose targets are all -100 contributes zero loss and zero
+// gradient (a plain mean would be 0/0 = NaN, as in torch).
+Tensor step_loss(const Tensor& logits, const Batch& batch, const Comm* comm, double& reported) {
   const std::int64_t v = logits.size(-1);
-  // The mean over counted targets; a batch whose targets are all -100 contributes zero loss and zero gradient
-  // (a plain mean would be 0/0 = NaN, as in torch).
   const std::int64_t* y = batch.targets.data<std::int64_t>();
-  const bool any_counted = std::any_of(y, y + batch.targets.numel(), [](std::int64_t t) { return t != -100; });
-  const Tensor loss = cross_entropy(reshape(logits, {-1, v}), reshape(batch.targets, {-1}), -100,
-                                    any_counted ? Reduction::Mean : Reduction::Sum);
+  const auto counted = std::count_if(y, y + batch.targets.numel(), [](std::int64_t t) { return t != -100; });
+  if (comm == nullptr || !comm->distributed()) {
+    const Tensor loss = cross_entropy(reshape(logits, {-1, v}), reshape(batch.targets, {-1}), -100,
+                                      counted > 0 ? Reduction::Mean : Reduction::Sum);
+    reported = loss.item();
+    return loss;
+  }
+  const double global = comm->sum(static_cast<double>(counted));
+  Tensor loss = cross_entropy(reshape(logits, {-1, v}), reshape(batch.targets, {-1}), -100, Reduction::Sum);
+  if (global > 0) loss = loss * (1.0 / global);
+  reported = comm->sum(loss.item());
+  return loss;
+}
+}  // namespace
+
+StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
+                     double clip_grad_norm_to, const Comm* comm) {
+  const Tensor logits = model.logits(batch.inputs);  // (B, T, V)
   StepStats st;
-  st.loss = loss.item();
+  const Tensor loss = step_loss(logits, batch, comm, st.loss);
   st.lr = optimizer.lr();
-  if (!std::isfinite(st.loss)) return st;  // the caller stops before touching the weights
+  if (!std::isfinite(st.loss)) return st;  // the caller stops before touching the weights (every rank alike)
   optimizer.zero_grad();
   loss.backward();
   // The optimizer's cached list: model.parameters() would rebuild every dotted name on each step.
   const auto& params = optimizer.parameters();
+  if (comm != nullptr) comm->sum_gradients(params);  // then clipping sees the global norm
   st.grad_norm = clip_grad_norm_to > 0 ? clip_grad_norm(params, clip_grad_norm_to) : grad_norm(params);
   if (!std::isfinite(st.grad_norm)) return st;
   optimizer.step();
@@ -218,6 +288,8 @@ StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& sch
 
 BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
   QKV_CHECK(steps > 0 && warmup >= 0, "bench: --steps must be > 0 and --warmup >= 0, got {} and {}", steps, warmup);
+  const Comm& comm = Comm::world();
+  check_ranks(c, comm);
   Run r;
   r.config = c;
   set_up(r);
@@ -225,15 +297,20 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
   const ModelConfig mc = model->config();
   // Batches are drawn up front so the timed loop measures the model, not the data generator.
   std::vector<Batch> batches;
-  for (std::int64_t i = 0; i < std::min<std::int64_t>(steps + warmup, 64); ++i) batches.push_back(r.data->next_batch(c.train.batch_size));
-  for (std::int64_t i = 0; i < warmup; ++i)
-    train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(i) % batches.size()], c.optim.clip_grad_norm);
+  for (std::int64_t i = 0; i < std::min<std::int64_t>(steps + warmup, 64); ++i)
+    batches.push_back(rank_slice(r.data->next_batch(c.train.batch_size), comm));
+  const auto step = [&](std::int64_t i) {
+    train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(i) % batches.size()],
+               c.optim.clip_grad_norm, &comm);
+  };
+  for (std::int64_t i = 0; i < warmup; ++i) step(i);
+  comm.take_comm_seconds();
   const auto t0 = std::chrono::steady_clock::now();
-  for (std::int64_t i = 0; i < steps; ++i)
-    train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(warmup + i) % batches.size()],
-               c.optim.clip_grad_norm);
+  for (std::int64_t i = 0; i < steps; ++i) step(warmup + i);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   BenchResult b;
+  b.ranks = comm.size();
+  b.comm_fraction = comm.take_comm_seconds() / secs;
   b.steps_per_s = double(steps) / secs;
   b.tokens_per_s = b.steps_per_s * double(c.train.batch_size * c.data.seq_len);
   b.gflops = 3.0 * flops_per_token(mc, c.data.seq_len) * b.tokens_per_s / 1e9;  // forward + backward (2x forward)
@@ -436,20 +513,29 @@ class Trainer {
   void open_log();
   void build();
   void resume();
+  /// Rank 0: loads the newest readable checkpoint and returns its bytes (its path in `source`).
+  std::string load_newest_checkpoint(std::string& source);
   void log_progress(const StepStats& st);
   void validate();
   void checkpoint() {
-    guarded_write("checkpoint", r_.step, r_.dir, [&] { save_checkpoint(r_); });
+    on_every_rank_agree(comm_, [&] {
+      if (comm_.lead()) guarded_write("checkpoint", r_.step, r_.dir, [&] { save_checkpoint(r_); });
+    });
     report();
   }
   void report();
   TrainResult interrupted(int sig);
   TrainResult finished();
-  /// The signal options.stop holds (the CLI's SIGINT/SIGTERM handler sets it), or 0.
-  int stop_signal() const { return opt_.stop != nullptr ? opt_.stop->load() : 0; }
+  /// The signal options.stop holds (the CLI's SIGINT/SIGTERM handler sets it), or 0; on several ranks, the
+  /// largest any rank holds, so every rank stops at the same step.
+  int agreed_stop_signal() const {
+    const int sig = opt_.stop != nullptr ? opt_.stop->load() : 0;
+    return comm_.distributed() ? static_cast<int>(comm_.max(sig)) : sig;
+  }
   [[noreturn]] void stop_non_finite(const char* what, double value) const;
 
   const TrainOptions& opt_;
+  const Comm& comm_;  // rank 0 alone writes the run directory, logs and checkpoints
   Run r_;
   std::unique_ptr<RunDir> dir_;
   std::shared_ptr<spdlog::logger> log_;
@@ -461,49 +547,76 @@ class Trainer {
   std::int64_t window_tokens_ = 0, start_step_ = 0;
 };
 
-Trainer::Trainer(const Config& config, const TrainOptions& options) : opt_(options) {
+Trainer::Trainer(const Config& config, const TrainOptions& options) : opt_(options), comm_(Comm::world()) {
   r_.config = config;
   const bool resuming = !options.resume_dir.empty();
+  check_ranks(config, comm_);
   if (!resuming) check_run_name(config.run.name, "config");
   check_memory(config, config.data.task == "text" ? 0 : config.data.vocab_size);  // before anything is allocated
   const fs::path dir = resuming ? fs::path(options.resume_dir) : fs::path(config.run.out_dir) / config.run.name;
-  dir_ = std::make_unique<RunDir>(dir, resuming ? RunDirMode::Resume : options.force ? RunDirMode::Force : RunDirMode::Create);
   r_.dir = dir;
-  open_log();
-  if (!dir_->note().empty()) log_->info("{}", dir_->note());
+  on_every_rank_agree(comm_, [&] {  // only rank 0 has a run directory: other machines need no copy of it
+    if (comm_.lead())
+      dir_ = std::make_unique<RunDir>(dir, resuming ? RunDirMode::Resume
+                                                    : options.force ? RunDirMode::Force : RunDirMode::Create);
+    open_log();
+  });
+  if (dir_ && !dir_->note().empty()) log_->info("{}", dir_->note());
   build();
   if (resuming) resume();
   result_ = {r_.dir.string(), r_.step, {}, false, 0};
 }
 
 void Trainer::open_log() {
-  std::vector<spdlog::sink_ptr> sinks;
-  file_sink_ = std::make_shared<spdlog::sinks::basic_file_sink_mt>((r_.dir / "train.log").string());
-  sinks.push_back(file_sink_);
-  if (!opt_.quiet) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
+  std::vector<spdlog::sink_ptr> sinks;  // none on ranks other than 0: their logger says nothing
+  if (comm_.lead()) {
+    file_sink_ = std::make_shared<spdlog::sinks::basic_file_sink_mt>((r_.dir / "train.log").string());
+    sinks.push_back(file_sink_);
+  }
+  if (!opt_.quiet && comm_.lead()) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
   log_ = std::make_shared<spdlog::logger>("qkv", sinks.begin(), sinks.end());
   log_->set_pattern("[%H:%M:%S] %v");
   log_->flush_on(spdlog::level::info);
-  tty_ = !opt_.quiet && ::isatty(STDERR_FILENO);
+  tty_ = !opt_.quiet && comm_.lead() && ::isatty(STDERR_FILENO);
 }
 
 void Trainer::build() {
-  set_up(r_);
+  on_every_rank_agree(comm_, [&] { set_up(r_); });  // a data file missing on one machine ends every rank
+  share_weights(*r_.model, comm_);
   const Config& c = r_.config;
   if (opt_.resume_dir.empty())
-    log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads", r_.dir.string(),
+    log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads{}", r_.dir.string(),
                c.model.kind, r_.model->num_parameters(), c.data.task, r_.data->vocab_size(), c.data.seq_len,
-               num_threads());
+               num_threads(),
+               comm_.distributed() ? fmt::format(" on each of {} ranks ({} sequences each per step)", comm_.size(),
+                                                 c.train.batch_size / comm_.size())
+                                   : "");
 }
 
-// From the newest checkpoint that reads back whole; a damaged newer one is skipped, saying so.
+// From the newest checkpoint that reads back whole; a damaged newer one is skipped, saying so. Rank 0 reads it
+// and sends its bytes to the other ranks, so they need no copy of the run directory.
 void Trainer::resume() {
+  std::string bytes;
+  std::string source;
+  on_every_rank_agree(comm_, [&] {
+    if (comm_.lead()) bytes = load_newest_checkpoint(source);
+  });
+  if (!comm_.distributed()) return;
+  comm_.broadcast(bytes);
+  comm_.broadcast(source);
+  if (!comm_.lead())
+    load_checkpoint(r_, parse_safetensors(std::as_bytes(std::span(bytes.data(), bytes.size())), source), source);
+}
+
+std::string Trainer::load_newest_checkpoint(std::string& source) {
   auto all = list_checkpoints(r_.dir / "checkpoints");
   QKV_CHECK(!all.empty(), "resume: {} has no checkpoints to resume from", r_.dir.string());
   std::string skipped;
   for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    std::string bytes;
     try {
-      load_checkpoint(r_, *it);
+      bytes = read_file_bytes(it->string());
+      load_checkpoint(r_, parse_safetensors(std::as_bytes(std::span(bytes.data(), bytes.size())), it->string()), *it);
     } catch (const Error& e) {
       log_->warn("resume: skipping {}: {}", it->filename().string(), e.what());
       skipped = e.what();
@@ -512,7 +625,8 @@ void Trainer::resume() {
     truncate_metrics(r_.dir / "metrics.jsonl", r_.step);
     log_->info("resumed {} from {} (step {}){}", r_.dir.string(), it->filename().string(), r_.step,
                skipped.empty() ? "" : ", the newest intact checkpoint");
-    return;
+    source = it->string();
+    return bytes;
   }
   fail("resume: no checkpoint of {} could be read (the newest: {})", r_.dir.string(), skipped);
 }
@@ -563,7 +677,7 @@ void Trainer::stop_non_finite(const char* what, double value) const {
 // The run's page, rewritten at every checkpoint so a long run can be watched by reloading it. It is a view of
 // the run, so a failure to write it is a warning, never the end of training.
 void Trainer::report() {
-  if (!opt_.report) return;
+  if (!opt_.report || !comm_.lead()) return;
   try {
     write_report({r_.dir.string()});
   } catch (const std::exception& e) {
@@ -583,15 +697,18 @@ TrainResult Trainer::interrupted(int sig) {
 TrainResult Trainer::finished() {
   if (tty_) fmt::print(stderr, "\n");
   const ModelConfig& mc = r_.model->config();
-  guarded_write("final model", r_.step, r_.dir, [&] {
-    save(*r_.model, (r_.dir / "model.safetensors").string(), model_metadata(mc, r_.config, *r_.data));
+  on_every_rank_agree(comm_, [&] {
+    if (!comm_.lead()) return;
+    guarded_write("final model", r_.step, r_.dir, [&] {
+      save(*r_.model, (r_.dir / "model.safetensors").string(), model_metadata(mc, r_.config, *r_.data));
+    });
   });
   result_.steps = r_.step;
   report();
   log_->info("done: {} steps; outputs in {} (model.safetensors, metrics.jsonl, train.log, checkpoints/, report.html)",
              r_.step, r_.dir.string());
   // A signal that arrived at the end or during the final save ends the process with its code, after the save.
-  if (const int sig = stop_signal(); sig != 0) {
+  if (const int sig = agreed_stop_signal(); sig != 0) {
     log_->warn("{} during the final save: the run is complete", sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)");
     result_.exit_code = sig == SIGINT ? 130 : 143;
   }
@@ -601,21 +718,25 @@ TrainResult Trainer::finished() {
 TrainResult Trainer::run() {
   const auto& tc = r_.config.train;
   if (r_.step >= tc.steps) {  // a finished run resumed without raising train.steps
-    if (!fs::exists(r_.dir / "model.safetensors")) return finished();  // it stopped before its final save
+    // (rank 0 decides: only it has the directory)
+    if (comm_.max(comm_.lead() && !fs::exists(r_.dir / "model.safetensors")) != 0) return finished();
     log_->info("{} is already finished: {} of train.steps = {} done; to train longer: qkv train --resume {} "
                "train.steps=N", r_.dir.string(), r_.step, tc.steps, r_.dir.string());
     result_.already_finished = true;
     return result_;
   }
-  write_file_atomic((r_.dir / "config.toml").string(), to_toml(r_.config));
-  metrics_.open(r_.dir / "metrics.jsonl", std::ios::app);
+  on_every_rank_agree(comm_, [&] {
+    if (!comm_.lead()) return;
+    write_file_atomic((r_.dir / "config.toml").string(), to_toml(r_.config));
+    metrics_.open(r_.dir / "metrics.jsonl", std::ios::app);
+  });
   start_time_ = window_start_ = std::chrono::steady_clock::now();
   start_step_ = r_.step;
   while (r_.step < tc.steps) {
-    const Batch batch = r_.data->next_batch(tc.batch_size);
+    const Batch batch = rank_slice(r_.data->next_batch(tc.batch_size), comm_);  // every rank draws the same
     StepStats st;
     try {
-      st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm);
+      st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm, &comm_);
     } catch (const std::bad_alloc&) {
       throw TrainingError(fmt::format("step {}: out of memory (lower train.batch_size, data.seq_len or the model "
                                       "size)", r_.step + 1));
@@ -623,12 +744,12 @@ TrainResult Trainer::run() {
     if (!std::isfinite(st.loss)) stop_non_finite("loss", st.loss);
     if (!std::isfinite(st.grad_norm)) stop_non_finite("gradient norm", st.grad_norm);
     ++r_.step;
-    window_tokens_ += batch.inputs.numel();
+    window_tokens_ += batch.inputs.numel() * comm_.size();
     const bool last = r_.step == tc.steps;
     if (r_.step % tc.log_every == 0 || last) log_progress(st);
     if (r_.step % tc.eval_every == 0 || last) validate();
     if (opt_.on_step) opt_.on_step(r_.step);
-    if (const int sig = stop_signal(); sig != 0 && !last) {  // on the last step, finished() saves first
+    if (const int sig = agreed_stop_signal(); sig != 0 && !last) {  // on the last step, finished() saves first
       checkpoint();
       return interrupted(sig);
     }

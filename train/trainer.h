@@ -13,6 +13,7 @@
 
 namespace qkv {
 
+class Comm;
 class Dataset;
 class LRSchedule;
 class Optimizer;
@@ -92,14 +93,19 @@ struct StepStats {
 };
 /// One training step: forward, cross-entropy, zero_grad, backward, clip (when clip_grad_norm_to > 0), optimizer
 /// step, schedule step. Stops before updating anything when the loss or gradient norm is not finite.
+/// With a distributed `comm`, `batch` is this rank's slice of the global batch: the loss is normalised by the
+/// targets counted on every rank and the gradients are summed across ranks before clipping.
 StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
-                     double clip_grad_norm_to);
+                     double clip_grad_norm_to, const Comm* comm = nullptr);
 
 struct BenchResult {
   double steps_per_s = 0, tokens_per_s = 0, gflops = 0, peak_rss_mb = 0;
+  int ranks = 1;
+  double comm_fraction = 0;  ///< share of a step spent in collectives (under mpirun)
 };
 /// Trains the config's model on its task for `steps` timed steps after `warmup` untimed ones, with no
-/// evaluation, logging or checkpoint I/O.
+/// evaluation, logging or checkpoint I/O. Under mpirun every rank takes its slice of each global batch; the
+/// figures are global (tokens of the whole batch).
 BenchResult bench(const Config& config, std::int64_t steps, std::int64_t warmup);
 
 /// The weights a run of `config` starts from (run.seed's initialisation, or model.init's weights) written to `path`

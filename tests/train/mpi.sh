@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Data parallel training under mpirun (--oversubscribe, so it runs on 2 cores): N ranks follow the 1-process run,
+# resume works with a different N, a batch that does not split evenly is one clear error, bench reports the
+# communication share. Usage: mpi.sh QKV_BINARY WORK_DIR SOURCE_DIR
+set -u
+QKV=$1
+WORK=$2
+SRC=$3
+rm -rf "$WORK"
+mkdir -p "$WORK"
+cd "$WORK" || exit 1
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader ASAN_OPTIONS=detect_leaks=0
+MPIRUN=(mpirun --oversubscribe --bind-to none)
+CFG="$SRC/configs/sort.toml"
+# 60 steps with a loss line each; dropout 0 (the config's). Batch 12 splits over 1, 2 and 3 ranks.
+COMMON=("run.out_dir=\"$WORK\"" "train.steps=60" "train.log_every=1" "train.eval_every=60" "train.batch_size=12"
+        "train.threads=1" "schedule.warmup_steps=10" "train.checkpoint_every=30")
+passed=0
+failed=0
+check() {  # check DESCRIPTION COMMAND...
+  local what=$1
+  shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what"; fi
+}
+losses() { grep '"split":"train"' "$1/metrics.jsonl" | grep -o '"loss":[^,}]*' | cut -d: -f2; }
+val_acc() { grep '"split":"val"' "$1/metrics.jsonl" | tail -1 | grep -o '"token_acc":[^,}]*' | cut -d: -f2; }
+# The first 50 losses of run $2 within 1e-5 relative of run $1's, and the same final validation accuracy.
+same_run() {
+  [ "$(losses "$2" | wc -l)" = 60 ] || { echo "$2: expected 60 train lines"; return 1; }
+  paste <(losses "$1" | head -50) <(losses "$2" | head -50) |
+    awk '{ d = $1 - $2; if (d < 0) d = -d; if (d > 1e-5 * ($1 < 0 ? -$1 : $1)) { print "step " NR ": " $1 " vs " $2; bad = 1 } }
+         END { exit bad }' || return 1
+  [ "$(val_acc "$1")" = "$(val_acc "$2")" ] || { echo "validation accuracy $(val_acc "$1") vs $(val_acc "$2")"; return 1; }
+}
+
+"$QKV" train "$CFG" "${COMMON[@]}" run.name=\"one\" >/dev/null 2>one.err
+check "1 process trains" [ -f one/model.safetensors ]
+for n in 2 3; do
+  "${MPIRUN[@]}" -np $n "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"np$n\" >np$n.out 2>np$n.err
+  code=$?
+  check "np $n: exit 0 (got $code)" [ "$code" = 0 ]
+  check "np $n follows the 1-process run" same_run one np$n
+  check "np $n: rank 0 alone reports" [ "$(grep -c "^Trained 60 steps" np$n.out)" = 1 ]
+done
+
+# Resume on 3 ranks from a 2-rank run's step-30 checkpoint: the same as never stopping.
+cp -r np2 resumed
+rm resumed/checkpoints/step_000000060.safetensors resumed/model.safetensors
+"${MPIRUN[@]}" -np 3 "$QKV" train --resume "$WORK/resumed" >resumed.out 2>resumed.err
+check "resume 2 -> 3 ranks: exit 0" [ $? = 0 ]
+check "resume 2 -> 3 ranks follows the 1-process run" same_run one resumed
+
+# A global batch that does not split evenly: exit 2, said once (not once per rank).
+"${MPIRUN[@]}" -np 3 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"odd\" train.batch_size=16 >odd.out 2>odd.err
+code=$?
+check "batch 16 on 3 ranks: exit 2 (got $code)" [ "$code" = 2 ]
+check "batch 16 on 3 ranks: one message" [ "$(grep -c "train.batch_size = 16 is not divisible by the 3 ranks" odd.err)" = 1 ]
+check "batch 16 on 3 ranks: no run directory" [ ! -e odd ]
+
+# An existing run directory (only rank 0 looks): every rank stops, exit 2, one message.
+"${MPIRUN[@]}" -np 2 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"np2\" >again.out 2>again.err
+code=$?
+check "existing run: exit 2 (got $code)" [ "$code" = 2 ]
+check "existing run: one message" [ "$(grep -c "already exists" again.err)" = 1 ]
+
+# bench under mpirun: global figures and the communication share.
+"${MPIRUN[@]}" -np 2 "$QKV" bench "$CFG" --steps 5 --warmup 1 train.threads=1 >bench.out 2>bench.err
+check "bench under mpirun reports ranks and comm_fraction" grep -q "ranks=2 comm_fraction=" bench.out
+check "bench: rank 0 alone prints" [ "$(grep -c steps_per_s bench.out)" = 1 ]
+
+echo "mpi: $passed passed, $failed failed"
+[ "$failed" = 0 ]

@@ -1,0 +1,218 @@
+#include "qkv/train/distributed.h"
+
+#include <qkv/core/dispatch.h>
+#include <qkv/core/tensor.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+
+#include <unistd.h>
+
+#ifdef QKV_HAVE_MPI
+#include <mpi.h>
+#endif
+
+namespace qkv {
+namespace {
+
+// Times a collective into comm_seconds.
+class Timed {
+ public:
+  explicit Timed(double& total) : total_(total), t0_(std::chrono::steady_clock::now()) {}
+  ~Timed() { total_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count(); }
+  Timed(const Timed&) = delete;
+  Timed& operator=(const Timed&) = delete;
+
+ private:
+  double& total_;
+  std::chrono::steady_clock::time_point t0_;
+};
+
+#ifdef QKV_HAVE_MPI
+void check_mpi(int rc, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  fail("MPI: {} failed: {}", what, std::string(text, static_cast<std::size_t>(len)));
+}
+
+void finalize_at_exit() {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (!finalized) MPI_Finalize();
+}
+#endif
+
+// A dtype's gradients as one flat buffer: gathered, summed across ranks, scattered back.
+template <class T>
+void sum_flat(const std::vector<Tensor>& params, DType dtype, [[maybe_unused]] double& seconds) {
+  std::size_t n = 0;
+  for (const Tensor& p : params)
+    if (p.dtype() == dtype) n += static_cast<std::size_t>(p.numel());
+  if (n == 0) return;
+  std::vector<T> flat(n, T(0));
+  std::size_t at = 0;
+  for (const Tensor& p : params) {
+    if (p.dtype() != dtype) continue;
+    const Tensor g = p.grad();
+    if (g.defined()) std::memcpy(flat.data() + at, g.data<T>(), static_cast<std::size_t>(g.numel()) * sizeof(T));
+    at += static_cast<std::size_t>(p.numel());
+  }
+#ifdef QKV_HAVE_MPI
+  {
+    Timed timed(seconds);
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(n),
+                            std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
+              "all-reduce of the gradients");
+  }
+#endif
+  at = 0;
+  for (const Tensor& p : params) {
+    if (p.dtype() != dtype) continue;
+    if (!p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), p.dtype()));
+    std::memcpy(p.grad().data<T>(), flat.data() + at, static_cast<std::size_t>(p.numel()) * sizeof(T));
+    at += static_cast<std::size_t>(p.numel());
+  }
+}
+
+}  // namespace
+
+bool launched_by_mpirun() {
+  for (const char* v : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK"})
+    if (std::getenv(v) != nullptr) return true;
+  return false;
+}
+
+Comm::Comm() {
+#ifdef QKV_HAVE_MPI
+  if (!launched_by_mpirun()) return;
+  int initialised = 0;
+  MPI_Initialized(&initialised);
+  if (!initialised) {
+    check_mpi(MPI_Init(nullptr, nullptr), "MPI_Init");
+    std::atexit(finalize_at_exit);
+  }
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &size_);
+#else
+  QKV_CHECK(!launched_by_mpirun(), "this qkv was built without MPI, but it was started by mpirun: install "
+            "libopenmpi-dev and rebuild (make build) to train on several ranks");
+#endif
+}
+
+Comm& Comm::world() {
+  static Comm comm;
+  return comm;
+}
+
+void Comm::sum([[maybe_unused]] std::vector<double>& values) const {
+  if (!distributed()) return;
+#ifdef QKV_HAVE_MPI
+  Timed timed(comm_seconds_);
+  check_mpi(MPI_Allreduce(MPI_IN_PLACE, values.data(), static_cast<int>(values.size()), MPI_DOUBLE, MPI_SUM,
+                          MPI_COMM_WORLD),
+            "all-reduce");
+#endif
+}
+
+double Comm::sum(double value) const {
+  std::vector<double> v{value};
+  sum(v);
+  return v[0];
+}
+
+void Comm::sum_gradients(const std::vector<Tensor>& params) const {
+  if (!distributed()) return;
+  sum_flat<float>(params, kFloat32, comm_seconds_);
+  sum_flat<double>(params, kFloat64, comm_seconds_);
+}
+
+void Comm::broadcast([[maybe_unused]] std::string& bytes, [[maybe_unused]] int root) const {
+  if (!distributed()) return;
+#ifdef QKV_HAVE_MPI
+  Timed timed(comm_seconds_);
+  std::uint64_t n = bytes.size();
+  check_mpi(MPI_Bcast(&n, 1, MPI_UINT64_T, root, MPI_COMM_WORLD), "broadcast");
+  bytes.resize(n);
+  // In pieces below 2 GiB: MPI counts are ints.
+  for (std::uint64_t at = 0; at < n; at += std::uint64_t{1} << 30) {
+    const auto len = static_cast<int>(std::min<std::uint64_t>(n - at, std::uint64_t{1} << 30));
+    check_mpi(MPI_Bcast(bytes.data() + at, len, MPI_BYTE, root, MPI_COMM_WORLD), "broadcast");
+  }
+#endif
+}
+
+void Comm::broadcast_values(const std::vector<Tensor>& tensors, int root) const {
+  if (!distributed()) return;
+  std::string bytes;
+  for (const Tensor& t : tensors)
+    bytes.append(static_cast<const char*>(t.raw_data()), static_cast<std::size_t>(t.numel()) * itemsize(t.dtype()));
+  broadcast(bytes, root);
+  std::size_t at = 0;
+  for (const Tensor& t : tensors) {
+    const auto n = static_cast<std::size_t>(t.numel()) * itemsize(t.dtype());
+    QKV_CHECK(at + n <= bytes.size(), "broadcast: rank {} sent fewer values than this rank's parameters hold", root);
+    std::memcpy(t.raw_data(), bytes.data() + at, n);
+    t.bump_version();
+    at += n;
+  }
+}
+
+std::vector<std::uint64_t> Comm::gather(std::uint64_t value) const {
+  std::vector<std::uint64_t> all(static_cast<std::size_t>(size_), value);
+#ifdef QKV_HAVE_MPI
+  if (distributed()) {
+    Timed timed(comm_seconds_);
+    check_mpi(MPI_Allgather(&value, 1, MPI_UINT64_T, all.data(), 1, MPI_UINT64_T, MPI_COMM_WORLD), "all-gather");
+  }
+#endif
+  return all;
+}
+
+std::int64_t Comm::max(std::int64_t value) const {
+#ifdef QKV_HAVE_MPI
+  if (distributed()) {
+    Timed timed(comm_seconds_);
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, &value, 1, MPI_INT64_T, MPI_MAX, MPI_COMM_WORLD), "all-reduce");
+  }
+#endif
+  return value;
+}
+
+std::vector<std::string> Comm::hosts() const {
+  char name[256] = {};
+  gethostname(name, sizeof(name) - 1);
+  std::vector<std::string> all(static_cast<std::size_t>(size_), name);
+#ifdef QKV_HAVE_MPI
+  if (distributed()) {
+    std::vector<char> buf(static_cast<std::size_t>(size_) * sizeof(name));
+    check_mpi(MPI_Allgather(name, sizeof(name), MPI_CHAR, buf.data(), sizeof(name), MPI_CHAR, MPI_COMM_WORLD),
+              "all-gather");
+    for (int r = 0; r < size_; ++r) all[static_cast<std::size_t>(r)] = std::string(buf.data() + r * sizeof(name));
+  }
+#endif
+  return all;
+}
+
+void Comm::abort(int code) const {
+#ifdef QKV_HAVE_MPI
+  if (distributed()) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::_Exit(code);
+}
+
+double Comm::take_comm_seconds() const {
+  const double s = comm_seconds_;
+  comm_seconds_ = 0;
+  return s;
+}
+
+std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (std::size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h;
+}
+
+}  // namespace qkv

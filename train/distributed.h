@@ -1,0 +1,102 @@
+#pragma once
+// Data parallelism on MPI: `mpirun -np N qkv train CONFIG` runs N ranks that each take 1/N of every global
+// batch and sum their gradients with MPI all-reduce, so N ranks follow the 1-process run. Without mpirun (or in a
+// build without MPI) the job is one rank and nothing here calls MPI: it is never even initialised.
+#include <cstddef>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace qkv {
+
+class Tensor;
+
+/// Thrown on the ranks that did not fail when another rank's failure ends the job: the failing rank prints
+/// the message, these stay silent (the CLI exits with `code`).
+class PeerFailed : public std::runtime_error {
+ public:
+  explicit PeerFailed(int code) : std::runtime_error("another rank failed"), code(code) {}
+  int code;
+};
+
+/// The ranks of this job (MPI_COMM_WORLD), or a job of one.
+class Comm {
+ public:
+  /// The job's communicator; under mpirun, the first call initialises MPI (and registers its finalisation).
+  static Comm& world();
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  bool distributed() const { return size_ > 1; }
+  bool lead() const { return rank_ == 0; }
+
+  /// Sums every rank's values in place (float32 or float64 tensors, contiguous spans of doubles).
+  void sum(std::vector<double>& values) const;
+  double sum(double value) const;
+  /// Every rank's gradients summed in place, flattened into one buffer per dtype (one all-reduce, not one per
+  /// tensor); undefined gradients count as zeros.
+  void sum_gradients(const std::vector<Tensor>& params) const;
+  /// Root's bytes on every rank (resized there).
+  void broadcast(std::string& bytes, int root = 0) const;
+  /// Root's parameter values copied into every rank's parameters.
+  void broadcast_values(const std::vector<Tensor>& tensors, int root = 0) const;
+  /// Every rank's value, in rank order.
+  std::vector<std::uint64_t> gather(std::uint64_t value) const;
+  /// The largest of every rank's value.
+  std::int64_t max(std::int64_t value) const;
+  /// Every rank's host name, in rank order.
+  std::vector<std::string> hosts() const;
+  /// Ends every rank of the job with `code` (MPI_Abort); for failures one rank hits alone.
+  [[noreturn]] void abort(int code) const;
+  /// Seconds spent inside collectives since the last call (bench's communication share).
+  double take_comm_seconds() const;
+
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+
+ private:
+  Comm();
+  int rank_ = 0, size_ = 1;
+  mutable double comm_seconds_ = 0;
+};
+
+/// True when this process was started by mpirun/mpiexec (OpenMPI's OMPI_COMM_WORLD_SIZE, or PMI/PMIx variables).
+bool launched_by_mpirun();
+
+/// Runs `f` on every rank; if it throws on any rank, every rank throws: the failing ranks their own error, the
+/// others PeerFailed with the failing rank's exit code (2 for qkv::Error, 1 otherwise). For steps one rank may
+/// fail alone (rank 0 creating the run directory), so no rank is left waiting in a collective.
+template <class F>
+void on_every_rank_agree(const Comm& comm, F&& f);
+
+/// A 64-bit FNV-1a hash of bytes (for checking that ranks agree).
+std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 14695981039346656037ull);
+
+}  // namespace qkv
+
+#include <qkv/core/errors.h>
+
+#include <exception>
+
+namespace qkv {
+
+template <class F>
+void on_every_rank_agree(const Comm& comm, F&& f) {
+  std::exception_ptr error;
+  std::int64_t code = 0;
+  try {
+    f();
+  } catch (const Error&) {
+    error = std::current_exception();
+    code = 2;
+  } catch (...) {
+    error = std::current_exception();
+    code = 1;
+  }
+  const std::int64_t worst = comm.distributed() ? comm.max(code) : code;
+  if (error) std::rethrow_exception(error);
+  if (worst != 0) throw PeerFailed(static_cast<int>(worst));
+}
+
+}  // namespace qkv
