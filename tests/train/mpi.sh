@@ -68,5 +68,36 @@ check "existing run: one message" [ "$(grep -c "already exists" again.err)" = 1 
 check "bench under mpirun reports ranks and comm_fraction" grep -q "ranks=2 comm_fraction=" bench.out
 check "bench: rank 0 alone prints" [ "$(grep -c steps_per_s bench.out)" = 1 ]
 
+# Ctrl-C to mpirun: mpirun sends SIGTERM to every rank; they agree on a step, rank 0 writes one checkpoint and
+# prints the resume command, and no rank is left. (mpirun itself then exits 1, not 143: that code is mpirun's.)
+wait_for() { for _ in $(seq 300); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1"; return 1; }
+gone_within() {  # gone_within SECONDS PID: the process ends within SECONDS
+  for _ in $(seq $(($1 * 10))); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.1; done
+  echo "pid $2 still running after $1 s"; kill -9 "$2"; return 1
+}
+LONG=("run.out_dir=\"$WORK\"" "train.steps=1000000" "train.target_accuracy=0" "train.threads=1" "train.checkpoint_every=200")
+"${MPIRUN[@]}" -np 2 "$QKV" train "$CFG" "${LONG[@]}" run.name=\"sigint\" >sigint.out 2>sigint.err &
+job=$!
+wait_for sigint/checkpoints/step_000000200.safetensors
+kill -INT $job
+check "SIGINT to mpirun: the job ends within 30 s" gone_within 30 $job
+check "SIGINT to mpirun: the resume command is printed once" [ "$(grep -c "Resume with: qkv train --resume" sigint.err)" = 1 ]
+check "SIGINT to mpirun: a checkpoint at the agreed step" [ "$(ls sigint/checkpoints | wc -l)" -ge 2 ]
+check "SIGINT to mpirun: no rank left" [ "$(pgrep -f -- 'run.name="sigint"' | wc -l)" = 0 ]
+
+# One rank killed (SIGKILL): mpirun ends the job within 30 s, non-zero; the last checkpoint is intact and resumes.
+"${MPIRUN[@]}" -np 2 "$QKV" train "$CFG" "${LONG[@]}" run.name=\"killed\" >killed.out 2>killed.err &
+job=$!
+wait_for killed/checkpoints/step_000000200.safetensors
+kill -9 "$(pgrep -f -- 'run.name="killed"' | grep -vx "$job" | tail -1)"
+check "a killed rank ends the job within 30 s" gone_within 30 $job
+wait $job
+code=$?
+check "a killed rank: non-zero exit (got $code)" [ "$code" != 0 ]
+check "a killed rank: no rank left" [ "$(pgrep -f -- 'run.name="killed"' | wc -l)" = 0 ]
+newest=$(ls killed/checkpoints | tail -1 | sed 's/step_0*\([0-9]*\).safetensors/\1/')
+"$QKV" train --resume "$WORK/killed" train.steps=$((newest + 5)) >resume_killed.out 2>&1
+check "a killed rank: --resume from the last checkpoint works" [ $? = 0 ]
+
 echo "mpi: $passed passed, $failed failed"
 [ "$failed" = 0 ]
