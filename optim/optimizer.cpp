@@ -100,6 +100,19 @@ OptimizerState Optimizer::state_dict() const {
   return s;
 }
 
+void Optimizer::retain_state(const std::function<bool(const std::string& param)>& keep) {
+  for (const auto& [name, p] : params_) {
+    if (keep(name)) continue;
+    for (const auto& sl : slot_names()) state_.erase(name + "." + sl);
+  }
+}
+
+std::size_t Optimizer::state_bytes() const {
+  std::size_t n = 0;
+  for (const auto& [key, t] : state_) n += static_cast<std::size_t>(t.numel()) * itemsize(t.dtype());
+  return n;
+}
+
 namespace {
 // Each group's hyperparameters from a state (absent in states saved before groups existed: keep the current).
 std::vector<std::pair<double, double>> saved_groups(const OptimizerState& s, std::size_t expected, const char* who) {
@@ -292,11 +305,14 @@ double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
   const double norm = grad_norm(params);
   const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0)
-    each_grad(params, [&](auto* pg, std::int64_t n) {
-      for (std::int64_t i = 0; i < n; ++i) pg[i] *= static_cast<std::remove_pointer_t<decltype(pg)>>(coef);
-    });
+  if (coef < 1.0) scale_grads(params, coef);
   return norm;
+}
+
+void scale_grads(const std::vector<Tensor>& params, double factor) {
+  each_grad(params, [&](auto* pg, std::int64_t n) {
+    for (std::int64_t i = 0; i < n; ++i) pg[i] *= static_cast<std::remove_pointer_t<decltype(pg)>>(factor);
+  });
 }
 
 void clip_grad_value(const std::vector<Tensor>& params, double clip_value) {

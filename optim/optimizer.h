@@ -4,6 +4,7 @@
 #include <qkv/core/tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -64,6 +65,10 @@ class Optimizer {
   OptimizerState state_dict() const;
   /// Restores a state_dict(); throws naming any missing or mismatched entry.
   void load_state_dict(const OptimizerState& state);
+  /// Drops the state of every parameter `keep(name)` rejects (a sharded run keeps only its own).
+  void retain_state(const std::function<bool(const std::string& param)>& keep);
+  /// Bytes of state tensors held.
+  std::size_t state_bytes() const;
 
  protected:
   /// Updates one parameter given its gradient, with its group's lr and weight decay; its state tensors come
@@ -167,6 +172,8 @@ double grad_norm(const std::vector<Tensor>& params);
 /// Scales all gradients together so their global L2 norm is at most max_norm (as torch's clip_grad_norm_:
 /// coefficient max_norm / (norm + 1e-6), applied only when below 1). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);
+/// Multiplies every gradient by `factor` (what clipping applies).
+void scale_grads(const std::vector<Tensor>& params, double factor);
 /// Clamps every gradient element into [-clip_value, clip_value].
 void clip_grad_value(const std::vector<Tensor>& params, double clip_value);
 

@@ -79,6 +79,7 @@ std::vector<KeySpec> make_specs() {
       {"optim.momentum", [](Config& c) -> Ref { return &c.optim.momentum; }, "sgd: momentum", 0, 1},
       {"optim.nesterov", [](Config& c) -> Ref { return &c.optim.nesterov; }, "sgd: Nesterov momentum (needs momentum > 0)"},
       {"optim.clip_grad_norm", [](Config& c) -> Ref { return &c.optim.clip_grad_norm; }, "clip the global gradient norm to this (0 = off)", 0, kInf},
+      {"optim.shard", [](Config& c) -> Ref { return &c.optim.shard; }, "under mpirun: each rank keeps the optimizer state of 1/N of the parameters (ZeRO-1)"},
       {"schedule.kind", [](Config& c) -> Ref { return &c.schedule.kind; }, "the learning rate's shape after warmup",
        -kInf, kInf, schedule_kinds()},
       {"schedule.warmup_steps", [](Config& c) -> Ref { return &c.schedule.warmup_steps; }, "linear warmup steps from lr/warmup to lr", 0, 1e9},

@@ -30,6 +30,7 @@ struct Config {
     double eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
     bool nesterov = false;
     double clip_grad_norm = 0.0;  // 0 = off
+    bool shard = false;           // ZeRO-1 under mpirun
   } optim;
   struct Schedule {
     std::string kind = "constant";  // constant | cosine | linear | step

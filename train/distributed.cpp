@@ -2,8 +2,11 @@
 
 #include <qkv/core/dispatch.h>
 #include <qkv/core/tensor.h>
+#include <qkv/optim/optimizer.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 
@@ -171,6 +174,33 @@ std::vector<std::uint64_t> Comm::gather(std::uint64_t value) const {
   return all;
 }
 
+std::vector<std::string> Comm::gather_to_lead(const std::string& bytes) const {
+  if (!distributed()) return {bytes};
+  std::vector<std::string> out;
+#ifdef QKV_HAVE_MPI
+  Timed timed(comm_seconds_);
+  QKV_CHECK(bytes.size() < (std::size_t{1} << 31), "gather: {} bytes from one rank is over MPI's 2 GiB", bytes.size());
+  int n = static_cast<int>(bytes.size());
+  std::vector<int> sizes(static_cast<std::size_t>(size_)), displs(static_cast<std::size_t>(size_));
+  check_mpi(MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, 0, MPI_COMM_WORLD), "gather");
+  std::int64_t total = 0;
+  for (int r = 0; r < size_; ++r) {
+    displs[static_cast<std::size_t>(r)] = static_cast<int>(total);
+    total += sizes[static_cast<std::size_t>(r)];
+  }
+  QKV_CHECK(!lead() || total < (std::int64_t{1} << 31), "gather: {} bytes in all is over MPI's 2 GiB", total);
+  std::string all(lead() ? static_cast<std::size_t>(total) : 0, '\0');
+  check_mpi(MPI_Gatherv(bytes.data(), n, MPI_BYTE, all.data(), sizes.data(), displs.data(), MPI_BYTE, 0,
+                        MPI_COMM_WORLD),
+            "gather");
+  if (lead())
+    for (int r = 0; r < size_; ++r)
+      out.push_back(all.substr(static_cast<std::size_t>(displs[static_cast<std::size_t>(r)]),
+                               static_cast<std::size_t>(sizes[static_cast<std::size_t>(r)])));
+#endif
+  return out;
+}
+
 std::int64_t Comm::max(std::int64_t value) const {
 #ifdef QKV_HAVE_MPI
   if (distributed()) {
@@ -207,6 +237,113 @@ double Comm::take_comm_seconds() const {
   const double s = comm_seconds_;
   comm_seconds_ = 0;
   return s;
+}
+
+Shard::Shard(const std::vector<Tensor>& params, const Comm& comm) : comm_(comm), params_(params) {
+  QKV_CHECK(!params.empty(), "optim.shard: the model has no parameters");
+  for (const Tensor& p : params)
+    QKV_CHECK(p.dtype() == params[0].dtype() && is_floating(p.dtype()),
+              "optim.shard: every parameter must have one float dtype, got {} and {}", dtype_name(params[0].dtype()),
+              dtype_name(p.dtype()));
+  // Largest first onto the least loaded rank: balanced shards, the same on every rank (ties by index).
+  std::vector<std::size_t> by_size(params.size());
+  for (std::size_t i = 0; i < by_size.size(); ++i) by_size[i] = i;
+  std::stable_sort(by_size.begin(), by_size.end(),
+                   [&](std::size_t a, std::size_t b) { return params[a].numel() > params[b].numel(); });
+  std::vector<std::int64_t> load(static_cast<std::size_t>(comm.size()), 0);
+  owner_.assign(params.size(), 0);
+  for (std::size_t i : by_size) {
+    const auto least = std::min_element(load.begin(), load.end()) - load.begin();
+    owner_[i] = static_cast<int>(least);
+    load[static_cast<std::size_t>(least)] += params[i].numel();
+  }
+  for (int r = 0; r < comm.size(); ++r)
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (owner_[i] == r) order_.push_back(i);
+  int at = 0;
+  for (int r = 0; r < comm.size(); ++r) {
+    QKV_CHECK(load[static_cast<std::size_t>(r)] < (std::int64_t{1} << 31), "optim.shard: a shard over 2^31 elements");
+    counts_.push_back(static_cast<int>(load[static_cast<std::size_t>(r)]));
+    displs_.push_back(at);
+    at += counts_.back();
+  }
+}
+
+std::int64_t Shard::owned_elements() const { return counts_[static_cast<std::size_t>(comm_.rank())]; }
+std::int64_t Shard::total_elements() const { return displs_.back() + counts_.back(); }
+
+// gradients: reduce-scatter of the flat gradients (this rank keeps the sums of its parameters, drops the rest);
+// otherwise: all-gather of the parameters from their owners.
+template <class T>
+void Shard::exchange(bool gradients) const {
+  std::vector<T> flat(static_cast<std::size_t>(total_elements()), T(0));
+  std::size_t at = 0;
+  for (std::size_t i : order_) {
+    const Tensor& p = params_[i];
+    const Tensor src = gradients ? p.grad() : p;
+    const auto n = static_cast<std::size_t>(p.numel());
+    if (src.defined() && (gradients || owns(i))) std::memcpy(flat.data() + at, src.data<T>(), n * sizeof(T));
+    at += n;
+  }
+#ifdef QKV_HAVE_MPI
+  const MPI_Datatype type = std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE;
+  Timed timed(comm_.comm_seconds_);
+  if (gradients)
+    check_mpi(MPI_Reduce_scatter(MPI_IN_PLACE, flat.data(), counts_.data(), type, MPI_SUM, MPI_COMM_WORLD),
+              "reduce-scatter of the gradients");
+  else
+    check_mpi(MPI_Allgatherv(MPI_IN_PLACE, 0, type, flat.data(), counts_.data(), displs_.data(), type, MPI_COMM_WORLD),
+              "all-gather of the parameters");
+#endif
+  // MPI_Reduce_scatter in place leaves this rank's block at the front of the buffer.
+  const T* result = gradients ? flat.data() : nullptr;
+  at = 0;
+  std::size_t mine_at = 0;
+  for (std::size_t i : order_) {
+    const Tensor& p = params_[i];
+    const auto n = static_cast<std::size_t>(p.numel());
+    if (gradients) {
+      if (owns(i)) {
+        if (!p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), p.dtype()));
+        std::memcpy(p.grad().data<T>(), result + mine_at, n * sizeof(T));
+        mine_at += n;
+      } else {
+        p.zero_grad();  // not this rank's: Optimizer::step skips it
+      }
+    } else if (!owns(i)) {
+      std::memcpy(p.data<T>(), flat.data() + at, n * sizeof(T));
+      p.bump_version();
+    }
+    at += n;
+  }
+}
+
+void Shard::reduce_scatter_gradients() const {
+  dispatch("optim.shard", params_[0].dtype(), [&](auto tag) { exchange<decltype(tag)>(true); });
+}
+
+void Shard::all_gather_parameters() const {
+  dispatch("optim.shard", params_[0].dtype(), [&](auto tag) { exchange<decltype(tag)>(false); });
+}
+
+double Shard::grad_norm() const {
+  double sq = 0;
+  for (std::size_t i = 0; i < params_.size(); ++i) {
+    const Tensor g = params_[i].grad();
+    if (!owns(i) || !g.defined()) continue;
+    dispatch("optim.shard", g.dtype(), [&](auto tag) {
+      const auto* pg = g.data<decltype(tag)>();
+      for (std::int64_t j = 0; j < g.numel(); ++j) sq += double(pg[j]) * double(pg[j]);
+    });
+  }
+  return std::sqrt(comm_.sum(sq));
+}
+
+double Shard::clip_grad_norm(double max_norm) const {
+  const double norm = grad_norm();
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) scale_grads(params_, coef);  // only this rank's parameters hold gradients now
+  return norm;
 }
 
 std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h) {

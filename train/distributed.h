@@ -43,6 +43,8 @@ class Comm {
   void broadcast_values(const std::vector<Tensor>& tensors, int root = 0) const;
   /// Every rank's value, in rank order.
   std::vector<std::uint64_t> gather(std::uint64_t value) const;
+  /// Every rank's bytes on rank 0, in rank order (empty on the other ranks).
+  std::vector<std::string> gather_to_lead(const std::string& bytes) const;
   /// The largest of every rank's value.
   std::int64_t max(std::int64_t value) const;
   /// Every rank's host name, in rank order.
@@ -56,9 +58,37 @@ class Comm {
   Comm& operator=(const Comm&) = delete;
 
  private:
+  friend class Shard;  // its collectives count into comm_seconds_ too
   Comm();
   int rank_ = 0, size_ = 1;
   mutable double comm_seconds_ = 0;
+};
+
+/// ZeRO-1 (optim.shard): each parameter belongs to one rank (whole parameters, balanced by size), which alone
+/// keeps its optimizer state and updates it. Per step: reduce-scatter the gradients (each rank receives the sums
+/// of its own parameters and drops the others, so Optimizer::step skips them), the global norm from every rank's
+/// part, the optimizer step on the shard, then all-gather the parameters.
+class Shard {
+ public:
+  Shard(const std::vector<Tensor>& params, const Comm& comm);
+  bool owns(std::size_t param) const { return owner_[param] == comm_.rank(); }
+  void reduce_scatter_gradients() const;
+  /// The L2 norm of all gradients (every rank's owned part), and clipping by it as clip_grad_norm does.
+  double grad_norm() const;
+  double clip_grad_norm(double max_norm) const;
+  void all_gather_parameters() const;
+  /// Elements of this rank's parameters, and of all of them.
+  std::int64_t owned_elements() const;
+  std::int64_t total_elements() const;
+
+ private:
+  template <class T>
+  void exchange(bool gradients) const;
+  const Comm& comm_;
+  std::vector<Tensor> params_;
+  std::vector<int> owner_;            // per parameter
+  std::vector<std::size_t> order_;    // parameters grouped by owner, each owner's contiguous in the flat buffer
+  std::vector<int> counts_, displs_;  // elements per rank and where they start
 };
 
 /// True when this process was started by mpirun/mpiexec (OpenMPI's OMPI_COMM_WORLD_SIZE, or PMI/PMIx variables).

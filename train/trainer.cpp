@@ -83,6 +83,7 @@ struct Run {
   std::unique_ptr<Dataset> data;
   std::shared_ptr<LanguageModel> model;
   std::unique_ptr<Optimizer> optimizer;
+  std::unique_ptr<Shard> shard;  // optim.shard under mpirun
   std::unique_ptr<LRSchedule> schedule;
   std::int64_t step = 0;
 };
@@ -106,10 +107,10 @@ void set_up(Run& r) {
                                     .step_size = c.schedule.step_size, .gamma = c.schedule.gamma});
 }
 
-void save_checkpoint(Run& r) {
+// `st` is the optimizer's whole state (a sharded run gathers it on rank 0 first: optimizer_state()).
+void save_checkpoint(Run& r, OptimizerState st) {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (const auto& [n, p] : r.model->named_parameters()) tensors.emplace_back("model." + n, p);
-  OptimizerState st = r.optimizer->state_dict();
   r.schedule->save(st);
   for (const auto& [k, t] : st.tensors) tensors.emplace_back("optim." + k, t);
   const DataState ds = r.data->state();
@@ -242,6 +243,29 @@ void share_weights(LanguageModel& model, const Comm& comm) {
     QKV_CHECK(all[r] == all[0], "rank {}'s weights differ from rank 0's after the broadcast", r);
 }
 
+// optim.shard under mpirun: the parameter owners, and each rank's optimizer state cut to its own parameters.
+void shard_optimizer(Run& r, const Comm& comm) {
+  if (!r.config.optim.shard || !comm.distributed()) return;
+  r.shard = std::make_unique<Shard>(r.optimizer->parameters(), comm);
+  std::set<std::string> mine;
+  const auto& named = r.optimizer->params();
+  for (std::size_t i = 0; i < named.size(); ++i)
+    if (r.shard->owns(i)) mine.insert(named[i].first);
+  r.optimizer->retain_state([&](const std::string& name) { return mine.count(name) > 0; });
+}
+
+// The optimizer's whole state: a sharded run's pieces gathered on rank 0 (collective; other ranks get theirs).
+OptimizerState optimizer_state(const Run& r, const Comm& comm) {
+  OptimizerState st = r.optimizer->state_dict();
+  if (!r.shard) return st;
+  std::vector<std::pair<std::string, Tensor>> mine(st.tensors.begin(), st.tensors.end());
+  const auto pieces = comm.gather_to_lead(to_safetensors_bytes(mine, {}));
+  for (const std::string& piece : pieces)
+    for (auto& [name, t] : parse_safetensors(std::as_bytes(std::span(piece.data(), piece.size())), "a rank's state").tensors)
+      st.tensors.emplace(name, t.to(r.optimizer->parameters().front().dtype()));
+  return st;
+}
+
 }  // namespace
 
 namespace {
@@ -268,7 +292,7 @@ Tensor step_loss(const Tensor& logits, const Batch& batch, const Comm* comm, dou
 }  // namespace
 
 StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
-                     double clip_grad_norm_to, const Comm* comm) {
+                     double clip_grad_norm_to, const Comm* comm, const Shard* shard) {
   const Tensor logits = model.logits(batch.inputs);  // (B, T, V)
   StepStats st;
   const Tensor loss = step_loss(logits, batch, comm, st.loss);
@@ -278,10 +302,16 @@ StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& sch
   loss.backward();
   // The optimizer's cached list: model.parameters() would rebuild every dotted name on each step.
   const auto& params = optimizer.parameters();
-  if (comm != nullptr) comm->sum_gradients(params);  // then clipping sees the global norm
-  st.grad_norm = clip_grad_norm_to > 0 ? clip_grad_norm(params, clip_grad_norm_to) : grad_norm(params);
+  if (shard != nullptr) {  // each rank the sums of its own parameters; the norm from every rank's part
+    shard->reduce_scatter_gradients();
+    st.grad_norm = clip_grad_norm_to > 0 ? shard->clip_grad_norm(clip_grad_norm_to) : shard->grad_norm();
+  } else {
+    if (comm != nullptr) comm->sum_gradients(params);  // then clipping sees the global norm
+    st.grad_norm = clip_grad_norm_to > 0 ? clip_grad_norm(params, clip_grad_norm_to) : grad_norm(params);
+  }
   if (!std::isfinite(st.grad_norm)) return st;
-  optimizer.step();
+  optimizer.step();  // a sharded run: only this rank's parameters have gradients
+  if (shard != nullptr) shard->all_gather_parameters();
   schedule.step();
   return st;
 }
@@ -293,6 +323,8 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
   Run r;
   r.config = c;
   set_up(r);
+  share_weights(*r.model, comm);
+  shard_optimizer(r, comm);
   auto& model = r.model;
   const ModelConfig mc = model->config();
   // Batches are drawn up front so the timed loop measures the model, not the data generator.
@@ -301,7 +333,7 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
     batches.push_back(rank_slice(r.data->next_batch(c.train.batch_size), comm));
   const auto step = [&](std::int64_t i) {
     train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(i) % batches.size()],
-               c.optim.clip_grad_norm, &comm);
+               c.optim.clip_grad_norm, &comm, r.shard.get());
   };
   for (std::int64_t i = 0; i < warmup; ++i) step(i);
   comm.take_comm_seconds();
@@ -518,11 +550,13 @@ class Trainer {
   void log_progress(const StepStats& st);
   void validate();
   void checkpoint() {
+    const OptimizerState state = optimizer_state(r_, comm_);
     on_every_rank_agree(comm_, [&] {
-      if (comm_.lead()) guarded_write("checkpoint", r_.step, r_.dir, [&] { save_checkpoint(r_); });
+      if (comm_.lead()) guarded_write("checkpoint", r_.step, r_.dir, [&] { save_checkpoint(r_, state); });
     });
     report();
   }
+  void log_sharded_state();
   void report();
   TrainResult interrupted(int sig);
   TrainResult finished();
@@ -563,7 +597,10 @@ Trainer::Trainer(const Config& config, const TrainOptions& options) : opt_(optio
   });
   if (dir_ && !dir_->note().empty()) log_->info("{}", dir_->note());
   build();
-  if (resuming) resume();
+  if (resuming) {
+    resume();
+    shard_optimizer(r_, comm_);  // the checkpoint held every parameter's state
+  }
   result_ = {r_.dir.string(), r_.step, {}, false, 0};
 }
 
@@ -583,6 +620,7 @@ void Trainer::open_log() {
 void Trainer::build() {
   on_every_rank_agree(comm_, [&] { set_up(r_); });  // a data file missing on one machine ends every rank
   share_weights(*r_.model, comm_);
+  shard_optimizer(r_, comm_);
   const Config& c = r_.config;
   if (opt_.resume_dir.empty())
     log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads{}", r_.dir.string(),
@@ -629,6 +667,14 @@ std::string Trainer::load_newest_checkpoint(std::string& source) {
     return bytes;
   }
   fail("resume: no checkpoint of {} could be read (the newest: {})", r_.dir.string(), skipped);
+}
+
+// The optimizer state each rank holds, against the whole (collective: every rank calls it at the same step).
+void Trainer::log_sharded_state() {
+  const double mine = static_cast<double>(r_.optimizer->state_bytes());
+  const double all = comm_.sum(mine);
+  log_->info("optim.shard: optimizer state {:.2f} MB on rank 0, {:.2f} MB over all {} ranks ({:.0f}% here)",
+             mine / 1e6, all / 1e6, comm_.size(), 100.0 * mine / all);
 }
 
 void Trainer::log_progress(const StepStats& st) {
@@ -736,7 +782,8 @@ TrainResult Trainer::run() {
     const Batch batch = rank_slice(r_.data->next_batch(tc.batch_size), comm_);  // every rank draws the same
     StepStats st;
     try {
-      st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm, &comm_);
+      st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm, &comm_,
+                      r_.shard.get());
     } catch (const std::bad_alloc&) {
       throw TrainingError(fmt::format("step {}: out of memory (lower train.batch_size, data.seq_len or the model "
                                       "size)", r_.step + 1));
@@ -744,6 +791,7 @@ TrainResult Trainer::run() {
     if (!std::isfinite(st.loss)) stop_non_finite("loss", st.loss);
     if (!std::isfinite(st.grad_norm)) stop_non_finite("gradient norm", st.grad_norm);
     ++r_.step;
+    if (r_.step == start_step_ + 1 && r_.shard) log_sharded_state();
     window_tokens_ += batch.inputs.numel() * comm_.size();
     const bool last = r_.step == tc.steps;
     if (r_.step % tc.log_every == 0 || last) log_progress(st);

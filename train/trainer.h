@@ -14,6 +14,7 @@
 namespace qkv {
 
 class Comm;
+class Shard;
 class Dataset;
 class LRSchedule;
 class Optimizer;
@@ -95,8 +96,9 @@ struct StepStats {
 /// step, schedule step. Stops before updating anything when the loss or gradient norm is not finite.
 /// With a distributed `comm`, `batch` is this rank's slice of the global batch: the loss is normalised by the
 /// targets counted on every rank and the gradients are summed across ranks before clipping.
+/// With a `shard` (optim.shard), gradients are reduce-scattered and each rank updates its own parameters.
 StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
-                     double clip_grad_norm_to, const Comm* comm = nullptr);
+                     double clip_grad_norm_to, const Comm* comm = nullptr, const Shard* shard = nullptr);
 
 struct BenchResult {
   double steps_per_s = 0, tokens_per_s = 0, gflops = 0, peak_rss_mb = 0;

@@ -227,3 +227,17 @@ TEST_CASE("parameter group and dtype errors name the optimizer and the parameter
   sum(layer.forward(Tensor::ones({1, 2}, kFloat64))).backward();
   CHECK_ERROR(opt.step(), "Adam: state 'weight.exp_avg' is float32 [2, 2] but parameter 'weight' is now float64 [2, 2]");
 }
+
+TEST_CASE("retain_state keeps the named parameters' state (a shard); state_bytes counts it; scale_grads") {
+  const Tensor a = Tensor::ones({3}).requires_grad_(), b = Tensor::ones({5}).requires_grad_();
+  Adam opt({{"a", a}, {"b", b}}, {});
+  sum(a * b).backward();
+  scale_grads({a, b}, 0.5);
+  CHECK(a.grad().to_vector() == std::vector<double>{0.5, 0.5, 0.5});
+  opt.step();
+  CHECK(opt.state_bytes() == 2 * (3 + 5) * 4);  // exp_avg and exp_avg_sq, float32
+  opt.retain_state([](const std::string& name) { return name == "b"; });
+  CHECK(opt.state_bytes() == 2 * 5 * 4);
+  CHECK(opt.state_dict().tensors.count("a.exp_avg") == 0);
+  CHECK(opt.state_dict().tensors.count("b.exp_avg") == 1);
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Data parallel training under mpirun (--oversubscribe, so it runs on 2 cores): N ranks follow the 1-process run,
-# resume works with a different N, a batch that does not split evenly is one clear error, bench reports the
-# communication share. Usage: mpi.sh QKV_BINARY WORK_DIR SOURCE_DIR
+# plain and sharded (ZeRO-1), resume works with a different N, a batch that does not split evenly is one clear
+# error, Ctrl-C and a killed rank end the job cleanly, bench reports the communication share. Usage: mpi.sh QKV_BINARY WORK_DIR SOURCE_DIR
 set -u
 QKV=$1
 WORK=$2
@@ -14,7 +14,7 @@ MPIRUN=(mpirun --oversubscribe --bind-to none)
 CFG="$SRC/configs/sort.toml"
 # 60 steps with a loss line each; dropout 0 (the config's). Batch 12 splits over 1, 2 and 3 ranks.
 COMMON=("run.out_dir=\"$WORK\"" "train.steps=60" "train.log_every=1" "train.eval_every=60" "train.batch_size=12"
-        "train.threads=1" "schedule.warmup_steps=10" "train.checkpoint_every=30")
+        "train.threads=1" "schedule.warmup_steps=10" "train.checkpoint_every=30" "optim.clip_grad_norm=1.0")
 passed=0
 failed=0
 check() {  # check DESCRIPTION COMMAND...
@@ -43,6 +43,29 @@ for n in 2 3; do
   check "np $n: rank 0 alone reports" [ "$(grep -c "^Trained 60 steps" np$n.out)" = 1 ]
 done
 
+# ZeRO-1 (optim.shard): the same trajectory, each rank holding 1/N of the optimizer state.
+for n in 2 3; do
+  "${MPIRUN[@]}" -np $n "$QKV" train "$CFG" "${COMMON[@]}" optim.shard=true run.name=\"shard$n\" >shard$n.out 2>shard$n.err
+  check "sharded np $n: exit 0" [ $? = 0 ]
+  check "sharded np $n follows the 1-process run" same_run one shard$n
+  check "sharded np $n: rank 0 holds 1/$n of the optimizer state" \
+    grep -q "over all $n ranks ($((100 / n))% here)" shard$n/train.log
+done
+# Its checkpoints hold every parameter's state (gathered on rank 0): resuming the 2-rank sharded run's step 30
+# on 3 sharded ranks, and on one process, both give the uninterrupted run.
+for target in "3 shard" "1 plain"; do
+  set -- $target
+  cp -r shard2 resumed_$2
+  rm resumed_$2/checkpoints/step_000000060.safetensors resumed_$2/model.safetensors
+  if [ "$1" = 1 ]; then
+    "$QKV" train --resume "$WORK/resumed_$2" optim.shard=false >resumed_$2.out 2>&1
+  else
+    "${MPIRUN[@]}" -np 3 "$QKV" train --resume "$WORK/resumed_$2" >resumed_$2.out 2>&1
+  fi
+  check "sharded checkpoint resumed on $1 rank(s): exit 0" [ $? = 0 ]
+  check "sharded checkpoint resumed on $1 rank(s) follows the 1-process run" same_run one resumed_$2
+done
+
 # Resume on 3 ranks from a 2-rank run's step-30 checkpoint: the same as never stopping.
 cp -r np2 resumed
 rm resumed/checkpoints/step_000000060.safetensors resumed/model.safetensors
@@ -62,6 +85,13 @@ check "batch 16 on 3 ranks: no run directory" [ ! -e odd ]
 code=$?
 check "existing run: exit 2 (got $code)" [ "$code" = 2 ]
 check "existing run: one message" [ "$(grep -c "already exists" again.err)" = 1 ]
+
+# Ranks started with different configs (here rank 1 with another lr): one error naming the rank, exit 2.
+"${MPIRUN[@]}" -np 1 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"mixed\" : \
+               -np 1 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"mixed\" optim.lr=0.1 >mixed.out 2>mixed.err
+code=$?
+check "different configs: exit 2 (got $code)" [ "$code" = 2 ]
+check "different configs: rank 1 named, once" [ "$(grep -c "rank 1 (on [^)]*) has a different config" mixed.err)" = 1 ]
 
 # bench under mpirun: global figures and the communication share.
 "${MPIRUN[@]}" -np 2 "$QKV" bench "$CFG" --steps 5 --warmup 1 train.threads=1 >bench.out 2>bench.err
