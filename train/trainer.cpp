@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <new>
@@ -174,8 +175,12 @@ void truncate_metrics(const fs::path& path, std::int64_t step) {
 }  // namespace
 
 int thread_count(const Config& c) {
-  return c.train.threads > 0 ? static_cast<int>(c.train.threads)
-                             : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  if (c.train.threads > 0) return static_cast<int>(c.train.threads);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  // Under mpirun the ranks on one machine share its cores (OpenMPI says how many ranks it started here).
+  const char* local = std::getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+  const int ranks_here = local != nullptr ? std::max(1, std::atoi(local)) : 1;
+  return std::max(1, cores / ranks_here);
 }
 
 std::string latest_checkpoint(const std::string& run_dir) {

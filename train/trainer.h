@@ -38,7 +38,8 @@ struct TrainOptions {
   const std::atomic<int>* stop = nullptr;
 };
 
-/// The thread count train.threads asks for (0 = every core). train() and bench() use the process's
+/// The thread count train.threads asks for (0 = every core, divided among the ranks mpirun started on this
+/// machine). train() and bench() use the process's
 /// num_threads(); the qkv program sets it from this (a process-wide setting is the program's to make).
 int thread_count(const Config& config);
 

@@ -86,6 +86,14 @@ code=$?
 check "existing run: exit 2 (got $code)" [ "$code" = 2 ]
 check "existing run: one message" [ "$(grep -c "already exists" again.err)" = 1 ]
 
+# A non-finite loss or gradient norm (global values) stops every rank at the same step: exit 1, said once.
+"${MPIRUN[@]}" -np 2 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"nan\" optim.name=\"sgd\" optim.lr=1000 \
+               optim.clip_grad_norm=0 schedule.kind=\"constant\" schedule.warmup_steps=0 >nan.out 2>nan.err
+code=$?
+check "non-finite loss on 2 ranks: exit 1 (got $code)" [ "$code" = 1 ]
+check "non-finite loss on 2 ranks: one message" \
+  [ "$(grep -cE "training failed: step [0-9]+: the (loss|gradient norm) is" nan.err)" = 1 ]
+
 # Ranks started with different configs (here rank 1 with another lr): one error naming the rank, exit 2.
 "${MPIRUN[@]}" -np 1 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"mixed\" : \
                -np 1 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"mixed\" optim.lr=0.1 >mixed.out 2>mixed.err
