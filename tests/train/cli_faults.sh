@@ -10,17 +10,9 @@ mkdir -p "$WORK"
 cd "$WORK" || exit 1
 CFG="$SRC/configs/reverse.toml"
 COMMON=("run.out_dir=\"$WORK\"" "schedule.warmup_steps=0" "train.target_accuracy=0")
-passed=0
-failed=0
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what"; fi
-}
+source "$SRC/tests/train/checks.sh"
 has() { grep -q -- "$2" "$1" || { echo "--- $1:"; cat "$1"; return 1; }; }
 no_temporaries() { [ -z "$(find "$1" -name '.*.tmp.*')" ] || { find "$1" -name '.*.tmp.*'; return 1; }; }
-# Waits until FILE exists (at most 30 s).
-wait_for() { for _ in $(seq 300); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1"; return 1; }
 
 # B6: a file-size limit hit while writing a checkpoint: a clear error, exit 1, no temporary left, the earlier
 # checkpoint intact. (The checkpoint holds ~180 KB; the limit is 20 KB.)
@@ -83,5 +75,4 @@ for name in '".."' '""' "\"$WORK/out\"" '"../out"'; do
   check "--force run.name=$name: nothing deleted" [ -e "$WORK/out/keep/file" ]
 done
 
-echo "cli faults: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+summary "cli faults"

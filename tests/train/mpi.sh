@@ -15,13 +15,7 @@ CFG="$SRC/configs/sort.toml"
 # 60 steps with a loss line each; dropout 0 (the config's). Batch 12 splits over 1, 2 and 3 ranks.
 COMMON=("run.out_dir=\"$WORK\"" "train.steps=60" "train.log_every=1" "train.eval_every=60" "train.batch_size=12"
         "train.threads=1" "schedule.warmup_steps=10" "train.checkpoint_every=30" "optim.clip_grad_norm=1.0")
-passed=0
-failed=0
-check() {  # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what"; fi
-}
+source "$SRC/tests/train/checks.sh"
 losses() { grep '"split":"train"' "$1/metrics.jsonl" | grep -o '"loss":[^,}]*' | cut -d: -f2; }
 val_acc() { grep '"split":"val"' "$1/metrics.jsonl" | tail -1 | grep -o '"token_acc":[^,}]*' | cut -d: -f2; }
 # The first 50 losses of run $2 within 1e-5 relative of run $1's, and the same final validation accuracy.
@@ -108,7 +102,6 @@ check "bench: rank 0 alone prints" [ "$(grep -c steps_per_s bench.out)" = 1 ]
 
 # Ctrl-C to mpirun: mpirun sends SIGTERM to every rank; they agree on a step, rank 0 writes one checkpoint and
 # prints the resume command, and no rank is left. (mpirun itself then exits 1, not 143: that code is mpirun's.)
-wait_for() { for _ in $(seq 300); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1"; return 1; }
 gone_within() {  # gone_within SECONDS PID: the process ends within SECONDS
   for _ in $(seq $(($1 * 10))); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.1; done
   echo "pid $2 still running after $1 s"; kill -9 "$2"; return 1
@@ -137,5 +130,4 @@ newest=$(ls killed/checkpoints | tail -1 | sed 's/step_0*\([0-9]*\).safetensors/
 "$QKV" train --resume "$WORK/killed" train.steps=$((newest + 5)) >resume_killed.out 2>&1
 check "a killed rank: --resume from the last checkpoint works" [ $? = 0 ]
 
-echo "mpi: $passed passed, $failed failed"
-[ "$failed" = 0 ]
+summary mpi

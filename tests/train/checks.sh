@@ -1,0 +1,16 @@
+# Shared by the process-level test scripts (cli_faults.sh, mpi.sh): counted checks and waiting helpers.
+# Source it after cd-ing into the work directory; end the script with `summary NAME`.
+passed=0
+failed=0
+check() {  # check DESCRIPTION COMMAND...
+  local what=$1
+  shift
+  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $what"; fi
+}
+# Waits until FILE exists (at most 30 s).
+wait_for() { for _ in $(seq 300); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1"; return 1; }
+# Prints the counts; the script's status is whether every check passed.
+summary() {
+  echo "$1: $passed passed, $failed failed"
+  [ "$failed" = 0 ]
+}
