@@ -271,9 +271,6 @@ OptimizerState optimizer_state(const Run& r, const Comm& comm) {
   return st;
 }
 
-}  // namespace
-
-namespace {
 // The step's loss: the mean over counted targets. On several ranks each holds a slice of the batch, so its sum
 // is divided by the count over every rank (the global mean, however the -100s fall), and the gradients summed
 // across ranks are the 1-process gradients. A batch whose targets are all -100 contributes zero loss and zero
