@@ -86,7 +86,7 @@ void show_attention(const TrainedModel& tm, const Dataset& data, const std::stri
                x.size(1), run_dir);
     return;
   }
-  Tensor maps;  // (L, 1, H, T, T)
+  Tensor maps;  // (L, 1, H, T, T): layer 0, head 0 is the first (T, T) block
   {
     NoGradGuard no_grad;
     tm.model->eval();
@@ -94,8 +94,7 @@ void show_attention(const TrainedModel& tm, const Dataset& data, const std::stri
   }
   std::vector<std::string> tokens;
   for (double v : x.to_vector()) tokens.push_back(data.decode(static_cast<std::int64_t>(v)));
-  const Tensor w = narrow(reshape(maps, {-1, x.size(1), x.size(1)}), 0, 0, 1);  // layer 0, head 0
-  QKV_ASSERT(w.numel() == x.size(1) * x.size(1));
+  const Tensor w = reshape(narrow(reshape(maps, {-1, x.size(1), x.size(1)}), 0, 0, 1), {x.size(1), x.size(1)});
   fmt::print("\nLearned attention (layer 0, head 0) on the first validation example:\n{}",
              render_attention(w, tokens));
 }

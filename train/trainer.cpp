@@ -464,7 +464,9 @@ EvalResult evaluate(LanguageModel& model, const Batch& data, std::int64_t batch_
 
 std::string render_attention(const Tensor& weights, const std::vector<std::string>& tokens) {
   static const char* kShades = " .:-=+*#%@";
-  const std::int64_t t = weights.size(0);
+  const auto t = static_cast<std::int64_t>(tokens.size());
+  QKV_CHECK(weights.dim() == 2 && weights.size(0) == t && weights.size(1) == t,
+            "render_attention: expected ({0}, {0}) weights for {0} tokens, got shape {1}", t, weights.shape().str());
   const auto w = weights.to_vector();
   std::size_t width = 1;
   for (const auto& s : tokens) width = std::max(width, s.size());

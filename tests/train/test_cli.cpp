@@ -316,6 +316,7 @@ TEST_CASE("the end-of-training attention picture is printed only while it fits a
   const auto narrow_run = capture({"train", kReverse, out, "run.name=\"cli_pic12\"", "train.steps=2",
                                    "schedule.warmup_steps=0", "--force"});
   CHECK(narrow_run.out.find("Learned attention (layer 0, head 0)") != std::string::npos);
+  CHECK(std::count(narrow_run.out.begin(), narrow_run.out.end(), '|') == 12);  // one row per query of 12 tokens
   const auto wide_run = capture({"train", kReverse, out, "run.name=\"cli_pic64\"", "data.seq_len=64", "train.steps=2",
                                  "schedule.warmup_steps=0", "--force"});
   CHECK(wide_run.code == 0);

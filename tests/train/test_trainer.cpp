@@ -197,6 +197,8 @@ TEST_CASE("render_attention shades each row") {
   const std::string s = render_attention(w, {"a", "b"});
   CHECK(s.find("a |    @\n") != std::string::npos);
   CHECK(s.find("b |  @  \n") != std::string::npos);
+  CHECK_ERROR(render_attention(Tensor::ones({1, 2, 2}), {"a", "b"}), "render_attention: expected (2, 2) weights for 2 "
+                                                                     "tokens, got shape [1, 2, 2]");
 }
 
 TEST_CASE("model.init loads initial weights by name, strictly") {
