@@ -226,13 +226,6 @@ std::vector<std::string> Comm::hosts() const {
   return all;
 }
 
-void Comm::abort(int code) const {
-#ifdef QKV_HAVE_MPI
-  if (distributed()) MPI_Abort(MPI_COMM_WORLD, code);
-#endif
-  std::_Exit(code);
-}
-
 double Comm::take_comm_seconds() const {
   const double s = comm_seconds_;
   comm_seconds_ = 0;
@@ -268,9 +261,6 @@ Shard::Shard(const std::vector<Tensor>& params, const Comm& comm) : comm_(comm),
     at += counts_.back();
   }
 }
-
-std::int64_t Shard::owned_elements() const { return counts_[static_cast<std::size_t>(comm_.rank())]; }
-std::int64_t Shard::total_elements() const { return displs_.back() + counts_.back(); }
 
 // gradients: reduce-scatter of the flat gradients (this rank keeps the sums of its parameters, drops the rest);
 // otherwise: all-gather of the parameters from their owners.

@@ -49,8 +49,6 @@ class Comm {
   std::int64_t max(std::int64_t value) const;
   /// Every rank's host name, in rank order.
   std::vector<std::string> hosts() const;
-  /// Ends every rank of the job with `code` (MPI_Abort); for failures one rank hits alone.
-  [[noreturn]] void abort(int code) const;
   /// Seconds spent inside collectives since the last call (bench's communication share).
   double take_comm_seconds() const;
 
@@ -77,11 +75,9 @@ class Shard {
   double grad_norm() const;
   double clip_grad_norm(double max_norm) const;
   void all_gather_parameters() const;
-  /// Elements of this rank's parameters, and of all of them.
-  std::int64_t owned_elements() const;
-  std::int64_t total_elements() const;
 
  private:
+  std::int64_t total_elements() const { return displs_.back() + counts_.back(); }
   template <class T>
   void exchange(bool gradients) const;
   const Comm& comm_;
