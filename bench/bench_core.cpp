@@ -1,11 +1,25 @@
-// Core benchmarks: per-op autograd overhead, and matmul forward + backward against raw Eigen GEMM on the same
-// sizes (the ceiling: qkv's matmul is Eigen GEMM on maps of its storage plus the graph bookkeeping).
+// Core benchmarks: per-op autograd overhead, and matmul forward + backward on each GEMM engine against raw Eigen
+// and raw OpenBLAS on the same sizes (the ceiling: qkv's matmul is a GEMM on its storage plus the graph
+// bookkeeping).
+#include <qkv/core/gemm.h>
 #include <qkv/core/ops.h>
+#include <qkv/core/parallel.h>
 
 #include <Eigen/Core>
 #include <benchmark/benchmark.h>
+#if QKV_HAVE_BLAS
+#include <cblas.h>
+extern "C" void openblas_set_num_threads(int);
+#endif
+
+#include <vector>
 
 using namespace qkv;
+
+static benchmark::Counter gflops(std::int64_t n) {
+  return benchmark::Counter(6.0 * double(n) * double(n) * double(n), benchmark::Counter::kIsIterationInvariantRate,
+                            benchmark::Counter::kIs1000);
+}
 
 // Forward + backward of add on 4 elements: the fixed cost every op pays (allocation, node, sweep).
 static void BM_OpOverhead_Add4(benchmark::State& state) {
@@ -26,9 +40,12 @@ static void BM_OpOverhead_Add4_NoGrad(benchmark::State& state) {
 }
 BENCHMARK(BM_OpOverhead_Add4_NoGrad);
 
-// matmul (n x n) @ (n x n) forward + backward: 3 GEMMs = 6 n^3 flops.
+// matmul (n x n) @ (n x n) forward + backward: 3 GEMMs = 6 n^3 flops. Second argument: the engine qkv uses
+// (0 auto, 1 eigen, 2 blas; core/gemm.h).
 static void BM_Matmul_FwdBwd(benchmark::State& state) {
   const std::int64_t n = state.range(0);
+  const GemmChoice before = gemm_choice();
+  set_gemm_choice(static_cast<GemmChoice>(state.range(1)));
   Generator gen(0);
   const Tensor a = Tensor::randn({n, n}, gen).requires_grad_(), b = Tensor::randn({n, n}, gen).requires_grad_();
   const Tensor g = Tensor::ones({n, n});
@@ -39,15 +56,14 @@ static void BM_Matmul_FwdBwd(benchmark::State& state) {
     c.backward(g);
     benchmark::DoNotOptimize(a.grad().raw_data());
   }
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(6.0 * double(n) * double(n) * double(n), benchmark::Counter::kIsIterationInvariantRate,
-                         benchmark::Counter::kIs1000);
+  set_gemm_choice(before);
+  state.counters["GFLOP/s"] = gflops(n);
 }
-BENCHMARK(BM_Matmul_FwdBwd)->Arg(64)->Arg(256)->Arg(1024)->UseRealTime();
 
-// The same three GEMMs in raw Eigen, into preallocated outputs.
+// The same three GEMMs in raw Eigen (with its own OpenMP threads, as many as qkv uses), into preallocated outputs.
 static void BM_Eigen_3Gemm(benchmark::State& state) {
   const Eigen::Index n = state.range(0);
+  Eigen::setNbThreads(num_threads());
   using M = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   const M a = M::Random(n, n), b = M::Random(n, n), g = M::Ones(n, n);
   M c(n, n), da(n, n), db(n, n);
@@ -59,10 +75,32 @@ static void BM_Eigen_3Gemm(benchmark::State& state) {
     benchmark::DoNotOptimize(da.data());
     benchmark::DoNotOptimize(db.data());
   }
-  state.counters["GFLOP/s"] =
-      benchmark::Counter(6.0 * double(n) * double(n) * double(n), benchmark::Counter::kIsIterationInvariantRate,
-                         benchmark::Counter::kIs1000);
+  state.counters["GFLOP/s"] = gflops(n);
 }
+
+#if QKV_HAVE_BLAS
+// The same three GEMMs in raw OpenBLAS (CBLAS, its own threads, as many as qkv uses).
+static void BM_Blas_3Gemm(benchmark::State& state) {
+  const int n = static_cast<int>(state.range(0));
+  openblas_set_num_threads(num_threads());
+  std::vector<float> a(std::size_t(n) * n, 0.5f), b(a.size(), 0.25f), g(a.size(), 1.f), c(a.size()), da(a.size()),
+      db(a.size());
+  for (auto _ : state) {
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1.f, g.data(), n, b.data(), n, 0.f, da.data(), n);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, n, n, 1.f, a.data(), n, g.data(), n, 0.f, db.data(), n);
+    benchmark::DoNotOptimize(db.data());
+  }
+  openblas_set_num_threads(1);  // as qkv runs it: one OpenBLAS thread per qkv thread
+  state.counters["GFLOP/s"] = gflops(n);
+}
+#endif
+
+// Interleaved at random and repeated, so each row's median saw the same machine: see bench/gemm.sh.
+BENCHMARK(BM_Matmul_FwdBwd)->ArgsProduct({{64, 256, 1024}, {0, 1, 2}})->UseRealTime();
 BENCHMARK(BM_Eigen_3Gemm)->Arg(64)->Arg(256)->Arg(1024)->UseRealTime();
+#if QKV_HAVE_BLAS
+BENCHMARK(BM_Blas_3Gemm)->Arg(64)->Arg(256)->Arg(1024)->UseRealTime();
+#endif
 
 BENCHMARK_MAIN();

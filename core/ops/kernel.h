@@ -5,10 +5,9 @@
 #include "qkv/core/parallel.h"
 #include "qkv/core/ops.h"
 
-#include <omp.h>
-
 #include <array>
 #include <cstdint>
+#include <string>
 
 namespace qkv::kernel {
 
@@ -99,26 +98,21 @@ inline bool is_suffix(const Shape& inner, const Shape& outer) {
   return inner.numel() > 0;
 }
 
+/// Tests only: the auto engine table (one name per size class) that `path` holds, else measured now and written
+/// there; ends in "(cached)" or "(measured)".
+std::string gemm_table_at(const std::string& path);
+
 /// Tests only: forces the fused attention's query and key block sizes (0, 0 = chosen from the cache, the default),
 /// so that small inputs exercise several blocks.
 void set_attention_blocks(std::int64_t q, std::int64_t k);
 
-/// Runs f(begin, end) over [0, n): on the calling thread when `parallel` is false, without touching the OpenMP
-/// runtime (an `if` clause still enters it, which cost ~0.3 us on every small op), else in equal static chunks,
-/// one per thread.
-template <class F>
-void parallel_for(std::int64_t n, bool parallel, F&& f) {
-  if (!parallel || n <= 1 || omp_in_parallel()) {
-    f(std::int64_t{0}, n);
-    return;
-  }
-#pragma omp parallel
-  {
-    const std::int64_t t = omp_get_thread_num(), nt = omp_get_num_threads();
-    const std::int64_t chunk = (n + nt - 1) / nt, b = std::min(n, t * chunk), e = std::min(n, b + chunk);
-    if (b < e) f(b, e);
-  }
-}
+using qkv::parallel_for;  // core/parallel.h: the one parallel loop
+
+/// C (n, m) = or += op(A) op(B) on the engine core/gemm.h chooses, split across threads by row blocks. A is
+/// stored (n, k) or, when ta, (k, n); B is stored (k, m) or, when tb, (m, k); all row-major. float and double.
+template <class T>
+void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
+          bool accumulate);
 
 /// out = op(a, b) elementwise with broadcasting, recording nothing. `op` is a generic lambda over T.
 template <class Op>

@@ -1,55 +1,11 @@
 // matmul: a is (..., N, K), b is (..., K, M), out is (..., N, M) with the batch dims broadcast. Every product is
-// one Eigen GEMM on row-major maps of our storage; no copies, no transposes materialised.
+// one GEMM (kernel::gemm, core/gemm.cpp) on our storage; no copies, no transposes materialised.
 #include "qkv/core/ops/kernel.h"
-
-#include <Eigen/Core>
-#include <omp.h>
 
 namespace qkv {
 namespace {
 
-template <class T>
-using MatR = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-// C (n, m) = or += op(A) op(B); A is stored (n, k) or, when ta, (k, n); B is stored (k, m) or, when tb, (m, k).
-// Eigen is built without its own threading (EIGEN_DONT_PARALLELIZE): it opened a parallel region for every
-// product, and for the small GEMMs of small models the fork/join cost more than the work. Large products are
-// split here by blocks of output rows, one per thread; small ones run on the calling thread.
-template <class T>
-void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
-          bool accumulate) {
-  using Map = Eigen::Map<const MatR<T>>;
-  const Map A(a, ta ? k : n, ta ? n : k), B(b, tb ? m : k, tb ? k : m);
-  const auto rows = [&](std::int64_t r0, std::int64_t len) {
-    Eigen::Map<MatR<T>> C(c + r0 * m, len, m);
-    const auto run = [&](const auto& lhs, const auto& rhs) {
-      if (accumulate) C.noalias() += lhs * rhs;
-      else C.noalias() = lhs * rhs;
-    };
-    if (!ta && !tb) run(A.middleRows(r0, len), B);
-    else if (ta && !tb) run(A.middleCols(r0, len).transpose(), B);
-    else if (!ta && tb) run(A.middleRows(r0, len), B.transpose());
-    else run(A.middleCols(r0, len).transpose(), B.transpose());
-  };
-  const double work = double(n) * double(k) * double(m);
-  const int threads = omp_in_parallel() ? 1 : omp_get_max_threads();
-  if (threads <= 1 || !parallel_worth(Work::Gemm, work) || n < 2 * 32) {
-    rows(0, n);
-    return;
-  }
-  // Row blocks of a multiple of 16 rows, as even as that allows. The result must not depend on the thread count
-  // (tests/core/test_parallel.cpp), so every row must take the same Eigen code path in any split:
-  //  - 16 is a multiple of every row-panel height of Eigen's GEMM kernel (packets of 4, 8 or 16 rows, SSE to
-  //    AVX-512), so a row gets the same kernel and rounding in any block, and only the matrix's last rows take
-  //    the kernel's remainder path, in every split alike;
-  //  - a block is never thinner than 32 rows: Eigen sends a 1-row product to GEMV and a tiny one to its
-  //    coefficient-wise product, each summing in another order, so a short last block joins the one before.
-  constexpr std::int64_t kMinBlock = 32;
-  const std::int64_t block = std::max(kMinBlock, ((n + threads - 1) / threads + 15) / 16 * 16);
-  const std::int64_t blocks = n / block + (n % block >= kMinBlock ? 1 : 0);
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (std::int64_t i = 0; i < blocks; ++i) rows(i * block, i + 1 < blocks ? block : n - i * block);
-}
+using kernel::gemm;
 
 Shape batch_of(const Shape& s) {
   Shape b = s;

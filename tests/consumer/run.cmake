@@ -17,7 +17,7 @@ step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer -B ${WORK}/installed -DCMA
      -DCMAKE_BUILD_TYPE=Release ${flags})
 step(${CMAKE_COMMAND} --build ${WORK}/installed)
 step(${WORK}/installed/consumer)
-# qkv::core alone, as if nothing but Eigen, fmt and OpenMP were installed: the other dependencies are disabled.
+# qkv::core alone, as if nothing but Eigen, fmt and OpenBLAS were installed: the other dependencies are disabled.
 step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer/core_only -B ${WORK}/core_only
      -DCMAKE_PREFIX_PATH=${WORK}/prefix -DCMAKE_BUILD_TYPE=Release ${flags}
      -DCMAKE_DISABLE_FIND_PACKAGE_nlohmann_json=ON -DCMAKE_DISABLE_FIND_PACKAGE_tomlplusplus=ON

@@ -3,7 +3,9 @@
 #include <qkv/core/parallel.h>
 #include <qkv/optim/optimizer.h>
 
+#include <atomic>
 #include <functional>
+#include <thread>
 
 using namespace qkv;
 
@@ -109,4 +111,35 @@ TEST_CASE("ops give bit-identical values and gradients for 1, 2, 3, 5 and 8 thre
 
 TEST_CASE("set_num_threads rejects a count below 1") {
   CHECK_ERROR(set_num_threads(0), "set_num_threads: the thread count must be at least 1, got 0");
+}
+
+TEST_CASE("parallel_for covers every index once, runs nested loops serially and rethrows a chunk's error") {
+  const int before = num_threads();
+  set_num_threads(3);
+  std::vector<std::atomic<int>> hits(1000);
+  std::atomic<int> nested_on_caller{0};
+  parallel_for(1000, true, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i) ++hits[i];
+    parallel_for(10, true, [&](std::int64_t a, std::int64_t b) { nested_on_caller += a == 0 && b == 10; });
+  });
+  int once = 0;
+  for (auto& h : hits) once += h.load() == 1;
+  CHECK(once == 1000);
+  CHECK(nested_on_caller.load() == 12);  // 4 chunks per thread, each nested loop whole on its own thread
+
+  // A qkv::Error thrown on a worker reaches the caller, and the pool still works afterwards.
+  CHECK_ERROR(parallel_for(100, true, [](std::int64_t lo, std::int64_t) {
+    QKV_CHECK(lo == 0, "chunk from {} failed", lo);
+  }), "chunk from 8 failed");
+  std::atomic<std::int64_t> total{0};
+  parallel_for(100, true, [&](std::int64_t lo, std::int64_t hi) { total += hi - lo; });
+  CHECK(total.load() == 100);
+
+  // Two application threads using ops at once: each gets its own, correct result.
+  std::vector<double> r1, r2;
+  std::thread other([&] { r1 = (input({300, 200}, 30) * 2.0).to_vector(); });
+  r2 = (input({300, 200}, 30) * 2.0).to_vector();
+  other.join();
+  CHECK(r1 == r2);
+  set_num_threads(before);
 }

@@ -1,0 +1,332 @@
+// The GEMM behind matmul and linear: C (n, m) = or += op(A) op(B) on Eigen or OpenBLAS (see core/gemm.h), split
+// into row blocks across threads, and the per-machine choice between the two engines.
+#include "qkv/core/gemm.h"
+
+#include "qkv/core/ops/kernel.h"
+
+#include <Eigen/Core>
+#if QKV_HAVE_BLAS
+#include <cblas.h>
+extern "C" void openblas_set_num_threads(int);  // OpenBLAS's own; qkv splits products across threads itself
+extern "C" char* openblas_get_corename();
+#endif
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <mutex>
+#include <unistd.h>
+#include <sstream>
+#include <vector>
+
+namespace qkv {
+namespace {
+
+template <class T>
+using MatR = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+// Rows [r0, r0 + len) of C = or += op(A) op(B); A is stored (n, k) or, when ta, (k, n); B is stored (k, m) or,
+// when tb, (m, k). Eigen runs on row-major maps of the storage: no copies, no transposes materialised.
+template <class T>
+void eigen_rows(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
+                bool accumulate, std::int64_t r0, std::int64_t len) {
+  using Map = Eigen::Map<const MatR<T>>;
+  const Map A(a, ta ? k : n, ta ? n : k), B(b, tb ? m : k, tb ? k : m);
+  Eigen::Map<MatR<T>> C(c + r0 * m, len, m);
+  const auto run = [&](const auto& lhs, const auto& rhs) {
+    if (accumulate) C.noalias() += lhs * rhs;
+    else C.noalias() = lhs * rhs;
+  };
+  if (!ta && !tb) run(A.middleRows(r0, len), B);
+  else if (ta && !tb) run(A.middleCols(r0, len).transpose(), B);
+  else if (!ta && tb) run(A.middleRows(r0, len), B.transpose());
+  else run(A.middleCols(r0, len).transpose(), B.transpose());
+}
+
+#if QKV_HAVE_BLAS
+template <class T>
+void blas_rows(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
+               bool accumulate, std::int64_t r0, std::int64_t len) {
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+  const auto ta_ = ta ? CblasTrans : CblasNoTrans, tb_ = tb ? CblasTrans : CblasNoTrans;
+  const int lda = static_cast<int>(ta ? n : k), ldb = static_cast<int>(tb ? k : m);
+  const T* a0 = ta ? a + r0 : a + r0 * k;
+  const T beta = accumulate ? T(1) : T(0);  // beta 0: C's old contents are never read (they may be NaN)
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, ta_, tb_, int(len), int(m), int(k), 1.f, a0, lda, b, ldb, beta, c + r0 * m, int(m));
+  else
+    cblas_dgemm(CblasRowMajor, ta_, tb_, int(len), int(m), int(k), 1.0, a0, lda, b, ldb, beta, c + r0 * m, int(m));
+}
+#endif
+
+template <class T>
+void engine_rows(GemmEngine e, const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k,
+                 std::int64_t m, bool accumulate, std::int64_t r0, std::int64_t len) {
+#if QKV_HAVE_BLAS
+  if (e == GemmEngine::Blas) return blas_rows(a, ta, b, tb, c, n, k, m, accumulate, r0, len);
+#endif
+  (void)e;
+  eigen_rows(a, ta, b, tb, c, n, k, m, accumulate, r0, len);
+}
+
+// ---- the choice -------------------------------------------------------------------------------------------------
+
+// Size classes by multiply-adds (n k m): < 2^15, < 2^18, < 2^21, < 2^24, the rest. Each is measured on a
+// model-like shape in the middle of its range, in the three layouts a product and its backward use.
+constexpr int kClasses = 5;
+constexpr std::array<std::array<std::int64_t, 3>, kClasses> kProbe{{
+    {16, 32, 32}, {64, 64, 32}, {256, 64, 64}, {512, 128, 128}, {512, 256, 256}}};
+
+int size_class(std::int64_t n, std::int64_t k, std::int64_t m) {
+  const double macs = double(n) * double(k) * double(m);
+  int c = 0;
+  for (double limit = double(1 << 15); c < kClasses - 1 && macs >= limit; limit *= 8) ++c;
+  return c;
+}
+
+using Table = std::array<GemmEngine, kClasses>;
+
+// Seconds for the probe shape's three layouts (forward, and backward's two) on one engine, one thread.
+double time_probe(GemmEngine e, const std::array<std::int64_t, 3>& s, std::vector<float>& buf) {
+  const std::int64_t n = s[0], k = s[1], m = s[2];
+  float *a = buf.data(), *b = a + n * k, *c = b + k * m, *d = c + n * m;
+  const auto once = [&] {
+    engine_rows(e, a, false, b, false, c, n, k, m, false, 0, n);  // C = A B
+    engine_rows(e, c, false, b, true, d, n, m, k, false, 0, n);   // dA = dC B^T
+    engine_rows(e, a, true, c, false, b, k, n, m, false, 0, k);   // dB = A^T dC
+  };
+  once();
+  const auto start = std::chrono::steady_clock::now();
+  int reps = 0;
+  double elapsed = 0;
+  do {
+    once();
+    ++reps;
+    elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  } while (elapsed < 1e-3);
+  return elapsed / reps;
+}
+
+// Alternates the engines over 5 rounds per class and keeps the medians, so a noisy neighbour hits both alike;
+// OpenBLAS must win by 3% to be chosen.
+Table measure() {
+  Table t{};
+  t.fill(GemmEngine::Eigen);
+  if (!blas_available()) return t;
+  std::vector<float> buf(4 * 512 * 256);
+  for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = float(i % 97) / 97.f - 0.5f;
+  for (int c = 0; c < kClasses; ++c) {
+    std::vector<double> eigen, blas;
+    for (int round = 0; round < 5; ++round) {
+      eigen.push_back(time_probe(GemmEngine::Eigen, kProbe[c], buf));
+      blas.push_back(time_probe(GemmEngine::Blas, kProbe[c], buf));
+    }
+    std::nth_element(eigen.begin(), eigen.begin() + 2, eigen.end());
+    std::nth_element(blas.begin(), blas.begin() + 2, blas.end());
+    if (blas[2] < 0.97 * eigen[2]) t[c] = GemmEngine::Blas;
+  }
+  return t;
+}
+
+// What makes two machines' measurements interchangeable: the CPU model and features, OpenBLAS's kernel, and the
+// instruction sets this build of Eigen uses.
+std::string machine_kind() {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line, model, flags;
+  while (std::getline(in, line) && (model.empty() || flags.empty())) {
+    if (model.empty() && line.rfind("model name", 0) == 0) model = line;
+    if (flags.empty() && line.rfind("flags", 0) == 0) flags = line;
+  }
+  std::string kind = model + "|" + flags + "|" + Eigen::SimdInstructionSetsInUse();
+#if QKV_HAVE_BLAS
+  kind += std::string("|") + openblas_get_corename();
+#endif
+  std::uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char ch : kind) h = (h ^ ch) * 1099511628211ull;
+  return fmt::format("{:016x}", h);
+}
+
+std::filesystem::path cache_path() {
+  if (const char* p = std::getenv("QKV_GEMM_CACHE"); p != nullptr && *p != '\0') return p;
+  std::filesystem::path dir;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0') dir = x;
+  else if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0') dir = std::filesystem::path(h) / ".cache";
+  else return {};
+  return dir / "qkv" / ("gemm-" + machine_kind() + ".txt");
+}
+
+// The cache file is one line: "qkv-gemm 1" and one engine name per class. Anything else is measured again.
+bool read_table(const std::filesystem::path& path, Table& t) {
+  std::ifstream in(path);
+  std::string magic, version, name;
+  if (!(in >> magic >> version) || magic != "qkv-gemm" || version != "1") return false;
+  for (auto& e : t) {
+    if (!(in >> name) || (name != "eigen" && name != "blas")) return false;
+    e = name == "blas" ? GemmEngine::Blas : GemmEngine::Eigen;
+  }
+  return !(in >> name);
+}
+
+// Written to a temporary name and renamed, so a reader never sees half a file; failing to write is not an error
+// (the table is then measured again by the next process).
+void write_table(const std::filesystem::path& path, const Table& t) {
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  const auto tmp = path.string() + fmt::format(".tmp{}", static_cast<long>(::getpid()));
+  {
+    std::ofstream out(tmp);
+    out << "qkv-gemm 1";
+    for (GemmEngine e : t) out << ' ' << gemm_engine_name(e);
+    out << '\n';
+    if (!out.flush()) return (void)std::filesystem::remove(tmp, ec);
+  }
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) std::filesystem::remove(tmp, ec);
+}
+
+struct Auto {
+  Table table{};
+  std::string where;  // the cache file, or why there is none
+};
+
+Auto load_auto(const std::filesystem::path& path) {
+  Auto r;
+  if (!path.empty() && read_table(path, r.table)) {
+    r.where = "cached in " + path.string();
+    return r;
+  }
+  r.table = measure();
+  if (!path.empty()) write_table(path, r.table);
+  r.where = path.empty() ? std::string("measured now, not cached (no HOME)") : "measured now, cached in " + path.string();
+  return r;
+}
+
+const Auto& auto_table() {
+  static const Auto a = load_auto(cache_path());
+  return a;
+}
+
+std::atomic<int> g_choice{-1};  // -1: not set yet (QKV_GEMM is read at first use)
+
+}  // namespace
+
+const char* gemm_engine_name(GemmEngine engine) { return engine == GemmEngine::Blas ? "blas" : "eigen"; }
+
+bool blas_available() { return QKV_HAVE_BLAS != 0; }
+
+GemmChoice parse_gemm_choice(const std::string& text) {
+  if (text == "auto" || text.empty()) return GemmChoice::Auto;
+  if (text == "eigen") return GemmChoice::Eigen;
+  if (text == "blas") return GemmChoice::Blas;
+  throw Error(fmt::format("QKV_GEMM: expected eigen, blas or auto, got '{}'", text));
+}
+
+void set_gemm_choice(GemmChoice choice) {
+  QKV_CHECK(choice != GemmChoice::Blas || blas_available(),
+            "QKV_GEMM=blas: this qkv was built without OpenBLAS (install libopenblas-dev, then rebuild: make build)");
+  g_choice.store(static_cast<int>(choice));
+}
+
+GemmChoice gemm_choice() {
+  int c = g_choice.load(std::memory_order_relaxed);
+  if (c < 0) {
+    const char* env = std::getenv("QKV_GEMM");
+    const GemmChoice parsed = parse_gemm_choice(env != nullptr ? env : "");
+    set_gemm_choice(parsed);
+    c = static_cast<int>(parsed);
+  }
+  return static_cast<GemmChoice>(c);
+}
+
+GemmEngine gemm_engine(std::int64_t n, std::int64_t k, std::int64_t m) {
+  switch (gemm_choice()) {
+    case GemmChoice::Eigen: return GemmEngine::Eigen;
+    case GemmChoice::Blas: return GemmEngine::Blas;
+    case GemmChoice::Auto: break;
+  }
+  return auto_table().table[size_class(n, k, m)];
+}
+
+std::string gemm_summary() {
+  const GemmChoice c = gemm_choice();
+  if (c != GemmChoice::Auto)
+    return fmt::format("gemm: {} for every product (forced)", c == GemmChoice::Blas ? "blas" : "eigen");
+  const Auto& a = auto_table();
+  std::string classes;
+  const char* limits[kClasses] = {"<2^15", "<2^18", "<2^21", "<2^24", ">=2^24"};
+  for (int i = 0; i < kClasses; ++i)
+    classes += fmt::format("{}{} {}", i ? ", " : "", limits[i], gemm_engine_name(a.table[i]));
+  return fmt::format("gemm: auto by multiply-adds ({}), {}", classes, a.where);
+}
+
+namespace kernel {
+
+std::string gemm_table_at(const std::string& path) {
+  const Auto a = load_auto(path);
+  std::string names;
+  for (GemmEngine e : a.table) names += std::string(names.empty() ? "" : " ") + gemm_engine_name(e);
+  return names + (a.where.rfind("cached", 0) == 0 ? " (cached)" : " (measured)");
+}
+
+// Large products are split into blocks of output rows, claimed by whichever thread is free; small ones run on the
+// calling thread. The result must not depend on the thread count (tests/core/test_parallel.cpp), so every row must
+// take the same engine code path in any split:
+//  - the engine is chosen from the whole product's shape, never a block's;
+//  - blocks start at multiples of 16 rows for Eigen, a multiple of every panel height of its kernels (4, 8 or 16
+//    rows, SSE to AVX-512), and of 48 for OpenBLAS, whose kernels add 12 and 24 (its Haswell sgemm, which Zen CPUs
+//    get, sums a 16-row block's rows in another grouping), so a row meets the same kernel and rounding in any
+//    block, and only the matrix's last rows take the remainder path, in every split alike;
+//  - a block is never too small: Eigen sends a 1-row product to GEMV and a tiny one to its coefficient-wise
+//    product (so at least 32 rows), OpenBLAS products below 100^3 multiply-adds to its small-matrix kernel (on
+//    AVX-512 cores; so at least 2^20), each summing in another order; leftover rows too few for a block of
+//    their own join the last one;
+//  - a few blocks per thread, so that a late thread costs one block, but not thinner than 128 rows where that
+//    allows, since each block packs B again.
+struct RowBlocks {
+  std::int64_t block = 0, count = 1;
+};
+
+RowBlocks row_blocks(GemmEngine e, std::int64_t n, std::int64_t k, std::int64_t m, int threads) {
+  constexpr std::int64_t kBlocksPerThread = 3;
+  const std::int64_t step = e == GemmEngine::Blas ? 48 : 16;
+  std::int64_t least = 32;
+  if (e == GemmEngine::Blas) least = static_cast<std::int64_t>(std::ceil(double(1 << 20) / std::max(1.0, double(k) * double(m))));
+  const std::int64_t even = std::max(std::min<std::int64_t>(128, n / threads), n / (kBlocksPerThread * threads));
+  RowBlocks r;
+  r.block = (std::max(least, even) + step - 1) / step * step;
+  r.count = std::max<std::int64_t>(1, n / r.block + (n % r.block >= least ? 1 : 0));
+  return r;
+}
+
+template <class T>
+void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
+          bool accumulate) {
+  const GemmEngine e = n > 0 && k > 0 && m > 0 ? gemm_engine(n, k, m) : GemmEngine::Eigen;
+  const int threads = num_threads();
+  const bool split = threads > 1 && parallel_worth(Work::Gemm, double(n) * double(k) * double(m)) && n >= 2 * 32 &&
+                     !detail::in_parallel();
+  const RowBlocks rb = split ? row_blocks(e, n, k, m, threads) : RowBlocks{n, 1};
+  if (rb.count < 2) {
+    engine_rows(e, a, ta, b, tb, c, n, k, m, accumulate, 0, n);
+    return;
+  }
+  parallel_for(rb.count, true, [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i)
+      engine_rows(e, a, ta, b, tb, c, n, k, m, accumulate, i * rb.block,
+                  i + 1 < rb.count ? rb.block : n - i * rb.block);
+  });
+}
+
+template void gemm<float>(const float*, bool, const float*, bool, float*, std::int64_t, std::int64_t, std::int64_t, bool);
+template void gemm<double>(const double*, bool, const double*, bool, double*, std::int64_t, std::int64_t, std::int64_t,
+                           bool);
+
+}  // namespace kernel
+}  // namespace qkv
