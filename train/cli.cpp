@@ -1,6 +1,7 @@
 #include "qkv/train/cli.h"
 
 #include <qkv/core/autograd.h>
+#include <qkv/core/gemm.h>
 #include <qkv/core/ops.h>
 #include <qkv/core/parallel.h>
 #include <qkv/datasets/dataset.h>
@@ -529,6 +530,9 @@ Files:
   RUN_DIR/config.toml, metrics.jsonl, train.log, checkpoints/, model.safetensors, report.html
   written by qkv train into run.out_dir/run.name; every file is written atomically
 
+Environment:
+  QKV_GEMM=eigen|blas|auto   the GEMM engine (default auto: the faster one here, measured once and cached)
+
 More: README.md (quickstart, config reference: qkv info --keys))";
 
 struct Commands {
@@ -682,7 +686,10 @@ int run_cli(int argc, const char* const* argv) {
     std::cerr << "qkv: " << e.what() << "\n(run 'qkv --help' or 'qkv <command> --help')\n";
     return 2;
   }
-  return exit_code_of([&] { return dispatch(commands, args); });
+  return exit_code_of([&] {
+    gemm_choice();  // a bad QKV_GEMM is a usage error before any work
+    return dispatch(commands, args);
+  });
 }
 
 }  // namespace qkv

@@ -1,6 +1,7 @@
 #include "qkv/train/trainer.h"
 
 #include <qkv/core/autograd.h>
+#include <qkv/core/gemm.h>
 #include <qkv/core/ops.h>
 #include <qkv/core/parallel.h>
 #include <qkv/datasets/dataset.h>
@@ -633,6 +634,7 @@ void Trainer::build() {
                comm_.distributed() ? fmt::format(" on each of {} ranks ({} sequences each per step)", comm_.size(),
                                                  c.train.batch_size / comm_.size())
                                    : "");
+  log_->info("{}", gemm_summary());
 }
 
 // From the newest checkpoint that reads back whole; a damaged newer one is skipped, saying so. Rank 0 reads it

@@ -75,4 +75,13 @@ for name in '".."' '""' "\"$WORK/out\"" '"../out"'; do
   check "--force run.name=$name: nothing deleted" [ -e "$WORK/out/keep/file" ]
 done
 
+# A bad QKV_GEMM is a usage error (exit 2) naming the variable, before any work; a good one is used.
+QKV_GEMM=mkl "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"gemm\" >/dev/null 2>gemm.err
+code=$?
+check "QKV_GEMM=mkl: exit 2 (got $code)" [ "$code" = 2 ]
+check "QKV_GEMM=mkl: the message" has gemm.err "QKV_GEMM: expected eigen, blas or auto, got 'mkl'"
+check "QKV_GEMM=mkl: no run directory" [ ! -e "$WORK/gemm" ]
+QKV_GEMM=eigen "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"gemm\" train.steps=5 >/dev/null 2>&1
+check "QKV_GEMM=eigen: the log says so" has "$WORK/gemm/train.log" "gemm: eigen for every product (forced)"
+
 summary "cli faults"
