@@ -2,11 +2,30 @@
 
 #include "qkv/core/ops.h"
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <map>
 
 namespace qkv {
 namespace {
 thread_local bool g_grad_mode = true;
+
+// ---- op profile (set_op_profiling) ----
+using Clock = std::chrono::steady_clock;
+bool g_profiling = false;
+Clock::time_point g_mark;
+std::map<std::string, OpTime> g_profile;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+void profile_forward(const std::string& name) {
+  const auto now = Clock::now();
+  OpTime& t = g_profile[name];
+  t.forward_s += std::chrono::duration<double>(now - g_mark).count();
+  ++t.calls;
+  g_mark = now;
+}
 std::atomic<std::uint64_t> g_epoch{0};
 
 Edge edge_to(const Tensor& t) {
@@ -23,6 +42,7 @@ SavedVersion saved_version(const Tensor& t) {
 }
 
 void attach(Tensor& out, std::string name, std::vector<Edge> next, BackwardFn fn, std::vector<SavedVersion> saved) {
+  if (g_profiling) profile_forward(name);
   auto node = std::make_shared<Node>();
   node->name = std::move(name);
   node->next = std::move(next);
@@ -176,6 +196,8 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
     accumulate_leaf(*impl(), std::move(grad));
     return;
   }
+  const auto started = Clock::now();
+  double in_nodes = 0;
   const auto order = topo_order(grad_fn());
   grad_fn()->grad = grad;
   for (const auto& node : order) {
@@ -187,7 +209,13 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
     node->grad = Tensor();
     if (!g.defined()) continue;
     check_saved(*node);
+    const auto node_start = g_profiling ? Clock::now() : Clock::time_point();
     Grads grads = node->backward(g);
+    if (g_profiling) {
+      const double s = seconds_since(node_start);
+      g_profile[node->name].backward_s += s;
+      in_nodes += s;
+    }
     check_grads(*node, grads);
     for (std::size_t i = 0; i < grads.size(); ++i) {
       const Edge& e = node->next[i];
@@ -205,6 +233,31 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
       node->released = true;
     }
   }
+  if (g_profiling) {
+    g_profile["(autograd)"].backward_s += seconds_since(started) - in_nodes;
+    g_mark = Clock::now();
+  }
 }
+
+void set_op_profiling(bool on) {
+  g_profiling = on;
+  g_mark = Clock::now();
+}
+
+void profile_mark() { g_mark = Clock::now(); }
+
+std::vector<OpTime> op_profile() {
+  std::vector<OpTime> out;
+  for (const auto& [name, t] : g_profile) {
+    out.push_back(t);
+    out.back().name = name;
+  }
+  std::sort(out.begin(), out.end(), [](const OpTime& a, const OpTime& b) {
+    return a.forward_s + a.backward_s > b.forward_s + b.backward_s;
+  });
+  return out;
+}
+
+void reset_op_profile() { g_profile.clear(); }
 
 }  // namespace qkv

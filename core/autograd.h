@@ -83,4 +83,20 @@ void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, Ba
 void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& saved,
             SavedBackwardFn backward);
 
+/// Op timing for profiles (`qkv bench --profile`). While on, each recorded op's forward time (the time since the
+/// previous record or profile_mark(), so a step's forward should start with a mark) and each backward node's time
+/// are summed by op name, and backward's own bookkeeping (ordering the graph, summing gradients) under
+/// "(autograd)". Off by default: then it costs one branch per op. Not for use from several threads at once.
+struct OpTime {
+  std::string name;
+  double forward_s = 0, backward_s = 0;
+  std::int64_t calls = 0;
+};
+void set_op_profiling(bool on);
+/// Starts a new forward interval: work since the last op (data, the optimizer) is not charged to the next op.
+void profile_mark();
+/// The sums so far, largest total first; reset_op_profile() clears them.
+std::vector<OpTime> op_profile();
+void reset_op_profile();
+
 }  // namespace qkv

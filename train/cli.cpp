@@ -512,12 +512,23 @@ namespace {
 struct Args {
   std::string config_path, resume, target, tokens, svg, out, dtype = "f32", prompt;
   std::vector<std::string> overrides, report_runs;
-  bool force = false, json = false, keys = false, no_cache = false;
+  bool force = false, json = false, keys = false, no_cache = false, bench_profile = false;
   std::int64_t layer = 0, head = 0, length = 200, bench_steps = 50, bench_warmup = 5;
   double temperature = 1.0;
   std::uint64_t seed = 0;
 };
 // The man-page part of `qkv --help` (a test checks it against README and the exit codes the CLI returns).
+// qkv bench --profile: milliseconds per step and share of the step by op family.
+void print_profile(const std::vector<ProfileRow>& rows) {
+  double step = 0;
+  for (const ProfileRow& r : rows) step += r.forward_ms + r.backward_ms;
+  fmt::print("{:<34} {:>10} {:>10} {:>10} {:>7}\n", "op family (ms per step)", "forward", "backward", "total",
+             "share");
+  for (const ProfileRow& r : rows)
+    fmt::print("{:<34} {:>10.3f} {:>10.3f} {:>10.3f} {:>6.1f}%\n", r.family, r.forward_ms, r.backward_ms,
+               r.forward_ms + r.backward_ms, 100.0 * (r.forward_ms + r.backward_ms) / step);
+}
+
 constexpr const char* kHelpFooter = R"(Each command has its own --help: qkv COMMAND --help.
 
 Exit status:
@@ -563,6 +574,7 @@ void declare_run_commands(CLI::App& app, Args& a, Commands& c) {
   c.bench->add_option("overrides", a.overrides, "section.key=value overrides");
   c.bench->add_option("--steps", a.bench_steps, "timed steps (default 50)");
   c.bench->add_option("--warmup", a.bench_warmup, "untimed steps first (default 5)");
+  c.bench->add_flag("--profile", a.bench_profile, "also print where a step's time goes, by op family");
   c.init = app.add_subcommand("init", "write the initial weights a run of CONFIG starts from (for another framework)");
   c.init->add_option("config", a.config_path, "config file")->required();
   c.init->add_option("overrides", a.overrides, "section.key=value overrides");
@@ -606,12 +618,13 @@ int dispatch(const Commands& c, const Args& a) {
   if (*c.bench) {
     const Config cfg = load_config(a.config_path, a.overrides);
     set_num_threads(thread_count(cfg));
-    const BenchResult b = bench(cfg, a.bench_steps, a.bench_warmup);
+    const BenchResult b = bench(cfg, a.bench_steps, a.bench_warmup, a.bench_profile);
     if (!Comm::world().lead()) return 0;
     fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}", b.steps_per_s,
                b.tokens_per_s, b.gflops, b.peak_rss_mb);
     if (b.ranks > 1) fmt::print(" ranks={} comm_fraction={:.3f}", b.ranks, b.comm_fraction);  // global figures
     fmt::print("\n");
+    if (a.bench_profile) print_profile(b.profile);
     return 0;
   }
   if (*c.init) {

@@ -29,6 +29,7 @@
 #include <fstream>
 #include <new>
 #include <iterator>
+#include <map>
 #include <set>
 #include <span>
 #include <thread>
@@ -319,7 +320,46 @@ StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& sch
   return st;
 }
 
-BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
+namespace {
+
+// The op families of a profile: what a user tuning a model would look at.
+std::string op_family(const std::string& op) {
+  static const std::map<std::string, std::string> family = {
+      {"linear", "GEMM (linear, matmul)"}, {"matmul", "GEMM (linear, matmul)"}, {"attention", "attention"},
+      {"layer_norm", "LayerNorm"}, {"gelu", "GELU"}, {"relu", "activations"}, {"tanh", "activations"},
+      {"sigmoid", "activations"}, {"softmax", "softmax"}, {"log_softmax", "softmax"},
+      {"cross_entropy", "cross-entropy"}, {"embedding", "embedding"}, {"dropout", "dropout"},
+      {"(autograd)", "autograd bookkeeping"}};
+  if (const auto it = family.find(op); it != family.end()) return it->second;
+  static const std::set<std::string> shape = {"reshape", "permute", "narrow", "concat", "broadcast_to", "flip",
+                                              "gather", "index_select", "clone", "to"};
+  return shape.count(op) != 0 ? "shape and copies" : "elementwise and reductions";
+}
+
+std::vector<ProfileRow> profile_rows(const std::vector<OpTime>& ops, double step_seconds, std::int64_t steps) {
+  std::map<std::string, ProfileRow> by_family;
+  double accounted = 0;
+  for (const OpTime& op : ops) {
+    ProfileRow& row = by_family[op_family(op.name)];
+    row.forward_ms += 1e3 * op.forward_s / double(steps);
+    row.backward_ms += 1e3 * op.backward_s / double(steps);
+    accounted += op.forward_s + op.backward_s;
+  }
+  std::vector<ProfileRow> rows;
+  for (auto& [family, row] : by_family) {
+    row.family = family;
+    rows.push_back(row);
+  }
+  std::sort(rows.begin(), rows.end(), [](const ProfileRow& a, const ProfileRow& b) {
+    return a.forward_ms + a.backward_ms > b.forward_ms + b.backward_ms;
+  });
+  rows.push_back({"optimizer, clipping and the rest", 1e3 * (step_seconds - accounted / double(steps)), 0});
+  return rows;
+}
+
+}  // namespace
+
+BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool profile) {
   QKV_CHECK(steps > 0 && warmup >= 0, "bench: --steps must be > 0 and --warmup >= 0, got {} and {}", steps, warmup);
   const Comm& comm = Comm::world();
   check_ranks(c, comm);
@@ -340,10 +380,17 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup) {
   };
   for (std::int64_t i = 0; i < warmup; ++i) step(i);
   comm.take_comm_seconds();
+  reset_op_profile();
+  set_op_profiling(profile);
   const auto t0 = std::chrono::steady_clock::now();
-  for (std::int64_t i = 0; i < steps; ++i) step(warmup + i);
+  for (std::int64_t i = 0; i < steps; ++i) {
+    profile_mark();
+    step(warmup + i);
+  }
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  set_op_profiling(false);
   BenchResult b;
+  if (profile) b.profile = profile_rows(op_profile(), secs / double(steps), steps);
   b.ranks = comm.size();
   b.comm_fraction = comm.take_comm_seconds() / secs;
   b.steps_per_s = double(steps) / secs;

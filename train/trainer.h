@@ -101,15 +101,22 @@ struct StepStats {
 StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
                      double clip_grad_norm_to, const Comm* comm = nullptr, const Shard* shard = nullptr);
 
+/// Where a step's time goes, by op family (`qkv bench --profile`): milliseconds per step.
+struct ProfileRow {
+  std::string family;
+  double forward_ms = 0, backward_ms = 0;
+};
 struct BenchResult {
   double steps_per_s = 0, tokens_per_s = 0, gflops = 0, peak_rss_mb = 0;
   int ranks = 1;
   double comm_fraction = 0;  ///< share of a step spent in collectives (under mpirun)
+  std::vector<ProfileRow> profile;  ///< with `profile`: the families, largest first, then "optimizer and the rest"
 };
 /// Trains the config's model on its task for `steps` timed steps after `warmup` untimed ones, with no
 /// evaluation, logging or checkpoint I/O. Under mpirun every rank takes its slice of each global batch; the
-/// figures are global (tokens of the whole batch).
-BenchResult bench(const Config& config, std::int64_t steps, std::int64_t warmup);
+/// figures are global (tokens of the whole batch). With `profile`, also times every op (set_op_profiling), which
+/// slows the steps a little.
+BenchResult bench(const Config& config, std::int64_t steps, std::int64_t warmup, bool profile = false);
 
 /// The weights a run of `config` starts from (run.seed's initialisation, or model.init's weights) written to `path`
 /// with a trained model's full metadata, so another framework can start from exactly qkv's initialisation.

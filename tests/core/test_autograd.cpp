@@ -5,6 +5,7 @@
 
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <sstream>
 
 using namespace qkv;
@@ -224,4 +225,32 @@ TEST_CASE("README's custom-op block is examples/custom_op.cpp's, which ctest bui
   for (std::string line; std::getline(lines, line);) block += (line.empty() ? "" : "  ") + line + "\n";
   CHECK_MESSAGE(readme.find(block) != std::string::npos, "README lacks the block between the readme markers of "
                                                           "examples/custom_op.cpp; copy it into README's C++ API tour");
+}
+
+TEST_CASE("op profile: forward and backward time summed by op name while on, nothing while off") {
+  reset_op_profile();
+  const Tensor a = Tensor::randn({64, 64}).requires_grad_(), b = Tensor::randn({64, 64}).requires_grad_();
+  sum(matmul(a, b)).backward();
+  CHECK(op_profile().empty());  // off by default
+
+  set_op_profiling(true);
+  for (int i = 0; i < 3; ++i) {
+    profile_mark();
+    sum(gelu(matmul(a, b))).backward();
+  }
+  set_op_profiling(false);
+  const auto ops = op_profile();
+  std::map<std::string, OpTime> by_name;
+  for (const OpTime& t : ops) by_name[t.name] = t;
+  REQUIRE(by_name.count("matmul") == 1);
+  CHECK(by_name["matmul"].calls == 3);
+  CHECK(by_name["gelu"].calls == 3);
+  CHECK(by_name["matmul"].forward_s > 0);
+  CHECK(by_name["matmul"].backward_s > 0);
+  CHECK(by_name["gelu"].backward_s > 0);
+  CHECK(by_name.count("(autograd)") == 1);
+  for (std::size_t i = 1; i < ops.size(); ++i)  // largest total first
+    CHECK(ops[i - 1].forward_s + ops[i - 1].backward_s >= ops[i].forward_s + ops[i].backward_s);
+  reset_op_profile();
+  CHECK(op_profile().empty());
 }

@@ -342,3 +342,19 @@ TEST_CASE("qkv --help is a man page that stays accurate: every command, README's
     CHECK(help.out.find(line) != std::string::npos);
   CHECK(capture({"frobnicate"}).code == 2);
 }
+
+TEST_CASE("qkv bench --profile prints where a step's time goes, by op family, shares adding up to the step") {
+  const auto b = capture({"bench", kReverse, "--steps", "20", "--warmup", "2", "--profile"});
+  REQUIRE(b.code == 0);
+  CHECK(b.out.rfind("steps_per_s=", 0) == 0);
+  for (const char* family : {"GEMM (linear, matmul)", "attention", "cross-entropy", "embedding",
+                             "autograd bookkeeping", "optimizer, clipping and the rest"})
+    CHECK_MESSAGE(b.out.find(std::string("\n") + family + " ") != std::string::npos, family);
+  double share = 0;  // the last column of every family row
+  std::istringstream lines(b.out);
+  for (std::string line; std::getline(lines, line);)
+    if (!line.empty() && line.back() == '%' && line.find("share") == std::string::npos)
+      share += std::stod(line.substr(line.rfind(' ') + 1));
+  CHECK(share == doctest::Approx(100.0).epsilon(0.01));
+  CHECK(capture({"bench", kReverse, "--steps", "2"}).out.find("op family") == std::string::npos);  // only on request
+}
