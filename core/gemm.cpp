@@ -147,6 +147,7 @@ std::string machine_kind() {
   std::string kind = model + "|" + flags + "|" + Eigen::SimdInstructionSetsInUse();
 #if QKV_HAVE_BLAS
   kind += std::string("|") + openblas_get_corename();
+  if (const char* l2 = std::getenv("OPENBLAS_L2_SIZE")) kind += std::string("|") + l2;  // OpenBLAS's blocking
 #endif
   std::uint64_t h = 1469598103934665603ull;  // FNV-1a
   for (unsigned char ch : kind) h = (h ^ ch) * 1099511628211ull;
