@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Side-by-side training throughput of qkv and libtorch on the reference configs, run alternately so both see
 # the same machine state; prints medians and ratios. libtorch gets its best setting: torch threads = cores,
-# OPENBLAS_NUM_THREADS=1, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (for its command only).
+# OPENBLAS_NUM_THREADS=1, OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (for its command only). qkv's OpenBLAS
+# engine reads the last two as well, so its command runs with them unset too: both use the kernels OpenBLAS picks
+# for this CPU. THREADS=1 runs both on one thread (the single-thread table).
 #   bench/compare.sh [RUNS] [CONFIGS...]     e.g. bench/compare.sh 5 tiny small medium
+#   THREADS=1 bench/compare.sh 5
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${BUILD:-build}
@@ -14,6 +17,8 @@ TORCH=$BUILD/bin/bench_libtorch
 [ -x "$QKV" ] || { echo "build qkv first (make build)" >&2; exit 2; }
 [ -x "$TORCH" ] || { echo "bench_libtorch is not built: apt-get install libtorch-dev libopenblas0-pthread, then make build" >&2; exit 2; }
 CORES=$(nproc)
+THREADS=${THREADS:-0}  # qkv's train.threads (0: its default); libtorch gets THREADS, else the core count
+TORCH_THREADS=$([ "$THREADS" = 0 ] && echo "$CORES" || echo "$THREADS")
 declare -A STEPS=([tiny]=400 [small]=40 [medium]=12)
 
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
@@ -23,9 +28,10 @@ printf "%-7s %12s %12s %7s %10s %10s\n" config "qkv step/s" "torch step/s" ratio
 for c in $CONFIGS; do
   q_sps=(); q_rss=(); t_sps=(); t_rss=()
   for ((i = 0; i < RUNS; i++)); do
-    out=$("$QKV" bench "bench/configs/$c.toml" --steps "${STEPS[$c]}" --warmup 3)
+    out=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$QKV" bench "bench/configs/$c.toml" --steps "${STEPS[$c]}" \
+      --warmup 3 "train.threads=$THREADS")
     q_sps+=("$(echo "$out" | field steps_per_s)"); q_rss+=("$(echo "$out" | field peak_rss_mb)")
-    out=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 "$TORCH" "$c" --steps "${STEPS[$c]}" --warmup 3 --threads "$CORES")
+    out=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 "$TORCH" "$c" --steps "${STEPS[$c]}" --warmup 3 --threads "$TORCH_THREADS")
     t_sps+=("$(echo "$out" | field steps_per_s)"); t_rss+=("$(echo "$out" | field peak_rss_mb)")
   done
   qs=$(printf "%s\n" "${q_sps[@]}" | median); ts=$(printf "%s\n" "${t_sps[@]}" | median)
