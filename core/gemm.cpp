@@ -20,6 +20,7 @@ extern "C" char* openblas_get_corename();
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <mutex>
 #include <unistd.h>
 #include <sstream>
@@ -280,10 +281,10 @@ std::string gemm_table_at(const std::string& path) {
 // calling thread. The result must not depend on the thread count (tests/core/test_parallel.cpp), so every row must
 // take the same engine code path in any split:
 //  - the engine is chosen from the whole product's shape, never a block's;
-//  - blocks start at multiples of 16 rows for Eigen, a multiple of every panel height of its kernels (4, 8 or 16
-//    rows, SSE to AVX-512), and of 48 for OpenBLAS, whose kernels add 12 and 24 (its Haswell sgemm, which Zen CPUs
-//    get, sums a 16-row block's rows in another grouping), so a row meets the same kernel and rounding in any
-//    block, and only the matrix's last rows take the remainder path, in every split alike;
+//  - blocks start at multiples of 16 rows for Eigen and of 48 for OpenBLAS. A row's sums in Eigen's kernels do
+//    not depend on where its row panel (12, 24 or 48 rows, SSE to AVX-512) starts, which the test checks at 1 to
+//    8 threads on odd shapes; OpenBLAS's Haswell sgemm (which Zen CPUs get) groups rows by 12 and 24 and sums a
+//    row differently at a 16-row offset, so its blocks keep every grouping's alignment (48 = lcm of 16 and 24);
 //  - a block is never too small: Eigen sends a 1-row product to GEMV and a tiny one to its coefficient-wise
 //    product (so at least 32 rows), OpenBLAS products below 100^3 multiply-adds to its small-matrix kernel (on
 //    AVX-512 cores; so at least 2^20), each summing in another order; leftover rows too few for a block of
@@ -309,7 +310,10 @@ RowBlocks row_blocks(GemmEngine e, std::int64_t n, std::int64_t k, std::int64_t 
 template <class T>
 void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
           bool accumulate) {
-  const GemmEngine e = n > 0 && k > 0 && m > 0 ? gemm_engine(n, k, m) : GemmEngine::Eigen;
+  // CBLAS takes int sizes: an empty or a gigantic product stays on Eigen.
+  constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
+  const bool blas_sized = n > 0 && k > 0 && m > 0 && std::max({n, k, m}) <= kIntMax;
+  const GemmEngine e = blas_sized ? gemm_engine(n, k, m) : GemmEngine::Eigen;
   const int threads = num_threads();
   const bool split = threads > 1 && parallel_worth(Work::Gemm, double(n) * double(k) * double(m)) && n >= 2 * 32 &&
                      !detail::in_parallel();

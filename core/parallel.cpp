@@ -1,7 +1,7 @@
 // qkv's thread pool. Why not OpenMP: its static split gives each thread a fixed half, and its barrier spins, so on a
 // busy machine (another process on one of the two cores) every parallel region waited for the descheduled thread
 // while the waiting one burned the CPU that thread needed: 2 threads ran at 61% of 1 thread's speed. Here each
-// thread claims the next chunk when it is free, a waiting thread spins for a few microseconds and then sleeps
+// thread claims the next chunk when it is free, a waiting thread spins for 50-100 microseconds and then sleeps
 // (futex), and an idle worker does the same.
 #include "qkv/core/parallel.h"
 
@@ -81,8 +81,7 @@ class Pool {
   // claim is one compare-exchange that fails once the job it was for has ended: a late worker can never take a
   // chunk of the next job with the old job's fields. The caller claims from the front and the workers from the
   // back, so on a quiet machine the caller keeps the first part of every loop and a worker the last: consecutive
-  // ops find their rows in the same core's cache, as with a static split (claiming in one order, which handed
-  // chunks out at random, left 2 threads no faster than 1 on the tiny config).
+  // ops find their rows in the same core's cache, as with a static split, instead of chunks landing at random.
   static constexpr std::uint64_t kMask = (1u << 20) - 1, kGenMask = (1u << 24) - 1;
   static std::uint64_t pack(std::uint64_t gen, std::uint64_t lo, std::uint64_t hi) { return (gen << 40) | (lo << 20) | hi; }
   static std::uint64_t gen_of(std::uint64_t s) { return s >> 40; }
