@@ -175,6 +175,23 @@ void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, co
   record(out, std::move(name), inputs, std::move(fn), kept);
 }
 
+namespace {
+
+// Hands a node's input gradients on: summed into the producing node's pending gradient, or into a leaf's .grad().
+void send_grads(const Node& node, Grads& grads) {
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    const Edge& e = node.next[i];
+    if (!grads[i].defined()) continue;
+    if (e.fn) {
+      e.fn->grad = e.fn->grad.defined() ? add(e.fn->grad, grads[i]) : std::move(grads[i]);
+    } else if (e.leaf) {
+      accumulate_leaf(*e.leaf, std::move(grads[i]));
+    }
+  }
+}
+
+}  // namespace
+
 void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
   QKV_CHECK(defined(), "Tensor::backward: the tensor is undefined");
   QKV_CHECK(requires_grad(), "backward: tensor of shape {} does not require grad and has no grad_fn",
@@ -217,15 +234,7 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
       in_nodes += s;
     }
     check_grads(*node, grads);
-    for (std::size_t i = 0; i < grads.size(); ++i) {
-      const Edge& e = node->next[i];
-      if (!grads[i].defined()) continue;
-      if (e.fn) {
-        e.fn->grad = e.fn->grad.defined() ? add(e.fn->grad, grads[i]) : std::move(grads[i]);
-      } else if (e.leaf) {
-        accumulate_leaf(*e.leaf, std::move(grads[i]));
-      }
-    }
+    send_grads(*node, grads);
     if (!retain_graph) {
       node->backward = nullptr;  // frees the saved tensors
       node->next.clear();
