@@ -6,6 +6,7 @@
 #include <atomic>
 #include <chrono>
 #include <map>
+#include <unordered_map>
 
 namespace qkv {
 namespace {
@@ -190,7 +191,59 @@ void send_grads(const Node& node, Grads& grads) {
   }
 }
 
+// Runs one node's backward and hands its gradients on; the seconds it took when profiling (else 0).
+double run_node(Node& node, const Tensor& g) {
+  check_saved(node);
+  const auto node_start = g_profiling ? Clock::now() : Clock::time_point();
+  Grads grads = node.backward(g);
+  double seconds = 0;
+  if (g_profiling) {
+    seconds = seconds_since(node_start);
+    g_profile[node.name].backward_s += seconds;
+  }
+  check_grads(node, grads);
+  send_grads(node, grads);
+  return seconds;
+}
+
+thread_local const std::function<void(const Tensor&)>* g_leaf_hook = nullptr;
+
+// For LeafGradHook: how many edges from the sweep's nodes still lead into each leaf. A leaf is final when the
+// last node feeding it has run (or was skipped for want of a gradient).
+class LeafReadiness {
+ public:
+  explicit LeafReadiness(const std::vector<std::shared_ptr<Node>>& order) : hook_(g_leaf_hook) {
+    if (hook_ == nullptr) return;
+    for (const auto& node : order)
+      for (const Edge& e : node->next)
+        if (e.leaf) ++pending_[e.leaf.get()];
+  }
+  void done(const Node& node) {
+    if (hook_ == nullptr) return;
+    for (const Edge& e : node.next)
+      if (e.leaf && --pending_[e.leaf.get()] == 0) (*hook_)(Tensor(e.leaf));
+  }
+
+ private:
+  const std::function<void(const Tensor&)>* hook_;
+  std::unordered_map<const TensorImpl*, int> pending_;
+};
+
+void release(Node& node) {
+  node.backward = nullptr;  // frees the saved tensors
+  node.next.clear();
+  node.saved.clear();
+  node.released = true;
+}
+
 }  // namespace
+
+LeafGradHook::LeafGradHook(std::function<void(const Tensor& leaf)> on_ready)
+    : on_ready_(std::move(on_ready)), prev_(g_leaf_hook) {
+  g_leaf_hook = &on_ready_;
+}
+
+LeafGradHook::~LeafGradHook() { g_leaf_hook = prev_; }
 
 void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
   QKV_CHECK(defined(), "Tensor::backward: the tensor is undefined");
@@ -211,11 +264,13 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
   NoGradGuard no_grad;
   if (is_leaf()) {
     accumulate_leaf(*impl(), std::move(grad));
+    if (g_leaf_hook != nullptr) (*g_leaf_hook)(*this);
     return;
   }
   const auto started = Clock::now();
   double in_nodes = 0;
   const auto order = topo_order(grad_fn());
+  LeafReadiness leaves(order);
   grad_fn()->grad = grad;
   for (const auto& node : order) {
     QKV_CHECK(!node->released,
@@ -224,23 +279,9 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
               node->name);
     Tensor g = std::move(node->grad);
     node->grad = Tensor();
-    if (!g.defined()) continue;
-    check_saved(*node);
-    const auto node_start = g_profiling ? Clock::now() : Clock::time_point();
-    Grads grads = node->backward(g);
-    if (g_profiling) {
-      const double s = seconds_since(node_start);
-      g_profile[node->name].backward_s += s;
-      in_nodes += s;
-    }
-    check_grads(*node, grads);
-    send_grads(*node, grads);
-    if (!retain_graph) {
-      node->backward = nullptr;  // frees the saved tensors
-      node->next.clear();
-      node->saved.clear();
-      node->released = true;
-    }
+    if (g.defined()) in_nodes += run_node(*node, g);
+    leaves.done(*node);
+    if (g.defined() && !retain_graph) release(*node);
   }
   if (g_profiling) {
     g_profile["(autograd)"].backward_s += seconds_since(started) - in_nodes;

@@ -83,6 +83,23 @@ void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, Ba
 void record(Tensor& out, std::string name, const std::vector<Tensor>& inputs, const std::vector<Tensor>& saved,
             SavedBackwardFn backward);
 
+/// While alive, `on_ready(leaf)` runs during this thread's backward sweeps each time a leaf's .grad() is final
+/// for the sweep: every node that feeds the leaf has run (PyTorch's post-accumulate-grad hook, for all leaves at
+/// once). Leaves are reported in the order backward finishes them, which is what lets data parallelism start
+/// summing early gradients across ranks while backward still computes later ones. One hook per thread; a nested
+/// one replaces the outer until it ends. Costs nothing when none is installed.
+class LeafGradHook {
+ public:
+  explicit LeafGradHook(std::function<void(const Tensor& leaf)> on_ready);
+  ~LeafGradHook();
+  LeafGradHook(const LeafGradHook&) = delete;
+  LeafGradHook& operator=(const LeafGradHook&) = delete;
+
+ private:
+  std::function<void(const Tensor&)> on_ready_;
+  const std::function<void(const Tensor&)>* prev_;
+};
+
 /// Op timing for profiles (`qkv bench --profile`). While on, each recorded op's forward time (the time since the
 /// previous record or profile_mark(), so a step's forward should start with a mark) and each backward node's time
 /// are summed by op name, and backward's own bookkeeping (ordering the graph, summing gradients) under

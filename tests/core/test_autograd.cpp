@@ -254,3 +254,36 @@ TEST_CASE("op profile: forward and backward time summed by op name while on, not
   reset_op_profile();
   CHECK(op_profile().empty());
 }
+
+TEST_CASE("LeafGradHook: each leaf once per sweep, when its gradient is final, in the order backward ends it") {
+  // y = sum(w_late * (w_twice * x + w_twice)): backward finishes w_late first; w_twice feeds two nodes.
+  const Tensor x = Tensor::from({1.0, 2.0}, kFloat64);
+  const Tensor w_twice = Tensor::from({3.0, 4.0}, kFloat64).requires_grad_();
+  const Tensor w_late = Tensor::from({5.0, 6.0}, kFloat64).requires_grad_();
+  const Tensor unused = Tensor::from({7.0}, kFloat64).requires_grad_();
+  std::vector<std::pair<const TensorImpl*, std::vector<double>>> seen;
+  {
+    LeafGradHook hook([&](const Tensor& leaf) { seen.emplace_back(leaf.impl(), leaf.grad().to_vector()); });
+    sum(w_late * (w_twice * x + w_twice)).backward();
+  }
+  REQUIRE(seen.size() == 2);
+  CHECK(seen[0].first == w_late.impl());
+  CHECK(seen[0].second == std::vector<double>{6, 12});  // w_twice * x + w_twice
+  CHECK(seen[1].first == w_twice.impl());
+  CHECK(seen[1].second == std::vector<double>{10, 18});  // w_late * (x + 1), both contributions in
+  CHECK(seen[1].second == w_twice.grad().to_vector());
+
+  seen.clear();  // the hook has ended: nothing reported
+  sum(w_late * 2.0).backward();
+  CHECK(seen.empty());
+
+  std::vector<std::string> order;  // nested hooks: the inner one replaces the outer until it ends
+  LeafGradHook outer([&](const Tensor&) { order.push_back("outer"); });
+  {
+    LeafGradHook inner([&](const Tensor&) { order.push_back("inner"); });
+    sum(unused * 1.0).backward();
+    unused.backward(Tensor::ones({1}, kFloat64));  // a leaf as the root is final at once
+  }
+  sum(unused * 1.0).backward();
+  CHECK(order == std::vector<std::string>{"inner", "inner", "outer"});
+}
