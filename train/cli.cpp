@@ -623,6 +623,7 @@ int dispatch(const Commands& c, const Args& a) {
     fmt::print("steps_per_s={:.3f} tokens_per_s={:.1f} gflops={:.3f} peak_rss_mb={:.1f}", b.steps_per_s,
                b.tokens_per_s, b.gflops, b.peak_rss_mb);
     if (b.ranks > 1) fmt::print(" ranks={} comm_fraction={:.3f}", b.ranks, b.comm_fraction);  // global figures
+    if (b.buckets > 0) fmt::print(" buckets={} started_in_backward={}", b.buckets, b.buckets_early);
     fmt::print("\n");
     if (a.bench_profile) print_profile(b.profile);
     return 0;

@@ -93,6 +93,7 @@ std::vector<KeySpec> make_specs() {
       {"train.checkpoint_every", [](Config& c) -> Ref { return &c.train.checkpoint_every; }, "checkpoint every this many steps (0 = only at the end)", 0, 1e12},
       {"train.keep_checkpoints", [](Config& c) -> Ref { return &c.train.keep_checkpoints; }, "checkpoints kept (oldest deleted)", 1, 1e6},
       {"train.target_accuracy", [](Config& c) -> Ref { return &c.train.target_accuracy; }, "stop when validation sequence accuracy reaches it (0 = off)", 0, 1},
+      {"train.bucket_mb", [](Config& c) -> Ref { return &c.train.bucket_mb; }, "under mpirun: gradients are summed in buckets of this size, each started while backward computes the rest (0 = one sum after backward)", 0, 1e6},
       {"train.threads", [](Config& c) -> Ref { return &c.train.threads; }, "worker threads (0 = all cores, shared by the ranks mpirun starts on one machine)", 0, 1024},
   };
   const auto model_end = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.name == "model.positions"; });

@@ -44,6 +44,7 @@ struct Config {
     std::int64_t checkpoint_every = 500, keep_checkpoints = 3;
     double target_accuracy = 0.0;  // 0 = never stop early
     std::int64_t threads = 0;      // 0 = all cores
+    double bucket_mb = 0.25;       // under mpirun: gradient all-reduce buckets; 0 = one after backward
   } train;
 
   /// The model to build (vocab_size from the data; `text` sets it from the file's characters).

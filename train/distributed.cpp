@@ -1,5 +1,6 @@
 #include "qkv/train/distributed.h"
 
+#include <qkv/core/autograd.h>
 #include <qkv/core/dispatch.h>
 #include <qkv/core/tensor.h>
 #include <qkv/optim/optimizer.h>
@@ -9,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <unordered_map>
 
 #include <unistd.h>
 
@@ -334,6 +336,135 @@ double Shard::clip_grad_norm(double max_norm) const {
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) scale_grads(params_, coef);  // only this rank's parameters hold gradients now
   return norm;
+}
+
+struct GradientBuckets::State {
+  struct Bucket {
+    std::vector<std::size_t> params;  // indices into State::params
+    std::vector<std::size_t> at;      // each one's byte offset in `bytes`
+    std::vector<std::byte> bytes;
+    DType dtype = kFloat32;
+    std::size_t waiting = 0;  // parameters whose gradient is not final yet in this sweep
+#ifdef QKV_HAVE_MPI
+    MPI_Request request = MPI_REQUEST_NULL;
+#endif
+  };
+  const Comm& comm;
+  std::vector<Tensor> params;
+  std::vector<Bucket> buckets;
+  std::unordered_map<const TensorImpl*, std::pair<std::size_t, std::size_t>> where;  // bucket, slot
+  std::vector<bool> copied;   // per parameter, in this sweep
+  std::size_t started = 0;    // buckets [0, started) have started, in order
+  std::size_t polled = 0;     // buckets before it are known to be done
+  std::size_t early = 0;      // buckets started before backward ended
+
+  State(const Comm& c, const std::vector<Tensor>& p) : comm(c), params(p), copied(p.size()) {}
+  void add(std::size_t param, std::size_t bucket_bytes);
+  void ready(std::size_t param);
+  void start_ready();
+  void poll();
+  void finish();
+};
+
+// Parameters are taken last first; a bucket closes at `bucket_bytes` or when the dtype changes.
+void GradientBuckets::State::add(std::size_t param, std::size_t bucket_bytes) {
+  const Tensor& p = params[param];
+  const std::size_t n = static_cast<std::size_t>(p.numel()) * itemsize(p.dtype());
+  if (buckets.empty() || buckets.back().dtype != p.dtype() ||
+      (bucket_bytes > 0 && buckets.back().bytes.size() + n > bucket_bytes && !buckets.back().params.empty()))
+    buckets.emplace_back().dtype = p.dtype();
+  Bucket& b = buckets.back();
+  QKV_CHECK(b.bytes.size() + n < (std::size_t{1} << 31), "gradient buckets: a bucket of over 2 GiB");
+  where[p.impl()] = {buckets.size() - 1, b.params.size()};
+  b.params.push_back(param);
+  b.at.push_back(b.bytes.size());
+  b.bytes.resize(b.bytes.size() + n);
+}
+
+// A parameter's gradient is final: into its bucket (zeros when undefined); full buckets start, in order.
+void GradientBuckets::State::ready(std::size_t param) {
+  if (copied[param]) return;
+  copied[param] = true;
+  const auto [bi, slot] = where.at(params[param].impl());
+  Bucket& b = buckets[bi];
+  const Tensor g = params[param].grad();
+  const std::size_t n = static_cast<std::size_t>(params[param].numel()) * itemsize(b.dtype);
+  if (g.defined()) std::memcpy(b.bytes.data() + b.at[slot], g.raw_data(), n);
+  else std::memset(b.bytes.data() + b.at[slot], 0, n);
+  --b.waiting;
+  start_ready();
+}
+
+void GradientBuckets::State::start_ready() {
+  Timed timed(comm.comm_seconds_);
+  for (; started < buckets.size() && buckets[started].waiting == 0; ++started) {
+#ifdef QKV_HAVE_MPI
+    if (!comm.distributed()) continue;  // a job of one: the sums are the gradients
+    Bucket& b = buckets[started];
+    const int count = static_cast<int>(b.bytes.size() / itemsize(b.dtype));
+    check_mpi(MPI_Iallreduce(MPI_IN_PLACE, b.bytes.data(), count, b.dtype == kFloat64 ? MPI_DOUBLE : MPI_FLOAT,
+                             MPI_SUM, MPI_COMM_WORLD, &b.request),
+              "all-reduce of the gradients");
+#endif
+  }
+  poll();
+}
+
+// MPI moves non-blocking collectives on only inside MPI calls: a test of the oldest unfinished one does that.
+void GradientBuckets::State::poll() {
+#ifdef QKV_HAVE_MPI
+  if (!comm.distributed()) return;
+  for (; polled < started; ++polled) {
+    int done = 0;
+    check_mpi(MPI_Test(&buckets[polled].request, &done, MPI_STATUS_IGNORE), "all-reduce of the gradients");
+    if (!done) return;
+  }
+#endif
+}
+
+// After backward: parameters it did not reach count as zeros; wait for every bucket; the sums into .grad().
+void GradientBuckets::State::finish() {
+  for (std::size_t i = 0; i < params.size(); ++i) ready(i);
+  {
+    Timed timed(comm.comm_seconds_);
+#ifdef QKV_HAVE_MPI
+    for (Bucket& b : buckets)
+      if (comm.distributed()) check_mpi(MPI_Wait(&b.request, MPI_STATUS_IGNORE), "all-reduce of the gradients");
+#endif
+  }
+  for (const Bucket& b : buckets)
+    for (std::size_t slot = 0; slot < b.params.size(); ++slot) {
+      const Tensor& p = params[b.params[slot]];
+      if (!p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), p.dtype()));
+      std::memcpy(p.grad().raw_data(), b.bytes.data() + b.at[slot],
+                  static_cast<std::size_t>(p.numel()) * itemsize(b.dtype));
+    }
+}
+
+GradientBuckets::GradientBuckets(const std::vector<Tensor>& params, const Comm& comm, std::size_t bucket_bytes)
+    : s_(std::make_unique<State>(comm, params)) {
+  for (std::size_t i = params.size(); i-- > 0;) s_->add(i, bucket_bytes);
+}
+
+GradientBuckets::~GradientBuckets() = default;
+
+std::size_t GradientBuckets::size() const { return s_->buckets.size(); }
+std::size_t GradientBuckets::started_early() const { return s_->early; }
+
+void GradientBuckets::backward(const Tensor& loss) {
+  State& s = *s_;
+  for (State::Bucket& b : s.buckets) b.waiting = b.params.size();
+  std::fill(s.copied.begin(), s.copied.end(), false);
+  s.started = s.polled = 0;
+  {
+    LeafGradHook hook([&s](const Tensor& leaf) {
+      if (const auto it = s.where.find(leaf.impl()); it != s.where.end())
+        s.ready(s.buckets[it->second.first].params[it->second.second]);
+    });
+    loss.backward();
+  }
+  s.early = s.started;
+  s.finish();
 }
 
 std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h) {

@@ -4,6 +4,7 @@
 // build without MPI) the job is one rank and nothing here calls MPI: it is never even initialised.
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -56,7 +57,8 @@ class Comm {
   Comm& operator=(const Comm&) = delete;
 
  private:
-  friend class Shard;  // its collectives count into comm_seconds_ too
+  friend class Shard;  // their collectives count into comm_seconds_ too
+  friend class GradientBuckets;
   Comm();
   int rank_ = 0, size_ = 1;
   mutable double comm_seconds_ = 0;
@@ -85,6 +87,29 @@ class Shard {
   std::vector<int> owner_;            // per parameter
   std::vector<std::size_t> order_;    // parameters grouped by owner, each owner's contiguous in the flat buffer
   std::vector<int> counts_, displs_;  // elements per rank and where they start
+};
+
+/// DDP's reducer: sums every rank's gradients in flat buckets of about `bucket_bytes`, each started as a
+/// non-blocking all-reduce as soon as backward has made every gradient in it final and every earlier bucket has
+/// started, so the sums travel while backward computes the rest. Buckets hold the parameters in reverse order
+/// (backward reaches the last layers first) and one dtype each; they are the same on every rank and start in the
+/// same order, as MPI requires. bucket_bytes = 0: one bucket per dtype, which starts when backward ends.
+/// The time spent waiting in MPI (starting, polling, the final wait) counts into Comm::take_comm_seconds.
+class GradientBuckets {
+ public:
+  GradientBuckets(const std::vector<Tensor>& params, const Comm& comm, std::size_t bucket_bytes);
+  ~GradientBuckets();
+  GradientBuckets(const GradientBuckets&) = delete;
+  GradientBuckets& operator=(const GradientBuckets&) = delete;
+  /// loss.backward(), with every parameter's gradient then the sum over ranks (undefined ones count as zeros).
+  void backward(const Tensor& loss);
+  std::size_t size() const;
+  /// Buckets of the last backward() that started before backward ended (the rest waited for its end).
+  std::size_t started_early() const;
+
+ private:
+  struct State;
+  std::unique_ptr<State> s_;
 };
 
 /// True when this process was started by mpirun/mpiexec (OpenMPI's OMPI_COMM_WORLD_SIZE, or PMI/PMIx variables).

@@ -86,7 +86,8 @@ struct Run {
   std::unique_ptr<Dataset> data;
   std::shared_ptr<LanguageModel> model;
   std::unique_ptr<Optimizer> optimizer;
-  std::unique_ptr<Shard> shard;  // optim.shard under mpirun
+  std::unique_ptr<Shard> shard;             // optim.shard under mpirun
+  std::unique_ptr<GradientBuckets> buckets;  // otherwise, under mpirun
   std::unique_ptr<LRSchedule> schedule;
   std::int64_t step = 0;
 };
@@ -250,9 +251,15 @@ void share_weights(LanguageModel& model, const Comm& comm) {
     QKV_CHECK(all[r] == all[0], "rank {}'s weights differ from rank 0's after the broadcast", r);
 }
 
-// optim.shard under mpirun: the parameter owners, and each rank's optimizer state cut to its own parameters.
-void shard_optimizer(Run& r, const Comm& comm) {
-  if (!r.config.optim.shard || !comm.distributed()) return;
+// Under mpirun, how gradients are shared: optim.shard's parameter owners, with each rank's optimizer state cut
+// to its own parameters; otherwise the all-reduce buckets.
+void share_gradients(Run& r, const Comm& comm) {
+  if (!comm.distributed()) return;
+  if (!r.config.optim.shard) {
+    r.buckets = std::make_unique<GradientBuckets>(r.optimizer->parameters(), comm,
+                                                  static_cast<std::size_t>(r.config.train.bucket_mb * 1e6));
+    return;
+  }
   r.shard = std::make_unique<Shard>(r.optimizer->parameters(), comm);
   std::set<std::string> mine;
   const auto& named = r.optimizer->params();
@@ -296,21 +303,22 @@ Tensor step_loss(const Tensor& logits, const Batch& batch, const Comm* comm, dou
 }  // namespace
 
 StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
-                     double clip_grad_norm_to, const Comm* comm, const Shard* shard) {
+                     double clip_grad_norm_to, const Comm* comm, const Shard* shard, GradientBuckets* buckets) {
   const Tensor logits = model.logits(batch.inputs);  // (B, T, V)
   StepStats st;
   const Tensor loss = step_loss(logits, batch, comm, st.loss);
   st.lr = optimizer.lr();
   if (!std::isfinite(st.loss)) return st;  // the caller stops before touching the weights (every rank alike)
   optimizer.zero_grad();
-  loss.backward();
+  if (buckets != nullptr) buckets->backward(loss);  // summed across ranks, overlapping backward
+  else loss.backward();
   // The optimizer's cached list: model.parameters() would rebuild every dotted name on each step.
   const auto& params = optimizer.parameters();
   if (shard != nullptr) {  // each rank the sums of its own parameters; the norm from every rank's part
     shard->reduce_scatter_gradients();
     st.grad_norm = clip_grad_norm_to > 0 ? shard->clip_grad_norm(clip_grad_norm_to) : shard->grad_norm();
   } else {
-    if (comm != nullptr) comm->sum_gradients(params);  // then clipping sees the global norm
+    if (comm != nullptr && buckets == nullptr) comm->sum_gradients(params);  // then clipping sees the global norm
     st.grad_norm = clip_grad_norm_to > 0 ? clip_grad_norm(params, clip_grad_norm_to) : grad_norm(params);
   }
   if (!std::isfinite(st.grad_norm)) return st;
@@ -367,7 +375,7 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool
   r.config = c;
   set_up(r);
   share_weights(*r.model, comm);
-  shard_optimizer(r, comm);
+  share_gradients(r, comm);
   auto& model = r.model;
   const ModelConfig mc = model->config();
   // Batches are drawn up front so the timed loop measures the model, not the data generator.
@@ -376,7 +384,7 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool
     batches.push_back(rank_slice(r.data->next_batch(c.train.batch_size), comm));
   const auto step = [&](std::int64_t i) {
     train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(i) % batches.size()],
-               c.optim.clip_grad_norm, &comm, r.shard.get());
+               c.optim.clip_grad_norm, &comm, r.shard.get(), r.buckets.get());
   };
   for (std::int64_t i = 0; i < warmup; ++i) step(i);
   comm.take_comm_seconds();
@@ -393,6 +401,10 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool
   if (profile) b.profile = profile_rows(op_profile(), secs / double(steps), steps);
   b.ranks = comm.size();
   b.comm_fraction = comm.take_comm_seconds() / secs;
+  if (r.buckets) {
+    b.buckets = static_cast<std::int64_t>(r.buckets->size());
+    b.buckets_early = static_cast<std::int64_t>(r.buckets->started_early());
+  }
   b.steps_per_s = double(steps) / secs;
   b.tokens_per_s = b.steps_per_s * double(c.train.batch_size * c.data.seq_len);
   b.gflops = 3.0 * flops_per_token(mc, c.data.seq_len) * b.tokens_per_s / 1e9;  // forward + backward (2x forward)
@@ -651,7 +663,7 @@ Trainer::Trainer(const Config& config, const TrainOptions& options) : opt_(optio
   build();
   if (resuming) {
     resume();
-    shard_optimizer(r_, comm_);  // the checkpoint held every parameter's state
+    share_gradients(r_, comm_);  // the checkpoint held every parameter's state
   }
   result_ = {r_.dir.string(), r_.step, {}, false, 0};
 }
@@ -672,7 +684,7 @@ void Trainer::open_log() {
 void Trainer::build() {
   on_every_rank_agree(comm_, [&] { set_up(r_); });  // a data file missing on one machine ends every rank
   share_weights(*r_.model, comm_);
-  shard_optimizer(r_, comm_);
+  share_gradients(r_, comm_);
   const Config& c = r_.config;
   if (opt_.resume_dir.empty())
     log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads{}", r_.dir.string(),
@@ -836,7 +848,7 @@ TrainResult Trainer::run() {
     StepStats st;
     try {
       st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm, &comm_,
-                      r_.shard.get());
+                      r_.shard.get(), r_.buckets.get());
     } catch (const std::bad_alloc&) {
       throw TrainingError(fmt::format("step {}: out of memory (lower train.batch_size, data.seq_len or the model "
                                       "size)", r_.step + 1));

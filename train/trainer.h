@@ -15,6 +15,7 @@ namespace qkv {
 
 class Comm;
 class Shard;
+class GradientBuckets;
 class Dataset;
 class LRSchedule;
 class Optimizer;
@@ -97,9 +98,11 @@ struct StepStats {
 /// step, schedule step. Stops before updating anything when the loss or gradient norm is not finite.
 /// With a distributed `comm`, `batch` is this rank's slice of the global batch: the loss is normalised by the
 /// targets counted on every rank and the gradients are summed across ranks before clipping.
-/// With a `shard` (optim.shard), gradients are reduce-scattered and each rank updates its own parameters.
+/// With a `shard` (optim.shard), gradients are reduce-scattered and each rank updates its own parameters; with
+/// `buckets`, they are summed in buckets while backward runs (else in one all-reduce after it).
 StepStats train_step(LanguageModel& model, Optimizer& optimizer, LRSchedule& schedule, const Batch& batch,
-                     double clip_grad_norm_to, const Comm* comm = nullptr, const Shard* shard = nullptr);
+                     double clip_grad_norm_to, const Comm* comm = nullptr, const Shard* shard = nullptr,
+                     GradientBuckets* buckets = nullptr);
 
 /// Where a step's time goes, by op family (`qkv bench --profile`): milliseconds per step.
 struct ProfileRow {
@@ -109,7 +112,8 @@ struct ProfileRow {
 struct BenchResult {
   double steps_per_s = 0, tokens_per_s = 0, gflops = 0, peak_rss_mb = 0;
   int ranks = 1;
-  double comm_fraction = 0;  ///< share of a step spent in collectives (under mpirun)
+  double comm_fraction = 0;  ///< share of a step spent waiting in collectives (under mpirun)
+  std::int64_t buckets = 0, buckets_early = 0;  ///< gradient buckets, and those started during backward
   std::vector<ProfileRow> profile;  ///< with `profile`: the families, largest first, then "optimizer and the rest"
 };
 /// Trains the config's model on its task for `steps` timed steps after `warmup` untimed ones, with no

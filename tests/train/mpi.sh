@@ -37,6 +37,14 @@ for n in 2 3; do
   check "np $n: rank 0 alone reports" [ "$(grep -c "^Trained 60 steps" np$n.out)" = 1 ]
 done
 
+# Gradient buckets: one sum after backward (0), and a bucket per parameter or so (1 kB), started during backward.
+for b in "2 0" "3 0.001"; do
+  set -- $b
+  "${MPIRUN[@]}" -np $1 "$QKV" train "$CFG" "${COMMON[@]}" train.bucket_mb=$2 run.name=\"bucket$1\" >bucket$1.out 2>&1
+  check "np $1, train.bucket_mb = $2: exit 0" [ $? = 0 ]
+  check "np $1, train.bucket_mb = $2 follows the 1-process run" same_run one bucket$1
+done
+
 # ZeRO-1 (optim.shard): the same trajectory, each rank holding 1/N of the optimizer state.
 for n in 2 3; do
   "${MPIRUN[@]}" -np $n "$QKV" train "$CFG" "${COMMON[@]}" optim.shard=true run.name=\"shard$n\" >shard$n.out 2>shard$n.err

@@ -36,3 +36,32 @@ TEST_CASE("fnv1a is the standard 64-bit FNV-1a") {
   CHECK(fnv1a("a", 1) == 0xaf63dc4c8601ec8cull);
   CHECK(fnv1a("foobar", 6) == 0x85944171f73967e8ull);
 }
+
+TEST_CASE("gradient buckets: last parameters first, split by size and dtype; in a job of one the sums are the gradients") {
+  const Comm& comm = Comm::world();
+  const Tensor a = Tensor::from({1.0, 2.0}, kFloat64).requires_grad_();         // 16 bytes
+  const Tensor b = Tensor::from({1.0, 2.0, 3.0}).requires_grad_();              // 12 bytes
+  const Tensor c = Tensor::from({4.0, 5.0, 6.0}).requires_grad_();              // 12 bytes
+  const Tensor unused = Tensor::from({7.0}).requires_grad_();
+  const std::vector<Tensor> params{a, b, c, unused};
+  CHECK(GradientBuckets(params, comm, 0).size() == 2);   // one per dtype: {unused, c, b}, {a}
+  CHECK(GradientBuckets(params, comm, 16).size() == 3);  // {unused, c} (16 bytes), {b}, {a}
+  CHECK(GradientBuckets(params, comm, 28).size() == 2);  // {unused, c, b}, {a}
+  CHECK(GradientBuckets(params, comm, 1).size() == 4);   // each alone, however small the cap
+
+  GradientBuckets buckets(params, comm, 16);
+  for (int sweep = 0; sweep < 2; ++sweep) {  // twice: the per-sweep state starts again
+    for (const Tensor& p : params) p.zero_grad();
+    buckets.backward(sum(b * c) + sum(a * 3.0).to(kFloat32));
+    CHECK(a.grad().to_vector() == std::vector<double>{3, 3});
+    CHECK(b.grad().to_vector() == std::vector<double>{4, 5, 6});
+    CHECK(c.grad().to_vector() == std::vector<double>{1, 2, 3});
+    CHECK(unused.grad().to_vector() == std::vector<double>{0});  // not reached: zeros, as the sum would be
+  }
+  CHECK(buckets.started_early() == 0);  // the first bucket holds `unused`, which backward never reaches
+
+  // Every parameter reached: each bucket starts as backward finishes its gradients, in bucket order.
+  GradientBuckets reached({a, b, c}, comm, 1);
+  reached.backward(sum(b * c) + sum(a * 3.0).to(kFloat32));
+  CHECK(reached.started_early() == 3);
+}
