@@ -107,6 +107,8 @@ check "different configs: rank 1 named, once" [ "$(grep -c "rank 1 (on [^)]*) ha
 "${MPIRUN[@]}" -np 2 "$QKV" bench "$CFG" --steps 5 --warmup 1 train.threads=1 >bench.out 2>bench.err
 check "bench under mpirun reports ranks and comm_fraction" grep -q "ranks=2 comm_fraction=" bench.out
 check "bench: rank 0 alone prints" [ "$(grep -c steps_per_s bench.out)" = 1 ]
+check "bench: every gradient bucket started during backward" \
+  grep -qE "buckets=([0-9]+) started_in_backward=\1( |$)" bench.out
 
 # Ctrl-C to mpirun: mpirun sends SIGTERM to every rank; they agree on a step, rank 0 writes one checkpoint and
 # prints the resume command, and no rank is left. (mpirun itself then exits 1, not 143: that code is mpirun's.)
