@@ -147,7 +147,7 @@ inline void* Tensor::raw_data() const { return defined_for("Tensor::data").stora
 /// Prints t.str() (large tensors summarised with "...", as torch prints them).
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
-/// Frees the blocks qkv keeps for reuse (storage of 64 KiB and more is cached by size, up to 1 GiB).
+/// Frees the blocks qkv keeps for reuse (storage of 4 KiB and more is cached by size, up to 1 GiB).
 void release_cached_memory();
 /// Bytes currently held in that cache.
 std::size_t cached_memory_bytes();

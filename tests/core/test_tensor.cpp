@@ -84,7 +84,10 @@ TEST_CASE("large blocks are reused, not returned to the OS") {
   const Tensor again = Tensor::empty({256, 256});
   CHECK(again.raw_data() == first);
   CHECK(cached_memory_bytes() == 0);
-  { const Tensor small = Tensor::zeros({4}); }
+  { const Tensor mid = Tensor::zeros({16, 64}); }  // 4 KiB: cached too (a tiny model's activations)
+  CHECK(cached_memory_bytes() == 16 * 64 * 4);
+  release_cached_memory();
+  { const Tensor small = Tensor::zeros({4}); }  // below 4 KiB: malloc's own fast path
   CHECK(cached_memory_bytes() == 0);
 }
 
