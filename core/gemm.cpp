@@ -9,6 +9,7 @@
 #include <cblas.h>
 extern "C" void openblas_set_num_threads(int);  // OpenBLAS's own; qkv splits products across threads itself
 extern "C" char* openblas_get_corename();
+extern "C" int blas_thread_shutdown_() __attribute__((weak));  // the pthread build's; absent in others
 #endif
 
 #include <algorithm>
@@ -51,11 +52,19 @@ void eigen_rows(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, 
 }
 
 #if QKV_HAVE_BLAS
+// qkv calls OpenBLAS on one thread per row block, so OpenBLAS's own threads are never used. Its pthread build
+// starts them when it loads, and they spin for about 0.1 s before sleeping: on 2 cores that took the second
+// core from qkv's pool for a short run's whole length (tiny config, 400 steps: 3220 steps/s against 3630 with
+// them stopped). So they are stopped as qkv loads; OpenBLAS starts them again if anything asks it for threads.
+const bool g_openblas_single = [] {
+  openblas_set_num_threads(1);
+  if (blas_thread_shutdown_ != nullptr) blas_thread_shutdown_();
+  return true;
+}();
+
 template <class T>
 void blas_rows(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
                bool accumulate, std::int64_t r0, std::int64_t len) {
-  static std::once_flag once;
-  std::call_once(once, [] { openblas_set_num_threads(1); });
   const auto ta_ = ta ? CblasTrans : CblasNoTrans, tb_ = tb ? CblasTrans : CblasNoTrans;
   const int lda = static_cast<int>(ta ? n : k), ldb = static_cast<int>(tb ? k : m);
   const T* a0 = ta ? a + r0 : a + r0 * k;
