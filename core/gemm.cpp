@@ -33,22 +33,30 @@ namespace {
 template <class T>
 using MatR = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
+// C = or += op(A) op(B) on Eigen, for maps of the storage (or blocks of them): no copies, no transposes
+// materialised.
+template <class MA, class MB, class MC>
+void eigen_product(const MA& A, bool ta, const MB& B, bool tb, MC&& C, bool accumulate) {
+  const auto run = [&](const auto& lhs, const auto& rhs) {
+    if (accumulate) C.noalias() += lhs * rhs;
+    else C.noalias() = lhs * rhs;
+  };
+  if (!ta && !tb) run(A, B);
+  else if (ta && !tb) run(A.transpose(), B);
+  else if (!ta && tb) run(A, B.transpose());
+  else run(A.transpose(), B.transpose());
+}
+
 // Rows [r0, r0 + len) of C = or += op(A) op(B); A is stored (n, k) or, when ta, (k, n); B is stored (k, m) or,
-// when tb, (m, k). Eigen runs on row-major maps of the storage: no copies, no transposes materialised.
+// when tb, (m, k).
 template <class T>
 void eigen_rows(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
                 bool accumulate, std::int64_t r0, std::int64_t len) {
   using Map = Eigen::Map<const MatR<T>>;
   const Map A(a, ta ? k : n, ta ? n : k), B(b, tb ? m : k, tb ? k : m);
   Eigen::Map<MatR<T>> C(c + r0 * m, len, m);
-  const auto run = [&](const auto& lhs, const auto& rhs) {
-    if (accumulate) C.noalias() += lhs * rhs;
-    else C.noalias() = lhs * rhs;
-  };
-  if (!ta && !tb) run(A.middleRows(r0, len), B);
-  else if (ta && !tb) run(A.middleCols(r0, len).transpose(), B);
-  else if (!ta && tb) run(A.middleRows(r0, len), B.transpose());
-  else run(A.middleCols(r0, len).transpose(), B.transpose());
+  if (ta) eigen_product(A.middleCols(r0, len), true, B, tb, C, accumulate);
+  else eigen_product(A.middleRows(r0, len), false, B, tb, C, accumulate);
 }
 
 #if QKV_HAVE_BLAS
@@ -62,17 +70,22 @@ const bool g_openblas_single = [] {
   return true;
 }();
 
+// C (n, m) = or += op(A) op(B) through CBLAS, rows lda/ldb/ldc elements apart.
+template <class T>
+void blas_gemm(const T* a, std::int64_t lda, bool ta, const T* b, std::int64_t ldb, bool tb, T* c, std::int64_t ldc,
+               std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate) {
+  const auto ta_ = ta ? CblasTrans : CblasNoTrans, tb_ = tb ? CblasTrans : CblasNoTrans;
+  const T beta = accumulate ? T(1) : T(0);  // beta 0: C's old contents are never read (they may be NaN)
+  if constexpr (std::is_same_v<T, float>)
+    cblas_sgemm(CblasRowMajor, ta_, tb_, int(n), int(m), int(k), 1.f, a, int(lda), b, int(ldb), beta, c, int(ldc));
+  else
+    cblas_dgemm(CblasRowMajor, ta_, tb_, int(n), int(m), int(k), 1.0, a, int(lda), b, int(ldb), beta, c, int(ldc));
+}
+
 template <class T>
 void blas_rows(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
                bool accumulate, std::int64_t r0, std::int64_t len) {
-  const auto ta_ = ta ? CblasTrans : CblasNoTrans, tb_ = tb ? CblasTrans : CblasNoTrans;
-  const int lda = static_cast<int>(ta ? n : k), ldb = static_cast<int>(tb ? k : m);
-  const T* a0 = ta ? a + r0 : a + r0 * k;
-  const T beta = accumulate ? T(1) : T(0);  // beta 0: C's old contents are never read (they may be NaN)
-  if constexpr (std::is_same_v<T, float>)
-    cblas_sgemm(CblasRowMajor, ta_, tb_, int(len), int(m), int(k), 1.f, a0, lda, b, ldb, beta, c + r0 * m, int(m));
-  else
-    cblas_dgemm(CblasRowMajor, ta_, tb_, int(len), int(m), int(k), 1.0, a0, lda, b, ldb, beta, c + r0 * m, int(m));
+  blas_gemm(ta ? a + r0 : a + r0 * k, ta ? n : k, ta, b, tb ? k : m, tb, c + r0 * m, m, len, k, m, accumulate);
 }
 #endif
 
@@ -316,13 +329,19 @@ RowBlocks row_blocks(GemmEngine e, std::int64_t n, std::int64_t k, std::int64_t 
   return r;
 }
 
+namespace {
+// The engine for a product: CBLAS takes int sizes, so an empty or a gigantic product stays on Eigen.
+GemmEngine engine_for(std::int64_t n, std::int64_t k, std::int64_t m, std::int64_t widest_row) {
+  constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
+  const bool blas_sized = n > 0 && k > 0 && m > 0 && std::max({n, k, m, widest_row}) <= kIntMax;
+  return blas_sized ? gemm_engine(n, k, m) : GemmEngine::Eigen;
+}
+}  // namespace
+
 template <class T>
 void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
           bool accumulate) {
-  // CBLAS takes int sizes: an empty or a gigantic product stays on Eigen.
-  constexpr std::int64_t kIntMax = std::numeric_limits<int>::max();
-  const bool blas_sized = n > 0 && k > 0 && m > 0 && std::max({n, k, m}) <= kIntMax;
-  const GemmEngine e = blas_sized ? gemm_engine(n, k, m) : GemmEngine::Eigen;
+  const GemmEngine e = engine_for(n, k, m, 0);
   const int threads = num_threads();
   const bool split = threads > 1 && parallel_worth(Work::Gemm, double(n) * double(k) * double(m)) && n >= 2 * 32 &&
                      !detail::in_parallel();
@@ -338,6 +357,25 @@ void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::i
   });
 }
 
+template <class T>
+void gemm_strided(const T* a, std::int64_t lda, bool ta, const T* b, std::int64_t ldb, bool tb, T* c,
+                  std::int64_t ldc, std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate) {
+#if QKV_HAVE_BLAS
+  if (engine_for(n, k, m, std::max({lda, ldb, ldc})) == GemmEngine::Blas) {
+    blas_gemm(a, lda, ta, b, ldb, tb, c, ldc, n, k, m, accumulate);
+    return;
+  }
+#endif
+  using Map = Eigen::Map<const MatR<T>, 0, Eigen::OuterStride<>>;
+  const Map A(a, ta ? k : n, ta ? n : k, Eigen::OuterStride<>(lda)), B(b, tb ? m : k, tb ? k : m, Eigen::OuterStride<>(ldb));
+  Eigen::Map<MatR<T>, 0, Eigen::OuterStride<>> C(c, n, m, Eigen::OuterStride<>(ldc));
+  eigen_product(A, ta, B, tb, C, accumulate);
+}
+
+template void gemm_strided<float>(const float*, std::int64_t, bool, const float*, std::int64_t, bool, float*,
+                                  std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool);
+template void gemm_strided<double>(const double*, std::int64_t, bool, const double*, std::int64_t, bool, double*,
+                                   std::int64_t, std::int64_t, std::int64_t, std::int64_t, bool);
 template void gemm<float>(const float*, bool, const float*, bool, float*, std::int64_t, std::int64_t, std::int64_t, bool);
 template void gemm<double>(const double*, bool, const double*, bool, double*, std::int64_t, std::int64_t, std::int64_t,
                            bool);

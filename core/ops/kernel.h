@@ -114,6 +114,12 @@ template <class T>
 void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
           bool accumulate);
 
+/// The same on the calling thread only, with rows lda, ldb, ldc elements apart: for the blocks of a kernel that
+/// is itself split across threads (attention's heads). The engine is the one measured for the product's size.
+template <class T>
+void gemm_strided(const T* a, std::int64_t lda, bool ta, const T* b, std::int64_t ldb, bool tb, T* c,
+                  std::int64_t ldc, std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate);
+
 /// out = op(a, b) elementwise with broadcasting, recording nothing. `op` is a generic lambda over T.
 template <class Op>
 Tensor binary(const char* name, const Tensor& a, const Tensor& b, Op op) {
