@@ -26,6 +26,7 @@ namespace {
 class BlockCache {
  public:
   static constexpr std::size_t kMinBytes = 4 * 1024;
+  static constexpr std::size_t kPageRoundBytes = 64 * 1024;  // from here, sizes round to whole pages
   static constexpr std::size_t kLimitBytes = std::size_t{1} << 30;
 
   void* take(std::size_t bytes) {
@@ -73,7 +74,7 @@ BlockCache& block_cache() {
 
 std::size_t rounded_bytes(std::size_t bytes) {
   if (bytes == 0) return 64;
-  return bytes < 64 * 1024 ? (bytes + 63) / 64 * 64 : (bytes + 4095) / 4096 * 4096;
+  return bytes < BlockCache::kPageRoundBytes ? (bytes + 63) / 64 * 64 : (bytes + 4095) / 4096 * 4096;
 }
 
 std::shared_ptr<Storage> allocate(std::size_t bytes) {
