@@ -352,13 +352,14 @@ struct GradientBuckets::State {
   const Comm& comm;
   std::vector<Tensor> params;
   std::vector<Bucket> buckets;
-  std::unordered_map<const TensorImpl*, std::pair<std::size_t, std::size_t>> where;  // bucket, slot
+  std::unordered_map<const TensorImpl*, std::size_t> index;  // parameter by tensor
+  std::vector<std::pair<std::size_t, std::size_t>> place;      // per parameter: bucket, slot
   std::vector<bool> copied;   // per parameter, in this sweep
   std::size_t started = 0;    // buckets [0, started) have started, in order
   std::size_t polled = 0;     // buckets before it are known to be done
   std::size_t early = 0;      // buckets started before backward ended
 
-  State(const Comm& c, const std::vector<Tensor>& p) : comm(c), params(p), copied(p.size()) {}
+  State(const Comm& c, const std::vector<Tensor>& p) : comm(c), params(p), place(p.size()), copied(p.size()) {}
   void add(std::size_t param, std::size_t bucket_bytes);
   void ready(std::size_t param);
   void start_ready();
@@ -375,7 +376,8 @@ void GradientBuckets::State::add(std::size_t param, std::size_t bucket_bytes) {
     buckets.emplace_back().dtype = p.dtype();
   Bucket& b = buckets.back();
   QKV_CHECK(b.bytes.size() + n < (std::size_t{1} << 31), "gradient buckets: a bucket of over 2 GiB");
-  where[p.impl()] = {buckets.size() - 1, b.params.size()};
+  index[p.impl()] = param;
+  place[param] = {buckets.size() - 1, b.params.size()};
   b.params.push_back(param);
   b.at.push_back(b.bytes.size());
   b.bytes.resize(b.bytes.size() + n);
@@ -385,7 +387,7 @@ void GradientBuckets::State::add(std::size_t param, std::size_t bucket_bytes) {
 void GradientBuckets::State::ready(std::size_t param) {
   if (copied[param]) return;
   copied[param] = true;
-  const auto [bi, slot] = where.at(params[param].impl());
+  const auto [bi, slot] = place[param];
   Bucket& b = buckets[bi];
   const Tensor g = params[param].grad();
   const std::size_t n = static_cast<std::size_t>(params[param].numel()) * itemsize(b.dtype);
@@ -458,8 +460,7 @@ void GradientBuckets::backward(const Tensor& loss) {
   s.started = s.polled = 0;
   {
     LeafGradHook hook([&s](const Tensor& leaf) {
-      if (const auto it = s.where.find(leaf.impl()); it != s.where.end())
-        s.ready(s.buckets[it->second.first].params[it->second.second]);
+      if (const auto it = s.index.find(leaf.impl()); it != s.index.end()) s.ready(it->second);
     });
     loss.backward();
   }
