@@ -50,38 +50,6 @@ void finalize_at_exit() {
 }
 #endif
 
-// A dtype's gradients as one flat buffer: gathered, summed across ranks, scattered back.
-template <class T>
-void sum_flat(const std::vector<Tensor>& params, DType dtype, [[maybe_unused]] double& seconds) {
-  std::size_t n = 0;
-  for (const Tensor& p : params)
-    if (p.dtype() == dtype) n += static_cast<std::size_t>(p.numel());
-  if (n == 0) return;
-  std::vector<T> flat(n, T(0));
-  std::size_t at = 0;
-  for (const Tensor& p : params) {
-    if (p.dtype() != dtype) continue;
-    const Tensor g = p.grad();
-    if (g.defined()) std::memcpy(flat.data() + at, g.data<T>(), static_cast<std::size_t>(g.numel()) * sizeof(T));
-    at += static_cast<std::size_t>(p.numel());
-  }
-#ifdef QKV_HAVE_MPI
-  {
-    Timed timed(seconds);
-    check_mpi(MPI_Allreduce(MPI_IN_PLACE, flat.data(), static_cast<int>(n),
-                            std::is_same_v<T, float> ? MPI_FLOAT : MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
-              "all-reduce of the gradients");
-  }
-#endif
-  at = 0;
-  for (const Tensor& p : params) {
-    if (p.dtype() != dtype) continue;
-    if (!p.grad().defined()) p.set_grad(Tensor::zeros(p.shape(), p.dtype()));
-    std::memcpy(p.grad().data<T>(), flat.data() + at, static_cast<std::size_t>(p.numel()) * sizeof(T));
-    at += static_cast<std::size_t>(p.numel());
-  }
-}
-
 }  // namespace
 
 bool launched_by_mpirun() {
@@ -130,8 +98,7 @@ double Comm::sum(double value) const {
 
 void Comm::sum_gradients(const std::vector<Tensor>& params) const {
   if (!distributed()) return;
-  sum_flat<float>(params, kFloat32, comm_seconds_);
-  sum_flat<double>(params, kFloat64, comm_seconds_);
+  GradientBuckets(params, *this, 0).sum();
 }
 
 void Comm::broadcast([[maybe_unused]] std::string& bytes, [[maybe_unused]] int root) const {
@@ -361,6 +328,7 @@ struct GradientBuckets::State {
 
   State(const Comm& c, const std::vector<Tensor>& p) : comm(c), params(p), place(p.size()), copied(p.size()) {}
   void add(std::size_t param, std::size_t bucket_bytes);
+  void start_sweep();
   void ready(std::size_t param);
   void start_ready();
   void poll();
@@ -453,11 +421,15 @@ GradientBuckets::~GradientBuckets() = default;
 std::size_t GradientBuckets::size() const { return s_->buckets.size(); }
 std::size_t GradientBuckets::started_early() const { return s_->early; }
 
+void GradientBuckets::State::start_sweep() {
+  for (Bucket& b : buckets) b.waiting = b.params.size();
+  std::fill(copied.begin(), copied.end(), false);
+  started = polled = 0;
+}
+
 void GradientBuckets::backward(const Tensor& loss) {
   State& s = *s_;
-  for (State::Bucket& b : s.buckets) b.waiting = b.params.size();
-  std::fill(s.copied.begin(), s.copied.end(), false);
-  s.started = s.polled = 0;
+  s.start_sweep();
   {
     LeafGradHook hook([&s](const Tensor& leaf) {
       if (const auto it = s.index.find(leaf.impl()); it != s.index.end()) s.ready(it->second);
@@ -466,6 +438,12 @@ void GradientBuckets::backward(const Tensor& loss) {
   }
   s.early = s.started;
   s.finish();
+}
+
+void GradientBuckets::sum() {
+  s_->start_sweep();
+  s_->early = 0;
+  s_->finish();
 }
 
 std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h) {

@@ -35,8 +35,8 @@ class Comm {
   /// Sums every rank's values in place (float32 or float64 tensors, contiguous spans of doubles).
   void sum(std::vector<double>& values) const;
   double sum(double value) const;
-  /// Every rank's gradients summed in place, flattened into one buffer per dtype (one all-reduce, not one per
-  /// tensor); undefined gradients count as zeros.
+  /// Every rank's gradients summed in place, flattened into one buffer per dtype (GradientBuckets with
+  /// bucket_bytes 0: one all-reduce per dtype, not one per tensor); undefined gradients count as zeros.
   void sum_gradients(const std::vector<Tensor>& params) const;
   /// Root's bytes on every rank (resized there).
   void broadcast(std::string& bytes, int root = 0) const;
@@ -103,6 +103,8 @@ class GradientBuckets {
   GradientBuckets& operator=(const GradientBuckets&) = delete;
   /// loss.backward(), with every parameter's gradient then the sum over ranks (undefined ones count as zeros).
   void backward(const Tensor& loss);
+  /// The same for gradients a backward without these buckets made: every bucket summed now.
+  void sum();
   std::size_t size() const;
   /// Buckets of the last backward() that started before backward ended (the rest waited for its end).
   std::size_t started_early() const;

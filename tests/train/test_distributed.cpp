@@ -60,6 +60,14 @@ TEST_CASE("gradient buckets: last parameters first, split by size and dtype; in 
   }
   CHECK(buckets.started_early() == 0);  // the first bucket holds `unused`, which backward never reaches
 
+  // sum(): gradients a plain backward made (Comm::sum_gradients' path); undefined ones become zeros.
+  for (const Tensor& p : params) p.zero_grad();
+  sum(b * c).backward();
+  buckets.sum();
+  CHECK(b.grad().to_vector() == std::vector<double>{4, 5, 6});
+  CHECK(a.grad().to_vector() == std::vector<double>{0, 0});
+  CHECK(buckets.started_early() == 0);
+
   // Every parameter reached: each bucket starts as backward finishes its gradients, in bucket order.
   GradientBuckets reached({a, b, c}, comm, 1);
   reached.backward(sum(b * c) + sum(a * 3.0).to(kFloat32));
