@@ -12,6 +12,9 @@
 extern "C" void openblas_set_num_threads(int);
 #endif
 
+#include <atomic>
+#include <chrono>
+#include <thread>
 #include <vector>
 
 using namespace qkv;
@@ -102,5 +105,45 @@ BENCHMARK(BM_Eigen_3Gemm)->Arg(64)->Arg(256)->Arg(1024)->UseRealTime();
 #if QKV_HAVE_BLAS
 BENCHMARK(BM_Blas_3Gemm)->Arg(64)->Arg(256)->Arg(1024)->UseRealTime();
 #endif
+
+// What a thread pays to write 96 KiB (a tiny-config activation) that another core has read since (arg 1: the
+// lines are shared and each write must invalidate the other copy) against data only it has touched (arg 0).
+// This cost, not the pool, decides whether two threads help a small step: on this project's 2-vCPU cloud VM it
+// moved between ~3 and ~11 ns per 64-byte line as the host placed the vCPUs nearer or farther apart, and the tiny
+// config's 2-thread speed moved with it (1.45x one thread, or none). bench/compare.sh prints it beside its table.
+static void BM_SharedLineWrite(benchmark::State& state) {
+  constexpr std::size_t kFloats = 96 * 1024 / sizeof(float), kLine = 64 / sizeof(float);
+  std::vector<float> buf(kFloats, 1.f);
+  std::atomic<int> turn{0};  // 1: the other thread reads; 2: it has; -1: stop
+  double seconds = 0;
+  std::thread reader([&] {
+    volatile float sink = 0;
+    for (int t; (t = turn.load()) != -1;) {
+      if (t != 1) continue;
+      float acc = 0;
+      for (std::size_t i = 0; i < kFloats; i += kLine) acc += buf[i];
+      sink = acc;
+      turn.store(2);
+    }
+    (void)sink;
+  });
+  for (auto _ : state) {
+    if (state.range(0) == 1) {
+      turn.store(1);
+      while (turn.load() != 2) {
+      }
+    }
+    const auto start = std::chrono::steady_clock::now();
+    for (std::size_t i = 0; i < kFloats; ++i) buf[i] = buf[i] * 0.5f + 1.f;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    state.SetIterationTime(s);
+    seconds += s;
+    benchmark::DoNotOptimize(buf.data());
+  }
+  turn.store(-1);
+  reader.join();
+  state.counters["ns_per_line"] = 1e9 * seconds / (double(state.iterations()) * double(kFloats / kLine));
+}
+BENCHMARK(BM_SharedLineWrite)->Arg(0)->Arg(1)->UseManualTime();
 
 BENCHMARK_MAIN();

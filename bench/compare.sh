@@ -38,3 +38,9 @@ for c in $CONFIGS; do
   qr=$(printf "%s\n" "${q_rss[@]}" | median); tr=$(printf "%s\n" "${t_rss[@]}" | median)
   printf "%-7s %12.1f %12.1f %6.2fx %10.1f %10.1f\n" "$c" "$qs" "$ts" "$(echo "$qs / $ts" | bc -l)" "$qr" "$tr"
 done
+# The machine's state that decides whether a second thread helps the tiny step (bench_core's BM_SharedLineWrite):
+# on a cloud VM it changes when the host moves the vCPUs, so it is printed with every table.
+if [ -x "$BUILD/bin/bench_core" ]; then
+  lines=$("$BUILD/bin/bench_core" --benchmark_filter=SharedLineWrite --benchmark_min_time=0.2 2>/dev/null | field ns_per_line)
+  printf "cross-core: writing a line only this core read %.1f ns, one another core read too %.1f ns\n" $lines
+fi
