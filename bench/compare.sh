@@ -21,17 +21,15 @@ THREADS=${THREADS:-0}  # qkv's train.threads (0: its default); libtorch gets THR
 TORCH_THREADS=$([ "$THREADS" = 0 ] && echo "$CORES" || echo "$THREADS")
 declare -A STEPS=([tiny]=400 [small]=40 [medium]=12)
 
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+. bench/lib.sh  # field, median, qkv_env, torch_env
 
 printf "%-7s %12s %12s %7s %10s %10s\n" config "qkv step/s" "torch step/s" ratio "qkv MB" "torch MB"
 for c in $CONFIGS; do
   q_sps=(); q_rss=(); t_sps=(); t_rss=()
   for ((i = 0; i < RUNS; i++)); do
-    out=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE "$QKV" bench "bench/configs/$c.toml" --steps "${STEPS[$c]}" \
-      --warmup 3 "train.threads=$THREADS")
+    out=$(qkv_env "$QKV" bench "bench/configs/$c.toml" --steps "${STEPS[$c]}" --warmup 3 "train.threads=$THREADS")
     q_sps+=("$(echo "$out" | field steps_per_s)"); q_rss+=("$(echo "$out" | field peak_rss_mb)")
-    out=$(env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 "$TORCH" "$c" --steps "${STEPS[$c]}" --warmup 3 --threads "$TORCH_THREADS")
+    out=$(torch_env "$TORCH" "$c" --steps "${STEPS[$c]}" --warmup 3 --threads "$TORCH_THREADS")
     t_sps+=("$(echo "$out" | field steps_per_s)"); t_rss+=("$(echo "$out" | field peak_rss_mb)")
   done
   qs=$(printf "%s\n" "${q_sps[@]}" | median); ts=$(printf "%s\n" "${t_sps[@]}" | median)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training speed on a quiet and on a busy machine (one competing process spinning on a core), with 1 thread and
 # with the default thread count, for qkv and libtorch, run alternately; prints medians and default/1-thread.
-# libtorch's default is its best setting as in compare.sh (threads = cores, OPENBLAS_NUM_THREADS=1).
+# libtorch's default is its best setting as in compare.sh (threads = cores, OPENBLAS_NUM_THREADS=1); both run
+# with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset (bench/lib.sh).
 #   bench/contention.sh [RUNS] [CONFIG]      e.g. bench/contention.sh 5 small
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,12 +16,10 @@ CORES=$(nproc)
 declare -A STEPS=([tiny]=400 [small]=40 [medium]=12)
 STEPS_N=${STEPS[$CONFIG]:-40}
 
-field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
-qkv_run() { "$QKV" bench "bench/configs/$CONFIG.toml" --steps "$STEPS_N" --warmup 3 "train.threads=$1" | field steps_per_s; }
+. bench/lib.sh  # field, median, qkv_env, torch_env
+qkv_run() { qkv_env "$QKV" bench "bench/configs/$CONFIG.toml" --steps "$STEPS_N" --warmup 3 "train.threads=$1" | field steps_per_s; }
 torch_run() {
-  env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE OPENBLAS_NUM_THREADS=1 "$TORCH" "$CONFIG" --steps "$STEPS_N" \
-    --warmup 3 --threads "$1" | field steps_per_s
+  torch_env "$TORCH" "$CONFIG" --steps "$STEPS_N" --warmup 3 --threads "$1" | field steps_per_s
 }
 BUSY=""
 trap '[ -n "$BUSY" ] && kill "$BUSY" 2>/dev/null || true' EXIT

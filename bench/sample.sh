@@ -17,7 +17,7 @@ trap 'rm -rf "$OUT"' EXIT
   schedule.warmup_steps=0 run.out_dir="\"$OUT\"" run.name='"m"' > /dev/null 2> "$OUT/train.log" ||
   { cat "$OUT/train.log" >&2; exit 1; }
 
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+. bench/lib.sh  # median
 # seconds of one `qkv sample`; its text goes to $OUT/$4.txt
 seconds() {
   local s e
