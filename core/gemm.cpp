@@ -101,16 +101,19 @@ void engine_rows(GemmEngine e, const T* a, bool ta, const T* b, bool tb, T* c, s
 
 // ---- the choice -------------------------------------------------------------------------------------------------
 
-// Size classes by multiply-adds (n k m): < 2^15, < 2^18, < 2^21, < 2^24, the rest. Each is measured on a
-// model-like shape in the middle of its range, in the three layouts a product and its backward use.
-constexpr int kClasses = 5;
+// Size classes by multiply-adds (n k m): class c < kClasses - 1 holds the products below 2^(15 + 3c) (2^15, 2^18,
+// 2^21, 2^24) not in an earlier class, the last one the rest. Each is measured on a model-like shape in the middle
+// of its range, in the three layouts a product and its backward use.
+constexpr int kClasses = 5, kFirstLimitLog2 = 15, kLimitStepLog2 = 3;
 constexpr std::array<std::array<std::int64_t, 3>, kClasses> kProbe{{
     {16, 32, 32}, {64, 64, 32}, {256, 64, 64}, {512, 128, 128}, {512, 256, 256}}};
+
+int limit_log2(int c) { return kFirstLimitLog2 + kLimitStepLog2 * c; }
 
 int size_class(std::int64_t n, std::int64_t k, std::int64_t m) {
   const double macs = double(n) * double(k) * double(m);
   int c = 0;
-  for (double limit = double(1 << 15); c < kClasses - 1 && macs >= limit; limit *= 8) ++c;
+  while (c < kClasses - 1 && macs >= std::ldexp(1.0, limit_log2(c))) ++c;
   return c;
 }
 
@@ -284,9 +287,9 @@ std::string gemm_summary() {
     return fmt::format("gemm: {} for every product (forced)", c == GemmChoice::Blas ? "blas" : "eigen");
   const Auto& a = auto_table();
   std::string classes;
-  const char* limits[kClasses] = {"<2^15", "<2^18", "<2^21", "<2^24", ">=2^24"};
   for (int i = 0; i < kClasses; ++i)
-    classes += fmt::format("{}{} {}", i ? ", " : "", limits[i], gemm_engine_name(a.table[i]));
+    classes += fmt::format("{}{}2^{} {}", i ? ", " : "", i < kClasses - 1 ? "<" : ">=",
+                           limit_log2(i < kClasses - 1 ? i : kClasses - 2), gemm_engine_name(a.table[i]));
   return fmt::format("gemm: auto by multiply-adds ({}), {}", classes, a.where);
 }
 

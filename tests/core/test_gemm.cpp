@@ -78,6 +78,14 @@ TEST_CASE("a forced engine runs every product; both engines agree to float32 rou
   }
 }
 
+TEST_CASE("auto: the summary names every size class by its limit, with its engine") {
+  ChoiceGuard guard;
+  set_gemm_choice(GemmChoice::Auto);
+  const std::string s = gemm_summary();
+  CHECK(s.rfind("gemm: auto by multiply-adds (<2^15 ", 0) == 0);
+  for (const char* label : {", <2^18 ", ", <2^21 ", ", <2^24 ", ", >=2^24 "}) CHECK_MESSAGE(s.find(label) != std::string::npos, s);
+}
+
 TEST_CASE("auto: the engine table is measured once, cached in a file, and measured again when the file is bad") {
   const auto dir = std::filesystem::temp_directory_path() / "qkv_test_gemm_cache";
   std::filesystem::remove_all(dir);
