@@ -61,12 +61,10 @@ class Pool {
     return *pool;
   }
 
-  void run(std::int64_t chunks, void (*call)(void*, std::int64_t), void* ctx, int threads) {
+  // Runs the loop on the pool; false, having run nothing, when another application thread is using it.
+  bool try_run(std::int64_t chunks, void (*call)(void*, std::int64_t), void* ctx, int threads) {
     std::unique_lock lock(run_, std::try_to_lock);
-    if (!lock) {  // another application thread is using the pool: run this loop here
-      for (std::int64_t i = 0; i < chunks; ++i) call(ctx, i);
-      return;
-    }
+    if (!lock) return false;
     ensure_workers(threads - 1);
     publish(chunks, call, ctx, static_cast<int>(std::min<std::int64_t>(threads - 1, chunks - 1)));
     t_in_parallel = true;
@@ -74,6 +72,7 @@ class Pool {
     t_in_parallel = false;
     wait_done(static_cast<int>(chunks));
     if (failed_.load()) std::rethrow_exception(error_);
+    return true;
   }
 
  private:
@@ -219,11 +218,9 @@ namespace detail {
 
 void run_chunks(std::int64_t chunks, void (*call)(void*, std::int64_t), void* ctx) {
   const int threads = num_threads();
-  if (chunks <= 1 || threads <= 1 || t_in_parallel || chunks > Pool::kMaxChunks) {
-    for (std::int64_t i = 0; i < chunks; ++i) call(ctx, i);
-    return;
-  }
-  Pool::get().run(chunks, call, ctx, threads);
+  const bool pooled = chunks > 1 && threads > 1 && !t_in_parallel && chunks <= Pool::kMaxChunks;
+  if (pooled && Pool::get().try_run(chunks, call, ctx, threads)) return;
+  for (std::int64_t i = 0; i < chunks; ++i) call(ctx, i);  // here, in order: the first error is the lowest chunk's
 }
 
 bool in_parallel() { return t_in_parallel; }
