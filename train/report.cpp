@@ -259,9 +259,8 @@ std::string token_label(const TrainedModel& tm, std::int64_t id) {
   return s == " " ? "\u2423" : s == "\n" ? "\u23ce" : s;
 }
 
-std::string attention_section(const TrainedModel& tm) {
-  const auto data = make_dataset(tm.config.data, tm.config.run.seed);
-  const Tensor& val = data->validation().inputs;
+// val: the validation inputs (N, T), of which the first example is shown.
+std::string attention_section(const TrainedModel& tm, const Tensor& val) {
   if (val.size(0) == 0) return "<p>No validation example to show.</p>";
   const std::int64_t t = std::min(val.size(1), kMaxHeatmapTokens);
   const Tensor x = narrow(narrow(val, 0, 0, 1), 1, 0, t);
@@ -303,9 +302,7 @@ std::string model_section(const TrainedModel& tm) {
                      tm.config.data.seq_len);
 }
 
-std::string sample_section(const TrainedModel& tm) {
-  const auto data = make_dataset(tm.config.data, tm.config.run.seed);
-  const Tensor& val = data->validation().inputs;
+std::string sample_section(const TrainedModel& tm, const Tensor& val) {
   std::vector<std::int64_t> prompt;
   for (double v : narrow(narrow(val, 0, 0, 1), 1, 0, std::min<std::int64_t>(16, val.size(1))).to_vector())
     prompt.push_back(static_cast<std::int64_t>(v));
@@ -327,8 +324,10 @@ std::string run_section(const RunData& r, std::size_t index) {
   if (!r.model) return s + "<p>" + esc(r.model_note) + "</p></section>\n";
   if (!r.model_note.empty()) s += "<p class=\"note\">" + esc(r.model_note) + "</p>";
   s += model_section(*r.model);
-  s += "<h3>Attention</h3>" + attention_section(*r.model);
-  if (r.model->text() && r.model->model->config().causal) s += sample_section(*r.model);
+  const auto data = make_dataset(r.model->config.data, r.model->config.run.seed);  // the examples shown
+  const Tensor& val = data->validation().inputs;
+  s += "<h3>Attention</h3>" + attention_section(*r.model, val);
+  if (r.model->text() && r.model->model->config().causal) s += sample_section(*r.model, val);
   return s + "</section>\n";
 }
 
