@@ -210,7 +210,9 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, 
 // One (b, h) head's gradients, FlashAttention-2's backward in one pass: for each key block j and each query block
 // i that sees it, P = exp(S - lse) is recomputed, then with Di = rowsum(dO_i * O_i):
 //   dV_j += P^T dO_i;  dP = dO_i V_j^T;  dS = P * (dP - Di) * scale;  dQ_i += dS K_j;  dK_j += dS^T Q_i.
-// Masked scores are -inf, so P and dS are 0 there. dq, dk, dv must start at zero.
+// Masked scores are -inf, so P and dS are 0 there. dQ, dK, dV need not be initialised: each block's first
+// contribution is written, not added (key block 0 is the first that every query block sees, and the first query
+// block in the loop the first that sees key block j), which saves zeroing them in a pass of their own.
 template <class T>
 void backward_head(const Head<T>& hd, const CStrided<T>& O, const CStrided<T>& dO, const T* lse, const Blocks& bl,
                    const Dims& d, bool causal, double scale, Strided<T>& dQ, Strided<T>& dK, Strided<T>& dV,
@@ -223,23 +225,26 @@ void backward_head(const Head<T>& hd, const CStrided<T>& O, const CStrided<T>& d
   for (std::int64_t j0 = 0; j0 < d.t; j0 += bl.k) {
     const std::int64_t nk = std::min(bl.k, d.t - j0);
     // Causal: query blocks wholly above the diagonal (their last query < j0) see none of these keys.
-    for (std::int64_t i0 = causal ? j0 / bl.q * bl.q : 0; i0 < d.t; i0 += bl.q) {
+    const std::int64_t first_i0 = causal ? j0 / bl.q * bl.q : 0;
+    for (std::int64_t i0 = first_i0; i0 < d.t; i0 += bl.q) {
       const std::int64_t nq = std::min(bl.q, d.t - i0);
+      const bool add_to_key = i0 != first_i0, add_to_query = j0 != 0;
       S.resize(nq, nk);
       scores(hd, i0, j0, causal, S);
       exp_shifted(S, hd, i0, j0, causal, scale, [&](std::int64_t r) { return lse[i0 + r]; });  // P
-      product(S, true, dO.middleRows(i0, nq), false, dV.middleRows(j0, nk), true);
+      product(S, true, dO.middleRows(i0, nq), false, dV.middleRows(j0, nk), add_to_key);
       dP.resize(nq, nk);
       product(dO.middleRows(i0, nq), false, hd.v.middleRows(j0, nk), true, dP, false);
       for (std::int64_t r = 0; r < nq; ++r)
         dP.row(r) = (S.row(r).array() * (dP.row(r).array() - D(i0 + r)) * T(scale)).matrix();
-      product(dP, false, hd.k.middleRows(j0, nk), false, dQ.middleRows(i0, nq), true);
-      product(dP, true, hd.q.middleRows(i0, nq), false, dK.middleRows(j0, nk), true);
+      product(dP, false, hd.k.middleRows(j0, nk), false, dQ.middleRows(i0, nq), add_to_query);
+      product(dP, true, hd.q.middleRows(i0, nq), false, dK.middleRows(j0, nk), add_to_key);
     }
   }
 }
 
-// Writes dq, dk, dv into the zeroed buffers gq, gk, gv laid out as L describes (they may be one buffer).
+// Writes dq, dk, dv into the buffers gq, gk, gv laid out as L describes (they may be one buffer; every element
+// of the q, k and v column ranges is written).
 void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, const Tensor& out, const Tensor& lse,
                         const Tensor& g, const Tensor& gq, const Tensor& gk, const Tensor& gv, const Layout& L,
                         const Dims& d, bool causal, const std::vector<unsigned char>& pad) {
@@ -338,8 +343,8 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
   if (any_requires_grad({&q, &k, &v}))
     record(out, "attention", {&q, &k, &v},
            [q = q.detach(), k = k.detach(), v = v.detach(), o = out.detach(), lse, L, d, causal, pad](const Tensor& g) -> Grads {
-             Tensor dq = Tensor::zeros(q.shape(), q.dtype()), dk = Tensor::zeros(k.shape(), k.dtype());
-             Tensor dv = Tensor::zeros(v.shape(), v.dtype());
+             Tensor dq = Tensor::empty(q.shape(), q.dtype()), dk = Tensor::empty(k.shape(), k.dtype());
+             Tensor dv = Tensor::empty(v.shape(), v.dtype());
              attention_backward(q, k, v, o, lse, g, dq, dk, dv, L, d, causal, pad);
              return {dq, dk, dv};
            }, {&q, &k, &v, &out});
@@ -363,7 +368,7 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
   const Tensor weights = need_weights ? attention_weights(qkv, qkv, lse, L, d, causal, pad) : Tensor();
   if (any_requires_grad({&qkv}))
     record(out, "attention", {&qkv}, [x = qkv.detach(), o = out.detach(), lse, L, d, causal, pad](const Tensor& g) -> Grads {
-      Tensor dx = Tensor::zeros(x.shape(), x.dtype());  // q, k and v column ranges tile it; each accumulates
+      Tensor dx = Tensor::empty(x.shape(), x.dtype());  // q, k and v column ranges tile it
       attention_backward(x, x, x, o, lse, g, dx, dx, dx, L, d, causal, pad);
       return {dx};
     }, {&qkv, &out});
