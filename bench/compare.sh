@@ -19,9 +19,7 @@ TORCH=$BUILD/bin/bench_libtorch
 CORES=$(nproc)
 THREADS=${THREADS:-0}  # qkv's train.threads (0: its default); libtorch gets THREADS, else the core count
 TORCH_THREADS=$([ "$THREADS" = 0 ] && echo "$CORES" || echo "$THREADS")
-declare -A STEPS=([tiny]=400 [small]=40 [medium]=12)
-
-. bench/lib.sh  # field, median, qkv_env, torch_env
+. bench/lib.sh  # field, median, qkv_env, torch_env, STEPS
 
 printf "%-7s %12s %12s %7s %10s %10s\n" config "qkv step/s" "torch step/s" ratio "qkv MB" "torch MB"
 for c in $CONFIGS; do

@@ -13,10 +13,9 @@ QKV=$BUILD/bin/qkv
 TORCH=$BUILD/bin/bench_libtorch
 [ -x "$QKV" ] || { echo "build qkv first (make build)" >&2; exit 2; }
 CORES=$(nproc)
-declare -A STEPS=([tiny]=400 [small]=40 [medium]=12)
+. bench/lib.sh  # field, median, qkv_env, torch_env, STEPS
 STEPS_N=${STEPS[$CONFIG]:-40}
 
-. bench/lib.sh  # field, median, qkv_env, torch_env
 qkv_run() { qkv_env "$QKV" bench "bench/configs/$CONFIG.toml" --steps "$STEPS_N" --warmup 3 "train.threads=$1" | field steps_per_s; }
 torch_run() {
   torch_env "$TORCH" "$CONFIG" --steps "$STEPS_N" --warmup 3 --threads "$1" | field steps_per_s
