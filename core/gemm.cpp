@@ -48,7 +48,8 @@ void eigen_product(const MA& A, bool ta, const MB& B, bool tb, MC&& C, bool accu
 }
 
 // Rows [r0, r0 + len) of C = or += op(A) op(B); A is stored (n, k) or, when ta, (k, n); B is stored (k, m) or,
-// when tb, (m, k).
+// when tb, (m, k). Contiguous maps, not gemm_strided's: with the stride known at compile time Eigen's small
+// products ran faster (tiny config with QKV_GEMM=eigen, 1 thread: 0.977x when both used strided maps).
 template <class T>
 void eigen_rows(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
                 bool accumulate, std::int64_t r0, std::int64_t len) {
