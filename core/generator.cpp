@@ -1,5 +1,7 @@
 #include "qkv/core/generator.h"
 
+#include "qkv/core/errors.h"
+
 #include <cmath>
 #include <numbers>
 
@@ -50,6 +52,7 @@ double Generator::normal() {
 }
 
 std::uint64_t Generator::randint(std::uint64_t n) {
+  QKV_CHECK(n > 0, "randint: the range [0, n) is empty (n = 0)");
   // Rejection sampling: draw from the largest multiple of n below 2^64.
   const std::uint64_t limit = UINT64_MAX - UINT64_MAX % n;
   std::uint64_t x;

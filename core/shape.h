@@ -25,12 +25,17 @@ class Shape {
   std::int64_t& operator[](int i) { return d_[i]; }
   const std::int64_t* begin() const { return d_.data(); }
   const std::int64_t* end() const { return d_.data() + n_; }
-  std::int64_t back() const { return d_[n_ - 1]; }
+  std::int64_t back() const {
+    QKV_CHECK(n_ > 0, "shape: back() of a 0-d shape (a scalar has no last dimension)");
+    return d_[n_ - 1];
+  }
 
-  /// Product of the dimensions (1 for rank 0).
+  /// Product of the dimensions (1 for rank 0). Throws naming the shape when it does not fit int64: an overflowed
+  /// count would allocate too little and let every op read past the end.
   std::int64_t numel() const {
     std::int64_t n = 1;
-    for (int i = 0; i < n_; ++i) n *= d_[i];
+    for (int i = 0; i < n_; ++i)
+      if (__builtin_mul_overflow(n, d_[i], &n)) overflow();
     return n;
   }
   void push_back(std::int64_t v) {
@@ -65,6 +70,7 @@ class Shape {
       push_back(*first);
     }
   }
+  [[noreturn]] void overflow() const;
   std::array<std::int64_t, kMaxRank> d_{};
   int n_ = 0;
 };

@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <mutex>
 #include <ostream>
 #include <unordered_map>
@@ -104,6 +105,8 @@ std::size_t cached_memory_bytes() { return block_cache().cached(); }
 
 std::string Shape::str() const { return fmt::format("[{}]", fmt::join(begin(), end(), ", ")); }
 
+void Shape::overflow() const { fail("shape {}: the element count overflows int64 (more than 2^63 - 1 elements)", str()); }
+
 Shape contiguous_strides(const Shape& s) {
   Shape st = s;
   std::int64_t acc = 1;
@@ -123,6 +126,9 @@ int normalize_dim(const char* op, int dim, int rank) {
 
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
   for (auto d : shape) QKV_CHECK(d >= 0, "empty: negative dimension in shape {}", shape.str());
+  const std::int64_t n = shape.numel();
+  QKV_CHECK(n <= std::numeric_limits<std::int64_t>::max() / static_cast<std::int64_t>(itemsize(dtype)),
+            "empty: shape {} of {} needs more than 2^63 bytes", shape.str(), dtype_name(dtype));
   auto impl = std::make_shared<TensorImpl>();
   impl->shape = shape;
   impl->dtype = dtype;

@@ -72,6 +72,20 @@ TEST_CASE("bad creation input") {
   CHECK_ERROR(Tensor::zeros({2}, kInt64).requires_grad_(), "only floating tensors can require grad");
 }
 
+// Element counts and byte sizes that overflow int64 were accepted with a wrapped count (0 bytes allocated, then
+// reads past the end): each is refused naming the shape.
+TEST_CASE("shapes whose element count or byte size overflows are refused") {
+  CHECK_ERROR(Tensor::zeros({1LL << 62}), "shape [4611686018427387904] of float32 needs more than 2^63 bytes");
+  CHECK_ERROR(Tensor::zeros({1LL << 31, 1LL << 31, 4}), "shape [2147483648, 2147483648, 4]: the element count overflows");
+  CHECK_ERROR(Tensor::zeros({3037000500, 3037000500}), "shape [3037000500, 3037000500]: the element count overflows");
+  CHECK_ERROR(reshape(Tensor::zeros({0}), {1LL << 31, 1LL << 31, 4}), "the element count overflows");
+  CHECK(Shape({1LL << 31, 1LL << 31}).numel() == (1LL << 62));  // the largest products still count
+  CHECK_ERROR(Tensor::scalar(1.0).shape().back(), "back() of a 0-d shape");
+  Generator g(1);
+  CHECK_ERROR(g.randint(0), "randint: the range [0, n) is empty");
+  CHECK(g.randint(1) == 0);
+}
+
 TEST_CASE("large blocks are reused, not returned to the OS") {
   release_cached_memory();
   CHECK(cached_memory_bytes() == 0);
