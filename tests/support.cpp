@@ -1,6 +1,9 @@
 #include "support.h"
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <map>
 
@@ -168,6 +171,27 @@ CliOutput run_cli_captured(const std::vector<std::string>& argv, const std::stri
     return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
   };
   return {code, read(out), read(err)};
+}
+
+}  // namespace qkv::test
+
+namespace qkv::test {
+
+std::filesystem::path scratch_dir(const std::string& name) {
+  namespace fs = std::filesystem;
+  static const fs::path root = [] {
+    const fs::path r = fs::temp_directory_path() / fmt::format("qkv_tests.{}", ::getpid());
+    fs::remove_all(r);
+    std::atexit([] {
+      std::error_code ec;
+      fs::remove_all(fs::temp_directory_path() / fmt::format("qkv_tests.{}", ::getpid()), ec);
+    });
+    return r;
+  }();
+  const fs::path dir = root / name;
+  fs::remove_all(dir);
+  fs::create_directories(dir);
+  return dir;
 }
 
 }  // namespace qkv::test

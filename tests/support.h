@@ -89,3 +89,13 @@ struct CliOutput {
 CliOutput run_cli_captured(const std::vector<std::string>& argv, const std::string& scratch_dir);
 
 }  // namespace qkv::test
+
+#include <filesystem>
+
+namespace qkv::test {
+
+/// A fresh, empty folder of this test process's own (under $TMPDIR, named after the pid and `name`), so tests
+/// run side by side or after a crashed run never share files. The whole process folder is removed at exit.
+std::filesystem::path scratch_dir(const std::string& name);
+
+}  // namespace qkv::test

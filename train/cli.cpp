@@ -7,9 +7,11 @@
 #include <qkv/datasets/dataset.h>
 #include <qkv/train/distributed.h>
 #include <qkv/train/report.h>
+#include <qkv/train/files.h>
 #include <qkv/train/safetensors.h>
 
 #include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <atomic>
@@ -280,16 +282,13 @@ std::string attention_svg(const Tensor& w, const std::vector<std::string>& label
   const auto v = w.to_vector();
   const int cell = 28, left = 60, top = 70;
   const int size = static_cast<int>(t) * cell;
-  const auto esc = [](const std::string& s) {
-    std::string o;
-    for (char c : s) o += c == '<' ? "&lt;" : c == '>' ? "&gt;" : c == '&' ? "&amp;" : c == '"' ? "&quot;" : std::string(1, c);
-    return o;
-  };
+  const auto esc = xml_escape;
+  const auto bad = rows_not_distributions(w);
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{}\" height=\"{}\" font-family=\"monospace\" "
       "font-size=\"13\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n<text x=\"{}\" y=\"20\">{}</text>\n"
       "<text x=\"{}\" y=\"40\" font-size=\"11\">keys</text>\n<text x=\"4\" y=\"{}\" font-size=\"11\">queries</text>\n",
-      std::max<std::size_t>(left + size + 20, left + 8 * title.size() + 20), top + size + 20, left, esc(title), left,
+      std::max<std::size_t>(left + size + (bad.empty() ? 20 : 150), left + 8 * title.size() + 20), top + size + 20, left, esc(title), left,
       top - 20);
   for (std::int64_t j = 0; j < t; ++j)
     svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n", left + j * cell + cell / 2, top - 6,
@@ -305,6 +304,9 @@ std::string attention_svg(const Tensor& w, const std::vector<std::string>& label
                          left + j * cell, top + i * cell, cell - 1, cell - 1, fill,
                          std::isfinite(raw) ? fmt::format("{:.4f}", x) : "not finite");
     }
+    if (std::find(bad.begin(), bad.end(), i) != bad.end())
+      svg += fmt::format("<text x=\"{}\" y=\"{}\" fill=\"rgb(200,40,40)\">does not sum to 1</text>\n", left + size + 4,
+                         top + i * cell + cell / 2 + 4);
   }
   return svg + "</svg>\n";
 }
@@ -317,7 +319,12 @@ void print_attention(const Tensor& w, const std::vector<std::string>& labels, st
   if (const auto bad = count_non_finite(w); bad > 0)
     fmt::print(stderr, "qkv: warning: {} of the {} attention weights are not finite (NaN or inf; shown as nan and '?'): "
                "the attention scores of {} overflow\n", bad, w.numel(), path);
-  fmt::print("attention weights, layer {}, head {} (rows: queries, columns: keys; each row sums to 1)\n", layer, head);
+  if (const auto rows = rows_not_distributions(w); !rows.empty())
+    fmt::print(stderr, "qkv: warning: row{} {} of the attention weights {} not sum to 1 (the attention scores of {} "
+               "overflow float32); marked '<- does not sum to 1'\n", rows.size() == 1 ? "" : "s", fmt::join(rows, ", "),
+               rows.size() == 1 ? "does" : "do", path);
+  fmt::print("attention weights, layer {}, head {} (rows: queries, columns: keys; each row should sum to 1)\n", layer,
+             head);
   fmt::print("{:>8}", "");
   for (const auto& l : labels) fmt::print("{:>8}", l);
   fmt::print("\n");

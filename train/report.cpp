@@ -2,6 +2,7 @@
 
 #include <qkv/core/ops.h>
 #include <qkv/train/cli.h>
+#include <qkv/train/files.h>
 
 #include <nlohmann/json.hpp>
 

@@ -1,5 +1,7 @@
 #include "qkv/train/safetensors.h"
 
+#include "qkv/train/files.h"
+
 #include <qkv/core/errors.h>
 
 #include <nlohmann/json.hpp>
@@ -281,59 +283,9 @@ SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::s
   return file;
 }
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
-  namespace fs = std::filesystem;
-  const fs::path target(path);
-  QKV_CHECK(target.has_filename() && !fs::is_directory(target), "write: {} is a directory, not a file name", path);
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const std::string tmp = (dir / fmt::format(".{}.tmp.{}", target.filename().string(), ::getpid())).string();
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  QKV_CHECK(fd >= 0, "write: cannot create {}: {}", tmp, std::strerror(errno));
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t w = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      fail("write: writing {} failed: {}", tmp, std::strerror(err));
-    }
-    done += static_cast<std::size_t>(w);
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("write: flushing {} failed: {}", tmp, std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("write: renaming {} to {} failed: {}", tmp, path, std::strerror(err));
-  }
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);  // make the rename itself durable
-    ::close(dfd);
-  }
-}
-
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata, StorageType storage) {
   write_file_atomic(path, to_safetensors_bytes(tensors, metadata, storage));
-}
-
-std::string read_file_bytes(const std::string& path) {
-  std::error_code ec;
-  QKV_CHECK(std::filesystem::is_regular_file(path, ec), "safetensors: {}: no such file", path);
-  std::ifstream in(path, std::ios::binary);
-  QKV_CHECK(in.good(), "safetensors: {}: cannot open", path);
-  const auto size = std::filesystem::file_size(path, ec);
-  QKV_CHECK(!ec, "safetensors: {}: cannot read its size", path);
-  std::string bytes(static_cast<std::size_t>(size), '\0');  // the file's real size, never a claimed one
-  in.read(bytes.data(), static_cast<std::streamsize>(size));
-  QKV_CHECK(in.gcount() == static_cast<std::streamsize>(size), "safetensors: {}: short read", path);
-  return bytes;
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {

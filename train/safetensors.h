@@ -34,13 +34,11 @@ std::string to_safetensors_bytes(const std::vector<std::pair<std::string, Tensor
 /// Parses bytes; `source` names them in errors. Throws qkv::Error for any malformed input.
 SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::string& source = "<memory>");
 
-/// Writes atomically: a temporary file in the same folder, fsync, then rename over `path`.
+/// Writes by write_file_atomic's rule (train/files.h): a regular file is replaced atomically.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata, StorageType storage = StorageType::F32);
 /// Reads and validates a file (never allocating more than the file's own size).
 SafetensorsFile read_safetensors(const std::string& path);
-/// A file's bytes (errors name it as a safetensors file).
-std::string read_file_bytes(const std::string& path);
 
 /// Saves a module's named parameters (state-dict names) with `metadata`.
 void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata = {},
@@ -50,8 +48,5 @@ void save(const Module& module, const std::string& path, const std::map<std::str
 void load(Module& module, const std::string& path, bool strict = true);
 /// The same from an already-read file.
 void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict = true);
-
-/// Writes `bytes` to `path` atomically (temporary file, fsync, rename, fsync of the folder).
-void write_file_atomic(const std::string& path, const std::string& bytes);
 
 }  // namespace qkv

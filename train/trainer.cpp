@@ -9,6 +9,7 @@
 #include <qkv/train/distributed.h>
 #include <qkv/train/report.h>
 #include <qkv/train/run_dir.h>
+#include <qkv/train/files.h>
 #include <qkv/train/safetensors.h>
 
 #include <fmt/ranges.h>
@@ -522,12 +523,25 @@ EvalResult evaluate(LanguageModel& model, const Batch& data, std::int64_t batch_
           n ? double(seqs_right) / double(n) : 0.0};
 }
 
+std::vector<std::int64_t> rows_not_distributions(const Tensor& weights) {
+  const std::int64_t t = weights.size(-1), rows = weights.numel() / std::max<std::int64_t>(1, t);
+  const auto w = weights.to_vector();
+  std::vector<std::int64_t> bad;
+  for (std::int64_t i = 0; i < rows; ++i) {
+    double sum = 0;
+    for (std::int64_t j = 0; j < t; ++j) sum += w[static_cast<std::size_t>(i * t + j)];
+    if (!(std::abs(sum - 1.0) <= 1e-3)) bad.push_back(i);  // NaN sums land here too
+  }
+  return bad;
+}
+
 std::string render_attention(const Tensor& weights, const std::vector<std::string>& tokens) {
   static const char* kShades = " .:-=+*#%@";
   const auto t = static_cast<std::int64_t>(tokens.size());
   QKV_CHECK(weights.dim() == 2 && weights.size(0) == t && weights.size(1) == t,
             "render_attention: expected ({0}, {0}) weights for {0} tokens, got shape {1}", t, weights.shape().str());
   const auto w = weights.to_vector();
+  const auto bad = rows_not_distributions(weights);
   std::size_t width = 1;
   for (const auto& s : tokens) width = std::max(width, s.size());
   std::string out = std::string(width + 3, ' ');
@@ -540,7 +554,7 @@ std::string render_attention(const Tensor& weights, const std::vector<std::strin
       const double v = std::clamp(raw, 0.0, 1.0);  // NaN would index out of the table: '?' instead
       out += std::string(width, ' ') + (std::isfinite(raw) ? kShades[std::min(9, static_cast<int>(v * 9.999))] : '?');
     }
-    out += "\n";
+    out += std::find(bad.begin(), bad.end(), i) != bad.end() ? "   <- does not sum to 1\n" : "\n";
   }
   return out + fmt::format("{:>{}}   (rows: queries; darker = more weight, '@' ~ 1, '?' not finite)\n", "", width);
 }

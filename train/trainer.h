@@ -90,6 +90,9 @@ std::uint64_t physical_memory_bytes();
 
 /// An attention matrix (T, T) as text: one row per query, one shaded cell per key (" .:-=+*#%@"), with tokens.
 std::string render_attention(const Tensor& weights, const std::vector<std::string>& tokens);
+/// The rows of (..., T) attention weights that are not distributions: a value not finite, or a sum off 1 by more
+/// than 1e-3 (finite inputs whose scores overflow float32 give such rows; render_attention marks them).
+std::vector<std::int64_t> rows_not_distributions(const Tensor& weights);
 
 struct StepStats {
   double loss = 0, grad_norm = 0, lr = 0;

@@ -117,5 +117,4 @@ TEST_CASE("atomic write leaves no temporary file and replaces the old file whole
   CHECK(read_safetensors(path).find("a").numel() == 2);
   for (const auto& e : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path()))
     CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
-  CHECK_ERROR(write_file_atomic("/nonexistent-dir/x.safetensors", "x"), "write: cannot create");
 }
