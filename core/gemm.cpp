@@ -23,7 +23,10 @@ extern "C" int blas_thread_shutdown_() __attribute__((weak));  // the pthread bu
 #include <fstream>
 #include <limits>
 #include <mutex>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#include <cerrno>
 #include <sstream>
 #include <vector>
 
@@ -64,17 +67,19 @@ void eigen_rows(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, 
 // qkv calls OpenBLAS on one thread per row block, so OpenBLAS's own threads are never used. Its pthread build
 // starts them when it loads, and they spin for about 0.1 s before sleeping: on 2 cores that took the second
 // core from qkv's pool for a short run's whole length (tiny config, 400 steps: 3220 steps/s against 3630 with
-// them stopped). So they are stopped as qkv loads; OpenBLAS starts them again if anything asks it for threads.
-const bool g_openblas_single = [] {
+// them stopped). So they are stopped when qkv first calls OpenBLAS (not at load: a host program that links qkv
+// but never multiplies keeps its OpenBLAS as it set it); OpenBLAS starts them again if anything asks for threads.
+bool stop_openblas_threads() {
   openblas_set_num_threads(1);
   if (blas_thread_shutdown_ != nullptr) blas_thread_shutdown_();
   return true;
-}();
+}
 
 // C (n, m) = or += op(A) op(B) through CBLAS, rows lda/ldb/ldc elements apart.
 template <class T>
 void blas_gemm(const T* a, std::int64_t lda, bool ta, const T* b, std::int64_t ldb, bool tb, T* c, std::int64_t ldc,
                std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate) {
+  [[maybe_unused]] static const bool single = stop_openblas_threads();
   const auto ta_ = ta ? CblasTrans : CblasNoTrans, tb_ = tb ? CblasTrans : CblasNoTrans;
   const T beta = accumulate ? T(1) : T(0);  // beta 0: C's old contents are never read (they may be NaN)
   if constexpr (std::is_same_v<T, float>)
@@ -141,14 +146,12 @@ double time_probe(GemmEngine e, const std::array<std::int64_t, 3>& s, std::vecto
   return elapsed / reps;
 }
 
-// Alternates the engines over 5 rounds per class and keeps the medians, so a noisy neighbour hits both alike;
-// OpenBLAS must win by 3% to be chosen.
+// Alternates the engines over 5 rounds per class and keeps the medians, so a noisy neighbour hits both alike.
 Table measure() {
   Table t{};
   t.fill(GemmEngine::Eigen);
   if (!blas_available()) return t;
   std::vector<float> buf(4 * 512 * 256);
-  for (std::size_t i = 0; i < buf.size(); ++i) buf[i] = float(i % 97) / 97.f - 0.5f;
   for (int c = 0; c < kClasses; ++c) {
     std::vector<double> eigen, blas;
     for (int round = 0; round < 5; ++round) {
@@ -157,7 +160,7 @@ Table measure() {
     }
     std::nth_element(eigen.begin(), eigen.begin() + 2, eigen.end());
     std::nth_element(blas.begin(), blas.begin() + 2, blas.end());
-    if (blas[2] < 0.97 * eigen[2]) t[c] = GemmEngine::Blas;
+    t[c] = kernel::faster_engine(eigen[2], blas[2]);
   }
   return t;
 }
@@ -181,20 +184,43 @@ std::string machine_kind() {
   return fmt::format("{:016x}", h);
 }
 
+// Where the measured table is kept: QKV_GEMM_CACHE, else a folder qkv makes inside an existing
+// $XDG_CACHE_HOME or $HOME/.cache (never a folder outside them); empty when there is no such place.
 std::filesystem::path cache_path() {
+  namespace fs = std::filesystem;
   if (const char* p = std::getenv("QKV_GEMM_CACHE"); p != nullptr && *p != '\0') return p;
-  std::filesystem::path dir;
-  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0') dir = x;
-  else if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0') dir = std::filesystem::path(h) / ".cache";
+  std::error_code ec;
+  fs::path dir;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x != nullptr && *x != '\0' && fs::is_directory(x, ec)) dir = x;
+  else if (const char* h = std::getenv("HOME"); h != nullptr && *h != '\0' && fs::is_directory(h, ec)) dir = fs::path(h) / ".cache";
   else return {};
   return dir / "qkv" / ("gemm-" + machine_kind() + ".txt");
 }
 
-// The cache file is one line: "qkv-gemm 1" and one engine name per class. Anything else is measured again.
-bool read_table(const std::filesystem::path& path, Table& t) {
-  std::ifstream in(path);
+// The cache file's text: "qkv-gemm 1" and one engine name per class.
+constexpr const char* kCacheMagic = "qkv-gemm";
+
+// What is at the cache path: nothing, a qkv cache (whole or damaged: it starts with the magic), or something else
+// (a user's file, a device, a FIFO), which qkv never reads past its type nor writes.
+enum class CacheFile { Absent, Ours, Foreign };
+
+CacheFile cache_file_kind(const std::filesystem::path& path, std::string& text) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return errno == ENOENT ? CacheFile::Absent : CacheFile::Foreign;
+  if (!S_ISREG(st.st_mode) || st.st_size > 4096) return CacheFile::Foreign;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return CacheFile::Foreign;
+  char buf[4096];
+  const ssize_t n = ::read(fd, buf, sizeof buf);
+  ::close(fd);
+  text.assign(buf, n > 0 ? static_cast<std::size_t>(n) : 0);
+  return text.rfind(kCacheMagic, 0) == 0 ? CacheFile::Ours : CacheFile::Foreign;
+}
+
+bool parse_table(const std::string& text, Table& t) {
+  std::istringstream in(text);
   std::string magic, version, name;
-  if (!(in >> magic >> version) || magic != "qkv-gemm" || version != "1") return false;
+  if (!(in >> magic >> version) || magic != kCacheMagic || version != "1") return false;
   for (auto& e : t) {
     if (!(in >> name) || (name != "eigen" && name != "blas")) return false;
     e = name == "blas" ? GemmEngine::Blas : GemmEngine::Eigen;
@@ -202,21 +228,22 @@ bool read_table(const std::filesystem::path& path, Table& t) {
   return !(in >> name);
 }
 
-// Written to a temporary name and renamed, so a reader never sees half a file; failing to write is not an error
-// (the table is then measured again by the next process).
-void write_table(const std::filesystem::path& path, const Table& t) {
+// Writes the table to a temporary file, then links it to an absent path (so of two processes measuring at once,
+// the first to finish wins and the other reads its table) or renames it over a damaged qkv cache. False when it
+// cannot be written.
+bool write_table(const std::filesystem::path& path, const Table& t, bool replace) {
   std::error_code ec;
-  std::filesystem::create_directories(path.parent_path(), ec);
   const auto tmp = path.string() + fmt::format(".tmp{}", static_cast<long>(::getpid()));
   {
     std::ofstream out(tmp);
-    out << "qkv-gemm 1";
+    out << kCacheMagic << " 1";
     for (GemmEngine e : t) out << ' ' << gemm_engine_name(e);
     out << '\n';
-    if (!out.flush()) return (void)std::filesystem::remove(tmp, ec);
+    if (!out.flush()) return std::filesystem::remove(tmp, ec), false;
   }
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) std::filesystem::remove(tmp, ec);
+  const bool ok = replace ? ::rename(tmp.c_str(), path.c_str()) == 0 : ::link(tmp.c_str(), path.c_str()) == 0;
+  std::filesystem::remove(tmp, ec);
+  return ok;
 }
 
 struct Auto {
@@ -224,16 +251,33 @@ struct Auto {
   std::string where;  // the cache file, or why there is none
 };
 
-Auto load_auto(const std::filesystem::path& path) {
+// Without a file to keep it in, a measurement could differ from process to process, and with it the weights: the
+// table is then Eigen's everywhere, the same in every run.
+Auto uncached(const std::string& why) {
   Auto r;
-  if (!path.empty() && read_table(path, r.table)) {
+  r.table.fill(GemmEngine::Eigen);
+  r.where = "not measured (" + why + "): eigen for every product, so that every run gets the same table";
+  return r;
+}
+
+Auto load_auto(const std::filesystem::path& path) {
+  if (path.empty()) return uncached("no cache folder: set XDG_CACHE_HOME, HOME or QKV_GEMM_CACHE");
+  std::string text;
+  const CacheFile kind = cache_file_kind(path, text);
+  Auto r;
+  if (kind == CacheFile::Ours && parse_table(text, r.table)) {
     r.where = "cached in " + path.string();
     return r;
   }
-  r.table = measure();
-  if (!path.empty()) write_table(path, r.table);
-  r.where = path.empty() ? std::string("measured now, not cached (no HOME)") : "measured now, cached in " + path.string();
-  return r;
+  if (kind == CacheFile::Foreign) return uncached(path.string() + " is not a qkv cache file; it was left alone");
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
+  if (write_table(path, measure(), kind == CacheFile::Ours) && cache_file_kind(path, text) == CacheFile::Ours &&
+      parse_table(text, r.table)) {
+    r.where = "measured now, cached in " + path.string();
+    return r;
+  }
+  return uncached("cannot write " + path.string());
 }
 
 const Auto& auto_table() {
@@ -296,10 +340,15 @@ std::string gemm_summary() {
 
 namespace kernel {
 
+GemmEngine faster_engine(double eigen_seconds, double blas_seconds) {
+  return blas_seconds < 0.97 * eigen_seconds ? GemmEngine::Blas : GemmEngine::Eigen;
+}
+
 std::string gemm_table_at(const std::string& path) {
   const Auto a = load_auto(path);
   std::string names;
   for (GemmEngine e : a.table) names += std::string(names.empty() ? "" : " ") + gemm_engine_name(e);
+  if (a.where.rfind("not measured", 0) == 0) return names + " (uncached)";
   return names + (a.where.rfind("cached", 0) == 0 ? " (cached)" : " (measured)");
 }
 

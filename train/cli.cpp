@@ -393,8 +393,10 @@ int cmd_export(const std::string& run_dir, std::string out, const std::string& d
   check_output_path(out, "export --out");
   const TrainedModel tm = load_trained(run_dir);
   save(*tm.model, out, tm.metadata, storage);
-  fmt::print("wrote {} ({} tensors, {} parameters, {}, {} bytes)\n", out, tm.model->named_parameters().size(),
-             tm.model->num_parameters(), dtype, fs::file_size(out));
+  std::error_code ec;
+  const bool regular = fs::is_regular_file(out, ec);  // not /dev/null or a pipe: those have no size
+  fmt::print("wrote {} ({} tensors, {} parameters, {}{})\n", out, tm.model->named_parameters().size(),
+             tm.model->num_parameters(), dtype, regular ? fmt::format(", {} bytes", fs::file_size(out, ec)) : "");
   return 0;
 }
 

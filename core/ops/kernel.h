@@ -2,6 +2,7 @@
 // Private helpers shared by the op files: dtype dispatch and strided N-d iteration. Not installed.
 #include "qkv/core/autograd.h"
 #include "qkv/core/dispatch.h"
+#include "qkv/core/gemm.h"
 #include "qkv/core/parallel.h"
 #include "qkv/core/ops.h"
 
@@ -99,8 +100,11 @@ inline bool is_suffix(const Shape& inner, const Shape& outer) {
 }
 
 /// Tests only: the auto engine table (one name per size class) that `path` holds, else measured now and written
-/// there; ends in "(cached)" or "(measured)".
+/// there; ends in "(cached)", "(measured)" or, where nothing can be kept, "(uncached)" (Eigen's table).
 std::string gemm_table_at(const std::string& path);
+/// The engine auto picks for a size class from the two engines' median seconds: OpenBLAS only when it wins by 3%
+/// (a pure function of the timings; ties and NaN keep Eigen).
+GemmEngine faster_engine(double eigen_seconds, double blas_seconds);
 
 /// Tests only: forces the fused attention's query and key block sizes (0, 0 = chosen from the cache, the default),
 /// so that small inputs exercise several blocks.

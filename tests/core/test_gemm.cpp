@@ -7,6 +7,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <sys/stat.h>
+
 using namespace qkv;
 
 namespace {
@@ -86,9 +88,8 @@ TEST_CASE("auto: the summary names every size class by its limit, with its engin
   for (const char* label : {", <2^18 ", ", <2^21 ", ", <2^24 ", ", >=2^24 "}) CHECK_MESSAGE(s.find(label) != std::string::npos, s);
 }
 
-TEST_CASE("auto: the engine table is measured once, cached in a file, and measured again when the file is bad") {
-  const auto dir = std::filesystem::temp_directory_path() / "qkv_test_gemm_cache";
-  std::filesystem::remove_all(dir);
+TEST_CASE("auto: the engine table is measured once, cached in a file, and measured again when the file is damaged") {
+  const auto dir = test::scratch_dir("gemm_cache");
   const auto file = dir / "gemm.txt";
   const std::string first = kernel::gemm_table_at(file.string());
   CHECK(first.size() > std::string(" (measured)").size());
@@ -100,16 +101,44 @@ TEST_CASE("auto: the engine table is measured once, cached in a file, and measur
   if (!blas_available()) CHECK(table == "eigen eigen eigen eigen eigen");
   CHECK(kernel::gemm_table_at(file.string()) == table + " (cached)");
 
-  // A hand-written table is used as it is; a damaged one is measured and written again.
+  // A hand-written table is used as it is; a damaged qkv cache (it starts with the magic) is measured and
+  // written again.
   std::ofstream(file) << "qkv-gemm 1 blas eigen blas eigen blas\n";
   CHECK(kernel::gemm_table_at(file.string()) == "blas eigen blas eigen blas (cached)");
-  for (const char* bad : {"", "qkv-gemm 2 eigen eigen eigen eigen eigen\n", "qkv-gemm 1 eigen eigen\n",
+  for (const char* bad : {"qkv-gemm 2 eigen eigen eigen eigen eigen\n", "qkv-gemm 1 eigen eigen\n",
                           "qkv-gemm 1 eigen eigen eigen eigen mkl\n", "qkv-gemm 1 eigen eigen eigen eigen eigen x\n"}) {
     std::ofstream(file) << bad;
     CHECK_MESSAGE(kernel::gemm_table_at(file.string()).find("(measured)") != std::string::npos, bad);
     CHECK(read(file).rfind("qkv-gemm 1 ", 0) == 0);
   }
-  // An unwritable place is not an error: the table is measured and used.
-  CHECK(kernel::gemm_table_at("/proc/qkv/no/such/gemm.txt").find("(measured)") != std::string::npos);
-  std::filesystem::remove_all(dir);
+}
+
+// QKV_GEMM_CACHE=notes.txt replaced the user's file with a table, =/dev/null the device node, and a FIFO there
+// hung every command. Without a place to keep the table, each process measured again and 3 of 11 reruns of a
+// config trained different weights: the table is then Eigen's, the same every time.
+TEST_CASE("auto: the cache never replaces a foreign file, device or FIFO; with no cache the table is fixed") {
+  const auto dir = test::scratch_dir("gemm_foreign");
+  std::ofstream(dir / "notes.txt") << "my notes\n";
+  const std::string eigen_table = "eigen eigen eigen eigen eigen (uncached)";
+  CHECK(kernel::gemm_table_at((dir / "notes.txt").string()) == eigen_table);
+  CHECK(read(dir / "notes.txt") == "my notes\n");
+  std::ofstream(dir / "empty.txt");
+  CHECK(kernel::gemm_table_at((dir / "empty.txt").string()) == eigen_table);
+  CHECK(read(dir / "empty.txt").empty());
+  REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+  CHECK(kernel::gemm_table_at((dir / "fifo").string()) == eigen_table);  // returns: never opened for blocking I/O
+  CHECK(std::filesystem::is_fifo(dir / "fifo"));
+  CHECK(kernel::gemm_table_at("/dev/null") == eigen_table);
+  CHECK(kernel::gemm_table_at("/proc/qkv/no/such/gemm.txt") == eigen_table);  // cannot be written
+  CHECK(kernel::gemm_table_at("") == eigen_table);
+  std::filesystem::create_symlink(dir / "notes.txt", dir / "link.txt");
+  CHECK(kernel::gemm_table_at((dir / "link.txt").string()) == eigen_table);
+  CHECK(read(dir / "notes.txt") == "my notes\n");
+}
+
+TEST_CASE("auto: the engine is a pure function of the measured timings") {
+  CHECK(kernel::faster_engine(1.0, 0.96) == GemmEngine::Blas);
+  CHECK(kernel::faster_engine(1.0, 0.97) == GemmEngine::Eigen);  // must win by 3%
+  CHECK(kernel::faster_engine(1.0, 2.0) == GemmEngine::Eigen);
+  CHECK(kernel::faster_engine(1.0, std::nan("")) == GemmEngine::Eigen);
 }

@@ -84,4 +84,49 @@ check "QKV_GEMM=mkl: no run directory" [ ! -e "$WORK/gemm" ]
 QKV_GEMM=eigen "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"gemm\" train.steps=5 >/dev/null 2>&1
 check "QKV_GEMM=eigen: the log says so" has "$WORK/gemm/train.log" "gemm: eigen for every product (forced)"
 
+# Outputs never replace what they point at (item 1 of issue 25): a character device (our own, made with mknod
+# when root can), a FIFO, a symlink to a user's file; and the GEMM cache never touches a foreign file or FIFO.
+RUN="$WORK/fsize"
+if mknod "$WORK/null" c 1 3 2>/dev/null; then
+  for cmd in export report attention; do
+    case $cmd in
+      export) "$QKV" export "$RUN" --out "$WORK/null" ;;
+      report) "$QKV" report "$RUN" --out "$WORK/null" ;;
+      attention) "$QKV" attention "$RUN" --tokens "1 2 3" --svg "$WORK/null" ;;
+    esac >/dev/null 2>out.err
+    code=$?
+    check "$cmd onto a character device: exit 0 (got $code)" [ "$code" = 0 ]
+    check "$cmd onto a character device: still a device" [ -c "$WORK/null" ]
+  done
+fi
+echo "my notes" >"$WORK/notes.txt"
+ln -s "$WORK/notes.txt" "$WORK/notes.link"
+"$QKV" export "$RUN" --out "$WORK/notes.link" >/dev/null 2>&1
+check "export through a symlink: the link stays a link" [ -L "$WORK/notes.link" ]
+check "export through a symlink: its target holds the model" "$QKV" eval "$WORK/notes.txt"
+"$QKV" attention "$RUN" --tokens "1 2 3" --svg /dev/stdout >svg.out 2>&1
+check "attention --svg /dev/stdout: the SVG on stdout" has svg.out "</svg>"
+echo "my notes" >"$WORK/notes.txt"
+mkfifo "$WORK/cache.fifo"
+for cache in "$WORK/notes.txt" "$WORK/cache.fifo"; do
+  QKV_GEMM_CACHE="$cache" timeout 20 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"cache\" train.steps=2 --force \
+    >/dev/null 2>cache.err
+  code=$?
+  check "QKV_GEMM_CACHE=$cache: trains (got $code)" [ "$code" = 0 ]
+  check "QKV_GEMM_CACHE=$cache: left alone, said so" has "$WORK/cache/train.log" "is not a qkv cache file; it was left alone"
+done
+check "QKV_GEMM_CACHE=notes.txt: the file is unchanged" [ "$(cat "$WORK/notes.txt")" = "my notes" ]
+check "QKV_GEMM_CACHE=fifo: still a FIFO" [ -p "$WORK/cache.fifo" ]
+
+# With no place to cache the engine table (HOME missing), no folder is created and every run gets the same
+# weights (issue 25, item 13: measured tables flipped between runs).
+for i in 1 2 3; do
+  env -u XDG_CACHE_HOME -u QKV_GEMM_CACHE HOME="$WORK/no-home" "$QKV" train "$CFG" "${COMMON[@]}" \
+    run.name=\"nocache$i\" train.steps=20 model.d_model=64 data.seq_len=32 >/dev/null 2>&1
+done
+check "no cache: HOME is not created" [ ! -e "$WORK/no-home" ]
+check "no cache: the log says why" has "$WORK/nocache1/train.log" "not measured (no cache folder"
+check "no cache: run 2 has run 1's weights" cmp -s "$WORK/nocache1/model.safetensors" "$WORK/nocache2/model.safetensors"
+check "no cache: run 3 has run 1's weights" cmp -s "$WORK/nocache1/model.safetensors" "$WORK/nocache3/model.safetensors"
+
 summary "cli faults"
