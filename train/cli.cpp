@@ -86,7 +86,7 @@ void show_attention(const TrainedModel& tm, const Dataset& data, const std::stri
   if (x.size(1) > kMaxPrintedKeys) {
     fmt::print("\nLearned attention: a {0}x{0} map per layer and head, too wide to print here. See the report, or:\n"
                "  qkv attention {1} --tokens \"...\" --svg attention.svg\n",
-               x.size(1), run_dir);
+               x.size(1), shell_quote(run_dir));
     return;
   }
   Tensor maps;  // (L, 1, H, T, T): layer 0, head 0 is the first (T, T) block
@@ -156,7 +156,7 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   if (r.exit_code != 0 || !Comm::world().lead()) return r.exit_code;  // rank 0 alone reports
   if (r.already_finished) {
     fmt::print("{} is already finished ({} steps, train.steps = {}); nothing to do. To train longer: qkv train "
-               "--resume {} train.steps=N\n", r.run_dir, r.steps, cfg.train.steps, r.run_dir);
+               "--resume {} train.steps=N\n", r.run_dir, r.steps, cfg.train.steps, shell_quote(r.run_dir));
     return 0;
   }
   fmt::print("\nTrained {} steps: validation loss {:.4f}, token accuracy {:.4f}, sequence accuracy {:.4f}\n", r.steps,

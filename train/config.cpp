@@ -3,6 +3,7 @@
 #include <qkv/core/errors.h>
 #include <qkv/optim/optimizer.h>
 #include <qkv/optim/schedule.h>
+#include <qkv/train/files.h>
 #include <qkv/train/run_dir.h>
 
 #include <nlohmann/json.hpp>
@@ -22,6 +23,19 @@
 #include <variant>
 
 namespace qkv {
+
+std::string toml_quote(const std::string& text) {
+  std::string out = "\"";  // a TOML basic string: every control character escaped
+  for (char ch : text) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (ch == '\n') out += "\\n";
+    else if (u < 0x20 || u == 0x7f) out += fmt::format("\\u{:04X}", u);
+    else out += ch;
+  }
+  return out + "\"";
+}
+
 namespace {
 
 using Ref = std::variant<std::string*, std::int64_t*, std::uint64_t*, double*, bool*, std::vector<double>*>;
@@ -161,13 +175,7 @@ std::string format_value(const Ref& r) {
       [](auto* p) -> std::string {
         using T = std::remove_pointer_t<decltype(p)>;
         if constexpr (std::is_same_v<T, std::string>) {
-          std::string out = "\"";
-          for (char ch : *p) {
-            if (ch == '"' || ch == '\\') out += '\\';
-            if (ch == '\n') out += "\\n";
-            else out += ch;
-          }
-          return out + "\"";
+          return toml_quote(*p);
         } else if constexpr (std::is_same_v<T, bool>) {
           return *p ? "true" : "false";
         } else if constexpr (std::is_same_v<T, double>) {
@@ -245,6 +253,12 @@ void assign(const KeySpec& spec, Config& c, const toml::node& node, const std::s
 // Range and choice checks of one key.
 void check_range(const KeySpec& spec, Config& c, const std::string& at) {
   const Ref r = spec.ref(c);
+  if (auto* s = std::get_if<std::string*>(&r); s && has_control_character(**s)) {
+    const auto bad = std::find_if((*s)->begin(), (*s)->end(), [](char ch) { return has_control_character({ch}); });
+    fail("{}: {}: control character 0x{:02X} at byte {} (names and paths may not hold control characters: they "
+         "break the files and commands qkv writes)",
+         at, spec.name, static_cast<unsigned char>(*bad), bad - (*s)->begin());
+  }
   if (auto* s = std::get_if<std::string*>(&r); s && !spec.choices.empty()) {
     if (std::find(spec.choices.begin(), spec.choices.end(), **s) == spec.choices.end())
       fail("{}: {}: unknown value \"{}\" (expected one of: {})", at, spec.name, **s, fmt::join(spec.choices, ", "));

@@ -73,6 +73,8 @@ Config parse_config(const std::string& text, const std::string& source, const st
 void check_ranges(const Config& config, const std::string& source);
 /// The resolved config as TOML (every key, with defaults filled in).
 std::string to_toml(const Config& config);
+/// `text` as a TOML basic string, quoted, with every control character escaped.
+std::string toml_quote(const std::string& text);
 /// The [data] keys and run.seed as a JSON object: exported files' "qkv.data" metadata, which lets `qkv eval`
 /// rebuild the validation set. Written and read through the same key table as the TOML.
 std::string data_to_json(const Config& config);

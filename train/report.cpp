@@ -19,20 +19,8 @@ namespace {
 const char* const kColors[] = {"#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000", "#999999"};
 constexpr std::int64_t kMaxHeatmapTokens = 32;  // longer examples are cut: a 64 x 64 map per head is unreadable
 
-std::string esc(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    switch (c) {
-      case '&': o += "&amp;"; break;
-      case '<': o += "&lt;"; break;
-      case '>': o += "&gt;"; break;
-      case '"': o += "&quot;"; break;
-      case '\'': o += "&#39;"; break;
-      default: o += c;
-    }
-  }
-  return o;
-}
+// One home for escaping (train/files.h): XML, so control characters never make the page ill-formed.
+constexpr auto esc = xml_escape;
 
 std::string slurp(const fs::path& p) {
   std::ifstream in(p);
@@ -319,8 +307,10 @@ std::string run_section(const RunData& r, std::size_t index) {
   std::string s = fmt::format(R"~(<section class="run"><h2><span class="swatch" style="background:{}"></span>{}</h2><p class="path">{}</p>)~",
                               kColors[index % std::size(kColors)], esc(r.label), esc(r.dir));
   s += "<h3>Final metrics</h3>" + final_metrics(r);
-  s += fmt::format("<h3>Reproduce</h3><pre><code>qkv train {}/config.toml run.name=\"{}-again\"</code></pre>",
-                   esc(r.dir), esc(name));
+  // A command a reader pastes into a shell: every word quoted for it (a run.name of $(...) stays text).
+  s += fmt::format("<h3>Reproduce</h3><pre><code>qkv train {} {}</code></pre>",
+                   esc(shell_quote((fs::path(r.dir) / "config.toml").string())),
+                   esc(shell_quote("run.name=" + toml_quote(name + "-again"))));
   s += "<details open><summary>Resolved config</summary><pre class=\"config\">" + esc(r.config_toml) + "</pre></details>";
   if (!r.model) return s + "<p>" + esc(r.model_note) + "</p></section>\n";
   if (!r.model_note.empty()) s += "<p class=\"note\">" + esc(r.model_note) + "</p>";

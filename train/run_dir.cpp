@@ -1,6 +1,7 @@
 #include "qkv/train/run_dir.h"
 
 #include <qkv/core/errors.h>
+#include <qkv/train/files.h>
 
 #include <fcntl.h>
 #include <sys/file.h>
@@ -112,7 +113,7 @@ RunDir::RunDir(const fs::path& dir, RunDirMode mode) : path_(dir) {
     const Contents before = contents_of(dir);
     QKV_CHECK(mode == RunDirMode::Force || before.empty(),
               "run directory {} already exists ({}); pass --resume {} to continue it or --force to start over",
-              dir.string(), describe(before), dir.string());
+              dir.string(), describe(before), shell_quote(dir.string()));
     lock();
     clear_contents();
     note_ = before.empty() ? fmt::format("reused {}, an earlier run that wrote nothing", dir.string())

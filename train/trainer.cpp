@@ -813,7 +813,7 @@ void Trainer::report() {
 TrainResult Trainer::interrupted(int sig) {
   if (tty_) fmt::print(stderr, "\n");
   log_->warn("{} at step {}: checkpoint written. Resume with: qkv train --resume {}",
-             sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", r_.step, r_.dir.string());
+             sig == SIGINT ? "interrupted (SIGINT)" : "terminated (SIGTERM)", r_.step, shell_quote(r_.dir.string()));
   result_.steps = r_.step;
   result_.exit_code = sig == SIGINT ? 130 : 143;
   return result_;
@@ -846,7 +846,7 @@ TrainResult Trainer::run() {
     // (rank 0 decides: only it has the directory)
     if (comm_.max(comm_.lead() && !fs::exists(r_.dir / "model.safetensors")) != 0) return finished();
     log_->info("{} is already finished: {} of train.steps = {} done; to train longer: qkv train --resume {} "
-               "train.steps=N", r_.dir.string(), r_.step, tc.steps, r_.dir.string());
+               "train.steps=N", r_.dir.string(), r_.step, tc.steps, shell_quote(r_.dir.string()));
     result_.already_finished = true;
     return result_;
   }

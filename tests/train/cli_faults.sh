@@ -129,4 +129,20 @@ check "no cache: the log says why" has "$WORK/nocache1/train.log" "not measured 
 check "no cache: run 2 has run 1's weights" cmp -s "$WORK/nocache1/model.safetensors" "$WORK/nocache2/model.safetensors"
 check "no cache: run 3 has run 1's weights" cmp -s "$WORK/nocache1/model.safetensors" "$WORK/nocache3/model.safetensors"
 
+# Printed commands are quoted for a POSIX shell (item 14): pasting them runs qkv, never the name's $(...).
+"$QKV" train "$CFG" "${COMMON[@]}" 'run.name=$(touch PWNED)' train.steps=3 >/dev/null 2>&1
+"$QKV" train --resume "$WORK/\$(touch PWNED)" >again.out 2>&1
+line=$(sed -n 's/.*To train longer: qkv \(train --resume .*\) train.steps=N$/\1/p' again.out)
+check "quoted resume command: printed" [ -n "$line" ]
+(cd "$WORK" && sh -c "\"\$0\" $line train.steps=4" "$QKV" >/dev/null 2>&1)
+code=$?
+check "quoted resume command: pasted into sh, it resumes (got $code)" [ "$code" = 0 ]
+check "quoted resume command: the name was not run" [ ! -e "$WORK/PWNED" ]
+grep -o 'qkv train [^<]*' "$WORK/\$(touch PWNED)/report.html" | head -1 | sed 's/&#39;/'"'"'/g; s/&quot;/"/g; s/&amp;/\&/g' \
+  >reproduce.txt
+check "report's reproduce command: quoted" has reproduce.txt "run.name=\"\$(touch PWNED)-again\"'"
+(cd "$WORK" && sh -c "\"\$0\" $(sed 's/^qkv //' reproduce.txt) train.steps=1 run.out_dir=\\\"$WORK\\\"" "$QKV" >/dev/null 2>&1)
+check "report's reproduce command: pasted into sh, it trains" [ -e "$WORK/\$(touch PWNED)-again/model.safetensors" ]
+check "report's reproduce command: the name was not run" [ ! -e "$WORK/PWNED" ]
+
 summary "cli faults"

@@ -102,6 +102,22 @@ TEST_CASE("run.name is one plain directory name, located in errors (B1)") {
   CHECK(parse("", {"run.name=my-run_2"}).run.name == "my-run_2");
 }
 
+// A name with CR, ESC or DEL trained to the end, then wrote a config.toml that --resume could not read.
+TEST_CASE("control characters in names and paths are refused at parse time, located") {
+  CHECK_ERROR(parse("[run]\nname = \"a\\rb\"\n"), "test.toml:2:8: run.name: control character 0x0D at byte 1");
+  for (const char* bad : {"a\x01", "\x1b[31mred", "del\x7f", "tab\there"})
+    CHECK_ERROR(parse("", {std::string("run.name=") + bad}), "run.name: control character");
+  CHECK_ERROR(parse("[data]\ntask = \"text\"\npath = \"in\\u0007put.txt\"\n[model]\ncausal = true\n"),
+              "test.toml:3:8: data.path: control character 0x07 at byte 2");
+  CHECK_ERROR(parse("", {"run.out_dir=runs\x1b"}), "run.out_dir: control character 0x1B at byte 4");
+  // What is allowed is written so that it reads back: quotes, backslashes, any Unicode.
+  const Config c = parse("", {"run.name=\"q\\\"uote é ✓\"", "data.path=\"C:\\\\x\""});
+  CHECK(c.run.name == "q\"uote é ✓");
+  CHECK(c.data.path == "C:\\x");
+  CHECK(parse(to_toml(c)).data.path == c.data.path);
+  CHECK(parse(to_toml(c)).run.name == c.run.name);
+}
+
 TEST_CASE("overrides: numbers too large say out of range; an open quote is an error, not a name") {
   CHECK_ERROR(parse("", {"train.steps=99999999999999999999"}),
               "override 'train.steps=99999999999999999999': train.steps: value 99999999999999999999 is out of range");
