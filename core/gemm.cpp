@@ -2,6 +2,7 @@
 // into row blocks across threads, and the per-machine choice between the two engines.
 #include "qkv/core/gemm.h"
 
+#include "qkv/core/hash.h"
 #include "qkv/core/ops/kernel.h"
 
 #include <Eigen/Core>
@@ -179,9 +180,9 @@ std::string machine_kind() {
   kind += std::string("|") + openblas_get_corename();
   if (const char* l2 = std::getenv("OPENBLAS_L2_SIZE")) kind += std::string("|") + l2;  // OpenBLAS's blocking
 #endif
-  std::uint64_t h = 1469598103934665603ull;  // FNV-1a
-  for (unsigned char ch : kind) h = (h ^ ch) * 1099511628211ull;
-  return fmt::format("{:016x}", h);
+  // (The cache file names were made from the basis 1469598103934665603, one digit short of FNV's: kept, so the
+  // tables machines have cached keep their names.)
+  return fmt::format("{:016x}", fnv1a(kind.data(), kind.size(), 1469598103934665603ull));
 }
 
 // Where the measured table is kept: QKV_GEMM_CACHE, else a folder qkv makes inside an existing

@@ -124,6 +124,15 @@ int normalize_dim(const char* op, int dim, int rank) {
   return dim < 0 ? dim + r : dim;
 }
 
+std::int64_t Tensor::count_non_finite() const {
+  std::int64_t n = 0;
+  if (dtype() == kFloat32)
+    for (std::int64_t i = 0, e = numel(); i < e; ++i) n += !std::isfinite(data<float>()[i]);
+  else if (dtype() == kFloat64)
+    for (std::int64_t i = 0, e = numel(); i < e; ++i) n += !std::isfinite(data<double>()[i]);
+  return n;
+}
+
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
   for (auto d : shape) QKV_CHECK(d >= 0, "empty: negative dimension in shape {}", shape.str());
   const std::int64_t n = shape.numel();

@@ -63,6 +63,8 @@ class Tensor {
   double item() const;
   /// All values, converted to double, in row-major order.
   std::vector<double> to_vector() const;
+  /// How many values are NaN or infinite (0 for int64 tensors).
+  std::int64_t count_non_finite() const;
   /// Converts (copying) to another dtype; differentiable between float types.
   Tensor to(DType dtype) const;
   /// A copy with its own storage; differentiable.

@@ -1,12 +1,14 @@
 #include "qkv/datasets/dataset.h"
 
 #include <qkv/core/errors.h>
+#include <qkv/core/hash.h>
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <fstream>
+#include <limits>
 #include <set>
 #include <sstream>
 
@@ -224,7 +226,11 @@ class JsonlDataset : public Dataset {
     }
     train_ = std::move(all);
     validation_ = {Tensor::from(val.x, {val.count, seq_len_}), Tensor::from(val.y, {val.count, seq_len_})};
+    std::uint64_t h = fnv1a(nullptr, 0);
+    for (const auto* ids : {&train_.x, &train_.y, &val.x, &val.y}) h = fnv1a(ids->data(), ids->size() * 8, h);
+    fingerprint_ = fmt::format("jsonl:{}+{}:{:016x}", train_.count, val.count, h);
   }
+  std::string fingerprint() const override { return fingerprint_; }
   Batch next_batch(std::int64_t batch_size) override {
     Batch b{Tensor::empty({batch_size, seq_len_}, kInt64), Tensor::empty({batch_size, seq_len_}, kInt64)};
     for (std::int64_t i = 0; i < batch_size; ++i) {
@@ -244,6 +250,7 @@ class JsonlDataset : public Dataset {
  private:
   bool shuffle_;
   Examples train_;
+  std::string fingerprint_;
 };
 
 }  // namespace
@@ -286,6 +293,14 @@ std::string CharVocab::str() const {
 
 Dataset::Dataset(std::uint64_t seed, std::int64_t vocab_size, std::int64_t seq_len)
     : rng_(seed ^ kTrainStream), vocab_size_(vocab_size), seq_len_(seq_len) {}
+
+void Dataset::set_state(const DataState& s) {
+  const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / std::max<std::int64_t>(1, seq_len_);
+  QKV_CHECK(s.position >= 0 && s.position <= limit, "data: the saved position {} is out of range (0 to {})",
+            s.position, limit);
+  rng_.set_state(s.rng);
+  position_ = s.position;
+}
 
 std::string Dataset::decode(std::int64_t token) const { return std::to_string(token); }
 

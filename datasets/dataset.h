@@ -46,11 +46,13 @@ class Dataset {
   virtual std::vector<std::int64_t> encode(const std::string& text) const;
   /// The text vocabulary as UTF-8 (one character per id), or "" for token datasets.
   virtual std::string vocab() const { return ""; }
+  /// A hash of the examples a file dataset read (jsonl), so a resumed run can tell that its data changed; "" for
+  /// generated tasks (the config makes them) and text (whose vocabulary is compared instead).
+  virtual std::string fingerprint() const { return ""; }
   DataState state() const { return {rng_.state(), position_}; }
-  void set_state(const DataState& s) {
-    rng_.set_state(s.rng);
-    position_ = s.position;
-  }
+  /// Restores a state read from a checkpoint; throws qkv::Error when its position is negative or so large that
+  /// position x seq_len would overflow (a crafted file must not index outside the data).
+  void set_state(const DataState& s);
 
  protected:
   Dataset(std::uint64_t seed, std::int64_t vocab_size, std::int64_t seq_len);

@@ -114,6 +114,17 @@ std::size_t Optimizer::state_bytes() const {
 }
 
 namespace {
+// A state comes from a file: every scalar is checked before use (a NaN lr or a negative step would train on
+// silently). `integer`: a count, exact in a double.
+void check_scalar(const OptimizerState& s, const std::string& key, bool integer, const char* who) {
+  const auto it = s.scalars.find(key);
+  if (it == s.scalars.end()) return;
+  const double v = it->second;
+  QKV_CHECK(std::isfinite(v) && v >= 0 && (!integer || (v == std::floor(v) && v <= 9007199254740992.0)),
+            "{}: load_state_dict: '{}' = {} is not {}", who, key, v,
+            integer ? "a count (a whole number from 0 to 2^53)" : "a finite number >= 0");
+}
+
 // Each group's hyperparameters from a state (absent in states saved before groups existed: keep the current).
 std::vector<std::pair<double, double>> saved_groups(const OptimizerState& s, std::size_t expected, const char* who) {
   std::size_t n = 0;
@@ -124,6 +135,8 @@ std::vector<std::pair<double, double>> saved_groups(const OptimizerState& s, std
   for (std::size_t i = 0; i < n; ++i) {
     const auto wd = s.scalars.find(fmt::format("group.{}.weight_decay", i));
     QKV_CHECK(wd != s.scalars.end(), "{}: load_state_dict: state lacks 'group.{}.weight_decay'", who, i);
+    check_scalar(s, fmt::format("group.{}.initial_lr", i), false, who);
+    check_scalar(s, wd->first, false, who);
     out.emplace_back(s.scalars.at(fmt::format("group.{}.initial_lr", i)), wd->second);
   }
   return out;
@@ -132,6 +145,9 @@ std::vector<std::pair<double, double>> saved_groups(const OptimizerState& s, std
 
 void Optimizer::load_state_dict(const OptimizerState& s) {
   QKV_CHECK(s.scalars.count("step") && s.scalars.count("lr"), "load_state_dict: state lacks 'step' or 'lr'");
+  check_scalar(s, "step", true, who_);
+  check_scalar(s, "lr", false, who_);
+  check_scalar(s, "initial_lr", false, who_);
   std::map<std::string, Tensor> loaded;
   for (const auto& [key, t] : s.tensors) {
     bool known = false;
@@ -144,6 +160,13 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
                     dtype_name(t.dtype()), name, p.shape().str(), dtype_name(p.dtype()));
         }
     QKV_CHECK(known, "load_state_dict: unexpected state entry '{}'", key);
+    const auto bad = t.count_non_finite();
+    QKV_CHECK(bad == 0, "{}: load_state_dict: '{}' has {} value{} that are not finite", who_, key, bad, bad == 1 ? "" : "s");
+    if (key.size() > 3 && key.compare(key.size() - 3, 3, "_sq") == 0) {  // second moments: sqrt(< 0) is NaN
+      const auto v = t.to_vector();
+      QKV_CHECK(std::all_of(v.begin(), v.end(), [](double x) { return x >= 0; }),
+                "{}: load_state_dict: '{}' has negative values (a second moment cannot)", who_, key);
+    }
     loaded.emplace(key, t.clone());
   }
   const auto groups = saved_groups(s, groups_.size(), who_);

@@ -95,8 +95,13 @@ void LRSchedule::save(OptimizerState& state) const {
 void LRSchedule::load(const OptimizerState& state) {
   QKV_CHECK(state.scalars.count("schedule.step") && state.scalars.count("schedule.base_lr"),
             "schedule: state lacks 'schedule.step' or 'schedule.base_lr'");
-  step_ = static_cast<std::int64_t>(state.scalars.at("schedule.step"));
-  base_lr_ = state.scalars.at("schedule.base_lr");
+  const double step = state.scalars.at("schedule.step"), base_lr = state.scalars.at("schedule.base_lr");
+  QKV_CHECK(std::isfinite(step) && step >= 0 && step == std::floor(step) && step <= 9007199254740992.0,
+            "schedule: 'schedule.step' = {} is not a count (a whole number from 0 to 2^53)", step);
+  QKV_CHECK(std::isfinite(base_lr) && base_lr >= 0, "schedule: 'schedule.base_lr' = {} is not a finite number >= 0",
+            base_lr);
+  step_ = static_cast<std::int64_t>(step);
+  base_lr_ = base_lr;
   optimizer_.set_lr(lr_at(step_));
 }
 

@@ -31,15 +31,6 @@ Config config_from_metadata(const std::map<std::string, std::string>& meta, cons
   return it == meta.end() ? Config() : config_from_data_json(it->second, path);
 }
 
-// Non-finite values of one tensor (0 for integer tensors).
-std::int64_t count_non_finite(const Tensor& t) {
-  std::int64_t n = 0;
-  if (t.dtype() == kFloat32)
-    for (std::int64_t i = 0; i < t.numel(); ++i) n += !std::isfinite(t.data<float>()[i]);
-  else if (t.dtype() == kFloat64)
-    for (std::int64_t i = 0; i < t.numel(); ++i) n += !std::isfinite(t.data<double>()[i]);
-  return n;
-}
 
 // A model file's metadata is checked against its tensors before anything is built from it: the metadata could
 // describe a model far larger than the file. Then every weight must be finite.
@@ -56,14 +47,14 @@ void check_model_file(const ModelConfig& mc, const SafetensorsFile& f, const std
             "the metadata does not match the weights",
             path, mc.kind, want, held);
   for (const auto& [name, t] : f.tensors)
-    if (const auto bad = count_non_finite(t); bad > 0)
+    if (const auto bad = t.count_non_finite(); bad > 0)
       fail("{}: tensor '{}' has {} value{} that are not finite (NaN or inf); this model cannot be used", path, name,
            bad, bad == 1 ? "" : "s");
 }
 
 // Refuses outputs that are not finite (finite but huge weights can overflow the activations).
 void check_finite_output(const Tensor& t, const char* what, const std::string& path) {
-  const auto bad = count_non_finite(t);
+  const auto bad = t.count_non_finite();
   QKV_CHECK(bad == 0, "{}: {} of {} values of the model's output are not finite (NaN or inf): the weights in {} are "
             "finite but its activations overflow", what, bad, t.numel(), path);
 }
@@ -155,8 +146,7 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   const TrainResult r = train(cfg, options);
   if (r.exit_code != 0 || !Comm::world().lead()) return r.exit_code;  // rank 0 alone reports
   if (r.already_finished) {
-    fmt::print("{} is already finished ({} steps, train.steps = {}); nothing to do. To train longer: qkv train "
-               "--resume {} train.steps=N\n", r.run_dir, r.steps, cfg.train.steps, shell_quote(r.run_dir));
+    fmt::print("{}\n", r.finished_note);
     return 0;
   }
   fmt::print("\nTrained {} steps: validation loss {:.4f}, token accuracy {:.4f}, sequence accuracy {:.4f}\n", r.steps,
@@ -316,7 +306,7 @@ void print_attention(const Tensor& w, const std::vector<std::string>& labels, st
                      const std::string& path) {
   const std::int64_t t = w.size(0);
   const auto v = w.to_vector();
-  if (const auto bad = count_non_finite(w); bad > 0)
+  if (const auto bad = w.count_non_finite(); bad > 0)
     fmt::print(stderr, "qkv: warning: {} of the {} attention weights are not finite (NaN or inf; shown as nan and '?'): "
                "the attention scores of {} overflow\n", bad, w.numel(), path);
   if (const auto rows = rows_not_distributions(w); !rows.empty())

@@ -2,6 +2,8 @@
 // Data parallelism on MPI: `mpirun -np N qkv train CONFIG` runs N ranks that each take 1/N of every global
 // batch and sum their gradients with MPI all-reduce, so N ranks follow the 1-process run. Without mpirun (or in a
 // build without MPI) the job is one rank and nothing here calls MPI: it is never even initialised.
+#include <qkv/core/hash.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -122,9 +124,6 @@ bool launched_by_mpirun();
 /// fail alone (rank 0 creating the run directory), so no rank is left waiting in a collective.
 template <class F>
 void on_every_rank_agree(const Comm& comm, F&& f);
-
-/// A 64-bit FNV-1a hash of bytes (for checking that ranks agree).
-std::uint64_t fnv1a(const void* data, std::size_t n, std::uint64_t h = 14695981039346656037ull);
 
 }  // namespace qkv
 

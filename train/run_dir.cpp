@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -20,9 +21,7 @@ namespace {
 constexpr const char* kMarker = ".qkv-run";
 
 bool is_temporary(const std::string& name) { return name.size() > 1 && name[0] == '.' && name.find(".tmp.") != std::string::npos; }
-bool is_checkpoint(const std::string& name) {
-  return name.rfind("step_", 0) == 0 && fs::path(name).extension() == ".safetensors";
-}
+bool is_checkpoint(const std::string& name) { return checkpoint_step(name) >= 0; }
 
 // A file qkv writes into a run directory (0.1's set, plus exports and temporaries).
 bool is_own_output(const fs::directory_entry& e) {
@@ -50,12 +49,9 @@ struct Contents {
 Contents contents_of(const fs::path& dir) {
   Contents c;
   c.model = fs::exists(dir / "model.safetensors");
-  if (fs::is_directory(dir / "checkpoints"))
-    for (const auto& e : fs::directory_iterator(dir / "checkpoints"))
-      if (is_checkpoint(e.path().filename().string())) {
-        ++c.checkpoints;
-        c.newest = std::max(c.newest, e.path().filename().string());
-      }
+  const auto all = list_checkpoints(dir / "checkpoints");
+  c.checkpoints = static_cast<int>(all.size());
+  if (!all.empty()) c.newest = all.back().filename().string();
   return c;
 }
 
@@ -75,6 +71,33 @@ std::string holder_of(const fs::path& marker) {
 }
 
 }  // namespace
+
+std::string checkpoint_name(std::int64_t step) { return fmt::format("step_{:09d}.safetensors", step); }
+
+std::int64_t checkpoint_step(const std::string& filename) {
+  constexpr std::string_view prefix = "step_", suffix = ".safetensors";
+  if (filename.size() <= prefix.size() + suffix.size() || filename.rfind(prefix, 0) != 0 ||
+      filename.compare(filename.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return -1;
+  const char* first = filename.data() + prefix.size();
+  const char* last = filename.data() + filename.size() - suffix.size();
+  std::int64_t step = -1;
+  const auto [end, ec] = std::from_chars(first, last, step);
+  return ec == std::errc() && end == last && step >= 0 ? step : -1;
+}
+
+std::vector<fs::path> list_checkpoints(const fs::path& dir) {
+  std::vector<std::pair<std::int64_t, fs::path>> found;
+  std::error_code ec;
+  if (fs::is_directory(dir, ec))
+    for (const auto& e : fs::directory_iterator(dir))
+      if (const std::int64_t step = checkpoint_step(e.path().filename().string()); step >= 0)
+        found.emplace_back(step, e.path());
+  std::sort(found.begin(), found.end());
+  std::vector<fs::path> out;
+  for (auto& [step, path] : found) out.push_back(std::move(path));
+  return out;
+}
 
 void check_run_name(const std::string& name, const std::string& where) {
   QKV_CHECK(!name.empty() && name != "." && name != ".." && name.find_first_of(std::string("/\\\0", 3)) == std::string::npos,

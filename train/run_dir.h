@@ -4,7 +4,9 @@
 //  - `--force` replaces only a directory qkv itself created (never out_dir, a parent, or a user's folder);
 //  - a second `train`, `--resume` or `--force` on a run that is training is refused, naming the process.
 #include <filesystem>
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace qkv {
 
@@ -22,6 +24,14 @@ void check_run_name(const std::string& name, const std::string& where);
 /// True when `dir` is a qkv run directory: it has the marker file, or (runs of qkv 0.1, made before the marker)
 /// it holds config.toml and train.log and nothing but qkv's own outputs.
 bool is_run_dir(const std::filesystem::path& dir);
+
+/// A checkpoint's file name for a step: "step_000000042.safetensors" (9 digits or more).
+std::string checkpoint_name(std::int64_t step);
+/// The step a checkpoint's file name holds, or -1 when the name is not a checkpoint's.
+std::int64_t checkpoint_step(const std::string& filename);
+/// The checkpoints in `dir` (a run's checkpoints/ folder), oldest first: ordered by the step number in the name,
+/// so step 1,000,000,000 comes after step 999,999,999 (temporaries and other files are left out).
+std::vector<std::filesystem::path> list_checkpoints(const std::filesystem::path& dir);
 
 class RunDir {
  public:

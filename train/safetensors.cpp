@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fcntl.h>
 #include <filesystem>
@@ -101,6 +102,26 @@ Tensor SafetensorsFile::find(const std::string& name) const {
   return {};
 }
 
+namespace {
+
+// float16 holds finite values up to 65504 (those from 65520 round to inf): a weight beyond it would be written as
+// inf, a file qkv itself refuses to load.
+void check_f16_range(const std::string& name, const Tensor& t) {
+  const Tensor v = t.to(kFloat32);
+  const float* p = v.data<float>();
+  std::int64_t over = 0;
+  float largest = 0;
+  for (std::int64_t i = 0; i < v.numel(); ++i)
+    if (std::isfinite(p[i]) && (std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) >= 0x477ff000u) {
+      ++over;
+      largest = std::max(largest, std::abs(p[i]));
+    }
+  QKV_CHECK(over == 0, "safetensors: tensor '{}' has {} value{} beyond float16's range (largest magnitude {:g}; float16 "
+            "holds up to 65504): store it as bf16 or f32", name, over, over == 1 ? "" : "s", largest);
+}
+
+}  // namespace
+
 std::string to_safetensors_bytes(const std::vector<std::pair<std::string, Tensor>>& tensors,
                                  const std::map<std::string, std::string>& metadata, StorageType storage) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
@@ -109,6 +130,7 @@ std::string to_safetensors_bytes(const std::vector<std::pair<std::string, Tensor
   std::set<std::string> seen;
   for (const auto& [name, t] : tensors) {
     QKV_CHECK(name != "__metadata__" && !name.empty(), "safetensors: invalid tensor name '{}'", name);
+    if (storage == StorageType::F16 && is_floating(t.dtype())) check_f16_range(name, t);
     QKV_CHECK(seen.insert(name).second, "safetensors: duplicate tensor name '{}'", name);
     const auto info = on_disk(t, storage);
     const std::size_t bytes = static_cast<std::size_t>(t.numel()) * info.size;

@@ -54,20 +54,6 @@ Generator::State gen_from_json(const nlohmann::json& j) {
   return s;
 }
 
-std::string checkpoint_name(std::int64_t step) { return fmt::format("step_{:09d}.safetensors", step); }
-
-// Checkpoints in step order (temporary files from an interrupted write start with '.' and are ignored).
-std::vector<fs::path> list_checkpoints(const fs::path& dir) {
-  std::vector<fs::path> out;
-  if (!fs::is_directory(dir)) return out;
-  for (const auto& e : fs::directory_iterator(dir)) {
-    const auto name = e.path().filename().string();
-    if (name.rfind("step_", 0) == 0 && e.path().extension() == ".safetensors") out.push_back(e.path());
-  }
-  std::sort(out.begin(), out.end());
-  return out;
-}
-
 std::unique_ptr<Optimizer> make_optimizer(const Config& c, NamedParameters params) {
   const auto& o = c.optim;
   return qkv::make_optimizer(o.name, std::move(params),
@@ -91,6 +77,7 @@ struct Run {
   std::unique_ptr<GradientBuckets> buckets;  // otherwise, under mpirun
   std::unique_ptr<LRSchedule> schedule;
   std::int64_t step = 0;
+  double reached_target = 0;  // the validation sequence accuracy at which train.target_accuracy stopped it, or 0
 };
 
 void check_memory(const Config& c, std::int64_t vocab);  // below, with the estimate
@@ -103,7 +90,13 @@ void set_up(Run& r) {
   check_memory(c, r.data->vocab_size());
   Generator init(c.run.seed ^ kInitStream);  // then the model's dropout stream continues it
   r.model = build_model(c.model_config(r.data->vocab_size()), init);
-  if (!c.model.init.empty()) load(*r.model, c.model.init, /*strict=*/true);
+  if (!c.model.init.empty()) {
+    load(*r.model, c.model.init, /*strict=*/true);
+    for (const auto& [name, p] : r.model->named_parameters())  // as every model file qkv reads is checked
+      if (const auto bad = p.count_non_finite(); bad > 0)
+        fail("model.init: {}: tensor '{}' has {} value{} that {} not finite (NaN or inf); training cannot start from it",
+             c.model.init, name, bad, bad == 1 ? "" : "s", bad == 1 ? "is" : "are");
+  }
   r.model->train();
   r.optimizer = make_optimizer(c, r.model->named_parameters());
   r.schedule = std::make_unique<LRSchedule>(
@@ -123,7 +116,9 @@ void save_checkpoint(Run& r, OptimizerState st) {
                        {"optim_scalars", st.scalars},
                        {"data_rng", gen_to_json(ds.rng)},
                        {"data_position", ds.position},
-                       {"model_rng", gen_to_json(r.model->dropout_generator().state())}};
+                       {"model_rng", gen_to_json(r.model->dropout_generator().state())},
+                       {"reached_target", r.reached_target}};
+  if (const std::string fp = r.data->fingerprint(); !fp.empty()) ck["data_fingerprint"] = fp;
   auto meta = model_metadata(r.model->config(), r.config, *r.data);
   meta["qkv.checkpoint"] = ck.dump();
   const fs::path dir = r.dir / "checkpoints";
@@ -134,6 +129,23 @@ void save_checkpoint(Run& r, OptimizerState st) {
     fs::remove(all.front());
     all.erase(all.begin());
   }
+}
+
+// A resumed run must read the data its checkpoint was trained on: a text file whose vocabulary changed (same
+// size, 'e' became 'é') would silently give every id another meaning, a changed jsonl file other examples.
+void check_same_data(const Dataset& data, const SafetensorsFile& f, const nlohmann::json& ck, const fs::path& file) {
+  if (const auto it = f.metadata.find("qkv.vocab"); it != f.metadata.end() && it->second != data.vocab()) {
+    const CharVocab saved(it->second), now(data.vocab());
+    std::int64_t id = 0;
+    while (id < saved.size() && id < now.size() && saved.decode(id) == now.decode(id)) ++id;
+    fail("resume: {}: the data's vocabulary changed since this checkpoint ({} characters then, {} now; id {} was "
+         "'{}', is '{}'): every id would mean another character. Restore the data file, or start a new run",
+         file.string(), saved.size(), now.size(), id, saved.decode(id), now.decode(id));
+  }
+  const std::string saved = ck.value("data_fingerprint", std::string()), now = data.fingerprint();
+  QKV_CHECK(saved.empty() || saved == now,
+            "resume: {}: the data changed since this checkpoint (its examples' fingerprint was {}, is {} now): restore "
+            "the data files, or start a new run", file.string(), saved, now);
 }
 
 void load_checkpoint(Run& r, const SafetensorsFile& f, const fs::path& file) {
@@ -156,12 +168,14 @@ void load_checkpoint(Run& r, const SafetensorsFile& f, const fs::path& file) {
     fail("resume: {}: the qkv.checkpoint metadata is incomplete or malformed: {}", file.string(), e.what());
   }
   QKV_CHECK(step >= 0, "resume: {}: step {} is negative", file.string(), step);
+  check_same_data(*r.data, f, ck, file);
   load(*r.model, checkpoint_model(f), file.string(), /*strict=*/true);
   r.optimizer->load_state_dict(st);
   r.schedule->load(st);
   r.data->set_state(data);
   r.model->dropout_generator().set_state(model_rng);
   r.step = step;
+  r.reached_target = ck.value("reached_target", 0.0);
 }
 
 // Keeps the metrics lines up to `step` (a resumed run rewrites what came after its checkpoint).
@@ -789,6 +803,7 @@ void Trainer::validate() {
   if (target > 0 && v.seq_acc >= target) {
     log_->info("reached target sequence accuracy {} at step {}", target, r_.step);
     result_.stopped_early = true;
+    r_.reached_target = v.seq_acc;  // saved in the checkpoint: resuming it trains nothing
   }
 }
 
@@ -842,11 +857,21 @@ TrainResult Trainer::finished() {
 
 TrainResult Trainer::run() {
   const auto& tc = r_.config.train;
-  if (r_.step >= tc.steps) {  // a finished run resumed without raising train.steps
+  // A finished run resumed without raising train.steps, or one that stopped at train.target_accuracy, unless
+  // the target was raised or turned off.
+  const bool at_target = r_.reached_target > 0 && tc.target_accuracy > 0 && r_.reached_target >= tc.target_accuracy;
+  if (r_.step >= tc.steps || at_target) {
     // (rank 0 decides: only it has the directory)
     if (comm_.max(comm_.lead() && !fs::exists(r_.dir / "model.safetensors")) != 0) return finished();
-    log_->info("{} is already finished: {} of train.steps = {} done; to train longer: qkv train --resume {} "
-               "train.steps=N", r_.dir.string(), r_.step, tc.steps, shell_quote(r_.dir.string()));
+    result_.finished_note =
+        r_.step < tc.steps ? fmt::format("{} is already finished: it reached train.target_accuracy = {} (sequence accuracy "
+                                "{:.4f}) at step {}; nothing to do. To train on: qkv train --resume {} "
+                                "train.target_accuracy=0", r_.dir.string(), tc.target_accuracy, r_.reached_target,
+                                r_.step, shell_quote(r_.dir.string()))
+                  : fmt::format("{} is already finished: {} of train.steps = {} done; nothing to do. To train longer: "
+                                "qkv train --resume {} train.steps=N", r_.dir.string(), r_.step, tc.steps,
+                                shell_quote(r_.dir.string()));
+    log_->info("{}", result_.finished_note);
     result_.already_finished = true;
     return result_;
   }

@@ -53,7 +53,8 @@ struct TrainResult {
   std::int64_t steps = 0;  ///< steps completed
   EvalResult val;          ///< the last evaluation
   bool stopped_early = false;
-  bool already_finished = false;  ///< a resumed run had done train.steps already: nothing was trained
+  bool already_finished = false;  ///< a resumed run was done (train.steps, or its target): nothing was trained
+  std::string finished_note;      ///< then why, and the command that trains on
   int exit_code = 0;  ///< 0, or 130 / 143 when interrupted by SIGINT / SIGTERM
 };
 

@@ -132,7 +132,7 @@ check "no cache: run 3 has run 1's weights" cmp -s "$WORK/nocache1/model.safeten
 # Printed commands are quoted for a POSIX shell (item 14): pasting them runs qkv, never the name's $(...).
 "$QKV" train "$CFG" "${COMMON[@]}" 'run.name=$(touch PWNED)' train.steps=3 >/dev/null 2>&1
 "$QKV" train --resume "$WORK/\$(touch PWNED)" >again.out 2>&1
-line=$(sed -n 's/.*To train longer: qkv \(train --resume .*\) train.steps=N$/\1/p' again.out)
+line=$(sed -n 's/.*To train longer: qkv \(train --resume .*\) train.steps=N$/\1/p' again.out | head -1)
 check "quoted resume command: printed" [ -n "$line" ]
 (cd "$WORK" && sh -c "\"\$0\" $line train.steps=4" "$QKV" >/dev/null 2>&1)
 code=$?

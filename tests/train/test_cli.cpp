@@ -288,7 +288,7 @@ TEST_CASE("resuming a finished run says it is finished") {
   const std::string run = trained_reverse();
   const auto r = capture({"train", "--resume", run});
   CHECK(r.code == 0);
-  CHECK(r.out.find("is already finished (100 steps, train.steps = 100); nothing to do") != std::string::npos);
+  CHECK(r.out.find("is already finished: 100 of train.steps = 100 done; nothing to do") != std::string::npos);
   CHECK(r.out.find("validation loss 0.0000") == std::string::npos);
 }
 

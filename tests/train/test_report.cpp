@@ -108,7 +108,7 @@ TEST_CASE("a run writes report.html: valid, one chart per metric with a point pe
     CHECK_MESSAGE(count(chart, "class=\"pt\"") == events[metric], metric);
     CHECK(chart.find("<title>") != std::string::npos);  // an accessible name
   }
-  CHECK(html.find("qkv train " + r.run_dir + "/config.toml run.name=\"a-again\"") != std::string::npos);
+  CHECK(html.find("qkv train " + r.run_dir + "/config.toml &#39;run.name=&quot;a-again&quot;&#39;") != std::string::npos);
   CHECK(html.find("attn.w_q.weight") != std::string::npos);  // the model summary
   CHECK(html.find("15120 parameters") != std::string::npos);
 }

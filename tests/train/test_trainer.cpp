@@ -1,6 +1,8 @@
 #include "../support.h"
 
 #include <qkv/core/parallel.h>
+#include <qkv/train/files.h>
+#include <qkv/train/run_dir.h>
 #include <qkv/train/safetensors.h>
 #include <qkv/train/trainer.h>
 
@@ -11,6 +13,7 @@
 #include <csignal>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 using namespace qkv;
 namespace fs = std::filesystem;
@@ -221,6 +224,16 @@ TEST_CASE("model.init loads initial weights by name, strictly") {
   const auto bad = shipped("reverse", {"run.name=\"init_bad\"", "model.d_model=16",
                                        "model.init=\"" + first.run_dir + "/model.safetensors\""});
   CHECK_ERROR(train(bad, quiet()), "shape mismatches: tok_emb.weight (file [16, 64], model [16, 16])");
+  // A NaN weight is refused before training (and before qkv init would copy it), naming the tensor.
+  auto f = read_safetensors(first.run_dir + "/model.safetensors");
+  f.tensors[1].second.data<float>()[2] = NAN;
+  const std::string nan_path = first.run_dir + "/nan.safetensors";
+  write_safetensors(nan_path, f.tensors, f.metadata);
+  const auto nan = shipped("reverse", {"run.name=\"init_nan\"", "model.init=\"" + nan_path + "\""});
+  CHECK_ERROR(train(nan, quiet()), "model.init: " + nan_path + ": tensor '" + f.tensors[1].first +
+                                       "' has 1 value that is not finite");
+  CHECK_ERROR(write_initial_model(nan, first.run_dir + "/init_out.safetensors"), "is not finite");
+  CHECK_FALSE(fs::exists(first.run_dir + "/init_out.safetensors"));
 }
 
 TEST_CASE("a batch whose targets are all -100 adds zero loss and zero gradient, not NaN (B3)") {
@@ -389,4 +402,120 @@ TEST_CASE("every ModelConfig field round-trips through a model file's metadata")
   const auto data = make_dataset(c.data, 0);
   const auto meta = model_metadata(m, c, *data);
   CHECK(model_config_from_json(meta.at("qkv.model")) == m);
+}
+
+namespace {
+// Rewrites one checkpoint with `edit` applied to its qkv.checkpoint JSON and tensors.
+void craft_checkpoint(const std::string& path, const std::function<void(nlohmann::json&, SafetensorsFile&)>& edit) {
+  auto f = read_safetensors(path);
+  auto ck = nlohmann::json::parse(f.metadata.at("qkv.checkpoint"));
+  edit(ck, f);
+  f.metadata["qkv.checkpoint"] = ck.dump();
+  write_safetensors(path, f.tensors, f.metadata);
+}
+std::string resume_error(const Config& cfg, const std::string& run_dir) {
+  TrainOptions resume = quiet(false);
+  resume.resume_dir = run_dir;
+  return test::error_of([&] { train(cfg, resume); });
+}
+}  // namespace
+
+// A negative or huge data_position read outside the dataset (heap bytes as token ids, or SIGSEGV); a NaN lr or a
+// negative second moment trained on silently.
+TEST_CASE("every field a checkpoint gives is checked against the data and the model before use") {
+  const auto cfg = shipped("reverse", {"run.name=\"crafted\"", "train.steps=4", "train.target_accuracy=0"});
+  const auto r = train(cfg, quiet());
+  const std::string ck = r.run_dir + "/checkpoints/step_000000004.safetensors";
+  const std::string good = read_file_bytes(ck);
+  const auto restore = [&] { write_file_atomic(ck, good); };
+  const std::vector<std::pair<std::function<void(nlohmann::json&, SafetensorsFile&)>, std::string>> cases = {
+      {[](nlohmann::json& j, SafetensorsFile&) { j["data_position"] = -5; }, "data: the saved position -5 is out of range"},
+      {[](nlohmann::json& j, SafetensorsFile&) { j["data_position"] = 1LL << 62; }, "data: the saved position 4611686018427387904 is out"},
+      {[](nlohmann::json& j, SafetensorsFile&) { j["optim_scalars"]["lr"] = -1.0; }, "'lr' = -1 is not a finite number >= 0"},
+      {[](nlohmann::json& j, SafetensorsFile&) { j["optim_scalars"]["step"] = 2.5; }, "'step' = 2.5 is not a count"},
+      {[](nlohmann::json& j, SafetensorsFile&) { j["optim_scalars"]["schedule.step"] = -3.0; }, "'schedule.step' = -3 is not a count"},
+      {[](nlohmann::json&, SafetensorsFile& f) {
+         for (auto& [n, t] : f.tensors)
+           if (n.find("exp_avg_sq") != std::string::npos) t.data<float>()[0] = -1.f;
+       }, "has negative values (a second moment cannot)"},
+      {[](nlohmann::json&, SafetensorsFile& f) {
+         for (auto& [n, t] : f.tensors)
+           if (n.find(".exp_avg") != std::string::npos && n.find("_sq") == std::string::npos) t.data<float>()[0] = NAN;
+       }, "has 1 value that are not finite"},
+  };
+  for (const auto& [edit, message] : cases) {
+    craft_checkpoint(ck, edit);
+    const std::string err = resume_error(cfg, r.run_dir);
+    CHECK_MESSAGE(err.find(message) != std::string::npos, err);
+    restore();
+  }
+}
+
+TEST_CASE("checkpoints are ordered by their step as a number, past step 999,999,999") {
+  const fs::path dir = test::scratch_dir("ck_order");
+  for (const char* n : {"step_1000000000.safetensors", "step_999999999.safetensors", "step_000000005.safetensors",
+                        ".step_000000007.safetensors.tmp.1", "step_x.safetensors", "step_5.txt", "step_-1.safetensors"})
+    std::ofstream(dir / n) << "x";
+  std::vector<std::string> names;
+  for (const auto& p : list_checkpoints(dir)) names.push_back(p.filename().string());
+  CHECK(names == std::vector<std::string>{"step_000000005.safetensors", "step_999999999.safetensors",
+                                          "step_1000000000.safetensors"});
+  CHECK(checkpoint_step(checkpoint_name(1'000'000'000)) == 1'000'000'000);
+  CHECK(checkpoint_step("step_.safetensors") == -1);
+  CHECK(checkpoint_step("step_99999999999999999999.safetensors") == -1);  // beyond int64
+}
+
+// A run that stopped at train.target_accuracy trained on when resumed, and replaced its model.
+TEST_CASE("resuming a run that reached its target accuracy trains nothing, unless the target is lifted") {
+  const auto cfg = shipped("reverse", {"run.name=\"at_target\"", "train.steps=2000", "train.eval_every=20",
+                                       "train.target_accuracy=0.3"});
+  const auto r = train(cfg, quiet());
+  REQUIRE(r.stopped_early);
+  const auto model_time = fs::last_write_time(r.run_dir + "/model.safetensors");
+  TrainOptions resume = quiet(false);
+  resume.resume_dir = r.run_dir;
+  const auto again = train(cfg, resume);
+  CHECK(again.already_finished);
+  CHECK(again.steps == r.steps);
+  CHECK(again.finished_note.find("it reached train.target_accuracy = 0.3") != std::string::npos);
+  CHECK(again.finished_note.find("train.target_accuracy=0") != std::string::npos);
+  CHECK(fs::last_write_time(r.run_dir + "/model.safetensors") == model_time);
+  Config lifted = cfg;
+  lifted.train.target_accuracy = 0;
+  lifted.train.steps = r.steps + 3;
+  const auto on = train(lifted, resume);
+  CHECK_FALSE(on.already_finished);
+  CHECK(on.steps == r.steps + 3);
+}
+
+// A text file whose vocabulary changed (same size, e -> é) resumed with every id meaning another character.
+TEST_CASE("a resumed run refuses data that changed: a text vocabulary, jsonl examples") {
+  const fs::path box = test::scratch_dir("changed_data");
+  std::string text;
+  for (int i = 0; i < 200; ++i) text += "the quick brown fox jumps over the lazy dog. ";
+  std::ofstream(box / "a.txt") << text;
+  auto cfg = load_config(std::string(QKV_SOURCE_DIR) + "/configs/reverse.toml",
+                         {"run.out_dir=\"" + box.string() + "\"", "run.name=\"text\"", "data.task=\"text\"",
+                          "data.path=\"" + (box / "a.txt").string() + "\"", "model.causal=true", "train.steps=3",
+                          "schedule.warmup_steps=0", "train.target_accuracy=0"});
+  const auto r = train(cfg, quiet());
+  std::string changed = text;
+  for (auto pos = changed.find('e'); pos != std::string::npos; pos = changed.find('e', pos)) changed.replace(pos, 1, "é");
+  std::ofstream(box / "a.txt") << changed;
+  const std::string err = resume_error(cfg, r.run_dir);
+  CHECK_MESSAGE(err.find("the data's vocabulary changed since this checkpoint (28 characters then, 28 now; id 6 was "
+                         "'e', is 'f')") != std::string::npos, err);
+
+  std::ofstream j1(box / "a.jsonl");
+  for (int i = 0; i < 20; ++i) j1 << "{\"input\": [1, 2, 3], \"target\": [3, 2, " << (i % 4) << "]}\n";
+  j1.close();
+  auto jcfg = load_config(std::string(QKV_SOURCE_DIR) + "/configs/reverse.toml",
+                          {"run.out_dir=\"" + box.string() + "\"", "run.name=\"jsonl\"", "data.task=\"jsonl\"",
+                           "data.path=\"" + (box / "a.jsonl").string() + "\"", "data.seq_len=3", "data.vocab_size=4",
+                           "train.steps=3", "schedule.warmup_steps=0", "train.target_accuracy=0"});
+  const auto rj = train(jcfg, quiet());
+  std::ofstream(box / "a.jsonl", std::ios::app) << "{\"input\": [0, 0, 0], \"target\": [0, 0, 0]}\n";
+  const std::string jerr = resume_error(jcfg, rj.run_dir);
+  CHECK_MESSAGE(jerr.find("the data changed since this checkpoint (its examples' fingerprint was jsonl:18+2:") !=
+                    std::string::npos, jerr);
 }
