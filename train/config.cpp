@@ -50,6 +50,7 @@ struct KeySpec {
 };
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kMaxValidationTokens = 1 << 27;  // 134M: 2 GB of int64 inputs and targets
 
 // The [model] keys, from ModelConfig's one description (model_fields() in layers/models.h).
 std::vector<KeySpec> model_specs() {
@@ -373,6 +374,14 @@ void apply_override(const std::string& o, Config& c, Where& where) {
   where[name] = at;
 }
 
+// A bound on what validation can cost, for configs and model files' qkv.data alike (a file claiming 1e7 examples
+// made one eval run for hours).
+void check_validation_size(const DataOptions& d, const std::string& at) {
+  QKV_CHECK(double(d.val_size) * double(d.seq_len) <= kMaxValidationTokens,
+            "{}: data.val_size x data.seq_len = {} x {} is more than {:.0f} validation tokens", at, d.val_size,
+            d.seq_len, kMaxValidationTokens);
+}
+
 // What a key's range cannot say: rules between keys. `at` locates a key.
 template <class At>
 void check_consistency(const Config& c, At&& at) {
@@ -386,6 +395,7 @@ void check_consistency(const Config& c, At&& at) {
   QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions,
             "{}: data.seq_len = {} is larger than the model's positional table (model.positions = {})",
             at("data.seq_len"), d.seq_len, m.positions);
+  check_validation_size(d, at("data.val_size"));
   QKV_CHECK(m.kind != "transformer" || m.d_model % m.heads == 0,
             "{}: model.heads = {} does not divide model.d_model = {}", at("model.heads"), m.heads, m.d_model);
   QKV_CHECK(d.task != "recall" || (d.seq_len >= 3 && d.vocab_size >= 4),
@@ -493,7 +503,8 @@ Config config_from_data_json(const std::string& json, const std::string& source)
     QKV_CHECK(node.has_value(), "{}: {}: unexpected value {}", at, s.name, j[key].dump());
     assign(s, c, *node->get("v"), at);
   }
-  check_ranges(c, at);  // the config's ranges: the file cannot ask for what no config could
+  check_ranges(c, at);  // the config's ranges and rules: the file cannot ask for what no config could
+  check_validation_size(c.data, at);
   return c;
 }
 

@@ -198,6 +198,14 @@ TEST_CASE("crafted model metadata is checked against the tensors before anything
   const auto huge_data = craft(model, "huge_data", [](SafetensorsFile& f) { f.metadata["qkv.data"] = R"({"val_size": 1000000000})"; });
   CHECK(capture({"eval", huge_data}).err.find(huge_data + ": qkv.data: data.val_size: value 1000000000 is out of range") !=
         std::string::npos);
+  // Within the key's range but beyond what validation may cost: 1e7 examples of 20 tokens.
+  const auto long_eval = craft(model, "long_eval", [](SafetensorsFile& f) {
+    f.metadata["qkv.data"] = R"({"task": "reverse", "val_size": 10000000, "seq_len": 20, "vocab_size": 16})";
+  });
+  const auto le = capture({"eval", long_eval});
+  CHECK(le.code == 2);
+  CHECK(le.err.find(long_eval + ": qkv.data: data.val_size x data.seq_len = 10000000 x 20 is more than 134217728") !=
+        std::string::npos);
   const auto bad_vocab = craft(model, "bad_vocab", [](SafetensorsFile& f) { f.metadata["qkv.vocab"] = "ba"; });
   CHECK(capture({"eval", bad_vocab}).err.find(bad_vocab + ": the qkv.vocab metadata is invalid") != std::string::npos);
 }
