@@ -14,7 +14,7 @@
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/base_sink.h>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
@@ -34,6 +34,8 @@
 #include <set>
 #include <span>
 #include <thread>
+#include <utility>
+#include <mutex>
 
 namespace qkv {
 namespace fs = std::filesystem;
@@ -626,6 +628,35 @@ void guarded_write(const char* what, std::int64_t step, const fs::path& dir, F&&
   }
 }
 
+// train.log through AppendFile: a failed write is retried, and one that keeps failing is kept (spdlog would
+// only print it) so the run can stop instead of finishing with an incomplete log.
+class AppendSink : public spdlog::sinks::base_sink<std::mutex> {
+ public:
+  explicit AppendSink(const std::string& path) : file_(path) {}
+  /// The first write that failed for good, or "".
+  std::string failure() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return failure_;
+  }
+
+ protected:
+  void sink_it_(const spdlog::details::log_msg& msg) override {
+    if (!failure_.empty()) return;
+    spdlog::memory_buf_t buf;
+    formatter_->format(msg, buf);
+    try {
+      file_.append(std::string(buf.data(), buf.size()));
+    } catch (const Error& e) {
+      failure_ = e.what();
+    }
+  }
+  void flush_() override {}
+
+ private:
+  AppendFile file_;
+  std::string failure_;
+};
+
 // One training run, in named steps: open (directory, log, model, optimizer, maybe a checkpoint), then per step
 // train -> log -> validate -> checkpoint, then the final model.
 class Trainer {
@@ -640,6 +671,21 @@ class Trainer {
   /// Rank 0: loads the newest readable checkpoint and returns its bytes (its path in `source`).
   std::string load_newest_checkpoint(std::string& source);
   void log_progress(const StepStats& st);
+  /// One metrics.jsonl line (rank 0). A write that fails even after retrying ends the run (exit 1): a run never
+  /// finishes with its own records incomplete.
+  void append_metrics(const nlohmann::json& line) { pending_metrics_ += line.dump() + "\n"; }
+  /// After a step that logged: rank 0 appends the metrics lines and checks that train.log's were written; a
+  /// failure ends every rank (collective).
+  void write_records() {
+    on_every_rank_agree(comm_, [&] {
+      if (!comm_.lead()) return;
+      const std::string lines = std::exchange(pending_metrics_, {});
+      guarded_write("records in metrics.jsonl", r_.step, r_.dir, [&] { metrics_.append(lines); });
+      if (const std::string f = file_sink_->failure(); !f.empty())
+        throw TrainingError(fmt::format("step {}: writing train.log failed: {} (earlier checkpoints in {} are intact)",
+                                        r_.step, f, (r_.dir / "checkpoints").string()));
+    });
+  }
   void validate();
   void checkpoint() {
     const OptimizerState state = optimizer_state(r_, comm_);
@@ -665,8 +711,9 @@ class Trainer {
   Run r_;
   std::unique_ptr<RunDir> dir_;
   std::shared_ptr<spdlog::logger> log_;
-  spdlog::sink_ptr file_sink_;
-  std::ofstream metrics_;
+  std::shared_ptr<AppendSink> file_sink_;
+  AppendFile metrics_;
+  std::string pending_metrics_;  // lines of this step, written by write_records()
   bool tty_ = false;
   TrainResult result_;
   std::chrono::steady_clock::time_point start_time_, window_start_;
@@ -699,7 +746,7 @@ Trainer::Trainer(const Config& config, const TrainOptions& options) : opt_(optio
 void Trainer::open_log() {
   std::vector<spdlog::sink_ptr> sinks;  // none on ranks other than 0: their logger says nothing
   if (comm_.lead()) {
-    file_sink_ = std::make_shared<spdlog::sinks::basic_file_sink_mt>((r_.dir / "train.log").string());
+    file_sink_ = std::make_shared<AppendSink>((r_.dir / "train.log").string());
     sinks.push_back(file_sink_);
   }
   if (!opt_.quiet && comm_.lead()) sinks.push_back(std::make_shared<spdlog::sinks::stderr_color_sink_mt>());
@@ -776,9 +823,8 @@ void Trainer::log_progress(const StepStats& st) {
   const double tps = secs > 0 ? double(window_tokens_) / secs : 0.0;
   window_start_ = now;
   window_tokens_ = 0;
-  metrics_ << nlohmann::json{{"step", r_.step}, {"split", "train"}, {"loss", st.loss}, {"lr", st.lr},
-                             {"grad_norm", st.grad_norm}, {"tokens_per_s", tps}}.dump()
-           << "\n" << std::flush;
+  append_metrics({{"step", r_.step}, {"split", "train"}, {"loss", st.loss}, {"lr", st.lr}, {"grad_norm", st.grad_norm},
+                  {"tokens_per_s", tps}});
   const auto& tc = r_.config.train;
   const double elapsed = std::chrono::duration<double>(now - start_time_).count();
   const double eta = elapsed / double(r_.step - start_step_) * double(tc.steps - r_.step);
@@ -793,9 +839,8 @@ void Trainer::log_progress(const StepStats& st) {
 void Trainer::validate() {
   result_.val = evaluate(*r_.model, r_.data->validation(), r_.config.train.batch_size);
   const EvalResult& v = result_.val;
-  metrics_ << nlohmann::json{{"step", r_.step}, {"split", "val"}, {"loss", v.loss}, {"token_acc", v.token_acc},
-                             {"seq_acc", v.seq_acc}}.dump()
-           << "\n" << std::flush;
+  append_metrics({{"step", r_.step}, {"split", "val"}, {"loss", v.loss}, {"token_acc", v.token_acc},
+                  {"seq_acc", v.seq_acc}});
   if (tty_) fmt::print(stderr, "\r\033[K");
   log_->info("step {} validation: loss {:.4f}  token accuracy {:.4f}  sequence accuracy {:.4f}", r_.step, v.loss,
              v.token_acc, v.seq_acc);
@@ -878,7 +923,7 @@ TrainResult Trainer::run() {
   on_every_rank_agree(comm_, [&] {
     if (!comm_.lead()) return;
     write_file_atomic((r_.dir / "config.toml").string(), to_toml(r_.config));
-    metrics_.open(r_.dir / "metrics.jsonl", std::ios::app);
+    metrics_ = AppendFile((r_.dir / "metrics.jsonl").string());
   });
   start_time_ = window_start_ = std::chrono::steady_clock::now();
   start_step_ = r_.step;
@@ -898,8 +943,10 @@ TrainResult Trainer::run() {
     if (r_.step == start_step_ + 1 && r_.shard) log_sharded_state();
     window_tokens_ += batch.inputs.numel() * comm_.size();
     const bool last = r_.step == tc.steps;
-    if (r_.step % tc.log_every == 0 || last) log_progress(st);
-    if (r_.step % tc.eval_every == 0 || last) validate();
+    const bool log = r_.step % tc.log_every == 0 || last, eval = r_.step % tc.eval_every == 0 || last;
+    if (log) log_progress(st);
+    if (eval) validate();
+    if (log || eval) write_records();
     if (opt_.on_step) opt_.on_step(r_.step);
     if (const int sig = agreed_stop_signal(); sig != 0 && !last) {  // on the last step, finished() saves first
       checkpoint();
