@@ -25,6 +25,9 @@ namespace fs = std::filesystem;
 namespace {
 
 constexpr std::int64_t kMaxSampleLength = 1'000'000;
+// How long a failing rank waits for the others to fail too before it ends the job alone: ranks that fail at the
+// same point (a config error every rank reads) arrive within milliseconds of each other.
+constexpr double kFailureAgreementSeconds = 5.0;
 
 Config config_from_metadata(const std::map<std::string, std::string>& meta, const std::string& path) {
   const auto it = meta.find("qkv.data");
@@ -648,11 +651,17 @@ int dispatch(const Commands& c, const Args& a) {
 // Prints a failure once per job: on one process, always; under mpirun, by the lowest rank that failed itself
 // (a failure every rank hits, such as a config error, is printed by rank 0 alone; the ranks that only learned of
 // another's failure print nothing). Every rank is here when this runs, so the gather cannot hang.
-void report_failure(const std::string& message) {
+void report_failure(const std::string& message, int code) {
   const Comm& comm = Comm::world();
   if (!comm.distributed()) {
     std::cerr << message;
     return;
+  }
+  // A rank that failed alone (a missing config or data file on its machine, a bad QKV_GEMM in its environment)
+  // would leave the others waiting forever in their next collective: it says why and ends the job.
+  if (!comm.all_failing(kFailureAgreementSeconds)) {
+    std::cerr << fmt::format("rank {}: {}", comm.rank(), message) << std::flush;
+    comm.abort_job(code);
   }
   const auto failed = comm.gather(message.empty() ? 0 : 1);
   const auto first = std::find(failed.begin(), failed.end(), 1u) - failed.begin();
@@ -677,7 +686,7 @@ int exit_code_of(const std::function<int()>& run) {
   } catch (const std::exception& e) {
     message = fmt::format("qkv: failed: {}\n", e.what());
   }
-  report_failure(message);
+  report_failure(message, code);
   return code;
 }
 
@@ -692,12 +701,18 @@ int run_cli(int argc, const char* const* argv) {
   Commands commands{};
   declare_run_commands(app, args, commands);
   declare_model_commands(app, args, commands);
+  if (launched_by_mpirun()) {
+    // Under mpirun MPI starts before anything can fail, so a failure on any rank can be agreed on or end the job.
+    const int code = exit_code_of([] { return (void)Comm::world(), 0; });
+    if (code != 0) return code;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
-    std::cerr << "qkv: " << e.what() << "\n(run 'qkv --help' or 'qkv <command> --help')\n";
-    return 2;
+    return exit_code_of([&]() -> int {
+      fail("{}\n(run 'qkv --help' or 'qkv <command> --help')", e.what());
+    });
   }
   return exit_code_of([&] {
     gemm_choice();  // a bad QKV_GEMM is a usage error before any work

@@ -69,10 +69,35 @@ Comm::Comm() {
   }
   MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
   MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  static MPI_Comm failures = MPI_COMM_NULL;
+  check_mpi(MPI_Comm_dup(MPI_COMM_WORLD, &failures), "MPI_Comm_dup");
+  failure_comm_ = &failures;
 #else
   QKV_CHECK(!launched_by_mpirun(), "this qkv was built without MPI, but it was started by mpirun: install "
             "libopenmpi-dev and rebuild (make build) to train on several ranks");
 #endif
+}
+
+bool Comm::all_failing([[maybe_unused]] double seconds) const {
+  if (!distributed()) return true;
+#ifdef QKV_HAVE_MPI
+  MPI_Request req;
+  if (MPI_Ibarrier(*static_cast<MPI_Comm*>(failure_comm_), &req) != MPI_SUCCESS) return false;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  for (int done = 0;; usleep(1000)) {
+    MPI_Test(&req, &done, MPI_STATUS_IGNORE);
+    if (done) return true;
+    if (std::chrono::steady_clock::now() > deadline) return false;
+  }
+#endif
+  return true;
+}
+
+void Comm::abort_job(int code) const {
+#ifdef QKV_HAVE_MPI
+  if (distributed()) MPI_Abort(MPI_COMM_WORLD, code);
+#endif
+  std::_Exit(code);
 }
 
 Comm& Comm::world() {

@@ -54,6 +54,12 @@ class Comm {
   std::vector<std::string> hosts() const;
   /// Seconds spent inside collectives since the last call (bench's communication share).
   double take_comm_seconds() const;
+  /// For a failing rank: true when every rank reaches this call within `seconds` (they all failed at the same
+  /// point and can agree on one message), false when some rank is elsewhere (it would wait forever in a
+  /// collective). Uses a communicator of its own, so it never matches a collective another rank is in.
+  bool all_failing(double seconds) const;
+  /// Ends the whole job now with `code` (MPI_Abort): for a rank that failed alone.
+  [[noreturn]] void abort_job(int code) const;
 
   Comm(const Comm&) = delete;
   Comm& operator=(const Comm&) = delete;
@@ -64,6 +70,7 @@ class Comm {
   Comm();
   int rank_ = 0, size_ = 1;
   mutable double comm_seconds_ = 0;
+  void* failure_comm_ = nullptr;  // an MPI_Comm of its own for all_failing (a void* keeps mpi.h out of this header)
 };
 
 /// ZeRO-1 (optim.shard): each parameter belongs to one rank (whole parameters, balanced by size), which alone

@@ -140,4 +140,23 @@ newest=$(ls killed/checkpoints | tail -1 | sed 's/step_0*\([0-9]*\).safetensors/
 "$QKV" train --resume "$WORK/killed" train.steps=$((newest + 5)) >resume_killed.out 2>&1
 check "a killed rank: --resume from the last checkpoint works" [ $? = 0 ]
 
+# One rank failing before the first collective (its own bad QKV_GEMM, a config its machine cannot read) hung the
+# job: it ends within seconds, non-zero, with that rank's message (issue 25, item 2).
+for fault in gemm config; do
+  start=$(date +%s)
+  timeout 60 "${MPIRUN[@]}" -np 2 sh -c 'c=$1; shift; if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then
+      if [ "$c" = gemm ]; then export QKV_GEMM=mkl; else set -- "$1" train /nonexistent/config.toml; fi; fi
+    exec "$@"' sh "$fault" "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"alone_$fault\" >alone.out 2>alone.err
+  code=$?
+  took=$(($(date +%s) - start))
+  check "rank 1 fails alone ($fault): the job ends within 30 s (took $took s, exit $code)" [ "$code" != 124 ] && [ "$took" -lt 30 ]
+  check "rank 1 fails alone ($fault): non-zero exit (got $code)" [ "$code" != 0 ]
+  want=$([ $fault = gemm ] && echo "rank 1: qkv: error: QKV_GEMM: expected eigen" || echo "rank 1: qkv: error: config: cannot read")
+  check "rank 1 fails alone ($fault): its message" grep -q "$want" alone.err
+done
+# Every rank failing alike prints one message, from rank 0, without an abort.
+timeout 60 "${MPIRUN[@]}" -np 2 "$QKV" train /nonexistent/config.toml >all.out 2>all.err
+check "every rank fails alike: one message" [ "$(grep -c "qkv: error: config: cannot read" all.err)" = 1 ]
+check "every rank fails alike: no abort" [ "$(grep -c "MPI_ABORT" all.err)" = 0 ]
+
 summary mpi
