@@ -28,6 +28,10 @@ class Generator {
   double normal();
   /// Uniform integer in [0, n) (n > 0), without modulo bias.
   std::uint64_t randint(std::uint64_t n);
+  /// Advances the stream past `n` draws of next_u64 (or uniform), as if they were made.
+  void discard(std::uint64_t n) {
+    for (std::uint64_t i = 0; i < n; ++i) next_u64();
+  }
 
   State state() const { return state_; }
   void set_state(const State& s) { state_ = s; }

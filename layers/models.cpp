@@ -27,6 +27,15 @@ Tensor LanguageModel::logits_cached(const Tensor&, KVCache&) {
   fail("{}: logits_cached is not implemented", name());
 }
 
+namespace {
+void slice_dropouts(Module& m, std::int64_t first, std::int64_t total) {
+  if (auto* d = dynamic_cast<Dropout*>(&m)) d->set_batch_slice(first, total);
+  for (const auto& [name, child] : m.named_children()) slice_dropouts(*child, first, total);
+}
+}  // namespace
+
+void LanguageModel::set_batch_slice(std::int64_t first, std::int64_t total) { slice_dropouts(*this, first, total); }
+
 std::shared_ptr<Generator> LanguageModel::start_dropout_stream(const Generator& gen) {
   dropout_stream_ = std::make_shared<Generator>(gen);
   return dropout_stream_;

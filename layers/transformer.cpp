@@ -26,7 +26,24 @@ void Dropout::set_generator(std::shared_ptr<Generator> gen) {
   gen_ = std::move(gen);
 }
 
-Tensor Dropout::forward(const Tensor& x) { return dropout(x, p_, is_training(), *gen_); }
+void Dropout::set_batch_slice(std::int64_t first, std::int64_t total) {
+  QKV_CHECK(first >= 0 && total >= 0 && first <= total, "Dropout: batch slice from row {} of {} is not a slice", first,
+            total);
+  slice_first_ = first;
+  slice_total_ = total;
+}
+
+Tensor Dropout::forward(const Tensor& x) {
+  if (slice_total_ == 0 || !is_training() || p_ == 0.0) return dropout(x, p_, is_training(), *gen_);
+  // x (b, ...) holds rows [first, first + b) of (total, ...): draws in row-major order, as one process would.
+  const std::int64_t rows = x.dim() > 0 ? x.size(0) : 1, per_row = x.numel() / std::max<std::int64_t>(1, rows);
+  QKV_CHECK(slice_first_ + rows <= slice_total_, "Dropout: {} rows from row {} do not fit the batch slice of {} rows",
+            rows, slice_first_, slice_total_);
+  gen_->discard(static_cast<std::uint64_t>(slice_first_ * per_row));
+  Tensor out = dropout(x, p_, true, *gen_);
+  gen_->discard(static_cast<std::uint64_t>((slice_total_ - slice_first_ - rows) * per_row));
+  return out;
+}
 
 MLP::MLP(MLPOptions o, Generator& gen) {
   fc1 = register_module("fc1", std::make_shared<Linear>(o.d, o.d_ff, true, gen));

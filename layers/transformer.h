@@ -43,10 +43,15 @@ class Dropout : public Module {
   std::string name() const override { return "Dropout"; }
   Generator& generator() { return *gen_; }
   void set_generator(std::shared_ptr<Generator> gen);
+  /// Data parallel training: the input is rows [first, first + B) of a global batch of `total` rows, and the
+  /// masks are those rows of the masks one process would draw for the whole batch (the stream skips the other
+  /// rows' draws). (0, 0), the default: the input is the whole batch.
+  void set_batch_slice(std::int64_t first, std::int64_t total);
 
  private:
   double p_;
   std::shared_ptr<Generator> gen_;
+  std::int64_t slice_first_ = 0, slice_total_ = 0;
 };
 
 /// fc1 (D -> d_ff), exact GELU, fc2 (d_ff -> D).

@@ -255,6 +255,14 @@ void check_ranks(const Config& c, const Comm& comm) {
             "build and the same config and overrides", hosts[0], fmt::join(odd, "; "));
 }
 
+// Each rank's Dropouts draw the masks of its own rows of the global batch (rank_slice's rows), so N ranks follow
+// the 1-process run with dropout too.
+void slice_dropout(LanguageModel& model, const Comm& comm, std::int64_t batch_size) {
+  if (!comm.distributed()) return;
+  const std::int64_t rows = batch_size / comm.size();
+  model.set_batch_slice(comm.rank() * rows, batch_size);
+}
+
 // Every rank starts from rank 0's weights (the same seed gives the same ones; a different build or CPU might
 // not), checked by hashing every rank's bytes afterwards.
 void share_weights(LanguageModel& model, const Comm& comm) {
@@ -393,6 +401,7 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool
   set_up(r);
   share_weights(*r.model, comm);
   share_gradients(r, comm);
+  slice_dropout(*r.model, comm, c.train.batch_size);
   auto& model = r.model;
   const ModelConfig mc = model->config();
   // Batches are drawn up front so the timed loop measures the model, not the data generator.
@@ -760,6 +769,7 @@ void Trainer::build() {
   on_every_rank_agree(comm_, [&] { set_up(r_); });  // a data file missing on one machine ends every rank
   share_weights(*r_.model, comm_);
   share_gradients(r_, comm_);
+  slice_dropout(*r_.model, comm_, r_.config.train.batch_size);
   const Config& c = r_.config;
   if (opt_.resume_dir.empty())
     log_->info("run {}: {} model, {} parameters, task {} (vocab {}, seq_len {}), {} threads{}", r_.dir.string(),

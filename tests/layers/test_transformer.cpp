@@ -46,6 +46,24 @@ TEST_CASE("Dropout is active in training and the identity in eval") {
   CHECK_ERROR(Dropout(-0.1), "Dropout: p must be in [0, 1], got -0.1");
 }
 
+// Under mpirun each rank holds some rows of the batch: its masks must be those rows of one process's masks, and
+// the stream must end where one process's ends.
+TEST_CASE("Dropout on a batch slice draws that slice's rows of the whole batch's masks") {
+  Generator g(7);
+  Dropout whole(0.5, g), top(0.5, g), bottom(0.5, g);
+  const Tensor x = Tensor::ones({4, 3, 5});
+  const auto all = whole.forward(x).to_vector();
+  top.set_batch_slice(0, 4);
+  bottom.set_batch_slice(2, 4);
+  const auto a = top.forward(narrow(x, 0, 0, 2)).to_vector(), b = bottom.forward(narrow(x, 0, 2, 2)).to_vector();
+  CHECK(std::vector<double>(all.begin(), all.begin() + 30) == a);
+  CHECK(std::vector<double>(all.begin() + 30, all.end()) == b);
+  CHECK(top.generator().state().s == whole.generator().state().s);
+  CHECK(bottom.generator().state().s == whole.generator().state().s);
+  CHECK_ERROR(bottom.forward(x), "Dropout: 4 rows from row 2 do not fit the batch slice of 4 rows");
+  CHECK_ERROR(bottom.set_batch_slice(5, 4), "batch slice from row 5 of 4 is not a slice");
+}
+
 TEST_CASE("LayerNorm bad input") {
   LayerNorm ln(4);
   CHECK_ERROR(ln.forward(Tensor::ones({2, 3})), "LayerNorm: expected input (..., 4), got shape [2, 3]");
