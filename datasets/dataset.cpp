@@ -6,7 +6,11 @@
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -55,42 +59,57 @@ class GeneratedTask : public Dataset {
 
 // ---- text -------------------------------------------------------------------------------------------------
 
+// A data file is a regular file (a FIFO would block, /dev/zero never end); returns its size.
+std::int64_t check_regular(const std::string& path, const char* key) {
+  struct stat st {};
+  QKV_CHECK(::stat(path.c_str(), &st) == 0, "data: cannot read {} = \"{}\": {}", key, path, std::strerror(errno));
+  QKV_CHECK(S_ISREG(st.st_mode), "data: {} = \"{}\" is not a regular file (a directory, FIFO or device)", key, path);
+  return static_cast<std::int64_t>(st.st_size);
+}
+
+// A data file's bytes, read once into one string.
 std::string read_file(const std::string& path, const char* key) {
+  struct stat st {};
+  st.st_size = check_regular(path, key);
   std::ifstream in(path, std::ios::binary);
   QKV_CHECK(in.good(), "data: cannot read {} = \"{}\"", key, path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  std::string bytes(static_cast<std::size_t>(st.st_size), '\0');
+  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  QKV_CHECK(in.gcount() == static_cast<std::streamsize>(bytes.size()), "data: {} = \"{}\": short read", key, path);
+  return bytes;
 }
 
 // UTF-8 -> code points, strictly (RFC 3629): invalid bytes, truncated sequences, overlong forms (C0 AF for '/'),
 // surrogates (ED A0 80) and code points above U+10FFFF (F5 80 80 80) are errors naming the byte offset. What is
 // accepted here can always be written back as valid UTF-8 (into a model file's JSON metadata, for one).
-std::vector<char32_t> decode_utf8(const std::string& s, const std::string& path) {
+// The code point starting at byte i (advanced past it).
+char32_t next_code_point(const std::string& s, std::size_t& i, const std::string& path) {
   static constexpr char32_t kMinOfLength[5] = {0, 0, 0x80, 0x800, 0x10000};
-  std::vector<char32_t> out;
-  for (std::size_t i = 0; i < s.size();) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    QKV_CHECK(len > 0, "data: {}: invalid UTF-8 at byte {} (0x{:02X} cannot start a character)", path, i, c);
-    QKV_CHECK(i + static_cast<std::size_t>(len) <= s.size(), "data: {}: invalid UTF-8 at byte {} (truncated character)",
-              path, i);
-    char32_t cp = len == 1 ? c : c & (0xff >> (len + 1));
-    for (int k = 1; k < len; ++k) {
-      const auto cc = static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]);
-      QKV_CHECK((cc >> 6) == 2, "data: {}: invalid UTF-8 at byte {} (0x{:02X} is not a continuation byte)", path,
-                i + static_cast<std::size_t>(k), cc);
-      cp = (cp << 6) | (cc & 0x3f);
-    }
-    QKV_CHECK(cp >= kMinOfLength[len], "data: {}: invalid UTF-8 at byte {} (overlong encoding of U+{:04X})", path, i,
-              static_cast<std::uint32_t>(cp));
-    QKV_CHECK(cp < 0xD800 || cp > 0xDFFF, "data: {}: invalid UTF-8 at byte {} (surrogate U+{:04X})", path, i,
-              static_cast<std::uint32_t>(cp));
-    QKV_CHECK(cp <= 0x10FFFF, "data: {}: invalid UTF-8 at byte {} (U+{:X} is above U+10FFFF)", path, i,
-              static_cast<std::uint32_t>(cp));
-    out.push_back(cp);
-    i += static_cast<std::size_t>(len);
+  const auto c = static_cast<unsigned char>(s[i]);
+  const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  QKV_CHECK(len > 0, "data: {}: invalid UTF-8 at byte {} (0x{:02X} cannot start a character)", path, i, c);
+  QKV_CHECK(i + static_cast<std::size_t>(len) <= s.size(), "data: {}: invalid UTF-8 at byte {} (truncated character)",
+            path, i);
+  char32_t cp = len == 1 ? c : c & (0xff >> (len + 1));
+  for (int k = 1; k < len; ++k) {
+    const auto cc = static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]);
+    QKV_CHECK((cc >> 6) == 2, "data: {}: invalid UTF-8 at byte {} (0x{:02X} is not a continuation byte)", path,
+              i + static_cast<std::size_t>(k), cc);
+    cp = (cp << 6) | (cc & 0x3f);
   }
+  QKV_CHECK(cp >= kMinOfLength[len], "data: {}: invalid UTF-8 at byte {} (overlong encoding of U+{:04X})", path, i,
+            static_cast<std::uint32_t>(cp));
+  QKV_CHECK(cp < 0xD800 || cp > 0xDFFF, "data: {}: invalid UTF-8 at byte {} (surrogate U+{:04X})", path, i,
+            static_cast<std::uint32_t>(cp));
+  QKV_CHECK(cp <= 0x10FFFF, "data: {}: invalid UTF-8 at byte {} (U+{:X} is above U+10FFFF)", path, i,
+            static_cast<std::uint32_t>(cp));
+  i += static_cast<std::size_t>(len);
+  return cp;
+}
+
+std::vector<char32_t> decode_utf8(const std::string& s, const std::string& path) {
+  std::vector<char32_t> out;
+  for (std::size_t i = 0; i < s.size();) out.push_back(next_code_point(s, i, path));
   return out;
 }
 
@@ -108,15 +127,52 @@ std::string encode_utf8(char32_t cp) {
 }
 
 // Character-level language modelling: x = text[o : o + T], y = text[o + 1 : o + T + 1].
+// A text's character ids, 2 bytes each when the vocabulary fits (else 4): a 281 MB file took 7.8 GB as int64
+// ids after a stream copy and a code point vector; now the file's bytes and the ids, once each.
+class CompactIds {
+ public:
+  CompactIds() = default;
+  CompactIds(const std::string& text, const CharVocab& vocab, const std::string& path) {
+    std::vector<std::int32_t> id_of(0x110000, -1);
+    for (std::int64_t id = 0; id < vocab.size(); ++id) {
+      std::size_t at = 0;
+      const std::string ch = vocab.decode(id);
+      id_of[next_code_point(ch, at, path)] = static_cast<std::int32_t>(id);
+    }
+    wide_ = vocab.size() > 65536;
+    // Exactly one id per character (a byte that is not a continuation byte): no growth by doubling.
+    const auto chars = static_cast<std::size_t>(
+        std::count_if(text.begin(), text.end(), [](char b) { return (static_cast<unsigned char>(b) & 0xC0) != 0x80; }));
+    if (wide_) ids32_.reserve(chars);
+    else ids16_.reserve(chars);
+    for (std::size_t i = 0; i < text.size();) {
+      const std::int32_t id = id_of[next_code_point(text, i, path)];
+      if (wide_) ids32_.push_back(id);
+      else ids16_.push_back(static_cast<std::uint16_t>(id));
+    }
+  }
+  std::int64_t operator[](std::int64_t i) const {
+    return wide_ ? ids32_[static_cast<std::size_t>(i)] : ids16_[static_cast<std::size_t>(i)];
+  }
+  std::int64_t size() const { return static_cast<std::int64_t>(wide_ ? ids32_.size() : ids16_.size()); }
+
+ private:
+  bool wide_ = false;
+  std::vector<std::uint16_t> ids16_;
+  std::vector<std::int32_t> ids32_;
+};
+
 class TextDataset : public Dataset {
  public:
   TextDataset(const DataOptions& o, std::uint64_t seed)
       : Dataset(seed, 0, o.seq_len), shuffle_(o.shuffle) {
-    const std::string text = read_file(o.path, "data.path");
-    vocab_ = CharVocab::from_text(text, o.path);
+    {
+      const std::string text = read_file(o.path, "data.path");
+      vocab_ = CharVocab::from_text(text, o.path);
+      ids_ = CompactIds(text, vocab_, o.path);
+    }  // the text's bytes are freed here
     vocab_size_ = vocab_.size();
-    ids_ = vocab_.encode(text);
-    const auto n = static_cast<std::int64_t>(ids_.size());
+    const auto n = ids_.size();
     split_ = n - n / 10;  // the last 10% is validation
     QKV_CHECK(split_ > seq_len_ && n - split_ > seq_len_,
               "data: {} has {} characters: too short for data.seq_len = {} (each split needs more than seq_len)",
@@ -150,13 +206,13 @@ class TextDataset : public Dataset {
     auto* x = b.inputs.data<std::int64_t>() + row * seq_len_;
     auto* y = b.targets.data<std::int64_t>() + row * seq_len_;
     for (std::int64_t t = 0; t < seq_len_; ++t) {
-      x[t] = ids_[static_cast<std::size_t>(offset + t)];
-      y[t] = ids_[static_cast<std::size_t>(offset + t + 1)];
+      x[t] = ids_[offset + t];
+      y[t] = ids_[offset + t + 1];
     }
   }
   bool shuffle_;
   CharVocab vocab_;
-  std::vector<std::int64_t> ids_;
+  CompactIds ids_;
   std::int64_t split_ = 0;
 };
 
@@ -168,7 +224,8 @@ struct Examples {
 };
 
 // One example per non-empty line: {"input": [ids], "target": [ids]}, each of length seq_len.
-Examples read_jsonl(const std::string& path, std::int64_t seq_len, std::int64_t vocab) {
+Examples read_jsonl(const std::string& path, std::int64_t seq_len, std::int64_t vocab, const char* key) {
+  check_regular(path, key);
   std::ifstream in(path);
   QKV_CHECK(in.good(), "data: cannot read \"{}\"", path);
   Examples ex;
@@ -208,10 +265,10 @@ class JsonlDataset : public Dataset {
  public:
   JsonlDataset(const DataOptions& o, std::uint64_t seed)
       : Dataset(seed, o.vocab_size, o.seq_len), shuffle_(o.shuffle) {
-    Examples all = read_jsonl(o.path, o.seq_len, o.vocab_size);
+    Examples all = read_jsonl(o.path, o.seq_len, o.vocab_size, "data.path");
     Examples val;
     if (!o.val_path.empty()) {
-      val = read_jsonl(o.val_path, o.seq_len, o.vocab_size);
+      val = read_jsonl(o.val_path, o.seq_len, o.vocab_size, "data.val_path");
     } else {
       QKV_CHECK(all.count >= 2, "data: {} has {} example; without data.val_path it needs at least 2 (the last 10% "
                 "validate)", o.path, all.count);
@@ -263,10 +320,11 @@ CharVocab::CharVocab(const std::string& chars) {
 }
 
 CharVocab CharVocab::from_text(const std::string& text, const std::string& source) {
-  const auto cps = decode_utf8(text, source);
-  const std::set<char32_t> distinct(cps.begin(), cps.end());
+  std::vector<bool> seen(0x110000);  // one bit per code point: no copy of the text
+  for (std::size_t i = 0; i < text.size();) seen[next_code_point(text, i, source)] = true;
   std::string chars;
-  for (char32_t cp : distinct) chars += encode_utf8(cp);
+  for (char32_t cp = 0; cp < 0x110000; ++cp)
+    if (seen[cp]) chars += encode_utf8(cp);
   return CharVocab(chars);
 }
 

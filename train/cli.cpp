@@ -200,7 +200,7 @@ int cmd_info(const std::string& config_path, const std::vector<std::string>& ove
              3.0 * fpt * double(cfg.train.batch_size * cfg.data.seq_len), cfg.train.batch_size, cfg.data.seq_len);
   const MemoryEstimate m = estimate_memory(cfg, data->vocab_size());
   fmt::print("memory estimate for training: {:.0f} MB (parameters and optimizer state {:.0f}, activations {:.0f}, "
-             "validation data {:.0f}; this machine has {:.0f} MB)\n",
+             "data {:.0f}; this machine has {:.0f} MB)\n",
              m.total() / 1e6, m.parameter_bytes / 1e6, m.activation_bytes / 1e6, m.data_bytes / 1e6,
              double(physical_memory_bytes()) / 1e6);
   return 0;

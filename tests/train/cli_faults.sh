@@ -35,6 +35,22 @@ check "records unwritable: the message" has records.err "training failed: step [
 whole_lines() { [ "$(grep -cv '^{.*}$' "$1")" = 0 ] && [ "$(tail -c 1 "$1" | od -An -c | tr -d ' ')" = '\n' ]; }
 check "records unwritable: metrics.jsonl keeps whole lines" whole_lines "$WORK/records/metrics.jsonl"
 
+# Inputs that never end or block (issue 25, item 7): /dev/zero or a FIFO as the config or the data, a folder as
+# the data. Each is refused at once (exit 2), never read until memory runs out.
+mkfifo "$WORK/in.fifo"
+for what in "config /dev/zero" "config $WORK/in.fifo" "data /dev/zero" "data $WORK/in.fifo" "data $WORK"; do
+  set -- $what
+  if [ "$1" = config ]; then
+    timeout 20 "$QKV" train "$2" >/dev/null 2>input.err
+  else
+    timeout 20 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"input\" data.task=\"text\" model.causal=true \
+      "data.path=\"$2\"" --force >/dev/null 2>input.err
+  fi
+  code=$?
+  check "$1 = $2: exit 2 at once (got $code)" [ "$code" = 2 ]
+  check "$1 = $2: not a regular file" has input.err "not a regular file"
+done
+
 # A second process on a training run is refused (exit 2) naming the holder; SIGTERM then stops the first (143).
 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"busy\" train.steps=100000000 train.checkpoint_every=200 \
   >busy.out 2>busy.err &

@@ -159,12 +159,12 @@ for fault in gemm config; do
   took=$(($(date +%s) - start))
   check "rank 1 fails alone ($fault): the job ends within 30 s (took $took s, exit $code)" [ "$code" != 124 ] && [ "$took" -lt 30 ]
   check "rank 1 fails alone ($fault): non-zero exit (got $code)" [ "$code" != 0 ]
-  want=$([ $fault = gemm ] && echo "rank 1: qkv: error: QKV_GEMM: expected eigen" || echo "rank 1: qkv: error: config: cannot read")
+  want=$([ $fault = gemm ] && echo "rank 1: qkv: error: QKV_GEMM: expected eigen" || echo "rank 1: qkv: error: config: /nonexistent/config.toml: no such file")
   check "rank 1 fails alone ($fault): its message" grep -q "$want" alone.err
 done
 # Every rank failing alike prints one message, from rank 0, without an abort.
 timeout 60 "${MPIRUN[@]}" -np 2 "$QKV" train /nonexistent/config.toml >all.out 2>all.err
-check "every rank fails alike: one message" [ "$(grep -c "qkv: error: config: cannot read" all.err)" = 1 ]
+check "every rank fails alike: one message" [ "$(grep -c "qkv: error: config: /nonexistent/config.toml: no such file" all.err)" = 1 ]
 check "every rank fails alike: no abort" [ "$(grep -c "MPI_ABORT" all.err)" = 0 ]
 
 summary mpi

@@ -343,6 +343,13 @@ TEST_CASE("the memory estimate refuses what cannot fit, naming the keys; shipped
   CHECK_ERROR(train(shipped("reverse", {"run.name=\"huge\"", "data.val_size=10000000", "data.seq_len=100000"}), quiet()),
               "data.val_size x data.seq_len");
   CHECK_FALSE(fs::exists(out_dir() + "/huge"));  // refused before the run directory was made
+  // A data file counts: its bytes and the ids made from them (a 197 MB text was estimated at 1 MB).
+  const fs::path box = test::scratch_dir("estimate");
+  std::ofstream(box / "t.txt") << std::string(1 << 20, 'a');
+  const Config text = shipped("reverse", {"data.task=\"text\"", "model.causal=true",
+                                          "data.path=\"" + (box / "t.txt").string() + "\""});
+  CHECK(estimate_memory(text, 1).data_bytes >= 5 * (1 << 20));
+  CHECK(estimate_memory(shipped("reverse", {}), 16).data_bytes < (1 << 20));
 }
 
 TEST_CASE("malformed checkpoint metadata is an error naming the file, not a JSON library message") {
