@@ -24,7 +24,10 @@ extern "C" int blas_thread_shutdown_() __attribute__((weak));  // the pthread bu
 #include <fstream>
 #include <limits>
 #include <mutex>
+#include <new>
+#include <thread>
 #include <fcntl.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <cerrno>
@@ -76,11 +79,48 @@ bool stop_openblas_threads() {
   return true;
 }
 
+// OpenBLAS maps a 128 MB buffer for each product that runs while the buffers it has are all in use, and keeps it.
+// When that mmap fails (ulimit -v, a full address space), 0.3.21's blas_memory_alloc retries forever, deaf to
+// signals. So before qkv's first product on OpenBLAS at a thread count, it checks that the address space has room
+// for one buffer per thread and the caller, and makes OpenBLAS map them all then, with that many products at once:
+// later products reuse them and never map again. No room: std::bad_alloc, which a run reports as out of memory.
+constexpr std::size_t kBlasBufferBytes = std::size_t{128} << 20;
+std::atomic<int> g_blas_buffers{0};  // how many products may run at once on the buffers OpenBLAS holds
+
+void take_blas_buffers(int count) {
+  const std::size_t room = std::size_t(count) * kBlasBufferBytes + (std::size_t{64} << 20);
+  void* probe = ::mmap(nullptr, room, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  if (probe == MAP_FAILED) throw std::bad_alloc();
+  ::munmap(probe, room);
+  std::atomic<int> arrived{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < count; ++t)
+    threads.emplace_back([&] {
+      std::vector<float> buf(3 * 256 * 256, 1.f);  // large enough for the buffered kernels, not the small ones
+      arrived.fetch_add(1);
+      while (arrived.load() < count) std::this_thread::yield();
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 256, 256, 256, 1.f, buf.data(), 256,
+                  buf.data() + 65536, 256, 0.f, buf.data() + 131072, 256);
+    });
+  for (auto& t : threads) t.join();
+}
+
+void ensure_blas_buffers() {
+  const int want = num_threads() + 1;  // the pool's workers and the caller
+  if (g_blas_buffers.load(std::memory_order_acquire) >= want) return;
+  static std::mutex mutex;
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (g_blas_buffers.load() >= want) return;
+  [[maybe_unused]] static const bool single = stop_openblas_threads();
+  take_blas_buffers(want);
+  g_blas_buffers.store(want, std::memory_order_release);
+}
+
 // C (n, m) = or += op(A) op(B) through CBLAS, rows lda/ldb/ldc elements apart.
 template <class T>
 void blas_gemm(const T* a, std::int64_t lda, bool ta, const T* b, std::int64_t ldb, bool tb, T* c, std::int64_t ldc,
                std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate) {
-  [[maybe_unused]] static const bool single = stop_openblas_threads();
+  ensure_blas_buffers();
   const auto ta_ = ta ? CblasTrans : CblasNoTrans, tb_ = tb ? CblasTrans : CblasNoTrans;
   const T beta = accumulate ? T(1) : T(0);  // beta 0: C's old contents are never read (they may be NaN)
   if constexpr (std::is_same_v<T, float>)

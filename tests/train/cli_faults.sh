@@ -51,6 +51,19 @@ for what in "config /dev/zero" "config $WORK/in.fifo" "data /dev/zero" "data $WO
   check "$1 = $2: not a regular file" has input.err "not a regular file"
 done
 
+# Out of address space with the OpenBLAS engine: OpenBLAS retried a failed 128 MB mmap forever, deaf to signals.
+# Now: "out of memory", exit 1, within seconds (item 10). (Not under AddressSanitizer, whose shadow memory needs
+# far more address space than any limit that tests this.)
+if ! ldd "$QKV" | grep -q libasan; then
+  (ulimit -v 300000; QKV_GEMM=blas exec timeout -s KILL 60 "$QKV" train "$SRC/configs/sort.toml" "${COMMON[@]}" \
+    run.name=\"vmem\" train.steps=5 >/dev/null 2>vmem.err)
+  code=$?
+  if ! grep -q "built without OpenBLAS" vmem.err; then
+    check "ulimit -v with OpenBLAS: exit 1, not a hang (got $code)" [ "$code" = 1 ]
+    check "ulimit -v with OpenBLAS: out of memory" has vmem.err "out of memory"
+  fi
+fi
+
 # A second process on a training run is refused (exit 2) naming the holder; SIGTERM then stops the first (143).
 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"busy\" train.steps=100000000 train.checkpoint_every=200 \
   >busy.out 2>busy.err &
