@@ -14,6 +14,13 @@ class Error : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+/// A file qkv was asked to write could not be written (a full disk, a read-only folder): a failure while
+/// running (the CLI's exit 1), not a user mistake, though it is a qkv::Error too.
+class WriteError : public Error {
+ public:
+  using Error::Error;
+};
+
 /// A bug in qkv itself (an invariant that should always hold did not).
 class InternalError : public std::logic_error {
  public:

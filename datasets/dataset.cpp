@@ -281,6 +281,10 @@ class JsonlDataset : public Dataset {
       all.y.resize(cut);
       all.count -= nval;
     }
+    const auto counted = [](const Examples& e) { return std::count_if(e.y.begin(), e.y.end(), [](std::int64_t t) { return t != kIgnore; }); };
+    QKV_CHECK(counted(all) > 0, "data: {}: every training target is -100 (ignored): there is nothing to learn", o.path);
+    QKV_CHECK(counted(val) > 0, "data: {}: every validation target is -100 (ignored): nothing could be validated",
+              o.val_path.empty() ? o.path : o.val_path);
     train_ = std::move(all);
     validation_ = {Tensor::from(val.x, {val.count, seq_len_}), Tensor::from(val.y, {val.count, seq_len_})};
     std::uint64_t h = fnv1a(nullptr, 0);

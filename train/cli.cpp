@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include <atomic>
+#include <charconv>
 #include <csignal>
 #include <filesystem>
 #include <functional>
@@ -125,6 +126,7 @@ class SignalScope {
 int cmd_train(const std::string& config_path, std::vector<std::string> overrides, const std::string& resume,
               bool force) {
   Config cfg;
+  QKV_CHECK(resume.empty() || !force, "train: --resume continues a run and --force replaces one: give one of them");
   if (!resume.empty() && !config_path.empty()) {
     // `qkv train --resume RUN_DIR a.b=c`: the first positional is an override, not a config file.
     QKV_CHECK(config_path.find('=') != std::string::npos && !fs::exists(config_path),
@@ -191,14 +193,21 @@ int cmd_info(const std::string& config_path, const std::vector<std::string>& ove
   const Config cfg = load_config(config_path, overrides);
   const auto data = make_dataset(cfg.data, cfg.run.seed);
   const ModelConfig mc = cfg.model_config(data->vocab_size());
-  Generator g(0);
-  const auto model = build_model(mc, g);
-  const double fpt = flops_per_token(mc, cfg.data.seq_len);
-  fmt::print("# resolved config ({})\n{}\n# model\n{}\nparameters: {}\nforward FLOPs per token: {:.0f} ({:.3g} per "
-             "training step of {} x {} tokens, counting backward as 2x forward)\n",
-             config_path, to_toml(cfg), model->summary(), model->num_parameters(), fpt,
-             3.0 * fpt * double(cfg.train.batch_size * cfg.data.seq_len), cfg.train.batch_size, cfg.data.seq_len);
   const MemoryEstimate m = estimate_memory(cfg, data->vocab_size());
+  const double have = double(physical_memory_bytes());
+  // The summary needs the model built; one whose weights alone exceed the machine's memory is described, not built.
+  const bool fits = have == 0 || 4 * m.parameters <= have;
+  std::string summary = fmt::format("(not built: its {:.3g} parameters alone need {:.1f} GB, more than this machine's "
+                                    "{:.1f} GB)", m.parameters, 4 * m.parameters / 1e9, have / 1e9);
+  if (fits) {
+    Generator g(0);
+    summary = build_model(mc, g)->summary();
+  }
+  const double fpt = flops_per_token(mc, cfg.data.seq_len);
+  fmt::print("# resolved config ({})\n{}\n# model\n{}\nparameters: {:.0f}\nforward FLOPs per token: {:.0f} ({:.3g} per "
+             "training step of {} x {} tokens, counting backward as 2x forward)\n",
+             config_path, to_toml(cfg), summary, m.parameters, fpt,
+             3.0 * fpt * double(cfg.train.batch_size * cfg.data.seq_len), cfg.train.batch_size, cfg.data.seq_len);
   fmt::print("memory estimate for training: {:.0f} MB (parameters and optimizer state {:.0f}, activations {:.0f}, "
              "data {:.0f}; this machine has {:.0f} MB)\n",
              m.total() / 1e6, m.parameter_bytes / 1e6, m.activation_bytes / 1e6, m.data_bytes / 1e6,
@@ -382,7 +391,10 @@ int cmd_sample(const std::string& target, const std::string& prompt, std::int64_
 
 int cmd_export(const std::string& run_dir, std::string out, const std::string& dtype) {
   const StorageType storage = parse_storage_type(dtype);
-  if (out.empty()) out = (fs::path(run_dir) / fmt::format("model.{}.safetensors", dtype)).string();
+  // By default beside the model: RUN_DIR/model.<dtype>.safetensors, or for a file FILE, <FILE's stem>.<dtype>...
+  const fs::path from(run_dir);
+  if (out.empty() && fs::is_directory(from)) out = (from / fmt::format("model.{}.safetensors", dtype)).string();
+  else if (out.empty()) out = (from.parent_path() / fmt::format("{}.{}.safetensors", from.stem().string(), dtype)).string();
   check_output_path(out, "export --out");
   const TrainedModel tm = load_trained(run_dir);
   save(*tm.model, out, tm.metadata, storage);
@@ -517,7 +529,7 @@ struct Args {
   bool force = false, json = false, keys = false, no_cache = false, bench_profile = false;
   std::int64_t layer = 0, head = 0, length = 200, bench_steps = 50, bench_warmup = 5;
   double temperature = 1.0;
-  std::uint64_t seed = 0;
+  std::string seed_text = "0";
 };
 // The man-page part of `qkv --help` (a test checks it against README and the exit codes the CLI returns).
 // qkv bench --profile: milliseconds per step and share of the step by op family.
@@ -586,8 +598,9 @@ void declare_run_commands(CLI::App& app, Args& a, Commands& c) {
 // export, predict, attention, sample and report: the commands that read a trained model.
 void declare_model_commands(CLI::App& app, Args& a, Commands& c) {
   c.export_ = app.add_subcommand("export", "write a run's weights as a safetensors file (PyTorch/numpy read it)");
-  c.export_->add_option("run_dir", a.target, "run directory")->required();
-  c.export_->add_option("--out", a.out, "output file (default RUN_DIR/model.<dtype>.safetensors)");
+  c.export_->add_option("model", a.target, "run directory or .safetensors file")->required();
+  c.export_->add_option("--out", a.out, "output file (default RUN_DIR/model.<dtype>.safetensors, or FILE.<dtype>."
+                                        "safetensors beside a file)");
   c.export_->add_option("--dtype", a.dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
   c.predict = app.add_subcommand("predict", "the predicted token at every position");
   add_model_argument(c.predict, a);
@@ -605,11 +618,20 @@ void declare_model_commands(CLI::App& app, Args& a, Commands& c) {
   c.sample->add_option("--prompt", a.prompt, "the start (text models: text)")->required();
   c.sample->add_option("--length", a.length, "tokens to generate (default 200)");
   c.sample->add_option("--temperature", a.temperature, "softmax temperature; 0 = greedy (default 1)");
-  c.sample->add_option("--seed", a.seed, "random seed (default 0)");
+  c.sample->add_option("--seed", a.seed_text, "random seed, 0 to 2^64 - 1 (default 0)");
   c.sample->add_flag("--no-cache", a.no_cache, "re-run the whole context for every token (the same text, slower)");
   c.report = app.add_subcommand("report", "write one self-contained HTML page with a run's curves and attention");
   c.report->add_option("run_dirs", a.report_runs, "run directories (several are overlaid)")->required();
   c.report->add_option("--out", a.out, "output file (default FIRST_RUN_DIR/report.html)");
+}
+
+// sample --seed: any 64-bit seed, and nothing else (CLI11 would take -1, or print a range of 1e308).
+std::uint64_t parse_seed(const std::string& text) {
+  std::uint64_t seed = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), seed);
+  QKV_CHECK(!text.empty() && ec == std::errc() && end == text.data() + text.size(),
+            "sample: --seed must be a whole number from 0 to {}, got '{}'", UINT64_MAX, text);
+  return seed;
 }
 
 int dispatch(const Commands& c, const Args& a) {
@@ -643,7 +665,7 @@ int dispatch(const Commands& c, const Args& a) {
     return 0;
   }
   if (*c.attention) return cmd_attention(a.target, a.tokens, a.layer, a.head, a.svg, a.json);
-  if (*c.sample) return cmd_sample(a.target, a.prompt, a.length, a.temperature, a.seed, !a.no_cache);
+  if (*c.sample) return cmd_sample(a.target, a.prompt, a.length, a.temperature, parse_seed(a.seed_text), !a.no_cache);
   return 2;
 }
 
@@ -676,8 +698,14 @@ int exit_code_of(const std::function<int()>& run) {
     return run();
   } catch (const PeerFailed& e) {
     code = e.code;  // another rank failed, and says why
+  } catch (const WriteError& e) {
+    message = fmt::format("qkv: failed: {}\n", e.what());
   } catch (const Error& e) {
     message = fmt::format("qkv: error: {}\n", e.what());
+    code = 2;
+  } catch (const fs::filesystem_error& e) {  // an input path the system refuses (a symlink loop, a name too long)
+    message = fmt::format("qkv: error: {}{}: {}\n", e.path1().string(), e.path2().empty() ? "" : " -> " + e.path2().string(),
+                          e.code().message());
     code = 2;
   } catch (const TrainingError& e) {
     message = fmt::format("\nqkv: training failed: {}\n", e.what());

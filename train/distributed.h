@@ -137,8 +137,25 @@ void on_every_rank_agree(const Comm& comm, F&& f);
 #include <qkv/core/errors.h>
 
 #include <exception>
+#include <filesystem>
 
 namespace qkv {
+
+/// The exit status a failure gives (README, "Exit status"): 2 for user mistakes (qkv::Error, a filesystem error
+/// on an input path), 1 for failures while running (a write that failed, out of memory, anything else).
+inline int failure_code(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const WriteError&) {
+    return 1;
+  } catch (const Error&) {
+    return 2;
+  } catch (const std::filesystem::filesystem_error&) {
+    return 2;
+  } catch (...) {
+    return 1;
+  }
+}
 
 template <class F>
 void on_every_rank_agree(const Comm& comm, F&& f) {
@@ -146,12 +163,9 @@ void on_every_rank_agree(const Comm& comm, F&& f) {
   std::int64_t code = 0;
   try {
     f();
-  } catch (const Error&) {
-    error = std::current_exception();
-    code = 2;
   } catch (...) {
     error = std::current_exception();
-    code = 1;
+    code = failure_code(error);
   }
   const std::int64_t worst = comm.distributed() ? comm.max(code) : code;
   if (error) std::rethrow_exception(error);

@@ -17,6 +17,11 @@ namespace qkv {
 namespace fs = std::filesystem;
 namespace {
 
+template <class... Args>
+[[noreturn]] void throw_write(fmt::format_string<Args...> f, Args&&... args) {
+  throw WriteError(fmt::format(f, std::forward<Args>(args)...));
+}
+
 const char* kind_of(mode_t mode) {
   if (S_ISDIR(mode)) return "a directory";
   if (S_ISBLK(mode)) return "a block device";
@@ -55,14 +60,14 @@ void write_through(const std::string& path, const struct stat& st, const std::st
     if (!same_file(st, fd)) continue;
     std::fflush(fd == STDOUT_FILENO ? stdout : stderr);
     if (const int err = write_all(fd, bytes.data(), bytes.size()); err != 0)
-      fail("write: writing {} failed: {}", path, std::strerror(err));
+      throw_write("write: writing {} failed: {}", path, std::strerror(err));
     return;
   }
   const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | (S_ISREG(st.st_mode) ? O_TRUNC : 0));
-  QKV_CHECK(fd >= 0, "write: cannot open {}: {}", path, std::strerror(errno));
+  if (fd < 0) throw_write("write: cannot open {}: {}", path, std::strerror(errno));
   const int err = write_all(fd, bytes.data(), bytes.size());
   ::close(fd);
-  QKV_CHECK(err == 0, "write: writing {} failed: {}", path, std::strerror(err));
+  if (err != 0) throw_write("write: writing {} failed: {}", path, std::strerror(err));
 }
 
 // Under /dev (but for /dev/shm's files) or /proc, a path names a process's streams or a device: it is never
@@ -90,21 +95,21 @@ void replace_atomically(const std::string& shown, const fs::path& target, const 
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
   const std::string tmp = (dir / fmt::format(".{}.tmp.{}", target.filename().string(), ::getpid())).string();
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  QKV_CHECK(fd >= 0, "write: cannot create {}: {}", tmp, std::strerror(errno));
+  if (fd < 0) throw_write("write: cannot create {}: {}", tmp, std::strerror(errno));
   if (const int err = write_all(fd, bytes.data(), bytes.size()); err != 0) {
     ::close(fd);
     ::unlink(tmp.c_str());
-    fail("write: writing {} failed: {}", tmp, std::strerror(err));
+    throw_write("write: writing {} failed: {}", tmp, std::strerror(err));
   }
   if (::fsync(fd) != 0 || ::close(fd) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    fail("write: flushing {} failed: {}", tmp, std::strerror(err));
+    throw_write("write: flushing {} failed: {}", tmp, std::strerror(err));
   }
   if (::rename(tmp.c_str(), target.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
-    fail("write: renaming {} to {} failed: {}", tmp, shown, std::strerror(err));
+    throw_write("write: renaming {} to {} failed: {}", tmp, shown, std::strerror(err));
   }
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dfd >= 0) {
@@ -169,7 +174,7 @@ std::string read_file_bytes(const std::string& path, const std::string& what, st
 
 AppendFile::AppendFile(const std::string& path, double retry_seconds) : path_(path), retry_seconds_(retry_seconds) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  QKV_CHECK(fd_ >= 0, "cannot open {} for appending: {}", path, std::strerror(errno));
+  if (fd_ < 0) throw_write("cannot open {} for appending: {}", path, std::strerror(errno));
 }
 
 AppendFile::~AppendFile() {
@@ -203,8 +208,8 @@ void AppendFile::append(const std::string& text) {
     if (err == 0) return;
     if (std::chrono::steady_clock::now() >= deadline) {
       if (start >= 0 && ::ftruncate(fd_, start) != 0) {}  // keep whole lines only (best effort)
-      fail("writing {} failed: {} (retried for {:.0f} s; its last lines are missing)", path_, std::strerror(err),
-           retry_seconds_);
+      throw_write("writing {} failed: {} (retried for {:.0f} s; its last lines are missing)", path_, std::strerror(err),
+                  retry_seconds_);
     }
     std::this_thread::sleep_for(pause);
   }

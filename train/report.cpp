@@ -32,6 +32,7 @@ std::string slurp(const fs::path& p) {
 struct RunData {
   std::string dir, label;
   std::vector<nlohmann::json> events;  // metrics.jsonl, one object per log or eval event
+  std::int64_t skipped = 0, first_skipped = 0;  // metrics.jsonl lines that are not records, and the first one
   std::string config_toml;
   std::optional<TrainedModel> model;  // the final model, else the newest checkpoint's, else none yet
   std::string model_note;
@@ -45,9 +46,17 @@ RunData read_run(const std::string& dir) {
   r.dir = dir;
   r.label = d.filename().empty() ? d.parent_path().filename().string() : d.filename().string();
   std::ifstream in(d / "metrics.jsonl");
+  std::int64_t no = 0;
   for (std::string line; std::getline(in, line);) {
+    ++no;
     auto j = nlohmann::json::parse(line, nullptr, false);
-    if (!j.is_discarded() && j.is_object() && j.contains("step")) r.events.push_back(std::move(j));
+    // A record: an object with a step, a string split (if any) and numbers for everything else. Anything
+    // else (a hand edit, a line cut short) is skipped, and the page says so.
+    bool ok = !j.is_discarded() && j.is_object() && j.contains("step");
+    if (ok)
+      for (const auto& [key, value] : j.items()) ok = ok && (key == "split" ? value.is_string() : value.is_number());
+    if (ok) r.events.push_back(std::move(j));
+    else if (r.skipped++ == 0) r.first_skipped = no;
   }
   r.config_toml = slurp(d / "config.toml");
   try {
@@ -306,6 +315,9 @@ std::string run_section(const RunData& r, std::size_t index) {
   const std::string name = fs::path(r.dir).filename().string();
   std::string s = fmt::format(R"~(<section class="run"><h2><span class="swatch" style="background:{}"></span>{}</h2><p class="path">{}</p>)~",
                               kColors[index % std::size(kColors)], esc(r.label), esc(r.dir));
+  if (r.skipped > 0)
+    s += fmt::format("<p class=\"note\">metrics.jsonl: skipped {} line{} that {} not a qkv record (the first: line "
+                     "{})</p>", r.skipped, r.skipped == 1 ? "" : "s", r.skipped == 1 ? "is" : "are", r.first_skipped);
   s += "<h3>Final metrics</h3>" + final_metrics(r);
   // A command a reader pastes into a shell: every word quoted for it (a run.name of $(...) stays text).
   s += fmt::format("<h3>Reproduce</h3><pre><code>qkv train {} {}</code></pre>",

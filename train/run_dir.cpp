@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -70,6 +71,23 @@ std::string holder_of(const fs::path& marker) {
   return pid.empty() ? "another process" : "process " + pid;
 }
 
+// out_dir and the run directory in it. A path component that is a file is the user's mistake (exit 2); a folder
+// that cannot be written, a failure to write (exit 1).
+void make_directory(const fs::path& dir) {
+  std::error_code ec;
+  for (fs::path p = dir; !p.empty() && p != p.root_path(); p = p.parent_path())
+    if (fs::exists(fs::symlink_status(p, ec)) && !fs::is_symlink(fs::symlink_status(p, ec)) && !fs::is_directory(p, ec)) {
+      QKV_CHECK(p == dir, "train: {} is not a folder (a file is in the way of the run directory {})", p.string(),
+                dir.string());
+      fail("train: the run directory {} is not a folder", dir.string());
+    }
+  fs::create_directories(dir, ec);
+  QKV_CHECK(ec != std::errc::filename_too_long && ec != std::errc::too_many_symbolic_link_levels,
+            "train: the run directory {}: {}", dir.string(), ec.message());
+  if (ec || !fs::is_directory(dir))
+    throw WriteError(fmt::format("train: cannot create the run directory {}: {}", dir.string(), ec.message()));
+}
+
 }  // namespace
 
 std::string checkpoint_name(std::int64_t step) { return fmt::format("step_{:09d}.safetensors", step); }
@@ -124,9 +142,7 @@ RunDir::RunDir(const fs::path& dir, RunDirMode mode) : path_(dir) {
     QKV_CHECK(is_run_dir(dir), "resume: {} is not a qkv run directory (it has no {} marker)", dir.string(), kMarker);
     lock();
   } else if (!exists) {
-    fs::create_directories(dir.parent_path().empty() ? fs::path(".") : dir.parent_path());
-    QKV_CHECK(fs::create_directory(dir, ec) || fs::is_directory(dir), "train: cannot create the run directory {}: {}",
-              dir.string(), ec.message());
+    make_directory(dir);
     lock();
   } else {
     QKV_CHECK(is_run_dir(dir),
@@ -149,21 +165,36 @@ RunDir::~RunDir() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // closing releases the flock
 }
 
+// The lock is held on the directory itself, which a user cannot delete by accident while keeping its files:
+// deleting .qkv-run (then --force) or the whole directory never gives a run a second writer. The marker names
+// the holder for the message a second process prints.
 void RunDir::lock() {
   const fs::path marker = path_ / kMarker;
-  lock_fd_ = ::open(marker.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-  QKV_CHECK(lock_fd_ >= 0, "train: cannot open {}: {}", marker.string(), std::strerror(errno));
+  lock_fd_ = ::open(path_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (lock_fd_ < 0) throw WriteError(fmt::format("train: cannot open {}: {}", path_.string(), std::strerror(errno)));
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     const int err = errno;
     ::close(lock_fd_);
     lock_fd_ = -1;
     QKV_CHECK(err != EWOULDBLOCK, "run directory {} is in use by {} (a qkv run is training there); wait for it to "
               "finish or stop it first", path_.string(), holder_of(marker));
-    fail("train: cannot lock {}: {}", marker.string(), std::strerror(err));
+    fail("train: cannot lock {}: {}", path_.string(), std::strerror(err));
   }
+  const int fd = ::open(marker.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   const std::string text = fmt::format("qkv run directory\npid {}\n", ::getpid());
-  if (::ftruncate(lock_fd_, 0) != 0 || ::pwrite(lock_fd_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()))
-    fail("train: cannot write {}: {}", marker.string(), std::strerror(errno));
+  const bool written = fd >= 0 && ::write(fd, text.data(), text.size()) == static_cast<ssize_t>(text.size());
+  const int err = errno;
+  if (fd >= 0) ::close(fd);
+  if (!written) throw WriteError(fmt::format("train: cannot write {}: {}", marker.string(), std::strerror(err)));
+}
+
+void RunDir::check_present() const {
+  struct stat held {}, now {};
+  const bool same = lock_fd_ >= 0 && ::fstat(lock_fd_, &held) == 0 && held.st_nlink > 0 &&
+                    ::stat(path_.c_str(), &now) == 0 && now.st_dev == held.st_dev && now.st_ino == held.st_ino;
+  if (!same)
+    throw WriteError(fmt::format("the run directory {} was deleted or moved while training: stopping (nothing more "
+                                 "can be saved there)", path_.string()));
 }
 
 void RunDir::clear_contents() {

@@ -43,6 +43,8 @@ class RunDir {
   RunDir& operator=(const RunDir&) = delete;
 
   const std::filesystem::path& path() const { return path_; }
+  /// Throws WriteError when the directory was deleted or moved since it was opened (a run must then stop).
+  void check_present() const;
   /// What opening it changed, for the log: "replaced ...", "reused ...", "removed N stale temporary files"; or "".
   const std::string& note() const { return note_; }
 

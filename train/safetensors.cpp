@@ -174,14 +174,15 @@ struct Entry {
 };
 
 // The JSON header after the 8-byte length, refusing duplicate top-level keys (a plain parse keeps the last).
-nlohmann::json read_header(std::span<const std::byte> bytes, const std::string& source) {
-  const std::size_t size = bytes.size();
+// `bytes` holds at least the header; `size` is the whole file's.
+nlohmann::json read_header(std::span<const std::byte> bytes, std::uint64_t size, const std::string& source) {
   QKV_CHECK(size >= 8, "safetensors: {}: truncated file ({} bytes; the header length alone needs 8)", source, size);
   std::uint64_t n = 0;
   std::memcpy(&n, bytes.data(), 8);
   QKV_CHECK(n <= kMaxHeader, "safetensors: {}: header length {} exceeds the limit of {} bytes", source, n, kMaxHeader);
   QKV_CHECK(n <= size - 8, "safetensors: {}: header length {} is larger than the file's remaining {} bytes", source,
             n, size - 8);
+  QKV_ASSERT(bytes.size() >= 8 + n);
   const auto* hdr = reinterpret_cast<const char*>(bytes.data() + 8);
   std::set<std::string> keys;
   std::string duplicate;
@@ -288,20 +289,28 @@ Tensor decode(const Entry& en, const std::byte* buffer) {
 
 }  // namespace
 
-SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::string& source) {
-  const nlohmann::json header = read_header(bytes, source);
-  std::uint64_t n = 0;
-  std::memcpy(&n, bytes.data(), 8);
-  const std::size_t buffer_size = bytes.size() - 8 - static_cast<std::size_t>(n);
-  const std::byte* buffer = bytes.data() + 8 + n;
-  SafetensorsFile file;
+namespace {
+// Every claim of a header (metadata, dtypes, shapes, offsets) checked against a buffer of `buffer_size` bytes.
+std::vector<Entry> read_entries(const nlohmann::json& header, std::size_t buffer_size, SafetensorsFile& file,
+                                const std::string& source) {
   std::vector<Entry> entries;
   for (const auto& [name, value] : header.items()) {
     if (name == "__metadata__") read_metadata(value, file, source);
     else entries.push_back(read_entry(name, value, buffer_size, source));
   }
   check_contiguous(entries, buffer_size, source);
-  for (const auto& en : entries) file.tensors.emplace_back(en.name, decode(en, buffer));
+  return entries;
+}
+}  // namespace
+
+SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::string& source) {
+  const nlohmann::json header = read_header(bytes, bytes.size(), source);
+  std::uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  const std::size_t buffer_size = bytes.size() - 8 - static_cast<std::size_t>(n);
+  const std::byte* buffer = bytes.data() + 8 + n;
+  SafetensorsFile file;
+  for (const auto& en : read_entries(header, buffer_size, file, source)) file.tensors.emplace_back(en.name, decode(en, buffer));
   return file;
 }
 
@@ -311,6 +320,30 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
+  // The header first: a file whose header does not describe its size exactly, or that would not fit in memory,
+  // is refused before its data is read (a 20 GB sparse file was read whole before its header was looked at).
+  check_regular_input(path, "safetensors");
+  std::ifstream in(path, std::ios::binary);
+  QKV_CHECK(in.good(), "safetensors: {}: cannot open", path);
+  std::error_code ec;
+  const std::uint64_t size = std::filesystem::file_size(path, ec);
+  QKV_CHECK(!ec, "safetensors: {}: cannot read its size", path);
+  std::string prefix(static_cast<std::size_t>(std::min<std::uint64_t>(size, 8)), '\0');
+  in.read(prefix.data(), static_cast<std::streamsize>(prefix.size()));
+  std::uint64_t n = 0;
+  if (prefix.size() == 8) std::memcpy(&n, prefix.data(), 8);
+  if (prefix.size() == 8 && n <= kMaxHeader && n <= size - 8) {
+    prefix.resize(static_cast<std::size_t>(8 + n));
+    in.read(prefix.data() + 8, static_cast<std::streamsize>(n));
+    QKV_CHECK(in.gcount() == static_cast<std::streamsize>(n), "safetensors: {}: short read", path);
+  }
+  const nlohmann::json header = read_header(std::as_bytes(std::span(prefix.data(), prefix.size())), size, path);
+  SafetensorsFile claims;
+  read_entries(header, static_cast<std::size_t>(size - 8 - n), claims, path);
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  QKV_CHECK(pages <= 0 || page <= 0 || double(size) <= double(pages) * double(page),
+            "safetensors: {}: the file holds {:.1f} GB of tensors, more than this machine's {:.1f} GB of memory", path,
+            double(size) / 1e9, double(pages) * double(page) / 1e9);
   const std::string bytes = read_file_bytes(path);
   return parse_safetensors(std::as_bytes(std::span(bytes.data(), bytes.size())), path);
 }
@@ -321,7 +354,7 @@ void save(const Module& module, const std::string& path, const std::map<std::str
 }
 
 void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict) {
-  std::vector<std::string> missing, unexpected, mismatched;
+  std::vector<std::string> missing, unexpected, mismatched, integer;
   const auto params = module.named_parameters();
   std::set<std::string> wanted;
   for (const auto& [name, p] : params) {
@@ -329,17 +362,20 @@ void load(Module& module, const SafetensorsFile& file, const std::string& source
     const Tensor t = file.find(name);
     if (!t.defined()) {
       missing.push_back(name);
-    } else if (!(t.shape() == p.shape()) || t.dtype() == kInt64) {
+    } else if (!(t.shape() == p.shape())) {
       mismatched.push_back(fmt::format("{} (file {}, model {})", name, t.shape().str(), p.shape().str()));
+    } else if (!is_floating(t.dtype())) {  // integers are not weights
+      integer.push_back(name);
     }
   }
   for (const auto& [name, t] : file.tensors)
     if (!wanted.count(name)) unexpected.push_back(name);
-  if (strict && (!missing.empty() || !unexpected.empty() || !mismatched.empty())) {
+  if (strict && (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !integer.empty())) {
     std::string msg = fmt::format("load: {} does not match {}:", source, module.name());
     if (!missing.empty()) msg += fmt::format("\n  missing keys: {}", fmt::join(missing, ", "));
     if (!unexpected.empty()) msg += fmt::format("\n  unexpected keys: {}", fmt::join(unexpected, ", "));
     if (!mismatched.empty()) msg += fmt::format("\n  shape mismatches: {}", fmt::join(mismatched, ", "));
+    if (!integer.empty()) msg += fmt::format("\n  int64 tensors where float weights belong: {}", fmt::join(integer, ", "));
     throw Error(msg);
   }
   for (const auto& [name, p] : params) {

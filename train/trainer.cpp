@@ -171,6 +171,10 @@ void load_checkpoint(Run& r, const SafetensorsFile& f, const fs::path& file) {
   }
   QKV_CHECK(step >= 0, "resume: {}: step {} is negative", file.string(), step);
   check_same_data(*r.data, f, ck, file);
+  for (const auto& [name, t] : f.tensors)  // a checkpoint written after weights went NaN: resume from an older one
+    if (const auto bad = t.count_non_finite(); bad > 0)
+      fail("resume: {}: tensor '{}' has {} value{} that {} not finite", file.string(), name, bad, bad == 1 ? "" : "s",
+           bad == 1 ? "is" : "are");
   load(*r.model, checkpoint_model(f), file.string(), /*strict=*/true);
   r.optimizer->load_state_dict(st);
   r.schedule->load(st);
@@ -392,8 +396,12 @@ std::vector<ProfileRow> profile_rows(const std::vector<OpTime>& ops, double step
 
 }  // namespace
 
+constexpr std::int64_t kMaxBenchSteps = 1'000'000;
+
 BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool profile) {
-  QKV_CHECK(steps > 0 && warmup >= 0, "bench: --steps must be > 0 and --warmup >= 0, got {} and {}", steps, warmup);
+  QKV_CHECK(steps > 0 && steps <= kMaxBenchSteps && warmup >= 0 && warmup <= kMaxBenchSteps,
+            "bench: --steps must be 1 to {} and --warmup 0 to {}, got {} and {}", kMaxBenchSteps, kMaxBenchSteps, steps,
+            warmup);
   const Comm& comm = Comm::world();
   check_ranks(c, comm);
   Run r;
@@ -521,7 +529,7 @@ EvalResult evaluate(LanguageModel& model, const Batch& data, std::int64_t batch_
   model.eval();
   const std::int64_t n = data.inputs.size(0), t = data.inputs.size(1);
   double loss_sum = 0;
-  std::int64_t tokens = 0, right = 0, seqs_right = 0;
+  std::int64_t tokens = 0, right = 0, seqs_right = 0, seqs = 0;  // seqs: those with a target to get right
   for (std::int64_t start = 0; start < n; start += batch_size) {
     const std::int64_t len = std::min(batch_size, n - start);
     const Tensor x = narrow(data.inputs, 0, start, len), y = narrow(data.targets, 0, start, len);
@@ -532,20 +540,22 @@ EvalResult evaluate(LanguageModel& model, const Batch& data, std::int64_t batch_
     const auto* pp = pred.data<std::int64_t>();
     const auto* py = y.data<std::int64_t>();
     for (std::int64_t s = 0; s < len; ++s) {
-      bool all = true;
+      bool all = true, any = false;
       for (std::int64_t i = s * t; i < (s + 1) * t; ++i) {
         if (py[i] == -100) continue;
         ++tokens;
+        any = true;
         const bool ok = pp[i] == py[i];
         right += ok;
         all = all && ok;
       }
-      seqs_right += all;
+      seqs += any;  // a sequence with no target is neither right nor wrong
+      seqs_right += any && all;
     }
   }
   if (was_training) model.train();
   return {tokens ? loss_sum / double(tokens) : 0.0, tokens ? double(right) / double(tokens) : 0.0,
-          n ? double(seqs_right) / double(n) : 0.0};
+          seqs ? double(seqs_right) / double(seqs) : 0.0};
 }
 
 std::vector<std::int64_t> rows_not_distributions(const Tensor& weights) {
@@ -700,6 +710,7 @@ class Trainer {
   void write_records() {
     on_every_rank_agree(comm_, [&] {
       if (!comm_.lead()) return;
+      guarded_write("run's records", r_.step, r_.dir, [&] { dir_->check_present(); });
       const std::string lines = std::exchange(pending_metrics_, {});
       guarded_write("records in metrics.jsonl", r_.step, r_.dir, [&] { metrics_.append(lines); });
       if (const std::string f = file_sink_->failure(); !f.empty())
@@ -711,7 +722,10 @@ class Trainer {
   void checkpoint() {
     const OptimizerState state = optimizer_state(r_, comm_);
     on_every_rank_agree(comm_, [&] {
-      if (comm_.lead()) guarded_write("checkpoint", r_.step, r_.dir, [&] { save_checkpoint(r_, state); });
+      if (comm_.lead()) guarded_write("checkpoint", r_.step, r_.dir, [&] {
+        dir_->check_present();
+        save_checkpoint(r_, state);
+      });
     });
     report();
   }

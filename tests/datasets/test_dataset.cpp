@@ -122,6 +122,17 @@ TEST_CASE("jsonl: examples, ignored positions, file order wrapping, errors namin
   CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, 18446744073709551516, 3]}\n"),
               "\"target\"[1] = 18446744073709551516 is out of range");
   CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, 9223372036854775808, 3]}\n"), "is out of range");
+  CHECK_ERROR(bad(std::string("{\"input\": [1, 2, 3],\0 \"target\": [1, 2, 3]}\n", 41)), "bad.jsonl:11: not a JSON object");
+  // Nothing to learn, or nothing to validate: said at load (a run trained on and reported 1.0 accuracy).
+  std::string ignored;
+  for (int i = 0; i < 10; ++i) ignored += "{\"input\": [1, 2, 3], \"target\": [-100, -100, -100]}\n";
+  CHECK_ERROR(make_dataset({.task = "jsonl", .vocab_size = 5, .seq_len = 3, .path = write_tmp("ign.jsonl", ignored)}, 0),
+              "ign.jsonl: every training target is -100 (ignored): there is nothing to learn");
+  CHECK_ERROR(make_dataset({.task = "jsonl", .vocab_size = 5, .seq_len = 3, .path = path,
+                            .val_path = write_tmp("ignval.jsonl", ignored)}, 0),
+              "ignval.jsonl: every validation target is -100 (ignored): nothing could be validated");
+  CHECK_ERROR(make_dataset({.task = "jsonl", .vocab_size = 5, .seq_len = 3, .path = "/dev/zero"}, 0),
+              "data.path = \"/dev/zero\" is not a regular file");
 }
 
 TEST_CASE("text: UTF-8 is validated strictly at load, naming the byte offset (B4)") {

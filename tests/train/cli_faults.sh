@@ -17,6 +17,7 @@ no_temporaries() { [ -z "$(find "$1" -name '.*.tmp.*')" ] || { find "$1" -name '
 # B6: a file-size limit hit while writing a checkpoint: a clear error, exit 1, no temporary left, the earlier
 # checkpoint intact. (The checkpoint holds ~180 KB; the limit is 20 KB.)
 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"fsize\" train.steps=10 >/dev/null 2>&1
+RUN="$WORK/fsize"  # a model the later checks read
 (ulimit -f 20; exec "$QKV" train --resume "$WORK/fsize" train.steps=20) >out.txt 2>err.txt
 code=$?
 check "file-size limit: exit 1 (got $code)" [ "$code" = 1 ]
@@ -63,6 +64,52 @@ if ! ldd "$QKV" | grep -q libasan; then
     check "ulimit -v with OpenBLAS: out of memory" has vmem.err "out of memory"
   fi
 fi
+
+# The weak cases (item 15): each one clear message, and the documented exit status (2 for input, 1 for a write).
+expect() {  # expect CODE TEXT COMMAND...: the command exits CODE and its stderr has TEXT
+  local want=$1 text=$2
+  shift 2
+  timeout 60 "$@" >weak.out 2>weak.err
+  local code=$?
+  check "$* : exit $want (got $code)" [ "$code" = "$want" ]
+  check "$* : says '$text'" has weak.err "$text"
+}
+echo "in the way" >"$WORK/a-file"
+expect 2 "is not a folder (a file is in the way" "$QKV" train "$CFG" run.out_dir=\"$WORK/a-file\"
+expect 2 "File name too long" "$QKV" train "$CFG" "run.out_dir=\"$WORK/$(printf 'n%.0s' $(seq 300))\""
+ln -s loop-b "$WORK/loop-a"; ln -s loop-a "$WORK/loop-b"
+expect 2 "Too many levels of symbolic links" "$QKV" train "$WORK/loop-a"
+if ! mkdir /sys/qkv-probe 2>/dev/null; then  # a folder even root cannot write
+  expect 1 "qkv: failed: train: cannot create the run directory /sys/qkv/" "$QKV" train "$CFG" run.out_dir=\"/sys/qkv\"
+fi
+expect 2 "--resume continues a run and --force replaces one" "$QKV" train --resume "$RUN" --force
+expect 2 "sample: --seed must be a whole number from 0 to 18446744073709551615, got '-1'" \
+  "$QKV" sample "$RUN" --prompt "1 2" --seed -1
+expect 2 "bench: --steps must be 1 to 1000000" "$QKV" bench "$CFG" --steps 9999999999
+"$QKV" export "$RUN/model.safetensors" --dtype bf16 >/dev/null 2>&1
+check "export FILE: written beside it" [ -f "$RUN/model.bf16.safetensors" ]
+"$QKV" info "$CFG" model.d_model=65536 model.layers=4 >info.out 2>&1
+check "info of a model beyond memory: described, not built" has info.out "(not built: its .* parameters alone need"
+truncate -s 20G "$WORK/sparse.safetensors"
+printf '\x10\x00\x00\x00\x00\x00\x00\x00{"a":1}         ' | dd of="$WORK/sparse.safetensors" conv=notrunc 2>/dev/null
+start=$(date +%s)
+expect 2 "tensor 'a' needs dtype, shape and data_offsets" "$QKV" eval "$WORK/sparse.safetensors"
+check "a 20 GB sparse model file: its header is read first (took $(($(date +%s) - start)) s)" [ $(($(date +%s) - start)) -lt 5 ]
+rm -f "$WORK/sparse.safetensors"
+
+# The run directory is locked itself: deleting .qkv-run and then --force gives no second writer; deleting the
+# directory stops the run (exit 1) at its next write.
+"$QKV" train "$CFG" "${COMMON[@]}" run.name=\"doomed\" train.steps=100000000 train.log_every=50 \
+  train.checkpoint_every=0 >doomed.out 2>doomed.err &
+pid=$!
+wait_for "$WORK/doomed/metrics.jsonl"
+rm -f "$WORK/doomed/.qkv-run"
+expect 2 "is in use by" "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"doomed\" --force
+rm -rf "$WORK/doomed"
+wait "$pid"
+code=$?
+check "run directory deleted while training: exit 1 (got $code)" [ "$code" = 1 ]
+check "run directory deleted while training: said so" has doomed.err "was deleted or moved while training"
 
 # A second process on a training run is refused (exit 2) naming the holder; SIGTERM then stops the first (143).
 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"busy\" train.steps=100000000 train.checkpoint_every=200 \
@@ -126,7 +173,6 @@ check "QKV_GEMM=eigen: the log says so" has "$WORK/gemm/train.log" "gemm: eigen 
 
 # Outputs never replace what they point at (item 1 of issue 25): a character device (our own, made with mknod
 # when root can), a FIFO, a symlink to a user's file; and the GEMM cache never touches a foreign file or FIFO.
-RUN="$WORK/fsize"
 if mknod "$WORK/null" c 1 3 2>/dev/null; then
   for cmd in export report attention; do
     case $cmd in

@@ -165,6 +165,14 @@ TEST_CASE("text models get a sample and the first 32 tokens; an unfinished run i
   const std::string partial = render_report({r.run_dir});
   CHECK(partial.find("unfinished run: weights of " + r.run_dir + "/checkpoints/step_000000010.safetensors") != std::string::npos);
   CHECK_ERROR(render_report({out_dir()}), "is not a qkv run directory");
+  // Lines of the wrong type (qkv report exited 1 on them) are skipped, and the page says so; control characters
+  // in a run's name never reach the page raw.
+  std::ofstream(r.run_dir + "/metrics.jsonl", std::ios::app) << R"({"step": "five", "split": "train", "loss": 1})" << "\n"
+                                                            << R"({"step": 11, "split": 3, "loss": 1})" << "\n"
+                                                            << R"({"step": 12, "split": "train", "loss": "x"})" << "\n";
+  const std::string odd = render_report({r.run_dir});
+  CHECK(odd.find("metrics.jsonl: skipped 3 lines that are not a qkv record (the first: line ") != std::string::npos);
+  CHECK(check_html(odd) == "");
 }
 
 TEST_CASE("the HTML check above catches what it should") {

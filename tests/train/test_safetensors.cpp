@@ -86,6 +86,11 @@ TEST_CASE("module save and strict load by name") {
   auto smaller = build_model({.kind = "seed", .vocab_size = 8, .seq_len = 4, .d_model = 8});
   CHECK(test::error_of([&] { load(*smaller, path); }).find("unexpected keys: blocks.0.ln1.weight") != std::string::npos);
   CHECK_NOTHROW(load(*other, path, /*strict=*/false));
+  // An int64 tensor where a weight belongs is named as such (it read as a shape mismatch of equal shapes).
+  auto f = read_safetensors(path);
+  for (auto& [name, t] : f.tensors)
+    if (name == "head.weight") t = Tensor::zeros(t.shape(), kInt64);
+  CHECK_ERROR(load(*n, f, "crafted", true), "int64 tensors where float weights belong: head.weight");
 }
 
 TEST_CASE("bad files give qkv::Error, never a crash or a huge allocation") {
