@@ -3,7 +3,7 @@
 # The thinking-machine example must print the values numpy computes for the same weights.
 if(TARGET thinking_machine)
   add_test(NAME examples/thinking_machine COMMAND thinking_machine)
-  set_tests_properties(examples/thinking_machine PROPERTIES PASS_REGULAR_EXPRESSION
+  set_tests_properties(examples/thinking_machine PROPERTIES TIMEOUT 60 PASS_REGULAR_EXPRESSION
     "softmax weights +\\[ +0\\.4283 +0\\.5717 \\].*output z = sum w v +\\[ +0\\.7858 +2\\.7150 +0\\.6425 \\].*softmax weights +\\[ +0\\.1503 +0\\.8497 \\].*\\[ +0\\.9248 +3\\.5490 +0\\.2255 \\]")
 endif()
 
@@ -19,12 +19,13 @@ endif()
 # README's custom op (swish with its own backward) passes gradcheck, and its misuse errors name it.
 if(TARGET custom_op)
   add_test(NAME examples/custom_op COMMAND custom_op)
-  set_tests_properties(examples/custom_op PROPERTIES PASS_REGULAR_EXPRESSION "custom op ok")
+  set_tests_properties(examples/custom_op PROPERTIES TIMEOUT 60 PASS_REGULAR_EXPRESSION "custom op ok")
 endif()
 
 # The 45-line training example must learn to reverse (it exits non-zero below 90% token accuracy).
 if(TARGET train_tiny)
   add_test(NAME examples/train_tiny COMMAND train_tiny)
+  set_tests_properties(examples/train_tiny PROPERTIES TIMEOUT 120)
 endif()
 
 # PyTorch loads exported files and computes the same logits (skipped where /usr/bin/python3 has no torch).

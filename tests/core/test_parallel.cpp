@@ -4,6 +4,10 @@
 #include <qkv/optim/optimizer.h>
 
 #include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <future>
+#include <memory>
 #include <functional>
 #include <thread>
 
@@ -141,5 +145,40 @@ TEST_CASE("parallel_for covers every index once, runs nested loops serially and 
   r2 = (input({300, 200}, 30) * 2.0).to_vector();
   other.join();
   CHECK(r1 == r2);
+  set_num_threads(before);
+}
+
+// The caller sleeps once a worker's chunk outlasts its spin, and only the worker's notify wakes it: a lost wake-up
+// would hang here, so the loop runs on a thread of its own and a caller not woken in 10 s fails the test.
+TEST_CASE("a caller that must sleep is woken when the last worker chunk ends") {
+  const int before = num_threads();
+  set_num_threads(2);
+  std::atomic<bool> worker_started{false};
+  for (int round = 0; round < 3; ++round) {
+    worker_started = false;
+    auto done = std::make_shared<std::promise<double>>();
+    std::future<double> finished = done->get_future();
+    std::thread([&, done] {
+      const auto t0 = std::chrono::steady_clock::now();
+      const auto loop_caller = std::this_thread::get_id();
+      parallel_for(2, true, [&](std::int64_t, std::int64_t) {
+        if (std::this_thread::get_id() != loop_caller) {  // the worker's chunk: slow
+          worker_started = true;
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          return;
+        }
+        // The caller's chunk waits until the worker holds the other one, so the caller has nothing left to claim.
+        for (int i = 0; i < 2000 && !worker_started; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      });
+      done->set_value(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+    }).detach();
+    if (finished.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+      FAIL_CHECK("the caller was never woken after the worker's chunk ended (a lost wake-up)");
+      std::_Exit(1);  // the loop's thread is stuck for good: end the test process instead of hanging it
+    }
+    const double seconds = finished.get();
+    CHECK(worker_started.load());
+    CHECK(seconds >= 0.19);  // it did wait for the worker's chunk
+  }
   set_num_threads(before);
 }
