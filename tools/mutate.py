@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Mutation testing: do qkv's tests catch realistic one-line bugs?
+
+Plants each mutation below, one at a time, in a copy of the tree (never the tree itself), builds the qkv program
+and the test binary there, runs the ctest entries that cover the module, and counts the mutation as killed when
+they fail or time out. Prints the kill rate per module. A developer tool, not part of `make test` (a full run builds
+~50 times: about an hour on 2 cores).
+
+  tools/mutate.py                 every mutation
+  tools/mutate.py --module report only one module's
+  tools/mutate.py --check         only check that every mutation applies (each original occurs exactly once)
+"""
+import argparse
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+# (module, file, original, replacement, ctest regex of the tests that cover it)
+SAFETENSORS = "train/test_safetensors|train/test_files|train/test_cli"
+DATASETS = "datasets/test_dataset|train/test_trainer"
+DIST = "train/mpi|train/test_distributed"
+SCHEDULE = "optim/|train/test_trainer"
+CONFIG = "train/test_config|train/test_cli"
+RUN_DIR = "train/test_run_dir|train/cli_faults|train/test_trainer"
+REPORT = "train/test_report"
+CKPT = "train/test_trainer|train/cli_faults|train/test_cli"
+MUTATIONS = [
+    # ---- safetensors ------------------------------------------------------------------------------------------
+    ("safetensors", "train/safetensors.cpp", "QKV_CHECK(n <= kMaxHeader,", "QKV_CHECK(n < kMaxHeader + 1000,", SAFETENSORS),
+    ("safetensors", "train/safetensors.cpp", "QKV_CHECK(n <= size - 8,", "QKV_CHECK(n <= size,", SAFETENSORS),
+    ("safetensors", "train/safetensors.cpp", "(u + 0x7fffu + ((u >> 16) & 1u)) >> 16", "(u + 0x8000u) >> 16", SAFETENSORS),
+    ("safetensors", "train/safetensors.cpp", "if (absu >= 0x477ff000u) return", "if (absu > 0x477ff000u) return", SAFETENSORS),
+    ("safetensors", "train/safetensors.cpp", 'QKV_CHECK(seen.insert(name).second, "safetensors: duplicate', 'QKV_CHECK(seen.insert(name).second || true, "safetensors: duplicate', SAFETENSORS),
+    ("safetensors", "train/safetensors.cpp", "json.append((8 - json.size() % 8) % 8, ' ');", "json.append((8 - json.size() % 8), ' ');", SAFETENSORS),
+    ("safetensors", "train/safetensors.cpp", "QKV_CHECK(en.begin == expect,", "QKV_CHECK(en.begin <= expect,", SAFETENSORS),
+    ("safetensors", "train/safetensors.cpp", "QKV_CHECK(expect == buffer_size,", "QKV_CHECK(expect <= buffer_size,", SAFETENSORS),
+    ("safetensors", "train/safetensors.cpp", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) >= 0x477ff000u", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) > 0x47800000u", SAFETENSORS),
+    ("safetensors", "train/files.cpp", "if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", "if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", SAFETENSORS + "|train/cli_faults"),
+    ("safetensors", "train/files.cpp", "if (size > max_bytes) {", "if (size > max_bytes + 1) {", SAFETENSORS),
+    # ---- datasets ---------------------------------------------------------------------------------------------
+    ("datasets", "datasets/dataset.cpp", "split_ = n - n / 10;", "split_ = n - n / 20;", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "const std::int64_t starts = split_ - seq_len_;", "const std::int64_t starts = split_;", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "(n - split_ - 1) / seq_len_);", "(n - split_) / seq_len_);", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "y[t] = ids_[offset + t + 1];", "y[t] = ids_[offset + t];", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "const std::int64_t nval = std::max<std::int64_t>(1, all.count / 10);", "const std::int64_t nval = std::max<std::int64_t>(1, all.count / 5);", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "e = position_ % train_.count;", "e = (position_ + 1) % train_.count;", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "values[static_cast<std::size_t>(i)] = half + draw(g, v - half);", "values[static_cast<std::size_t>(i)] = draw(g, v);", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "std::sort(y, y + t);", "std::sort(y, y + t - 1);", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "QKV_CHECK(s.position >= 0 && s.position <= limit,", "QKV_CHECK(s.position <= limit,", DATASETS),
+    ("datasets", "datasets/dataset.cpp", "wide_ = vocab.size() > 65536;", "wide_ = vocab.size() > 65537;", DATASETS),
+    # ---- distributed ------------------------------------------------------------------------------------------
+    ("distributed", "train/trainer.cpp", "first = comm.rank() * rows;", "first = 0;", DIST),
+    ("distributed", "train/trainer.cpp", "const double global = comm->sum(static_cast<double>(counted));", "const double global = static_cast<double>(counted) * comm->size();", DIST),
+    ("distributed", "train/trainer.cpp", "  comm.broadcast_values(params);\n", "\n", DIST),
+    ("distributed", "train/trainer.cpp", "if (r.shard->owns(i)) mine.insert(named[i].first);", "mine.insert(named[i].first);", DIST),
+    ("distributed", "train/trainer.cpp", "model.set_batch_slice(comm.rank() * rows, batch_size);", "model.set_batch_slice(0, batch_size);", DIST),
+    ("distributed", "train/trainer.cpp", "reported = comm->sum(loss.item());", "reported = loss.item();", DIST),
+    ("distributed", "train/cli.cpp", "if (!comm.all_failing(kFailureAgreementSeconds)) {", "if (false) {", DIST),
+    # ---- schedule ---------------------------------------------------------------------------------------------
+    ("schedule", "optim/schedule.cpp", "if (s < w) return base_lr_ * static_cast<double>(s + 1) / static_cast<double>(w);", "if (s < w) return base_lr_ * static_cast<double>(s) / static_cast<double>(w);", SCHEDULE),
+    ("schedule", "optim/schedule.cpp", "(1.0 + std::cos(std::numbers::pi * std::min(t, span) / span)) / 2.0", "(1.0 + std::cos(std::numbers::pi * t / span)) / 2.0", SCHEDULE),
+    ("schedule", "optim/schedule.cpp", "return base + (o.min_lr - base) * std::min(t, span) / span;", "return base + (o.min_lr - base) * t / (span + 1);", SCHEDULE),
+    ("schedule", "optim/schedule.cpp", "std::floor(t / static_cast<double>(o.step_size))", "std::ceil(t / static_cast<double>(o.step_size))", SCHEDULE),
+    ("schedule", "optim/schedule.cpp", "const auto span = static_cast<double>(o.total_steps - w);", "const auto span = static_cast<double>(o.total_steps);", SCHEDULE),
+    # ---- config ranges ----------------------------------------------------------------------------------------
+    ("config", "train/config.cpp", '"sequence length of each example", 1, 1e5}', '"sequence length of each example", 0, 1e5}', CONFIG),
+    ("config", "train/config.cpp", "QKV_CHECK(v >= spec.min && v <= spec.max,", "QKV_CHECK(v >= spec.min,", CONFIG),
+    ("config", "train/config.cpp", "QKV_CHECK(x >= 0.0 && x < 1.0,", "QKV_CHECK(x >= 0.0 && x <= 1.0,", CONFIG),
+    ("config", "train/config.cpp", "c.schedule.warmup_steps < c.train.steps,", "c.schedule.warmup_steps <= c.train.steps,", CONFIG),
+    ("config", "train/config.cpp", "QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions,", "QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions + 1,", CONFIG),
+    ("config", "train/config.cpp", '(c.optim.name == "sgd" && c.optim.momentum > 0)', '(c.optim.name == "sgd")', CONFIG),
+    ("config", "train/config.cpp", '"checkpoints kept (oldest deleted)", 1, 1e6}', '"checkpoints kept (oldest deleted)", 0, 1e6}', CONFIG),
+    # ---- run directory ----------------------------------------------------------------------------------------
+    ("run_dir", "train/run_dir.cpp", "name[0] == '.' && name.find(\".tmp.\")", "name.find(\".tmp.\")", RUN_DIR),
+    ("run_dir", "train/run_dir.cpp", 'name != "." && name != ".."', 'name != "."', RUN_DIR),
+    ("run_dir", "train/run_dir.cpp", "if (e.path().filename() != kMarker) fs::remove_all(e.path());", "fs::remove_all(e.path());", RUN_DIR),
+    ("run_dir", "train/run_dir.cpp", "return ec == std::errc() && end == last && step >= 0 ? step : -1;", "return ec == std::errc() && step >= 0 ? step : -1;", RUN_DIR),
+    ("run_dir", "train/run_dir.cpp", "std::sort(found.begin(), found.end());", "std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.second < b.second; });", RUN_DIR),
+    ("run_dir", "train/run_dir.cpp", 'name == "config.toml" || name == "train.log" || name == "metrics.jsonl" ||', 'name == "config.toml" || name == "train.log" || true ||', RUN_DIR),
+    ("run_dir", "train/run_dir.cpp", "held.st_nlink > 0 &&", "", RUN_DIR),
+    # ---- report -----------------------------------------------------------------------------------------------
+    ("report", "train/report.cpp", '(e.value("split", "") == "val" ? val : tr) = &e;', '(e.value("split", "") == "train" ? val : tr) = &e;', REPORT),
+    ("report", "train/report.cpp", "if (ok) r.events.push_back(std::move(j));", "if (ok && no > 1) r.events.push_back(std::move(j));", REPORT),
+    ("report", "train/report.cpp", 'if (e.value("split", "") == split && e.contains(c.metric)', 'if (e.contains(c.metric)', REPORT),
+    ("report", "train/report.cpp", "key == \"split\" ? value.is_string() : value.is_number()", "key == \"split\" ? true : value.is_number()", REPORT),
+    # ---- checkpoints and metrics ------------------------------------------------------------------------------
+    ("checkpoint", "train/trainer.cpp", "while (static_cast<std::int64_t>(all.size()) > r.config.train.keep_checkpoints) {", "while (static_cast<std::int64_t>(all.size()) > r.config.train.keep_checkpoints + 1) {", CKPT),
+    ("checkpoint", "train/trainer.cpp", 'j.value("step", std::int64_t{0}) <= step', 'j.value("step", std::int64_t{0}) < step', CKPT),
+    ("checkpoint", "train/trainer.cpp", "for (auto it = all.rbegin(); it != all.rend(); ++it) {", "for (auto it = all.rbegin() + 1; it < all.rend(); ++it) {", CKPT),
+    ("checkpoint", "train/trainer.cpp", '{"data_position", ds.position},', '{"data_position", 0},', CKPT),
+    ("checkpoint", "train/trainer.cpp", "r_.reached_target = v.seq_acc;", "r_.reached_target = 0;", CKPT),
+    ("checkpoint", "train/trainer.cpp", "check_same_data(*r.data, f, ck, file);", "", CKPT),
+    ("checkpoint", "train/trainer.cpp", 'guarded_write("records in metrics.jsonl", r_.step, r_.dir, [&] { metrics_.append(lines); });', 'try { metrics_.append(lines); } catch (...) {}', CKPT),
+    # ---- the thread pool's wake-up ----------------------------------------------------------------------------
+    ("parallel", "core/parallel.cpp", "== chunks && caller_sleeping_.load()) done_.notify_one();", "== chunks && caller_sleeping_.load() && false) done_.notify_one();", "core/test_parallel"),
+]
+
+
+def run(cmd, cwd, timeout=None, quiet=True):
+    out = subprocess.DEVNULL if quiet else None
+    try:
+        return subprocess.run(cmd, cwd=cwd, stdout=out, stderr=out, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        return -1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--module", help="only this module's mutations")
+    ap.add_argument("--check", action="store_true", help="only check that every mutation applies")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args()
+    src = pathlib.Path(__file__).resolve().parent.parent
+    chosen = [m for m in MUTATIONS if args.module in (None, m[0])]
+    bad = []
+    for module, file, old, new, _ in chosen:
+        n = (src / file).read_text().count(old)
+        if n != 1:
+            bad.append(f"{module}: {file}: the original occurs {n} times: {old[:70]!r}")
+    if bad or args.check:
+        print("\n".join(bad) or f"all {len(chosen)} mutations apply")
+        return 1 if bad else 0
+
+    work = pathlib.Path(tempfile.mkdtemp(prefix="qkv-mutate."))
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=src, capture_output=True, check=True).stdout.split(b"\0")
+    for f in filter(None, files):
+        dst = work / f.decode()
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / f.decode(), dst)
+    build = work / "build"
+    jobs = str(os.cpu_count() or 2)
+    print(f"qkv mutate: building the unmutated tree in {work}", flush=True)
+    if run(["cmake", "-S", ".", "-B", "build", "-DCMAKE_BUILD_TYPE=Release", "-DQKV_BUILD_BENCH=OFF",
+            "-DQKV_BUILD_EXAMPLES=OFF", "-DQKV_INSTALL=OFF"], work) != 0 or \
+       run(["cmake", "--build", "build", "-j", jobs, "--target", "qkv", "qkv_tests"], work) != 0:
+        print("qkv mutate: the unmutated tree does not build")
+        return 1
+    results = {}
+    for i, (module, file, old, new, tests) in enumerate(chosen, 1):
+        path = work / file
+        original = path.read_text()
+        path.write_text(original.replace(old, new))
+        t0 = time.time()
+        if run(["cmake", "--build", "build", "-j", jobs, "--target", "qkv", "qkv_tests"], work) != 0:
+            verdict = "killed (does not compile)"
+        else:
+            code = run(["ctest", "--test-dir", "build", "-R", tests, "-j", jobs, "--timeout", "300"], work, timeout=1800)
+            verdict = "killed" if code != 0 else "SURVIVED"
+        path.write_text(original)
+        os.utime(path)  # the next build recompiles the restored file
+        results.setdefault(module, []).append(verdict)
+        print(f"[{i}/{len(chosen)}] {module:12} {verdict:26} {time.time() - t0:5.0f} s  {file}: {old[:60]!r}",
+              flush=True)
+    print("\nkill rate per module:")
+    total = killed = 0
+    for module, verdicts in results.items():
+        k = sum(v.startswith("killed") for v in verdicts)
+        total += len(verdicts)
+        killed += k
+        print(f"  {module:12} {k}/{len(verdicts)} ({100 * k / len(verdicts):.0f}%)")
+    print(f"  {'all':12} {killed}/{total} ({100 * killed / total:.0f}%)")
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
