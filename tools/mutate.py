@@ -110,12 +110,12 @@ def run(cmd, cwd, timeout=None, quiet=True):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--module", help="only this module's mutations")
+    ap.add_argument("--module", action="append", help="only this module's mutations (repeatable)")
     ap.add_argument("--check", action="store_true", help="only check that every mutation applies")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     src = pathlib.Path(__file__).resolve().parent.parent
-    chosen = [m for m in MUTATIONS if args.module in (None, m[0])]
+    chosen = [m for m in MUTATIONS if not args.module or m[0] in args.module]
     bad = []
     for module, file, old, new, _ in chosen:
         n = (src / file).read_text().count(old)

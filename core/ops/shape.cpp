@@ -18,7 +18,8 @@ Tensor reshape(const Tensor& a, const Shape& shape) {
       QKV_CHECK(infer < 0, "reshape: only one dim can be -1, got shape {}", shape.str());
       infer = d;
     } else {
-      known *= s[d];
+      QKV_CHECK(!__builtin_mul_overflow(known, s[d], &known),
+                "reshape: shape {}: the element count overflows int64 (more than 2^63 - 1 elements)", shape.str());
     }
   }
   if (infer >= 0) {
