@@ -95,6 +95,45 @@ TEST_CASE("text: character vocabulary, shifted targets, last 10% validates, file
   CHECK_ERROR(d->encode("z"), "character 'z' (U+007A) is not in the vocabulary");
 }
 
+// Ids are kept in 16 bits while the vocabulary fits (65,536 characters) and in 32 bits past it: a 65,537th
+// character must keep its id 65,536, not wrap to 0.
+TEST_CASE("text: a vocabulary of 65,537 characters keeps every id") {
+  std::string chars;
+  for (char32_t cp = 0x10000; cp <= 0x10000 + 65536; ++cp)
+    chars += {static_cast<char>(0xf0 | (cp >> 18)), static_cast<char>(0x80 | ((cp >> 12) & 0x3f)),
+              static_cast<char>(0x80 | ((cp >> 6) & 0x3f)), static_cast<char>(0x80 | (cp & 0x3f))};
+  std::string highest_run;
+  for (int i = 0; i < 20; ++i) highest_run += chars.substr(chars.size() - 4);  // the last windows: the highest id
+  auto d = make_dataset({.task = "text", .seq_len = 8, .val_size = 100000,
+                         .path = write_tmp("wide.txt", chars + chars + highest_run)}, 0);
+  CHECK(d->vocab_size() == 65537);
+  const auto ids = d->validation().targets.to_vector();
+  CHECK(*std::max_element(ids.begin(), ids.end()) == 65536.0);
+}
+
+// Training windows never reach into the validation tail, and validation windows never read past the end: the
+// tail's characters ('v') appear in no training batch, and the last window's last target is the file's last one.
+TEST_CASE("text: training batches stay in the training part; validation windows end inside the file") {
+  const std::string text = std::string(107, 'a') + "b" + std::string(11, 'v') + "w";  // 120: the last 12 validate
+  const auto path = write_tmp("split.txt", text);
+  auto d = make_dataset({.task = "text", .seq_len = 4, .val_size = 100, .path = path}, 0);
+  const std::int64_t v = d->encode("v")[0], w = d->encode("w")[0], b = d->encode("b")[0];
+  bool saw_b = false;
+  for (int i = 0; i < 200; ++i) {
+    const Batch batch = d->next_batch(8);
+    for (const Tensor* t : {&batch.inputs, &batch.targets})
+      for (double id : t->to_vector()) {
+        CHECK(id != v);
+        CHECK(id != w);
+        saw_b = saw_b || id == b;
+      }
+  }
+  CHECK(saw_b);  // the training part's last character is reached (as a target)
+  const Tensor& vy = d->validation().targets;
+  CHECK(d->validation().inputs.size(0) == 2);  // (12 - 1) / 4 windows: a third would read past the end
+  CHECK(vy.to_vector().back() == double(v));   // the second window's targets are 'v' x 4; it does not read 'w'+1
+}
+
 TEST_CASE("jsonl: examples, ignored positions, file order wrapping, errors naming the line") {
   std::string lines;
   for (int i = 0; i < 10; ++i)

@@ -21,6 +21,22 @@ TEST_CASE("schedules equal torch.optim.lr_scheduler value by value") {
   CHECK(n == 6);
 }
 
+// A run resumed with more train.steps than the schedule was made for steps past its end: cosine and linear hold
+// min_lr there (torch's cosine would rise again; qkv's never does).
+TEST_CASE("cosine and linear hold min_lr past total_steps") {
+  for (const char* kind : {"cosine", "linear"}) {
+    const Tensor p = Tensor::zeros({1}).requires_grad_();
+    SGD opt({{"p", p}}, {.lr = 0.1});
+    LRSchedule sched(opt, {.kind = kind, .warmup_steps = 2, .total_steps = 10, .min_lr = 0.01});
+    for (int i = 0; i < 10; ++i) sched.step();
+    CHECK(opt.lr() == doctest::Approx(0.01));
+    for (int i = 0; i < 7; ++i) {
+      sched.step();
+      CHECK(opt.lr() == doctest::Approx(0.01));
+    }
+  }
+}
+
 TEST_CASE("schedule state is saved with the optimizer's") {
   const Tensor p = Tensor::zeros({1}).requires_grad_();
   SGD a({{"p", p}}, {.lr = 0.1}), b({{"p", p}}, {.lr = 0.1});

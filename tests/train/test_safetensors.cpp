@@ -48,6 +48,30 @@ TEST_CASE("round trip: names, shapes, values, metadata, float64 and int64") {
   CHECK(std::filesystem::file_size(path) == 8 + n + 12 * 4 + 2 * 8 + 3 * 8);
 }
 
+// The boundaries of the header and the layout: the largest header length allowed, one more, one past the end;
+// padding of at most 7 spaces; duplicate names refused when writing too; bfloat16 ties round to even.
+TEST_CASE("header lengths, padding and names at their boundaries; bf16 ties to even") {
+  CHECK_ERROR(parse(raw("{}", 0, 100'000'001)), "header length 100000001 exceeds the limit of 100000000 bytes");
+  CHECK_ERROR(parse(raw("{}   ", 0, 100'000'000)), "header length 100000000 is larger than the file's remaining 5");
+  CHECK_ERROR(parse(raw("{}", 0, 3)), "header length 3 is larger than the file's remaining 2 bytes");
+  CHECK(parse(raw("{}", 0, 2)).tensors.empty());
+  for (const char* name : {"a", "ab", "abc", "abcdefgh"}) {
+    const std::string bytes = to_safetensors_bytes({{name, Tensor::ones({1})}}, {});
+    std::uint64_t n = 0;
+    std::memcpy(&n, bytes.data(), 8);
+    CHECK(n % 8 == 0);
+    const std::string header = bytes.substr(8, n);
+    CHECK(header.size() - (header.find_last_not_of(' ') + 1) < 8);  // never a whole 8 spaces of padding
+  }
+  CHECK_ERROR(to_safetensors_bytes({{"a", Tensor::ones({1})}, {"a", Tensor::ones({2})}}, {}),
+              "safetensors: duplicate tensor name 'a'");
+  // 1 + 2^-8 lies halfway between two bfloat16 values (1 and 1 + 2^-7): to even, 1; 1 + 3 * 2^-8 to 1 + 2^-6.
+  const auto bf = parse(to_safetensors_bytes({{"x", Tensor::from({1.0 + 1.0 / 256, 1.0 + 3.0 / 256})}}, {},
+                                             StorageType::BF16)).find("x").to_vector();
+  CHECK(bf[0] == 1.0);
+  CHECK(bf[1] == 1.0 + 4.0 / 256);
+}
+
 TEST_CASE("f16 and bf16 storage round to nearest and read back as float32") {
   const Tensor x = Tensor::from({1.0, -2.5, 0.1, 65504.0, 1e-7, 65519.0, 3.14159});
   const auto f16 = parse(to_safetensors_bytes({{"x", x}}, {}, StorageType::F16)).find("x").to_vector();
