@@ -96,11 +96,22 @@ TEST_CASE("a run writes report.html: valid, one chart per metric with a point pe
   CHECK(html.size() < 1'000'000);
   std::ifstream metrics(r.run_dir + "/metrics.jsonl");
   std::map<std::string, std::size_t> events;
+  nlohmann::json last_train, last_val;
   for (std::string line; std::getline(metrics, line);) {
     const auto event = nlohmann::json::parse(line);
     for (const auto& [k, v] : event.items())
       if (v.is_number() && k != "step") ++events[k];
+    (event["split"] == "val" ? last_val : last_train) = event;
   }
+  // The final metrics table: the last training loss and the last evaluation, each from its own kind of line.
+  const auto row = [&](const char* name, double v) {
+    return fmt::format("<th scope=\"row\">{}</th><td>{:.4f}</td>", name, v);
+  };
+  CHECK(html.find("<th scope=\"row\">steps</th><td>60</td>") != std::string::npos);
+  CHECK(html.find(row("last training loss", last_train["loss"].get<double>())) != std::string::npos);
+  CHECK(html.find(row("validation loss", last_val["loss"].get<double>())) != std::string::npos);
+  CHECK(html.find(row("token accuracy", last_val["token_acc"].get<double>())) != std::string::npos);
+  CHECK(html.find(row("sequence accuracy", last_val["seq_acc"].get<double>())) != std::string::npos);
   CHECK(events["loss"] == 12 + 3);  // 12 training logs, 3 evaluations
   for (const char* metric : {"loss", "token_acc", "seq_acc", "lr", "grad_norm", "tokens_per_s"}) {
     const std::string chart = element(html, std::string("<figure class=\"chart\" data-metric=\"") + metric + "\"", "</figure>");

@@ -89,6 +89,14 @@ TEST_CASE("a run directory of qkv 0.1 (no marker) is recognised by its contents"
   CHECK(is_run_dir(run));
   std::ofstream(run / "paper.tex") << "not qkv's";
   CHECK_FALSE(is_run_dir(run));  // anything qkv did not write makes it the user's folder
+  fs::remove(run / "paper.tex");
+  std::ofstream(run / "draft.tmp.tex") << "a user's, though its name holds .tmp.";  // qkv's start with '.'
+  CHECK_FALSE(is_run_dir(run));
+  fs::remove(run / "draft.tmp.tex");
+  std::ofstream(run / ".model.safetensors.tmp.77") << "qkv's, left by a kill";
+  CHECK(is_run_dir(run));
+  std::ofstream(run / "checkpoints" / "step_12.txt") << "not a checkpoint";
+  CHECK_FALSE(is_run_dir(run));
 }
 
 TEST_CASE("a run directory is locked while a run holds it") {
