@@ -35,6 +35,11 @@ check "records unwritable: exit 1 (got $code)" [ "$code" = 1 ]
 check "records unwritable: the message" has records.err "training failed: step [0-9]*: writing .*File too large"
 whole_lines() { [ "$(grep -cv '^{.*}$' "$1")" = 0 ] && [ "$(tail -c 1 "$1" | od -An -c | tr -d ' ')" = '\n' ]; }
 check "records unwritable: metrics.jsonl keeps whole lines" whole_lines "$WORK/records/metrics.jsonl"
+# Whichever record failed first stopped the run: metrics.jsonl reaches the step before the one named (a failure
+# of metrics.jsonl passed over in silence would leave it behind while train.log went on).
+failed_at=$(sed -n 's/.*training failed: step \([0-9]*\): writing.*/\1/p' records.err)
+last=$(tail -1 "$WORK/records/metrics.jsonl" | sed 's/.*"step":\([0-9]*\).*/\1/')
+check "records unwritable: metrics.jsonl reaches step $((failed_at - 1)) (has $last)" [ "$last" -ge $((failed_at - 1)) ]
 
 # Inputs that never end or block (issue 25, item 7): /dev/zero or a FIFO as the config or the data, a folder as
 # the data. Each is refused at once (exit 2), never read until memory runs out.
