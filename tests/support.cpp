@@ -177,20 +177,25 @@ CliOutput run_cli_captured(const std::vector<std::string>& argv, const std::stri
 
 namespace qkv::test {
 
-std::filesystem::path scratch_dir(const std::string& name) {
+std::filesystem::path process_dir() {
   namespace fs = std::filesystem;
   static const fs::path root = [] {
     const fs::path r = fs::temp_directory_path() / fmt::format("qkv_tests.{}", ::getpid());
     fs::remove_all(r);
+    fs::create_directories(r);
     std::atexit([] {
       std::error_code ec;
       fs::remove_all(fs::temp_directory_path() / fmt::format("qkv_tests.{}", ::getpid()), ec);
     });
     return r;
   }();
-  const fs::path dir = root / name;
-  fs::remove_all(dir);
-  fs::create_directories(dir);
+  return root;
+}
+
+std::filesystem::path scratch_dir(const std::string& name) {
+  const std::filesystem::path dir = process_dir() / name;
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
   return dir;
 }
 

@@ -94,8 +94,10 @@ CliOutput run_cli_captured(const std::vector<std::string>& argv, const std::stri
 
 namespace qkv::test {
 
-/// A fresh, empty folder of this test process's own (under $TMPDIR, named after the pid and `name`), so tests
-/// run side by side or after a crashed run never share files. The whole process folder is removed at exit.
+/// This test process's own folder (under $TMPDIR, named after its pid), so tests run side by side, or after a
+/// crashed run, never share files; removed at exit.
+std::filesystem::path process_dir();
+/// A fresh, empty folder `name` in process_dir().
 std::filesystem::path scratch_dir(const std::string& name);
 
 }  // namespace qkv::test

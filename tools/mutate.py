@@ -148,7 +148,7 @@ def main():
         if run(["cmake", "--build", "build", "-j", jobs, "--target", "qkv", "qkv_tests"], work) != 0:
             verdict = "killed (does not compile)"
         else:
-            code = run(["ctest", "--test-dir", "build", "-R", tests, "-j", jobs, "--timeout", "300"], work, timeout=1800)
+            code = run(["ctest", "--test-dir", "build", "-R", tests, "-j", jobs, "--timeout", "180"], work, timeout=1800)
             verdict = "killed" if code != 0 else "SURVIVED"
         path.write_text(original)
         os.utime(path)  # the next build recompiles the restored file

@@ -15,7 +15,7 @@ std::vector<std::int64_t> row(const Tensor& t, std::int64_t i) {
   return {p, p + t.size(1)};
 }
 std::string write_tmp(const std::string& name, const std::string& text) {
-  const auto dir = std::filesystem::temp_directory_path() / "qkv_tests";
+  const auto dir = test::process_dir();
   std::filesystem::create_directories(dir);
   const auto path = (dir / name).string();
   std::ofstream(path) << text;

@@ -22,7 +22,7 @@ int cli(std::vector<std::string> args) {
   return run_cli(static_cast<int>(argv.size()), argv.data());
 }
 std::string tmp_dir() {
-  const auto d = fs::temp_directory_path() / "qkv_tests" / "cli";
+  const auto d = test::process_dir() / "cli";
   fs::create_directories(d);
   return d.string();
 }

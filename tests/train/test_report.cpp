@@ -12,7 +12,7 @@ namespace fs = std::filesystem;
 
 namespace {
 std::string out_dir() {
-  const auto d = fs::temp_directory_path() / "qkv_tests" / "report";
+  const auto d = test::process_dir() / "report";
   fs::create_directories(d);
   return d.string();
 }

@@ -12,7 +12,7 @@ namespace fs = std::filesystem;
 namespace {
 // A fresh sandbox: out_dir "runs" beside a folder of the user's that must survive everything.
 fs::path sandbox(const std::string& name) {
-  const auto dir = fs::temp_directory_path() / "qkv_tests" / "run_dir" / name;
+  const auto dir = test::process_dir() / "run_dir" / name;
   fs::remove_all(dir);
   fs::create_directories(dir / "runs");
   fs::create_directories(dir / "precious");

@@ -11,7 +11,7 @@ using namespace qkv;
 
 namespace {
 std::string tmp_path(const std::string& name) {
-  const auto dir = std::filesystem::temp_directory_path() / "qkv_tests";
+  const auto dir = test::process_dir();
   std::filesystem::create_directories(dir);
   return (dir / name).string();
 }

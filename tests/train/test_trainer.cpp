@@ -20,7 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 std::string out_dir() {
-  const auto dir = fs::temp_directory_path() / "qkv_tests" / "runs";
+  const auto dir = test::process_dir() / "runs";
   fs::create_directories(dir);
   return dir.string();
 }
