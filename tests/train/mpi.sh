@@ -75,6 +75,31 @@ for target in "3 shard" "1 plain"; do
   check "sharded checkpoint resumed on $1 rank(s): exit 0" [ $? = 0 ]
   check "sharded checkpoint resumed on $1 rank(s) follows the 1-process run" same_run one resumed_$2
 done
+# Re-sharded after the resume: each of the 3 ranks keeps only its own third of the state it loaded.
+check "sharded checkpoint resumed on 3 ranks: rank 0 holds 1/3 of the state" \
+  grep -q "over all 3 ranks (33% here)" resumed_shard/train.log
+
+# The weights every rank starts from are rank 0's: here each rank reads a different model.init (the same relative
+# path in its own folder), as ranks on machines whose builds initialise differently would start apart.
+mkdir -p bcast0 bcast1
+"$QKV" init "$CFG" --out bcast0/init.safetensors >/dev/null
+"$QKV" init "$CFG" run.seed=7 --out bcast1/init.safetensors >/dev/null
+(cd bcast0 && "$QKV" train "$CFG" "${COMMON[@]}" model.init=\"init.safetensors\" run.name=\"bcast_one\" >/dev/null 2>&1)
+"${MPIRUN[@]}" -np 2 sh -c 'cd "bcast$OMPI_COMM_WORLD_RANK" && exec "$@"' sh "$QKV" train "$CFG" "${COMMON[@]}" \
+  model.init=\"init.safetensors\" run.name=\"bcast_np2\" >bcast.out 2>bcast.err
+check "ranks starting from different weights: exit 0 (got $?)" [ -f bcast_np2/model.safetensors ]
+check "ranks starting from different weights follow rank 0's 1-process run" same_run bcast_one bcast_np2
+
+# Ignored targets (-100) falling unevenly across ranks: rank 0's rows have 1 target each, rank 1's have 4; the
+# loss is still the mean over the global count, as one process computes it.
+for i in $(seq 0 119); do
+  if [ $((i % 12)) -lt 6 ]; then t="[-100, -100, -100, $((i % 5))]"; else t="[$((i % 5)), 1, 2, 3]"; fi
+  echo "{\"input\": [$((i % 7)), 2, 3, 4], \"target\": $t}"
+done >uneven.jsonl
+UNEVEN=(data.task=\"jsonl\" "data.path=\"$WORK/uneven.jsonl\"" data.seq_len=4 data.vocab_size=8 data.shuffle=false)
+"$QKV" train "$CFG" "${COMMON[@]}" "${UNEVEN[@]}" run.name=\"uneven1\" >/dev/null 2>uneven1.err
+"${MPIRUN[@]}" -np 2 "$QKV" train "$CFG" "${COMMON[@]}" "${UNEVEN[@]}" run.name=\"uneven2\" >/dev/null 2>uneven2.err
+check "uneven ignored targets: np 2 follows the 1-process run" same_run uneven1 uneven2
 
 # Resume on 3 ranks from a 2-rank run's step-30 checkpoint: the same as never stopping.
 cp -r np2 resumed
