@@ -75,9 +75,14 @@ for target in "3 shard" "1 plain"; do
   check "sharded checkpoint resumed on $1 rank(s): exit 0" [ $? = 0 ]
   check "sharded checkpoint resumed on $1 rank(s) follows the 1-process run" same_run one resumed_$2
 done
-# Re-sharded after the resume: each of the 3 ranks keeps only its own third of the state it loaded.
+# Re-sharded after the resume: each of the 3 ranks keeps only its own third of the state it loaded, so all ranks
+# together hold one copy, as the 2-rank run did (not three).
+total_of() { sed -n 's/.*, \([0-9.]*\) MB over all.*/\1/p' "$1/train.log" | head -1; }
 check "sharded checkpoint resumed on 3 ranks: rank 0 holds 1/3 of the state" \
   grep -q "over all 3 ranks (33% here)" resumed_shard/train.log
+same_total() { [ -n "$(total_of "$1")" ] && [ "$(total_of "$1")" = "$(total_of "$2")" ]; }
+check "sharded checkpoint resumed on 3 ranks: one copy of the state over all ranks ($(total_of shard2) MB)" \
+  same_total shard2 resumed_shard
 
 # The weights every rank starts from are rank 0's: here each rank reads a different model.init (the same relative
 # path in its own folder), as ranks on machines whose builds initialise differently would start apart.
