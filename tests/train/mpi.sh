@@ -77,7 +77,7 @@ for target in "3 shard" "1 plain"; do
 done
 # Re-sharded after the resume: each of the 3 ranks keeps only its own third of the state it loaded, so all ranks
 # together hold one copy, as the 2-rank run did (not three).
-total_of() { sed -n 's/.*, \([0-9.]*\) MB over all.*/\1/p' "$1/train.log" | head -1; }
+total_of() { sed -n 's/.*, \([0-9.]*\) MB over all.*/\1/p' "$1/train.log" | tail -1; }  # the newest run's
 check "sharded checkpoint resumed on 3 ranks: rank 0 holds 1/3 of the state" \
   grep -q "over all 3 ranks (33% here)" resumed_shard/train.log
 same_total() { [ -n "$(total_of "$1")" ] && [ "$(total_of "$1")" = "$(total_of "$2")" ]; }
