@@ -4,7 +4,7 @@
 Plants each mutation below, one at a time, in a copy of the tree (never the tree itself), builds the qkv program
 and the test binary there, runs the ctest entries that cover the module, and counts the mutation as killed when
 they fail or time out. Prints the kill rate per module. A developer tool, not part of `make test` (a full run builds
-~50 times: about an hour on 2 cores).
+~58 times: about 35 minutes on 2 cores).
 
   tools/mutate.py                 every mutation
   tools/mutate.py --module report only one module's
