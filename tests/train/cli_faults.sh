@@ -200,7 +200,7 @@ check "attention --svg /dev/stdout: the SVG on stdout" has svg.out "</svg>"
 echo "my notes" >"$WORK/notes.txt"
 mkfifo "$WORK/cache.fifo"
 for cache in "$WORK/notes.txt" "$WORK/cache.fifo"; do
-  QKV_GEMM_CACHE="$cache" timeout 20 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"cache\" train.steps=2 --force \
+  QKV_GEMM=auto QKV_GEMM_CACHE="$cache" timeout 20 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"cache\" train.steps=2 --force \
     >/dev/null 2>cache.err
   code=$?
   check "QKV_GEMM_CACHE=$cache: trains (got $code)" [ "$code" = 0 ]
@@ -212,7 +212,7 @@ check "QKV_GEMM_CACHE=fifo: still a FIFO" [ -p "$WORK/cache.fifo" ]
 # With no place to cache the engine table (HOME missing), no folder is created and every run gets the same
 # weights (issue 25, item 13: measured tables flipped between runs).
 for i in 1 2 3; do
-  env -u XDG_CACHE_HOME -u QKV_GEMM_CACHE HOME="$WORK/no-home" "$QKV" train "$CFG" "${COMMON[@]}" \
+  env -u XDG_CACHE_HOME -u QKV_GEMM_CACHE QKV_GEMM=auto HOME="$WORK/no-home" "$QKV" train "$CFG" "${COMMON[@]}" \
     run.name=\"nocache$i\" train.steps=20 model.d_model=64 data.seq_len=32 >/dev/null 2>&1
 done
 check "no cache: HOME is not created" [ ! -e "$WORK/no-home" ]
