@@ -48,6 +48,10 @@ class AppendFile {
   double retry_seconds_ = 5.0;
 };
 
+/// The machine's physical memory in bytes (0 when unknown): what the memory checks of configs, data and model
+/// files compare against.
+std::uint64_t physical_memory_bytes();
+
 /// `word` quoted for a POSIX shell: unchanged when it holds only safe characters, else in single quotes.
 std::string shell_quote(const std::string& word);
 

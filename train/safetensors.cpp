@@ -340,10 +340,10 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const nlohmann::json header = read_header(std::as_bytes(std::span(prefix.data(), prefix.size())), size, path);
   SafetensorsFile claims;
   read_entries(header, static_cast<std::size_t>(size - 8 - n), claims, path);
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  QKV_CHECK(pages <= 0 || page <= 0 || double(size) <= double(pages) * double(page),
+  const auto have = physical_memory_bytes();
+  QKV_CHECK(have == 0 || size <= have,
             "safetensors: {}: the file holds {:.1f} GB of tensors, more than this machine's {:.1f} GB of memory", path,
-            double(size) / 1e9, double(pages) * double(page) / 1e9);
+            double(size) / 1e9, double(have) / 1e9);
   const std::string bytes = read_file_bytes(path);
   return parse_safetensors(std::as_bytes(std::span(bytes.data(), bytes.size())), path);
 }

@@ -594,11 +594,6 @@ std::string render_attention(const Tensor& weights, const std::vector<std::strin
   return out + fmt::format("{:>{}}   (rows: queries; darker = more weight, '@' ~ 1, '?' not finite)\n", "", width);
 }
 
-std::uint64_t physical_memory_bytes() {
-  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 0;
-}
-
 // What reading a data file holds: its bytes and the ids made from them (text: 2 or 4 bytes per character, jsonl:
 // 8 per id of at least 2 bytes of JSON), at most 5 times the file. Generated tasks read nothing.
 double data_file_bytes(const DataOptions& d) {

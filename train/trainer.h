@@ -3,6 +3,7 @@
 // batch -> forward -> loss -> zero_grad -> backward -> clip -> step -> schedule, with evaluation, logging,
 // metrics.jsonl, atomic checkpoints and bit-exact resume.
 #include <qkv/train/config.h>
+#include <qkv/train/files.h>
 #include <qkv/train/safetensors.h>
 
 #include <atomic>
@@ -86,8 +87,6 @@ struct MemoryEstimate {
   double total() const { return parameter_bytes + activation_bytes + data_bytes; }
 };
 MemoryEstimate estimate_memory(const Config& config, std::int64_t vocab_size);
-/// The machine's physical memory in bytes (0 when unknown).
-std::uint64_t physical_memory_bytes();
 
 /// An attention matrix (T, T) as text: one row per query, one shaded cell per key (" .:-=+*#%@"), with tokens.
 std::string render_attention(const Tensor& weights, const std::vector<std::string>& tokens);
