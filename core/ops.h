@@ -130,9 +130,11 @@ Tensor stack(const std::vector<Tensor>& tensors, int dim = 0);
 Tensor softmax(const Tensor& a, int dim);
 Tensor log_softmax(const Tensor& a, int dim);
 enum class Reduction { Mean, Sum, None };
+/// The target value cross_entropy ignores by default (torch's ignore_index): datasets mark unscored positions with it.
+inline constexpr std::int64_t kIgnore = -100;
 /// Fused log_softmax + NLL. logits (N, C), targets int64 (N); targets equal to ignore_index are skipped, and
 /// Mean divides by the number of non-ignored targets. None returns (N,) with zeros at ignored rows.
-Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index = -100,
+Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index = kIgnore,
                      Reduction reduction = Reduction::Mean);
 /// Where mask (broadcast to a's shape, any dtype) is nonzero, value; elsewhere a.
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);

@@ -17,13 +17,14 @@
 #include <vector>
 
 namespace qkv {
-namespace {
 
-int default_threads() {
+int available_cores() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
+
+namespace {
 
 std::atomic<int> g_threads{0};  // 0: not set yet, the default
 thread_local bool t_in_parallel = false;
@@ -198,7 +199,7 @@ int num_threads() {
   int t = g_threads.load(std::memory_order_relaxed);
   if (t == 0) {
     int expected = 0;
-    g_threads.compare_exchange_strong(expected, default_threads());
+    g_threads.compare_exchange_strong(expected, available_cores());
     t = g_threads.load();
   }
   return t;

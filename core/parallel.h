@@ -12,6 +12,8 @@ namespace qkv {
 void set_num_threads(int threads);
 /// The number of threads ops may use.
 int num_threads();
+/// The cores this process may run on (its CPU affinity, so taskset and cpusets count): the default thread count.
+int available_cores();
 
 /// The kinds of work whose break-even size for threads was measured (the units each is counted in).
 enum class Work {

@@ -2,6 +2,7 @@
 
 #include <qkv/core/errors.h>
 #include <qkv/core/hash.h>
+#include <qkv/core/ops.h>
 
 #include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
@@ -19,7 +20,6 @@
 namespace qkv {
 namespace {
 
-constexpr std::int64_t kIgnore = -100;
 // Streams: training and validation draw from generators seeded apart, so neither shifts the other.
 constexpr std::uint64_t kTrainStream = 0x747261696eULL, kValStream = 0x76616c6964ULL;
 

@@ -62,11 +62,13 @@ Tensor SelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::i
   return attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, 1, options_.d_k, options_.d_v);
 }
 
+void check_heads(const char* who, std::int64_t d_model, std::int64_t heads) {
+  QKV_CHECK(d_model > 0 && heads > 0, "{}: d_model and heads must be positive, got {} and {}", who, d_model, heads);
+  QKV_CHECK(d_model % heads == 0, "{}: d_model = {} is not divisible by heads = {}", who, d_model, heads);
+}
+
 MultiHeadSelfAttention::MultiHeadSelfAttention(MultiHeadSelfAttentionOptions o, Generator& gen) : options_(o) {
-  QKV_CHECK(o.d_model > 0 && o.heads > 0, "MultiHeadSelfAttention: d_model and heads must be positive, got {} and {}",
-            o.d_model, o.heads);
-  QKV_CHECK(o.d_model % o.heads == 0, "MultiHeadSelfAttention: d_model = {} is not divisible by heads = {}", o.d_model,
-            o.heads);
+  check_heads("MultiHeadSelfAttention", o.d_model, o.heads);
   w_q = register_module("w_q", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));
   w_k = register_module("w_k", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));
   w_v = register_module("w_v", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));

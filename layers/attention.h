@@ -22,6 +22,10 @@ struct AttentionResult {
   Tensor weights;  ///< (B, T, T) SelfAttention, (B, H, T, T) multi-head layer and block, (L, B, H, T, T) model
 };
 
+/// The one rule for splitting d_model across heads: both positive and heads dividing d_model, else qkv::Error
+/// naming `who` (the layer, or the config section whose sizes these are).
+void check_heads(const char* who, std::int64_t d_model, std::int64_t heads);
+
 struct MultiHeadSelfAttentionOptions {
   std::int64_t d_model = 0;
   std::int64_t heads = 1;  ///< must divide d_model; each head has width d_model / heads

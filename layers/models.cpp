@@ -143,54 +143,108 @@ std::vector<std::pair<std::int64_t, std::int64_t>> Transformer::cache_widths() c
                                                             {config().d_model, config().d_model});
 }
 
-double parameter_count(const ModelConfig& c) {
-  const auto d = double(c.d_model), v = double(c.vocab_size), s = double(c.seq_len);
-  const double embeddings = (v + s) * d;
-  if (c.kind == "seed") {
-    const double dk = double(c.d_k ? c.d_k : c.d_model), dv = double(c.d_v ? c.d_v : c.d_model);
-    const double bias = c.attn_bias ? 2 * dk + dv : 0;
-    return embeddings + d * (2 * dk + dv) + bias + dv * v + v;  // w_q, w_k, w_v, head (with bias)
-  }
-  const double dff = double(c.d_ff ? c.d_ff : 4 * c.d_model);
-  const double attention = 4 * d * d + (c.attn_bias ? 4 * d : 0);
-  const double block = 2 * d + attention + 2 * d + (d * dff + dff) + (dff * d + d);  // ln1, attn, ln2, mlp
-  return embeddings + double(c.layers) * block + 2 * d + d * v + v;                  // ln_f, head
-}
-
-double flops_per_token(const ModelConfig& c, std::int64_t t) {
-  const auto d = static_cast<double>(c.d_model), v = static_cast<double>(c.vocab_size), tt = static_cast<double>(t);
-  if (c.kind == "seed") {
-    const double dk = static_cast<double>(c.d_k ? c.d_k : c.d_model), dv = static_cast<double>(c.d_v ? c.d_v : c.d_model);
-    // projections, q.k scores, weights x v, head
-    return 2 * d * (2 * dk + dv) + 2 * tt * dk + 2 * tt * dv + 2 * dv * v;
-  }
-  const double dff = static_cast<double>(c.d_ff ? c.d_ff : 4 * c.d_model);
-  const double per_layer = 2 * 4 * d * d + 2 * 2 * tt * d + 2 * 2 * d * dff;
-  return static_cast<double>(c.layers) * per_layer + 2 * d * v;
-}
-
 namespace {
 
-using Builder = std::shared_ptr<LanguageModel> (*)(const ModelConfig&, Generator&);
+double embedding_parameters(const ModelConfig& c) { return double(c.vocab_size + c.seq_len) * double(c.d_model); }
+double seed_dk(const ModelConfig& c) { return double(c.d_k ? c.d_k : c.d_model); }
+double seed_dv(const ModelConfig& c) { return double(c.d_v ? c.d_v : c.d_model); }
+double transformer_dff(const ModelConfig& c) { return double(c.d_ff ? c.d_ff : 4 * c.d_model); }
 
-std::shared_ptr<LanguageModel> build_seed(const ModelConfig& c, Generator& gen) {
-  return std::make_shared<SeedModel>(c, gen);
-}
+const ModelKind kSeedKind{
+    .name = "seed",
+    .build = [](const ModelConfig& c, Generator& gen) -> std::shared_ptr<LanguageModel> {
+      return std::make_shared<SeedModel>(c, gen);
+    },
+    .check = [](const ModelConfig&) {},
+    .parameters =
+        [](const ModelConfig& c) {
+          const double d = double(c.d_model), v = double(c.vocab_size), dk = seed_dk(c), dv = seed_dv(c);
+          const double bias = c.attn_bias ? 2 * dk + dv : 0;
+          return embedding_parameters(c) + d * (2 * dk + dv) + bias + dv * v + v;  // w_q, w_k, w_v, head (with bias)
+        },
+    .flops_per_token =
+        [](const ModelConfig& c, std::int64_t t) {
+          const double d = double(c.d_model), v = double(c.vocab_size), tt = double(t), dk = seed_dk(c), dv = seed_dv(c);
+          return 2 * d * (2 * dk + dv) + 2 * tt * dk + 2 * tt * dv + 2 * dv * v;  // projections, scores, mix, head
+        },
+    .activations_per_token = [](const ModelConfig& c) { return 10 * double(c.d_model) + 2 + 4 * double(c.vocab_size); },
+};
 
-std::shared_ptr<LanguageModel> build_transformer(const ModelConfig& c, Generator& gen) {
-  QKV_CHECK(c.layers > 0, "model: layers must be positive, got {}", c.layers);
-  QKV_CHECK(c.heads > 0 && c.d_model % c.heads == 0, "model: d_model = {} is not divisible by heads = {}", c.d_model,
-            c.heads);
-  return std::make_shared<Transformer>(c, gen);
-}
+const ModelKind kTransformerKind{
+    .name = "transformer",
+    .build = [](const ModelConfig& c, Generator& gen) -> std::shared_ptr<LanguageModel> {
+      return std::make_shared<Transformer>(c, gen);
+    },
+    .check = [](const ModelConfig& c) { check_heads("model", c.d_model, c.heads); },
+    .parameters =
+        [](const ModelConfig& c) {
+          const double d = double(c.d_model), v = double(c.vocab_size), dff = transformer_dff(c);
+          const double attention = 4 * d * d + (c.attn_bias ? 4 * d : 0);
+          const double block = 2 * d + attention + 2 * d + (d * dff + dff) + (dff * d + d);  // ln1, attn, ln2, mlp
+          return embedding_parameters(c) + double(c.layers) * block + 2 * d + d * v + v;     // ln_f, head
+        },
+    .flops_per_token =
+        [](const ModelConfig& c, std::int64_t t) {
+          const double d = double(c.d_model), v = double(c.vocab_size), tt = double(t), dff = transformer_dff(c);
+          const double per_layer = 2 * 4 * d * d + 2 * 2 * tt * d + 2 * 2 * d * dff;
+          return double(c.layers) * per_layer + 2 * d * v;
+        },
+    .activations_per_token =
+        [](const ModelConfig& c) {
+          const double d = double(c.d_model);
+          return double(c.layers) * (16 * d + 3 * transformer_dff(c) + 2 * double(c.heads)) + 4 * d + 4 * double(c.vocab_size);
+        },
+};
 
-// Model kind -> builder: a new model is one class and one line here.
-const std::vector<std::pair<std::string, Builder>>& registry() {
-  static const std::vector<std::pair<std::string, Builder>> r = {{"seed", build_seed}, {"transformer", build_transformer}};
+// Model kind -> its entry: a new model is one class and one register_model_kind call.
+std::vector<ModelKind>& registry() {
+  static std::vector<ModelKind> r = {kSeedKind, kTransformerKind};
   return r;
 }
 
 }  // namespace
+
+void register_model_kind(const ModelKind& kind) {
+  QKV_CHECK(!kind.name.empty() && kind.build && kind.check && kind.parameters && kind.flops_per_token &&
+                kind.activations_per_token,
+            "register_model_kind: '{}': every field (name, build, check, parameters, flops_per_token, "
+            "activations_per_token) must be set", kind.name);
+  for (ModelKind& k : registry())
+    if (k.name == kind.name) {
+      k = kind;
+      return;
+    }
+  registry().push_back(kind);
+}
+
+const ModelKind& model_kind(const std::string& name) {
+  for (const ModelKind& k : registry())
+    if (k.name == name) return k;
+  fail("model: unknown kind '{}' (expected {})", name, fmt::join(model_kinds(), " or "));
+}
+
+std::vector<std::string> model_kinds() {
+  std::vector<std::string> names;
+  for (const ModelKind& k : registry()) names.push_back(k.name);
+  return names;
+}
+
+void check_model_config(const ModelConfig& c) {
+  QKV_CHECK(c.vocab_size > 0 && c.seq_len > 0 && c.d_model > 0,
+            "model: vocab_size, seq_len and d_model must be positive, got {}, {} and {}", c.vocab_size, c.seq_len,
+            c.d_model);
+  QKV_CHECK(c.layers > 0, "model: layers must be positive, got {}", c.layers);
+  model_kind(c.kind).check(c);
+}
+
+double parameter_count(const ModelConfig& c) { return model_kind(c.kind).parameters(c); }
+
+double flops_per_token(const ModelConfig& c, std::int64_t t) { return model_kind(c.kind).flops_per_token(c, t); }
+
+std::shared_ptr<LanguageModel> build_model(const ModelConfig& c, Generator& gen) {
+  check_model_config(c);
+  return model_kind(c.kind).build(c, gen);
+}
 
 const std::vector<ModelField>& model_fields() {
   using M = ModelConfig;
@@ -209,21 +263,6 @@ const std::vector<ModelField>& model_fields() {
       {"dropout", &M::dropout, 0, 0.999, "transformer: dropout before each residual add"},
   };
   return fields;
-}
-
-std::vector<std::string> model_kinds() {
-  std::vector<std::string> names;
-  for (const auto& [name, builder] : registry()) names.push_back(name);
-  return names;
-}
-
-std::shared_ptr<LanguageModel> build_model(const ModelConfig& c, Generator& gen) {
-  QKV_CHECK(c.vocab_size > 0 && c.seq_len > 0 && c.d_model > 0,
-            "model: vocab_size, seq_len and d_model must be positive, got {}, {} and {}", c.vocab_size, c.seq_len,
-            c.d_model);
-  for (const auto& [name, builder] : registry())
-    if (name == c.kind) return builder(c, gen);
-  fail("model: unknown kind '{}' (expected {})", c.kind, fmt::join(model_kinds(), " or "));
 }
 
 }  // namespace qkv

@@ -129,16 +129,36 @@ class Transformer : public LanguageModel {
   DType param_dtype() const override { return tok_emb->weight.dtype(); }
 };
 
-/// The number of parameters build_model(config) would create, computed without building it (as a double: a
-/// crafted config may ask for more than fits in memory, and callers compare before allocating).
+/// A model kind: how to build it and what it costs, known without building it. A new model is a LanguageModel
+/// subclass and one register_model_kind call (the built-in kinds are two entries in layers/models.cpp); the
+/// config's model.kind, model files, `qkv info`, the memory estimate and bench all read these.
+struct ModelKind {
+  std::string name;
+  std::shared_ptr<LanguageModel> (*build)(const ModelConfig&, Generator&) = nullptr;
+  /// Throws qkv::Error naming what does not fit together (heads that do not divide d_model, ...); build_model,
+  /// configs and model files' metadata call it before anything is allocated.
+  void (*check)(const ModelConfig&) = nullptr;
+  /// The number of parameters build would create (a double: a crafted config may ask for more than fits).
+  double (*parameters)(const ModelConfig&) = nullptr;
+  /// Forward FLOPs per token for a sequence of length t (multiply-adds count 2; training is about 3x this).
+  double (*flops_per_token)(const ModelConfig&, std::int64_t t) = nullptr;
+  /// Floats forward keeps per token for backward (the memory estimate; generous).
+  double (*activations_per_token)(const ModelConfig&) = nullptr;
+};
+/// Adds a kind (or replaces one of the same name); every field must be set.
+void register_model_kind(const ModelKind& kind);
+/// The kind `name`; throws qkv::Error listing the known kinds for an unknown one.
+const ModelKind& model_kind(const std::string& name);
+/// The kinds build_model knows, in registration order: "seed", "transformer", then any registered.
+std::vector<std::string> model_kinds();
+
+/// model_kind(config.kind).parameters(config) after the kind's checks.
 double parameter_count(const ModelConfig& config);
-
-/// Forward FLOPs per token for a sequence of length t (multiply-adds count 2; training is about 3x this).
+/// model_kind(config.kind).flops_per_token(config, t).
 double flops_per_token(const ModelConfig& config, std::int64_t t);
-
+/// Checks the sizes every kind needs and the kind's own rules (ModelKind::check).
+void check_model_config(const ModelConfig& config);
 /// Builds the model `config.kind` names; throws for an unknown kind or inconsistent sizes.
 std::shared_ptr<LanguageModel> build_model(const ModelConfig& config, Generator& gen = default_generator());
-/// The kinds build_model knows (its registry): "seed", "transformer".
-std::vector<std::string> model_kinds();
 
 }  // namespace qkv

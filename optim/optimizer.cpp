@@ -1,7 +1,8 @@
 #include "qkv/optim/optimizer.h"
 
 #include <qkv/core/autograd.h>
-#include <qkv/core/ops/kernel.h>
+#include <qkv/core/dispatch.h>
+#include <qkv/core/parallel.h>
 
 #include <algorithm>
 #include <cmath>
@@ -263,7 +264,7 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
     // The options become template flags so the loop has no branches and vectorises; large tensors are split
     // across threads (each element is independent).
     const auto loop = [&]<bool kL2, bool kDecoupled, bool kAms>() {
-      kernel::parallel_for(n, n > (1 << 16), [=](std::int64_t lo, std::int64_t hi) {
+      parallel_for(n, n > (1 << 16), [=](std::int64_t lo, std::int64_t hi) {
       // Local restrict pointers: reached through the lambda's captures, the compiler emitted gathers.
       T* __restrict pp = p;
       const T* __restrict pg = g;
@@ -310,7 +311,7 @@ void each_grad(const std::vector<Tensor>& params, F&& f) {
   }
 }
 
-double grad_norm(const std::vector<Tensor>& params) {
+double grad_sq_sum(const std::vector<Tensor>& params) {
   double sq = 0.0;
   each_grad(params, [&](auto* pg, std::int64_t n) {
     using T = std::remove_pointer_t<decltype(pg)>;
@@ -321,14 +322,21 @@ double grad_norm(const std::vector<Tensor>& params) {
     for (std::int64_t i = 0; i < n; ++i) part += g[i] * g[i];
     sq += double(part);
   });
-  return std::sqrt(sq);
+  return sq;
+}
+
+double grad_norm(const std::vector<Tensor>& params) { return std::sqrt(grad_sq_sum(params)); }
+
+void clip_to_norm(const std::vector<Tensor>& params, double norm, double max_norm) {
+  QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
+  const double coef = max_norm / (norm + 1e-6);
+  if (coef < 1.0) scale_grads(params, coef);
 }
 
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
   QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
   const double norm = grad_norm(params);
-  const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0) scale_grads(params, coef);
+  clip_to_norm(params, norm, max_norm);
   return norm;
 }
 

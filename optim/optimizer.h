@@ -169,6 +169,11 @@ std::vector<std::string> optimizer_names();
 
 /// The global L2 norm of all gradients (as if concatenated), accumulated in double.
 double grad_norm(const std::vector<Tensor>& params);
+/// grad_norm's square: every defined gradient's sum of squares (each tensor's in its own precision, then summed in
+/// double, in order). A sharded run sums these over ranks.
+double grad_sq_sum(const std::vector<Tensor>& params);
+/// Clipping given the norm: scales every gradient by max_norm / (norm + 1e-6) when that is below 1.
+void clip_to_norm(const std::vector<Tensor>& params, double norm, double max_norm);
 /// Scales all gradients together so their global L2 norm is at most max_norm (as torch's clip_grad_norm_:
 /// coefficient max_norm / (norm + 1e-6), applied only when below 1). Returns the norm before clipping.
 double clip_grad_norm(const std::vector<Tensor>& params, double max_norm);

@@ -37,14 +37,14 @@ endif()
 
 # Faults that need real processes: a file-size limit, SIGKILL, SIGTERM, two processes on one run directory.
 if(TARGET qkv)
-  add_test(NAME train/cli_faults COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/cli_faults.sh $<TARGET_FILE:qkv>
+  add_test(NAME train/cli_faults COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/cli/cli_faults.sh $<TARGET_FILE:qkv>
                                          ${CMAKE_CURRENT_BINARY_DIR}/cli_faults ${PROJECT_SOURCE_DIR})
   set_tests_properties(train/cli_faults PROPERTIES TIMEOUT 300)
 endif()
 
 # A run's report.html loads in a real browser with no console errors (skipped where Chromium is not installed).
 if(TARGET qkv)
-  add_test(NAME train/report_browser COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/report_browser.sh $<TARGET_FILE:qkv>
+  add_test(NAME train/report_browser COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/report/report_browser.sh $<TARGET_FILE:qkv>
                                              ${CMAKE_CURRENT_BINARY_DIR}/report_browser ${PROJECT_SOURCE_DIR})
   set_tests_properties(train/report_browser PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
 endif()
@@ -53,7 +53,7 @@ endif()
 # batch that does not split, bench's communication share (where qkv was built with MPI and mpirun exists).
 find_program(QKV_MPIRUN mpirun)
 if(TARGET qkv AND QKV_WITH_MPI AND QKV_MPIRUN)
-  add_test(NAME train/mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/mpi.sh $<TARGET_FILE:qkv>
+  add_test(NAME train/mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/dist/mpi.sh $<TARGET_FILE:qkv>
                                   ${CMAKE_CURRENT_BINARY_DIR}/mpi ${PROJECT_SOURCE_DIR})
   set_tests_properties(train/mpi PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
 endif()

@@ -139,7 +139,7 @@ int check_layers_against_torch(const std::map<std::string, LayerSpec>& specs) {
 
 }  // namespace qkv::test
 
-#include <qkv/train/cli.h>
+#include <qkv/train/cli/cli.h>
 
 #include <fcntl.h>
 #include <unistd.h>

@@ -20,27 +20,27 @@ import tempfile
 import time
 
 # (module, file, original, replacement, ctest regex of the tests that cover it)
-SAFETENSORS = "train/test_safetensors|train/test_files|train/test_cli"
-DATASETS = "datasets/test_dataset|train/test_trainer"
-DIST = "train/mpi|train/test_distributed"
-SCHEDULE = "optim/|train/test_trainer"
-CONFIG = "train/test_config|train/test_cli"
-RUN_DIR = "train/test_run_dir|train/cli_faults|train/test_trainer"
-REPORT = "train/test_report"
-CKPT = "train/test_trainer|train/cli_faults|train/test_cli"
+SAFETENSORS = "train/io/test_safetensors|train/io/test_files|train/cli/test_cli"
+DATASETS = "datasets/test_dataset|train/run/test_trainer"
+DIST = "train/mpi|train/dist/test_gradients"
+SCHEDULE = "optim/|train/run/test_trainer"
+CONFIG = "train/run/test_config|train/cli/test_cli"
+RUN_DIR = "train/run/test_run_dir|train/cli_faults|train/run/test_trainer"
+REPORT = "train/report/test_report"
+CKPT = "train/run/test_trainer|train/cli_faults|train/cli/test_cli"
 MUTATIONS = [
     # ---- safetensors ------------------------------------------------------------------------------------------
-    ("safetensors", "train/safetensors.cpp", "QKV_CHECK(n <= kMaxHeader,", "QKV_CHECK(n < kMaxHeader + 1000,", SAFETENSORS),
-    ("safetensors", "train/safetensors.cpp", "QKV_CHECK(n <= size - 8,", "QKV_CHECK(n <= size,", SAFETENSORS),
-    ("safetensors", "train/safetensors.cpp", "(u + 0x7fffu + ((u >> 16) & 1u)) >> 16", "(u + 0x8000u) >> 16", SAFETENSORS),
+    ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(n <= kMaxHeader,", "QKV_CHECK(n < kMaxHeader + 1000,", SAFETENSORS),
+    ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(n <= size - 8,", "QKV_CHECK(n <= size,", SAFETENSORS),
+    ("safetensors", "train/io/safetensors.cpp", "(u + 0x7fffu + ((u >> 16) & 1u)) >> 16", "(u + 0x8000u) >> 16", SAFETENSORS),
     # (to_f16's own overflow test, absu >= 0x477ff000u, is unreachable now that writing refuses such values first)
-    ("safetensors", "train/safetensors.cpp", 'QKV_CHECK(seen.insert(name).second, "safetensors: duplicate', 'QKV_CHECK(seen.insert(name).second || true, "safetensors: duplicate', SAFETENSORS),
-    ("safetensors", "train/safetensors.cpp", "json.append((8 - json.size() % 8) % 8, ' ');", "json.append((8 - json.size() % 8), ' ');", SAFETENSORS),
-    ("safetensors", "train/safetensors.cpp", "QKV_CHECK(en.begin == expect,", "QKV_CHECK(en.begin <= expect,", SAFETENSORS),
-    ("safetensors", "train/safetensors.cpp", "QKV_CHECK(expect == buffer_size,", "QKV_CHECK(expect <= buffer_size,", SAFETENSORS),
-    ("safetensors", "train/safetensors.cpp", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) >= 0x477ff000u", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) > 0x47800000u", SAFETENSORS),
-    ("safetensors", "train/files.cpp", "if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", "if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", SAFETENSORS + "|train/cli_faults"),
-    ("safetensors", "train/files.cpp", "if (size > max_bytes) {", "if (size > max_bytes + 1) {", SAFETENSORS),
+    ("safetensors", "train/io/safetensors.cpp", 'QKV_CHECK(seen.insert(name).second, "safetensors: duplicate', 'QKV_CHECK(seen.insert(name).second || true, "safetensors: duplicate', SAFETENSORS),
+    ("safetensors", "train/io/safetensors.cpp", "json.append((8 - json.size() % 8) % 8, ' ');", "json.append((8 - json.size() % 8), ' ');", SAFETENSORS),
+    ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(en.begin == expect,", "QKV_CHECK(en.begin <= expect,", SAFETENSORS),
+    ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(expect == buffer_size,", "QKV_CHECK(expect <= buffer_size,", SAFETENSORS),
+    ("safetensors", "train/io/safetensors.cpp", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) >= 0x477ff000u", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) > 0x47800000u", SAFETENSORS),
+    ("safetensors", "train/io/files.cpp", "if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", "if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", SAFETENSORS + "|train/cli_faults"),
+    ("safetensors", "train/io/files.cpp", "if (size > max_bytes) {", "if (size > max_bytes + 1) {", SAFETENSORS),
     # ---- datasets ---------------------------------------------------------------------------------------------
     ("datasets", "datasets/dataset.cpp", "split_ = n - n / 10;", "split_ = n - n / 20;", DATASETS),
     ("datasets", "datasets/dataset.cpp", "const std::int64_t starts = split_ - seq_len_;", "const std::int64_t starts = split_;", DATASETS),
@@ -53,13 +53,13 @@ MUTATIONS = [
     ("datasets", "datasets/dataset.cpp", "QKV_CHECK(s.position >= 0 && s.position <= limit,", "QKV_CHECK(s.position <= limit,", DATASETS),
     ("datasets", "datasets/dataset.cpp", "wide_ = vocab.size() > 65536;", "wide_ = vocab.size() > 65537;", DATASETS),
     # ---- distributed ------------------------------------------------------------------------------------------
-    ("distributed", "train/trainer.cpp", "first = comm.rank() * rows;", "first = 0;", DIST),
-    ("distributed", "train/trainer.cpp", "const double global = comm->sum(static_cast<double>(counted));", "const double global = static_cast<double>(counted) * comm->size();", DIST),
-    ("distributed", "train/trainer.cpp", "  comm.broadcast_values(params);\n", "\n", DIST),
-    ("distributed", "train/trainer.cpp", "if (r.shard->owns(i)) mine.insert(named[i].first);", "mine.insert(named[i].first);", DIST),
-    ("distributed", "train/trainer.cpp", "model.set_batch_slice(comm.rank() * rows, batch_size);", "model.set_batch_slice(0, batch_size);", DIST),
-    ("distributed", "train/trainer.cpp", "reported = comm->sum(loss.item());", "reported = loss.item();", DIST),
-    ("distributed", "train/cli.cpp", "if (!comm.all_failing(kFailureAgreementSeconds)) {", "if (false) {", DIST),
+    ("distributed", "train/dist/data_parallel.cpp", "first = comm_.rank() * rows;", "first = 0;", DIST),
+    ("distributed", "train/dist/data_parallel.h", "return comm_.distributed() ? comm_.sum(counted) : counted;", "return counted * comm_.size();", DIST),
+    ("distributed", "train/dist/data_parallel.cpp", "  comm_.broadcast_values(params);\n", "\n", DIST),
+    ("distributed", "train/dist/data_parallel.cpp", "if (shard_->owns(i)) mine.insert(named[i].first);", "mine.insert(named[i].first);", DIST),
+    ("distributed", "train/dist/data_parallel.cpp", "model.set_batch_slice(comm_.rank() * rows, batch_size);", "model.set_batch_slice(0, batch_size);", DIST),
+    ("distributed", "train/run/step.cpp", "reported = parallel->comm().sum(loss.item());", "reported = loss.item();", DIST),
+    ("distributed", "train/cli/cli.cpp", "if (!comm.all_failing(kFailureAgreementSeconds)) {", "if (false) {", DIST),
     # ---- schedule ---------------------------------------------------------------------------------------------
     ("schedule", "optim/schedule.cpp", "if (s < w) return base_lr_ * static_cast<double>(s + 1) / static_cast<double>(w);", "if (s < w) return base_lr_ * static_cast<double>(s) / static_cast<double>(w);", SCHEDULE),
     ("schedule", "optim/schedule.cpp", "(1.0 + std::cos(std::numbers::pi * std::min(t, span) / span)) / 2.0", "(1.0 + std::cos(std::numbers::pi * t / span)) / 2.0", SCHEDULE),
@@ -67,34 +67,34 @@ MUTATIONS = [
     ("schedule", "optim/schedule.cpp", "std::floor(t / static_cast<double>(o.step_size))", "std::ceil(t / static_cast<double>(o.step_size))", SCHEDULE),
     ("schedule", "optim/schedule.cpp", "const auto span = static_cast<double>(o.total_steps - w);", "const auto span = static_cast<double>(o.total_steps);", SCHEDULE),
     # ---- config ranges ----------------------------------------------------------------------------------------
-    ("config", "train/config.cpp", '"sequence length of each example", 1, 1e5}', '"sequence length of each example", 0, 1e5}', CONFIG),
-    ("config", "train/config.cpp", "QKV_CHECK(v >= spec.min && v <= spec.max,", "QKV_CHECK(v >= spec.min,", CONFIG),
-    ("config", "train/config.cpp", "QKV_CHECK(x >= 0.0 && x < 1.0,", "QKV_CHECK(x >= 0.0 && x <= 1.0,", CONFIG),
-    ("config", "train/config.cpp", "c.schedule.warmup_steps < c.train.steps,", "c.schedule.warmup_steps <= c.train.steps,", CONFIG),
-    ("config", "train/config.cpp", "QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions,", "QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions + 1,", CONFIG),
-    ("config", "train/config.cpp", '(c.optim.name == "sgd" && c.optim.momentum > 0)', '(c.optim.name == "sgd")', CONFIG),
-    ("config", "train/config.cpp", '"checkpoints kept (oldest deleted)", 1, 1e6}', '"checkpoints kept (oldest deleted)", 0, 1e6}', CONFIG),
+    ("config", "train/run/config.cpp", '"sequence length of each example", 1, 1e5}', '"sequence length of each example", 0, 1e5}', CONFIG),
+    ("config", "train/run/config.cpp", "QKV_CHECK(v >= spec.min && v <= spec.max,", "QKV_CHECK(v >= spec.min,", CONFIG),
+    ("config", "train/run/config.cpp", "QKV_CHECK(x >= 0.0 && x < 1.0,", "QKV_CHECK(x >= 0.0 && x <= 1.0,", CONFIG),
+    ("config", "train/run/config.cpp", "c.schedule.warmup_steps < c.train.steps,", "c.schedule.warmup_steps <= c.train.steps,", CONFIG),
+    ("config", "train/run/config.cpp", "QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions,", "QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions + 1,", CONFIG),
+    ("config", "train/run/config.cpp", '(c.optim.name == "sgd" && c.optim.momentum > 0)', '(c.optim.name == "sgd")', CONFIG),
+    ("config", "train/run/config.cpp", '"checkpoints kept (oldest deleted)", 1, 1e6}', '"checkpoints kept (oldest deleted)", 0, 1e6}', CONFIG),
     # ---- run directory ----------------------------------------------------------------------------------------
-    ("run_dir", "train/run_dir.cpp", "name[0] == '.' && name.find(\".tmp.\")", "name.find(\".tmp.\")", RUN_DIR),
-    ("run_dir", "train/run_dir.cpp", 'name != "." && name != ".."', 'name != "."', RUN_DIR),
-    ("run_dir", "train/run_dir.cpp", "if (e.path().filename() != kMarker) fs::remove_all(e.path());", "fs::remove_all(e.path());", RUN_DIR),
-    ("run_dir", "train/run_dir.cpp", "return ec == std::errc() && end == last && step >= 0 ? step : -1;", "return ec == std::errc() && step >= 0 ? step : -1;", RUN_DIR),
-    ("run_dir", "train/run_dir.cpp", "std::sort(found.begin(), found.end());", "std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.second < b.second; });", RUN_DIR),
-    ("run_dir", "train/run_dir.cpp", 'name == "config.toml" || name == "train.log" || name == "metrics.jsonl" ||', 'name == "config.toml" || name == "train.log" || true ||', RUN_DIR),
-    ("run_dir", "train/run_dir.cpp", "held.st_nlink > 0 &&", "", RUN_DIR),
+    ("run_dir", "train/run/run_dir.cpp", "name[0] == '.' && name.find(\".tmp.\")", "name.find(\".tmp.\")", RUN_DIR),
+    ("run_dir", "train/run/run_dir.cpp", 'name != "." && name != ".."', 'name != "."', RUN_DIR),
+    ("run_dir", "train/run/run_dir.cpp", "if (e.path().filename() != kMarker) fs::remove_all(e.path());", "fs::remove_all(e.path());", RUN_DIR),
+    ("run_dir", "train/run/run_dir.cpp", "return ec == std::errc() && end == last && step >= 0 ? step : -1;", "return ec == std::errc() && step >= 0 ? step : -1;", RUN_DIR),
+    ("run_dir", "train/run/run_dir.cpp", "std::sort(found.begin(), found.end());", "std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.second < b.second; });", RUN_DIR),
+    ("run_dir", "train/run/run_dir.cpp", 'name == "config.toml" || name == "train.log" || name == "metrics.jsonl" ||', 'name == "config.toml" || name == "train.log" || true ||', RUN_DIR),
+    ("run_dir", "train/run/run_dir.cpp", "held.st_nlink > 0 &&", "", RUN_DIR),
     # ---- report -----------------------------------------------------------------------------------------------
-    ("report", "train/report.cpp", '(e.value("split", "") == "val" ? val : tr) = &e;', '(e.value("split", "") == "train" ? val : tr) = &e;', REPORT),
-    ("report", "train/report.cpp", "if (ok) r.events.push_back(std::move(j));", "if (ok && no > 1) r.events.push_back(std::move(j));", REPORT),
-    ("report", "train/report.cpp", 'if (e.value("split", "") == split && e.contains(c.metric)', 'if (e.contains(c.metric)', REPORT),
-    ("report", "train/report.cpp", "key == \"split\" ? value.is_string() : value.is_number()", "key == \"split\" ? true : value.is_number()", REPORT),
+    ("report", "train/report/report.cpp", '(e.value("split", "") == "val" ? val : tr) = &e;', '(e.value("split", "") == "train" ? val : tr) = &e;', REPORT),
+    ("report", "train/report/report.cpp", "if (ok) r.events.push_back(std::move(j));", "if (ok && no > 1) r.events.push_back(std::move(j));", REPORT),
+    ("report", "train/report/report.cpp", 'if (e.value("split", "") == split && e.contains(c.metric)', 'if (e.contains(c.metric)', REPORT),
+    ("report", "train/report/report.cpp", "key == \"split\" ? value.is_string() : value.is_number()", "key == \"split\" ? true : value.is_number()", REPORT),
     # ---- checkpoints and metrics ------------------------------------------------------------------------------
-    ("checkpoint", "train/trainer.cpp", "while (static_cast<std::int64_t>(all.size()) > r.config.train.keep_checkpoints) {", "while (static_cast<std::int64_t>(all.size()) > r.config.train.keep_checkpoints + 1) {", CKPT),
-    ("checkpoint", "train/trainer.cpp", 'j.value("step", std::int64_t{0}) <= step', 'j.value("step", std::int64_t{0}) < step', CKPT),
-    ("checkpoint", "train/trainer.cpp", "for (auto it = all.rbegin(); it != all.rend(); ++it) {", "for (auto it = all.rbegin() + 1; it < all.rend(); ++it) {", CKPT),
-    ("checkpoint", "train/trainer.cpp", '{"data_position", ds.position},', '{"data_position", 0},', CKPT),
-    ("checkpoint", "train/trainer.cpp", "r_.reached_target = v.seq_acc;", "r_.reached_target = 0;", CKPT),
-    ("checkpoint", "train/trainer.cpp", "check_same_data(*r.data, f, ck, file);", "", CKPT),
-    ("checkpoint", "train/trainer.cpp", 'guarded_write("records in metrics.jsonl", r_.step, r_.dir, [&] { metrics_.append(lines); });', 'try { metrics_.append(lines); } catch (...) {}', CKPT),
+    ("checkpoint", "train/run/checkpoint.cpp", "while (static_cast<std::int64_t>(all.size()) > r.config.train.keep_checkpoints) {", "while (static_cast<std::int64_t>(all.size()) > r.config.train.keep_checkpoints + 1) {", CKPT),
+    ("checkpoint", "train/run/checkpoint.cpp", 'j.value("step", std::int64_t{0}) <= step', 'j.value("step", std::int64_t{0}) < step', CKPT),
+    ("checkpoint", "train/run/trainer.cpp", "for (auto it = all.rbegin(); it != all.rend(); ++it) {", "for (auto it = all.rbegin() + 1; it < all.rend(); ++it) {", CKPT),
+    ("checkpoint", "train/run/checkpoint.cpp", '{"data_position", ds.position},', '{"data_position", 0},', CKPT),
+    ("checkpoint", "train/run/trainer.cpp", "r_.reached_target = v.seq_acc;", "r_.reached_target = 0;", CKPT),
+    ("checkpoint", "train/run/checkpoint.cpp", "check_same_data(*r.data, f, ck, file);", "", CKPT),
+    ("checkpoint", "train/run/trainer.cpp", 'guarded_write("records in metrics.jsonl", r_.step, r_.dir, [&] { metrics_.append(lines); });', 'try { metrics_.append(lines); } catch (...) {}', CKPT),
     # ---- the thread pool's wake-up ----------------------------------------------------------------------------
     ("parallel", "core/parallel.cpp", "== chunks && caller_sleeping_.load()) done_.notify_one();", "== chunks && caller_sleeping_.load() && false) done_.notify_one();", "core/test_parallel"),
 ]

@@ -1,6 +1,6 @@
 // libFuzzer target for the config parser: TOML text, then after a line "%%" one override per line. Any input
 // must parse or throw qkv::Error; any other exception (a raw toml++ or std error) or crash is a finding.
-#include <qkv/train/config.h>
+#include <qkv/train/run/config.h>
 
 #include <cstddef>
 #include <cstdint>

@@ -1,0 +1,152 @@
+#include "qkv/train/cli/cli.h"
+
+#include <qkv/core/errors.h>
+#include <qkv/core/gemm.h>
+#include <qkv/train/cli/commands.h>
+#include <qkv/train/dist/comm.h>
+#include <qkv/train/run/model_file.h>
+#include <qkv/train/run/trainer.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <new>
+
+namespace qkv {
+namespace fs = std::filesystem;
+namespace {
+
+// How long a failing rank waits for the others to fail too before it ends the job alone: ranks that fail at the
+// same point (a config error every rank reads) arrive within milliseconds of each other.
+constexpr double kFailureAgreementSeconds = 5.0;
+
+struct Command {
+  const char* name;
+  const char* help;
+  cli::Runner (*declare)(CLI::App&);
+};
+
+// Every command, in the order `qkv --help` lists them: a new command is one line here and its declare_ function.
+constexpr Command kCommands[] = {
+    {"train", "train a model from a TOML config", cli::declare_train},
+    {"eval", "validation metrics of a trained model", cli::declare_eval},
+    {"info", "resolved config, model summary, parameter count and FLOPs per token", cli::declare_info},
+    {"bench", "time training steps (no eval or checkpoint I/O)", cli::declare_bench},
+    {"init", "write the initial weights a run of CONFIG starts from (for another framework)", cli::declare_init},
+    {"export", "write a run's weights as a safetensors file (PyTorch/numpy read it)", cli::declare_export},
+    {"predict", "the predicted token at every position", cli::declare_predict},
+    {"attention", "the attention matrix of one layer and head", cli::declare_attention},
+    {"sample", "generate from a causal model", cli::declare_sample},
+    {"report", "write one self-contained HTML page with a run's curves and attention", cli::declare_report},
+};
+
+// The man-page part of `qkv --help` (a test checks it against README and the exit codes the CLI returns).
+constexpr const char* kHelpFooter = R"(Each command has its own --help: qkv COMMAND --help.
+
+Exit status:
+  0    success
+  1    runtime failure (a non-finite loss, out of memory, a failed write)
+  2    usage, config or input error (the message names the key, file, line and column)
+  130  stopped by SIGINT (Ctrl-C) after writing a checkpoint; 143 for SIGTERM
+
+Files:
+  RUN_DIR/config.toml, metrics.jsonl, train.log, checkpoints/, model.safetensors, report.html
+  written by qkv train into run.out_dir/run.name; every file is written atomically
+
+Environment:
+  QKV_GEMM=eigen|blas|auto   the GEMM engine (default auto: the faster one here, measured once and cached)
+
+More: README.md (quickstart, config reference: qkv info --keys))";
+
+// The exit codes: 2 for usage, config and input errors; 1 for failures while running.
+// Prints a failure once per job: on one process, always; under mpirun, by the lowest rank that failed itself
+// (a failure every rank hits, such as a config error, is printed by rank 0 alone; the ranks that only learned of
+// another's failure print nothing). Every rank is here when this runs, so the gather cannot hang.
+void report_failure(const std::string& message, int code) {
+  const Comm& comm = Comm::world();
+  if (!comm.distributed()) {
+    std::cerr << message;
+    return;
+  }
+  // A rank that failed alone (a missing config or data file on its machine, a bad QKV_GEMM in its environment)
+  // would leave the others waiting forever in their next collective: it says why and ends the job.
+  if (!comm.all_failing(kFailureAgreementSeconds)) {
+    std::cerr << fmt::format("rank {}: {}", comm.rank(), message) << std::flush;
+    comm.abort_job(code);
+  }
+  const auto failed = comm.gather(message.empty() ? 0 : 1);
+  const auto first = std::find(failed.begin(), failed.end(), 1u) - failed.begin();
+  if (first != comm.rank()) return;
+  std::cerr << (comm.lead() ? message : fmt::format("rank {}: {}", comm.rank(), message));
+}
+
+int exit_code_of(const std::function<int()>& run) {
+  std::string message;
+  int code = 1;
+  try {
+    return run();
+  } catch (const PeerFailed& e) {
+    code = e.code;  // another rank failed, and says why
+  } catch (const WriteError& e) {
+    message = fmt::format("qkv: failed: {}\n", e.what());
+  } catch (const Error& e) {
+    message = fmt::format("qkv: error: {}\n", e.what());
+    code = 2;
+  } catch (const fs::filesystem_error& e) {  // an input path the system refuses (a symlink loop, a name too long)
+    message = fmt::format("qkv: error: {}{}: {}\n", e.path1().string(), e.path2().empty() ? "" : " -> " + e.path2().string(),
+                          e.code().message());
+    code = 2;
+  } catch (const TrainingError& e) {
+    message = fmt::format("\nqkv: training failed: {}\n", e.what());
+  } catch (const std::bad_alloc&) {
+    message = "\nqkv: out of memory (lower train.batch_size, data.seq_len or the model size)\n";
+  } catch (const std::exception& e) {
+    message = fmt::format("qkv: failed: {}\n", e.what());
+  }
+  report_failure(message, code);
+  return code;
+}
+
+}  // namespace
+
+std::vector<std::string> command_names() {
+  std::vector<std::string> names;
+  for (const Command& c : kCommands) names.push_back(c.name);
+  return names;
+}
+
+int run_cli(int argc, const char* const* argv) {
+  CLI::App app{"qkv: train, inspect and export attention models"};
+  app.set_version_flag("--version", std::string("qkv ") + version());
+  app.require_subcommand(1);
+  app.footer(kHelpFooter);
+  std::vector<std::pair<CLI::App*, cli::Runner>> commands;
+  for (const Command& c : kCommands) {
+    CLI::App* sub = app.add_subcommand(c.name, c.help);
+    commands.emplace_back(sub, c.declare(*sub));
+  }
+  if (launched_by_mpirun()) {
+    // Under mpirun MPI starts before anything can fail, so a failure on any rank can be agreed on or end the job.
+    const int code = exit_code_of([] { return (void)Comm::world(), 0; });
+    if (code != 0) return code;
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    return exit_code_of([&]() -> int {
+      fail("{}\n(run 'qkv --help' or 'qkv <command> --help')", e.what());
+    });
+  }
+  return exit_code_of([&] {
+    gemm_choice();  // a bad QKV_GEMM is a usage error before any work
+    for (const auto& [sub, run] : commands)
+      if (sub->parsed()) return run();
+    return 2;
+  });
+}
+
+}  // namespace qkv

@@ -1,0 +1,509 @@
+#include "qkv/train/run/config.h"
+
+#include <qkv/core/errors.h>
+#include <qkv/optim/optimizer.h>
+#include <qkv/optim/schedule.h>
+#include <qkv/train/io/files.h>
+#include <qkv/train/run/run_dir.h>
+
+#include <nlohmann/json.hpp>
+#include <toml++/toml.h>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <map>
+#include <optional>
+#include <sstream>
+#include <variant>
+
+namespace qkv {
+
+std::string toml_quote(const std::string& text) {
+  std::string out = "\"";  // a TOML basic string: every control character escaped
+  for (char ch : text) {
+    const auto u = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (ch == '\n') out += "\\n";
+    else if (u < 0x20 || u == 0x7f) out += fmt::format("\\u{:04X}", u);
+    else out += ch;
+  }
+  return out + "\"";
+}
+
+namespace {
+
+using Ref = std::variant<std::string*, std::int64_t*, std::uint64_t*, double*, bool*, std::vector<double>*>;
+
+struct KeySpec {
+  std::string name;
+  std::function<Ref(Config&)> ref;
+  const char* meaning;
+  double min = -std::numeric_limits<double>::infinity();
+  double max = std::numeric_limits<double>::infinity();
+  std::vector<std::string> choices = {};
+};
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kMaxValidationTokens = 1 << 27;
+constexpr std::uint64_t kMaxConfigBytes = 1 << 20;  // the shipped configs are under 2 KB  // 134M: 2 GB of int64 inputs and targets
+
+// The [model] keys, from ModelConfig's one description (model_fields() in layers/models.h).
+std::vector<KeySpec> model_specs() {
+  std::vector<KeySpec> out;
+  for (const ModelField& f : model_fields()) {
+    if (!f.in_config) continue;
+    KeySpec k{std::string("model.") + f.name,
+              [m = f.member](Config& c) -> Ref {
+                return std::visit([&](auto mp) -> Ref { return &(static_cast<ModelConfig&>(c.model).*mp); }, m);
+              },
+              f.doc};
+    const bool number = std::holds_alternative<std::int64_t ModelConfig::*>(f.member) ||
+                        std::holds_alternative<double ModelConfig::*>(f.member);
+    if (number) k.min = f.min, k.max = f.max;
+    if (std::string_view(f.name) == "kind") k.choices = model_kinds();
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
+std::vector<KeySpec> make_specs() {
+  std::vector<KeySpec> s = {
+      {"run.name", [](Config& c) -> Ref { return &c.run.name; }, "run directory name under out_dir"},
+      {"run.seed", [](Config& c) -> Ref { return &c.run.seed; }, "seed of every random stream (init, data, dropout)"},
+      {"run.out_dir", [](Config& c) -> Ref { return &c.run.out_dir; }, "folder that holds run directories"},
+      {"data.task", [](Config& c) -> Ref { return &c.data.task; }, "the task; text and jsonl read data.path, the others are generated",
+       -kInf, kInf, task_names()},
+      {"data.vocab_size", [](Config& c) -> Ref { return &c.data.vocab_size; }, "tokens of generated tasks (text: taken from the file)", 2, 1e6},
+      {"data.seq_len", [](Config& c) -> Ref { return &c.data.seq_len; }, "sequence length of each example", 1, 1e5},
+      {"data.val_size", [](Config& c) -> Ref { return &c.data.val_size; }, "validation examples of generated tasks", 1, 1e7},
+      {"data.path", [](Config& c) -> Ref { return &c.data.path; }, "text: UTF-8 file; jsonl: training examples"},
+      {"data.val_path", [](Config& c) -> Ref { return &c.data.val_path; }, "jsonl: validation examples (default: last 10% of path)"},
+      {"data.shuffle", [](Config& c) -> Ref { return &c.data.shuffle; }, "jsonl/text: random batches; false takes them in file order, wrapping"},
+      {"model.positions", [](Config& c) -> Ref { return &c.model.positions; }, "positional table size (0 = data.seq_len)", 0, 1e6},
+      {"model.init", [](Config& c) -> Ref { return &c.model.init; }, "safetensors file of initial weights, loaded by name, strictly"},
+      {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "the optimizer (torch.optim's update rules)", -kInf, kInf, optimizer_names()},
+      {"optim.lr", [](Config& c) -> Ref { return &c.optim.lr; }, "peak learning rate", 0, 1e3},
+      {"optim.betas", [](Config& c) -> Ref { return &c.optim.betas; }, "adam/adamw: (beta1, beta2), each in [0, 1)"},
+      {"optim.eps", [](Config& c) -> Ref { return &c.optim.eps; }, "adam/adamw: denominator epsilon (> 0)", 1e-300, 1},
+      {"optim.weight_decay", [](Config& c) -> Ref { return &c.optim.weight_decay; }, "L2 (sgd, adam) or decoupled (adamw) decay", 0, 1e3},
+      {"optim.momentum", [](Config& c) -> Ref { return &c.optim.momentum; }, "sgd: momentum", 0, 1},
+      {"optim.nesterov", [](Config& c) -> Ref { return &c.optim.nesterov; }, "sgd: Nesterov momentum (needs momentum > 0)"},
+      {"optim.clip_grad_norm", [](Config& c) -> Ref { return &c.optim.clip_grad_norm; }, "clip the global gradient norm to this (0 = off)", 0, kInf},
+      {"optim.shard", [](Config& c) -> Ref { return &c.optim.shard; }, "under mpirun: each rank keeps the optimizer state of 1/N of the parameters (ZeRO-1)"},
+      {"schedule.kind", [](Config& c) -> Ref { return &c.schedule.kind; }, "the learning rate's shape after warmup",
+       -kInf, kInf, schedule_kinds()},
+      {"schedule.warmup_steps", [](Config& c) -> Ref { return &c.schedule.warmup_steps; }, "linear warmup steps from lr/warmup to lr", 0, 1e9},
+      {"schedule.min_lr", [](Config& c) -> Ref { return &c.schedule.min_lr; }, "cosine/linear: final learning rate", 0, 1e3},
+      {"schedule.step_size", [](Config& c) -> Ref { return &c.schedule.step_size; }, "step: decay every step_size steps", 1, 1e9},
+      {"schedule.gamma", [](Config& c) -> Ref { return &c.schedule.gamma; }, "step: decay factor", 1e-300, 1e3},
+      {"train.steps", [](Config& c) -> Ref { return &c.train.steps; }, "optimizer steps", 1, 1e12},
+      {"train.batch_size", [](Config& c) -> Ref { return &c.train.batch_size; }, "sequences per step", 1, 1e7},
+      {"train.eval_every", [](Config& c) -> Ref { return &c.train.eval_every; }, "validate every this many steps (and at the end)", 1, 1e12},
+      {"train.log_every", [](Config& c) -> Ref { return &c.train.log_every; }, "log training loss every this many steps", 1, 1e12},
+      {"train.checkpoint_every", [](Config& c) -> Ref { return &c.train.checkpoint_every; }, "checkpoint every this many steps (0 = only at the end)", 0, 1e12},
+      {"train.keep_checkpoints", [](Config& c) -> Ref { return &c.train.keep_checkpoints; }, "checkpoints kept (oldest deleted)", 1, 1e6},
+      {"train.target_accuracy", [](Config& c) -> Ref { return &c.train.target_accuracy; }, "stop when validation sequence accuracy reaches it (0 = off)", 0, 1},
+      {"train.bucket_mb", [](Config& c) -> Ref { return &c.train.bucket_mb; }, "under mpirun: gradients are summed in buckets of this size, each started while backward computes the rest (0 = one sum after backward)", 0, 1e6},
+      {"train.threads", [](Config& c) -> Ref { return &c.train.threads; }, "worker threads (0 = all cores, shared by the ranks mpirun starts on one machine)", 0, 1024},
+  };
+  const auto model_end = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.name == "model.positions"; });
+  auto model = model_specs();
+  s.insert(model_end, model.begin(), model.end());
+  return s;
+}
+
+const std::vector<KeySpec>& specs() {
+  static const std::vector<KeySpec> s = make_specs();
+  return s;
+}
+
+const KeySpec* find_spec(const std::string& name) {
+  for (const auto& s : specs())
+    if (name == s.name) return &s;
+  return nullptr;
+}
+
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
+  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= a.size(); ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= b.size(); ++j)
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
+    std::swap(prev, cur);
+  }
+  return prev[b.size()];
+}
+
+// " (did you mean 'data.seq_len'?)" for the closest known key or section, or "".
+std::string suggest(const std::string& name, bool sections) {
+  std::string best;
+  std::size_t best_d = std::numeric_limits<std::size_t>::max();
+  for (const auto& s : specs()) {
+    std::string cand = s.name;
+    if (sections) cand = cand.substr(0, cand.find('.'));
+    const auto d = edit_distance(name, cand);
+    if (d < best_d) best_d = d, best = cand;
+  }
+  const std::size_t limit = std::max<std::size_t>(2, name.size() / 3);
+  return best_d <= limit ? fmt::format(" (did you mean '{}'?)", best) : std::string();
+}
+
+std::string where_of(const std::string& source, const toml::source_region& r) {
+  if (r.begin.line == 0) return source;
+  return fmt::format("{}:{}:{}", source, r.begin.line, r.begin.column);
+}
+
+const char* type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a float";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date or time";
+  }
+}
+
+std::string format_value(const Ref& r) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          return toml_quote(*p);
+        } else if constexpr (std::is_same_v<T, bool>) {
+          return *p ? "true" : "false";
+        } else if constexpr (std::is_same_v<T, double>) {
+          std::string s = fmt::format("{}", *p);
+          if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // keep it a TOML float
+          return s;
+        } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+          std::vector<std::string> parts;
+          for (double v : *p) {
+            std::string s = fmt::format("{}", v);
+            if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+            parts.push_back(s);
+          }
+          return fmt::format("[{}]", fmt::join(parts, ", "));
+        } else {
+          return fmt::format("{}", *p);
+        }
+      },
+      r);
+}
+
+std::string type_of(const Ref& r) {
+  return std::visit(
+      [](auto* p) -> std::string {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) return "string";
+        else if constexpr (std::is_same_v<T, bool>) return "bool";
+        else if constexpr (std::is_same_v<T, double>) return "float";
+        else if constexpr (std::is_same_v<T, std::vector<double>>) return "[float, float]";
+        else return "int";
+      },
+      r);
+}
+
+// Stores node into the key's field, checking its type; `at` locates the value in errors.
+void assign(const KeySpec& spec, Config& c, const toml::node& node, const std::string& at) {
+  const auto bad = [&](const char* expected) {
+    fail("{}: {}: expected {}, got {}", at, spec.name, expected, type_name(node));
+  };
+  std::visit(
+      [&](auto* p) {
+        using T = std::remove_pointer_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, std::string>) {
+          if (!node.is_string()) bad("a string");
+          *p = node.as_string()->get();
+        } else if constexpr (std::is_same_v<T, bool>) {
+          if (!node.is_boolean()) bad("a boolean (true or false)");
+          *p = node.as_boolean()->get();
+        } else if constexpr (std::is_same_v<T, double>) {
+          if (node.is_integer()) *p = static_cast<double>(node.as_integer()->get());
+          else if (node.is_floating_point()) *p = node.as_floating_point()->get();
+          else bad("a number");
+        } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+          const auto* arr = node.as_array();
+          if (arr == nullptr || arr->size() != 2) bad("an array of two numbers");
+          std::vector<double> v;
+          for (const auto& e : *arr) {
+            if (e.is_integer()) v.push_back(static_cast<double>(e.as_integer()->get()));
+            else if (e.is_floating_point()) v.push_back(e.as_floating_point()->get());
+            else bad("an array of two numbers");
+          }
+          *p = v;
+        } else {
+          if (!node.is_integer()) bad("an integer");
+          const std::int64_t v = node.as_integer()->get();
+          if constexpr (std::is_same_v<T, std::uint64_t>) {
+            if (v < 0) fail("{}: {}: expected a non-negative integer, got {}", at, spec.name, v);
+          }
+          *p = static_cast<T>(v);
+        }
+      },
+      spec.ref(c));
+}
+
+// Range and choice checks of one key.
+void check_range(const KeySpec& spec, Config& c, const std::string& at) {
+  const Ref r = spec.ref(c);
+  if (auto* s = std::get_if<std::string*>(&r); s && has_control_character(**s)) {
+    const auto bad = std::find_if((*s)->begin(), (*s)->end(), [](char ch) { return has_control_character({ch}); });
+    fail("{}: {}: control character 0x{:02X} at byte {} (names and paths may not hold control characters: they "
+         "break the files and commands qkv writes)",
+         at, spec.name, static_cast<unsigned char>(*bad), bad - (*s)->begin());
+  }
+  if (auto* s = std::get_if<std::string*>(&r); s && !spec.choices.empty()) {
+    if (std::find(spec.choices.begin(), spec.choices.end(), **s) == spec.choices.end())
+      fail("{}: {}: unknown value \"{}\" (expected one of: {})", at, spec.name, **s, fmt::join(spec.choices, ", "));
+    return;
+  }
+  double v = 0;
+  if (auto* i = std::get_if<std::int64_t*>(&r)) v = static_cast<double>(**i);
+  else if (auto* d = std::get_if<double*>(&r)) v = **d;
+  else if (auto* b = std::get_if<std::vector<double>*>(&r)) {
+    for (double x : **b)
+      QKV_CHECK(x >= 0.0 && x < 1.0, "{}: {}: each beta must be in [0, 1), got {}", at, spec.name, format_value(r));
+    return;
+  } else
+    return;
+  QKV_CHECK(std::isfinite(v) || spec.max == kInf, "{}: {}: value {} is not finite", at, spec.name, format_value(r));
+  QKV_CHECK(v >= spec.min && v <= spec.max, "{}: {}: value {} is out of range (expected {} to {})", at, spec.name,
+            format_value(r), spec.min == 1e-300 ? "> 0" : fmt::format("{}", spec.min),
+            spec.max == kInf ? "any larger" : fmt::format("{}", spec.max));
+}
+
+// An override value that is not valid TOML is taken as a bare string (run.name=abc), unless it was clearly meant
+// as TOML: a quoted string or array left open, or a number too large to hold.
+void check_bare_override(const KeySpec& spec, const std::string& value, const std::string& at, std::string_view why) {
+  const auto first = value.find_first_not_of(" \t");
+  if (first == std::string::npos) return;
+  const char c0 = value[first];
+  QKV_CHECK(c0 != '"' && c0 != '\'' && c0 != '[' && c0 != '{', "{}: {}: invalid TOML value {} ({})", at, spec.name,
+            value, why);
+  const auto digit = [](char ch) { return std::isdigit(static_cast<unsigned char>(ch)) != 0; };
+  const bool numeric = digit(c0) || ((c0 == '-' || c0 == '+') && first + 1 < value.size() && digit(value[first + 1]));
+  Config probe;
+  if (numeric && !std::holds_alternative<std::string*>(spec.ref(probe)))
+    fail("{}: {}: value {} is out of range ({}; expected {} to {})", at, spec.name, value, why, spec.min,
+         spec.max == kInf ? "any larger" : fmt::format("{}", spec.max));
+}
+
+}  // namespace
+
+ModelConfig Config::model_config(std::int64_t vocab) const {
+  ModelConfig m = model;
+  m.vocab_size = vocab;
+  m.seq_len = model.positions == 0 ? data.seq_len : model.positions;
+  return m;
+}
+
+std::vector<ConfigKeyDoc> config_reference() {
+  Config defaults;
+  std::vector<ConfigKeyDoc> out;
+  for (const auto& s : specs()) {
+    const Ref r = s.ref(defaults);
+    const std::string type = s.choices.empty() ? type_of(r) : fmt::format("string: {}", fmt::join(s.choices, ", "));
+    out.push_back({s.name, type, format_value(r), s.meaning});
+  }
+  return out;
+}
+
+std::string config_reference_markdown() {
+  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
+  for (const auto& k : config_reference())
+    out += fmt::format("| `{}` | {} | `{}` | {} |\n", k.name, k.type, k.default_value, k.meaning);
+  return out;
+}
+
+namespace {
+
+// Where each key was set ("file:line:column" or "override 'k=v'"), for errors about it.
+using Where = std::map<std::string, std::string>;
+
+void apply_file(const std::string& text, const std::string& source, Config& c, Where& where) {
+  toml::table root;
+  try {
+    root = toml::parse(std::string_view(text), std::string_view(source));
+  } catch (const toml::parse_error& e) {
+    fail("{}: invalid TOML: {}", where_of(source, e.source()), e.description());
+  }
+  for (const auto& [section, node] : root) {
+    const std::string sec(section.str());
+    const std::string at = where_of(source, node.source());
+    bool known = false;
+    for (const auto& s : specs()) known = known || s.name.rfind(sec + ".", 0) == 0;
+    QKV_CHECK(known, "{}: unknown section [{}]{}", at, sec, suggest(sec, true));
+    const auto* table = node.as_table();
+    QKV_CHECK(table != nullptr, "{}: [{}] must be a table of keys, got {}", at, sec, type_name(node));
+    for (const auto& [key, value] : *table) {
+      const std::string name = sec + "." + std::string(key.str());
+      const std::string vat = where_of(source, value.source());
+      const KeySpec* spec = find_spec(name);
+      QKV_CHECK(spec != nullptr, "{}: unknown key '{}'{}", vat, name, suggest(name, false));
+      assign(*spec, c, value, vat);
+      where[name] = vat;
+    }
+  }
+}
+
+// "section.key=value": the value is TOML (3, 0.5, true, "x", [0.9, 0.98]); anything else is a bare string.
+void apply_override(const std::string& o, Config& c, Where& where) {
+  const std::string at = fmt::format("override '{}'", o);
+  const auto eq = o.find('=');
+  QKV_CHECK(eq != std::string::npos && eq > 0, "{}: expected section.key=value", at);
+  const std::string name = o.substr(0, eq), value = o.substr(eq + 1);
+  const KeySpec* spec = find_spec(name);
+  QKV_CHECK(spec != nullptr, "{}: unknown key '{}'{}", at, name, suggest(name, false));
+  toml::table parsed;
+  try {
+    const std::string snippet = "v = " + value;
+    parsed = toml::parse(std::string_view(snippet), std::string_view("override"));
+  } catch (const toml::parse_error& e) {
+    check_bare_override(*spec, value, at, e.description());
+    parsed = toml::table{{"v", value}};
+  }
+  assign(*spec, c, *parsed.get("v"), at);
+  where[name] = at;
+}
+
+// A bound on what validation can cost, for configs and model files' qkv.data alike (a file claiming 1e7 examples
+// made one eval run for hours).
+void check_validation_size(const DataOptions& d, const std::string& at) {
+  QKV_CHECK(double(d.val_size) * double(d.seq_len) <= kMaxValidationTokens,
+            "{}: data.val_size x data.seq_len = {} x {} is more than {:.0f} validation tokens", at, d.val_size,
+            d.seq_len, kMaxValidationTokens);
+}
+
+// What a key's range cannot say: rules between keys. `at` locates a key.
+template <class At>
+void check_consistency(const Config& c, At&& at) {
+  const auto& d = c.data;
+  const auto& m = c.model;
+  if (d.task == "text" || d.task == "jsonl")
+    QKV_CHECK(!d.path.empty(), "{}: data.path is required for data.task = \"{}\"", at("data.task"), d.task);
+  QKV_CHECK(d.task != "text" || m.causal,
+            "{}: data.task = \"text\" needs model.causal = true (a language model must not see the tokens it predicts)",
+            at("model.causal"));
+  QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions,
+            "{}: data.seq_len = {} is larger than the model's positional table (model.positions = {})",
+            at("data.seq_len"), d.seq_len, m.positions);
+  check_validation_size(d, at("data.val_size"));
+  QKV_CHECK(m.kind != "transformer" || m.d_model % m.heads == 0,
+            "{}: model.heads = {} does not divide model.d_model = {}", at("model.heads"), m.heads, m.d_model);
+  QKV_CHECK(d.task != "recall" || (d.seq_len >= 3 && d.vocab_size >= 4),
+            "{}: data.task = \"recall\" needs data.seq_len >= 3 and data.vocab_size >= 4 (got {} and {})",
+            at("data.task"), d.seq_len, d.vocab_size);
+  QKV_CHECK(!c.optim.nesterov || (c.optim.name == "sgd" && c.optim.momentum > 0),
+            "{}: optim.nesterov needs optim.name = \"sgd\" and optim.momentum > 0", at("optim.nesterov"));
+  QKV_CHECK((c.schedule.kind != "cosine" && c.schedule.kind != "linear") || c.schedule.warmup_steps < c.train.steps,
+            "{}: schedule.warmup_steps = {} must be smaller than train.steps = {} for a {} schedule",
+            at("schedule.warmup_steps"), c.schedule.warmup_steps, c.train.steps, c.schedule.kind);
+}
+
+}  // namespace
+
+Config parse_config(const std::string& text, const std::string& source, const std::vector<std::string>& overrides) {
+  Config c;
+  Where where;
+  apply_file(text, source, c, where);
+  for (const auto& o : overrides) apply_override(o, c, where);
+  const auto at = [&](const std::string& key) {
+    const auto it = where.find(key);
+    return it != where.end() ? it->second : source;
+  };
+  for (const auto& s : specs()) check_range(s, c, at(s.name));
+  check_run_name(c.run.name, at("run.name"));
+  check_consistency(c, at);
+  return c;
+}
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  QKV_CHECK(!std::filesystem::is_directory(path), "config: {} is a directory, not a config file", path);
+  // A regular file of at most 1 MB: a FIFO would block, /dev/zero would never end.
+  return parse_config(read_file_bytes(path, "config", kMaxConfigBytes), path, overrides);
+}
+
+void check_ranges(const Config& config, const std::string& source) {
+  Config c = config;
+  for (const auto& s : specs()) check_range(s, c, source);
+}
+
+std::string to_toml(const Config& config) {
+  Config c = config;
+  std::string out, section;
+  for (const auto& s : specs()) {
+    const std::string name = s.name;
+    const std::string sec = name.substr(0, name.find('.'));
+    if (sec != section) {
+      out += fmt::format("{}[{}]\n", out.empty() ? "" : "\n", sec);
+      section = sec;
+    }
+    out += fmt::format("{} = {}\n", name.substr(name.find('.') + 1), format_value(s.ref(c)));
+  }
+  return out;
+}
+
+namespace {
+
+// The "qkv.data" keys: data.* without the section, and run.seed as "seed".
+std::string data_json_key(const std::string& spec_name) {
+  if (spec_name == "run.seed") return "seed";
+  return spec_name.rfind("data.", 0) == 0 ? spec_name.substr(5) : std::string();
+}
+
+// A JSON scalar as the TOML node assign() takes (arrays never occur in "qkv.data").
+std::optional<toml::table> as_toml(const nlohmann::json& v) {
+  if (v.is_string()) return toml::table{{"v", v.get<std::string>()}};
+  if (v.is_boolean()) return toml::table{{"v", v.get<bool>()}};
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(std::numeric_limits<std::int64_t>::max()))
+    return std::nullopt;
+  if (v.is_number_integer()) return toml::table{{"v", v.get<std::int64_t>()}};
+  if (v.is_number_float()) return toml::table{{"v", v.get<double>()}};
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string data_to_json(const Config& config) {
+  Config c = config;
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& s : specs()) {
+    const std::string key = data_json_key(s.name);
+    if (key.empty()) continue;
+    std::visit(
+        [&](auto* p) {
+          if constexpr (std::is_same_v<std::remove_pointer_t<decltype(p)>, std::vector<double>>) return;
+          else j[key] = *p;
+        },
+        s.ref(c));
+  }
+  return j.dump();
+}
+
+Config config_from_data_json(const std::string& json, const std::string& source) {
+  Config c;
+  const auto j = nlohmann::json::parse(json, nullptr, false);
+  QKV_CHECK(!j.is_discarded() && j.is_object(), "{}: the qkv.data metadata is not a JSON object", source);
+  const std::string at = source + ": qkv.data";
+  for (const auto& s : specs()) {
+    const std::string key = data_json_key(s.name);
+    if (key.empty() || !j.contains(key)) continue;
+    const auto node = as_toml(j[key]);
+    QKV_CHECK(node.has_value(), "{}: {}: unexpected value {}", at, s.name, j[key].dump());
+    assign(s, c, *node->get("v"), at);
+  }
+  check_ranges(c, at);  // the config's ranges and rules: the file cannot ask for what no config could
+  check_validation_size(c.data, at);
+  return c;
+}
+
+}  // namespace qkv

@@ -1,0 +1,47 @@
+#include "qkv/train/run/run.h"
+
+#include <qkv/train/run/memory.h>
+#include <qkv/train/run/model_file.h>
+
+namespace qkv {
+namespace {
+
+// Seeds of the independent streams derived from run.seed.
+constexpr std::uint64_t kInitStream = 0x696e6974ULL;
+
+std::unique_ptr<Optimizer> make_optimizer(const Config& c, NamedParameters params) {
+  const auto& o = c.optim;
+  return qkv::make_optimizer(o.name, std::move(params),
+                             {.lr = o.lr, .beta1 = o.betas[0], .beta2 = o.betas[1], .eps = o.eps,
+                              .weight_decay = o.weight_decay, .momentum = o.momentum, .nesterov = o.nesterov});
+}
+
+}  // namespace
+
+void set_up(Run& r) {
+  const Config& c = r.config;
+  r.data = make_dataset(c.data, c.run.seed);
+  check_memory(c, r.data->vocab_size());
+  Generator init(c.run.seed ^ kInitStream);  // then the model's dropout stream continues it
+  r.model = build_model(c.model_config(r.data->vocab_size()), init);
+  if (!c.model.init.empty()) {
+    load(*r.model, c.model.init, /*strict=*/true);
+    check_finite_weights(*r.model, "model.init: " + c.model.init, "training cannot start from it");
+  }
+  r.model->train();
+  r.optimizer = make_optimizer(c, r.model->named_parameters());
+  r.schedule = std::make_unique<LRSchedule>(
+      *r.optimizer, ScheduleOptions{.kind = c.schedule.kind, .warmup_steps = c.schedule.warmup_steps,
+                                    .total_steps = c.train.steps, .min_lr = c.schedule.min_lr,
+                                    .step_size = c.schedule.step_size, .gamma = c.schedule.gamma});
+}
+
+std::int64_t write_initial_model(const Config& config, const std::string& path) {
+  Run r;
+  r.config = config;
+  set_up(r);
+  save(*r.model, path, model_metadata(r.model->config(), config, *r.data));
+  return r.model->num_parameters();
+}
+
+}  // namespace qkv

@@ -1,0 +1,42 @@
+#pragma once
+// Using a trained model: one rebuilt from a run directory or a model file, and its tokens as text.
+#include <qkv/datasets/dataset.h>
+#include <qkv/layers/models.h>
+#include <qkv/train/run/config.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace qkv {
+
+/// A model rebuilt from a run directory (its model.safetensors and config.toml) or from a weight file alone.
+struct TrainedModel {
+  std::shared_ptr<LanguageModel> model;
+  std::map<std::string, std::string> metadata;
+  Config config;      ///< the run's config (data section from the file's "qkv.data" when there is no run dir)
+  CharVocab vocab;    ///< text models: one character per id (empty for token models)
+  bool text() const { return vocab.size() > 0; }
+  std::string path;   ///< the weight file read
+  bool data_from_metadata = false;  ///< the data section came from the file's "qkv.data", not a run's config.toml
+
+  /// Token ids of a command's text: characters for text models, space-separated ids otherwise (`what` names the
+  /// option in errors; no tokens is an error).
+  std::vector<std::int64_t> parse_tokens(const std::string& text, const char* what) const;
+  /// A token as text: its character for text models, its id otherwise.
+  std::string token_text(std::int64_t id) const;
+  /// A display label for pictures and tables: token_text with a blank shown as '␣' and a newline as '⏎'.
+  std::string token_label(std::int64_t id) const;
+};
+/// Loads a run directory (its model.safetensors, else its newest checkpoint's weights) or a model file, checking
+/// the metadata against the tensors before building anything (check_model_file).
+TrainedModel load_trained(const std::string& run_dir_or_file);
+
+/// ids as a (1, T) int64 tensor.
+Tensor ids_tensor(const std::vector<std::int64_t>& ids);
+/// Refuses outputs that are not finite (finite but huge weights can overflow the activations): `what` is the
+/// command, `path` the model file.
+void check_finite_output(const Tensor& t, const char* what, const std::string& path);
+
+}  // namespace qkv
