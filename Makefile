@@ -3,12 +3,12 @@ BUILD ?= build
 JOBS ?= $(shell nproc)
 CONFIG ?= configs/reverse.toml
 CMAKE_FLAGS ?=
-DEBS := cmake g++ make libeigen3-dev libfmt-dev libspdlog-dev doctest-dev libtomlplusplus-dev nlohmann-json3-dev \
+DEBS := cmake g++ make python3 libeigen3-dev libfmt-dev libspdlog-dev doctest-dev libtomlplusplus-dev nlohmann-json3-dev \
         libcli11-dev libbenchmark-dev libopenmpi-dev openmpi-bin libopenblas-dev
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build test train clean fuzz
+.PHONY: all deps configure build test check-all train clean fuzz layout
 all: build
 
 deps:
@@ -31,12 +31,23 @@ configure: deps
 build: configure
 	cmake --build $(BUILD) -j $(JOBS)
 
+# The inner loop: every test but those labelled slow (the installed package, mpirun, a browser, PyTorch).
 test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS) -LE slow
+
+# Everything, slow tests included (CI runs this).
+check-all: build
 	ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
-# Trains the default config (replacing an earlier run of it), then shows the learned attention.
-train: build
+# Trains the default config (replacing an earlier run of it), then shows the learned attention. Builds only the
+# qkv program, not the tests, benchmarks or examples.
+train: configure
+	cmake --build $(BUILD) -j $(JOBS) --target qkv
 	$(BUILD)/bin/qkv train $(CONFIG) --force
+
+# The shape of the tree: no source file over 450 lines, no include cycle, the CLI's files used by no library file.
+layout:
+	python3 tools/check_layout.py
 
 # Fuzzes every reader of outside input (safetensors files, configs and overrides, jsonl/text data, model metadata)
 # for FUZZ_SECONDS each with clang's libFuzzer + ASan/UBSan, in build-fuzz/. The seeds are tests/fuzz/corpus/TARGET

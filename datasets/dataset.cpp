@@ -29,17 +29,24 @@ constexpr std::uint64_t kTrainStream = 0x747261696eULL, kValStream = 0x76616c696
 using ExampleFn = void (*)(std::int64_t v, std::int64_t t, Generator& g, std::int64_t* x, std::int64_t* y);
 ExampleFn example_fn(const std::string& task);  // from the task registry at the end of this file
 
+}  // namespace
+
+void check_data_options(const DataOptions& o) {
+  if (o.task != "recall") return;
+  // P = T / 3 key-value pairs and their queries, the keys distinct in [0, V/2).
+  QKV_CHECK(o.seq_len >= 3 && o.vocab_size >= 4 && o.vocab_size / 2 >= o.seq_len / 3,
+            "data: recall needs data.seq_len >= 3, data.vocab_size >= 4 and data.vocab_size / 2 >= data.seq_len / 3 "
+            "distinct keys (got vocab_size = {}, seq_len = {})",
+            o.vocab_size, o.seq_len);
+}
+
+namespace {
+
 class GeneratedTask : public Dataset {
  public:
   GeneratedTask(const DataOptions& o, std::uint64_t seed)
       : Dataset(seed, o.vocab_size, o.seq_len), task_(o.task), example_(example_fn(o.task)) {
-    if (task_ == "recall") {
-      const std::int64_t pairs = o.seq_len / 3;
-      QKV_CHECK(o.vocab_size / 2 >= std::max<std::int64_t>(pairs, 1),
-                "data: recall needs data.vocab_size / 2 >= data.seq_len / 3 distinct keys (got vocab_size = {}, "
-                "seq_len = {})",
-                o.vocab_size, o.seq_len);
-    }
+    check_data_options(o);
     Generator val(seed ^ kValStream);
     validation_ = make(o.val_size, val);
   }

@@ -391,6 +391,10 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParamete
   fail("optimizer: unknown name '{}' (expected {})", name, fmt::join(optimizer_names(), ", "));
 }
 
+void check_optimizer_options(const std::string& name, const AnyOptimizerOptions& options) {
+  make_optimizer(name, {{"p", Tensor::zeros({1})}}, options);  // the constructor is the one home of its rules
+}
+
 std::vector<std::string> optimizer_names() {
   std::vector<std::string> names;
   for (const auto& [n, factory] : registry()) names.push_back(n);

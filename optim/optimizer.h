@@ -164,6 +164,9 @@ struct AnyOptimizerOptions {
 /// The optimizer `name` (one of optimizer_names()) over params.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParameters params,
                                           const AnyOptimizerOptions& options);
+/// The checks the optimizer `name` makes of its options (its constructor's), without any parameters: configs
+/// ask it before building a model. Throws qkv::Error as the constructor would.
+void check_optimizer_options(const std::string& name, const AnyOptimizerOptions& options);
 /// The names make_optimizer knows (its registry): "sgd", "adam", "adamw".
 std::vector<std::string> optimizer_names();
 

@@ -55,21 +55,25 @@ std::vector<std::string> schedule_kinds() {
   return names;
 }
 
-LRSchedule::LRSchedule(Optimizer& optimizer, ScheduleOptions o)
-    : optimizer_(optimizer), options_(std::move(o)), base_lr_(optimizer.lr()) {
-  const auto& k = options_.kind;
+void check_schedule_options(const ScheduleOptions& o) {
+  const auto& k = o.kind;
   const Kind* kind = find_kind(k);
   QKV_CHECK(kind != nullptr, "schedule: unknown kind '{}' (expected {})", k, fmt::join(schedule_kinds(), ", "));
-  QKV_CHECK(options_.warmup_steps >= 0, "schedule: invalid warmup_steps = {} (must be >= 0)", options_.warmup_steps);
-  QKV_CHECK(options_.min_lr >= 0.0, "schedule: invalid min_lr = {} (must be >= 0)", options_.min_lr);
+  QKV_CHECK(o.warmup_steps >= 0, "schedule: invalid warmup_steps = {} (must be >= 0)", o.warmup_steps);
+  QKV_CHECK(o.min_lr >= 0.0, "schedule: invalid min_lr = {} (must be >= 0)", o.min_lr);
   if (kind->needs_total)
-    QKV_CHECK(options_.total_steps > options_.warmup_steps,
-              "schedule: {} needs total_steps ({}) larger than warmup_steps ({})", k, options_.total_steps,
-              options_.warmup_steps);
+    QKV_CHECK(o.total_steps > o.warmup_steps,
+              "schedule: {} needs total_steps ({}) larger than warmup_steps ({})", k, o.total_steps,
+              o.warmup_steps);
   if (k == "step") {
-    QKV_CHECK(options_.step_size > 0, "schedule: invalid step_size = {} (must be > 0)", options_.step_size);
-    QKV_CHECK(options_.gamma > 0.0, "schedule: invalid gamma = {} (must be > 0)", options_.gamma);
+    QKV_CHECK(o.step_size > 0, "schedule: invalid step_size = {} (must be > 0)", o.step_size);
+    QKV_CHECK(o.gamma > 0.0, "schedule: invalid gamma = {} (must be > 0)", o.gamma);
   }
+}
+
+LRSchedule::LRSchedule(Optimizer& optimizer, ScheduleOptions o)
+    : optimizer_(optimizer), options_(std::move(o)), base_lr_(optimizer.lr()) {
+  check_schedule_options(options_);
   optimizer_.set_lr(lr_at(0));
 }
 

@@ -26,6 +26,10 @@ struct ScheduleOptions {
 std::vector<std::string> schedule_kinds();
 
 /// Drives an optimizer's lr: call step() after each optimizer step.
+/// The checks LRSchedule makes of its options (kind, warmup < total steps where the kind needs a total, ...),
+/// without an optimizer: configs ask it early. Throws qkv::Error naming the option.
+void check_schedule_options(const ScheduleOptions& options);
+
 class LRSchedule {
  public:
   LRSchedule(Optimizer& optimizer, ScheduleOptions options);

@@ -1,4 +1,5 @@
-# Tests that run programs rather than doctest cases.
+# Tests that run programs rather than doctest cases. Those labelled "slow" (installing the package, mpirun, a
+# browser, PyTorch) run in `make check-all` and CI, not in the inner loop of `make test`.
 
 # The thinking-machine example must print the values numpy computes for the same weights.
 if(TARGET thinking_machine)
@@ -13,7 +14,7 @@ if(QKV_INSTALL)
            COMMAND ${CMAKE_COMMAND} -DQKV_BUILD=${PROJECT_BINARY_DIR} -DQKV_SOURCE=${PROJECT_SOURCE_DIR}
                    -DWORK=${CMAKE_CURRENT_BINARY_DIR}/consumer -DSANITIZE=${QKV_SANITIZE}
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/consumer/run.cmake)
-  set_tests_properties(package/consumer PROPERTIES TIMEOUT 600 PASS_REGULAR_EXPRESSION "consumer ok.*consumer ok")
+  set_tests_properties(package/consumer PROPERTIES TIMEOUT 600 LABELS slow PASS_REGULAR_EXPRESSION "consumer ok.*consumer ok")
 endif()
 
 # README's custom op (swish with its own backward) passes gradcheck, and its misuse errors name it.
@@ -32,7 +33,7 @@ endif()
 if(TARGET qkv AND EXISTS /usr/bin/python3)
   add_test(NAME interop/torch COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tools/check_torch_interop.py
                                       $<TARGET_FILE:qkv> ${CMAKE_CURRENT_BINARY_DIR}/interop)
-  set_tests_properties(interop/torch PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+  set_tests_properties(interop/torch PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS slow)
 endif()
 
 # Faults that need real processes: a file-size limit, SIGKILL, SIGTERM, two processes on one run directory.
@@ -46,7 +47,7 @@ endif()
 if(TARGET qkv)
   add_test(NAME train/report_browser COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/report/report_browser.sh $<TARGET_FILE:qkv>
                                              ${CMAKE_CURRENT_BINARY_DIR}/report_browser ${PROJECT_SOURCE_DIR})
-  set_tests_properties(train/report_browser PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300)
+  set_tests_properties(train/report_browser PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS slow)
 endif()
 
 # Data parallel training under mpirun: N = 2 and 3 ranks follow the 1-process run, resume with a different N, a
@@ -55,5 +56,5 @@ find_program(QKV_MPIRUN mpirun)
 if(TARGET qkv AND QKV_WITH_MPI AND QKV_MPIRUN)
   add_test(NAME train/mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/dist/mpi.sh $<TARGET_FILE:qkv>
                                   ${CMAKE_CURRENT_BINARY_DIR}/mpi ${PROJECT_SOURCE_DIR})
-  set_tests_properties(train/mpi PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE)
+  set_tests_properties(train/mpi PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE LABELS slow)
 endif()

@@ -67,13 +67,13 @@ MUTATIONS = [
     ("schedule", "optim/schedule.cpp", "std::floor(t / static_cast<double>(o.step_size))", "std::ceil(t / static_cast<double>(o.step_size))", SCHEDULE),
     ("schedule", "optim/schedule.cpp", "const auto span = static_cast<double>(o.total_steps - w);", "const auto span = static_cast<double>(o.total_steps);", SCHEDULE),
     # ---- config ranges ----------------------------------------------------------------------------------------
-    ("config", "train/run/config.cpp", '"sequence length of each example", 1, 1e5}', '"sequence length of each example", 0, 1e5}', CONFIG),
+    ("config", "train/run/config_keys.cpp", '"sequence length of each example", 1, model_field("seq_len").max}', '"sequence length of each example", 0, model_field("seq_len").max}', CONFIG),
     ("config", "train/run/config.cpp", "QKV_CHECK(v >= spec.min && v <= spec.max,", "QKV_CHECK(v >= spec.min,", CONFIG),
     ("config", "train/run/config.cpp", "QKV_CHECK(x >= 0.0 && x < 1.0,", "QKV_CHECK(x >= 0.0 && x <= 1.0,", CONFIG),
-    ("config", "train/run/config.cpp", "c.schedule.warmup_steps < c.train.steps,", "c.schedule.warmup_steps <= c.train.steps,", CONFIG),
+    ("config", "optim/schedule.cpp", "QKV_CHECK(o.total_steps > o.warmup_steps,", "QKV_CHECK(o.total_steps >= o.warmup_steps,", CONFIG),
     ("config", "train/run/config.cpp", "QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions,", "QKV_CHECK(m.positions == 0 || d.seq_len <= m.positions + 1,", CONFIG),
-    ("config", "train/run/config.cpp", '(c.optim.name == "sgd" && c.optim.momentum > 0)', '(c.optim.name == "sgd")', CONFIG),
-    ("config", "train/run/config.cpp", '"checkpoints kept (oldest deleted)", 1, 1e6}', '"checkpoints kept (oldest deleted)", 0, 1e6}', CONFIG),
+    ("config", "train/run/config.cpp", 'rule_of(at("optim.nesterov"), [&] { check_optimizer_options(c.optim.name, optimizer_options(c)); });', '', CONFIG),
+    ("config", "train/run/config_keys.cpp", '"checkpoints kept (oldest deleted)", 1, 1e6}', '"checkpoints kept (oldest deleted)", 0, 1e6}', CONFIG),
     # ---- run directory ----------------------------------------------------------------------------------------
     ("run_dir", "train/run/run_dir.cpp", "name[0] == '.' && name.find(\".tmp.\")", "name.find(\".tmp.\")", RUN_DIR),
     ("run_dir", "train/run/run_dir.cpp", 'name != "." && name != ".."', 'name != "."', RUN_DIR),

@@ -69,7 +69,7 @@ TEST_CASE("recall: distinct keys, values from the upper half, queries answered, 
     }
     for (int q = 8; q < 12; ++q) CHECK(y[q] == pairs.at(x[q]));
   }
-  CHECK_ERROR(make_dataset({.task = "recall", .vocab_size = 4, .seq_len = 30}, 0), "recall needs data.vocab_size / 2 >= data.seq_len / 3");
+  CHECK_ERROR(make_dataset({.task = "recall", .vocab_size = 4, .seq_len = 30}, 0), "recall needs data.seq_len >= 3, data.vocab_size >= 4 and data.vocab_size / 2 >= data.seq_len / 3");
 }
 
 TEST_CASE("text: character vocabulary, shifted targets, last 10% validates, file order without shuffle") {

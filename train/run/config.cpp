@@ -4,6 +4,7 @@
 #include <qkv/optim/optimizer.h>
 #include <qkv/optim/schedule.h>
 #include <qkv/train/io/files.h>
+#include <qkv/train/run/config_keys.h>
 #include <qkv/train/run/run_dir.h>
 
 #include <nlohmann/json.hpp>
@@ -38,122 +39,10 @@ std::string toml_quote(const std::string& text) {
 
 namespace {
 
-using Ref = std::variant<std::string*, std::int64_t*, std::uint64_t*, double*, bool*, std::vector<double>*>;
+using namespace config_keys;
 
-struct KeySpec {
-  std::string name;
-  std::function<Ref(Config&)> ref;
-  const char* meaning;
-  double min = -std::numeric_limits<double>::infinity();
-  double max = std::numeric_limits<double>::infinity();
-  std::vector<std::string> choices = {};
-};
-
-constexpr double kInf = std::numeric_limits<double>::infinity();
-constexpr double kMaxValidationTokens = 1 << 27;
-constexpr std::uint64_t kMaxConfigBytes = 1 << 20;  // the shipped configs are under 2 KB  // 134M: 2 GB of int64 inputs and targets
-
-// The [model] keys, from ModelConfig's one description (model_fields() in layers/models.h).
-std::vector<KeySpec> model_specs() {
-  std::vector<KeySpec> out;
-  for (const ModelField& f : model_fields()) {
-    if (!f.in_config) continue;
-    KeySpec k{std::string("model.") + f.name,
-              [m = f.member](Config& c) -> Ref {
-                return std::visit([&](auto mp) -> Ref { return &(static_cast<ModelConfig&>(c.model).*mp); }, m);
-              },
-              f.doc};
-    const bool number = std::holds_alternative<std::int64_t ModelConfig::*>(f.member) ||
-                        std::holds_alternative<double ModelConfig::*>(f.member);
-    if (number) k.min = f.min, k.max = f.max;
-    if (std::string_view(f.name) == "kind") k.choices = model_kinds();
-    out.push_back(std::move(k));
-  }
-  return out;
-}
-
-std::vector<KeySpec> make_specs() {
-  std::vector<KeySpec> s = {
-      {"run.name", [](Config& c) -> Ref { return &c.run.name; }, "run directory name under out_dir"},
-      {"run.seed", [](Config& c) -> Ref { return &c.run.seed; }, "seed of every random stream (init, data, dropout)"},
-      {"run.out_dir", [](Config& c) -> Ref { return &c.run.out_dir; }, "folder that holds run directories"},
-      {"data.task", [](Config& c) -> Ref { return &c.data.task; }, "the task; text and jsonl read data.path, the others are generated",
-       -kInf, kInf, task_names()},
-      {"data.vocab_size", [](Config& c) -> Ref { return &c.data.vocab_size; }, "tokens of generated tasks (text: taken from the file)", 2, 1e6},
-      {"data.seq_len", [](Config& c) -> Ref { return &c.data.seq_len; }, "sequence length of each example", 1, 1e5},
-      {"data.val_size", [](Config& c) -> Ref { return &c.data.val_size; }, "validation examples of generated tasks", 1, 1e7},
-      {"data.path", [](Config& c) -> Ref { return &c.data.path; }, "text: UTF-8 file; jsonl: training examples"},
-      {"data.val_path", [](Config& c) -> Ref { return &c.data.val_path; }, "jsonl: validation examples (default: last 10% of path)"},
-      {"data.shuffle", [](Config& c) -> Ref { return &c.data.shuffle; }, "jsonl/text: random batches; false takes them in file order, wrapping"},
-      {"model.positions", [](Config& c) -> Ref { return &c.model.positions; }, "positional table size (0 = data.seq_len)", 0, 1e6},
-      {"model.init", [](Config& c) -> Ref { return &c.model.init; }, "safetensors file of initial weights, loaded by name, strictly"},
-      {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "the optimizer (torch.optim's update rules)", -kInf, kInf, optimizer_names()},
-      {"optim.lr", [](Config& c) -> Ref { return &c.optim.lr; }, "peak learning rate", 0, 1e3},
-      {"optim.betas", [](Config& c) -> Ref { return &c.optim.betas; }, "adam/adamw: (beta1, beta2), each in [0, 1)"},
-      {"optim.eps", [](Config& c) -> Ref { return &c.optim.eps; }, "adam/adamw: denominator epsilon (> 0)", 1e-300, 1},
-      {"optim.weight_decay", [](Config& c) -> Ref { return &c.optim.weight_decay; }, "L2 (sgd, adam) or decoupled (adamw) decay", 0, 1e3},
-      {"optim.momentum", [](Config& c) -> Ref { return &c.optim.momentum; }, "sgd: momentum", 0, 1},
-      {"optim.nesterov", [](Config& c) -> Ref { return &c.optim.nesterov; }, "sgd: Nesterov momentum (needs momentum > 0)"},
-      {"optim.clip_grad_norm", [](Config& c) -> Ref { return &c.optim.clip_grad_norm; }, "clip the global gradient norm to this (0 = off)", 0, kInf},
-      {"optim.shard", [](Config& c) -> Ref { return &c.optim.shard; }, "under mpirun: each rank keeps the optimizer state of 1/N of the parameters (ZeRO-1)"},
-      {"schedule.kind", [](Config& c) -> Ref { return &c.schedule.kind; }, "the learning rate's shape after warmup",
-       -kInf, kInf, schedule_kinds()},
-      {"schedule.warmup_steps", [](Config& c) -> Ref { return &c.schedule.warmup_steps; }, "linear warmup steps from lr/warmup to lr", 0, 1e9},
-      {"schedule.min_lr", [](Config& c) -> Ref { return &c.schedule.min_lr; }, "cosine/linear: final learning rate", 0, 1e3},
-      {"schedule.step_size", [](Config& c) -> Ref { return &c.schedule.step_size; }, "step: decay every step_size steps", 1, 1e9},
-      {"schedule.gamma", [](Config& c) -> Ref { return &c.schedule.gamma; }, "step: decay factor", 1e-300, 1e3},
-      {"train.steps", [](Config& c) -> Ref { return &c.train.steps; }, "optimizer steps", 1, 1e12},
-      {"train.batch_size", [](Config& c) -> Ref { return &c.train.batch_size; }, "sequences per step", 1, 1e7},
-      {"train.eval_every", [](Config& c) -> Ref { return &c.train.eval_every; }, "validate every this many steps (and at the end)", 1, 1e12},
-      {"train.log_every", [](Config& c) -> Ref { return &c.train.log_every; }, "log training loss every this many steps", 1, 1e12},
-      {"train.checkpoint_every", [](Config& c) -> Ref { return &c.train.checkpoint_every; }, "checkpoint every this many steps (0 = only at the end)", 0, 1e12},
-      {"train.keep_checkpoints", [](Config& c) -> Ref { return &c.train.keep_checkpoints; }, "checkpoints kept (oldest deleted)", 1, 1e6},
-      {"train.target_accuracy", [](Config& c) -> Ref { return &c.train.target_accuracy; }, "stop when validation sequence accuracy reaches it (0 = off)", 0, 1},
-      {"train.bucket_mb", [](Config& c) -> Ref { return &c.train.bucket_mb; }, "under mpirun: gradients are summed in buckets of this size, each started while backward computes the rest (0 = one sum after backward)", 0, 1e6},
-      {"train.threads", [](Config& c) -> Ref { return &c.train.threads; }, "worker threads (0 = all cores, shared by the ranks mpirun starts on one machine)", 0, 1024},
-  };
-  const auto model_end = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.name == "model.positions"; });
-  auto model = model_specs();
-  s.insert(model_end, model.begin(), model.end());
-  return s;
-}
-
-const std::vector<KeySpec>& specs() {
-  static const std::vector<KeySpec> s = make_specs();
-  return s;
-}
-
-const KeySpec* find_spec(const std::string& name) {
-  for (const auto& s : specs())
-    if (name == s.name) return &s;
-  return nullptr;
-}
-
-std::size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
-  for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
-  for (std::size_t i = 1; i <= a.size(); ++i) {
-    cur[0] = i;
-    for (std::size_t j = 1; j <= b.size(); ++j)
-      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a[i - 1] == b[j - 1] ? 0 : 1)});
-    std::swap(prev, cur);
-  }
-  return prev[b.size()];
-}
-
-// " (did you mean 'data.seq_len'?)" for the closest known key or section, or "".
-std::string suggest(const std::string& name, bool sections) {
-  std::string best;
-  std::size_t best_d = std::numeric_limits<std::size_t>::max();
-  for (const auto& s : specs()) {
-    std::string cand = s.name;
-    if (sections) cand = cand.substr(0, cand.find('.'));
-    const auto d = edit_distance(name, cand);
-    if (d < best_d) best_d = d, best = cand;
-  }
-  const std::size_t limit = std::max<std::size_t>(2, name.size() / 3);
-  return best_d <= limit ? fmt::format(" (did you mean '{}'?)", best) : std::string();
-}
+constexpr double kMaxValidationTokens = 1 << 27;  // 134M: 2 GB of int64 inputs and targets
+constexpr std::uint64_t kMaxConfigBytes = 1 << 20;  // the shipped configs are under 2 KB
 
 std::string where_of(const std::string& source, const toml::source_region& r) {
   if (r.begin.line == 0) return source;
@@ -170,46 +59,6 @@ const char* type_name(const toml::node& n) {
     case toml::node_type::table: return "a table";
     default: return "a date or time";
   }
-}
-
-std::string format_value(const Ref& r) {
-  return std::visit(
-      [](auto* p) -> std::string {
-        using T = std::remove_pointer_t<decltype(p)>;
-        if constexpr (std::is_same_v<T, std::string>) {
-          return toml_quote(*p);
-        } else if constexpr (std::is_same_v<T, bool>) {
-          return *p ? "true" : "false";
-        } else if constexpr (std::is_same_v<T, double>) {
-          std::string s = fmt::format("{}", *p);
-          if (s.find_first_of(".eEn") == std::string::npos) s += ".0";  // keep it a TOML float
-          return s;
-        } else if constexpr (std::is_same_v<T, std::vector<double>>) {
-          std::vector<std::string> parts;
-          for (double v : *p) {
-            std::string s = fmt::format("{}", v);
-            if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
-            parts.push_back(s);
-          }
-          return fmt::format("[{}]", fmt::join(parts, ", "));
-        } else {
-          return fmt::format("{}", *p);
-        }
-      },
-      r);
-}
-
-std::string type_of(const Ref& r) {
-  return std::visit(
-      [](auto* p) -> std::string {
-        using T = std::remove_pointer_t<decltype(p)>;
-        if constexpr (std::is_same_v<T, std::string>) return "string";
-        else if constexpr (std::is_same_v<T, bool>) return "bool";
-        else if constexpr (std::is_same_v<T, double>) return "float";
-        else if constexpr (std::is_same_v<T, std::vector<double>>) return "[float, float]";
-        else return "int";
-      },
-      r);
 }
 
 // Stores node into the key's field, checking its type; `at` locates the value in errors.
@@ -306,24 +155,6 @@ ModelConfig Config::model_config(std::int64_t vocab) const {
   return m;
 }
 
-std::vector<ConfigKeyDoc> config_reference() {
-  Config defaults;
-  std::vector<ConfigKeyDoc> out;
-  for (const auto& s : specs()) {
-    const Ref r = s.ref(defaults);
-    const std::string type = s.choices.empty() ? type_of(r) : fmt::format("string: {}", fmt::join(s.choices, ", "));
-    out.push_back({s.name, type, format_value(r), s.meaning});
-  }
-  return out;
-}
-
-std::string config_reference_markdown() {
-  std::string out = "| key | type | default | meaning |\n|---|---|---|---|\n";
-  for (const auto& k : config_reference())
-    out += fmt::format("| `{}` | {} | `{}` | {} |\n", k.name, k.type, k.default_value, k.meaning);
-  return out;
-}
-
 namespace {
 
 // Where each key was set ("file:line:column" or "override 'k=v'"), for errors about it.
@@ -397,16 +228,20 @@ void check_consistency(const Config& c, At&& at) {
             "{}: data.seq_len = {} is larger than the model's positional table (model.positions = {})",
             at("data.seq_len"), d.seq_len, m.positions);
   check_validation_size(d, at("data.val_size"));
-  QKV_CHECK(m.kind != "transformer" || m.d_model % m.heads == 0,
-            "{}: model.heads = {} does not divide model.d_model = {}", at("model.heads"), m.heads, m.d_model);
-  QKV_CHECK(d.task != "recall" || (d.seq_len >= 3 && d.vocab_size >= 4),
-            "{}: data.task = \"recall\" needs data.seq_len >= 3 and data.vocab_size >= 4 (got {} and {})",
-            at("data.task"), d.seq_len, d.vocab_size);
-  QKV_CHECK(!c.optim.nesterov || (c.optim.name == "sgd" && c.optim.momentum > 0),
-            "{}: optim.nesterov needs optim.name = \"sgd\" and optim.momentum > 0", at("optim.nesterov"));
-  QKV_CHECK((c.schedule.kind != "cosine" && c.schedule.kind != "linear") || c.schedule.warmup_steps < c.train.steps,
-            "{}: schedule.warmup_steps = {} must be smaller than train.steps = {} for a {} schedule",
-            at("schedule.warmup_steps"), c.schedule.warmup_steps, c.train.steps, c.schedule.kind);
+  QKV_CHECK(!c.optim.nesterov || c.optim.name == "sgd", "{}: optim.nesterov needs optim.name = \"sgd\"",
+            at("optim.nesterov"));
+  // The rules between keys that belong to what the keys configure: asked of it, with the place of the key.
+  const auto rule_of = [](const std::string& where, const auto& check) {
+    try {
+      check();
+    } catch (const Error& e) {
+      fail("{}: {}", where, e.what());
+    }
+  };
+  rule_of(at("model.heads"), [&] { model_kind(m.kind).check(c.model_config(d.vocab_size)); });
+  rule_of(at("data.task"), [&] { check_data_options(d); });
+  rule_of(at("optim.nesterov"), [&] { check_optimizer_options(c.optim.name, optimizer_options(c)); });
+  rule_of(at("schedule.warmup_steps"), [&] { check_schedule_options(schedule_options(c)); });
 }
 
 }  // namespace
@@ -504,6 +339,18 @@ Config config_from_data_json(const std::string& json, const std::string& source)
   check_ranges(c, at);  // the config's ranges and rules: the file cannot ask for what no config could
   check_validation_size(c.data, at);
   return c;
+}
+
+AnyOptimizerOptions optimizer_options(const Config& c) {
+  const auto& o = c.optim;
+  return {.lr = o.lr, .beta1 = o.betas[0], .beta2 = o.betas[1], .eps = o.eps, .weight_decay = o.weight_decay,
+          .momentum = o.momentum, .nesterov = o.nesterov};
+}
+
+ScheduleOptions schedule_options(const Config& c) {
+  const auto& s = c.schedule;
+  return {.kind = s.kind, .warmup_steps = s.warmup_steps, .total_steps = c.train.steps, .min_lr = s.min_lr,
+          .step_size = s.step_size, .gamma = s.gamma};
 }
 
 }  // namespace qkv

@@ -3,6 +3,8 @@
 // drives parsing, type and range checks, command-line overrides, the resolved config and the README reference.
 #include <qkv/datasets/dataset.h>
 #include <qkv/layers/models.h>
+#include <qkv/optim/optimizer.h>
+#include <qkv/optim/schedule.h>
 
 #include <cstdint>
 #include <string>
@@ -52,6 +54,11 @@ struct Config {
 };
 
 /// One documented key: what `qkv info`, the resolved config and the README list.
+/// The [optim] keys as make_optimizer's options, and the [schedule] keys (with train.steps) as the schedule's: the
+/// one place a config's hyperparameters become the objects' options.
+AnyOptimizerOptions optimizer_options(const Config& config);
+ScheduleOptions schedule_options(const Config& config);
+
 struct ConfigKeyDoc {
   std::string name;  ///< "data.seq_len"
   std::string type;  ///< "int", "float", "bool", "string", "[float, float]"

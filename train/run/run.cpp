@@ -9,13 +9,6 @@ namespace {
 // Seeds of the independent streams derived from run.seed.
 constexpr std::uint64_t kInitStream = 0x696e6974ULL;
 
-std::unique_ptr<Optimizer> make_optimizer(const Config& c, NamedParameters params) {
-  const auto& o = c.optim;
-  return qkv::make_optimizer(o.name, std::move(params),
-                             {.lr = o.lr, .beta1 = o.betas[0], .beta2 = o.betas[1], .eps = o.eps,
-                              .weight_decay = o.weight_decay, .momentum = o.momentum, .nesterov = o.nesterov});
-}
-
 }  // namespace
 
 void set_up(Run& r) {
@@ -29,11 +22,8 @@ void set_up(Run& r) {
     check_finite_weights(*r.model, "model.init: " + c.model.init, "training cannot start from it");
   }
   r.model->train();
-  r.optimizer = make_optimizer(c, r.model->named_parameters());
-  r.schedule = std::make_unique<LRSchedule>(
-      *r.optimizer, ScheduleOptions{.kind = c.schedule.kind, .warmup_steps = c.schedule.warmup_steps,
-                                    .total_steps = c.train.steps, .min_lr = c.schedule.min_lr,
-                                    .step_size = c.schedule.step_size, .gamma = c.schedule.gamma});
+  r.optimizer = make_optimizer(c.optim.name, r.model->named_parameters(), optimizer_options(c));
+  r.schedule = std::make_unique<LRSchedule>(*r.optimizer, schedule_options(c));
 }
 
 std::int64_t write_initial_model(const Config& config, const std::string& path) {

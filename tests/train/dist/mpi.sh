@@ -154,26 +154,51 @@ gone_within() {  # gone_within SECONDS PID: the process ends within SECONDS
   for _ in $(seq $(($1 * 10))); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.1; done
   echo "pid $2 still running after $1 s"; kill -9 "$2"; return 1
 }
+# The ranks of the mpirun job $1: its child processes running this qkv binary (never a name pattern, which
+# could match another job on the machine).
+ranks_of() {
+  local p
+  for p in $(pgrep -P "$1"); do [ "$(readlink -f "/proc/$p/exe")" = "$(readlink -f "$QKV")" ] && echo "$p"; done
+}
+# True when none of the given processes is still running within 10 s (a zombie no one has reaped yet counts as
+# ended: the container's init may not reap orphans).
+none_alive() {
+  local p i
+  for i in $(seq 100); do
+    for p in "$@"; do
+      [ -e "/proc/$p" ] && [ "$(awk '{print $3}' "/proc/$p/stat" 2>/dev/null)" != Z ] && break
+      p=""
+    done
+    [ -z "$p" ] && return 0
+    sleep 0.1
+  done
+  echo "still running: $p"
+  return 1
+}
 LONG=("run.out_dir=\"$WORK\"" "train.steps=1000000" "train.target_accuracy=0" "train.threads=1" "train.checkpoint_every=200")
 "${MPIRUN[@]}" -np 2 "$QKV" train "$CFG" "${LONG[@]}" run.name=\"sigint\" >sigint.out 2>sigint.err &
 job=$!
 wait_for sigint/checkpoints/step_000000200.safetensors
+ranks=$(ranks_of $job)
+check "SIGINT to mpirun: its 2 ranks found by parent" [ "$(echo "$ranks" | wc -w)" = 2 ]
 kill -INT $job
 check "SIGINT to mpirun: the job ends within 30 s" gone_within 30 $job
 check "SIGINT to mpirun: the resume command is printed once" [ "$(grep -c "Resume with: qkv train --resume" sigint.err)" = 1 ]
 check "SIGINT to mpirun: a checkpoint at the agreed step" [ "$(ls sigint/checkpoints | wc -l)" -ge 2 ]
-check "SIGINT to mpirun: no rank left" [ "$(pgrep -f -- 'run.name="sigint"' | wc -l)" = 0 ]
+check "SIGINT to mpirun: no rank left" none_alive $ranks
 
 # One rank killed (SIGKILL): mpirun ends the job within 30 s, non-zero; the last checkpoint is intact and resumes.
 "${MPIRUN[@]}" -np 2 "$QKV" train "$CFG" "${LONG[@]}" run.name=\"killed\" >killed.out 2>killed.err &
 job=$!
 wait_for killed/checkpoints/step_000000200.safetensors
-kill -9 "$(pgrep -f -- 'run.name="killed"' | grep -vx "$job" | tail -1)"
+ranks=$(ranks_of $job)
+check "a killed rank: its 2 ranks found by parent" [ "$(echo "$ranks" | wc -w)" = 2 ]
+kill -9 "$(echo "$ranks" | tail -1)"
 check "a killed rank ends the job within 30 s" gone_within 30 $job
 wait $job
 code=$?
 check "a killed rank: non-zero exit (got $code)" [ "$code" != 0 ]
-check "a killed rank: no rank left" [ "$(pgrep -f -- 'run.name="killed"' | wc -l)" = 0 ]
+check "a killed rank: no rank left" none_alive $ranks
 newest=$(ls killed/checkpoints | tail -1 | sed 's/step_0*\([0-9]*\).safetensors/\1/')
 "$QKV" train --resume "$WORK/killed" train.steps=$((newest + 5)) >resume_killed.out 2>&1
 check "a killed rank: --resume from the last checkpoint works" [ $? = 0 ]

@@ -68,16 +68,16 @@ TEST_CASE("inconsistent values name both keys") {
   CHECK_ERROR(parse("[data]\nseq_len = 20\n[model]\npositions = 16\n"),
               "test.toml:2:11: data.seq_len = 20 is larger than the model's positional table (model.positions = 16)");
   CHECK_ERROR(parse("[model]\nkind = \"transformer\"\nd_model = 30\nheads = 4\n"),
-              "test.toml:4:9: model.heads = 4 does not divide model.d_model = 30");
-  CHECK_ERROR(parse("[optim]\nnesterov = true\n"), "optim.nesterov needs optim.name = \"sgd\" and optim.momentum > 0");
+              "test.toml:4:9: model: d_model = 30 is not divisible by heads = 4");
+  CHECK_ERROR(parse("[optim]\nnesterov = true\n"), "optim.nesterov needs optim.name = \"sgd\"");
   CHECK_ERROR(parse("[schedule]\nkind = \"cosine\"\nwarmup_steps = 2000\n"),
-              "schedule.warmup_steps = 2000 must be smaller than train.steps = 1000");
+              "test.toml:3:16: schedule: cosine needs total_steps (1000) larger than warmup_steps (2000)");
   // Each rule at its boundary: equal is refused where the rule says smaller, accepted where it says at most.
-  CHECK_ERROR(parse("[schedule]\nkind = \"linear\"\nwarmup_steps = 1000\n"), "must be smaller than train.steps = 1000");
+  CHECK_ERROR(parse("[schedule]\nkind = \"linear\"\nwarmup_steps = 1000\n"), "schedule: linear needs total_steps (1000) larger than warmup_steps (1000)");
   CHECK(parse("[schedule]\nkind = \"cosine\"\nwarmup_steps = 999\n").schedule.warmup_steps == 999);
   CHECK(parse("[data]\nseq_len = 16\n[model]\npositions = 16\n").data.seq_len == 16);
   CHECK_ERROR(parse("[data]\nseq_len = 17\n[model]\npositions = 16\n"), "data.seq_len = 17 is larger");
-  CHECK_ERROR(parse("[optim]\nname = \"sgd\"\nnesterov = true\nmomentum = 0.0\n"), "optim.nesterov needs");
+  CHECK_ERROR(parse("[optim]\nname = \"sgd\"\nnesterov = true\nmomentum = 0.0\n"), "test.toml:3:12: SGD: nesterov requires momentum > 0");
   CHECK(parse("[optim]\nname = \"sgd\"\nnesterov = true\nmomentum = 0.5\n").optim.nesterov);
   CHECK_ERROR(parse("[train]\nkeep_checkpoints = 0\n"), "train.keep_checkpoints: value 0 is out of range (expected 1 to");
 }
