@@ -21,7 +21,8 @@ foreach(folder IN LISTS QKV_FOLDERS)
   if(EXISTS ${PROJECT_SOURCE_DIR}/${folder})
     install(DIRECTORY ${folder}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/qkv/${folder}
             FILES_MATCHING PATTERN "*.h" PATTERN "ops/kernel.h" EXCLUDE PATTERN "dist/detail.h" EXCLUDE
-            PATTERN "cli/commands.h" EXCLUDE PATTERN "run/config_keys.h" EXCLUDE)
+            PATTERN "cli/commands.h" EXCLUDE PATTERN "run/config_keys.h" EXCLUDE
+            PATTERN "datasets/detail.h" EXCLUDE)
   endif()
 endforeach()
 configure_package_config_file(cmake/qkvConfig.cmake.in ${PROJECT_BINARY_DIR}/qkvConfig.cmake

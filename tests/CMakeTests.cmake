@@ -53,8 +53,21 @@ endif()
 # Data parallel training under mpirun: N = 2 and 3 ranks follow the 1-process run, resume with a different N, a
 # batch that does not split, bench's communication share (where qkv was built with MPI and mpirun exists).
 find_program(QKV_MPIRUN mpirun)
-if(TARGET qkv AND QKV_WITH_MPI AND QKV_MPIRUN)
+if(TARGET qkv AND QKV_HAVE_MPI AND QKV_MPIRUN)
   add_test(NAME train/mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/dist/mpi.sh $<TARGET_FILE:qkv>
                                   ${CMAKE_CURRENT_BINARY_DIR}/mpi ${PROJECT_SOURCE_DIR})
   set_tests_properties(train/mpi PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE LABELS slow)
+endif()
+
+# The shape of the tree (tools/check_layout.py: file sizes, include cycles, the CLI, train/'s rooms), and every
+# command the documentation shows, run in order per document (tools/doc_check.py; minutes, so labelled slow).
+find_program(QKV_PYTHON3 python3)
+if(QKV_PYTHON3)
+  add_test(NAME tools/layout COMMAND ${QKV_PYTHON3} ${PROJECT_SOURCE_DIR}/tools/check_layout.py)
+  set_tests_properties(tools/layout PROPERTIES TIMEOUT 60)
+  if(TARGET qkv)
+    add_test(NAME docs/commands COMMAND ${QKV_PYTHON3} ${PROJECT_SOURCE_DIR}/tools/doc_check.py ${PROJECT_BINARY_DIR}
+                                        ${CMAKE_CURRENT_BINARY_DIR}/doc_check ${PROJECT_SOURCE_DIR})
+    set_tests_properties(docs/commands PROPERTIES TIMEOUT 900 LABELS slow RUN_SERIAL TRUE)
+  endif()
 endif()

@@ -102,6 +102,9 @@ inline bool is_suffix(const Shape& inner, const Shape& outer) {
 /// Tests only: the auto engine table (one name per size class) that `path` holds, else measured now and written
 /// there; ends in "(cached)", "(measured)" or, where nothing can be kept, "(uncached)" (Eigen's table).
 std::string gemm_table_at(const std::string& path);
+/// Seconds for a product (n, k) @ (k, m) in the three layouts a product and its backward use, on engine `e` and one
+/// thread (the measurement behind auto; `buf` holds at least 4 * max(n, k) * max(k, m) floats).
+double time_gemm(GemmEngine e, std::int64_t n, std::int64_t k, std::int64_t m, std::vector<float>& buf);
 /// The engine auto picks for a size class from the two engines' median seconds: OpenBLAS only when it wins by 3%
 /// (a pure function of the timings; ties and NaN keep Eigen).
 GemmEngine faster_engine(double eigen_seconds, double blas_seconds);

@@ -211,20 +211,20 @@ TEST_CASE("custom ops: the node owns its name; wrong gradient count, shape or dt
   CHECK_ERROR(record(out, "empty", {x}, {}, SavedBackwardFn()), "record `empty`: the backward function is empty");
 }
 
-TEST_CASE("README's custom-op block is examples/custom_op.cpp's, which ctest builds and runs") {
+TEST_CASE("docs/cpp-api.md's custom-op block is examples/custom_op.cpp's, which ctest builds and runs") {
   const auto read = [](const std::string& path) {
     std::ifstream in(std::string(QKV_SOURCE_DIR) + "/" + path);
     return std::string(std::istreambuf_iterator<char>(in), {});
   };
-  const std::string example = read("examples/custom_op.cpp"), readme = read("README.md");
+  const std::string example = read("examples/custom_op.cpp"), readme = read("docs/cpp-api.md");
   const auto begin = example.find("// [readme]\n"), end = example.find("// [/readme]");
   REQUIRE(begin != std::string::npos);
   REQUIRE(end != std::string::npos);
-  std::string block;  // README shows it inside a list item: each non-empty line indented by two spaces
+  std::string block;  // the doc shows it inside a list item: each non-empty line indented by two spaces
   std::istringstream lines(example.substr(begin + 12, end - begin - 12));
   for (std::string line; std::getline(lines, line);) block += (line.empty() ? "" : "  ") + line + "\n";
-  CHECK_MESSAGE(readme.find(block) != std::string::npos, "README lacks the block between the readme markers of "
-                                                          "examples/custom_op.cpp; copy it into README's C++ API tour");
+  CHECK_MESSAGE(readme.find(block) != std::string::npos, "docs/cpp-api.md lacks the block between the readme markers of "
+                                                          "examples/custom_op.cpp; copy it into its custom ops item");
 }
 
 TEST_CASE("op profile: forward and backward time summed by op name while on, nothing while off") {

@@ -1,6 +1,7 @@
 #include "qkv/train/io/files.h"
 
 #include <qkv/core/errors.h>
+#include <qkv/core/files.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -93,7 +94,7 @@ bool resolve_links(fs::path& p) {
 
 void replace_atomically(const std::string& shown, const fs::path& target, const std::string& bytes) {
   const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const std::string tmp = (dir / fmt::format(".{}.tmp.{}", target.filename().string(), ::getpid())).string();
+  const std::string tmp = temporary_path(target);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) throw_write("write: cannot create {}: {}", tmp, std::strerror(errno));
   if (const int err = write_all(fd, bytes.data(), bytes.size()); err != 0) {

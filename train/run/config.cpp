@@ -110,9 +110,10 @@ void check_range(const KeySpec& spec, Config& c, const std::string& at) {
          "break the files and commands qkv writes)",
          at, spec.name, static_cast<unsigned char>(*bad), bad - (*s)->begin());
   }
-  if (auto* s = std::get_if<std::string*>(&r); s && !spec.choices.empty()) {
-    if (std::find(spec.choices.begin(), spec.choices.end(), **s) == spec.choices.end())
-      fail("{}: {}: unknown value \"{}\" (expected one of: {})", at, spec.name, **s, fmt::join(spec.choices, ", "));
+  if (auto* s = std::get_if<std::string*>(&r); s && spec.choices != nullptr) {
+    const auto choices = spec.choices();
+    if (std::find(choices.begin(), choices.end(), **s) == choices.end())
+      fail("{}: {}: unknown value \"{}\" (expected one of: {})", at, spec.name, **s, fmt::join(choices, ", "));
     return;
   }
   double v = 0;

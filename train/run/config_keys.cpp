@@ -37,7 +37,7 @@ std::vector<KeySpec> model_specs() {
     const bool number = std::holds_alternative<std::int64_t ModelConfig::*>(f.member) ||
                         std::holds_alternative<double ModelConfig::*>(f.member);
     if (number) k.min = f.min, k.max = f.max;
-    if (std::string_view(f.name) == "kind") k.choices = model_kinds();
+    if (std::string_view(f.name) == "kind") k.choices = model_kinds;
     out.push_back(std::move(k));
   }
   return out;
@@ -49,7 +49,7 @@ std::vector<KeySpec> make_specs() {
       {"run.seed", [](Config& c) -> Ref { return &c.run.seed; }, "seed of every random stream (init, data, dropout)"},
       {"run.out_dir", [](Config& c) -> Ref { return &c.run.out_dir; }, "folder that holds run directories"},
       {"data.task", [](Config& c) -> Ref { return &c.data.task; }, "the task; text and jsonl read data.path, the others are generated",
-       -kInf, kInf, task_names()},
+       -kInf, kInf, task_names},
       {"data.vocab_size", [](Config& c) -> Ref { return &c.data.vocab_size; }, "tokens of generated tasks (text: taken from the file)", 2, model_field("vocab_size").max},
       {"data.seq_len", [](Config& c) -> Ref { return &c.data.seq_len; }, "sequence length of each example", 1, model_field("seq_len").max},
       {"data.val_size", [](Config& c) -> Ref { return &c.data.val_size; }, "validation examples of generated tasks", 1, 1e7},
@@ -58,7 +58,7 @@ std::vector<KeySpec> make_specs() {
       {"data.shuffle", [](Config& c) -> Ref { return &c.data.shuffle; }, "jsonl/text: random batches; false takes them in file order, wrapping"},
       {"model.positions", [](Config& c) -> Ref { return &c.model.positions; }, "positional table size (0 = data.seq_len)", 0, model_field("seq_len").max},
       {"model.init", [](Config& c) -> Ref { return &c.model.init; }, "safetensors file of initial weights, loaded by name, strictly"},
-      {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "the optimizer (torch.optim's update rules)", -kInf, kInf, optimizer_names()},
+      {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "the optimizer (torch.optim's update rules)", -kInf, kInf, optimizer_names},
       {"optim.lr", [](Config& c) -> Ref { return &c.optim.lr; }, "peak learning rate", 0, 1e3},
       {"optim.betas", [](Config& c) -> Ref { return &c.optim.betas; }, "adam/adamw: (beta1, beta2), each in [0, 1)"},
       {"optim.eps", [](Config& c) -> Ref { return &c.optim.eps; }, "adam/adamw: denominator epsilon (> 0)", 1e-300, 1},
@@ -68,7 +68,7 @@ std::vector<KeySpec> make_specs() {
       {"optim.clip_grad_norm", [](Config& c) -> Ref { return &c.optim.clip_grad_norm; }, "clip the global gradient norm to this (0 = off)", 0, kInf},
       {"optim.shard", [](Config& c) -> Ref { return &c.optim.shard; }, "under mpirun: each rank keeps the optimizer state of 1/N of the parameters (ZeRO-1)"},
       {"schedule.kind", [](Config& c) -> Ref { return &c.schedule.kind; }, "the learning rate's shape after warmup",
-       -kInf, kInf, schedule_kinds()},
+       -kInf, kInf, schedule_kinds},
       {"schedule.warmup_steps", [](Config& c) -> Ref { return &c.schedule.warmup_steps; }, "linear warmup steps from lr/warmup to lr", 0, 1e9},
       {"schedule.min_lr", [](Config& c) -> Ref { return &c.schedule.min_lr; }, "cosine/linear: final learning rate", 0, 1e3},
       {"schedule.step_size", [](Config& c) -> Ref { return &c.schedule.step_size; }, "step: decay every step_size steps", 1, 1e9},
@@ -175,7 +175,7 @@ std::vector<ConfigKeyDoc> config_reference() {
   std::vector<ConfigKeyDoc> out;
   for (const auto& s : specs()) {
     const Ref r = s.ref(defaults);
-    const std::string type = s.choices.empty() ? type_of(r) : fmt::format("string: {}", fmt::join(s.choices, ", "));
+    const std::string type = s.choices == nullptr ? type_of(r) : fmt::format("string: {}", fmt::join(s.choices(), ", "));
     out.push_back({s.name, type, format_value(r), s.meaning});
   }
   return out;

@@ -19,7 +19,8 @@ struct KeySpec {
   const char* meaning;
   double min = -std::numeric_limits<double>::infinity();
   double max = std::numeric_limits<double>::infinity();
-  std::vector<std::string> choices = {};
+  /// The values a string key takes, asked at each use (a model kind registered later is a valid model.kind).
+  std::vector<std::string> (*choices)() = nullptr;
 };
 
 inline constexpr double kInf = std::numeric_limits<double>::infinity();

@@ -1,6 +1,7 @@
 #include "qkv/train/run/run_dir.h"
 
 #include <qkv/core/errors.h>
+#include <qkv/core/files.h>
 #include <qkv/train/io/files.h>
 
 #include <fcntl.h>
@@ -21,7 +22,6 @@ namespace {
 
 constexpr const char* kMarker = ".qkv-run";
 
-bool is_temporary(const std::string& name) { return name.size() > 1 && name[0] == '.' && name.find(".tmp.") != std::string::npos; }
 bool is_checkpoint(const std::string& name) { return checkpoint_step(name) >= 0; }
 
 // A file qkv writes into a run directory (0.1's set, plus exports and temporaries).
@@ -31,12 +31,12 @@ bool is_own_output(const fs::directory_entry& e) {
     if (name != "checkpoints") return false;
     for (const auto& c : fs::directory_iterator(e.path())) {
       const std::string n = c.path().filename().string();
-      if (!c.is_regular_file() || !(is_checkpoint(n) || is_temporary(n))) return false;
+      if (!c.is_regular_file() || !(is_checkpoint(n) || is_temporary_name(n))) return false;
     }
     return true;
   }
   return e.is_regular_file() && (name == "config.toml" || name == "train.log" || name == "metrics.jsonl" ||
-                                 name == "report.html" || is_temporary(name) ||
+                                 name == "report.html" || is_temporary_name(name) ||
                                  (name.rfind("model", 0) == 0 && e.path().extension() == ".safetensors"));
 }
 
@@ -208,7 +208,7 @@ void RunDir::remove_stale_temporaries() {
   for (const fs::path& d : {path_, path_ / "checkpoints"}) {
     if (!fs::is_directory(d)) continue;
     for (const auto& e : fs::directory_iterator(d))
-      if (e.is_regular_file() && is_temporary(e.path().filename().string())) removed += fs::remove(e.path()) ? 1 : 0;
+      if (e.is_regular_file() && is_temporary_name(e.path().filename().string())) removed += fs::remove(e.path()) ? 1 : 0;
   }
   if (removed > 0)
     note_ += fmt::format("{}removed {} stale temporary file{} left by an interrupted write", note_.empty() ? "" : "; ",

@@ -89,8 +89,8 @@ TEST_CASE("override errors say which override") {
   CHECK_ERROR(parse("", {"train.steps=0"}), "override 'train.steps=0': train.steps: value 0 is out of range");
 }
 
-TEST_CASE("README's config reference is the generated table (qkv info --keys), every key in order") {
-  std::ifstream in(std::string(QKV_SOURCE_DIR) + "/README.md");
+TEST_CASE("docs/training.md's config reference is the generated table (qkv info --keys), every key in order") {
+  std::ifstream in(std::string(QKV_SOURCE_DIR) + "/docs/training.md");
   std::stringstream ss;
   ss << in.rdbuf();
   const std::string readme = ss.str();
@@ -99,7 +99,7 @@ TEST_CASE("README's config reference is the generated table (qkv info --keys), e
     CHECK(readme.find("`" + k.name + "`") != std::string::npos);
   }
   CHECK_MESSAGE(readme.find(config_reference_markdown()) != std::string::npos,
-                "regenerate README's table with build/bin/qkv info --keys");
+                "regenerate docs/training.md's table with build/bin/qkv info --keys");
 }
 
 TEST_CASE("run.name is one plain directory name, located in errors (B1)") {
