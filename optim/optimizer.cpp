@@ -359,7 +359,8 @@ namespace {
 using Factory = std::unique_ptr<Optimizer> (*)(NamedParameters, const AnyOptimizerOptions&);
 
 AdamOptions adam_options(const AnyOptimizerOptions& o) {
-  return {.lr = o.lr, .beta1 = o.beta1, .beta2 = o.beta2, .eps = o.eps, .weight_decay = o.weight_decay};
+  QKV_CHECK(o.betas.size() == 2, "Adam: betas must be (beta1, beta2), got {} values", o.betas.size());
+  return {.lr = o.lr, .beta1 = o.betas[0], .beta2 = o.betas[1], .eps = o.eps, .weight_decay = o.weight_decay};
 }
 
 // Optimizer name -> factory: a new optimizer is one class and one line here.
@@ -393,6 +394,19 @@ std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParamete
 
 void check_optimizer_options(const std::string& name, const AnyOptimizerOptions& options) {
   make_optimizer(name, {{"p", Tensor::zeros({1})}}, options);  // the constructor is the one home of its rules
+}
+
+const std::vector<OptimizerField>& optimizer_fields() {
+  using O = AnyOptimizerOptions;
+  static const std::vector<OptimizerField> fields = {
+      {"lr", &O::lr, 0, 1e3, "peak learning rate"},
+      {"betas", &O::betas, 0, 0, "adam/adamw: (beta1, beta2), each in [0, 1)"},
+      {"eps", &O::eps, 1e-300, 1, "adam/adamw: denominator epsilon (> 0)"},
+      {"weight_decay", &O::weight_decay, 0, 1e3, "L2 (sgd, adam) or decoupled (adamw) decay"},
+      {"momentum", &O::momentum, 0, 1, "sgd: momentum"},
+      {"nesterov", &O::nesterov, 0, 0, "sgd: Nesterov momentum (needs momentum > 0)"},
+  };
+  return fields;
 }
 
 std::vector<std::string> optimizer_names() {

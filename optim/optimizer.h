@@ -10,6 +10,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <variant>
 #include <vector>
 
 namespace qkv {
@@ -156,11 +157,26 @@ class AdamW : public Adam {
 };
 
 /// The options of every optimizer in one struct, for building one by name (a config file, the CLI); each
-/// optimizer reads the fields it has.
+/// optimizer reads the fields it has. A config's [optim] section is this struct (optimizer_fields()).
 struct AnyOptimizerOptions {
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
+  double lr = 1e-3;
+  std::vector<double> betas = {0.9, 0.999};  ///< adam/adamw: (beta1, beta2)
+  double eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
   bool nesterov = false;
 };
+/// One field of AnyOptimizerOptions, described once: its name (the config key optim.NAME), range (numbers) and
+/// meaning. The config key table, `qkv info --keys` and the docs' reference read it: a new hyperparameter is a
+/// field above, a line in optimizer_fields() and its use in the optimizer that reads it.
+struct OptimizerField {
+  using Member = std::variant<double AnyOptimizerOptions::*, bool AnyOptimizerOptions::*,
+                              std::vector<double> AnyOptimizerOptions::*>;
+  const char* name;
+  Member member;
+  double min = 0, max = 0;
+  const char* doc = "";
+};
+/// Every field of AnyOptimizerOptions, in declaration order.
+const std::vector<OptimizerField>& optimizer_fields();
 /// The optimizer `name` (one of optimizer_names()) over params.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParameters params,
                                           const AnyOptimizerOptions& options);

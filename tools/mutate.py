@@ -21,13 +21,13 @@ import time
 
 # (module, file, original, replacement, ctest regex of the tests that cover it)
 SAFETENSORS = "train/io/test_safetensors|train/io/test_files|train/cli/test_cli"
-DATASETS = "datasets/test_dataset|train/run/test_trainer"
+DATASETS = "datasets/test_dataset|train/run/test_"
 DIST = "train/mpi|train/dist/test_gradients"
-SCHEDULE = "optim/|train/run/test_trainer"
+SCHEDULE = "optim/|train/run/test_"
 CONFIG = "train/run/test_config|train/cli/test_cli"
-RUN_DIR = "train/run/test_run_dir|train/cli_faults|train/run/test_trainer"
+RUN_DIR = "train/run/test_run_dir|train/cli_faults|train/run/test_"
 REPORT = "train/report/test_report"
-CKPT = "train/run/test_trainer|train/cli_faults|train/cli/test_cli"
+CKPT = "train/run/test_|train/cli_faults|train/cli/test_cli"
 MUTATIONS = [
     # ---- safetensors ------------------------------------------------------------------------------------------
     ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(n <= kMaxHeader,", "QKV_CHECK(n < kMaxHeader + 1000,", SAFETENSORS),
@@ -42,16 +42,16 @@ MUTATIONS = [
     ("safetensors", "train/io/files.cpp", "if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", "if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", SAFETENSORS + "|train/cli_faults"),
     ("safetensors", "train/io/files.cpp", "if (size > max_bytes) {", "if (size > max_bytes + 1) {", SAFETENSORS),
     # ---- datasets ---------------------------------------------------------------------------------------------
-    ("datasets", "datasets/dataset.cpp", "split_ = n - n / 10;", "split_ = n - n / 20;", DATASETS),
-    ("datasets", "datasets/dataset.cpp", "const std::int64_t starts = split_ - seq_len_;", "const std::int64_t starts = split_;", DATASETS),
-    ("datasets", "datasets/dataset.cpp", "(n - split_ - 1) / seq_len_);", "(n - split_) / seq_len_);", DATASETS),
-    ("datasets", "datasets/dataset.cpp", "y[t] = ids_[offset + t + 1];", "y[t] = ids_[offset + t];", DATASETS),
-    ("datasets", "datasets/dataset.cpp", "const std::int64_t nval = std::max<std::int64_t>(1, all.count / 10);", "const std::int64_t nval = std::max<std::int64_t>(1, all.count / 5);", DATASETS),
-    ("datasets", "datasets/dataset.cpp", "e = position_ % train_.count;", "e = (position_ + 1) % train_.count;", DATASETS),
+    ("datasets", "datasets/files.cpp", "split_ = n - n / 10;", "split_ = n - n / 20;", DATASETS),
+    ("datasets", "datasets/files.cpp", "const std::int64_t starts = split_ - seq_len_;", "const std::int64_t starts = split_;", DATASETS),
+    ("datasets", "datasets/files.cpp", "(n - split_ - 1) / seq_len_);", "(n - split_) / seq_len_);", DATASETS),
+    ("datasets", "datasets/files.cpp", "y[t] = ids_[offset + t + 1];", "y[t] = ids_[offset + t];", DATASETS),
+    ("datasets", "datasets/files.cpp", "const std::int64_t nval = std::max<std::int64_t>(1, all.count / 10);", "const std::int64_t nval = std::max<std::int64_t>(1, all.count / 5);", DATASETS),
+    ("datasets", "datasets/files.cpp", "e = position_ % train_.count;", "e = (position_ + 1) % train_.count;", DATASETS),
     ("datasets", "datasets/dataset.cpp", "values[static_cast<std::size_t>(i)] = half + draw(g, v - half);", "values[static_cast<std::size_t>(i)] = draw(g, v);", DATASETS),
     ("datasets", "datasets/dataset.cpp", "std::sort(y, y + t);", "std::sort(y, y + t - 1);", DATASETS),
     ("datasets", "datasets/dataset.cpp", "QKV_CHECK(s.position >= 0 && s.position <= limit,", "QKV_CHECK(s.position <= limit,", DATASETS),
-    ("datasets", "datasets/dataset.cpp", "wide_ = vocab.size() > 65536;", "wide_ = vocab.size() > 65537;", DATASETS),
+    ("datasets", "datasets/files.cpp", "wide_ = vocab.size() > 65536;", "wide_ = vocab.size() > 65537;", DATASETS),
     # ---- distributed ------------------------------------------------------------------------------------------
     ("distributed", "train/dist/data_parallel.cpp", "first = comm_.rank() * rows;", "first = 0;", DIST),
     ("distributed", "train/dist/data_parallel.h", "return comm_.distributed() ? comm_.sum(counted) : counted;", "return counted * comm_.size();", DIST),
@@ -75,7 +75,7 @@ MUTATIONS = [
     ("config", "train/run/config.cpp", 'rule_of(at("optim.nesterov"), [&] { check_optimizer_options(c.optim.name, optimizer_options(c)); });', '', CONFIG),
     ("config", "train/run/config_keys.cpp", '"checkpoints kept (oldest deleted)", 1, 1e6}', '"checkpoints kept (oldest deleted)", 0, 1e6}', CONFIG),
     # ---- run directory ----------------------------------------------------------------------------------------
-    ("run_dir", "train/run/run_dir.cpp", "name[0] == '.' && name.find(\".tmp.\")", "name.find(\".tmp.\")", RUN_DIR),
+    ("run_dir", "core/files.cpp", "name[0] == '.' && name.find(\".tmp.\")", "name.find(\".tmp.\")", RUN_DIR),
     ("run_dir", "train/run/run_dir.cpp", 'name != "." && name != ".."', 'name != "."', RUN_DIR),
     ("run_dir", "train/run/run_dir.cpp", "if (e.path().filename() != kMarker) fs::remove_all(e.path());", "fs::remove_all(e.path());", RUN_DIR),
     ("run_dir", "train/run/run_dir.cpp", "return ec == std::errc() && end == last && step >= 0 ? step : -1;", "return ec == std::errc() && step >= 0 ? step : -1;", RUN_DIR),

@@ -1,6 +1,6 @@
 // libFuzzer target for a model file's "qkv.model" metadata: any JSON must give a checked ModelConfig or throw
 // qkv::Error, and what it accepts must stay within the config's ranges (nothing enormous gets built from it).
-#include <qkv/train/run/trainer.h>
+#include <qkv/train/run/model_file.h>
 
 #include <cstddef>
 #include <cstdint>

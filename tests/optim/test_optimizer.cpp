@@ -150,7 +150,8 @@ TEST_CASE("make_optimizer builds each registered optimizer by name, and names th
   const Tensor w = Tensor::ones({2}).requires_grad_();
   CHECK(optimizer_names() == std::vector<std::string>{"sgd", "adam", "adamw"});
   CHECK(dynamic_cast<SGD*>(make_optimizer("sgd", {{"w", w}}, {.momentum = 0.5}).get())->options().momentum == 0.5);
-  CHECK(dynamic_cast<AdamW*>(make_optimizer("adamw", {{"w", w}}, {.beta2 = 0.95}).get())->options().beta2 == 0.95);
+  CHECK(dynamic_cast<AdamW*>(make_optimizer("adamw", {{"w", w}}, {.betas = {0.9, 0.95}}).get())->options().beta2 == 0.95);
+  CHECK_ERROR(make_optimizer("adam", {{"w", w}}, {.betas = {0.9}}), "Adam: betas must be (beta1, beta2), got 1 values");
   CHECK(dynamic_cast<AdamW*>(make_optimizer("adam", {{"w", w}}, {}).get()) == nullptr);
   CHECK_ERROR(make_optimizer("lion", {{"w", w}}, {}), "optimizer: unknown name 'lion' (expected sgd, adam, adamw)");
 }

@@ -69,20 +69,31 @@ float from_f16(std::uint16_t h) {
   return std::bit_cast<float>(sign | ((exp + 112) << 23) | (mant << 13));
 }
 
-struct DTypeInfo {
+// The safetensors dtypes qkv reads and writes, once: the name in a file, bytes per element, what it loads as
+// (F16 and BF16 widen to float32; the others are copied as they are).
+struct FileDType {
   const char* name;
   std::size_t size;
+  DType loads_as;
+  bool half;  // F16 or BF16
 };
+constexpr FileDType kFileDTypes[] = {{"F32", 4, kFloat32, false}, {"F64", 8, kFloat64, false},
+                                     {"F16", 2, kFloat32, true},  {"BF16", 2, kFloat32, true},
+                                     {"I64", 8, kInt64, false}};
 
-DTypeInfo on_disk(const Tensor& t, StorageType storage) {
-  if (t.dtype() == kInt64) return {"I64", 8};
-  if (t.dtype() == kFloat64 && storage == StorageType::F32) return {"F64", 8};
-  switch (storage) {
-    case StorageType::F32: return {"F32", 4};
-    case StorageType::F16: return {"F16", 2};
-    case StorageType::BF16: return {"BF16", 2};
-  }
-  return {"F32", 4};
+const FileDType* find_file_dtype(const std::string& name) {
+  for (const FileDType& d : kFileDTypes)
+    if (name == d.name) return &d;
+  return nullptr;
+}
+
+const FileDType& on_disk(const Tensor& t, StorageType storage) {
+  const char* name = "F32";
+  if (t.dtype() == kInt64) name = "I64";
+  else if (t.dtype() == kFloat64 && storage == StorageType::F32) name = "F64";
+  else if (storage == StorageType::F16) name = "F16";
+  else if (storage == StorageType::BF16) name = "BF16";
+  return *find_file_dtype(name);
 }
 
 }  // namespace
@@ -235,7 +246,8 @@ Entry read_entry(const std::string& name, const nlohmann::json& value, std::size
   const auto& offs = value["data_offsets"];
   QKV_CHECK(dt.is_string(), "safetensors: {}: tensor '{}': dtype is not a string", source, name);
   const std::string dtype = dt.get<std::string>();
-  QKV_CHECK(dtype == "F32" || dtype == "F64" || dtype == "F16" || dtype == "BF16" || dtype == "I64",
+  const FileDType* file_dtype = find_file_dtype(dtype);
+  QKV_CHECK(file_dtype != nullptr,
             "safetensors: {}: tensor '{}' has unknown or unsupported dtype '{}' (supported: F32, F64, F16, BF16, "
             "I64)",
             source, name, dtype);
@@ -246,7 +258,7 @@ Entry read_entry(const std::string& name, const nlohmann::json& value, std::size
   QKV_CHECK(b <= e && e <= buffer_size,
             "safetensors: {}: tensor '{}': data_offsets [{}, {}] are out of bounds for a {}-byte buffer", source, name,
             b, e, buffer_size);
-  const std::size_t item = dtype == "F16" || dtype == "BF16" ? 2 : dtype == "F32" ? 4 : 8;
+  const std::size_t item = file_dtype->size;
   const auto numel = static_cast<std::uint64_t>(s.numel());
   QKV_CHECK(e - b == numel * item, "safetensors: {}: tensor '{}': shape {} of {} needs {} bytes, but data_offsets cover {}",
             source, name, s.str(), dtype, numel * item, e - b);
@@ -272,8 +284,9 @@ void check_contiguous(std::vector<Entry>& entries, std::size_t buffer_size, cons
 Tensor decode(const Entry& en, const std::byte* buffer) {
   const std::byte* src = buffer + en.begin;
   const std::size_t count = static_cast<std::size_t>(en.shape.numel());
-  if (en.dtype == "F32" || en.dtype == "F64" || en.dtype == "I64") {
-    Tensor t = Tensor::empty(en.shape, en.dtype == "F32" ? kFloat32 : en.dtype == "F64" ? kFloat64 : kInt64);
+  const FileDType& file_dtype = *find_file_dtype(en.dtype);
+  if (!file_dtype.half) {
+    Tensor t = Tensor::empty(en.shape, file_dtype.loads_as);
     if (count > 0) std::memcpy(t.raw_data(), src, en.end - en.begin);
     return t;
   }

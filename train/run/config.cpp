@@ -342,11 +342,7 @@ Config config_from_data_json(const std::string& json, const std::string& source)
   return c;
 }
 
-AnyOptimizerOptions optimizer_options(const Config& c) {
-  const auto& o = c.optim;
-  return {.lr = o.lr, .beta1 = o.betas[0], .beta2 = o.betas[1], .eps = o.eps, .weight_decay = o.weight_decay,
-          .momentum = o.momentum, .nesterov = o.nesterov};
-}
+AnyOptimizerOptions optimizer_options(const Config& c) { return c.optim; }
 
 ScheduleOptions schedule_options(const Config& c) {
   const auto& s = c.schedule;

@@ -25,12 +25,9 @@ struct Config {
     std::int64_t positions = 0;  // positional table size; 0 = data.seq_len
     std::string init;            // safetensors file of initial weights, loaded by name, strictly
   } model;
-  struct Optim {
+  /// [optim]: the optimizer's name, its options (optimizer_fields(): each is a key), and two keys of the run.
+  struct Optim : AnyOptimizerOptions {
     std::string name = "adam";  // sgd | adam | adamw
-    double lr = 1e-3;
-    std::vector<double> betas = {0.9, 0.999};
-    double eps = 1e-8, weight_decay = 0.0, momentum = 0.0;
-    bool nesterov = false;
     double clip_grad_norm = 0.0;  // 0 = off
     bool shard = false;           // ZeRO-1 under mpirun
   } optim;

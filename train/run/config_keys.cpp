@@ -43,6 +43,21 @@ std::vector<KeySpec> model_specs() {
   return out;
 }
 
+// The [optim] keys of the optimizers' options, from their one description (optimizer_fields() in optim/).
+std::vector<KeySpec> optimizer_specs() {
+  std::vector<KeySpec> out;
+  for (const OptimizerField& f : optimizer_fields()) {
+    KeySpec k{std::string("optim.") + f.name,
+              [m = f.member](Config& c) -> Ref {
+                return std::visit([&](auto mp) -> Ref { return &(static_cast<AnyOptimizerOptions&>(c.optim).*mp); }, m);
+              },
+              f.doc};
+    if (std::holds_alternative<double AnyOptimizerOptions::*>(f.member)) k.min = f.min, k.max = f.max;
+    out.push_back(std::move(k));
+  }
+  return out;
+}
+
 std::vector<KeySpec> make_specs() {
   std::vector<KeySpec> s = {
       {"run.name", [](Config& c) -> Ref { return &c.run.name; }, "run directory name under out_dir"},
@@ -59,12 +74,6 @@ std::vector<KeySpec> make_specs() {
       {"model.positions", [](Config& c) -> Ref { return &c.model.positions; }, "positional table size (0 = data.seq_len)", 0, model_field("seq_len").max},
       {"model.init", [](Config& c) -> Ref { return &c.model.init; }, "safetensors file of initial weights, loaded by name, strictly"},
       {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "the optimizer (torch.optim's update rules)", -kInf, kInf, optimizer_names},
-      {"optim.lr", [](Config& c) -> Ref { return &c.optim.lr; }, "peak learning rate", 0, 1e3},
-      {"optim.betas", [](Config& c) -> Ref { return &c.optim.betas; }, "adam/adamw: (beta1, beta2), each in [0, 1)"},
-      {"optim.eps", [](Config& c) -> Ref { return &c.optim.eps; }, "adam/adamw: denominator epsilon (> 0)", 1e-300, 1},
-      {"optim.weight_decay", [](Config& c) -> Ref { return &c.optim.weight_decay; }, "L2 (sgd, adam) or decoupled (adamw) decay", 0, 1e3},
-      {"optim.momentum", [](Config& c) -> Ref { return &c.optim.momentum; }, "sgd: momentum", 0, 1},
-      {"optim.nesterov", [](Config& c) -> Ref { return &c.optim.nesterov; }, "sgd: Nesterov momentum (needs momentum > 0)"},
       {"optim.clip_grad_norm", [](Config& c) -> Ref { return &c.optim.clip_grad_norm; }, "clip the global gradient norm to this (0 = off)", 0, kInf},
       {"optim.shard", [](Config& c) -> Ref { return &c.optim.shard; }, "under mpirun: each rank keeps the optimizer state of 1/N of the parameters (ZeRO-1)"},
       {"schedule.kind", [](Config& c) -> Ref { return &c.schedule.kind; }, "the learning rate's shape after warmup",
@@ -86,6 +95,9 @@ std::vector<KeySpec> make_specs() {
   const auto model_end = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.name == "model.positions"; });
   auto model = model_specs();
   s.insert(model_end, model.begin(), model.end());
+  const auto optim_at = std::find_if(s.begin(), s.end(), [](const KeySpec& k) { return k.name == "optim.clip_grad_norm"; });
+  auto optim = optimizer_specs();
+  s.insert(optim_at, optim.begin(), optim.end());
   return s;
 }
 

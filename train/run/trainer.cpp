@@ -181,7 +181,9 @@ Trainer::Trainer(const Config& config, const TrainOptions& options)
     resume();
     share_gradients();  // the checkpoint held every parameter's state
   }
-  result_ = {r_.dir.string(), r_.step, {}, false, 0};
+  result_ = TrainResult();
+  result_.run_dir = r_.dir.string();
+  result_.steps = r_.step;
 }
 
 void Trainer::open_log() {
