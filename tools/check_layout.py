@@ -7,7 +7,8 @@
 3. the CLI holds no library code: no file outside train/cli/ includes a train/cli/ header (main.cpp and the tests
    drive the program through run_cli), and train/cli/ defines no class or struct outside an anonymous
    namespace or a command's declare_ function;
-4. the folders say where things go: every file of train/ is in one of its rooms.
+4. the folders say where things go: every file of train/ is in one of its rooms, and a room includes only the
+   rooms below it (ROOM_DEPENDS; the one exception, the Trainer writing the report, is listed there too).
 
 Prints each violation as FILE:LINE: what, and exits 1 if there is any.
 """
@@ -19,6 +20,16 @@ MAX_LINES = 450
 ROOT = Path(__file__).resolve().parent.parent
 CODE_DIRS = ["core", "layers", "optim", "datasets", "train", "tests", "examples", "bench", "tools"]
 TRAIN_ROOMS = {"io", "run", "dist", "use", "report", "cli"}
+# The rooms each room of train/ may include (docs/architecture.md draws the same picture).
+ROOM_DEPENDS = {
+    "io": {"io"},
+    "dist": {"dist", "io"},
+    "run": {"run", "io", "dist"},
+    "use": {"use", "run", "io"},
+    "report": {"report", "use", "run", "io"},
+    "cli": TRAIN_ROOMS,
+}
+ROOM_EXCEPTIONS = {("train/run/trainer.cpp", "report")}  # the Trainer rewrites the report at every checkpoint
 INCLUDE = re.compile(r'^\s*#\s*include\s*[<"](qkv/[^>"]+)[>"]')
 
 
@@ -96,7 +107,20 @@ def check_cli(files, errors):
                 anon.pop()
 
 
-def check_rooms(errors):
+def room_of(p):
+    parts = p.relative_to(ROOT).parts
+    return parts[1] if len(parts) > 2 and parts[0] == "train" else None
+
+
+def check_rooms(files, errors):
+    for p in files:
+        room = room_of(p)
+        if room not in ROOM_DEPENDS:
+            continue
+        for n, t in includes(p):
+            to = room_of(t)
+            if to and to not in ROOM_DEPENDS[room] and (rel(p), to) not in ROOM_EXCEPTIONS:
+                errors.append(f"{rel(p)}:{n}: train/{room}/ includes train/{to}/ ({rel(t)}), a room above it")
     for p in sorted((ROOT / "train").iterdir()):
         if p.is_file() and p.name != "CMakeLists.txt":
             errors.append(f"{rel(p)}:1: a file of train/ outside its rooms ({', '.join(sorted(TRAIN_ROOMS))})")
@@ -111,7 +135,7 @@ def main():
     check_sizes(files, errors)
     check_cycles(files, errors)
     check_cli(files, errors)
-    check_rooms(errors)
+    check_rooms(files, errors)
     for e in errors:
         print(e)
     print(f"layout: {len(files)} files, {len(errors)} problem{'s' if len(errors) != 1 else ''}")

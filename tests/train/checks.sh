@@ -1,5 +1,15 @@
 # Shared by the process-level test scripts (cli_faults.sh, mpi.sh): counted checks and waiting helpers.
-# Source it after cd-ing into the work directory; end the script with `summary NAME`.
+# Source it first (source "$3/tests/train/checks.sh"), then `enter_work "$@"`; end the script with `summary NAME`.
+# The scripts' arguments, QKV_BINARY WORK_DIR SOURCE_DIR: sets QKV, WORK and SRC, and makes WORK anew as the
+# current directory.
+enter_work() {
+  QKV=$1
+  WORK=$2
+  SRC=$3
+  rm -rf "$WORK"
+  mkdir -p "$WORK"
+  cd "$WORK" || exit 1
+}
 passed=0
 failed=0
 check() {  # check DESCRIPTION COMMAND...

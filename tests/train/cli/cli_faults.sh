@@ -2,15 +2,10 @@
 # Faults that need real processes, which the in-process doctest cases cannot make: a file-size limit (SIGXFSZ),
 # SIGKILL, and two processes on one run directory. Usage: cli_faults.sh QKV_BINARY WORK_DIR SOURCE_DIR
 set -u
-QKV=$1
-WORK=$2
-SRC=$3
-rm -rf "$WORK"
-mkdir -p "$WORK"
-cd "$WORK" || exit 1
+source "$3/tests/train/checks.sh"
+enter_work "$@"  # QKV, WORK (made anew, the current directory), SRC
 CFG="$SRC/configs/reverse.toml"
 COMMON=("run.out_dir=\"$WORK\"" "schedule.warmup_steps=0" "train.target_accuracy=0")
-source "$SRC/tests/train/checks.sh"
 has() { grep -q -- "$2" "$1" || { echo "--- $1:"; cat "$1"; return 1; }; }
 no_temporaries() { [ -z "$(find "$1" -name '.*.tmp.*')" ] || { find "$1" -name '.*.tmp.*'; return 1; }; }
 

@@ -3,19 +3,14 @@
 # plain and sharded (ZeRO-1), resume works with a different N, a batch that does not split evenly is one clear
 # error, Ctrl-C and a killed rank end the job cleanly, bench reports the communication share. Usage: mpi.sh QKV_BINARY WORK_DIR SOURCE_DIR
 set -u
-QKV=$1
-WORK=$2
-SRC=$3
-rm -rf "$WORK"
-mkdir -p "$WORK"
-cd "$WORK" || exit 1
+source "$3/tests/train/checks.sh"
+enter_work "$@"  # QKV, WORK (made anew, the current directory), SRC
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl=self,vader ASAN_OPTIONS=detect_leaks=0
 MPIRUN=(mpirun --oversubscribe --bind-to none)
 CFG="$SRC/configs/sort.toml"
 # 60 steps with a loss line each; dropout 0 (the config's). Batch 12 splits over 1, 2 and 3 ranks.
 COMMON=("run.out_dir=\"$WORK\"" "train.steps=60" "train.log_every=1" "train.eval_every=60" "train.batch_size=12"
         "train.threads=1" "schedule.warmup_steps=10" "train.checkpoint_every=30" "optim.clip_grad_norm=1.0")
-source "$SRC/tests/train/checks.sh"
 losses() { grep '"split":"train"' "$1/metrics.jsonl" | grep -o '"loss":[^,}]*' | cut -d: -f2; }
 val_acc() { grep '"split":"val"' "$1/metrics.jsonl" | tail -1 | grep -o '"token_acc":[^,}]*' | cut -d: -f2; }
 # The first 50 losses of run $2 within 1e-5 relative of run $1's, and the same final validation accuracy.
