@@ -2,6 +2,7 @@
 #include "qkv/datasets/detail.h"
 
 #include <qkv/core/errors.h>
+#include <qkv/core/files.h>
 #include <qkv/core/hash.h>
 #include <qkv/core/ops.h>
 
@@ -26,26 +27,6 @@ using datasets_detail::kTrainStream;
 using datasets_detail::kValStream;
 
 // ---- text -------------------------------------------------------------------------------------------------
-
-// A data file is a regular file (a FIFO would block, /dev/zero never end); returns its size.
-std::int64_t check_regular(const std::string& path, const char* key) {
-  struct stat st {};
-  QKV_CHECK(::stat(path.c_str(), &st) == 0, "data: cannot read {} = \"{}\": {}", key, path, std::strerror(errno));
-  QKV_CHECK(S_ISREG(st.st_mode), "data: {} = \"{}\" is not a regular file (a directory, FIFO or device)", key, path);
-  return static_cast<std::int64_t>(st.st_size);
-}
-
-// A data file's bytes, read once into one string.
-std::string read_file(const std::string& path, const char* key) {
-  struct stat st {};
-  st.st_size = check_regular(path, key);
-  std::ifstream in(path, std::ios::binary);
-  QKV_CHECK(in.good(), "data: cannot read {} = \"{}\"", key, path);
-  std::string bytes(static_cast<std::size_t>(st.st_size), '\0');
-  in.read(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-  QKV_CHECK(in.gcount() == static_cast<std::streamsize>(bytes.size()), "data: {} = \"{}\": short read", key, path);
-  return bytes;
-}
 
 // UTF-8 -> code points, strictly (RFC 3629): invalid bytes, truncated sequences, overlong forms (C0 AF for '/'),
 // surrogates (ED A0 80) and code points above U+10FFFF (F5 80 80 80) are errors naming the byte offset. What is
@@ -135,7 +116,7 @@ class TextDataset : public Dataset {
   TextDataset(const DataOptions& o, std::uint64_t seed)
       : Dataset(seed, 0, o.seq_len), shuffle_(o.shuffle) {
     {
-      const std::string text = read_file(o.path, "data.path");
+      const std::string text = read_file_bytes(o.path, "data: data.path");
       vocab_ = CharVocab::from_text(text, o.path);
       ids_ = CompactIds(text, vocab_, o.path);
     }  // the text's bytes are freed here
@@ -193,7 +174,7 @@ struct Examples {
 
 // One example per non-empty line: {"input": [ids], "target": [ids]}, each of length seq_len.
 Examples read_jsonl(const std::string& path, std::int64_t seq_len, std::int64_t vocab, const char* key) {
-  check_regular(path, key);
+  check_regular_input(path, std::string("data: ") + key);
   std::ifstream in(path);
   QKV_CHECK(in.good(), "data: cannot read \"{}\"", path);
   Examples ex;

@@ -40,7 +40,7 @@ MUTATIONS = [
     ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(expect == buffer_size,", "QKV_CHECK(expect <= buffer_size,", SAFETENSORS),
     ("safetensors", "train/io/safetensors.cpp", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) >= 0x477ff000u", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) > 0x47800000u", SAFETENSORS),
     ("safetensors", "train/io/files.cpp", "if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", "if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", SAFETENSORS + "|train/cli_faults"),
-    ("safetensors", "train/io/files.cpp", "if (size > max_bytes) {", "if (size > max_bytes + 1) {", SAFETENSORS),
+    ("safetensors", "core/files.cpp", "if (size > max_bytes) {", "if (size > max_bytes + 1) {", SAFETENSORS),
     # ---- datasets ---------------------------------------------------------------------------------------------
     ("datasets", "datasets/files.cpp", "split_ = n - n / 10;", "split_ = n - n / 20;", DATASETS),
     ("datasets", "datasets/files.cpp", "const std::int64_t starts = split_ - seq_len_;", "const std::int64_t starts = split_;", DATASETS),

@@ -91,7 +91,7 @@ TEST_CASE("text: character vocabulary, shifted targets, last 10% validates, file
   CHECK(s1 == "rld héll");  // the next window in file order
   CHECK(d->validation().inputs.size(0) == (60 - 1) / 8);  // windows of the last 60 characters
   CHECK_ERROR(make_dataset({.task = "text", .seq_len = 400, .path = path}, 0), "too short for data.seq_len = 400");
-  CHECK_ERROR(make_dataset({.task = "text", .path = "/nonexistent"}, 0), "data: cannot read data.path = \"/nonexistent\"");
+  CHECK_ERROR(make_dataset({.task = "text", .path = "/nonexistent"}, 0), "data: data.path: /nonexistent: no such file");
   CHECK_ERROR(d->encode("z"), "character 'z' (U+007A) is not in the vocabulary");
 }
 
@@ -171,7 +171,7 @@ TEST_CASE("jsonl: examples, ignored positions, file order wrapping, errors namin
                             .val_path = write_tmp("ignval.jsonl", ignored)}, 0),
               "ignval.jsonl: every validation target is -100 (ignored): nothing could be validated");
   CHECK_ERROR(make_dataset({.task = "jsonl", .vocab_size = 5, .seq_len = 3, .path = "/dev/zero"}, 0),
-              "data.path = \"/dev/zero\" is not a regular file");
+              "data: data.path: /dev/zero is a character device, not a regular file");
 }
 
 TEST_CASE("text: UTF-8 is validated strictly at load, naming the byte offset (B4)") {

@@ -23,16 +23,6 @@ template <class... Args>
   throw WriteError(fmt::format(f, std::forward<Args>(args)...));
 }
 
-const char* kind_of(mode_t mode) {
-  if (S_ISDIR(mode)) return "a directory";
-  if (S_ISBLK(mode)) return "a block device";
-  if (S_ISCHR(mode)) return "a character device";
-  if (S_ISFIFO(mode)) return "a FIFO";
-  if (S_ISSOCK(mode)) return "a socket";
-  if (S_ISLNK(mode)) return "a symbolic link";
-  return "not a regular file";
-}
-
 // Writes all of `bytes` to `fd`, retrying short writes and EINTR; returns 0 or the errno that stopped it.
 int write_all(int fd, const char* data, std::size_t size, std::size_t* done = nullptr) {
   std::size_t n = 0;
@@ -126,7 +116,7 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {  // what the path points at, through any links
     if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return write_through(path, st, bytes);
-    QKV_CHECK(S_ISREG(st.st_mode), "write: {} is {}; give a file name", path, kind_of(st.st_mode));
+    QKV_CHECK(S_ISREG(st.st_mode), "write: {} is {}; give a file name", path, file_kind(st.st_mode));
   } else {
     QKV_CHECK(errno == ENOENT, "write: {}: {}", path, std::strerror(errno));
     struct stat lst {};
@@ -138,40 +128,6 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
   replace_atomically(path, target, bytes);
 }
 
-void check_regular_input(const std::string& path, const std::string& what) {
-  struct stat st {};
-  QKV_CHECK(::stat(path.c_str(), &st) == 0, "{}: {}: {}", what, path,
-            errno == ENOENT ? std::string("no such file") : std::string(std::strerror(errno)));
-  QKV_CHECK(S_ISREG(st.st_mode), "{}: {} is {}, not a regular file", what, path, kind_of(st.st_mode));
-}
-
-std::string read_file_bytes(const std::string& path, const std::string& what, std::uint64_t max_bytes) {
-  check_regular_input(path, what);
-  // O_NONBLOCK: if the path was swapped for a FIFO since the check, the open fails instead of waiting.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  QKV_CHECK(fd >= 0, "{}: {}: cannot open: {}", what, path, std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
-    fail("{}: {} is not a regular file", what, path);
-  }
-  const auto size = static_cast<std::uint64_t>(st.st_size);
-  if (size > max_bytes) {
-    ::close(fd);
-    fail("{}: {} is {} bytes, more than the {} a {} file may have", what, path, size, max_bytes, what);
-  }
-  std::string bytes(static_cast<std::size_t>(size), '\0');  // the file's real size, never a claimed one
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    const ssize_t r = ::read(fd, bytes.data() + done, bytes.size() - done);
-    if (r < 0 && errno == EINTR) continue;
-    if (r <= 0) break;
-    done += static_cast<std::size_t>(r);
-  }
-  ::close(fd);
-  QKV_CHECK(done == bytes.size(), "{}: {}: short read ({} of {} bytes)", what, path, done, bytes.size());
-  return bytes;
-}
 
 AppendFile::AppendFile(const std::string& path, double retry_seconds) : path_(path), retry_seconds_(retry_seconds) {
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);

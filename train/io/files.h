@@ -7,6 +7,8 @@
 //  - an input is read only from a regular file of bounded size, never blocking on a FIFO or reading an endless
 //    device;
 //  - an append (metrics.jsonl, train.log) that fails is retried, and reported when it keeps failing.
+#include <qkv/core/files.h>  // reading inputs: read_file_bytes, check_regular_input
+
 #include <cstdint>
 #include <string>
 
@@ -14,15 +16,6 @@ namespace qkv {
 
 /// Writes `bytes` to `path` by the output rule above. Throws qkv::Error naming the path and the reason.
 void write_file_atomic(const std::string& path, const std::string& bytes);
-
-/// The bytes of a regular file of at most `max_bytes`; `what` names the file's role in errors ("config",
-/// "safetensors"). Refuses directories, FIFOs, devices and larger files before reading anything.
-std::string read_file_bytes(const std::string& path, const std::string& what = "safetensors",
-                            std::uint64_t max_bytes = UINT64_MAX);
-
-/// Throws qkv::Error unless `path` names a regular file (`what` names its role): FIFOs, devices and folders are
-/// refused without opening them, so a reader never blocks on them.
-void check_regular_input(const std::string& path, const std::string& what);
 
 /// A file that lines are appended to. A failed write (a full disk, a file-size limit) is retried with the
 /// unwritten rest of the line for about `retry_seconds`; when it still fails, append() throws qkv::Error and
