@@ -59,7 +59,7 @@ MUTATIONS = [
     ("distributed", "train/dist/data_parallel.cpp", "if (shard_->owns(i)) mine.insert(named[i].first);", "mine.insert(named[i].first);", DIST),
     ("distributed", "train/dist/data_parallel.cpp", "model.set_batch_slice(comm_.rank() * rows, batch_size);", "model.set_batch_slice(0, batch_size);", DIST),
     ("distributed", "train/run/step.cpp", "reported = parallel->comm().sum(loss.item());", "reported = loss.item();", DIST),
-    ("distributed", "train/cli/cli.cpp", "if (!comm.all_failing(kFailureAgreementSeconds)) {", "if (false) {", DIST),
+    ("distributed", "train/dist/comm.cpp", "if (!comm.all_failing(seconds)) {", "if (false) {", DIST),
     # ---- schedule ---------------------------------------------------------------------------------------------
     ("schedule", "optim/schedule.cpp", "if (s < w) return base_lr_ * static_cast<double>(s + 1) / static_cast<double>(w);", "if (s < w) return base_lr_ * static_cast<double>(s) / static_cast<double>(w);", SCHEDULE),
     ("schedule", "optim/schedule.cpp", "(1.0 + std::cos(std::numbers::pi * std::min(t, span) / span)) / 2.0", "(1.0 + std::cos(std::numbers::pi * t / span)) / 2.0", SCHEDULE),

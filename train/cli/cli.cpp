@@ -9,10 +9,8 @@
 
 #include <fmt/format.h>
 
-#include <algorithm>
 #include <filesystem>
 #include <functional>
-#include <iostream>
 #include <new>
 
 namespace qkv {
@@ -61,53 +59,41 @@ Environment:
 
 More: README.md (quickstart, config reference: qkv info --keys))";
 
-// The exit codes: 2 for usage, config and input errors; 1 for failures while running.
-// Prints a failure once per job: on one process, always; under mpirun, by the lowest rank that failed itself
-// (a failure every rank hits, such as a config error, is printed by rank 0 alone; the ranks that only learned of
-// another's failure print nothing). Every rank is here when this runs, so the gather cannot hang.
-void report_failure(const std::string& message, int code) {
-  const Comm& comm = Comm::world();
-  if (!comm.distributed()) {
-    std::cerr << message;
-    return;
+// The line a failure prints: what kind of failure, then the library's message.
+std::string failure_message(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const PeerFailed&) {
+    return "";  // another rank failed, and says why
+  } catch (const WriteError& e) {
+    return fmt::format("qkv: failed: {}\n", e.what());
+  } catch (const Error& e) {
+    return fmt::format("qkv: error: {}\n", e.what());
+  } catch (const fs::filesystem_error& e) {  // an input path the system refuses (a symlink loop, a name too long)
+    return fmt::format("qkv: error: {}{}: {}\n", e.path1().string(),
+                       e.path2().empty() ? "" : " -> " + e.path2().string(), e.code().message());
+  } catch (const TrainingError& e) {
+    return fmt::format("\nqkv: training failed: {}\n", e.what());
+  } catch (const std::bad_alloc&) {
+    return "\nqkv: out of memory (lower train.batch_size, data.seq_len or the model size)\n";
+  } catch (const std::exception& e) {
+    return fmt::format("qkv: failed: {}\n", e.what());
+  } catch (...) {
+    return "qkv: failed\n";
   }
-  // A rank that failed alone (a missing config or data file on its machine, a bad QKV_GEMM in its environment)
-  // would leave the others waiting forever in their next collective: it says why and ends the job.
-  if (!comm.all_failing(kFailureAgreementSeconds)) {
-    std::cerr << fmt::format("rank {}: {}", comm.rank(), message) << std::flush;
-    comm.abort_job(code);
-  }
-  const auto failed = comm.gather(message.empty() ? 0 : 1);
-  const auto first = std::find(failed.begin(), failed.end(), 1u) - failed.begin();
-  if (first != comm.rank()) return;
-  std::cerr << (comm.lead() ? message : fmt::format("rank {}: {}", comm.rank(), message));
 }
 
+// Runs a command; a failure is printed once per job (report_failure_once) and gives its exit status
+// (failure_code: 2 for usage, config and input errors, 1 for failures while running).
 int exit_code_of(const std::function<int()>& run) {
-  std::string message;
-  int code = 1;
   try {
     return run();
-  } catch (const PeerFailed& e) {
-    code = e.code;  // another rank failed, and says why
-  } catch (const WriteError& e) {
-    message = fmt::format("qkv: failed: {}\n", e.what());
-  } catch (const Error& e) {
-    message = fmt::format("qkv: error: {}\n", e.what());
-    code = 2;
-  } catch (const fs::filesystem_error& e) {  // an input path the system refuses (a symlink loop, a name too long)
-    message = fmt::format("qkv: error: {}{}: {}\n", e.path1().string(), e.path2().empty() ? "" : " -> " + e.path2().string(),
-                          e.code().message());
-    code = 2;
-  } catch (const TrainingError& e) {
-    message = fmt::format("\nqkv: training failed: {}\n", e.what());
-  } catch (const std::bad_alloc&) {
-    message = "\nqkv: out of memory (lower train.batch_size, data.seq_len or the model size)\n";
-  } catch (const std::exception& e) {
-    message = fmt::format("qkv: failed: {}\n", e.what());
+  } catch (...) {
+    const std::exception_ptr error = std::current_exception();
+    const int code = failure_code(error);
+    report_failure_once(Comm::world(), failure_message(error), code, kFailureAgreementSeconds);
+    return code;
   }
-  report_failure(message, code);
-  return code;
 }
 
 }  // namespace

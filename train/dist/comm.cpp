@@ -4,7 +4,11 @@
 #include <qkv/train/dist/detail.h>
 #include <qkv/train/dist/gradients.h>
 
+#include <fmt/format.h>
+
+#include <algorithm>
 #include <cstdlib>
+#include <iostream>
 #include <cstring>
 
 #include <unistd.h>
@@ -191,6 +195,21 @@ std::vector<std::string> Comm::hosts() const {
   }
 #endif
   return all;
+}
+
+void report_failure_once(const Comm& comm, const std::string& message, int code, double seconds) {
+  if (!comm.distributed()) {
+    std::cerr << message;
+    return;
+  }
+  if (!comm.all_failing(seconds)) {
+    std::cerr << fmt::format("rank {}: {}", comm.rank(), message) << std::flush;
+    comm.abort_job(code);
+  }
+  const auto failed = comm.gather(message.empty() ? 0 : 1);
+  const auto first = std::find(failed.begin(), failed.end(), 1u) - failed.begin();
+  if (first != comm.rank()) return;
+  std::cerr << (comm.lead() ? message : fmt::format("rank {}: {}", comm.rank(), message));
 }
 
 double Comm::take_comm_seconds() const {

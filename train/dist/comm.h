@@ -94,6 +94,8 @@ namespace qkv {
 inline int failure_code(const std::exception_ptr& error) {
   try {
     std::rethrow_exception(error);
+  } catch (const PeerFailed& e) {
+    return e.code;
   } catch (const WriteError&) {
     return 1;
   } catch (const Error&) {
@@ -104,6 +106,14 @@ inline int failure_code(const std::exception_ptr& error) {
     return 1;
   }
 }
+
+/// Prints a failure's `message` once per job: on one process, always; under mpirun, by the lowest rank that failed
+/// itself (a failure every rank meets alike, a config error, is printed by rank 0 alone; ranks that only learned
+/// of another's failure, with an empty message, print nothing). A rank that failed alone (a file its machine
+/// cannot read, a bad QKV_GEMM in its environment) would leave the others waiting forever in their next
+/// collective: when the others do not arrive within `seconds`, it prints "rank N: message" and ends the job with
+/// `code` (MPI_Abort). Every rank must call it when it fails.
+void report_failure_once(const Comm& comm, const std::string& message, int code, double seconds);
 
 template <class F>
 void on_every_rank_agree(const Comm& comm, F&& f) {
