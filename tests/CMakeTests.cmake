@@ -68,6 +68,6 @@ if(QKV_PYTHON3)
   if(TARGET qkv)
     add_test(NAME docs/commands COMMAND ${QKV_PYTHON3} ${PROJECT_SOURCE_DIR}/tools/doc_check.py ${PROJECT_BINARY_DIR}
                                         ${CMAKE_CURRENT_BINARY_DIR}/doc_check ${PROJECT_SOURCE_DIR})
-    set_tests_properties(docs/commands PROPERTIES TIMEOUT 900 LABELS slow RUN_SERIAL TRUE)
+    set_tests_properties(docs/commands PROPERTIES TIMEOUT 900 LABELS slow)
   endif()
 endif()
