@@ -47,6 +47,7 @@ std::string fmt_duration(double seconds) {
   return fmt::format("{:02d}:{:02d}:{:02d}", s / 3600, (s / 60) % 60, s % 60);
 }
 
+// A write (checkpoint, model) that fails while running is a runtime failure (exit 1), not a usage error.
 template <class F>
 void guarded_write(const char* what, std::int64_t step, const fs::path& dir, F&& write) {
   const auto failed = [&](const char* why) {
