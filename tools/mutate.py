@@ -81,7 +81,7 @@ MUTATIONS = [
     ("run_dir", "train/run/run_dir.cpp", "return ec == std::errc() && end == last && step >= 0 ? step : -1;", "return ec == std::errc() && step >= 0 ? step : -1;", RUN_DIR),
     ("run_dir", "train/run/run_dir.cpp", "std::sort(found.begin(), found.end());", "std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.second < b.second; });", RUN_DIR),
     ("run_dir", "train/run/run_dir.cpp", 'name == "config.toml" || name == "train.log" || name == "metrics.jsonl" ||', 'name == "config.toml" || name == "train.log" || true ||', RUN_DIR),
-    ("run_dir", "train/run/run_dir.cpp", "held.st_nlink > 0 &&", "", RUN_DIR),
+    ("run_dir", "train/run/run_dir.cpp", "now.st_dev == held.st_dev && now.st_ino == held.st_ino;", "true;", RUN_DIR),
     # ---- report -----------------------------------------------------------------------------------------------
     ("report", "train/report/report.cpp", '(e.value("split", "") == "val" ? val : tr) = &e;', '(e.value("split", "") == "train" ? val : tr) = &e;', REPORT),
     ("report", "train/report/report.cpp", "if (ok) r.events.push_back(std::move(j));", "if (ok && no > 1) r.events.push_back(std::move(j));", REPORT),

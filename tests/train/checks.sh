@@ -19,6 +19,11 @@ check() {  # check DESCRIPTION COMMAND...
 }
 # Waits until FILE exists (at most 30 s).
 wait_for() { for _ in $(seq 300); do [ -e "$1" ] && return 0; sleep 0.1; done; echo "timed out waiting for $1"; return 1; }
+# gone_within SECONDS PID: the process ends within SECONDS (else it is killed, and false).
+gone_within() {
+  for _ in $(seq $(($1 * 10))); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.1; done
+  echo "pid $2 still running after $1 s"; kill -9 "$2"; return 1
+}
 # Prints the counts; the script's status is whether every check passed.
 summary() {
   echo "$1: $passed passed, $failed failed"

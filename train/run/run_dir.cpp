@@ -190,8 +190,10 @@ void RunDir::lock() {
 
 void RunDir::check_present() const {
   struct stat held {}, now {};
-  const bool same = lock_fd_ >= 0 && ::fstat(lock_fd_, &held) == 0 && held.st_nlink > 0 &&
-                    ::stat(path_.c_str(), &now) == 0 && now.st_dev == held.st_dev && now.st_ino == held.st_ino;
+  // The folder at the path must still be the one locked (a folder held open keeps its inode: a new one never
+  // takes its number).
+  const bool same = lock_fd_ >= 0 && ::fstat(lock_fd_, &held) == 0 && ::stat(path_.c_str(), &now) == 0 &&
+                    now.st_dev == held.st_dev && now.st_ino == held.st_ino;
   if (!same)
     throw WriteError(fmt::format("the run directory {} was deleted or moved while training: stopping (nothing more "
                                  "can be saved there)", path_.string()));

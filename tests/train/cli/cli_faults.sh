@@ -110,6 +110,18 @@ wait "$pid"
 code=$?
 check "run directory deleted while training: exit 1 (got $code)" [ "$code" = 1 ]
 check "run directory deleted while training: said so" has doomed.err "was deleted or moved while training"
+# Moved away and replaced by another folder of the same name: the run stops too (the folder it holds is gone).
+"$QKV" train "$CFG" "${COMMON[@]}" run.name=\"swapped\" train.steps=100000000 train.log_every=50 \
+  train.checkpoint_every=0 >swapped.out 2>swapped.err &
+pid=$!
+wait_for "$WORK/swapped/metrics.jsonl"
+mv "$WORK/swapped" "$WORK/swapped.away" && mkdir "$WORK/swapped"
+gone_within 30 "$pid"
+wait "$pid"
+code=$?
+check "run directory moved and replaced while training: exit 1 (got $code)" [ "$code" = 1 ]
+check "run directory moved and replaced while training: said so" has swapped.err "was deleted or moved while training"
+check "run directory moved and replaced: nothing written into the new folder" [ -z "$(ls -A "$WORK/swapped")" ]
 
 # A second process on a training run is refused (exit 2) naming the holder; SIGTERM then stops the first (143).
 "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"busy\" train.steps=100000000 train.checkpoint_every=200 \

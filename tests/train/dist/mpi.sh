@@ -145,10 +145,6 @@ check "bench: every gradient bucket started during backward" \
 
 # Ctrl-C to mpirun: mpirun sends SIGTERM to every rank; they agree on a step, rank 0 writes one checkpoint and
 # prints the resume command, and no rank is left. (mpirun itself then exits 1, not 143: that code is mpirun's.)
-gone_within() {  # gone_within SECONDS PID: the process ends within SECONDS
-  for _ in $(seq $(($1 * 10))); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.1; done
-  echo "pid $2 still running after $1 s"; kill -9 "$2"; return 1
-}
 # The ranks of the mpirun job $1: its child processes running this qkv binary (never a name pattern, which
 # could match another job on the machine).
 ranks_of() {

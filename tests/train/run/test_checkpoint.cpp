@@ -135,6 +135,8 @@ TEST_CASE("checkpoints are ordered by their step as a number, past step 999,999,
                                           "step_1000000000.safetensors"});
   CHECK(checkpoint_step(checkpoint_name(1'000'000'000)) == 1'000'000'000);
   CHECK(checkpoint_step("step_.safetensors") == -1);
+  CHECK(checkpoint_step("step_12x.safetensors") == -1);  // digits, then something else: not a checkpoint
+  CHECK(checkpoint_step("step_-3.safetensors") == -1);
   CHECK(checkpoint_step("step_99999999999999999999.safetensors") == -1);  // beyond int64
 }
 
@@ -191,4 +193,15 @@ TEST_CASE("a resumed run refuses data that changed: a text vocabulary, jsonl exa
   const std::string jerr = resume_error(jcfg, rj.run_dir);
   CHECK_MESSAGE(jerr.find("the data changed since this checkpoint (its examples' fingerprint was jsonl:18+2:") !=
                     std::string::npos, jerr);
+}
+
+TEST_CASE("a resumed run's metrics keep every line up to its checkpoint's step, the step's own lines included") {
+  const fs::path dir = test::scratch_dir("truncate_metrics");
+  const fs::path path = dir / "metrics.jsonl";
+  std::ofstream(path) << R"({"step":5,"split":"train"})" "\n" R"({"step":10,"split":"train"})" "\n"
+                      << R"({"step":10,"split":"val"})" "\n" R"({"step":15,"split":"train"})" "\n" << "not json\n";
+  truncate_metrics(path, 10);
+  std::ifstream in(path);
+  const std::string kept(std::istreambuf_iterator<char>(in), {});
+  CHECK(kept == R"({"step":5,"split":"train"})" "\n" R"({"step":10,"split":"train"})" "\n" R"({"step":10,"split":"val"})" "\n");
 }

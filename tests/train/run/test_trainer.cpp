@@ -46,32 +46,38 @@ TEST_CASE("shipped configs reach their accuracy (short runs)") {
 }
 
 TEST_CASE("resume after SIGTERM is bit-identical to an uninterrupted run") {
-  const auto cfg_a = shipped("sort", {"run.name=\"resume_a\"", "train.steps=40", "train.eval_every=10",
-                                      "train.log_every=5", "train.checkpoint_every=20", "train.target_accuracy=0",
-                                      "model.dropout=0.1"});
-  auto cfg_b = cfg_a;
-  cfg_b.run.name = "resume_b";
-  const auto a = train(cfg_a, quiet());
-  TrainOptions interrupt = quiet();
-  std::atomic<int> stop{0};  // what the qkv program's SIGTERM handler sets (tests/train/cli_faults.sh sends one)
-  interrupt.stop = &stop;
-  interrupt.on_step = [&](std::int64_t step) {
-    if (step == 27) stop = SIGTERM;  // finish the step, checkpoint, exit 143
-  };
-  const auto b1 = train(cfg_b, interrupt);
-  CHECK(b1.exit_code == 143);
-  CHECK(b1.steps == 27);
-  CHECK(fs::exists(b1.run_dir + "/checkpoints/step_000000027.safetensors"));
-  TrainOptions resume = quiet(false);
-  resume.resume_dir = b1.run_dir;
-  const auto b2 = train(cfg_b, resume);
-  CHECK(b2.exit_code == 0);
-  CHECK(b2.steps == 40);
-  const auto wa = read_safetensors(a.run_dir + "/model.safetensors");
-  const auto wb = read_safetensors(b2.run_dir + "/model.safetensors");
-  REQUIRE(wa.tensors.size() == wb.tensors.size());
-  for (std::size_t i = 0; i < wa.tensors.size(); ++i) CHECK(wa.tensors[i].second.to_vector() == wb.tensors[i].second.to_vector());
-  CHECK(metrics_of(a.run_dir) == metrics_of(b2.run_dir));
+  // sort with dropout (the data and dropout streams), and text in file order (the data position decides a batch).
+  for (const auto& [config, extra] : std::vector<std::pair<std::string, std::string>>{
+           {"sort", "model.dropout=0.1"}, {"text", "data.shuffle=false"}}) {
+    INFO(config);
+    const auto cfg_a = shipped(config, {"run.name=\"resume_a\"", "train.steps=40", "train.eval_every=10",
+                                        "train.log_every=5", "train.checkpoint_every=20", "train.target_accuracy=0",
+                                        extra});
+    auto cfg_b = cfg_a;
+    cfg_b.run.name = "resume_b";
+    const auto a = train(cfg_a, quiet());
+    TrainOptions interrupt = quiet();
+    std::atomic<int> stop{0};  // what the qkv program's SIGTERM handler sets (tests/train/cli/cli_faults.sh sends one)
+    interrupt.stop = &stop;
+    interrupt.on_step = [&](std::int64_t step) {
+      if (step == 27) stop = SIGTERM;  // finish the step, checkpoint, exit 143
+    };
+    const auto b1 = train(cfg_b, interrupt);
+    CHECK(b1.exit_code == 143);
+    CHECK(b1.steps == 27);
+    CHECK(fs::exists(b1.run_dir + "/checkpoints/step_000000027.safetensors"));
+    TrainOptions resume = quiet(false);
+    resume.resume_dir = b1.run_dir;
+    const auto b2 = train(cfg_b, resume);
+    CHECK(b2.exit_code == 0);
+    CHECK(b2.steps == 40);
+    const auto wa = read_safetensors(a.run_dir + "/model.safetensors");
+    const auto wb = read_safetensors(b2.run_dir + "/model.safetensors");
+    REQUIRE(wa.tensors.size() == wb.tensors.size());
+    for (std::size_t i = 0; i < wa.tensors.size(); ++i)
+      CHECK(wa.tensors[i].second.to_vector() == wb.tensors[i].second.to_vector());
+    CHECK(metrics_of(a.run_dir) == metrics_of(b2.run_dir));
+  }
 }
 
 TEST_CASE("a NaN loss stops the run naming the step; the last good checkpoint stays") {
