@@ -39,6 +39,8 @@ Shard::Shard(const std::vector<Tensor>& params, const Comm& comm) : comm_(comm),
   for (int r = 0; r < comm.size(); ++r)
     for (std::size_t i = 0; i < params.size(); ++i)
       if (owner_[i] == r) order_.push_back(i);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (owns(i)) owned_.push_back(params[i]);
   int at = 0;
   for (int r = 0; r < comm.size(); ++r) {
     QKV_CHECK(load[static_cast<std::size_t>(r)] < (std::int64_t{1} << 31), "optim.shard: a shard over 2^31 elements");
@@ -102,19 +104,12 @@ void Shard::all_gather_parameters() const {
   dispatch("optim.shard", params_[0].dtype(), [&](auto tag) { exchange<decltype(tag)>(false); });
 }
 
-std::vector<Tensor> Shard::owned() const {
-  std::vector<Tensor> mine;
-  for (std::size_t i = 0; i < params_.size(); ++i)
-    if (owns(i)) mine.push_back(params_[i]);
-  return mine;
-}
-
 // Only this rank's parameters hold gradients now: the sums of squares of every rank's part give the global norm.
-double Shard::grad_norm() const { return std::sqrt(comm_.sum(grad_sq_sum(owned()))); }
+double Shard::grad_norm() const { return std::sqrt(comm_.sum(grad_sq_sum(owned_))); }
 
 double Shard::clip_grad_norm(double max_norm) const {
   const double norm = grad_norm();
-  clip_to_norm(owned(), norm, max_norm);
+  clip_to_norm(owned_, norm, max_norm);
   return norm;
 }
 

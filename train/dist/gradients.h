@@ -28,12 +28,12 @@ class Shard {
 
  private:
   std::int64_t total_elements() const { return displs_.back() + counts_.back(); }
-  std::vector<Tensor> owned() const;
   template <class T>
   void exchange(bool gradients) const;
   const Comm& comm_;
   std::vector<Tensor> params_;
   std::vector<int> owner_;            // per parameter
+  std::vector<Tensor> owned_;         // this rank's parameters, in order
   std::vector<std::size_t> order_;    // parameters grouped by owner, each owner's contiguous in the flat buffer
   std::vector<int> counts_, displs_;  // elements per rank and where they start
 };

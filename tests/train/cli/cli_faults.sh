@@ -97,30 +97,33 @@ expect 2 "tensor 'a' needs dtype, shape and data_offsets" "$QKV" eval "$WORK/spa
 check "a 20 GB sparse model file: its header is read first (took $(($(date +%s) - start)) s)" [ $(($(date +%s) - start)) -lt 5 ]
 rm -f "$WORK/sparse.safetensors"
 
+# A run that would go on for ever, in the background (its pid in $pid), past its first records.
+start_endless() {
+  "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"$1\" train.steps=100000000 train.log_every=50 \
+    train.checkpoint_every=0 >"$1.out" 2>"$1.err" &
+  pid=$!
+  wait_for "$WORK/$1/metrics.jsonl"
+}
+# The run $1 (pid $pid) ends within 30 s, exit 1, saying that its run directory went ($2: how).
+stopped_for_run_dir() {
+  gone_within 30 "$pid"
+  wait "$pid"
+  local code=$?
+  check "run directory $2 while training: exit 1 (got $code)" [ "$code" = 1 ]
+  check "run directory $2 while training: said so" has "$1.err" "was deleted or moved while training"
+}
+
 # The run directory is locked itself: deleting .qkv-run and then --force gives no second writer; deleting the
 # directory stops the run (exit 1) at its next write.
-"$QKV" train "$CFG" "${COMMON[@]}" run.name=\"doomed\" train.steps=100000000 train.log_every=50 \
-  train.checkpoint_every=0 >doomed.out 2>doomed.err &
-pid=$!
-wait_for "$WORK/doomed/metrics.jsonl"
+start_endless doomed
 rm -f "$WORK/doomed/.qkv-run"
 expect 2 "is in use by" "$QKV" train "$CFG" "${COMMON[@]}" run.name=\"doomed\" --force
 rm -rf "$WORK/doomed"
-wait "$pid"
-code=$?
-check "run directory deleted while training: exit 1 (got $code)" [ "$code" = 1 ]
-check "run directory deleted while training: said so" has doomed.err "was deleted or moved while training"
+stopped_for_run_dir doomed deleted
 # Moved away and replaced by another folder of the same name: the run stops too (the folder it holds is gone).
-"$QKV" train "$CFG" "${COMMON[@]}" run.name=\"swapped\" train.steps=100000000 train.log_every=50 \
-  train.checkpoint_every=0 >swapped.out 2>swapped.err &
-pid=$!
-wait_for "$WORK/swapped/metrics.jsonl"
+start_endless swapped
 mv "$WORK/swapped" "$WORK/swapped.away" && mkdir "$WORK/swapped"
-gone_within 30 "$pid"
-wait "$pid"
-code=$?
-check "run directory moved and replaced while training: exit 1 (got $code)" [ "$code" = 1 ]
-check "run directory moved and replaced while training: said so" has swapped.err "was deleted or moved while training"
+stopped_for_run_dir swapped "moved and replaced"
 check "run directory moved and replaced: nothing written into the new folder" [ -z "$(ls -A "$WORK/swapped")" ]
 
 # A second process on a training run is refused (exit 2) naming the holder; SIGTERM then stops the first (143).
