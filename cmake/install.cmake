@@ -30,3 +30,6 @@ configure_package_config_file(cmake/qkvConfig.cmake.in ${PROJECT_BINARY_DIR}/qkv
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/qkvConfigVersion.cmake COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/qkvConfig.cmake ${PROJECT_BINARY_DIR}/qkvConfigVersion.cmake
         DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/qkv)
+# GPT-2's vocabulary files, for --tokenizer gpt2 (datasets/bpe.h: gpt2_directory).
+install(FILES tests/fixtures/gpt2/encoder.json tests/fixtures/gpt2/vocab.bpe tests/fixtures/gpt2/LICENSE
+        DESTINATION ${CMAKE_INSTALL_DATADIR}/qkv/gpt2)

@@ -1,5 +1,6 @@
 // The file datasets: text (one token per character) and jsonl (token ids per example), and CharVocab.
 #include "qkv/datasets/detail.h"
+#include "qkv/datasets/utf8.h"
 
 #include <qkv/core/errors.h>
 #include <qkv/core/files.h>
@@ -28,53 +29,6 @@ using datasets_detail::kValStream;
 
 // ---- text -------------------------------------------------------------------------------------------------
 
-// UTF-8 -> code points, strictly (RFC 3629): invalid bytes, truncated sequences, overlong forms (C0 AF for '/'),
-// surrogates (ED A0 80) and code points above U+10FFFF (F5 80 80 80) are errors naming the byte offset. What is
-// accepted here can always be written back as valid UTF-8 (into a model file's JSON metadata, for one).
-// The code point starting at byte i (advanced past it).
-char32_t next_code_point(const std::string& s, std::size_t& i, const std::string& path) {
-  static constexpr char32_t kMinOfLength[5] = {0, 0, 0x80, 0x800, 0x10000};
-  const auto c = static_cast<unsigned char>(s[i]);
-  const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-  QKV_CHECK(len > 0, "data: {}: invalid UTF-8 at byte {} (0x{:02X} cannot start a character)", path, i, c);
-  QKV_CHECK(i + static_cast<std::size_t>(len) <= s.size(), "data: {}: invalid UTF-8 at byte {} (truncated character)",
-            path, i);
-  char32_t cp = len == 1 ? c : c & (0xff >> (len + 1));
-  for (int k = 1; k < len; ++k) {
-    const auto cc = static_cast<unsigned char>(s[i + static_cast<std::size_t>(k)]);
-    QKV_CHECK((cc >> 6) == 2, "data: {}: invalid UTF-8 at byte {} (0x{:02X} is not a continuation byte)", path,
-              i + static_cast<std::size_t>(k), cc);
-    cp = (cp << 6) | (cc & 0x3f);
-  }
-  QKV_CHECK(cp >= kMinOfLength[len], "data: {}: invalid UTF-8 at byte {} (overlong encoding of U+{:04X})", path, i,
-            static_cast<std::uint32_t>(cp));
-  QKV_CHECK(cp < 0xD800 || cp > 0xDFFF, "data: {}: invalid UTF-8 at byte {} (surrogate U+{:04X})", path, i,
-            static_cast<std::uint32_t>(cp));
-  QKV_CHECK(cp <= 0x10FFFF, "data: {}: invalid UTF-8 at byte {} (U+{:X} is above U+10FFFF)", path, i,
-            static_cast<std::uint32_t>(cp));
-  i += static_cast<std::size_t>(len);
-  return cp;
-}
-
-std::vector<char32_t> decode_utf8(const std::string& s, const std::string& path) {
-  std::vector<char32_t> out;
-  for (std::size_t i = 0; i < s.size();) out.push_back(next_code_point(s, i, path));
-  return out;
-}
-
-std::string encode_utf8(char32_t cp) {
-  std::string s;
-  if (cp < 0x80) s += static_cast<char>(cp);
-  else if (cp < 0x800) s += {static_cast<char>(0xc0 | (cp >> 6)), static_cast<char>(0x80 | (cp & 0x3f))};
-  else if (cp < 0x10000)
-    s += {static_cast<char>(0xe0 | (cp >> 12)), static_cast<char>(0x80 | ((cp >> 6) & 0x3f)),
-          static_cast<char>(0x80 | (cp & 0x3f))};
-  else
-    s += {static_cast<char>(0xf0 | (cp >> 18)), static_cast<char>(0x80 | ((cp >> 12) & 0x3f)),
-          static_cast<char>(0x80 | ((cp >> 6) & 0x3f)), static_cast<char>(0x80 | (cp & 0x3f))};
-  return s;
-}
-
 // Character-level language modelling: x = text[o : o + T], y = text[o + 1 : o + T + 1].
 // A text's character ids, 2 bytes each when the vocabulary fits (else 4): a 281 MB file took 7.8 GB as int64
 // ids after a stream copy and a code point vector; now the file's bytes and the ids, once each.
@@ -82,11 +36,12 @@ class CompactIds {
  public:
   CompactIds() = default;
   CompactIds(const std::string& text, const CharVocab& vocab, const std::string& path) {
+    const std::string where = "data: " + path;
     std::vector<std::int32_t> id_of(0x110000, -1);
     for (std::int64_t id = 0; id < vocab.size(); ++id) {
       std::size_t at = 0;
       const std::string ch = vocab.decode(id);
-      id_of[next_code_point(ch, at, path)] = static_cast<std::int32_t>(id);
+      id_of[next_code_point(ch, at, where)] = static_cast<std::int32_t>(id);
     }
     wide_ = vocab.size() > 65536;
     // Exactly one id per character (a byte that is not a continuation byte): no growth by doubling.
@@ -95,7 +50,7 @@ class CompactIds {
     if (wide_) ids32_.reserve(chars);
     else ids16_.reserve(chars);
     for (std::size_t i = 0; i < text.size();) {
-      const std::int32_t id = id_of[next_code_point(text, i, path)];
+      const std::int32_t id = id_of[next_code_point(text, i, where)];
       if (wide_) ids32_.push_back(id);
       else ids16_.push_back(static_cast<std::uint16_t>(id));
     }
@@ -278,7 +233,7 @@ std::unique_ptr<Dataset> make_jsonl_dataset(const DataOptions& o, std::uint64_t 
 }  // namespace datasets_detail
 
 CharVocab::CharVocab(const std::string& chars) {
-  chars_ = decode_utf8(chars, "vocabulary");
+  chars_ = decode_utf8(chars, "data: vocabulary");
   QKV_CHECK(std::is_sorted(chars_.begin(), chars_.end()) &&
                 std::adjacent_find(chars_.begin(), chars_.end()) == chars_.end(),
             "vocabulary: characters must be sorted and distinct");
@@ -286,7 +241,7 @@ CharVocab::CharVocab(const std::string& chars) {
 
 CharVocab CharVocab::from_text(const std::string& text, const std::string& source) {
   std::vector<bool> seen(0x110000);  // one bit per code point: no copy of the text
-  for (std::size_t i = 0; i < text.size();) seen[next_code_point(text, i, source)] = true;
+  for (std::size_t i = 0; i < text.size();) seen[next_code_point(text, i, "data: " + source)] = true;
   std::string chars;
   for (char32_t cp = 0; cp < 0x110000; ++cp)
     if (seen[cp]) chars += encode_utf8(cp);
@@ -295,7 +250,7 @@ CharVocab CharVocab::from_text(const std::string& text, const std::string& sourc
 
 std::vector<std::int64_t> CharVocab::encode(const std::string& text) const {
   std::vector<std::int64_t> out;
-  for (char32_t cp : decode_utf8(text, "text")) {
+  for (char32_t cp : decode_utf8(text, "data: text")) {
     const auto it = std::lower_bound(chars_.begin(), chars_.end(), cp);
     QKV_CHECK(it != chars_.end() && *it == cp, "text: character '{}' (U+{:04X}) is not in the vocabulary",
               encode_utf8(cp), static_cast<std::uint32_t>(cp));

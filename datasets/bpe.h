@@ -1,0 +1,77 @@
+#pragma once
+// Byte-level BPE exactly as GPT-2 defines it (docs/tokenizers.md): text is UTF-8 bytes; GPT-2's pre-tokenizer
+// cuts it into pieces; inside each piece, starting from one token per byte, the adjacent pair with the lowest
+// merge rank is merged until no pair has a rank. A vocabulary is 256 byte tokens, one token per merge and any
+// special tokens (such as "<|endoftext|>"), which only callers that allow them get from text.
+#include <cstdint>
+#include <map>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace qkv {
+
+class BpeTokenizer {
+ public:
+  using Id = std::int32_t;
+  BpeTokenizer() = default;
+  /// A tokenizer folder holding vocab.json + merges.txt (Hugging Face's names) or encoder.json + vocab.bpe
+  /// (OpenAI's names for the same files), or "gpt2" for GPT-2's own (gpt2_directory()). Throws qkv::Error naming
+  /// the file and line at fault: a merge naming an unknown token, ids that are not 0..N-1, a missing byte.
+  static BpeTokenizer load(const std::string& dir_or_name);
+  /// From the two files' contents; `vocab_name` and `merges_name` are used in errors.
+  static BpeTokenizer parse(const std::string& vocab_json, const std::string& merges, const std::string& vocab_name,
+                            const std::string& merges_name);
+  /// From merges in rank order (each a pair of ids) over the 256 byte tokens (id b = byte b), and special
+  /// tokens after them: what `qkv tokenizer train` makes.
+  static BpeTokenizer from_merges(const std::vector<std::pair<Id, Id>>& merges, const std::vector<std::string>& specials);
+
+  /// Appends the ids of `text` to `out`. Special tokens are matched only when `allow_special`; otherwise
+  /// "<|endoftext|>" is encoded as the characters it is made of. Invalid UTF-8 throws naming `where` and the
+  /// byte offset (plus `base`, the text's offset in its file).
+  void encode(std::string_view text, std::vector<Id>& out, bool allow_special = false, std::string_view where = "text",
+              std::size_t base = 0) const;
+  std::vector<Id> encode(std::string_view text, bool allow_special = false) const;
+  /// The bytes of `ids`, concatenated (a special token gives its name); an id out of range throws.
+  std::string decode(std::span<const Id> ids) const;
+  /// One token's bytes.
+  const std::string& token_bytes(Id id) const;
+  std::int64_t vocab_size() const { return static_cast<std::int64_t>(bytes_.size()); }
+  std::int64_t merge_count() const { return static_cast<std::int64_t>(merges_.size()); }
+  /// The id of a special token, or -1.
+  Id special(std::string_view name) const;
+  /// "<|endoftext|>"'s id, or -1.
+  Id eot() const { return special("<|endoftext|>"); }
+
+  /// The files in Hugging Face's spelling, written the same way for the same tokenizer (ids in order).
+  std::string vocab_json() const;
+  std::string merges_txt() const;
+  /// A hash of the vocabulary and merges (16 hex digits): the same for both spellings of the same tokenizer.
+  std::string hash() const;
+  /// Writes vocab.json and merges.txt into `dir` (created), each atomically.
+  void save(const std::string& dir) const;
+
+ private:
+  void build_tables();
+  void encode_piece(std::string_view piece, std::vector<Id>& out) const;
+  void encode_ordinary(std::string_view text, std::vector<Id>& out) const;
+
+  std::vector<std::string> bytes_;            ///< id -> bytes
+  std::vector<std::pair<Id, Id>> merges_;     ///< rank -> the pair it merges
+  std::vector<Id> merged_;                    ///< rank -> the id it makes
+  std::map<std::string, Id, std::less<>> specials_;
+  Id byte_id_[256] = {};
+  std::unordered_map<std::uint64_t, std::uint64_t> rank_of_;  ///< (left << 32 | right) -> (rank << 32 | merged id)
+  std::uint64_t uid_ = 0;                     ///< tells one tokenizer's word cache from another's
+};
+
+/// Where GPT-2's vocabulary files are: $QKV_GPT2_DIR, else the installed copy, else the source tree's.
+std::string gpt2_directory();
+
+/// GPT-2's map from bytes to printable characters (the vocabulary files' alphabet): byte b -> the UTF-8 of the
+/// character that stands for it.
+const std::string& byte_symbol(unsigned char b);
+
+}  // namespace qkv

@@ -1,0 +1,156 @@
+#include "../support.h"
+
+#include <qkv/core/generator.h>
+#include <qkv/datasets/bpe.h>
+#include <qkv/datasets/pretokenize.h>
+#include <qkv/datasets/utf8.h>
+
+#include <nlohmann/json.hpp>
+
+#include <filesystem>
+#include <fstream>
+
+using namespace qkv;
+namespace fs = std::filesystem;
+
+namespace {
+const BpeTokenizer& gpt2() {
+  static const BpeTokenizer t = BpeTokenizer::load(QKV_FIXTURES_DIR "/gpt2");
+  return t;
+}
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+std::string dir_with(const std::string& name, const std::string& vocab_name, const std::string& vocab,
+                     const std::string& merges_name, const std::string& merges) {
+  const auto dir = test::process_dir() / name;
+  fs::create_directories(dir);
+  std::ofstream(dir / vocab_name, std::ios::binary) << vocab;
+  std::ofstream(dir / merges_name, std::ios::binary) << merges;
+  return dir.string();
+}
+// Random valid UTF-8 from a mixed alphabet: ASCII, blanks, Latin-1, CJK, emoji, combining marks, contractions.
+std::string random_text(Generator& g, int n) {
+  static const std::vector<std::string> alphabet = {
+      "a", "e", "t", " ", " ", "  ", "\n", "\t", "\r\n", "'", "'s", "'LL", "0", "7", ".", ",", "!", "é", "ß", "日",
+      "本", "😀", "👍🏽", "\u0301", "\u00a0", "\u3000", "\u2028", "ю", "ا", "<|endoftext|>", "\x01", "\x7f", "Ġ"};
+  std::string s;
+  for (int i = 0; i < n; ++i) s += alphabet[g.randint(alphabet.size())];
+  return s;
+}
+}  // namespace
+
+TEST_CASE("GPT-2 encoding equals tiktoken's ids on the committed hard cases (tools/gpt2_fixtures.js)") {
+  const auto cases = nlohmann::json::parse(slurp(QKV_FIXTURES_DIR "/gpt2_cases.json"));
+  REQUIRE(cases.size() >= 50);
+  std::size_t bytes = 0;
+  for (const auto& c : cases) {
+    const std::string text = c["text"];
+    bytes += text.size();
+    CAPTURE(text);
+    CHECK(gpt2().encode(text) == c["ids"].get<std::vector<BpeTokenizer::Id>>());
+    CHECK(gpt2().encode(text, /*allow_special=*/true) == c["ids_with_special"].get<std::vector<BpeTokenizer::Id>>());
+    CHECK(gpt2().decode(gpt2().encode(text)) == text);
+  }
+  CHECK(bytes > 4000);
+  CHECK(gpt2().vocab_size() == 50257);
+  CHECK(gpt2().eot() == 50256);
+  CHECK(gpt2().merge_count() == 50000);
+}
+
+TEST_CASE("Hugging Face's spelling (vocab.json + merges.txt) loads the same tokenizer as OpenAI's") {
+  const auto hf = BpeTokenizer::load(dir_with("hf", "vocab.json", slurp(QKV_FIXTURES_DIR "/gpt2/encoder.json"),
+                                              "merges.txt", slurp(QKV_FIXTURES_DIR "/gpt2/vocab.bpe")));
+  CHECK(hf.hash() == gpt2().hash());
+  CHECK(hf.encode("Hello there, world's end") == gpt2().encode("Hello there, world's end"));
+  // What save() writes loads back to the same tokenizer.
+  const auto dir = (test::process_dir() / "saved").string();
+  gpt2().save(dir);
+  CHECK(BpeTokenizer::load(dir).hash() == gpt2().hash());
+  CHECK(gpt2().hash() == BpeTokenizer::load("gpt2").hash());
+}
+
+TEST_CASE("round trip: decode(encode(x)) == x for random UTF-8, with and without special tokens") {
+  Generator g(7);
+  for (int k = 0; k < 300; ++k) {
+    const std::string text = random_text(g, 1 + static_cast<int>(g.randint(120)));
+    CAPTURE(text);
+    CHECK(gpt2().decode(gpt2().encode(text)) == text);
+    CHECK(gpt2().decode(gpt2().encode(text, true)) == text);
+  }
+  // Long pieces take the heap path; the same ids as merging in a scan would give, piece by piece.
+  const std::string spaces(5000, ' '), letters(3000, 'a');
+  CHECK(gpt2().decode(gpt2().encode(spaces + "x" + letters)) == spaces + "x" + letters);
+  const auto ids = gpt2().encode(letters);
+  CHECK(ids.size() < letters.size() / 2);
+}
+
+TEST_CASE("special tokens are matched only where allowed") {
+  const auto plain = gpt2().encode("a<|endoftext|>b"), special = gpt2().encode("a<|endoftext|>b", true);
+  CHECK(special == std::vector<BpeTokenizer::Id>{64, 50256, 65});
+  CHECK(std::find(plain.begin(), plain.end(), 50256) == plain.end());
+  CHECK(gpt2().decode(special) == "a<|endoftext|>b");
+}
+
+TEST_CASE("invalid UTF-8 is an error naming the byte offset, never a replacement") {
+  CHECK_ERROR(gpt2().encode("ok \xff"), "text: invalid UTF-8 at byte 3 (0xFF cannot start a character)");
+  CHECK_ERROR(gpt2().encode("abc\xED\xA0\x80"), "invalid UTF-8 at byte 3 (surrogate U+D800)");
+  std::vector<BpeTokenizer::Id> out;
+  CHECK_ERROR(gpt2().encode("x\xC3(", out, false, "corpus.txt", 1000), "corpus.txt: invalid UTF-8 at byte 1002");
+  CHECK_ERROR(gpt2().decode(std::vector<BpeTokenizer::Id>{5, 50257}), "token id 50257 is out of range");
+}
+
+TEST_CASE("safe_cut: encoding the two parts apart gives the ids of the whole") {
+  Generator g(11);
+  for (int k = 0; k < 200; ++k) {
+    std::string text = random_text(g, 40 + static_cast<int>(g.randint(200)));
+    if (k % 3 == 0) text = "日本語のテキスト。" + text + "漢字、中文字符，한국어";
+    const auto cut = safe_cut(text);
+    if (cut == 0) continue;
+    CAPTURE(text);
+    CAPTURE(cut);
+    auto parts = gpt2().encode(text.substr(0, cut));
+    const auto rest = gpt2().encode(text.substr(cut));
+    parts.insert(parts.end(), rest.begin(), rest.end());
+    CHECK(parts == gpt2().encode(text));
+  }
+  CHECK(safe_cut("short") == 0);
+  CHECK(safe_cut("one two three") == 7);
+}
+
+TEST_CASE("tokenizer files: a clear error for each fault, naming the file and line") {
+  const std::string v = R"({"a": 0, "b": 1})";
+  auto load = [](const std::string& name, const std::string& vocab, const std::string& merges) {
+    return BpeTokenizer::load(dir_with(name, "vocab.json", vocab, "merges.txt", merges));
+  };
+  // A vocabulary of the 256 bytes plus "ab".
+  nlohmann::ordered_json bytes;
+  for (int b = 0; b < 256; ++b) bytes[byte_symbol(static_cast<unsigned char>(b))] = b;
+  auto with_ab = bytes;
+  with_ab["ab"] = 256;
+  CHECK(load("ok", with_ab.dump(), "#version: 0.2\na b\n").encode("abab") == std::vector<BpeTokenizer::Id>{256, 256});
+  CHECK_ERROR(load("few", v, ""), "has no token for byte 0x00");
+  CHECK_ERROR(load("unknown", with_ab.dump(), "#version: 0.2\na b\nq zz\n"), "merges.txt:3: \"zz\" is not in");
+  CHECK_ERROR(load("unmade", bytes.dump(), "a b\n"), "merges.txt:1: \"a\" + \"b\" makes \"ab\", which is not in");
+  CHECK_ERROR(load("shape", with_ab.dump(), "a b c\n"), "merges.txt:1: expected two tokens separated by one space");
+  auto gap = bytes;
+  gap["ab"] = 300;
+  CHECK_ERROR(load("gap", gap.dump(), ""), "\"ab\" has id 300; ids must be 0..256");
+  auto twice = bytes;
+  twice["ab"] = 5;
+  CHECK_ERROR(load("twice", twice.dump(), ""), "id 5 is given twice");
+  CHECK_ERROR(load("notjson", "{", ""), "is not a JSON object");
+  CHECK_ERROR(BpeTokenizer::load((test::process_dir() / "nowhere").string()), "is not a folder");
+  const auto half = test::process_dir() / "half";
+  fs::create_directories(half);
+  std::ofstream(half / "vocab.json") << "{}";
+  CHECK_ERROR(BpeTokenizer::load(half.string()), "has vocab.json but not merges.txt");
+}
+
+TEST_CASE("utf8: complete_utf8_prefix drops only a character cut off at the end") {
+  CHECK(complete_utf8_prefix("ab") == 2);
+  CHECK(complete_utf8_prefix("a\xE6\x97") == 1);
+  CHECK(complete_utf8_prefix("a\xE6\x97\xA5") == 4);
+  CHECK(complete_utf8_prefix("\xF0\x9F\x98") == 0);
+}
