@@ -174,11 +174,15 @@ BpeTokenizer BpeTokenizer::from_merges(const std::vector<std::pair<Id, Id>>& mer
     t.bytes_.emplace_back(1, static_cast<char>(b));
     t.byte_id_[b] = static_cast<Id>(b);
   }
+  // Two merges may make the same bytes ("a" + "bc", "ab" + "c"): one token then, as a vocab.json keyed by bytes has.
+  std::unordered_map<std::string, Id> id_of;
   for (const auto& [l, r] : merges) {
     QKV_CHECK(l >= 0 && r >= 0 && l < t.vocab_size() && r < t.vocab_size(), "tokenizer: merge ({}, {}) names an unknown token", l, r);
     t.merges_.emplace_back(l, r);
-    t.merged_.push_back(static_cast<Id>(t.bytes_.size()));
-    t.bytes_.push_back(t.bytes_[static_cast<std::size_t>(l)] + t.bytes_[static_cast<std::size_t>(r)]);
+    auto bytes = t.bytes_[static_cast<std::size_t>(l)] + t.bytes_[static_cast<std::size_t>(r)];
+    const auto [it, added] = id_of.try_emplace(bytes, static_cast<Id>(t.bytes_.size()));
+    t.merged_.push_back(it->second);
+    if (added) t.bytes_.push_back(std::move(bytes));
   }
   for (const auto& s : specials) {
     t.specials_[s] = static_cast<Id>(t.bytes_.size());
@@ -346,11 +350,16 @@ std::vector<BpeTokenizer::Id> BpeTokenizer::encode(std::string_view text, bool a
 }
 
 std::string BpeTokenizer::vocab_json() const {
-  nlohmann::ordered_json j = nlohmann::ordered_json::object();
+  // Written by hand in id order: ordered_json looks every key up on insertion (quadratic for 50k tokens).
   std::vector<bool> special(bytes_.size(), false);
   for (const auto& [name, id] : specials_) special[static_cast<std::size_t>(id)] = true;
-  for (std::size_t id = 0; id < bytes_.size(); ++id) j[special[id] ? bytes_[id] : symbols_of(bytes_[id])] = id;
-  return j.dump();
+  std::string s = "{";
+  for (std::size_t id = 0; id < bytes_.size(); ++id) {
+    if (id > 0) s += ',';
+    s += nlohmann::json(special[id] ? bytes_[id] : symbols_of(bytes_[id])).dump();
+    s += ':' + std::to_string(id);
+  }
+  return s + "}";
 }
 
 std::string BpeTokenizer::merges_txt() const {

@@ -4,6 +4,8 @@
 // merge rank is merged until no pair has a rank. A vocabulary is 256 byte tokens, one token per merge and any
 // special tokens (such as "<|endoftext|>"), which only callers that allow them get from text.
 #include <cstdint>
+#include <functional>
+#include <iosfwd>
 #include <map>
 #include <span>
 #include <string>
@@ -42,6 +44,8 @@ class BpeTokenizer {
   std::int64_t merge_count() const { return static_cast<std::int64_t>(merges_.size()); }
   /// The id of a special token, or -1.
   Id special(std::string_view name) const;
+  /// The special tokens' names and ids.
+  const std::map<std::string, Id, std::less<>>& specials() const { return specials_; }
   /// "<|endoftext|>"'s id, or -1.
   Id eot() const { return special("<|endoftext|>"); }
 
@@ -66,6 +70,12 @@ class BpeTokenizer {
   std::unordered_map<std::uint64_t, std::uint64_t> rank_of_;  ///< (left << 32 | right) -> (rank << 32 | merged id)
   std::uint64_t uid_ = 0;                     ///< tells one tokenizer's word cache from another's
 };
+
+/// Encodes a stream of any length a chunk at a time, cut where encoding the parts apart gives the ids of the
+/// whole (safe_cut, never inside a special token); emit(ids) gets each chunk's ids. Invalid UTF-8 throws naming
+/// `where` and the byte offset in the stream.
+void encode_stream(std::istream& in, const BpeTokenizer& tokenizer, bool allow_special, const std::string& where,
+                   const std::function<void(const std::vector<BpeTokenizer::Id>&)>& emit);
 
 /// Where GPT-2's vocabulary files are: $QKV_GPT2_DIR, else the installed copy, else the source tree's.
 std::string gpt2_directory();

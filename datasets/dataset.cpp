@@ -65,6 +65,12 @@ class GeneratedTask : public Dataset {
 Dataset::Dataset(std::uint64_t seed, std::int64_t vocab_size, std::int64_t seq_len)
     : rng_(seed ^ kTrainStream), vocab_size_(vocab_size), seq_len_(seq_len) {}
 
+Batch Dataset::next_rows(std::int64_t batch_size, std::int64_t first, std::int64_t rows) {
+  Batch b = next_batch(batch_size);
+  if (first == 0 && rows == batch_size) return b;
+  return {narrow(b.inputs, 0, first, rows).clone(), narrow(b.targets, 0, first, rows).clone()};
+}
+
 void Dataset::set_state(const DataState& s) {
   const std::int64_t limit = std::numeric_limits<std::int64_t>::max() / std::max<std::int64_t>(1, seq_len_);
   QKV_CHECK(s.position >= 0 && s.position <= limit, "data: the saved position {} is out of range (0 to {})",
@@ -155,6 +161,7 @@ const std::vector<Task>& registry() {
       {"recall", make<GeneratedTask>, recall_example},
       {"text", datasets_detail::make_text_dataset, nullptr},
       {"jsonl", datasets_detail::make_jsonl_dataset, nullptr},
+      {"tokens", datasets_detail::make_tokens_dataset, nullptr},
   };
   return r;
 }

@@ -9,9 +9,11 @@
 
 namespace qkv {
 
+class BpeTokenizer;
+
 /// The [data] section of a config.
 struct DataOptions {
-  std::string task = "reverse";  ///< copy | reverse | sort | recall | text | jsonl
+  std::string task = "reverse";  ///< copy | reverse | sort | recall | text | jsonl | tokens
   std::int64_t vocab_size = 16;
   std::int64_t seq_len = 12;
   std::int64_t val_size = 512;
@@ -36,6 +38,11 @@ class Dataset {
   virtual ~Dataset() = default;
   /// The next training batch.
   virtual Batch next_batch(std::int64_t batch_size) = 0;
+  /// Rows [first, first + rows) of the next training batch of `batch_size` (a data-parallel rank's share); the
+  /// stream moves on as for the whole batch. By default the whole batch, sliced; tokens reads only these rows.
+  virtual Batch next_rows(std::int64_t batch_size, std::int64_t first, std::int64_t rows);
+  /// The tokenizer a tokens dataset was encoded with (it travels with the model); nullptr for the others.
+  virtual std::shared_ptr<const BpeTokenizer> tokenizer() const { return nullptr; }
   /// The whole validation set, (N, T) inputs and targets.
   const Batch& validation() const { return validation_; }
   std::int64_t vocab_size() const { return vocab_size_; }

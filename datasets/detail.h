@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 
 namespace qkv::datasets_detail {
 
@@ -14,5 +15,11 @@ inline constexpr std::uint64_t kTrainStream = 0x747261696eULL, kValStream = 0x76
 std::unique_ptr<Dataset> make_text_dataset(const DataOptions& options, std::uint64_t seed);
 /// data.task = "jsonl": one {"input": [...], "target": [...]} example per line.
 std::unique_ptr<Dataset> make_jsonl_dataset(const DataOptions& options, std::uint64_t seed);
+
+/// data.task = "tokens": a shard folder made by qkv tokenize.
+std::unique_ptr<Dataset> make_tokens_dataset(const DataOptions& options, std::uint64_t seed);
+
+/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: a reader never sees half a file.
+void write_atomically(const std::string& path, const std::string& bytes);
 
 }  // namespace qkv::datasets_detail

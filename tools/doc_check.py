@@ -19,6 +19,7 @@ must create the runs it uses, as a reader following it would. How each kind of c
 A line that matches none of these fails the check: a documented command that nothing runs.
 Usage: doc_check.py QKV_BUILD_DIR WORK_DIR [SOURCE_DIR]   (DOC_CHECK_ONLY=NAME: only docs/NAME.md or README)
 """
+import glob
 import os
 import re
 import shlex
@@ -39,6 +40,8 @@ def blocks(path):
 
 
 def run(words, cwd, env, timeout=900):
+    # An absolute pattern (/usr/share/common-licenses/*) expands as the shell would.
+    words = [x for w in words for x in (sorted(glob.glob(w)) or [w] if w.startswith("/") and "*" in w else [w])]
     shown = " ".join(shlex.quote(w) for w in words)
     try:
         p = subprocess.run(words, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)

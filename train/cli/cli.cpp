@@ -39,6 +39,8 @@ constexpr Command kCommands[] = {
     {"attention", "the attention matrix of one layer and head", cli::declare_attention},
     {"sample", "generate from a causal model", cli::declare_sample},
     {"report", "write one self-contained HTML page with a run's curves and attention", cli::declare_report},
+    {"tokenize", "encode text files into token shards for data.task = \"tokens\"", cli::declare_tokenize},
+    {"tokenizer", "train a BPE tokenizer, or encode and decode with one", cli::declare_tokenizer},
 };
 
 // The man-page part of `qkv --help` (a test checks it against README and the exit codes the CLI returns).

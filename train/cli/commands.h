@@ -24,6 +24,9 @@ Runner declare_predict(CLI::App& command);
 Runner declare_attention(CLI::App& command);
 Runner declare_sample(CLI::App& command);
 Runner declare_report(CLI::App& command);
+// token_commands.cpp: tokenizers and token shards.
+Runner declare_tokenize(CLI::App& command);
+Runner declare_tokenizer(CLI::App& command);
 
 /// An output file named on the command line, checked before any work: not a directory, in a folder that exists.
 void check_output_path(const std::string& path, const char* option);

@@ -22,9 +22,25 @@ namespace {
 
 constexpr std::int64_t kMaxSampleLength = 1'000'000;
 
-int cmd_predict(const std::string& target, const std::string& tokens, bool json) {
+// A command's input tokens: text (--tokens or --prompt, encoded by the model's tokenizer or characters) or raw ids
+// (--ids "1 2 3", any model); exactly one of them.
+struct TokenInput {
+  std::string text, ids;
+  std::vector<std::int64_t> parse(const TrainedModel& tm, const char* what) const {
+    return ids.empty() ? tm.parse_tokens(text, what) : tm.parse_tokens(ids, what, /*raw_ids=*/true);
+  }
+};
+
+void add_token_input(CLI::App& c, TokenInput& in, const char* name, const char* help) {
+  auto* group = c.add_option_group("input", "what the model reads");
+  group->add_option(name, in.text, help);
+  group->add_option("--ids", in.ids, "token ids \"3 1 4\" for any model (instead of text)");
+  group->require_option(1);
+}
+
+int cmd_predict(const std::string& target, const TokenInput& tokens, bool json) {
   const TrainedModel tm = load_trained(target);
-  const auto ids = tm.parse_tokens(tokens, "predict");
+  const auto ids = tokens.parse(tm, "predict");
   NoGradGuard no_grad;
   const Tensor logits = tm.model->logits(ids_tensor(ids));  // (1, T, V)
   check_finite_output(logits, "predict", tm.path);
@@ -45,13 +61,21 @@ int cmd_predict(const std::string& target, const std::string& tokens, bool json)
       out["text"] = in_text;
       out["predicted_text"] = out_text;
     }
-    fmt::print("{}\n", out.dump());
+    // A BPE token can be part of a character: such bytes print as U+FFFD in JSON.
+    fmt::print("{}\n", out.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     return 0;
   }
   if (tm.text()) {
     std::string in_text, out_text;
     for (auto id : ids) in_text += tm.token_text(id);
     for (auto id : preds) out_text += tm.token_text(id);
+    if (tm.tokenizer) {
+      fmt::print("{:>8}  {:>8}  {:<24}  {}\n", "position", "token", "text", "predicted next");
+      for (std::size_t i = 0; i < ids.size(); ++i)
+        fmt::print("{:>8}  {:>8}  {:<24}  {} ({})\n", i, ids[i], tm.token_label(ids[i]), tm.token_label(preds[i]),
+                   preds[i]);
+      return 0;
+    }
     fmt::print("input:      {}\npredicted:  {}\n(each predicted character is the model's guess for the one after the "
                "input character above it)\n",
                in_text, out_text);
@@ -87,11 +111,11 @@ void print_attention(const Tensor& w, const std::vector<std::string>& labels, st
   fmt::print("\n{}", render_attention(w, labels));
 }
 
-int cmd_attention(const std::string& target, const std::string& tokens, std::int64_t layer, std::int64_t head,
+int cmd_attention(const std::string& target, const TokenInput& tokens, std::int64_t layer, std::int64_t head,
                   const std::string& svg_path, bool json) {
   if (!svg_path.empty()) check_output_path(svg_path, "attention --svg");
   const TrainedModel tm = load_trained(target);
-  const auto ids = tm.parse_tokens(tokens, "attention");
+  const auto ids = tokens.parse(tm, "attention");
   const Tensor w = head_weights(attention_maps(*tm.model, ids_tensor(ids)), layer, head);
   const std::int64_t t = w.size(0);
   std::vector<std::string> labels;
@@ -101,7 +125,7 @@ int cmd_attention(const std::string& target, const std::string& tokens, std::int
     nlohmann::json rows = nlohmann::json::array();
     for (std::int64_t i = 0; i < t; ++i) rows.push_back(std::vector<double>(v.begin() + i * t, v.begin() + (i + 1) * t));
     fmt::print("{}\n", nlohmann::json{{"layer", layer}, {"head", head}, {"ids", ids}, {"tokens", labels},
-                                      {"weights", rows}}.dump());
+                                      {"weights", rows}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
   } else {
     print_attention(w, labels, layer, head, tm.path);
   }
@@ -112,12 +136,12 @@ int cmd_attention(const std::string& target, const std::string& tokens, std::int
   return 0;
 }
 
-int cmd_sample(const std::string& target, const std::string& prompt, std::int64_t length, double temperature,
+int cmd_sample(const std::string& target, const TokenInput& prompt, std::int64_t length, double temperature,
                std::uint64_t seed, bool cached) {
   const TrainedModel tm = load_trained(target);
   QKV_CHECK(length >= 0 && length <= kMaxSampleLength, "sample: --length must be 0 to {}, got {}", kMaxSampleLength,
             length);
-  const auto ids = tm.parse_tokens(prompt, "sample");
+  const auto ids = prompt.parse(tm, "sample");
   // Tokens are printed as they come.
   const auto emit = [&](std::int64_t id) {
     fmt::print("{}{}", tm.token_text(id), tm.text() ? "" : " ");
@@ -189,25 +213,27 @@ Runner declare_export(CLI::App& c) {
 
 Runner declare_predict(CLI::App& c) {
   struct Args {
-    std::string target, tokens;
+    std::string target;
+    TokenInput tokens;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
   add_model_argument(c, a->target);
-  c.add_option("--tokens", a->tokens, "input: token ids \"3 1 4\" (text models: text)")->required();
+  add_token_input(c, a->tokens, "--tokens", "input: text for models with a tokenizer or characters, else ids \"3 1 4\"");
   c.add_flag("--json", a->json, "print tokens, predictions and logits (seq x vocab) as JSON");
   return [a] { return cmd_predict(a->target, a->tokens, a->json); };
 }
 
 Runner declare_attention(CLI::App& c) {
   struct Args {
-    std::string target, tokens, svg;
+    std::string target, svg;
+    TokenInput tokens;
     std::int64_t layer = 0, head = 0;
     bool json = false;
   };
   auto a = std::make_shared<Args>();
   add_model_argument(c, a->target);
-  c.add_option("--tokens", a->tokens, "input: token ids (text models: text)")->required();
+  add_token_input(c, a->tokens, "--tokens", "input: text for models with a tokenizer or characters, else ids");
   c.add_option("--layer", a->layer, "layer (default 0)");
   c.add_option("--head", a->head, "head (default 0)");
   c.add_option("--svg", a->svg, "also write an SVG heatmap with the tokens as axis labels");
@@ -217,14 +243,15 @@ Runner declare_attention(CLI::App& c) {
 
 Runner declare_sample(CLI::App& c) {
   struct Args {
-    std::string target, prompt, seed = "0";
+    std::string target, seed = "0";
+    TokenInput prompt;
     std::int64_t length = 200;
     double temperature = 1.0;
     bool no_cache = false;
   };
   auto a = std::make_shared<Args>();
   add_model_argument(c, a->target);
-  c.add_option("--prompt", a->prompt, "the start (text models: text)")->required();
+  add_token_input(c, a->prompt, "--prompt", "the start: text for models with a tokenizer or characters, else ids");
   c.add_option("--length", a->length, "tokens to generate (default 200)");
   c.add_option("--temperature", a->temperature, "softmax temperature; 0 = greedy (default 1)");
   c.add_option("--seed", a->seed, "random seed, 0 to 2^64 - 1 (default 0)");

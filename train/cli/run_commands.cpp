@@ -52,7 +52,7 @@ class SignalScope {
 // After training: the learned attention of the first validation example (layer 0, head 0), when it fits a line.
 void show_attention(const std::string& run_dir) {
   const TrainedModel tm = load_trained(run_dir);
-  const auto data = make_dataset(tm.config.data, tm.config.run.seed);
+  const auto data = tm.data();
   const Tensor x = narrow(data->validation().inputs, 0, 0, 1);
   if (x.size(1) > kMaxShownTokens) {
     fmt::print("\nLearned attention: a {0}x{0} map per layer and head, too wide to print here. See the report, or:\n"
@@ -111,7 +111,7 @@ int cmd_eval(const std::string& target, bool json) {
   if (tm.data_from_metadata && !tm.config.data.path.empty())
     fmt::print(stderr, "qkv: note: {} names its data file {} (qkv.data metadata); reading it to evaluate\n", tm.path,
                tm.config.data.path);
-  const auto data = make_dataset(tm.config.data, tm.config.run.seed);
+  const auto data = tm.data();
   const EvalResult e = evaluate(*tm.model, data->validation(), tm.config.train.batch_size);
   QKV_CHECK(std::isfinite(e.loss), "eval: the validation loss of {} is {}: its outputs are not finite", tm.path, e.loss);
   if (json) {

@@ -48,6 +48,12 @@ Batch DataParallel::slice(const Batch& global) const {
   return {narrow(global.inputs, 0, first, rows).clone(), narrow(global.targets, 0, first, rows).clone()};
 }
 
+Batch DataParallel::next_batch(Dataset& data, std::int64_t batch_size) const {
+  if (!comm_.distributed()) return data.next_batch(batch_size);
+  const std::int64_t rows = batch_size / comm_.size();
+  return data.next_rows(batch_size, comm_.rank() * rows, rows);
+}
+
 // The same seed gives every rank the same weights, but a different build or CPU might not: rank 0's are sent.
 void DataParallel::share_model(LanguageModel& model, std::int64_t batch_size) const {
   if (!comm_.distributed()) return;

@@ -27,6 +27,8 @@ class DataParallel {
   void check_ranks(const std::string& config_toml, std::int64_t batch_size) const;
   /// This rank's rows of a global batch: rank r of N takes rows [r B/N, (r + 1) B/N).
   Batch slice(const Batch& global) const;
+  /// This rank's rows of the dataset's next global batch, reading only those rows where the dataset can.
+  Batch next_batch(Dataset& data, std::int64_t batch_size) const;
   /// Rank 0's weights on every rank (checked by hashing them), and each rank's Dropouts drawing the masks of its
   /// own rows of the global batch, so N ranks follow the 1-process run.
   void share_model(LanguageModel& model, std::int64_t batch_size) const;

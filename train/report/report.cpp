@@ -1,5 +1,6 @@
 #include "qkv/train/report/report.h"
 
+#include <qkv/datasets/utf8.h>
 #include <qkv/core/ops.h>
 #include <qkv/train/run/model_file.h>
 #include <qkv/train/use/attention_view.h>
@@ -295,10 +296,11 @@ std::string sample_section(const TrainedModel& tm, const Tensor& val) {
   for (double v : narrow(narrow(val, 0, 0, 1), 1, 0, std::min<std::int64_t>(16, val.size(1))).to_vector())
     prompt.push_back(static_cast<std::int64_t>(v));
   std::string text, start;
-  for (auto id : prompt) start += tm.vocab.decode(id);
-  for (auto id : sample_tokens(tm, prompt, 200, 0.8, 0)) text += tm.vocab.decode(id);
-  return fmt::format("<h3>Sample</h3><p>200 characters after a validation prompt (temperature 0.8, seed 0):</p>"
-                     "<pre class=\"sample\"><mark>{}</mark>{}</pre>", esc(start), esc(text));
+  for (auto id : prompt) start += tm.token_text(id);
+  for (auto id : sample_tokens(tm, prompt, 200, 0.8, 0)) text += tm.token_text(id);
+  return fmt::format("<h3>Sample</h3><p>200 {} after a validation prompt (temperature 0.8, seed 0):</p>"
+                     "<pre class=\"sample\"><mark>{}</mark>{}</pre>", tm.tokenizer ? "tokens" : "characters",
+                     esc(displayable_utf8(start)), esc(displayable_utf8(text)));
 }
 
 std::string run_section(const RunData& r, std::size_t index) {
@@ -317,7 +319,7 @@ std::string run_section(const RunData& r, std::size_t index) {
   if (!r.model) return s + "<p>" + esc(r.model_note) + "</p></section>\n";
   if (!r.model_note.empty()) s += "<p class=\"note\">" + esc(r.model_note) + "</p>";
   s += model_section(*r.model);
-  const auto data = make_dataset(r.model->config.data, r.model->config.run.seed);  // the examples shown
+  const auto data = r.model->data();  // the examples shown
   const Tensor& val = data->validation().inputs;
   s += "<h3>Attention</h3>" + attention_section(*r.model, val);
   if (r.model->text() && r.model->model->config().causal) s += sample_section(*r.model, val);

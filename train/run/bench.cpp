@@ -70,7 +70,7 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool
   // Batches are drawn up front so the timed loop measures the model, not the data generator.
   std::vector<Batch> batches;
   for (std::int64_t i = 0; i < std::min<std::int64_t>(steps + warmup, 64); ++i)
-    batches.push_back(parallel.slice(r.data->next_batch(c.train.batch_size)));
+    batches.push_back(parallel.next_batch(*r.data, c.train.batch_size));
   const auto step = [&](std::int64_t i) {
     train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(i) % batches.size()],
                c.optim.clip_grad_norm, &parallel);

@@ -1,5 +1,7 @@
 #include "qkv/train/run/model_file.h"
 
+#include <qkv/datasets/bpe.h>
+
 #include <nlohmann/json.hpp>
 
 #include <set>
@@ -16,6 +18,11 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Co
                                              {"qkv.model", mj.dump()},
                                              {"qkv.data", data_to_json(c)}};
   if (!data.vocab().empty()) meta["qkv.vocab"] = data.vocab();
+  if (const auto tok = data.tokenizer()) {  // the tokenizer travels with the model (docs/tokens.md)
+    meta["qkv.tokenizer.vocab"] = tok->vocab_json();
+    meta["qkv.tokenizer.merges"] = tok->merges_txt();
+    meta["qkv.tokenizer.hash"] = tok->hash();
+  }
   return meta;
 }
 

@@ -372,7 +372,7 @@ TrainResult Trainer::run() {
   start_time_ = window_start_ = std::chrono::steady_clock::now();
   start_step_ = r_.step;
   while (r_.step < tc.steps) {
-    const Batch batch = parallel_.slice(r_.data->next_batch(tc.batch_size));  // every rank draws the same
+    const Batch batch = parallel_.next_batch(*r_.data, tc.batch_size);  // every rank draws the same
     StepStats st;
     try {
       st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm, &parallel_);

@@ -4,6 +4,8 @@
 #include <qkv/train/run/checkpoint.h>
 #include <qkv/train/run/model_file.h>
 
+#include <qkv/datasets/utf8.h>
+
 #include <filesystem>
 
 namespace qkv {
@@ -43,6 +45,19 @@ TrainedModel load_trained(const std::string& target) {
     QKV_CHECK(tm.vocab.size() == mc.vocab_size, "{}: qkv.vocab has {} characters but the model's vocab_size is {}",
               tm.path, tm.vocab.size(), mc.vocab_size);
   }
+  if (f.metadata.count("qkv.tokenizer.vocab")) {
+    const auto& meta = f.metadata;
+    QKV_CHECK(meta.count("qkv.tokenizer.merges") && meta.count("qkv.tokenizer.hash"),
+              "{}: the metadata has qkv.tokenizer.vocab but not qkv.tokenizer.merges and qkv.tokenizer.hash", tm.path);
+    auto tok = std::make_shared<BpeTokenizer>(BpeTokenizer::parse(
+        meta.at("qkv.tokenizer.vocab"), meta.at("qkv.tokenizer.merges"), tm.path + " (qkv.tokenizer.vocab)",
+        tm.path + " (qkv.tokenizer.merges)"));
+    QKV_CHECK(tok->hash() == meta.at("qkv.tokenizer.hash"), "{}: its tokenizer hashes to {}, but qkv.tokenizer.hash "
+              "says {}", tm.path, tok->hash(), meta.at("qkv.tokenizer.hash"));
+    QKV_CHECK(tok->vocab_size() == mc.vocab_size, "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
+              tm.path, tok->vocab_size(), mc.vocab_size);
+    tm.tokenizer = std::move(tok);
+  }
   Generator g(0);
   tm.model = build_model(mc, g);
   load(*tm.model, f, tm.path, /*strict=*/true);
@@ -50,17 +65,42 @@ TrainedModel load_trained(const std::string& target) {
   return tm;
 }
 
-std::vector<std::int64_t> TrainedModel::parse_tokens(const std::string& text, const char* what) const {
-  const auto ids = this->text() ? vocab.encode(text) : encode_token_ids(text, model->config().vocab_size);
+std::vector<std::int64_t> TrainedModel::parse_tokens(const std::string& text, const char* what, bool raw_ids) const {
+  std::vector<std::int64_t> ids;
+  if (raw_ids || !this->text()) {
+    ids = encode_token_ids(text, model->config().vocab_size);
+  } else if (tokenizer) {
+    std::vector<BpeTokenizer::Id> t;
+    tokenizer->encode(text, t, /*allow_special=*/true, what);
+    ids.assign(t.begin(), t.end());
+  } else {
+    ids = vocab.encode(text);
+  }
   QKV_CHECK(!ids.empty(), "{}: no tokens given", what);
   return ids;
 }
 
-std::string TrainedModel::token_text(std::int64_t id) const { return text() ? vocab.decode(id) : std::to_string(id); }
+std::unique_ptr<Dataset> TrainedModel::data() const {
+  auto d = make_dataset(config.data, config.run.seed);
+  const auto theirs = d->tokenizer();
+  QKV_CHECK(!tokenizer || !theirs || theirs->hash() == tokenizer->hash(),
+            "{}: the model's tokenizer (hash {}) is not the one {} was tokenized with (hash {}): evaluate it on shards "
+            "made with its tokenizer", path, tokenizer ? tokenizer->hash() : "", config.data.path,
+            theirs ? theirs->hash() : "");
+  return d;
+}
+
+std::string TrainedModel::token_text(std::int64_t id) const {
+  if (tokenizer) return tokenizer->token_bytes(static_cast<BpeTokenizer::Id>(id));
+  return text() ? vocab.decode(id) : std::to_string(id);
+}
 
 std::string TrainedModel::token_label(std::int64_t id) const {
   const std::string s = token_text(id);
-  return s == " " ? "\u2423" : s == "\n" ? "\u23ce" : s;
+  if (!tokenizer) return s == " " ? "\u2423" : s == "\n" ? "\u23ce" : s;
+  std::string label;
+  for (char c : displayable_utf8(s)) label += c == ' ' ? "\u2423" : c == '\n' ? "\u23ce" : std::string(1, c);
+  return label;
 }
 
 Tensor ids_tensor(const std::vector<std::int64_t>& ids) {

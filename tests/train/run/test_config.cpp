@@ -57,7 +57,7 @@ TEST_CASE("config errors: file, line, column, key, and a suggestion") {
   CHECK_ERROR(parse("[train]\nbatch_size = 0\n"), "test.toml:2:14: train.batch_size: value 0 is out of range (expected 1 to");
   CHECK_ERROR(parse("[optim]\nlr = -0.1\n"), "optim.lr: value -0.1 is out of range");
   CHECK_ERROR(parse("[optim]\nbetas = [0.9, 1.0]\n"), "optim.betas: each beta must be in [0, 1), got [0.9, 1.0]");
-  CHECK_ERROR(parse("[data]\ntask = \"translate\"\n"), "data.task: unknown value \"translate\" (expected one of: copy, reverse, sort, recall, text, jsonl)");
+  CHECK_ERROR(parse("[data]\ntask = \"translate\"\n"), "data.task: unknown value \"translate\" (expected one of: copy, reverse, sort, recall, text, jsonl, tokens)");
   CHECK_ERROR(parse("[run]\nseed = -1\n"), "run.seed: expected a non-negative integer, got -1");
   CHECK_ERROR(parse("data = 3\n"), "[data] must be a table of keys");
 }
