@@ -40,6 +40,17 @@ for n in 2 3; do
   check "dropout 0.1, np $n follows the 1-process run" same_run drop1 drop$n
 done
 
+# data.task = "tokens": every rank draws every row's window and reads only its own rows; the same trajectory.
+printf 'The query of each token attends to every key, and the values are summed.\n%.0s' $(seq 400) > corpus.txt
+"$QKV" tokenize corpus.txt --out tokens --val-fraction 0.2 >/dev/null
+TOK=("run.out_dir=\"$WORK\"" "train.steps=60" "train.log_every=1" "train.eval_every=60" "train.batch_size=12"
+     "train.threads=1" "data.path=\"$WORK/tokens\"" "data.seq_len=16" "model.d_model=16" "model.heads=2"
+     "model.dropout=0" "schedule.warmup_steps=10")
+"$QKV" train "$SRC/configs/tokens.toml" "${TOK[@]}" run.name=\"tok1\" >/dev/null 2>tok1.err
+"${MPIRUN[@]}" -np 2 "$QKV" train "$SRC/configs/tokens.toml" "${TOK[@]}" run.name=\"tok2\" >tok2.out 2>tok2.err
+check "tokens, np 2: exit 0" [ $? = 0 ]
+check "tokens, np 2 follows the 1-process run" same_run tok1 tok2
+
 # Gradient buckets: one sum after backward (0), and a bucket per parameter or so (1 kB), started during backward.
 for b in "2 0" "3 0.001"; do
   set -- $b

@@ -1,6 +1,7 @@
 #include "run_support.h"
 
 #include <qkv/core/parallel.h>
+#include <qkv/datasets/shards.h>
 #include <qkv/train/io/files.h>
 #include <qkv/train/run/run_dir.h>
 #include <qkv/train/io/safetensors.h>
@@ -46,13 +47,29 @@ TEST_CASE("shipped configs reach their accuracy (short runs)") {
 }
 
 TEST_CASE("resume after SIGTERM is bit-identical to an uninterrupted run") {
-  // sort with dropout (the data and dropout streams), and text in file order (the data position decides a batch).
-  for (const auto& [config, extra] : std::vector<std::pair<std::string, std::string>>{
-           {"sort", "model.dropout=0.1"}, {"text", "data.shuffle=false"}}) {
+  // sort with dropout (the data and dropout streams), text in file order (the data position decides a batch),
+  // and random windows of token shards (the data stream draws them).
+  const auto shards = (process_dir() / "resume_tokens").string();
+  {
+    std::string text;
+    for (int i = 0; i < 300; ++i) text += "Token " + std::to_string(i) + " attends to every key; the values are summed.\n";
+    std::ofstream(process_dir() / "resume_corpus.txt") << text;
+    TokenizeOptions o;
+    o.out = shards;
+    o.val_fraction = 0.2;
+    tokenize_files({(process_dir() / "resume_corpus.txt").string()}, o);
+  }
+  for (const auto& [config, extra] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+           {"sort", {"model.dropout=0.1"}},
+           {"text", {"data.shuffle=false"}},
+           {"tokens", {"data.path=\"" + shards + "\"", "data.seq_len=16", "model.d_model=16", "model.heads=2",
+                       "train.batch_size=4"}}}) {
     INFO(config);
-    const auto cfg_a = shipped(config, {"run.name=\"resume_a\"", "train.steps=40", "train.eval_every=10",
-                                        "train.log_every=5", "train.checkpoint_every=20", "train.target_accuracy=0",
-                                        extra});
+    auto overrides = extra;
+    for (const char* o : {"run.name=\"resume_a\"", "train.steps=40", "train.eval_every=10", "train.log_every=5",
+                          "train.checkpoint_every=20", "train.target_accuracy=0"})
+      overrides.push_back(o);
+    const auto cfg_a = shipped(config, overrides);
     auto cfg_b = cfg_a;
     cfg_b.run.name = "resume_b";
     const auto a = train(cfg_a, quiet());
