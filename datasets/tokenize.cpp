@@ -266,12 +266,14 @@ bool tokenize_files(const std::vector<std::string>& files, const TokenizeOptions
   m.shards = sink.finish();
   QKV_CHECK(m.tokens("train") > 0, "tokenize: the input has no text to train on ({} bytes)", reader.total());
   datasets_detail::write_atomically((fs::path(o.out) / "manifest.json").string(), m.json());
-  // Shards of an earlier, larger run of this folder are no longer part of it.
+  // Shards of an earlier, larger run of this folder are no longer part of it, nor are the temporary files of a
+  // run that was killed while writing one.
   for (const auto& entry : fs::directory_iterator(o.out)) {
     const auto name = entry.path().filename().string();
     const bool shard_name = name.ends_with(".bin") && (name.starts_with("train_") || name.starts_with("val_"));
+    const bool left_over = is_temporary_name(name) && (name.starts_with(".train_") || name.starts_with(".val_"));
     const bool listed = std::any_of(m.shards.begin(), m.shards.end(), [&](const ShardEntry& e) { return e.file == name; });
-    if (shard_name && !listed) fs::remove(entry.path(), ec);
+    if ((shard_name && !listed) || left_over) fs::remove(entry.path(), ec);
   }
   if (result != nullptr) *result = m;
   return true;

@@ -141,11 +141,15 @@ TEST_CASE("tokenize: a re-run with the same inputs writes nothing; changed input
   const auto when = fs::last_write_time(fs::path(o.out) / "train_000000.bin");
   CHECK_FALSE(tokenize_files({file}, o, &m));
   CHECK(fs::last_write_time(fs::path(o.out) / "train_000000.bin") == when);
-  o.shard_tokens = 100'000;  // fewer, larger shards: the old ones go
+  o.shard_tokens = 100'000;  // fewer, larger shards: the old ones go, and so does what a killed run left
+  put(fs::path(o.out) / ".train_000007.bin.tmp.4242", "half a shard");
+  put(fs::path(o.out) / "notes.txt", "the user's own file");
   CHECK(tokenize_files({file}, o, &m));
   int bins = 0;
   for (const auto& e : fs::directory_iterator(o.out)) bins += e.path().extension() == ".bin";
   CHECK(bins == 2);
+  CHECK_FALSE(fs::exists(fs::path(o.out) / ".train_000007.bin.tmp.4242"));
+  CHECK(fs::exists(fs::path(o.out) / "notes.txt"));
   put(file, prose(20'000, 4));  // new text
   fs::last_write_time(file, fs::last_write_time(file) + std::chrono::seconds(1));
   CHECK(tokenize_files({file}, o, &m));
