@@ -26,6 +26,12 @@ namespace {
 constexpr std::size_t kChunkBytes = 1 << 20;
 constexpr std::size_t kMaxCarry = 64 << 20;
 
+// Shard k of a split is "train_000003.bin" or "val_000000.bin".
+std::string shard_file_name(bool val, int k) { return fmt::format("{}_{:06d}.bin", val ? "val" : "train", k); }
+bool is_shard_file_name(std::string_view name) {
+  return name.ends_with(".bin") && (name.starts_with("train_") || name.starts_with("val_"));
+}
+
 // A piece of one file to encode: it starts a document (and gets "<|endoftext|>" first) or continues one.
 struct Segment {
   std::string text;
@@ -61,7 +67,7 @@ class ShardSink {
 
  private:
   void open(bool val) {
-    file_[val] = fmt::format("{}_{:06d}.bin", val ? "val" : "train", count_[val]++);
+    file_[val] = shard_file_name(val, count_[val]++);
     writer_[val] = std::make_unique<ShardWriter>((fs::path(o_.out) / file_[val]).string(), width_);
   }
   void close(bool val) {
@@ -220,6 +226,19 @@ class SegmentReader {
   std::int64_t total_ = 0, val_from_ = 0, done_ = 0, stream_pos_ = 0;
 };
 
+// Shards of an earlier, larger run of the folder `out` are no longer part of it, nor are the temporary files a
+// run killed while writing a shard left (named after it: ".train_000003.bin.tmp.PID"). Nothing else is touched.
+void remove_stale_shards(const std::string& out, const std::vector<ShardEntry>& shards) {
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(out)) {
+    const auto name = entry.path().filename().string();
+    const bool temporary = is_temporary_name(name);
+    if (!is_shard_file_name(temporary ? name.substr(1, name.find(".tmp.") - 1) : name)) continue;
+    const bool listed = std::any_of(shards.begin(), shards.end(), [&](const ShardEntry& e) { return e.file == name; });
+    if (temporary || !listed) fs::remove(entry.path(), ec);
+  }
+}
+
 }  // namespace
 
 bool tokenize_files(const std::vector<std::string>& files, const TokenizeOptions& o, TokenManifest* result) {
@@ -266,15 +285,7 @@ bool tokenize_files(const std::vector<std::string>& files, const TokenizeOptions
   m.shards = sink.finish();
   QKV_CHECK(m.tokens("train") > 0, "tokenize: the input has no text to train on ({} bytes)", reader.total());
   datasets_detail::write_atomically((fs::path(o.out) / "manifest.json").string(), m.json());
-  // Shards of an earlier, larger run of this folder are no longer part of it, nor are the temporary files of a
-  // run that was killed while writing one.
-  for (const auto& entry : fs::directory_iterator(o.out)) {
-    const auto name = entry.path().filename().string();
-    const bool shard_name = name.ends_with(".bin") && (name.starts_with("train_") || name.starts_with("val_"));
-    const bool left_over = is_temporary_name(name) && (name.starts_with(".train_") || name.starts_with(".val_"));
-    const bool listed = std::any_of(m.shards.begin(), m.shards.end(), [&](const ShardEntry& e) { return e.file == name; });
-    if ((shard_name && !listed) || left_over) fs::remove(entry.path(), ec);
-  }
+  remove_stale_shards(o.out, m.shards);
   if (result != nullptr) *result = m;
   return true;
 }
