@@ -1,6 +1,7 @@
 #include "run_support.h"
 
 #include <qkv/core/parallel.h>
+#include <qkv/datasets/bpe_train.h>
 #include <qkv/datasets/shards.h>
 #include <qkv/train/io/files.h>
 #include <qkv/train/run/run_dir.h>
@@ -54,7 +55,13 @@ TEST_CASE("resume after SIGTERM is bit-identical to an uninterrupted run") {
     std::string text;
     for (int i = 0; i < 300; ++i) text += "Token " + std::to_string(i) + " attends to every key; the values are summed.\n";
     std::ofstream(process_dir() / "resume_corpus.txt") << text;
+    // a 300-token tokenizer learned from the corpus: GPT-2's 50 257 rows would make this test minutes under ASan
+    BpeTrainOptions bpe;
+    bpe.vocab_size = 300;
+    const auto tokenizer_dir = (process_dir() / "resume_tokenizer").string();
+    train_bpe({(process_dir() / "resume_corpus.txt").string()}, bpe).save(tokenizer_dir);
     TokenizeOptions o;
+    o.tokenizer = tokenizer_dir;
     o.out = shards;
     o.val_fraction = 0.2;
     tokenize_files({(process_dir() / "resume_corpus.txt").string()}, o);
