@@ -10,7 +10,7 @@ namespace qkv {
 
 /// Everything needed to rebuild a model (it is what exported files carry in their metadata).
 struct ModelConfig {
-  std::string kind = "seed";  ///< "seed" or "transformer"
+  std::string kind = "seed";  ///< "seed", "transformer" or "gpt2"
   std::int64_t vocab_size = 16;
   std::int64_t seq_len = 12;  ///< size of the positional table: the longest sequence the model accepts
   std::int64_t d_model = 32;
@@ -22,6 +22,9 @@ struct ModelConfig {
   bool causal = false;
   bool attn_bias = false;
   double dropout = 0.0;
+  bool bias = true;            ///< gpt2: biases in every Linear and LayerNorm (nanoGPT's bias)
+  bool tie_embeddings = true;  ///< gpt2: the head is the token embedding (one tensor)
+  double norm_eps = 1e-5;      ///< gpt2: LayerNorm eps (GPT-2's layer_norm_epsilon)
   bool operator==(const ModelConfig&) const = default;
 };
 
@@ -144,6 +147,9 @@ struct ModelKind {
   double (*flops_per_token)(const ModelConfig&, std::int64_t t) = nullptr;
   /// Floats forward keeps per token for backward (the memory estimate; generous).
   double (*activations_per_token)(const ModelConfig&) = nullptr;
+  /// Training's default optimizer grouping: true puts weight decay on parameters of 2 or more dims only (not
+  /// biases, LayerNorm weights) as nanoGPT's configure_optimizers does; false decays every parameter as torch.
+  bool decay_matrices_only = false;
 };
 /// Adds a kind (or replaces one of the same name); every field must be set.
 void register_model_kind(const ModelKind& kind);

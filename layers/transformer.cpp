@@ -8,13 +8,13 @@ LayerNorm::LayerNorm(LayerNormOptions o) : d_(o.d), eps_(o.eps) {
   QKV_CHECK(o.d > 0, "LayerNorm: normalized size must be positive, got {}", o.d);
   QKV_CHECK(o.eps > 0, "LayerNorm: eps must be positive, got {}", o.eps);
   weight = register_parameter("weight", Tensor::ones({o.d}));
-  bias = register_parameter("bias", Tensor::zeros({o.d}));
+  if (o.bias) bias = register_parameter("bias", Tensor::zeros({o.d}));
 }
 
 Tensor LayerNorm::forward(const Tensor& x) {
   // x is (..., D); statistics over the last dim
   QKV_CHECK(x.dim() >= 1 && x.size(-1) == d_, "LayerNorm: expected input (..., {}), got shape {}", d_, x.shape().str());
-  return layer_norm(x, weight, bias, eps_);
+  return layer_norm(x, weight, bias.defined() ? bias : Tensor::zeros({d_}, weight.dtype()), eps_);
 }
 
 Dropout::Dropout(DropoutOptions o, Generator& gen) : p_(o.p), gen_(std::make_shared<Generator>(gen)) {

@@ -7,6 +7,7 @@ namespace qkv {
 struct LayerNormOptions {
   std::int64_t d = 0;  ///< the normalised (last) dim
   double eps = 1e-5;
+  bool bias = true;  ///< false: no bias parameter (torch.nn.LayerNorm(bias=False)); the shift is 0
 };
 
 struct DropoutOptions {
@@ -22,10 +23,10 @@ struct MLPOptions {
 class LayerNorm : public Module {
  public:
   explicit LayerNorm(LayerNormOptions options);
-  explicit LayerNorm(std::int64_t d, double eps = 1e-5) : LayerNorm(LayerNormOptions{d, eps}) {}
+  explicit LayerNorm(std::int64_t d, double eps = 1e-5) : LayerNorm(LayerNormOptions{d, eps, true}) {}
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "LayerNorm"; }
-  Tensor weight, bias;
+  Tensor weight, bias;  ///< bias undefined when options.bias is false (the shift is 0)
 
  private:
   std::int64_t d_;

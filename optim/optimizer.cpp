@@ -356,7 +356,7 @@ void clip_grad_value(const std::vector<Tensor>& params, double clip_value) {
 
 namespace {
 
-using Factory = std::unique_ptr<Optimizer> (*)(NamedParameters, const AnyOptimizerOptions&);
+using Factory = std::unique_ptr<Optimizer> (*)(ParamGroups, const AnyOptimizerOptions&);
 
 AdamOptions adam_options(const AnyOptimizerOptions& o) {
   QKV_CHECK(o.betas.size() == 2, "Adam: betas must be (beta1, beta2), got {} values", o.betas.size());
@@ -367,16 +367,16 @@ AdamOptions adam_options(const AnyOptimizerOptions& o) {
 const std::vector<std::pair<std::string, Factory>>& registry() {
   static const std::vector<std::pair<std::string, Factory>> r = {
       {"sgd",
-       [](NamedParameters p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
+       [](ParamGroups p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
          return std::make_unique<SGD>(std::move(p), SGDOptions{.lr = o.lr, .momentum = o.momentum,
                                                                .nesterov = o.nesterov, .weight_decay = o.weight_decay});
        }},
       {"adam",
-       [](NamedParameters p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
+       [](ParamGroups p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
          return std::make_unique<Adam>(std::move(p), adam_options(o));
        }},
       {"adamw",
-       [](NamedParameters p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
+       [](ParamGroups p, const AnyOptimizerOptions& o) -> std::unique_ptr<Optimizer> {
          return std::make_unique<AdamW>(std::move(p), adam_options(o));
        }},
   };
@@ -385,11 +385,16 @@ const std::vector<std::pair<std::string, Factory>>& registry() {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParameters params,
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, ParamGroups groups,
                                           const AnyOptimizerOptions& options) {
   for (const auto& [n, factory] : registry())
-    if (n == name) return factory(std::move(params), options);
+    if (n == name) return factory(std::move(groups), options);
   fail("optimizer: unknown name '{}' (expected {})", name, fmt::join(optimizer_names(), ", "));
+}
+
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParameters params,
+                                          const AnyOptimizerOptions& options) {
+  return make_optimizer(name, ParamGroups{{std::move(params)}}, options);
 }
 
 void check_optimizer_options(const std::string& name, const AnyOptimizerOptions& options) {

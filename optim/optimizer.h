@@ -180,6 +180,9 @@ const std::vector<OptimizerField>& optimizer_fields();
 /// The optimizer `name` (one of optimizer_names()) over params.
 std::unique_ptr<Optimizer> make_optimizer(const std::string& name, NamedParameters params,
                                           const AnyOptimizerOptions& options);
+/// The same over parameter groups (each group's lr and weight_decay, when set, replace the options').
+std::unique_ptr<Optimizer> make_optimizer(const std::string& name, ParamGroups groups,
+                                          const AnyOptimizerOptions& options);
 /// The checks the optimizer `name` makes of its options (its constructor's), without any parameters: configs
 /// ask it before building a model. Throws qkv::Error as the constructor would.
 void check_optimizer_options(const std::string& name, const AnyOptimizerOptions& options);

@@ -2,6 +2,7 @@
 #include <qkv/core/ops.h>
 #include <qkv/train/cli/commands.h>
 #include <qkv/train/io/files.h>
+#include <qkv/train/io/gpt2_files.h>
 #include <qkv/train/io/safetensors.h>
 #include <qkv/train/report/report.h>
 #include <qkv/train/use/attention_view.h>
@@ -153,7 +154,24 @@ int cmd_sample(const std::string& target, const TokenInput& prompt, std::int64_t
   return 0;
 }
 
-int cmd_export(const std::string& run_dir, std::string out, const std::string& dtype) {
+// export --format hf: a Hugging Face GPT-2 folder, by default beside the model (RUN_DIR/hf, or FILE's stem + "-hf").
+int cmd_export_hf(const std::string& run_dir, std::string out, const std::string& dtype) {
+  const fs::path from(run_dir);
+  if (out.empty()) out = fs::is_directory(from) ? (from / "hf").string() : (from.parent_path() / (from.stem().string() + "-hf")).string();
+  QKV_CHECK(!fs::exists(out) || fs::is_directory(out), "export --out {}: is a file; --format hf writes a folder", out);
+  const fs::path parent = fs::path(out).parent_path();
+  QKV_CHECK(parent.empty() || fs::is_directory(parent), "export --out {}: the folder {} does not exist", out,
+            parent.string());
+  const TrainedModel tm = load_trained(run_dir);
+  write_hf_gpt2(*tm.model, tm.tokenizer.get(), out, parse_storage_type(dtype));
+  fmt::print("wrote {} (config.json, model.safetensors, generation_config.json{}; {} parameters, {})\n", out,
+             tm.tokenizer ? ", vocab.json, merges.txt" : "; no tokenizer: the model was not trained on tokens",
+             tm.model->num_parameters(), dtype);
+  return 0;
+}
+
+int cmd_export(const std::string& run_dir, std::string out, const std::string& dtype, const std::string& format) {
+  if (format == "hf") return cmd_export_hf(run_dir, out, dtype);
   const StorageType storage = parse_storage_type(dtype);
   // By default beside the model: RUN_DIR/model.<dtype>.safetensors, or for a file FILE, <FILE's stem>.<dtype>...
   const fs::path from(run_dir);
@@ -201,14 +219,17 @@ void check_output_path(const std::string& path, const char* option) {
 
 Runner declare_export(CLI::App& c) {
   struct Args {
-    std::string target, out, dtype = "f32";
+    std::string target, out, dtype = "f32", format = "qkv";
   };
   auto a = std::make_shared<Args>();
   add_model_argument(c, a->target);
   c.add_option("--out", a->out, "output file (default RUN_DIR/model.<dtype>.safetensors, or FILE.<dtype>."
-                                "safetensors beside a file)");
+                                "safetensors beside a file); with --format hf a folder (default RUN_DIR/hf)");
   c.add_option("--dtype", a->dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  return [a] { return cmd_export(a->target, a->out, a->dtype); };
+  c.add_option("--format", a->format, "qkv (a qkv model file) or hf (a Hugging Face GPT-2 folder: config.json, "
+                                      "model.safetensors, tokenizer files; model.kind = gpt2)")
+      ->check(CLI::IsMember({"qkv", "hf"}));
+  return [a] { return cmd_export(a->target, a->out, a->dtype, a->format); };
 }
 
 Runner declare_predict(CLI::App& c) {

@@ -10,19 +10,22 @@ namespace qkv {
 
 const char* version() { return "0.1.0"; }
 
-std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Config& c, const Dataset& data) {
+std::map<std::string, std::string> model_metadata(const ModelConfig& m, const BpeTokenizer* tok) {
   nlohmann::json mj = nlohmann::json::object();
   for (const ModelField& f : model_fields()) std::visit([&](auto member) { mj[f.name] = m.*member; }, f.member);
-  std::map<std::string, std::string> meta = {{"format", "qkv"},
-                                             {"qkv.version", version()},
-                                             {"qkv.model", mj.dump()},
-                                             {"qkv.data", data_to_json(c)}};
-  if (!data.vocab().empty()) meta["qkv.vocab"] = data.vocab();
-  if (const auto tok = data.tokenizer()) {  // the tokenizer travels with the model (docs/tokens.md)
+  std::map<std::string, std::string> meta = {{"format", "qkv"}, {"qkv.version", version()}, {"qkv.model", mj.dump()}};
+  if (tok) {  // the tokenizer travels with the model (docs/tokens.md)
     meta["qkv.tokenizer.vocab"] = tok->vocab_json();
     meta["qkv.tokenizer.merges"] = tok->merges_txt();
     meta["qkv.tokenizer.hash"] = tok->hash();
   }
+  return meta;
+}
+
+std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Config& c, const Dataset& data) {
+  auto meta = model_metadata(m, data.tokenizer().get());
+  meta["qkv.data"] = data_to_json(c);
+  if (!data.vocab().empty()) meta["qkv.vocab"] = data.vocab();
   return meta;
 }
 

@@ -17,6 +17,8 @@ namespace qkv {
 /// qkv's version string.
 const char* version();
 
+/// The metadata of a model file for a model of `model` (with its tokenizer, or none), without data.
+std::map<std::string, std::string> model_metadata(const ModelConfig& model, const BpeTokenizer* tokenizer);
 /// Everything in a model file's metadata for a model of `model` trained by `config` on `data`.
 std::map<std::string, std::string> model_metadata(const ModelConfig& model, const Config& config,
                                                   const Dataset& data);

@@ -1,5 +1,6 @@
 #include "qkv/train/run/run.h"
 
+#include <qkv/train/io/gpt2_files.h>
 #include <qkv/train/run/memory.h>
 #include <qkv/train/run/model_file.h>
 
@@ -9,7 +10,36 @@ namespace {
 // Seeds of the independent streams derived from run.seed.
 constexpr std::uint64_t kInitStream = 0x696e6974ULL;
 
+/// model.init naming a GPT-2 checkpoint of the field: the config must describe the same GPT-2 (what the tensors
+/// cannot show is compared here; the strict load names every tensor that differs).
+void load_gpt2_init(LanguageModel& model, const std::string& path) {
+  const ModelConfig& m = model.config();
+  QKV_CHECK(m.kind == "gpt2", "model.init: {} is a GPT-2 checkpoint; set model.kind = \"gpt2\" (now \"{}\")", path,
+            m.kind);
+  const GPT2Checkpoint ck = read_gpt2_checkpoint(path, m.heads);
+  const auto same = [&](const char* key, auto theirs, auto ours) {
+    QKV_CHECK(theirs == ours, "model.init: {} has {} = {}, but the config says model.{} = {}", path, key, theirs, key,
+              ours);
+  };
+  same("heads", ck.config.heads, m.heads);
+  same("layers", ck.config.layers, m.layers);
+  same("d_model", ck.config.d_model, m.d_model);
+  same("positions", ck.config.seq_len, m.seq_len);
+  same("vocab_size", ck.config.vocab_size, m.vocab_size);
+  same("bias", ck.config.bias, m.bias);
+  same("tie_embeddings", ck.config.tie_embeddings, m.tie_embeddings);
+  same("norm_eps", ck.config.norm_eps, m.norm_eps);
+  load(model, ck.weights, path, /*strict=*/true);
+}
+
 }  // namespace
+
+ParamGroups optimizer_groups(const LanguageModel& model) {
+  if (!model_kind(model.config().kind).decay_matrices_only) return {{model.named_parameters()}};
+  ParamGroup matrices, others{.weight_decay = 0.0};
+  for (auto& [name, p] : model.named_parameters()) (p.dim() >= 2 ? matrices : others).params.emplace_back(name, p);
+  return {matrices, others};
+}
 
 void set_up(Run& r) {
   const Config& c = r.config;
@@ -17,12 +47,15 @@ void set_up(Run& r) {
   check_memory(c, r.data->vocab_size());
   Generator init(c.run.seed ^ kInitStream);  // then the model's dropout stream continues it
   r.model = build_model(c.model_config(r.data->vocab_size()), init);
-  if (!c.model.init.empty()) {
+  if (!c.model.init.empty() && is_gpt2_checkpoint(c.model.init)) {
+    load_gpt2_init(*r.model, c.model.init);
+    check_finite_weights(*r.model, "model.init: " + c.model.init, "training cannot start from it");
+  } else if (!c.model.init.empty()) {
     load(*r.model, c.model.init, /*strict=*/true);
     check_finite_weights(*r.model, "model.init: " + c.model.init, "training cannot start from it");
   }
   r.model->train();
-  r.optimizer = make_optimizer(c.optim.name, r.model->named_parameters(), optimizer_options(c));
+  r.optimizer = make_optimizer(c.optim.name, optimizer_groups(*r.model), optimizer_options(c));
   r.schedule = std::make_unique<LRSchedule>(*r.optimizer, schedule_options(c));
 }
 

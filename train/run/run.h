@@ -24,6 +24,10 @@ struct Run {
   double reached_target = 0;  ///< the validation sequence accuracy at which train.target_accuracy stopped it, or 0
 };
 
+/// The optimizer's parameter groups for `model`: all in one, or, for kinds with decay_matrices_only (gpt2),
+/// the parameters of 2+ dims first and the rest (biases, LayerNorm weights) with weight_decay 0, as nanoGPT.
+ParamGroups optimizer_groups(const LanguageModel& model);
+
 /// Builds r's dataset, model (initialised from run.seed, or model.init's weights, checked finite), optimizer and
 /// schedule from r.config, after checking that the run fits the machine's memory.
 void set_up(Run& r);

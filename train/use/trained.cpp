@@ -1,5 +1,6 @@
 #include "qkv/train/use/trained.h"
 
+#include <qkv/train/io/gpt2_files.h>
 #include <qkv/train/io/safetensors.h>
 #include <qkv/train/run/checkpoint.h>
 #include <qkv/train/run/model_file.h>
@@ -11,7 +12,29 @@
 namespace qkv {
 namespace fs = std::filesystem;
 
+namespace {
+
+/// A GPT-2 checkpoint of the field (train/io/gpt2_files.h): its weights, tokenizer and a qkv model file's
+/// metadata for them (no data section).
+TrainedModel load_gpt2(const std::string& target) {
+  GPT2Checkpoint ck = read_gpt2_checkpoint(target);
+  check_finite_tensors(ck.weights.tensors, ck.weights_path, "this model cannot be used");
+  TrainedModel tm;
+  tm.path = ck.weights_path;
+  tm.tokenizer = ck.tokenizer;
+  tm.metadata = model_metadata(ck.config, ck.tokenizer.get());
+  tm.data_from_metadata = true;
+  Generator g(0);
+  tm.model = build_model(ck.config, g);
+  load(*tm.model, ck.weights, tm.path, /*strict=*/true);
+  tm.model->eval();
+  return tm;
+}
+
+}  // namespace
+
 TrainedModel load_trained(const std::string& target) {
+  if (is_gpt2_checkpoint(target)) return load_gpt2(target);
   TrainedModel tm;
   const fs::path p(target);
   fs::path file = p;
