@@ -72,7 +72,7 @@ std::vector<KeySpec> make_specs() {
       {"data.val_path", [](Config& c) -> Ref { return &c.data.val_path; }, "jsonl: validation examples (default: last 10% of path)"},
       {"data.shuffle", [](Config& c) -> Ref { return &c.data.shuffle; }, "jsonl/text/tokens: random batches; false takes them in file order, wrapping"},
       {"model.positions", [](Config& c) -> Ref { return &c.model.positions; }, "positional table size (0 = data.seq_len)", 0, model_field("seq_len").max},
-      {"model.init", [](Config& c) -> Ref { return &c.model.init; }, "safetensors file of initial weights, loaded by name, strictly"},
+      {"model.init", [](Config& c) -> Ref { return &c.model.init; }, "initial weights: a safetensors file loaded by name, strictly, or a GPT-2 checkpoint (a Hugging Face folder or nanoGPT file; model.kind = gpt2)"},
       {"optim.name", [](Config& c) -> Ref { return &c.optim.name; }, "the optimizer (torch.optim's update rules)", -kInf, kInf, optimizer_names},
       {"optim.clip_grad_norm", [](Config& c) -> Ref { return &c.optim.clip_grad_norm; }, "clip the global gradient norm to this (0 = off)", 0, kInf},
       {"optim.shard", [](Config& c) -> Ref { return &c.optim.shard; }, "under mpirun: each rank keeps the optimizer state of 1/N of the parameters (ZeRO-1)"},
