@@ -1,6 +1,6 @@
 // The same models, shapes, optimizer and random batches as `qkv bench`, in libtorch (Debian's libtorch-dev),
 // printing the same line. Built only when Torch is found; never required. Usage:
-//   bench_libtorch tiny|small|medium [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]
+//   bench_libtorch tiny|small|medium|gpt2 [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]
 // --seq and --batch change the config's sequence length and batch, as qkv bench's data.seq_len and
 // train.batch_size overrides do.
 #include <torch/torch.h>
@@ -25,7 +25,8 @@ Shape shape_of(const std::string& name) {
   if (name == "tiny") return {"seed", 16, 12, 32, 1, 1, 64};
   if (name == "small") return {"transformer", 64, 64, 128, 4, 2, 32};
   if (name == "medium") return {"transformer", 64, 128, 256, 4, 4, 16};
-  std::fprintf(stderr, "unknown config %s (tiny, small, medium)\n", name.c_str());
+  if (name == "gpt2") return {"gpt2", 50257, 1024, 768, 12, 12, 4};  // GPT-2 small, bench/configs/gpt2.toml
+  std::fprintf(stderr, "unknown config %s (tiny, small, medium, gpt2)\n", name.c_str());
   std::exit(2);
 }
 
@@ -98,11 +99,58 @@ struct TransformerImpl : torch::nn::Module {
 };
 TORCH_MODULE(Transformer);
 
+// GPT-2 as nanoGPT writes it (what qkv's model.kind = "gpt2" computes): fused c_attn, causal attention, tanh GELU,
+// the head tied to wte.
+struct GPT2BlockImpl : torch::nn::Module {
+  GPT2BlockImpl(int64_t d, int64_t h)
+      : heads(h),
+        ln_1(register_module("ln_1", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))),
+        ln_2(register_module("ln_2", torch::nn::LayerNorm(torch::nn::LayerNormOptions({d})))),
+        c_attn(register_module("c_attn", torch::nn::Linear(d, 3 * d))),
+        c_proj(register_module("c_proj", torch::nn::Linear(d, d))),
+        c_fc(register_module("c_fc", torch::nn::Linear(d, 4 * d))),
+        mlp_proj(register_module("mlp_proj", torch::nn::Linear(4 * d, d))) {}
+  torch::Tensor forward(torch::Tensor x) {
+    const int64_t b = x.size(0), t = x.size(1), d = x.size(2);
+    const auto qkv = c_attn(ln_1(x)).split(d, 2);
+    const auto split = [&](const torch::Tensor& y) { return y.view({b, t, heads, d / heads}).transpose(1, 2); };
+    const auto q = split(qkv[0]), k = split(qkv[1]), v = split(qkv[2]);
+    auto scores = torch::matmul(q, k.transpose(-1, -2)) / std::sqrt(static_cast<double>(d / heads));
+    scores = scores.masked_fill(torch::ones({t, t}, torch::kBool).triu(1), -INFINITY);
+    const auto a = torch::matmul(torch::softmax(scores, -1), v).transpose(1, 2).reshape({b, t, d});
+    x = x + c_proj(a);
+    return x + mlp_proj(torch::gelu(c_fc(ln_2(x)), "tanh"));
+  }
+  int64_t heads;
+  torch::nn::LayerNorm ln_1, ln_2;
+  torch::nn::Linear c_attn, c_proj, c_fc, mlp_proj;
+};
+TORCH_MODULE(GPT2Block);
+
+struct GPT2Impl : torch::nn::Module {
+  GPT2Impl(const Shape& s)
+      : wte(register_module("wte", torch::nn::Embedding(s.vocab, s.d))),
+        wpe(register_module("wpe", torch::nn::Embedding(s.seq, s.d))),
+        h(register_module("h", torch::nn::ModuleList())),
+        ln_f(register_module("ln_f", torch::nn::LayerNorm(torch::nn::LayerNormOptions({s.d})))) {
+    for (int64_t i = 0; i < s.layers; ++i) h->push_back(GPT2Block(s.d, s.heads));
+  }
+  torch::Tensor forward(const torch::Tensor& ids) {
+    auto x = wte(ids) + wpe(torch::arange(ids.size(1)));
+    for (const auto& m : *h) x = m->as<GPT2Block>()->forward(x);
+    return torch::matmul(ln_f(x), wte->weight.t());
+  }
+  torch::nn::Embedding wte, wpe;
+  torch::nn::ModuleList h;
+  torch::nn::LayerNorm ln_f;
+};
+TORCH_MODULE(GPT2);
+
 }  // namespace
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]\n");
+    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium|gpt2 [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]\n");
     return 2;
   }
   Shape s = shape_of(argv[1]);
@@ -123,12 +171,22 @@ int main(int argc, char** argv) {
     SeedModel m(s);
     module = m.ptr();
     forward = [m](const torch::Tensor& x) mutable { return m->forward(x); };
+  } else if (s.kind == "gpt2") {
+    GPT2 m(s);
+    module = m.ptr();
+    forward = [m](const torch::Tensor& x) mutable { return m->forward(x); };
   } else {
     Transformer m(s);
     module = m.ptr();
     forward = [m](const torch::Tensor& x) mutable { return m->forward(x); };
   }
-  torch::optim::Adam opt(module->parameters(), torch::optim::AdamOptions(1e-3));
+  // Adam as qkv's default; gpt2 trains with AdamW (bench/configs/gpt2.toml)
+  std::unique_ptr<torch::optim::Optimizer> optimizer;
+  if (s.kind == "gpt2")
+    optimizer = std::make_unique<torch::optim::AdamW>(module->parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
+  else
+    optimizer = std::make_unique<torch::optim::Adam>(module->parameters(), torch::optim::AdamOptions(1e-3));
+  auto& opt = *optimizer;
   // Random batches drawn up front, as qkv bench does; targets: reversal for the seed task, copy otherwise.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;
   for (int i = 0; i < 64; ++i) {

@@ -3,6 +3,7 @@
 #include <qkv/train/cli/commands.h>
 #include <qkv/train/dist/comm.h>
 #include <qkv/train/io/files.h>
+#include <qkv/train/io/gpt2_files.h>
 #include <qkv/train/run/bench.h>
 #include <qkv/train/run/memory.h>
 #include <qkv/train/run/run.h>
@@ -106,8 +107,17 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   return 0;
 }
 
-int cmd_eval(const std::string& target, bool json) {
-  const TrainedModel tm = load_trained(target);
+int cmd_eval(const std::string& target, bool json, const std::string& tokens, std::int64_t windows) {
+  TrainedModel tm = load_trained(target);
+  if (!tokens.empty()) {  // another token folder's validation shard (a GPT-2 checkpoint has no data of its own)
+    tm.config.data = DataOptions{.task = "tokens", .seq_len = tm.model->config().seq_len, .val_size = windows,
+                                 .path = tokens};
+    tm.config.train.batch_size = 1;
+    tm.data_from_metadata = false;
+  } else {
+    QKV_CHECK(!is_gpt2_checkpoint(target), "eval: {} is a GPT-2 checkpoint, which carries no data: name token shards "
+              "to evaluate it on with --tokens DIR (qkv tokenize makes them)", target);
+  }
   if (tm.data_from_metadata && !tm.config.data.path.empty())
     fmt::print(stderr, "qkv: note: {} names its data file {} (qkv.data metadata); reading it to evaluate\n", tm.path,
                tm.config.data.path);
@@ -214,13 +224,17 @@ Runner declare_train(CLI::App& c) {
 
 Runner declare_eval(CLI::App& c) {
   struct Args {
-    std::string target;
+    std::string target, tokens;
     bool json = false;
+    std::int64_t windows = 8;
   };
   auto a = std::make_shared<Args>();
   c.add_option("model", a->target, "run directory or .safetensors file")->required();
   c.add_flag("--json", a->json, "print one JSON object");
-  return [a] { return cmd_eval(a->target, a->json); };
+  c.add_option("--tokens", a->tokens, "evaluate on this token folder's validation shard (qkv tokenize) in windows "
+                                      "of the model's positions, instead of the model's own data");
+  c.add_option("--windows", a->windows, "with --tokens: how many windows (default 8)")->check(CLI::Range(1, 1000000));
+  return [a] { return cmd_eval(a->target, a->json, a->tokens, a->windows); };
 }
 
 Runner declare_info(CLI::App& c) {
