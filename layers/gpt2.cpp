@@ -36,8 +36,8 @@ AttentionResult GPT2Attention::attend(const Tensor& x, const Tensor& key_padding
   QKV_CHECK(x.dim() == 3 && x.size(2) == d_, "GPT2Attention: expected input (B, T, {}), got shape {}", d_,
             x.shape().str());
   const std::int64_t hd = d_ / heads_;
-  auto [merged, weights] = attention_packed(c_attn->forward(x), heads_, hd, hd, /*causal=*/true, key_padding_mask,
-                                            need_weights);
+  auto [merged, weights] =
+      attention_packed(c_attn->forward(x), heads_, hd, hd, /*causal=*/true, key_padding_mask, need_weights);
   return {c_proj->forward(merged), weights};
 }
 
@@ -79,8 +79,8 @@ Tensor GPT2Block::residuals(const Tensor& x, const Tensor& a) {
 }
 
 GPT2::GPT2(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
-  const GPT2BlockOptions block{.d_model = c.d_model, .heads = c.heads, .d_ff = c.d_ff, .bias = c.bias,
-                               .eps = c.norm_eps, .dropout = c.dropout};
+  const GPT2BlockOptions block{
+      .d_model = c.d_model, .heads = c.heads, .d_ff = c.d_ff, .bias = c.bias, .eps = c.norm_eps, .dropout = c.dropout};
   transformer = register_module("transformer", std::make_shared<GPT2Trunk>());
   auto& t = *transformer;
   t.wte = t.add("wte", std::make_shared<Embedding>(c.vocab_size, c.d_model, gen));
@@ -98,7 +98,8 @@ GPT2::GPT2(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
     t.h->push_back(std::move(b));
   }
   t.ln_f = t.add("ln_f", std::make_shared<LayerNorm>(LayerNormOptions{c.d_model, c.norm_eps, c.bias}));
-  if (!c.tie_embeddings) lm_head = register_module("lm_head", gpt2_linear(c.d_model, c.vocab_size, false, kInitStd, gen));
+  if (!c.tie_embeddings)
+    lm_head = register_module("lm_head", gpt2_linear(c.d_model, c.vocab_size, false, kInitStd, gen));
   const auto stream = start_dropout_stream(gen);
   t.drop->set_generator(stream);
   for (const auto& b : *t.h) b->drop->set_generator(stream);
@@ -153,18 +154,16 @@ const ModelKind& gpt2_model_kind() {
           [](const ModelConfig& c) {
             const double d = double(c.d_model), v = double(c.vocab_size), dff = gpt2_dff(c), b = c.bias ? 1 : 0;
             const double norm = d * (1 + b);
-            const double block = norm + (3 * d * d + b * 3 * d) + (d * d + b * d) + norm + (d * dff + b * dff) +
-                                 (dff * d + b * d);
+            const double block =
+                norm + (3 * d * d + b * 3 * d) + (d * d + b * d) + norm + (d * dff + b * dff) + (dff * d + b * d);
             return double(c.vocab_size + c.seq_len) * d + double(c.layers) * block + norm +
                    (c.tie_embeddings ? 0 : d * v);
           },
       // the products and activations of the pre-LN transformer, whose shape this is (plus the embedding dropout)
-      .flops_per_token =
-          [](const ModelConfig& c, std::int64_t t) { return model_kind("transformer").flops_per_token(c, t); },
+      .flops_per_token = [](const ModelConfig& c,
+                            std::int64_t t) { return model_kind("transformer").flops_per_token(c, t); },
       .activations_per_token =
-          [](const ModelConfig& c) {
-            return model_kind("transformer").activations_per_token(c) + double(c.d_model);
-          },
+          [](const ModelConfig& c) { return model_kind("transformer").activations_per_token(c) + double(c.d_model); },
       .decay_matrices_only = true,
   };
   return kind;

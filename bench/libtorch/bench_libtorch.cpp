@@ -150,7 +150,8 @@ TORCH_MODULE(GPT2);
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium|gpt2 [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]\n");
+    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium|gpt2 [--steps N] [--warmup N] [--threads N] "
+                         "[--seq T] [--batch B]\n");
     return 2;
   }
   Shape s = shape_of(argv[1]);
@@ -183,7 +184,8 @@ int main(int argc, char** argv) {
   // Adam as qkv's default; gpt2 trains with AdamW (bench/configs/gpt2.toml)
   std::unique_ptr<torch::optim::Optimizer> optimizer;
   if (s.kind == "gpt2")
-    optimizer = std::make_unique<torch::optim::AdamW>(module->parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
+    optimizer =
+        std::make_unique<torch::optim::AdamW>(module->parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
   else
     optimizer = std::make_unique<torch::optim::Adam>(module->parameters(), torch::optim::AdamOptions(1e-3));
   auto& opt = *optimizer;

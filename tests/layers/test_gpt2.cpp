@@ -1,17 +1,24 @@
-#include "../support.h"
-
 #include <qkv/core/gradcheck.h>
 #include <qkv/layers/gpt2.h>
 
 #include <cmath>
+
+#include "../support.h"
 
 using namespace qkv;
 
 namespace {
 
 ModelConfig small(bool bias = true, bool tie = true) {
-  return {.kind = "gpt2", .vocab_size = 11, .seq_len = 9, .d_model = 8, .heads = 2, .layers = 2, .causal = true,
-          .bias = bias, .tie_embeddings = tie};
+  return {.kind = "gpt2",
+          .vocab_size = 11,
+          .seq_len = 9,
+          .d_model = 8,
+          .heads = 2,
+          .layers = 2,
+          .causal = true,
+          .bias = bias,
+          .tie_embeddings = tie};
 }
 
 Tensor some_ids(std::int64_t b, std::int64_t t, std::int64_t vocab) {
@@ -41,12 +48,13 @@ TEST_CASE("gpt2: nanoGPT's parameter names, GPT-2's initialisation, and 124M par
   CHECK(model->lm_head == nullptr);  // tied: no lm_head.weight
   CHECK(double(model->num_parameters()) == parameter_count(small()));
   CHECK(double(build_model(small(false, false), g)->num_parameters()) == parameter_count(small(false, false)));
-  CHECK_THROWS_WITH_AS(build_model(small(false, false))->parameter("transformer.ln_f.bias"), doctest::Contains("ln_f.bias"), Error);
+  CHECK_THROWS_WITH_AS(build_model(small(false, false))->parameter("transformer.ln_f.bias"),
+                       doctest::Contains("ln_f.bias"), Error);
 
   // the standard deviations GPT-2 draws (a wide layer, so the estimate is close): 0.02, and 0.02 / sqrt(2 L)
   Generator g2(1);
-  ModelConfig wide{.kind = "gpt2", .vocab_size = 64, .seq_len = 16, .d_model = 256, .heads = 4, .layers = 8,
-                   .causal = true};
+  ModelConfig wide{
+      .kind = "gpt2", .vocab_size = 64, .seq_len = 16, .d_model = 256, .heads = 4, .layers = 8, .causal = true};
   auto w = build_model(wide, g2);
   CHECK(std_of(w->parameter("transformer.wte.weight")) == doctest::Approx(0.02).epsilon(0.03));
   CHECK(std_of(w->parameter("transformer.h.3.attn.c_attn.weight")) == doctest::Approx(0.02).epsilon(0.03));
@@ -54,8 +62,8 @@ TEST_CASE("gpt2: nanoGPT's parameter names, GPT-2's initialisation, and 124M par
   CHECK(std_of(w->parameter("transformer.h.3.attn.c_proj.weight")) == doctest::Approx(0.02 / 4).epsilon(0.03));
   CHECK(w->parameter("transformer.h.3.attn.c_attn.bias").to_vector() == std::vector<double>(768, 0.0));
 
-  ModelConfig gpt2_small{.kind = "gpt2", .vocab_size = 50257, .seq_len = 1024, .d_model = 768, .heads = 12,
-                         .layers = 12, .causal = true};
+  ModelConfig gpt2_small{
+      .kind = "gpt2", .vocab_size = 50257, .seq_len = 1024, .d_model = 768, .heads = 12, .layers = 12, .causal = true};
   CHECK(parameter_count(gpt2_small) == 124439808.0);  // GPT-2 small as OpenAI and Hugging Face count it
 }
 
@@ -73,8 +81,7 @@ TEST_CASE("gpt2: gradients of every parameter (float64 finite differences), tied
         p.copy_(p + Tensor::randn(p.shape(), g, kFloat64) * 0.3);
       }
       const Tensor ids = some_ids(2, 4, c.vocab_size);
-      CHECK(gradcheck_error([&](const std::vector<Tensor>&) { return model->logits(ids); }, model->parameters()) ==
-            "");
+      CHECK(gradcheck_error([&](const std::vector<Tensor>&) { return model->logits(ids); }, model->parameters()) == "");
     }
 }
 

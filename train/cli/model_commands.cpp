@@ -157,7 +157,9 @@ int cmd_sample(const std::string& target, const TokenInput& prompt, std::int64_t
 // export --format hf: a Hugging Face GPT-2 folder, by default beside the model (RUN_DIR/hf, or FILE's stem + "-hf").
 int cmd_export_hf(const std::string& run_dir, std::string out, const std::string& dtype) {
   const fs::path from(run_dir);
-  if (out.empty()) out = fs::is_directory(from) ? (from / "hf").string() : (from.parent_path() / (from.stem().string() + "-hf")).string();
+  if (out.empty())
+    out = fs::is_directory(from) ? (from / "hf").string()
+                                 : (from.parent_path() / (from.stem().string() + "-hf")).string();
   QKV_CHECK(!fs::exists(out) || fs::is_directory(out), "export --out {}: is a file; --format hf writes a folder", out);
   const fs::path parent = fs::path(out).parent_path();
   QKV_CHECK(parent.empty() || fs::is_directory(parent), "export --out {}: the folder {} does not exist", out,
@@ -175,8 +177,10 @@ int cmd_export(const std::string& run_dir, std::string out, const std::string& d
   const StorageType storage = parse_storage_type(dtype);
   // By default beside the model: RUN_DIR/model.<dtype>.safetensors, or for a file FILE, <FILE's stem>.<dtype>...
   const fs::path from(run_dir);
-  if (out.empty() && fs::is_directory(from)) out = (from / fmt::format("model.{}.safetensors", dtype)).string();
-  else if (out.empty()) out = (from.parent_path() / fmt::format("{}.{}.safetensors", from.stem().string(), dtype)).string();
+  if (out.empty() && fs::is_directory(from))
+    out = (from / fmt::format("model.{}.safetensors", dtype)).string();
+  else if (out.empty())
+    out = (from.parent_path() / fmt::format("{}.{}.safetensors", from.stem().string(), dtype)).string();
   check_output_path(out, "export --out");
   const TrainedModel tm = load_trained(run_dir);
   save(*tm.model, out, tm.metadata, storage);

@@ -1,14 +1,13 @@
 #include "qkv/train/io/gpt2_files.h"
 
+#include <fmt/ranges.h>
 #include <qkv/core/ops.h>
 #include <qkv/train/io/files.h>
-
-#include <fmt/ranges.h>
-#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <set>
 
 namespace qkv {
@@ -138,7 +137,8 @@ std::vector<std::pair<std::string, Tensor>> qkv_names(const SafetensorsFile& f, 
     if (name != "lm_head.weight") (starts_with(name, kPrefix) ? with : without).push_back(name);
   QKV_CHECK(with.empty() || without.empty(),
             "{}: mixes two naming conventions: {} names start with \"transformer.\" (such as {}) and {} do not (such "
-            "as {})", path, with.size(), with.front(), without.size(), without.front());
+            "as {})",
+            path, with.size(), with.front(), without.size(), without.front());
   std::vector<std::pair<std::string, Tensor>> out;
   for (const auto& [name, t] : f.tensors)
     if (!is_buffer(name)) out.emplace_back(name == "lm_head.weight" || !with.empty() ? name : kPrefix + name, t);
@@ -176,8 +176,10 @@ ModelConfig sizes_from_tensors(const std::vector<std::pair<std::string, Tensor>>
   }
   QKV_CHECK(m.vocab_size > 0 && m.seq_len > 0, "{}: has no transformer.wte.weight and wpe.weight of 2 dims", path);
   m.layers = static_cast<std::int64_t>(blocks.size());
-  QKV_CHECK(heads > 0, "{}: no config.json beside it says how many heads the model has (n_head): put one there, "
-            "such as {{\"n_head\": 12}}, or name the file as model.init with model.heads set", path);
+  QKV_CHECK(heads > 0,
+            "{}: no config.json beside it says how many heads the model has (n_head): put one there, "
+            "such as {{\"n_head\": 12}}, or name the file as model.init with model.heads set",
+            path);
   return m;
 }
 
@@ -210,7 +212,8 @@ void settle_head(std::vector<std::pair<std::string, Tensor>>& named, ModelConfig
 void drop_zero_biases(std::vector<std::pair<std::string, Tensor>>& named, const std::string& path) {
   for (const auto& [name, t] : named)
     if (const auto v = ends_with(name, ".bias") ? t.to_vector() : std::vector<double>{}; !v.empty())
-      QKV_CHECK(std::all_of(v.begin(), v.end(), [](double x) { return x == 0; }), "{}: config.json says \"bias\": false, but {} is not zero", path, name);
+      QKV_CHECK(std::all_of(v.begin(), v.end(), [](double x) { return x == 0; }),
+                "{}: config.json says \"bias\": false, but {} is not zero", path, name);
   std::erase_if(named, [](const auto& nt) { return ends_with(nt.first, ".bias"); });
 }
 
@@ -236,13 +239,15 @@ void check_tensors(const std::vector<std::pair<std::string, Tensor>>& named, con
   for (const auto& [name, shape] : want)
     if (!seen.count(name)) missing.push_back(name);
   if (missing.empty() && extra.empty() && wrong.empty()) return;
-  std::string msg = fmt::format("{}: is not the GPT-2 its sizes describe (n_embd {}, n_layer {}, vocab {}, {} "
-                                "positions, {}, {} layout):", path, m.d_model, m.layers, m.vocab_size, m.seq_len,
-                                m.bias ? "with biases" : "no biases",
-                                layout == GPT2Layout::huggingface ? "Hugging Face Conv1D" : "nanoGPT Linear");
+  std::string msg = fmt::format(
+      "{}: is not the GPT-2 its sizes describe (n_embd {}, n_layer {}, vocab {}, {} "
+      "positions, {}, {} layout):",
+      path, m.d_model, m.layers, m.vocab_size, m.seq_len, m.bias ? "with biases" : "no biases",
+      layout == GPT2Layout::huggingface ? "Hugging Face Conv1D" : "nanoGPT Linear");
   const auto list = [&](const char* what, const std::vector<std::string>& names) {
     if (names.empty()) return;
-    msg += fmt::format(" {} {}: {}{};", names.size(), what, fmt::join(names.begin(), names.begin() + std::min<std::size_t>(names.size(), 8), ", "),
+    msg += fmt::format(" {} {}: {}{};", names.size(), what,
+                       fmt::join(names.begin(), names.begin() + std::min<std::size_t>(names.size(), 8), ", "),
                        names.size() > 8 ? ", ..." : "");
   };
   list("missing", missing);
@@ -262,12 +267,44 @@ std::string weights_file(const fs::path& p) {
   if (!fs::is_directory(p)) return p.string();
   QKV_CHECK(!fs::exists(p / "model.safetensors.index.json"),
             "{}: model.safetensors.index.json: sharded checkpoints are not supported; save the model as one "
-            "model.safetensors (save_pretrained(dir, max_shard_size=\"100GB\"))", p.string());
+            "model.safetensors (save_pretrained(dir, max_shard_size=\"100GB\"))",
+            p.string());
   QKV_CHECK(fs::exists(p / "config.json"), "{}: a Hugging Face GPT-2 folder needs config.json", p.string());
   QKV_CHECK(fs::exists(p / "model.safetensors"),
             "{}: has config.json but no model.safetensors (qkv reads safetensors, not pytorch_model.bin: save with "
-            "save_pretrained(dir, safe_serialization=True))", p.string());
+            "save_pretrained(dir, safe_serialization=True))",
+            p.string());
   return (p / "model.safetensors").string();
+}
+
+/// GPT2Config for `m`: what Hugging Face's from_pretrained reads (eos: <|endoftext|>'s id, or null).
+json hf_config(const ModelConfig& m, const json& eos, StorageType storage) {
+  return {{"architectures", {"GPT2LMHeadModel"}},
+          {"model_type", "gpt2"},
+          {"vocab_size", m.vocab_size},
+          {"n_positions", m.seq_len},
+          {"n_ctx", m.seq_len},
+          {"n_embd", m.d_model},
+          {"n_layer", m.layers},
+          {"n_head", m.heads},
+          {"n_inner", nullptr},
+          {"activation_function", "gelu_new"},
+          {"layer_norm_epsilon", m.norm_eps},
+          {"resid_pdrop", m.dropout},
+          {"embd_pdrop", m.dropout},
+          {"attn_pdrop", 0.0},
+          {"initializer_range", 0.02},
+          {"scale_attn_weights", true},
+          {"scale_attn_by_inverse_layer_idx", false},
+          {"reorder_and_upcast_attn", false},
+          {"tie_word_embeddings", m.tie_embeddings},
+          {"bias", m.bias},  // nanoGPT's key (Hugging Face keeps it as an attribute): false reads back bias-free
+          {"use_cache", true},
+          {"bos_token_id", eos},
+          {"eos_token_id", eos},
+          {"torch_dtype", storage == StorageType::F32    ? "float32"
+                          : storage == StorageType::BF16 ? "bfloat16"
+                                                         : "float16"}};
 }
 
 }  // namespace
@@ -276,8 +313,8 @@ bool is_gpt2_checkpoint(const std::string& path) {
   const fs::path p(path);
   std::error_code ec;
   if (fs::is_directory(p, ec))
-    return !fs::exists(p / "config.toml", ec) && (fs::exists(p / "config.json", ec) ||
-                                                 fs::exists(p / "model.safetensors.index.json", ec));
+    return !fs::exists(p / "config.toml", ec) &&
+           (fs::exists(p / "config.json", ec) || fs::exists(p / "model.safetensors.index.json", ec));
   if (!fs::is_regular_file(p, ec)) return false;
   // only the header: an 8-byte length, then JSON whose names (wte.weight) and metadata (no qkv.model) tell
   std::ifstream in(path, std::ios::binary);
@@ -343,8 +380,10 @@ GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads)
 void write_hf_gpt2(const LanguageModel& model, const BpeTokenizer* tokenizer, const std::string& dir,
                    StorageType storage) {
   const ModelConfig& m = model.config();
-  QKV_CHECK(m.kind == "gpt2", "export --format hf: the model is of kind \"{}\"; Hugging Face's GPT-2 format holds "
-            "model.kind = \"gpt2\" models", m.kind);
+  QKV_CHECK(m.kind == "gpt2",
+            "export --format hf: the model is of kind \"{}\"; Hugging Face's GPT-2 format holds "
+            "model.kind = \"gpt2\" models",
+            m.kind);
   QKV_CHECK(m.d_ff == 0 || m.d_ff == 4 * m.d_model,
             "export --format hf: model.d_ff = {} is not 4 * d_model, which Hugging Face's GPT-2 config cannot say",
             m.d_ff);
@@ -359,32 +398,8 @@ void write_hf_gpt2(const LanguageModel& model, const BpeTokenizer* tokenizer, co
   fs::create_directories(dir);
   const int eot = tokenizer ? tokenizer->eot() : -1;
   const json eos = eot >= 0 ? json(eot) : json(nullptr);
-  json config = {{"architectures", {"GPT2LMHeadModel"}},
-                 {"model_type", "gpt2"},
-                 {"vocab_size", m.vocab_size},
-                 {"n_positions", m.seq_len},
-                 {"n_ctx", m.seq_len},
-                 {"n_embd", m.d_model},
-                 {"n_layer", m.layers},
-                 {"n_head", m.heads},
-                 {"n_inner", nullptr},
-                 {"activation_function", "gelu_new"},
-                 {"layer_norm_epsilon", m.norm_eps},
-                 {"resid_pdrop", m.dropout},
-                 {"embd_pdrop", m.dropout},
-                 {"attn_pdrop", 0.0},
-                 {"initializer_range", 0.02},
-                 {"scale_attn_weights", true},
-                 {"scale_attn_by_inverse_layer_idx", false},
-                 {"reorder_and_upcast_attn", false},
-                 {"tie_word_embeddings", m.tie_embeddings},
-                 {"bias", m.bias},  // nanoGPT's key, which Hugging Face keeps as an attribute: false reads back as no biases
-                 {"use_cache", true},
-                 {"bos_token_id", eos},
-                 {"eos_token_id", eos},
-                 {"torch_dtype", storage == StorageType::F32 ? "float32" : storage == StorageType::BF16 ? "bfloat16" : "float16"}};
   write_safetensors((fs::path(dir) / "model.safetensors").string(), out, {{"format", "pt"}}, storage);
-  write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
+  write_file_atomic((fs::path(dir) / "config.json").string(), hf_config(m, eos, storage).dump(2) + "\n");
   const json generation = {{"bos_token_id", eos}, {"eos_token_id", eos}};
   write_file_atomic((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n");
   if (tokenizer) tokenizer->save(dir);

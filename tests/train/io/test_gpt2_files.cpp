@@ -1,5 +1,3 @@
-#include "../run/run_support.h"
-
 #include <qkv/core/ops.h>
 #include <qkv/datasets/bpe_train.h>
 #include <qkv/datasets/shards.h>
@@ -9,11 +7,12 @@
 #include <qkv/train/use/generate.h>
 #include <qkv/train/use/trained.h>
 
-#include <nlohmann/json.hpp>
-
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "../run/run_support.h"
 
 using namespace qkv;
 using namespace qkv::test;
@@ -32,7 +31,8 @@ const json& parity() {
 /// The largest |a - b| over the largest |b|.
 double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
   double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) diff = std::max(diff, std::abs(a[i] - b[i])), scale = std::max(scale, std::abs(b[i]));
+  for (std::size_t i = 0; i < a.size(); ++i)
+    diff = std::max(diff, std::abs(a[i] - b[i])), scale = std::max(scale, std::abs(b[i]));
   return diff / scale;
 }
 
@@ -92,7 +92,8 @@ TEST_CASE("export --format hf and back: the same tensors, bit for bit, and the t
     const auto out = (dir / fs::path(from).filename()).string();
     const auto r = run_cli_captured({"qkv", "export", from, "--format", "hf", "--out", out}, dir.string());
     REQUIRE(r.code == 0);
-    for (const char* f : {"config.json", "model.safetensors", "generation_config.json"}) CHECK(fs::exists(out + "/" + f));
+    for (const char* f : {"config.json", "model.safetensors", "generation_config.json"})
+      CHECK(fs::exists(out + "/" + f));
     const GPT2Checkpoint ck = read_gpt2_checkpoint(out);
     CHECK(ck.layout == GPT2Layout::huggingface);
     const TrainedModel b = load_trained(out);
@@ -115,8 +116,14 @@ TEST_CASE("export --format hf and back: the same tensors, bit for bit, and the t
 
   // an untied model with a tokenizer, in bf16 too
   BpeTokenizer tok = BpeTokenizer::from_merges({}, {"<|endoftext|>"});
-  ModelConfig c{.kind = "gpt2", .vocab_size = tok.vocab_size(), .seq_len = 8, .d_model = 8, .heads = 2, .layers = 1,
-                .causal = true, .tie_embeddings = false};
+  ModelConfig c{.kind = "gpt2",
+                .vocab_size = tok.vocab_size(),
+                .seq_len = 8,
+                .d_model = 8,
+                .heads = 2,
+                .layers = 1,
+                .causal = true,
+                .tie_embeddings = false};
   Generator g(1);
   auto model = build_model(c, g);
   write_hf_gpt2(*model, &tok, (dir / "untied").string());
@@ -130,8 +137,8 @@ TEST_CASE("export --format hf and back: the same tensors, bit for bit, and the t
   CHECK(back.model->parameter("lm_head.weight").to_vector() == model->parameter("lm_head.weight").to_vector());
   write_hf_gpt2(*model, &tok, (dir / "bf16").string(), StorageType::BF16);
   const TrainedModel half = load_trained((dir / "bf16").string());
-  CHECK_CLOSE(half.model->parameter("transformer.h.0.mlp.c_fc.weight"), model->parameter("transformer.h.0.mlp.c_fc.weight"),
-              1e-2, 1e-3);
+  CHECK_CLOSE(half.model->parameter("transformer.h.0.mlp.c_fc.weight"),
+              model->parameter("transformer.h.0.mlp.c_fc.weight"), 1e-2, 1e-3);
   CHECK(json::parse(std::ifstream(dir / "bf16/config.json"))["torch_dtype"] == "bfloat16");
   // only gpt2 models have Hugging Face's GPT-2 format
   auto other = build_model({.kind = "transformer", .vocab_size = 5, .seq_len = 4, .d_model = 4, .heads = 1});
@@ -145,15 +152,24 @@ TEST_CASE("GPT-2 checkpoints: what qkv cannot honour, and broken files, exit 2 n
     edit_config(dir, edit);
     refused(dir, what);
   };
-  key("act", [](json& j) { j["activation_function"] = "relu"; }, "\"activation_function\" = \"relu\" is not supported");
-  key("inner", [](json& j) { j["n_inner"] = 64; }, "\"n_inner\" = 64 is not supported");
-  key("layer_idx", [](json& j) { j["scale_attn_by_inverse_layer_idx"] = true; },
+  key(
+      "act", [](json& j) { j["activation_function"] = "relu"; }, "\"activation_function\" = \"relu\" is not supported");
+  key(
+      "inner", [](json& j) { j["n_inner"] = 64; }, "\"n_inner\" = 64 is not supported");
+  key(
+      "layer_idx", [](json& j) { j["scale_attn_by_inverse_layer_idx"] = true; },
       "\"scale_attn_by_inverse_layer_idx\" = true is not supported");
-  key("upcast", [](json& j) { j["reorder_and_upcast_attn"] = true; }, "\"reorder_and_upcast_attn\" = true is not supported");
-  key("vocab", [](json& j) { j["vocab_size"] = 97; }, "transformer.wte.weight is [96, 32], expected [97, 32]");
-  key("type", [](json& j) { j["model_type"] = "llama"; }, "\"model_type\" is \"llama\"");
-  key("heads", [](json& j) { j["n_head"] = 5; }, "d_model = 32 is not divisible by heads = 5");
-  key("no_embd", [](json& j) { j.erase("n_embd"); }, "config.json: has no \"n_embd\"");
+  key(
+      "upcast", [](json& j) { j["reorder_and_upcast_attn"] = true; },
+      "\"reorder_and_upcast_attn\" = true is not supported");
+  key(
+      "vocab", [](json& j) { j["vocab_size"] = 97; }, "transformer.wte.weight is [96, 32], expected [97, 32]");
+  key(
+      "type", [](json& j) { j["model_type"] = "llama"; }, "\"model_type\" is \"llama\"");
+  key(
+      "heads", [](json& j) { j["n_head"] = 5; }, "d_model = 32 is not divisible by heads = 5");
+  key(
+      "no_embd", [](json& j) { j.erase("n_embd"); }, "config.json: has no \"n_embd\"");
   {
     const auto dir = hf_copy("tokenizer");
     BpeTokenizer::from_merges({}, {"<|endoftext|>"}).save(dir.string());
@@ -218,7 +234,8 @@ TEST_CASE("fine-tuning from a GPT-2 folder (model.init) lowers validation loss a
   // a corpus, a 300-token tokenizer learned from it, shards, and a small GPT-2 with that tokenizer as a HF folder
   const auto dir = scratch_dir("finetune");
   std::string text;
-  for (int i = 0; i < 400; ++i) text += "the key " + std::to_string(i % 17) + " opens door " + std::to_string(i % 17) + ".\n";
+  for (int i = 0; i < 400; ++i)
+    text += "the key " + std::to_string(i % 17) + " opens door " + std::to_string(i % 17) + ".\n";
   std::ofstream(dir / "corpus.txt") << text;
   BpeTrainOptions bpe;
   bpe.vocab_size = 300;
@@ -229,9 +246,16 @@ TEST_CASE("fine-tuning from a GPT-2 folder (model.init) lowers validation loss a
   o.out = (dir / "shards").string();
   o.val_fraction = 0.2;
   tokenize_files({(dir / "corpus.txt").string()}, o);
-  const std::vector<std::string> sizes = {"data.path=\"" + o.out + "\"", "data.seq_len=16", "model.positions=32",
-                                          "model.d_model=16", "model.heads=2", "model.layers=2", "train.batch_size=8",
-                                          "optim.lr=3e-3", "train.steps=40", "train.eval_every=40"};
+  const std::vector<std::string> sizes = {"data.path=\"" + o.out + "\"",
+                                          "data.seq_len=16",
+                                          "model.positions=32",
+                                          "model.d_model=16",
+                                          "model.heads=2",
+                                          "model.layers=2",
+                                          "train.batch_size=8",
+                                          "optim.lr=3e-3",
+                                          "train.steps=40",
+                                          "train.eval_every=40"};
   Generator g(2);
   auto base = build_model(shipped("gpt2", sizes).model_config(tok.vocab_size()), g);
   write_hf_gpt2(*base, &tok, (dir / "hf").string());
@@ -239,7 +263,15 @@ TEST_CASE("fine-tuning from a GPT-2 folder (model.init) lowers validation loss a
   auto overrides = sizes;
   overrides.push_back("model.init=\"" + (dir / "hf").string() + "\"");
   overrides.push_back("run.name=\"finetune\"");
-  const auto before = train(shipped("gpt2", [&] { auto o2 = overrides; o2.push_back("train.steps=1"); o2.push_back("train.eval_every=1"); o2.push_back("optim.lr=1e-9"); return o2; }()), quiet());
+  const auto before = train(shipped("gpt2",
+                                    [&] {
+                                      auto o2 = overrides;
+                                      o2.push_back("train.steps=1");
+                                      o2.push_back("train.eval_every=1");
+                                      o2.push_back("optim.lr=1e-9");
+                                      return o2;
+                                    }()),
+                            quiet());
   const auto after = train(shipped("gpt2", overrides), quiet());
   CHECK(after.exit_code == 0);
   CHECK(after.val.loss < before.val.loss - 0.5);
