@@ -17,7 +17,8 @@ CONFIG=bench/configs/gpt2.toml
 CORES=$(nproc)
 
 "$QKV" info "$CONFIG" | grep -E '^(parameters|forward FLOPs per token):'
-printf "CPU: %s, %s cores\n" "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)" "$CORES"
+printf "CPU: %s, %s cores%s\n" "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)" "$CORES" \
+  "$(grep -q avx512f /proc/cpuinfo && echo ", AVX-512" || echo ", no AVX-512")"
 
 printf "%-8s %12s %12s %7s %10s %10s\n" "" "qkv tok/s" "torch tok/s" ratio "qkv MB" "torch MB"
 q_tps=(); q_rss=(); t_tps=(); t_rss=()

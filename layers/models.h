@@ -1,5 +1,6 @@
 #pragma once
-// The two models the trainer builds. Their parameter names are a contract: exported files use them.
+// The models the trainer builds (GPT-2 is in layers/gpt2.h). Their parameter names are a contract: exported files
+// use them.
 // Legend: B batch, T sequence, D d_model, V vocabulary, H heads.
 #include <qkv/layers/transformer.h>
 
@@ -133,7 +134,7 @@ class Transformer : public LanguageModel {
 };
 
 /// A model kind: how to build it and what it costs, known without building it. A new model is a LanguageModel
-/// subclass and one register_model_kind call (the built-in kinds are two entries in layers/models.cpp); the
+/// subclass and one register_model_kind call (the built-in kinds are three entries in layers/models.cpp); the
 /// config's model.kind, model files, `qkv info`, the memory estimate and bench all read these.
 struct ModelKind {
   std::string name;
@@ -155,7 +156,7 @@ struct ModelKind {
 void register_model_kind(const ModelKind& kind);
 /// The kind `name`; throws qkv::Error listing the known kinds for an unknown one.
 const ModelKind& model_kind(const std::string& name);
-/// The kinds build_model knows, in registration order: "seed", "transformer", then any registered.
+/// The kinds build_model knows, in registration order: "seed", "transformer", "gpt2", then any registered.
 std::vector<std::string> model_kinds();
 
 /// model_kind(config.kind).parameters(config) after the kind's checks.

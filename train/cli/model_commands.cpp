@@ -208,7 +208,7 @@ std::uint64_t parse_seed(const std::string& text) {
 
 // The MODEL positional of every command that reads a trained model.
 void add_model_argument(CLI::App& command, std::string& target) {
-  command.add_option("model", target, "run directory or .safetensors file")->required();
+  command.add_option("model", target, "run directory, .safetensors file or GPT-2 checkpoint folder")->required();
 }
 
 }  // namespace

@@ -229,7 +229,7 @@ Runner declare_eval(CLI::App& c) {
     std::int64_t windows = 8;
   };
   auto a = std::make_shared<Args>();
-  c.add_option("model", a->target, "run directory or .safetensors file")->required();
+  c.add_option("model", a->target, "run directory, .safetensors file or GPT-2 checkpoint folder")->required();
   c.add_flag("--json", a->json, "print one JSON object");
   c.add_option("--tokens", a->tokens, "evaluate on this token folder's validation shard (qkv tokenize) in windows "
                                       "of the model's positions, instead of the model's own data");

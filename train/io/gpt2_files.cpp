@@ -158,20 +158,18 @@ GPT2Layout detect_layout(const std::vector<std::pair<std::string, Tensor>>& name
   fail("{}: has no h.0.attn.c_attn.weight: not a GPT-2 checkpoint", path);
 }
 
-/// Sizes from the tensors alone (no config.json): V and d from wte, positions from wpe, the blocks counted,
-/// biases and the MLP width from block 0, the head tied unless lm_head.weight differs.
+/// Sizes from the tensors alone (no config.json): V and d from wte, positions from wpe, the blocks counted
+/// (read_block0 adds the biases and the MLP width, settle_head the head).
 ModelConfig sizes_from_tensors(const std::vector<std::pair<std::string, Tensor>>& named, std::int64_t heads,
                                const std::string& path) {
   ModelConfig m;
   m.kind = "gpt2";
   m.causal = true;
   m.heads = heads;
-  m.bias = false;
   std::set<std::string> blocks;
   for (const auto& [name, t] : named) {
     if (name == "transformer.wte.weight" && t.dim() == 2) m.vocab_size = t.size(0), m.d_model = t.size(1);
     if (name == "transformer.wpe.weight" && t.dim() == 1 + 1) m.seq_len = t.size(0);
-    if (name == "transformer.h.0.attn.c_attn.bias") m.bias = true;
     if (starts_with(name, "transformer.h.")) blocks.insert(name.substr(14, name.find('.', 14) - 14));
   }
   QKV_CHECK(m.vocab_size > 0 && m.seq_len > 0, "{}: has no transformer.wte.weight and wpe.weight of 2 dims", path);
@@ -307,6 +305,22 @@ json hf_config(const ModelConfig& m, const json& eos, StorageType storage) {
                                                          : "float16"}};
 }
 
+/// What block 0 shows that config.json may not say: the biases (unless its "bias" says, when zero biases are
+/// dropped) and, without a config, the MLP width.
+void read_block0(std::vector<std::pair<std::string, Tensor>>& named, ModelConfig& m, GPT2Layout layout,
+                 const std::optional<SizesFromConfig>& cfg, const std::string& path) {
+  bool biases = false;
+  for (const auto& [name, t] : named) {
+    if (name == "transformer.h.0.attn.c_attn.bias") biases = true;
+    if (!cfg && name == "transformer.h.0.mlp.c_fc.weight" && t.dim() == 2) {
+      const std::int64_t dff = layout == GPT2Layout::huggingface ? t.size(1) : t.size(0);
+      m.d_ff = dff == 4 * m.d_model ? 0 : dff;
+    }
+  }
+  if (!cfg || !cfg->has_bias) m.bias = biases;
+  if (cfg && cfg->has_bias && !m.bias) drop_zero_biases(named, path);
+}
+
 }  // namespace
 
 bool is_gpt2_checkpoint(const std::string& path) {
@@ -349,17 +363,7 @@ GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads)
   auto named = qkv_names(f, ck.weights_path);
   ModelConfig m = cfg ? cfg->model : sizes_from_tensors(named, heads, ck.weights_path);
   ck.layout = detect_layout(named, m.d_model, ck.weights_path);
-  const auto has = [&](const std::string& n) {
-    return std::any_of(named.begin(), named.end(), [&](const auto& nt) { return nt.first == n; });
-  };
-  if (!cfg || !cfg->has_bias) m.bias = has("transformer.h.0.attn.c_attn.bias");
-  if (cfg && cfg->has_bias && !m.bias) drop_zero_biases(named, ck.weights_path);
-  if (!cfg)
-    for (const auto& [name, t] : named)
-      if (name == "transformer.h.0.mlp.c_fc.weight" && t.dim() == 2) {
-        const std::int64_t dff = ck.layout == GPT2Layout::huggingface ? t.size(1) : t.size(0);
-        m.d_ff = dff == 4 * m.d_model ? 0 : dff;
-      }
+  read_block0(named, m, ck.layout, cfg, ck.weights_path);
   settle_head(named, m, cfg.has_value(), ck.weights_path);
   try {
     check_model_config(m);

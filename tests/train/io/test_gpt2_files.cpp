@@ -86,7 +86,7 @@ TEST_CASE("GPT-2 checkpoints: logits and 64 greedy tokens equal the reference, H
 
 TEST_CASE("export --format hf and back: the same tensors, bit for bit, and the tokenizer") {
   const auto dir = scratch_dir("gpt2_roundtrip");
-  for (const std::string from : {kFixtures + "/gpt2_hf", kFixtures + "/gpt2_nanogpt/model.safetensors"}) {
+  for (const std::string& from : {kFixtures + "/gpt2_hf", kFixtures + "/gpt2_nanogpt/model.safetensors"}) {
     INFO(from);
     const TrainedModel a = load_trained(from);
     const auto out = (dir / fs::path(from).filename()).string();
@@ -277,6 +277,13 @@ TEST_CASE("fine-tuning from a GPT-2 folder (model.init) lowers validation loss a
   CHECK(after.val.loss < before.val.loss - 0.5);
   const auto r = run_cli_captured({"qkv", "export", after.run_dir, "--format", "hf"}, dir.string());
   CHECK(r.code == 0);
+  CHECK_FALSE(is_gpt2_checkpoint(after.run_dir));  // a run, and a qkv model file, are qkv's own
+  CHECK_FALSE(is_gpt2_checkpoint(after.run_dir + "/model.safetensors"));
+  // a checkpoint carries no data: eval takes token shards
+  CHECK(run_cli_captured({"qkv", "eval", after.run_dir + "/hf", "--tokens", o.out}, dir.string()).code == 0);
+  const auto no_data = run_cli_captured({"qkv", "eval", after.run_dir + "/hf"}, dir.string());
+  CHECK(no_data.code == 2);
+  CHECK(no_data.err.find("is a GPT-2 checkpoint, which carries no data") != std::string::npos);
   const TrainedModel back = load_trained(after.run_dir + "/hf");
   REQUIRE(back.tokenizer);
   CHECK(back.tokenizer->hash() == tok.hash());

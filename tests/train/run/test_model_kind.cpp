@@ -7,6 +7,7 @@
 #include <qkv/layers/models.h>
 #include <qkv/train/run/bench.h>
 #include <qkv/train/run/memory.h>
+#include <qkv/train/run/run.h>
 #include <qkv/train/use/trained.h>
 
 #include <filesystem>
@@ -80,4 +81,21 @@ TEST_CASE("a model kind registered in one place trains, is estimated, saved, loa
 
 TEST_CASE("register_model_kind refuses an entry with a field missing") {
   CHECK_ERROR(register_model_kind({.name = "half"}), "register_model_kind: 'half': every field");
+}
+
+TEST_CASE("a kind with decay_matrices_only (gpt2) trains with nanoGPT's groups: weight decay on matrices only") {
+  const auto gpt2 = build_model({.kind = "gpt2", .vocab_size = 7, .seq_len = 4, .d_model = 4, .heads = 1, .causal = true});
+  const ParamGroups groups = optimizer_groups(*gpt2);
+  REQUIRE(groups.size() == 2);
+  CHECK(groups[0].params.size() == 6);  // wte, wpe, c_attn, attn.c_proj, c_fc, mlp.c_proj
+  for (const auto& [name, p] : groups[0].params) CHECK_MESSAGE(p.dim() == 2, name);
+  CHECK(groups[1].params.size() == gpt2->named_parameters().size() - 6);
+  for (const auto& [name, p] : groups[1].params) CHECK_MESSAGE(p.dim() == 1, name);
+  AnyOptimizerOptions o;
+  o.weight_decay = 0.1;
+  const auto opt = make_optimizer("adamw", groups, o);
+  CHECK(opt->group_weight_decay(0) == 0.1);
+  CHECK(opt->group_weight_decay(1) == 0.0);
+  // the other kinds decay everything, as torch does
+  CHECK(optimizer_groups(*build_model({.kind = "transformer", .vocab_size = 7, .seq_len = 4, .d_model = 4})).size() == 1);
 }
