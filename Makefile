@@ -50,10 +50,10 @@ layout:
 	python3 tools/check_layout.py
 
 # Fuzzes every reader of outside input (safetensors files, configs and overrides, jsonl/text data, model metadata,
-# token manifests and shards, tokenizer files)
+# token manifests and shards, tokenizer files, GPT-2 checkpoints' config.json)
 # for FUZZ_SECONDS each with clang's libFuzzer + ASan/UBSan, in build-fuzz/. The seeds are tests/fuzz/corpus/TARGET
 # (and the shipped configs for the config parser).
-FUZZ_TARGETS := safetensors config data metadata manifest shard tokenizer
+FUZZ_TARGETS := safetensors config data metadata manifest shard tokenizer gpt2
 fuzz:
 	@$(MAKE) --no-print-directory deps DEBS="$(DEBS) clang libclang-rt-14-dev"
 	CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQKV_FUZZ=ON \

@@ -62,6 +62,8 @@ void check_unsupported(const json& j, const std::string& file, std::int64_t d) {
   if (j.contains("model_type"))
     QKV_CHECK(j["model_type"] == "gpt2", "{}: \"model_type\" is {}; qkv reads GPT-2 models only (\"gpt2\")", file,
               j["model_type"].dump());
+  QKV_CHECK(!j.contains("activation_function") || j["activation_function"].is_string(),
+            "{}: \"activation_function\" must be a string, got {}", file, j.value("activation_function", json()).dump());
   const std::string act = j.value("activation_function", std::string("gelu_new"));
   QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
             "{}: \"activation_function\" = \"{}\" is not supported: qkv's GPT-2 uses the tanh GELU (\"gelu_new\")",

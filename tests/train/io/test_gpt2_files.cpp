@@ -152,6 +152,8 @@ TEST_CASE("GPT-2 checkpoints: what qkv cannot honour, and broken files, exit 2 n
     edit_config(dir, edit);
     refused(dir, what);
   };
+  key("act_type", [](json& j) { j["activation_function"] = 3; }, "\"activation_function\" must be a string, got 3");
+  key("layers_type", [](json& j) { j["n_layer"] = "12"; }, "\"n_layer\" must be a whole number from 1 to");
   key(
       "act", [](json& j) { j["activation_function"] = "relu"; }, "\"activation_function\" = \"relu\" is not supported");
   key(
