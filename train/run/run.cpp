@@ -47,11 +47,9 @@ void set_up(Run& r) {
   check_memory(c, r.data->vocab_size());
   Generator init(c.run.seed ^ kInitStream);  // then the model's dropout stream continues it
   r.model = build_model(c.model_config(r.data->vocab_size()), init);
-  if (!c.model.init.empty() && is_gpt2_checkpoint(c.model.init)) {
-    load_gpt2_init(*r.model, c.model.init);
-    check_finite_weights(*r.model, "model.init: " + c.model.init, "training cannot start from it");
-  } else if (!c.model.init.empty()) {
-    load(*r.model, c.model.init, /*strict=*/true);
+  if (!c.model.init.empty()) {
+    if (is_gpt2_checkpoint(c.model.init)) load_gpt2_init(*r.model, c.model.init);
+    else load(*r.model, c.model.init, /*strict=*/true);
     check_finite_weights(*r.model, "model.init: " + c.model.init, "training cannot start from it");
   }
   r.model->train();
