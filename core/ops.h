@@ -141,7 +141,8 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value);
 /// Rows of weight (V, D) gathered by int64 ids (...) into (..., D); backward scatter-adds into weight.
 Tensor embedding(const Tensor& weight, const Tensor& ids);
 /// Layer normalisation over the last dim: (x - mean) / sqrt(var + eps) * weight + bias, with the biased
-/// variance (torch.nn.functional.layer_norm). x (..., D), weight and bias (D). Fused: one pass per row each way.
+/// variance (torch.nn.functional.layer_norm). x (..., D), weight and bias (D); an undefined bias is no shift
+/// (torch's bias=None). Fused: one pass per row each way.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 /// Fused multi-head attention: q, k (B, T, H*dk) and v (B, T, H*dv), heads packed in the last dim as the
 /// projections produce them. Returns out (B, T, H*dv) = softmax(q k^T / sqrt(dk) + masks) v per head and, when

@@ -110,27 +110,17 @@ Tensor GPT2::head(const Tensor& h) const {
 }
 
 AttentionResult GPT2::attend(const Tensor& ids, const Tensor& key_padding_mask, bool need_weights) {
-  Tensor h = transformer->drop->forward(embed(*transformer->wte, *transformer->wpe, ids));
-  std::vector<Tensor> weights;
-  for (const auto& block : *transformer->h) {
-    auto [out, w] = block->attend(h, key_padding_mask, need_weights);
-    h = out;
-    if (need_weights) weights.push_back(w);
-  }
-  return {head(h), need_weights ? stack(weights, 0) : Tensor()};  // (L, B, H, T, T)
+  const auto& t = *transformer;
+  auto [h, weights] = attend_blocks(*t.h, t.drop->forward(embed(*t.wte, *t.wpe, ids)), key_padding_mask, need_weights);
+  return {head(h), weights};  // weights (L, B, H, T, T)
 }
 
 Tensor GPT2::logits_cached(const Tensor& ids, KVCache& cache) {
-  Tensor h = embed(*transformer->wte, *transformer->wpe, ids, cache.length);
-  std::size_t i = 0;
-  for (const auto& block : *transformer->h) h = block->forward_cached(h, cache.layers[i++], cache.length);
-  return head(h);
+  const auto& t = *transformer;
+  return head(forward_blocks_cached(*t.h, embed(*t.wte, *t.wpe, ids, cache.length), cache));
 }
 
-std::vector<std::pair<std::int64_t, std::int64_t>> GPT2::cache_widths() const {
-  return std::vector<std::pair<std::int64_t, std::int64_t>>(static_cast<std::size_t>(config().layers),
-                                                            {config().d_model, config().d_model});
-}
+std::vector<std::pair<std::int64_t, std::int64_t>> GPT2::cache_widths() const { return model_wide_cache(); }
 
 namespace {
 

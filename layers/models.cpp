@@ -49,6 +49,11 @@ void LanguageModel::check_cached_generation() const {
             name());
 }
 
+std::vector<std::pair<std::int64_t, std::int64_t>> LanguageModel::model_wide_cache() const {
+  return std::vector<std::pair<std::int64_t, std::int64_t>>(static_cast<std::size_t>(config_.layers),
+                                                            {config_.d_model, config_.d_model});
+}
+
 KVCache LanguageModel::make_cache(std::int64_t batch) const {
   check_cached_generation();
   QKV_CHECK(batch > 0, "{}: make_cache: batch must be positive, got {}", name(), batch);
@@ -123,27 +128,16 @@ Transformer::Transformer(const ModelConfig& c, Generator& gen) : LanguageModel(c
 }
 
 AttentionResult Transformer::attend(const Tensor& ids, const Tensor& key_padding_mask, bool need_weights) {
-  Tensor h = embed(*tok_emb, *pos_emb, ids);
-  std::vector<Tensor> weights;
-  for (const auto& block : *blocks) {
-    auto [out, w] = block->attend(h, key_padding_mask, need_weights);
-    h = out;
-    if (need_weights) weights.push_back(w);
-  }
-  return {head->forward(ln_f->forward(h)), need_weights ? stack(weights, 0) : Tensor()};  // (L, B, H, T, T)
+  auto [h, weights] = attend_blocks(*blocks, embed(*tok_emb, *pos_emb, ids), key_padding_mask, need_weights);
+  return {head->forward(ln_f->forward(h)), weights};  // weights (L, B, H, T, T)
 }
 
 Tensor Transformer::logits_cached(const Tensor& ids, KVCache& cache) {
-  Tensor h = embed(*tok_emb, *pos_emb, ids, cache.length);
-  std::size_t i = 0;
-  for (const auto& block : *blocks) h = block->forward_cached(h, cache.layers[i++], cache.length);
+  const Tensor h = forward_blocks_cached(*blocks, embed(*tok_emb, *pos_emb, ids, cache.length), cache);
   return head->forward(ln_f->forward(h));
 }
 
-std::vector<std::pair<std::int64_t, std::int64_t>> Transformer::cache_widths() const {
-  return std::vector<std::pair<std::int64_t, std::int64_t>>(static_cast<std::size_t>(config().layers),
-                                                            {config().d_model, config().d_model});
-}
+std::vector<std::pair<std::int64_t, std::int64_t>> Transformer::cache_widths() const { return model_wide_cache(); }
 
 namespace {
 
@@ -251,7 +245,8 @@ std::shared_ptr<LanguageModel> build_model(const ModelConfig& c, Generator& gen)
 const std::vector<ModelField>& model_fields() {
   using M = ModelConfig;
   static const std::vector<ModelField> fields = {
-      {"kind", &M::kind, 0, 0, "the model (seed: one SelfAttention layer and a head; transformer; gpt2: GPT-2's architecture)"},
+      {"kind", &M::kind, 0, 0,
+       "the model (seed: one SelfAttention layer and a head; transformer; gpt2: GPT-2's architecture)"},
       {"vocab_size", &M::vocab_size, 1, 2e6, "token ids 0..vocab_size-1", false},
       {"seq_len", &M::seq_len, 1, 1e6, "positional table size: the longest sequence the model takes", false},
       {"d_model", &M::d_model, 1, 1e5, "embedding width"},
@@ -262,7 +257,8 @@ const std::vector<ModelField>& model_fields() {
       {"d_ff", &M::d_ff, 0, 1e6, "transformer, gpt2: MLP width (0 = 4 * d_model)"},
       {"causal", &M::causal, 0, 0, "token i attends only to tokens j <= i"},
       {"attn_bias", &M::attn_bias, 0, 0, "biases on the attention projections"},
-      {"dropout", &M::dropout, 0, 0.999, "transformer, gpt2: dropout before each residual add (gpt2: and on the embeddings)"},
+      {"dropout", &M::dropout, 0, 0.999,
+       "transformer, gpt2: dropout before each residual add (gpt2: and on the embeddings)"},
       {"bias", &M::bias, 0, 0, "gpt2: biases in every Linear and LayerNorm (nanoGPT's bias)"},
       {"tie_embeddings", &M::tie_embeddings, 0, 0, "gpt2: the output head is the token embedding (one tensor)"},
       {"norm_eps", &M::norm_eps, 1e-12, 1, "gpt2: LayerNorm eps"},

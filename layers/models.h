@@ -2,6 +2,7 @@
 // The models the trainer builds (GPT-2 is in layers/gpt2.h). Their parameter names are a contract: exported files
 // use them.
 // Legend: B batch, T sequence, D d_model, V vocabulary, H heads.
+#include <qkv/core/ops.h>  // stack, for attend_blocks
 #include <qkv/layers/transformer.h>
 
 #include <string>
@@ -90,6 +91,16 @@ class LanguageModel : public Module {
   virtual DType param_dtype() const { return kFloat32; }
   /// Throws unless the model is causal and implements cached generation.
   void check_cached_generation() const;
+  /// h (B, T, D) through every block (each with attend and forward_cached, as TransformerBlock), collecting the
+  /// blocks' attention weights as (L, B, H, T, T) when need_weights: the trunk of the transformer kinds.
+  template <class Block>
+  static AttentionResult attend_blocks(const ModuleList<Block>& blocks, Tensor h, const Tensor& key_padding_mask,
+                                       bool need_weights);
+  /// The same for a cached generation step: h (B, n, D) after cache.length tokens.
+  template <class Block>
+  static Tensor forward_blocks_cached(const ModuleList<Block>& blocks, Tensor h, KVCache& cache);
+  /// config().layers attention layers whose keys and values are d_model wide (the transformer kinds' cache).
+  std::vector<std::pair<std::int64_t, std::int64_t>> model_wide_cache() const;
   /// For constructors, once every layer is initialised: the dropout stream continues from gen's state.
   std::shared_ptr<Generator> start_dropout_stream(const Generator& gen);
 
@@ -97,6 +108,25 @@ class LanguageModel : public Module {
   ModelConfig config_;
   std::shared_ptr<Generator> dropout_stream_ = std::make_shared<Generator>();
 };
+
+template <class Block>
+AttentionResult LanguageModel::attend_blocks(const ModuleList<Block>& blocks, Tensor h, const Tensor& key_padding_mask,
+                                             bool need_weights) {
+  std::vector<Tensor> weights;
+  for (const auto& block : blocks) {
+    auto [out, w] = block->attend(h, key_padding_mask, need_weights);
+    h = out;
+    if (need_weights) weights.push_back(w);
+  }
+  return {h, need_weights ? stack(weights, 0) : Tensor()};
+}
+
+template <class Block>
+Tensor LanguageModel::forward_blocks_cached(const ModuleList<Block>& blocks, Tensor h, KVCache& cache) {
+  std::size_t i = 0;
+  for (const auto& block : blocks) h = block->forward_cached(h, cache.layers[i++], cache.length);
+  return h;
+}
 
 /// tok_emb + pos_emb -> attn (SelfAttention) -> head (Linear d_v -> V).
 class SeedModel : public LanguageModel {

@@ -14,7 +14,7 @@ LayerNorm::LayerNorm(LayerNormOptions o) : d_(o.d), eps_(o.eps) {
 Tensor LayerNorm::forward(const Tensor& x) {
   // x is (..., D); statistics over the last dim
   QKV_CHECK(x.dim() >= 1 && x.size(-1) == d_, "LayerNorm: expected input (..., {}), got shape {}", d_, x.shape().str());
-  return layer_norm(x, weight, bias.defined() ? bias : Tensor::zeros({d_}, weight.dtype()), eps_);
+  return layer_norm(x, weight, bias, eps_);
 }
 
 Dropout::Dropout(DropoutOptions o, Generator& gen) : p_(o.p), gen_(std::make_shared<Generator>(gen)) {

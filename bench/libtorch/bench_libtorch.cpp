@@ -146,6 +146,32 @@ struct GPT2Impl : torch::nn::Module {
 };
 TORCH_MODULE(GPT2);
 
+// A model of the shape's kind: its module (for the parameters) and its forward.
+struct Built {
+  std::shared_ptr<torch::nn::Module> module;
+  std::function<torch::Tensor(const torch::Tensor&)> forward;
+};
+
+template <class Model>
+Built built(const Shape& s) {
+  Model m(s);
+  return {m.ptr(), [m](const torch::Tensor& x) mutable { return m->forward(x); }};
+}
+
+Built build(const Shape& s) {
+  if (s.kind == "seed") return built<SeedModel>(s);
+  if (s.kind == "gpt2") return built<GPT2>(s);
+  return built<Transformer>(s);
+}
+
+// Adam as qkv's default; gpt2 trains with AdamW (bench/configs/gpt2.toml).
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const Shape& s, torch::nn::Module& module) {
+  if (s.kind == "gpt2")
+    return std::make_unique<torch::optim::AdamW>(module.parameters(),
+                                                 torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
+  return std::make_unique<torch::optim::Adam>(module.parameters(), torch::optim::AdamOptions(1e-3));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -166,28 +192,9 @@ int main(int argc, char** argv) {
   }
   torch::set_num_threads(threads);
   torch::manual_seed(0);
-  std::shared_ptr<torch::nn::Module> module;
-  std::function<torch::Tensor(const torch::Tensor&)> forward;
-  if (s.kind == "seed") {
-    SeedModel m(s);
-    module = m.ptr();
-    forward = [m](const torch::Tensor& x) mutable { return m->forward(x); };
-  } else if (s.kind == "gpt2") {
-    GPT2 m(s);
-    module = m.ptr();
-    forward = [m](const torch::Tensor& x) mutable { return m->forward(x); };
-  } else {
-    Transformer m(s);
-    module = m.ptr();
-    forward = [m](const torch::Tensor& x) mutable { return m->forward(x); };
-  }
-  // Adam as qkv's default; gpt2 trains with AdamW (bench/configs/gpt2.toml)
-  std::unique_ptr<torch::optim::Optimizer> optimizer;
-  if (s.kind == "gpt2")
-    optimizer =
-        std::make_unique<torch::optim::AdamW>(module->parameters(), torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
-  else
-    optimizer = std::make_unique<torch::optim::Adam>(module->parameters(), torch::optim::AdamOptions(1e-3));
+  const Built model = build(s);
+  const auto forward = model.forward;
+  const auto optimizer = make_optimizer(s, *model.module);
   auto& opt = *optimizer;
   // Random batches drawn up front, as qkv bench does; targets: reversal for the seed task, copy otherwise.
   std::vector<std::pair<torch::Tensor, torch::Tensor>> batches;

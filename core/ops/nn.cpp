@@ -309,21 +309,22 @@ Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  kernel::check_defined("layer_norm", {&x, &weight, &bias});
+  kernel::check_defined("layer_norm", {&x, &weight});
 
-  // x is (..., D); mean and 1/std are saved per row for backward
+  // x is (..., D); mean and 1/std are saved per row for backward. No bias: a shift of 0 (torch's bias=None).
   kernel::check_same_dtype("layer_norm", x, weight);
-  kernel::check_same_dtype("layer_norm", x, bias);
+  if (bias.defined()) kernel::check_same_dtype("layer_norm", x, bias);
   const std::int64_t d = weight.numel();
-  QKV_CHECK(weight.dim() == 1 && bias.shape() == weight.shape(), "layer_norm: weight {} and bias {} must be (D)",
-            weight.shape().str(), bias.shape().str());
+  QKV_CHECK(weight.dim() == 1 && (!bias.defined() || bias.shape() == weight.shape()),
+            "layer_norm: weight {} and bias {} must be (D)", weight.shape().str(),
+            bias.defined() ? bias.shape().str() : "(none)");
   QKV_CHECK(x.dim() >= 1 && x.size(-1) == d, "layer_norm: expected input (..., {}), got shape {}", d, x.shape().str());
   const std::int64_t rows = x.numel() / std::max<std::int64_t>(d, 1);
   Tensor out = Tensor::empty(x.shape(), x.dtype());
   Tensor stats = Tensor::empty({rows, 2}, x.dtype());  // mean, rstd
   kernel::dispatch("layer_norm", x.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T *px = x.data<T>(), *pw = weight.data<T>(), *pb = bias.data<T>();
+    const T *px = x.data<T>(), *pw = weight.data<T>(), *pb = bias.defined() ? bias.data<T>() : nullptr;
     T *po = out.data<T>(), *ps = stats.data<T>();
     kernel::parallel_for(rows, parallel_worth(Work::Elementwise, double(x.numel())), [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t r = lo; r < hi; ++r) {
@@ -334,7 +335,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
       T var = 0;
       for (std::int64_t j = 0; j < d; ++j) var += (xr[j] - mean) * (xr[j] - mean);
       const T rstd = T(1) / std::sqrt(var / T(d) + T(eps));
-      for (std::int64_t j = 0; j < d; ++j) po[r * d + j] = (xr[j] - mean) * rstd * pw[j] + pb[j];
+      if (pb)
+        for (std::int64_t j = 0; j < d; ++j) po[r * d + j] = (xr[j] - mean) * rstd * pw[j] + pb[j];
+      else
+        for (std::int64_t j = 0; j < d; ++j) po[r * d + j] = (xr[j] - mean) * rstd * pw[j];
       ps[2 * r] = mean;
       ps[2 * r + 1] = rstd;
     }
@@ -342,8 +346,10 @@ Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, dou
   });
   if (any_requires_grad({&x, &weight, &bias}))
     record(out, "layer_norm", {&x, &weight, &bias},
-           [x = x.detach(), w = weight.detach(), stats, rows, d](const Tensor& g) -> Grads {
-             return layer_norm_backward(x, w, stats, g, rows, d);
+           [x = x.detach(), w = weight.detach(), stats, rows, d, has_bias = bias.defined()](const Tensor& g) -> Grads {
+             Grads grads = layer_norm_backward(x, w, stats, g, rows, d);
+             if (!has_bias) grads[2] = Tensor();  // no bias, no gradient for it
+             return grads;
            }, {&x, &weight});
   return out;
 }

@@ -91,3 +91,12 @@ TEST_CASE("nn bad input names the index and the size") {
   CHECK_ERROR(softmax(logits, 2), "softmax: dim 2 is out of range for a tensor of rank 2");
   CHECK_ERROR(dropout(logits, 1.5, true), "dropout: p must be in [0, 1], got 1.5");
 }
+
+TEST_CASE("layer_norm without a bias (torch's bias=None) is the one with a zero bias, gradients included") {
+  Generator g(7);
+  const Tensor x = Tensor::randn({2, 3, 5}, g, kFloat64).requires_grad_();
+  const Tensor w = Tensor::randn({5}, g, kFloat64).requires_grad_();
+  CHECK_CLOSE(layer_norm(x, w, {}), layer_norm(x, w, Tensor::zeros({5}, kFloat64)), 0, 0);
+  CHECK(gradcheck([](const std::vector<Tensor>& in) { return layer_norm(in[0], in[1], {}); }, {x, w}));
+  CHECK_ERROR(layer_norm(x, w, Tensor::zeros({4}, kFloat64)), "layer_norm: weight [5] and bias [4] must be (D)");
+}
