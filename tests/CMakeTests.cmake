@@ -14,40 +14,44 @@ if(QKV_INSTALL)
            COMMAND ${CMAKE_COMMAND} -DQKV_BUILD=${PROJECT_BINARY_DIR} -DQKV_SOURCE=${PROJECT_SOURCE_DIR}
                    -DWORK=${CMAKE_CURRENT_BINARY_DIR}/consumer -DSANITIZE=${QKV_SANITIZE}
                    -P ${CMAKE_CURRENT_SOURCE_DIR}/consumer/run.cmake)
-  set_tests_properties(package/consumer PROPERTIES TIMEOUT 600 LABELS slow PASS_REGULAR_EXPRESSION "consumer ok.*consumer ok")
+  set_tests_properties(package/consumer PROPERTIES LABELS slow PASS_REGULAR_EXPRESSION "consumer ok.*consumer ok")
+  qkv_test_timeout(package/consumer 600)
 endif()
 
 # README's custom op (swish with its own backward) passes gradcheck, and its misuse errors name it.
 if(TARGET custom_op)
   add_test(NAME examples/custom_op COMMAND custom_op)
-  set_tests_properties(examples/custom_op PROPERTIES TIMEOUT 60 PASS_REGULAR_EXPRESSION "custom op ok")
+  set_tests_properties(examples/custom_op PROPERTIES PASS_REGULAR_EXPRESSION "custom op ok")
+  qkv_test_timeout(examples/custom_op 60)
 endif()
 
 # The 45-line training example must learn to reverse (it exits non-zero below 90% token accuracy).
 if(TARGET train_tiny)
   add_test(NAME examples/train_tiny COMMAND train_tiny)
-  set_tests_properties(examples/train_tiny PROPERTIES TIMEOUT 120)
+  qkv_test_timeout(examples/train_tiny 120)
 endif()
 
 # PyTorch loads exported files and computes the same logits (skipped where /usr/bin/python3 has no torch).
 if(TARGET qkv AND EXISTS /usr/bin/python3)
   add_test(NAME interop/torch COMMAND /usr/bin/python3 ${PROJECT_SOURCE_DIR}/tools/check_torch_interop.py
                                       $<TARGET_FILE:qkv> ${CMAKE_CURRENT_BINARY_DIR}/interop)
-  set_tests_properties(interop/torch PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS slow)
+  set_tests_properties(interop/torch PROPERTIES SKIP_RETURN_CODE 77 LABELS slow)
+  qkv_test_timeout(interop/torch 300)
 endif()
 
 # Faults that need real processes: a file-size limit, SIGKILL, SIGTERM, two processes on one run directory.
 if(TARGET qkv)
   add_test(NAME train/cli_faults COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/cli/cli_faults.sh $<TARGET_FILE:qkv>
                                          ${CMAKE_CURRENT_BINARY_DIR}/cli_faults ${PROJECT_SOURCE_DIR})
-  set_tests_properties(train/cli_faults PROPERTIES TIMEOUT 300)
+  qkv_test_timeout(train/cli_faults 300)
 endif()
 
 # A run's report.html loads in a real browser with no console errors (skipped where Chromium is not installed).
 if(TARGET qkv)
   add_test(NAME train/report_browser COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/report/report_browser.sh $<TARGET_FILE:qkv>
                                              ${CMAKE_CURRENT_BINARY_DIR}/report_browser ${PROJECT_SOURCE_DIR})
-  set_tests_properties(train/report_browser PROPERTIES SKIP_RETURN_CODE 77 TIMEOUT 300 LABELS slow)
+  set_tests_properties(train/report_browser PROPERTIES SKIP_RETURN_CODE 77 LABELS slow)
+  qkv_test_timeout(train/report_browser 300)
 endif()
 
 # Data parallel training under mpirun: N = 2 and 3 ranks follow the 1-process run, resume with a different N, a
@@ -56,7 +60,8 @@ find_program(QKV_MPIRUN mpirun)
 if(TARGET qkv AND QKV_HAVE_MPI AND QKV_MPIRUN)
   add_test(NAME train/mpi COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/train/dist/mpi.sh $<TARGET_FILE:qkv>
                                   ${CMAKE_CURRENT_BINARY_DIR}/mpi ${PROJECT_SOURCE_DIR})
-  set_tests_properties(train/mpi PROPERTIES TIMEOUT 300 RUN_SERIAL TRUE LABELS slow)
+  set_tests_properties(train/mpi PROPERTIES RUN_SERIAL TRUE LABELS slow)
+  qkv_test_timeout(train/mpi 300)
 endif()
 
 # The shape of the tree (tools/check_layout.py: file sizes, include cycles, the CLI, train/'s rooms), and every
@@ -64,10 +69,11 @@ endif()
 find_program(QKV_PYTHON3 python3)
 if(QKV_PYTHON3)
   add_test(NAME tools/layout COMMAND ${QKV_PYTHON3} ${PROJECT_SOURCE_DIR}/tools/check_layout.py)
-  set_tests_properties(tools/layout PROPERTIES TIMEOUT 60)
+  qkv_test_timeout(tools/layout 60)
   if(TARGET qkv)
     add_test(NAME docs/commands COMMAND ${QKV_PYTHON3} ${PROJECT_SOURCE_DIR}/tools/doc_check.py ${PROJECT_BINARY_DIR}
                                         ${CMAKE_CURRENT_BINARY_DIR}/doc_check ${PROJECT_SOURCE_DIR})
-    set_tests_properties(docs/commands PROPERTIES TIMEOUT 900 LABELS slow)
+    set_tests_properties(docs/commands PROPERTIES LABELS slow)
+    qkv_test_timeout(docs/commands 900)
   endif()
 endif()
