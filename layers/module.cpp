@@ -2,6 +2,8 @@
 
 #include <qkv/core/errors.h>
 
+#include <set>
+
 #include <fmt/format.h>
 
 namespace qkv {
@@ -31,8 +33,11 @@ void Module::collect(const std::string& prefix, std::vector<std::pair<std::strin
 }
 
 std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  collect("", out);
+  std::vector<std::pair<std::string, Tensor>> all, out;
+  collect("", all);
+  std::set<const TensorImpl*> seen;  // a module (or tensor) registered twice: once, under its first name, as torch
+  for (auto& np : all)
+    if (seen.insert(np.second.impl()).second) out.push_back(std::move(np));
   return out;
 }
 

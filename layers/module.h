@@ -23,7 +23,8 @@ class Module {
   /// The type name shown in summaries ("Linear", "SelfAttention", ...).
   virtual std::string name() const = 0;
 
-  /// Every parameter with its dotted name, in registration order (depth first).
+  /// Every parameter with its dotted name, in registration order (depth first); one registered twice (a shared
+  /// submodule) appears once, under its first name (torch's remove_duplicate).
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;
   /// Direct submodules with their names.

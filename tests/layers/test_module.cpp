@@ -30,6 +30,21 @@ TEST_CASE("named_parameters: dotted names in registration order, depth first") {
   CHECK_ERROR(p.parameter("c.weight"), "Pair: no parameter named 'c.weight'");
 }
 
+TEST_CASE("a submodule registered twice is one set of parameters, under its first name (torch's remove_duplicate)") {
+  struct Shared : Module {
+    Shared() {
+      inner = register_module("encoder", std::make_shared<Linear>(3, 3));
+      register_module("decoder", inner);
+    }
+    std::string name() const override { return "Shared"; }
+    std::shared_ptr<Linear> inner;
+  } s;
+  std::vector<std::string> names;
+  for (auto& [n, t] : s.named_parameters()) names.push_back(n);
+  CHECK(names == std::vector<std::string>{"encoder.weight", "encoder.bias"});
+  CHECK(s.num_parameters() == 12);
+}
+
 TEST_CASE("train/eval recurse; to(dtype) keeps the layers' handles valid; zero_grad") {
   Pair p;
   p.eval();
