@@ -14,7 +14,8 @@ namespace qkv {
 Optimizer::Optimizer(ParamGroups groups, double lr, double weight_decay, const char* who)
     : who_(who), lr_(lr), initial_lr_(lr) {
   QKV_CHECK(lr >= 0.0, "{}: invalid lr = {} (must be >= 0)", who, lr);
-  std::map<std::string, std::size_t> seen;
+  std::map<const TensorImpl*, std::pair<std::string, std::size_t>> seen;  // identity -> (name, group)
+  std::map<std::string, int> name_count;
   for (std::size_t gi = 0; gi < groups.size(); ++gi) {
     const ParamGroup& g = groups[gi];
     const double group_lr = g.lr.value_or(lr), decay = g.weight_decay.value_or(weight_decay);
@@ -23,14 +24,17 @@ Optimizer::Optimizer(ParamGroups groups, double lr, double weight_decay, const c
     groups_.push_back({group_lr, decay});
     for (const auto& [name, p] : g.params) {
       QKV_CHECK(p.defined() && p.is_leaf(), "{}: parameter '{}' must be a defined leaf tensor", who, name);
-      const auto [it, fresh] = seen.emplace(name, gi);
-      QKV_CHECK(fresh, "{}: parameter '{}' appears twice (in parameter groups {} and {})", who, name, it->second,
-                gi);
+      const auto [it, fresh] = seen.emplace(p.impl(), std::pair{name, gi});
+      QKV_CHECK(fresh, "{}: parameters '{}' (group {}) and '{}' (group {}) are the same tensor: pass it once", who,
+                it->second.first, it->second.second, name, gi);
+      const int k = ++name_count[name];
+      keys_.push_back(k == 1 ? name : fmt::format("{}#{}", name, k));
       params_.emplace_back(name, p);
       tensors_.push_back(p);
       group_of_.push_back(gi);
     }
   }
+  state_.resize(params_.size());
 }
 
 void Optimizer::zero_grad() {
@@ -52,44 +56,54 @@ double Optimizer::group_weight_decay(std::size_t group) const {
   return groups_[group].weight_decay;
 }
 
+std::int64_t Optimizer::param_steps(std::size_t index) const {
+  QKV_CHECK(index < state_.size(), "{}: parameter {} does not exist ({} parameters)", who_, index, state_.size());
+  return state_[index].steps;
+}
+
 // A parameter converted (module.to()) or replaced after the optimizer made its state: named, not a crash.
-void Optimizer::check_state_matches(const std::string& name, const Tensor& p) const {
+void Optimizer::check_state_matches(std::size_t index) const {
+  const auto& [name, p] = params_[index];
   const Tensor g = p.grad();
   QKV_CHECK(g.shape() == p.shape() && g.dtype() == p.dtype(),
             "{}: parameter '{}' is {} {} but its gradient is {} {}", who_, name, dtype_name(p.dtype()),
             p.shape().str(), dtype_name(g.dtype()), g.shape().str());
-  for (auto it = state_.lower_bound(name + "."); it != state_.end() && it->first.rfind(name + ".", 0) == 0; ++it)
-    QKV_CHECK(it->second.shape() == p.shape() && it->second.dtype() == p.dtype(),
-              "{}: state '{}' is {} {} but parameter '{}' is now {} {} (convert the module with to() before "
+  for (const auto& [slot_name, t] : state_[index].slots)
+    QKV_CHECK(t.shape() == p.shape() && t.dtype() == p.dtype(),
+              "{}: state '{}.{}' is {} {} but parameter '{}' is now {} {} (convert the module with to() before "
               "building the optimizer, or load a matching state)",
-              who_, it->first, dtype_name(it->second.dtype()), it->second.shape().str(), name,
-              dtype_name(p.dtype()), p.shape().str());
+              who_, keys_[index], slot_name, dtype_name(t.dtype()), t.shape().str(), name, dtype_name(p.dtype()),
+              p.shape().str());
 }
 
 void Optimizer::step() {
   NoGradGuard no_grad;
   ++steps_;
   for (std::size_t i = 0; i < params_.size(); ++i) {
-    const auto& [name, p] = params_[i];
+    const Tensor& p = params_[i].second;
     const Tensor g = p.grad();
-    if (!g.defined()) continue;  // like torch: parameters without a gradient are skipped
-    check_state_matches(name, p);
-    update(name, p, g, group_lr(group_of_[i]), groups_[group_of_[i]].weight_decay);
+    if (!g.defined()) continue;  // like torch: parameters without a gradient are skipped, their step not counted
+    check_state_matches(i);
+    ++state_[i].steps;
+    update(i, p, g, group_lr(group_of_[i]), groups_[group_of_[i]].weight_decay);
     p.bump_version();  // a graph that saved p (retain_graph) can no longer use it
   }
 }
 
-Tensor& Optimizer::slot(const std::string& name, const char* slot_name, const Tensor& param, bool* created) {
-  const std::string key = name + "." + slot_name;
-  auto it = state_.find(key);
-  if (created != nullptr) *created = it == state_.end();
-  if (it == state_.end()) it = state_.emplace(key, Tensor::zeros(param.shape(), param.dtype())).first;
+Tensor& Optimizer::slot(std::size_t index, const char* slot_name, const Tensor& param, bool* created) {
+  auto& slots = state_.at(index).slots;
+  auto it = slots.find(slot_name);
+  if (created != nullptr) *created = it == slots.end();
+  if (it == slots.end()) it = slots.emplace(slot_name, Tensor::zeros(param.shape(), param.dtype())).first;
   return it->second;
 }
 
 OptimizerState Optimizer::state_dict() const {
   OptimizerState s;
-  for (const auto& [key, t] : state_) s.tensors.emplace(key, t.clone());
+  for (std::size_t i = 0; i < state_.size(); ++i) {
+    for (const auto& [slot_name, t] : state_[i].slots) s.tensors.emplace(keys_[i] + "." + slot_name, t.clone());
+    if (state_[i].steps > 0) s.scalars[keys_[i] + ".step"] = static_cast<double>(state_[i].steps);
+  }
   s.scalars["step"] = static_cast<double>(steps_);
   s.scalars["lr"] = lr_;
   s.scalars["initial_lr"] = initial_lr_;
@@ -101,16 +115,15 @@ OptimizerState Optimizer::state_dict() const {
   return s;
 }
 
-void Optimizer::retain_state(const std::function<bool(const std::string& param)>& keep) {
-  for (const auto& [name, p] : params_) {
-    if (keep(name)) continue;
-    for (const auto& sl : slot_names()) state_.erase(name + "." + sl);
-  }
+void Optimizer::retain_state(const std::function<bool(std::size_t index)>& keep) {
+  for (std::size_t i = 0; i < state_.size(); ++i)
+    if (!keep(i)) state_[i] = {};
 }
 
 std::size_t Optimizer::state_bytes() const {
   std::size_t n = 0;
-  for (const auto& [key, t] : state_) n += static_cast<std::size_t>(t.numel()) * itemsize(t.dtype());
+  for (const ParamState& ps : state_)
+    for (const auto& [slot_name, t] : ps.slots) n += static_cast<std::size_t>(t.numel()) * itemsize(t.dtype());
   return n;
 }
 
@@ -142,39 +155,58 @@ std::vector<std::pair<double, double>> saved_groups(const OptimizerState& s, std
   }
   return out;
 }
+
 }  // namespace
+
+// Every state tensor of `s` checked against its parameter (known slot, shape, dtype, finite, second moments >= 0)
+// and copied into `into`.
+void Optimizer::load_state_tensors(const OptimizerState& s, std::vector<ParamState>& into) const {
+  std::map<std::string, std::size_t> index_of;
+  for (std::size_t i = 0; i < keys_.size(); ++i) index_of.emplace(keys_[i], i);
+  for (const auto& [key, t] : s.tensors) {
+    const auto dot = key.rfind('.');
+    const auto it = dot == std::string::npos ? index_of.end() : index_of.find(key.substr(0, dot));
+    const std::string slot_name = dot == std::string::npos ? "" : key.substr(dot + 1);
+    const auto names = slot_names();
+    QKV_CHECK(it != index_of.end() && std::find(names.begin(), names.end(), slot_name) != names.end(),
+              "load_state_dict: unexpected state entry '{}'", key);
+    const auto& [name, p] = params_[it->second];
+    QKV_CHECK(t.shape() == p.shape() && t.dtype() == p.dtype(),
+              "load_state_dict: '{}' has shape {} ({}), parameter '{}' is {} ({})", key, t.shape().str(),
+              dtype_name(t.dtype()), name, p.shape().str(), dtype_name(p.dtype()));
+    const auto bad = t.count_non_finite();
+    QKV_CHECK(bad == 0, "{}: load_state_dict: '{}' has {} value{} that are not finite", who_, key, bad, bad == 1 ? "" : "s");
+    if (slot_name.ends_with("_sq")) {  // second moments: sqrt(< 0) is NaN
+      const auto v = t.to_vector();
+      QKV_CHECK(std::all_of(v.begin(), v.end(), [](double x) { return x >= 0; }),
+                "{}: load_state_dict: '{}' has negative values (a second moment cannot)", who_, key);
+    }
+    into[it->second].slots.emplace(slot_name, t.clone());
+  }
+}
 
 void Optimizer::load_state_dict(const OptimizerState& s) {
   QKV_CHECK(s.scalars.count("step") && s.scalars.count("lr"), "load_state_dict: state lacks 'step' or 'lr'");
   check_scalar(s, "step", true, who_);
   check_scalar(s, "lr", false, who_);
   check_scalar(s, "initial_lr", false, who_);
-  std::map<std::string, Tensor> loaded;
-  for (const auto& [key, t] : s.tensors) {
-    bool known = false;
-    for (const auto& [name, p] : params_)
-      for (const auto& sl : slot_names())
-        if (key == name + "." + sl) {
-          known = true;
-          QKV_CHECK(t.shape() == p.shape() && t.dtype() == p.dtype(),
-                    "load_state_dict: '{}' has shape {} ({}), parameter '{}' is {} ({})", key, t.shape().str(),
-                    dtype_name(t.dtype()), name, p.shape().str(), dtype_name(p.dtype()));
-        }
-    QKV_CHECK(known, "load_state_dict: unexpected state entry '{}'", key);
-    const auto bad = t.count_non_finite();
-    QKV_CHECK(bad == 0, "{}: load_state_dict: '{}' has {} value{} that are not finite", who_, key, bad, bad == 1 ? "" : "s");
-    if (key.size() > 3 && key.compare(key.size() - 3, 3, "_sq") == 0) {  // second moments: sqrt(< 0) is NaN
-      const auto v = t.to_vector();
-      QKV_CHECK(std::all_of(v.begin(), v.end(), [](double x) { return x >= 0; }),
-                "{}: load_state_dict: '{}' has negative values (a second moment cannot)", who_, key);
+  std::vector<ParamState> loaded(params_.size());
+  load_state_tensors(s, loaded);
+  const auto global_steps = static_cast<std::int64_t>(s.scalars.at("step"));
+  for (std::size_t i = 0; i < keys_.size(); ++i) {
+    const auto it = s.scalars.find(keys_[i] + ".step");
+    if (it != s.scalars.end()) {
+      check_scalar(s, it->first, true, who_);
+      loaded[i].steps = static_cast<std::int64_t>(it->second);
+    } else if (!loaded[i].slots.empty()) {
+      loaded[i].steps = global_steps;  // saved before per-parameter counts: every parameter stepped each time
     }
-    loaded.emplace(key, t.clone());
   }
   const auto groups = saved_groups(s, groups_.size(), who_);
   state_ = std::move(loaded);
   for (std::size_t i = 0; i < groups.size(); ++i) groups_[i] = {groups[i].first, groups[i].second};
   if (s.scalars.count("initial_lr")) initial_lr_ = s.scalars.at("initial_lr");
-  steps_ = static_cast<std::int64_t>(s.scalars.at("step"));
+  steps_ = global_steps;
   set_lr(s.scalars.at("lr"));
 }
 
@@ -196,11 +228,11 @@ SGD::SGD(ParamGroups groups, SGDOptions o)
 
 std::vector<std::string> SGD::slot_names() const { return {"momentum_buffer"}; }
 
-void SGD::update(const std::string& name, const Tensor& param, const Tensor& grad, double lr_now,
+void SGD::update(std::size_t index, const Tensor& param, const Tensor& grad, double lr_now,
                  double weight_decay) {
   const auto& o = options_;
   bool fresh = false;
-  Tensor* buf = o.momentum != 0.0 ? &slot(name, "momentum_buffer", param, &fresh) : nullptr;
+  Tensor* buf = o.momentum != 0.0 ? &slot(index, "momentum_buffer", param, &fresh) : nullptr;
   dispatch("optimizer", param.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = param.data<T>();
@@ -243,15 +275,15 @@ Adam::Adam(ParamGroups groups, AdamOptions o, bool decoupled)
 
 std::vector<std::string> Adam::slot_names() const { return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}; }
 
-void Adam::update(const std::string& name, const Tensor& param, const Tensor& grad, double lr,
+void Adam::update(std::size_t index, const Tensor& param, const Tensor& grad, double lr,
                   double weight_decay) {
   const auto& o = options_;
-  const auto t = static_cast<double>(steps_);
+  const auto t = static_cast<double>(param_steps(index));  // torch: state[p]["step"], this parameter's own
   const double step_size = lr / (1.0 - std::pow(o.beta1, t));
   const double bc2_sqrt = std::sqrt(1.0 - std::pow(o.beta2, t));
-  Tensor& m_t = slot(name, "exp_avg", param);
-  Tensor& v_t = slot(name, "exp_avg_sq", param);
-  Tensor* vmax_t = o.amsgrad ? &slot(name, "max_exp_avg_sq", param) : nullptr;
+  Tensor& m_t = slot(index, "exp_avg", param);
+  Tensor& v_t = slot(index, "exp_avg_sq", param);
+  Tensor* vmax_t = o.amsgrad ? &slot(index, "max_exp_avg_sq", param) : nullptr;
   dispatch("optimizer", param.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* p = param.data<T>();
@@ -296,61 +328,6 @@ void Adam::update(const std::string& name, const Tensor& param, const Tensor& gr
       case 6: loop.template operator()<false, true, true>(); break;
       default: QKV_ASSERT(false);
     }
-  });
-}
-
-// ---- clipping ---------------------------------------------------------------------------------------------
-
-// Calls f(data, n) with every defined gradient, typed as its float type.
-template <class F>
-void each_grad(const std::vector<Tensor>& params, F&& f) {
-  for (const Tensor& p : params) {
-    const Tensor g = p.grad();
-    if (!g.defined()) continue;
-    dispatch("optimizer", g.dtype(), [&](auto tag) { f(g.data<decltype(tag)>(), g.numel()); });
-  }
-}
-
-double grad_sq_sum(const std::vector<Tensor>& params) {
-  double sq = 0.0;
-  each_grad(params, [&](auto* pg, std::int64_t n) {
-    using T = std::remove_pointer_t<decltype(pg)>;
-    const T* __restrict g = pg;
-    // Each tensor's sum of squares in its own precision (vectorised, as torch's float32 norm), then in double.
-    T part = 0;
-#pragma omp simd reduction(+ : part)
-    for (std::int64_t i = 0; i < n; ++i) part += g[i] * g[i];
-    sq += double(part);
-  });
-  return sq;
-}
-
-double grad_norm(const std::vector<Tensor>& params) { return std::sqrt(grad_sq_sum(params)); }
-
-void clip_to_norm(const std::vector<Tensor>& params, double norm, double max_norm) {
-  QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
-  const double coef = max_norm / (norm + 1e-6);
-  if (coef < 1.0) scale_grads(params, coef);
-}
-
-double clip_grad_norm(const std::vector<Tensor>& params, double max_norm) {
-  QKV_CHECK(max_norm > 0.0, "clip_grad_norm: invalid max_norm = {} (must be > 0)", max_norm);
-  const double norm = grad_norm(params);
-  clip_to_norm(params, norm, max_norm);
-  return norm;
-}
-
-void scale_grads(const std::vector<Tensor>& params, double factor) {
-  each_grad(params, [&](auto* pg, std::int64_t n) {
-    for (std::int64_t i = 0; i < n; ++i) pg[i] *= static_cast<std::remove_pointer_t<decltype(pg)>>(factor);
-  });
-}
-
-void clip_grad_value(const std::vector<Tensor>& params, double clip_value) {
-  QKV_CHECK(clip_value > 0.0, "clip_grad_value: invalid clip_value = {} (must be > 0)", clip_value);
-  each_grad(params, [&](auto* pg, std::int64_t n) {
-    using T = std::remove_pointer_t<decltype(pg)>;
-    for (std::int64_t i = 0; i < n; ++i) pg[i] = std::clamp(pg[i], T(-clip_value), T(clip_value));
   });
 }
 

@@ -55,47 +55,59 @@ class Optimizer {
   std::size_t num_groups() const { return groups_.size(); }
   double group_lr(std::size_t group) const;
   double group_weight_decay(std::size_t group) const;
-  /// Number of steps taken.
+  /// Number of step() calls.
   std::int64_t steps() const { return steps_; }
+  /// Updates parameter `index` (in params() order) has had: its own count, as torch keeps state[p]["step"], so
+  /// a parameter without a gradient on some steps (frozen, unused) is bias-corrected by its own updates.
+  std::int64_t param_steps(std::size_t index) const;
   const NamedParameters& params() const { return params_; }
   /// The same parameters without their names (what clipping and norms take), built once.
   const std::vector<Tensor>& parameters() const { return tensors_; }
+  /// The key parameter `index`'s state has in state_dict(): its name, or "name#k" for the k-th parameter that
+  /// has the name (two models of one class in one optimizer).
+  const std::string& state_key(std::size_t index) const { return keys_.at(index); }
 
-  /// Copies of every state tensor plus "step", "lr" and each group's "group.<i>.lr", ".initial_lr" and
-  /// ".weight_decay" (as torch saves param_groups).
+  /// Copies of every state tensor ("<key>.<slot>"), each parameter's "<key>.step", plus "step", "lr" and each
+  /// group's "group.<i>.lr", ".initial_lr" and ".weight_decay" (as torch saves param_groups).
   OptimizerState state_dict() const;
-  /// Restores a state_dict(); throws naming any missing or mismatched entry.
+  /// Restores a state_dict(); throws naming any missing or mismatched entry. A state saved before parameters
+  /// had their own step counts gives every parameter with state the optimizer's "step".
   void load_state_dict(const OptimizerState& state);
-  /// Drops the state of every parameter `keep(name)` rejects (a sharded run keeps only its own).
-  void retain_state(const std::function<bool(const std::string& param)>& keep);
+  /// Drops the state of every parameter `keep(index)` rejects (a sharded run keeps only its own).
+  void retain_state(const std::function<bool(std::size_t index)>& keep);
   /// Bytes of state tensors held.
   std::size_t state_bytes() const;
 
  protected:
-  /// Updates one parameter given its gradient, with its group's lr and weight decay; its state tensors come
-  /// from slot(), created on first use.
-  virtual void update(const std::string& name, const Tensor& param, const Tensor& grad, double lr,
+  /// Updates parameter `index` given its gradient, with its group's lr and weight decay; param_steps(index)
+  /// already counts this update; its state tensors come from slot(), created on first use.
+  virtual void update(std::size_t index, const Tensor& param, const Tensor& grad, double lr,
                       double weight_decay) = 0;
-  /// The state tensor `slot` of parameter `name`, created as zeros like `param` when absent.
-  Tensor& slot(const std::string& name, const char* slot, const Tensor& param, bool* created = nullptr);
+  /// The state tensor `slot` of parameter `index`, created as zeros like `param` when absent.
+  Tensor& slot(std::size_t index, const char* slot, const Tensor& param, bool* created = nullptr);
   /// Names of the state slots this optimizer keeps (for load_state_dict's checks).
   virtual std::vector<std::string> slot_names() const = 0;
-
-  std::int64_t steps_ = 0;
 
  private:
   struct Group {
     double initial_lr, weight_decay;
   };
-  void check_state_matches(const std::string& name, const Tensor& p) const;
+  struct ParamState {
+    std::map<std::string, Tensor> slots;
+    std::int64_t steps = 0;
+  };
+  void check_state_matches(std::size_t index) const;
+  void load_state_tensors(const OptimizerState& s, std::vector<ParamState>& into) const;
 
   const char* who_;
   NamedParameters params_;
   std::vector<Tensor> tensors_;
+  std::vector<std::string> keys_;       // per parameter
   std::vector<std::size_t> group_of_;  // per parameter
   std::vector<Group> groups_;
   double lr_, initial_lr_;
-  std::map<std::string, Tensor> state_;
+  std::int64_t steps_ = 0;
+  std::vector<ParamState> state_;  // per parameter
 };
 
 struct SGDOptions {
@@ -114,7 +126,7 @@ class SGD : public Optimizer {
   const SGDOptions& options() const { return options_; }
 
  protected:
-  void update(const std::string& name, const Tensor& param, const Tensor& grad, double lr,
+  void update(std::size_t index, const Tensor& param, const Tensor& grad, double lr,
               double weight_decay) override;
   std::vector<std::string> slot_names() const override;
 
@@ -140,7 +152,7 @@ class Adam : public Optimizer {
 
  protected:
   Adam(ParamGroups groups, AdamOptions options, bool decoupled);
-  void update(const std::string& name, const Tensor& param, const Tensor& grad, double lr,
+  void update(std::size_t index, const Tensor& param, const Tensor& grad, double lr,
               double weight_decay) override;
   std::vector<std::string> slot_names() const override;
 

@@ -345,6 +345,50 @@ def optim_fixture():
             "schedules": schedules}
 
 
+SOMETIMES_CONFIGS = [
+    ("adam", {"lr": 0.01}),
+    ("adam", {"lr": 0.01, "weight_decay": 0.1, "amsgrad": True}),
+    ("adamw", {"lr": 0.01, "weight_decay": 0.1}),
+]
+
+
+def sometimes_trajectory(name, cfg, init, x, y, steps=30):
+    """Parameters that get a gradient only on some steps: an empty step() before any backward, fc1 frozen (its
+    output detached) for the first 10 steps, fc3 used every third step; gradients set to None between steps, so
+    torch skips a parameter without one and its own step count stays behind."""
+    mods = {n: nn.Linear(*shape).double() for n, shape in (("fc1", (4, 5)), ("fc2", (5, 2)), ("fc3", (5, 2)))}
+    model = nn.ModuleDict(mods)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            p.copy_(init[n])
+    opt = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](model.parameters(), **cfg)
+    opt.step()
+    losses, params = [], []
+    for s in range(steps):
+        opt.zero_grad(set_to_none=True)
+        h = torch.tanh(mods["fc1"](x))
+        if s < 10:
+            h = h.detach()
+        out = mods["fc2"](h) + mods["fc3"](h) if s % 3 == 2 else mods["fc2"](h)
+        loss = ((out - y) ** 2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        params.append({n: t2j(p) for n, p in model.named_parameters()})
+    return {"optimizer": name, "config": cfg, "losses": losses, "params": params,
+            "param_steps": {n: int(opt.state[p]["step"]) for n, p in model.named_parameters()}}
+
+
+def optim_sometimes_fixture():
+    x, y = torch.randn(8, 4, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    init = {}
+    for n, shape in (("fc1", (4, 5)), ("fc2", (5, 2)), ("fc3", (5, 2))):
+        init.update({n + "." + k: p.detach().clone() for k, p in nn.Linear(*shape).double().named_parameters()})
+    runs = [sometimes_trajectory(name, cfg, init, x, y) for name, cfg in SOMETIMES_CONFIGS]
+    return {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, "x": t2j(x), "y": t2j(y),
+            "init": {n: t2j(p) for n, p in init.items()}, "runs": runs}
+
+
 def write(name, cases):
     payload = {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, "cases": cases}
     with open(os.path.join(OUT, name + ".json"), "w") as f:
@@ -361,6 +405,9 @@ def main():
         json.dump(payload, f, separators=(",", ":"))
     print("wrote tests/fixtures/optim.json")
     write("compare_index", compare_index_cases())
+    with open(os.path.join(OUT, "optim_sometimes.json"), "w") as f:
+        json.dump(optim_sometimes_fixture(), f, separators=(",", ":"))
+    print("wrote tests/fixtures/optim_sometimes.json")
 
 
 if __name__ == "__main__":

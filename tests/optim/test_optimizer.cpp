@@ -211,7 +211,7 @@ TEST_CASE("parameter groups: each group updates as its own optimizer would; save
 TEST_CASE("parameter group and dtype errors name the optimizer and the parameter") {
   const Tensor w = Tensor::ones({2}).requires_grad_();
   CHECK_ERROR(SGD(ParamGroups{{.params = {{"w", w}}}, {.params = {{"w", w}}}}, {}),
-              "SGD: parameter 'w' appears twice (in parameter groups 0 and 1)");
+              "SGD: parameters 'w' (group 0) and 'w' (group 1) are the same tensor: pass it once");
   CHECK_ERROR(Adam(ParamGroups{{.params = {{"w", w}}, .lr = -0.5}}, {}),
               "Adam: parameter group 0: invalid lr = -0.5 (must be >= 0)");
   CHECK_ERROR(AdamW(ParamGroups{{.params = {{"w", w}}, .weight_decay = -1.0}}, {}),
@@ -229,7 +229,7 @@ TEST_CASE("parameter group and dtype errors name the optimizer and the parameter
   CHECK_ERROR(opt.step(), "Adam: state 'weight.exp_avg' is float32 [2, 2] but parameter 'weight' is now float64 [2, 2]");
 }
 
-TEST_CASE("retain_state keeps the named parameters' state (a shard); state_bytes counts it; scale_grads") {
+TEST_CASE("retain_state keeps the chosen parameters' state (a shard); state_bytes counts it; scale_grads") {
   const Tensor a = Tensor::ones({3}).requires_grad_(), b = Tensor::ones({5}).requires_grad_();
   Adam opt({{"a", a}, {"b", b}}, {});
   (sum(a) + sum(b)).backward();
@@ -237,8 +237,103 @@ TEST_CASE("retain_state keeps the named parameters' state (a shard); state_bytes
   CHECK(a.grad().to_vector() == std::vector<double>{0.5, 0.5, 0.5});
   opt.step();
   CHECK(opt.state_bytes() == 2 * (3 + 5) * 4);  // exp_avg and exp_avg_sq, float32
-  opt.retain_state([](const std::string& name) { return name == "b"; });
+  opt.retain_state([](std::size_t i) { return i == 1; });  // "b"
   CHECK(opt.state_bytes() == 2 * 5 * 4);
   CHECK(opt.state_dict().tensors.count("a.exp_avg") == 0);
   CHECK(opt.state_dict().tensors.count("b.exp_avg") == 1);
+}
+
+namespace {
+struct Branches : Module {  // fc2 always, fc3 every third step, fc1 frozen for the first 10 (the fixture's model)
+  Branches() {
+    fc1 = register_module("fc1", std::make_shared<Linear>(4, 5));
+    fc2 = register_module("fc2", std::make_shared<Linear>(5, 2));
+    fc3 = register_module("fc3", std::make_shared<Linear>(5, 2));
+  }
+  std::string name() const override { return "Branches"; }
+  Tensor forward_at(const Tensor& x, int step) {
+    Tensor h = tanh(fc1->forward(x));
+    if (step < 10) h = h.detach();
+    return step % 3 == 2 ? fc2->forward(h) + fc3->forward(h) : fc2->forward(h);
+  }
+  std::shared_ptr<Linear> fc1, fc2, fc3;
+};
+}  // namespace
+
+TEST_CASE("parameters with a gradient on some steps only: torch's trajectory, each with its own step count") {
+  const auto& f = test::fixture("optim_sometimes");
+  const Tensor x = test::tensor_from(f["x"]), y = test::tensor_from(f["y"]);
+  int runs = 0;
+  for (const auto& run : f["runs"]) {
+    INFO(run["optimizer"].get<std::string>(), " ", run["config"].dump());
+    Branches net;
+    net.to(kFloat64);
+    test::load_params(net, f["init"], kFloat64);
+    auto opt = make_optimizer(run["optimizer"], run["config"], net.named_parameters());
+    opt->step();  // before any backward: counts nothing for any parameter
+    for (int s = 0; s < 30; ++s) {
+      opt->zero_grad();
+      const Tensor diff = net.forward_at(x, s) - y;
+      const Tensor loss = mean(diff * diff);
+      loss.backward();
+      opt->step();
+      CHECK(loss.item() == doctest::Approx(run["losses"][s].get<double>()).epsilon(1e-6));
+      for (const auto& [name, p] : net.named_parameters())
+        CHECK_CLOSE(p, test::tensor_from(run["params"][s][name]), 1e-6, 1e-8);
+    }
+    const auto& named = opt->params();
+    for (std::size_t i = 0; i < named.size(); ++i)
+      CHECK(opt->param_steps(i) == run["param_steps"][named[i].first].get<std::int64_t>());
+    CHECK(opt->steps() == 31);
+    ++runs;
+  }
+  CHECK(runs == 3);
+}
+
+TEST_CASE("per-parameter step counts are saved; a state saved without them gives each parameter the global step") {
+  const Tensor a = Tensor::ones({2}).requires_grad_(), b = Tensor::ones({2}).requires_grad_();
+  Adam opt({{"a", a}, {"b", b}}, {.lr = 0.1});
+  for (int s = 0; s < 4; ++s) {
+    opt.zero_grad();
+    (s < 3 ? sum(a * a) : sum(a * a) + sum(b * b)).backward();
+    opt.step();
+  }
+  const OptimizerState st = opt.state_dict();
+  CHECK(st.scalars.at("a.step") == 4);
+  CHECK(st.scalars.at("b.step") == 1);
+  CHECK(st.scalars.at("step") == 4);
+  Adam restored({{"a", a.detach().clone().requires_grad_()}, {"b", b.detach().clone().requires_grad_()}}, {.lr = 0.1});
+  restored.load_state_dict(st);
+  CHECK(restored.param_steps(0) == 4);
+  CHECK(restored.param_steps(1) == 1);
+  OptimizerState old = st;  // as written before parameters had their own counts
+  old.scalars.erase("a.step");
+  old.scalars.erase("b.step");
+  restored.load_state_dict(old);
+  CHECK(restored.param_steps(0) == 4);
+  CHECK(restored.param_steps(1) == 4);
+  old.scalars["b.step"] = 1.5;
+  CHECK_ERROR(restored.load_state_dict(old), "Adam: load_state_dict: 'b.step' = 1.5 is not a count");
+}
+
+TEST_CASE("parameters are told apart by identity: one tensor twice is refused, equal names are fine") {
+  Net one, two;
+  const Tensor w = one.fc1->weight;
+  CHECK_ERROR(Adam({{.params = {{"fc1.weight", w}}}, {.params = {{"encoder.weight", w}}, .lr = 0.1}}, {}),
+              "Adam: parameters 'fc1.weight' (group 0) and 'encoder.weight' (group 1) are the same tensor: pass it once");
+  NamedParameters both = one.named_parameters();
+  for (auto& np : two.named_parameters()) both.push_back(np);
+  AdamW opt(both, {.lr = 0.01});
+  CHECK(opt.state_key(0) == "fc1.weight");
+  CHECK(opt.state_key(4) == "fc1.weight#2");
+  const Tensor x = Tensor::ones({1, 4});
+  sum(one.forward(x)).backward();
+  sum(two.forward(x) * 2.0).backward();
+  opt.step();
+  const OptimizerState st = opt.state_dict();
+  CHECK(st.tensors.size() == 16);  // exp_avg and exp_avg_sq of 8 tensors
+  CHECK_CLOSE(st.tensors.at("fc2.bias#2.exp_avg"), two.fc2->bias.grad() * 0.1, 1e-6, 1e-7);
+  AdamW again(both, {.lr = 0.01});
+  again.load_state_dict(st);
+  CHECK(again.state_dict().tensors.at("fc2.bias#2.exp_avg").to_vector() == st.tensors.at("fc2.bias#2.exp_avg").to_vector());
 }

@@ -9,7 +9,6 @@
 
 #include <fstream>
 #include <iterator>
-#include <set>
 #include <span>
 
 namespace qkv {
@@ -75,11 +74,7 @@ void DataParallel::share_gradients(Optimizer& optimizer, bool shard, double buck
     return;
   }
   shard_ = std::make_unique<Shard>(optimizer.parameters(), comm_);
-  std::set<std::string> mine;
-  const auto& named = optimizer.params();
-  for (std::size_t i = 0; i < named.size(); ++i)
-    if (shard_->owns(i)) mine.insert(named[i].first);
-  optimizer.retain_state([&](const std::string& name) { return mine.count(name) > 0; });
+  optimizer.retain_state([&](std::size_t i) { return shard_->owns(i); });
 }
 
 void DataParallel::backward(const Tensor& loss) const {
@@ -100,11 +95,17 @@ void DataParallel::after_step() const {
 OptimizerState DataParallel::optimizer_state(const Optimizer& optimizer) const {
   OptimizerState st = optimizer.state_dict();
   if (!shard_) return st;
+  // Each rank's state tensors and its parameters' step counts ("<param>.step", as metadata) to rank 0.
   std::vector<std::pair<std::string, Tensor>> mine(st.tensors.begin(), st.tensors.end());
-  const auto pieces = comm_.gather_to_lead(to_safetensors_bytes(mine, {}));
-  for (const std::string& piece : pieces)
-    for (auto& [name, t] : parse_safetensors(std::as_bytes(std::span(piece.data(), piece.size())), "a rank's state").tensors)
-      st.tensors.emplace(name, t.to(optimizer.parameters().front().dtype()));
+  std::map<std::string, std::string> steps;
+  for (const auto& [key, v] : st.scalars)
+    if (key.ends_with(".step")) steps.emplace(key, fmt::format("{}", static_cast<std::int64_t>(v)));
+  const auto pieces = comm_.gather_to_lead(to_safetensors_bytes(mine, steps));
+  for (const std::string& piece : pieces) {
+    auto part = parse_safetensors(std::as_bytes(std::span(piece.data(), piece.size())), "a rank's state");
+    for (auto& [name, t] : part.tensors) st.tensors.emplace(name, t.to(optimizer.parameters().front().dtype()));
+    for (const auto& [key, v] : part.metadata) st.scalars.emplace(key, std::stod(v));
+  }
   return st;
 }
 
