@@ -59,6 +59,8 @@ void Module::train(bool on) {
 }
 
 void Module::to(DType dtype) {
+  QKV_CHECK(is_floating(dtype), "{}.to: parameters must be floating point (float32 or float64), got {}", name(),
+            dtype_name(dtype));
   for (auto& [n, p] : named_parameters()) {
     if (p.dtype() == dtype) continue;
     const Tensor converted = p.detach().to(dtype);

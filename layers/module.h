@@ -37,7 +37,8 @@ class Module {
   /// Evaluation mode; recursive.
   void eval() { train(false); }
   bool is_training() const { return training_; }
-  /// Converts every parameter to `dtype` in place (the Tensor handles the layers hold stay valid).
+  /// Converts every parameter to `dtype` in place (the Tensor handles the layers hold stay valid); a dtype that
+  /// is not floating point is refused here, not at the next forward.
   void to(DType dtype);
   /// Drops every parameter's gradient.
   void zero_grad();

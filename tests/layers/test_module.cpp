@@ -43,6 +43,8 @@ TEST_CASE("a submodule registered twice is one set of parameters, under its firs
   for (auto& [n, t] : s.named_parameters()) names.push_back(n);
   CHECK(names == std::vector<std::string>{"encoder.weight", "encoder.bias"});
   CHECK(s.num_parameters() == 12);
+  CHECK_ERROR(s.to(kInt64), "Shared.to: parameters must be floating point (float32 or float64), got int64");
+  CHECK(s.inner->weight.dtype() == kFloat32);
 }
 
 TEST_CASE("train/eval recurse; to(dtype) keeps the layers' handles valid; zero_grad") {
