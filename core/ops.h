@@ -2,6 +2,7 @@
 // Every differentiable op, one family per file in core/ops/. Shapes follow torch: broadcasting as in NumPy,
 // dims may be negative. Legend: B batch, T sequence, C or D model width, H heads, V vocabulary, N rows.
 #include "qkv/core/autograd.h"  // NoGradGuard and friends come with the ops
+#include "qkv/core/parallel.h"  // set_num_threads too
 #include "qkv/core/tensor.h"
 
 #include <cstdint>

@@ -7,6 +7,7 @@
 #include <cstdio>
 
 int main() {
+  qkv::set_num_threads(1);  // reachable from ops.h
   qkv::Generator gen(0);
   qkv::SelfAttention attn({.d_model = 8, .d_k = 4, .causal = true}, gen);
   const qkv::Tensor x = qkv::Tensor::randn({2, 5, 8}, gen);
