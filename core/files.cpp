@@ -10,7 +10,10 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
+#include <cstdio>
 #include <cstring>
+#include <thread>
 
 namespace qkv {
 
@@ -66,6 +69,168 @@ std::string read_file_bytes(const std::string& path, const std::string& what, st
   ::close(fd);
   QKV_CHECK(done == bytes.size(), "{}: {}: short read ({} of {} bytes)", what, path, done, bytes.size());
   return bytes;
+}
+
+namespace fs = std::filesystem;
+namespace {
+
+template <class... Args>
+[[noreturn]] void throw_write(fmt::format_string<Args...> f, Args&&... args) {
+  throw WriteError(fmt::format(f, std::forward<Args>(args)...));
+}
+
+// Writes all of `bytes` to `fd`, retrying short writes and EINTR; returns 0 or the errno that stopped it.
+int write_all(int fd, const char* data, std::size_t size, std::size_t* done = nullptr) {
+  std::size_t n = 0;
+  while (n < size) {
+    const ssize_t w = ::write(fd, data + n, size - n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      if (done != nullptr) *done = n;
+      return w < 0 ? errno : EIO;
+    }
+    n += static_cast<std::size_t>(w);
+  }
+  if (done != nullptr) *done = n;
+  return 0;
+}
+
+bool same_file(const struct stat& a, int fd) {
+  struct stat b {};
+  return ::fstat(fd, &b) == 0 && a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+// A device, FIFO or socket takes the bytes as a stream; /dev/stdout (or a link to it) is this process's own
+// stream, written through the stdio buffer so earlier output stays in order.
+void write_through(const std::string& path, const struct stat& st, const std::string& bytes) {
+  for (int fd : {STDOUT_FILENO, STDERR_FILENO}) {
+    if (!same_file(st, fd)) continue;
+    std::fflush(fd == STDOUT_FILENO ? stdout : stderr);
+    if (const int err = write_all(fd, bytes.data(), bytes.size()); err != 0)
+      throw_write("write: writing {} failed: {}", path, std::strerror(err));
+    return;
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC | O_NOCTTY | (S_ISREG(st.st_mode) ? O_TRUNC : 0));
+  if (fd < 0) throw_write("write: cannot open {}: {}", path, std::strerror(errno));
+  const int err = write_all(fd, bytes.data(), bytes.size());
+  ::close(fd);
+  if (err != 0) throw_write("write: writing {} failed: {}", path, std::strerror(err));
+}
+
+// Under /dev (but for /dev/shm's files) or /proc, a path names a process's streams or a device: it is never
+// replaced by a file.
+bool is_special_path(const fs::path& p) {
+  const std::string s = p.lexically_normal().string();
+  return (s.rfind("/dev/", 0) == 0 && s.rfind("/dev/shm/", 0) != 0) || s.rfind("/proc/", 0) == 0;
+}
+
+// The regular file a path stands for: itself, or the end of its chain of symbolic links. Returns true when a link
+// in the chain leads into /dev or /proc (then the caller writes through).
+bool resolve_links(fs::path& p) {
+  for (int hops = 0; hops < 40; ++hops) {
+    if (is_special_path(p)) return true;
+    std::error_code ec;
+    if (!fs::is_symlink(fs::symlink_status(p, ec))) return false;
+    const fs::path target = fs::read_symlink(p, ec);
+    if (ec) return false;
+    p = target.is_absolute() ? target : p.parent_path() / target;
+  }
+  fail("write: {}: too many levels of symbolic links", p.string());
+}
+
+void replace_atomically(const std::string& shown, const fs::path& target, const std::string& bytes) {
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  const std::string tmp = temporary_path(target);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw_write("write: cannot create {}: {}", tmp, std::strerror(errno));
+  if (const int err = write_all(fd, bytes.data(), bytes.size()); err != 0) {
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    throw_write("write: writing {} failed: {}", tmp, std::strerror(err));
+  }
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw_write("write: flushing {} failed: {}", tmp, std::strerror(err));
+  }
+  if (::rename(tmp.c_str(), target.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    throw_write("write: renaming {} to {} failed: {}", tmp, shown, std::strerror(err));
+  }
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);  // make the rename itself durable
+    ::close(dfd);
+  }
+}
+
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  QKV_CHECK(!path.empty() && path.back() != '/', "write: {} is a directory, not a file name", path);
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0) {  // what the path points at, through any links
+    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return write_through(path, st, bytes);
+    QKV_CHECK(S_ISREG(st.st_mode), "write: {} is {}; give a file name", path, file_kind(st.st_mode));
+  } else {
+    QKV_CHECK(errno == ENOENT, "write: {}: {}", path, std::strerror(errno));
+    struct stat lst {};
+    QKV_CHECK(::lstat(path.c_str(), &lst) != 0, "write: {} is a symbolic link to a missing file; give a file name",
+              path);
+  }
+  fs::path target(path);
+  if (resolve_links(target)) return write_through(path, st, bytes);
+  replace_atomically(path, target, bytes);
+}
+
+
+AppendFile::AppendFile(const std::string& path, double retry_seconds) : path_(path), retry_seconds_(retry_seconds) {
+  fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw_write("cannot open {} for appending: {}", path, std::strerror(errno));
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+AppendFile::AppendFile(AppendFile&& o) noexcept : fd_(o.fd_), path_(std::move(o.path_)), retry_seconds_(o.retry_seconds_) {
+  o.fd_ = -1;
+}
+
+AppendFile& AppendFile::operator=(AppendFile&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.fd_;
+    path_ = std::move(o.path_);
+    retry_seconds_ = o.retry_seconds_;
+    o.fd_ = -1;
+  }
+  return *this;
+}
+
+void AppendFile::append(const std::string& text) {
+  QKV_CHECK(fd_ >= 0, "append: no file is open");
+  const off_t start = ::lseek(fd_, 0, SEEK_END);  // where this line begins, to cut a partial one off
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(retry_seconds_);
+  std::size_t written = 0;
+  for (auto pause = std::chrono::milliseconds(10);; pause = std::min(pause * 2, std::chrono::milliseconds(500))) {
+    std::size_t done = 0;
+    const int err = write_all(fd_, text.data() + written, text.size() - written, &done);
+    written += done;
+    if (err == 0) return;
+    if (std::chrono::steady_clock::now() >= deadline) {
+      if (start >= 0 && ::ftruncate(fd_, start) != 0) {}  // keep whole lines only (best effort)
+      throw_write("writing {} failed: {} (retried for {:.0f} s; its last lines are missing)", path_, std::strerror(err),
+                  retry_seconds_);
+    }
+    std::this_thread::sleep_for(pause);
+  }
+}
+
+std::uint64_t physical_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page > 0 ? static_cast<std::uint64_t>(pages) * static_cast<std::uint64_t>(page) : 0;
 }
 
 }  // namespace qkv

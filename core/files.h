@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 
 namespace qkv {
 
@@ -27,5 +28,45 @@ void check_regular_input(const std::string& path, const std::string& what);
 
 /// What a stat mode is, for messages: "a directory", "a FIFO", "a character device", ...
 const char* file_kind(unsigned mode);
+
+// The rules for files qkv reads and writes on the user's behalf (README, "What qkv guarantees"):
+//  - an output replaces only a regular file (or creates a new one), atomically: a temporary beside it, fsync,
+//    rename. A symbolic link is followed (its target is replaced, the link stays). A character device, FIFO or
+//    socket (/dev/null, /dev/stdout on a pipe or terminal) is written through, never replaced by a file; a
+//    directory or block device is refused.
+//  - an input is read only from a regular file of bounded size, never blocking on a FIFO or reading an endless
+//    device;
+//  - an append (metrics.jsonl, train.log) that fails is retried, and reported when it keeps failing.
+
+/// Writes `bytes` to `path` by the output rule above. Throws qkv::Error naming the path and the reason.
+void write_file_atomic(const std::string& path, const std::string& bytes);
+
+/// A file that lines are appended to. A failed write (a full disk, a file-size limit) is retried with the
+/// unwritten rest of the line for about `retry_seconds`; when it still fails, append() throws qkv::Error and
+/// the file keeps only whole lines.
+class AppendFile {
+ public:
+  AppendFile() = default;
+  explicit AppendFile(const std::string& path, double retry_seconds = 5.0);
+  ~AppendFile();
+  AppendFile(AppendFile&& other) noexcept;
+  AppendFile& operator=(AppendFile&& other) noexcept;
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+
+  bool is_open() const { return fd_ >= 0; }
+  const std::string& path() const { return path_; }
+  /// Appends `text` whole (or throws and truncates back to the last whole line).
+  void append(const std::string& text);
+
+ private:
+  int fd_ = -1;
+  std::string path_;
+  double retry_seconds_ = 5.0;
+};
+
+/// The machine's physical memory in bytes (0 when unknown): what the memory checks of configs, data and model
+/// files compare against.
+std::uint64_t physical_memory_bytes();
 
 }  // namespace qkv

@@ -48,6 +48,8 @@ class Optimizer {
   /// One update of every parameter that has a gradient.
   void step();
   double lr() const { return lr_; }
+  /// "SGD", "Adam" or "AdamW".
+  const char* who() const { return who_; }
   /// Sets the learning rate (schedules call this); throws for a negative value. A group with its own lr keeps
   /// its ratio to the optimizer's initial lr, so a schedule scales every group by the same factor.
   void set_lr(double lr);

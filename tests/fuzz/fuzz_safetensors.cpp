@@ -1,6 +1,6 @@
 // libFuzzer target for the safetensors reader: any bytes must parse or throw qkv::Error, never crash, read past
 // the buffer or allocate what a header merely claims. Run: make fuzz (60 s, as CI does).
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 
 #include <cstddef>
 #include <cstdint>

@@ -3,7 +3,7 @@
 #include <qkv/train/cli/commands.h>
 #include <qkv/train/io/files.h>
 #include <qkv/train/io/gpt2_files.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 #include <qkv/train/report/report.h>
 #include <qkv/train/use/attention_view.h>
 #include <qkv/train/use/generate.h>

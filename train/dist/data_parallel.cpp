@@ -3,7 +3,7 @@
 #include <qkv/core/hash.h>
 #include <qkv/core/ops.h>
 #include <qkv/layers/models.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 
 #include <fmt/ranges.h>
 

@@ -4,7 +4,7 @@
 // safetensors file (nn.Linear weights (out, in)), read into a model.kind = "gpt2" model and written back.
 #include <qkv/datasets/bpe.h>
 #include <qkv/layers/models.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 
 #include <memory>
 #include <optional>

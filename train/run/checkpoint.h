@@ -3,7 +3,7 @@
 // ("optim."), and in its "qkv.checkpoint" metadata the step, data position and generator states, so a resumed
 // run continues bit for bit.
 #include <qkv/optim/optimizer.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 #include <qkv/train/run/run.h>
 
 #include <cstdint>

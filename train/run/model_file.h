@@ -5,7 +5,7 @@
 // every command that takes a MODEL.
 #include <qkv/datasets/dataset.h>
 #include <qkv/layers/models.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 #include <qkv/train/run/config.h>
 
 #include <map>

@@ -1,7 +1,7 @@
 #include "qkv/train/use/trained.h"
 
 #include <qkv/train/io/gpt2_files.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 #include <qkv/train/run/checkpoint.h>
 #include <qkv/train/run/model_file.h>
 

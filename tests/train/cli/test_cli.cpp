@@ -2,7 +2,7 @@
 
 #include <qkv/train/cli/cli.h>
 #include <qkv/train/use/trained.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 
 #include <sys/resource.h>
 

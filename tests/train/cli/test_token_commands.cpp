@@ -2,7 +2,7 @@
 #include "../../support.h"
 
 #include <qkv/datasets/bpe.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 #include <qkv/train/use/trained.h>
 
 #include <fmt/format.h>

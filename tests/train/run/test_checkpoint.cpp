@@ -1,7 +1,7 @@
 #include "run_support.h"
 
 #include <qkv/train/io/files.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 #include <qkv/train/run/checkpoint.h>
 #include <qkv/train/run/memory.h>
 #include <qkv/train/run/model_file.h>

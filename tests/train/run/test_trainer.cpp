@@ -5,7 +5,7 @@
 #include <qkv/datasets/shards.h>
 #include <qkv/train/io/files.h>
 #include <qkv/train/run/run_dir.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/layers/save.h>
 #include <qkv/train/run/trainer.h>
 #include <qkv/train/run/memory.h>
 #include <qkv/train/run/model_file.h>

@@ -1,7 +1,6 @@
-#include "../../support.h"
+#include "../support.h"
 
-#include <qkv/layers/models.h>
-#include <qkv/train/io/safetensors.h>
+#include <qkv/core/safetensors.h>
 
 #include <cstring>
 #include <filesystem>
@@ -91,30 +90,6 @@ TEST_CASE("f16 and bf16 storage round to nearest and read back as float32") {
   CHECK(bf[2] == doctest::Approx(0.10009765625));
   CHECK(bf[6] == doctest::Approx(3.140625));
   CHECK_ERROR(parse_storage_type("f8"), "unknown storage type 'f8'");
-}
-
-TEST_CASE("module save and strict load by name") {
-  auto m = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 1});
-  const std::string path = tmp_path("model.safetensors");
-  save(*m, path, {{"format", "qkv"}});
-  auto n = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 1});
-  load(*n, path);
-  for (std::size_t i = 0; i < m->parameters().size(); ++i)
-    CHECK(m->parameters()[i].to_vector() == n->parameters()[i].to_vector());
-  // A different model: every problem in one error, by name.
-  auto other = build_model({.kind = "transformer", .vocab_size = 9, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 2});
-  const std::string msg = test::error_of([&] { load(*other, path); });
-  CHECK(msg.find("missing keys: blocks.1.ln1.weight") != std::string::npos);
-  CHECK(msg.find("shape mismatches: tok_emb.weight (file [8, 8], model [9, 8])") != std::string::npos);
-  CHECK(msg.find("head.weight (file [8, 8], model [9, 8])") != std::string::npos);
-  auto smaller = build_model({.kind = "seed", .vocab_size = 8, .seq_len = 4, .d_model = 8});
-  CHECK(test::error_of([&] { load(*smaller, path); }).find("unexpected keys: blocks.0.ln1.weight") != std::string::npos);
-  CHECK_NOTHROW(load(*other, path, /*strict=*/false));
-  // An int64 tensor where a weight belongs is named as such (it read as a shape mismatch of equal shapes).
-  auto f = read_safetensors(path);
-  for (auto& [name, t] : f.tensors)
-    if (name == "head.weight") t = Tensor::zeros(t.shape(), kInt64);
-  CHECK_ERROR(load(*n, f, "crafted", true), "int64 tensors where float weights belong: head.weight");
 }
 
 TEST_CASE("bad files give qkv::Error, never a crash or a huge allocation") {

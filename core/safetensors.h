@@ -2,7 +2,7 @@
 // safetensors: an 8-byte little-endian header length N, N bytes of JSON mapping each tensor name to
 // {dtype, shape, data_offsets} (plus an optional "__metadata__" map of strings), then the byte buffer, contiguous
 // with no gaps or overlaps. The reader checks every claim against the bytes it actually has before trusting it.
-#include <qkv/layers/module.h>
+#include <qkv/core/tensor.h>
 
 #include <cstddef>
 #include <map>
@@ -34,19 +34,10 @@ std::string to_safetensors_bytes(const std::vector<std::pair<std::string, Tensor
 /// Parses bytes; `source` names them in errors. Throws qkv::Error for any malformed input.
 SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::string& source = "<memory>");
 
-/// Writes by write_file_atomic's rule (train/files.h): a regular file is replaced atomically.
+/// Writes by write_file_atomic's rule (core/files.h): a regular file is replaced atomically.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata, StorageType storage = StorageType::F32);
 /// Reads and validates a file (never allocating more than the file's own size).
 SafetensorsFile read_safetensors(const std::string& path);
-
-/// Saves a module's named parameters (state-dict names) with `metadata`.
-void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata = {},
-          StorageType storage = StorageType::F32);
-/// Loads parameters by name into `module` (converted to each parameter's dtype). A strict load reports every
-/// missing key, unexpected key and shape mismatch, by name, in one error; a non-strict load skips them.
-void load(Module& module, const std::string& path, bool strict = true);
-/// The same from an already-read file.
-void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict = true);
 
 }  // namespace qkv

@@ -1,8 +1,7 @@
-#include "qkv/train/io/safetensors.h"
+#include "qkv/core/safetensors.h"
 
-#include <qkv/train/io/files.h>
-
-#include <qkv/core/errors.h>
+#include "qkv/core/errors.h"
+#include "qkv/core/files.h"
 
 #include <nlohmann/json.hpp>
 
@@ -360,43 +359,5 @@ SafetensorsFile read_safetensors(const std::string& path) {
   const std::string bytes = read_file_bytes(path);
   return parse_safetensors(std::as_bytes(std::span(bytes.data(), bytes.size())), path);
 }
-
-void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata,
-          StorageType storage) {
-  write_safetensors(path, module.named_parameters(), metadata, storage);
-}
-
-void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict) {
-  std::vector<std::string> missing, unexpected, mismatched, integer;
-  const auto params = module.named_parameters();
-  std::set<std::string> wanted;
-  for (const auto& [name, p] : params) {
-    wanted.insert(name);
-    const Tensor t = file.find(name);
-    if (!t.defined()) {
-      missing.push_back(name);
-    } else if (!(t.shape() == p.shape())) {
-      mismatched.push_back(fmt::format("{} (file {}, model {})", name, t.shape().str(), p.shape().str()));
-    } else if (!is_floating(t.dtype())) {  // integers are not weights
-      integer.push_back(name);
-    }
-  }
-  for (const auto& [name, t] : file.tensors)
-    if (!wanted.count(name)) unexpected.push_back(name);
-  if (strict && (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !integer.empty())) {
-    std::string msg = fmt::format("load: {} does not match {}:", source, module.name());
-    if (!missing.empty()) msg += fmt::format("\n  missing keys: {}", fmt::join(missing, ", "));
-    if (!unexpected.empty()) msg += fmt::format("\n  unexpected keys: {}", fmt::join(unexpected, ", "));
-    if (!mismatched.empty()) msg += fmt::format("\n  shape mismatches: {}", fmt::join(mismatched, ", "));
-    if (!integer.empty()) msg += fmt::format("\n  int64 tensors where float weights belong: {}", fmt::join(integer, ", "));
-    throw Error(msg);
-  }
-  for (const auto& [name, p] : params) {
-    const Tensor t = file.find(name);
-    if (t.defined() && t.shape() == p.shape() && t.dtype() != kInt64) p.copy_(t);
-  }
-}
-
-void load(Module& module, const std::string& path, bool strict) { load(module, read_safetensors(path), path, strict); }
 
 }  // namespace qkv

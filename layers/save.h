@@ -1,0 +1,21 @@
+#pragma once
+// Module weights to and from safetensors files (core/safetensors.h), by state-dict name: what an experiment outside
+// the CLI needs to checkpoint a model. The optimizer's half is optim/save.h.
+#include <qkv/core/safetensors.h>
+#include <qkv/layers/module.h>
+
+#include <map>
+#include <string>
+
+namespace qkv {
+
+/// Saves a module's named parameters (state-dict names) with `metadata`.
+void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata = {},
+          StorageType storage = StorageType::F32);
+/// Loads parameters by name into `module` (converted to each parameter's dtype). A strict load reports every
+/// missing key, unexpected key and shape mismatch, by name, in one error; a non-strict load skips them.
+void load(Module& module, const std::string& path, bool strict = true);
+/// The same from an already-read file.
+void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict = true);
+
+}  // namespace qkv

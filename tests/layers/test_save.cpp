@@ -1,0 +1,40 @@
+#include "../support.h"
+
+#include <qkv/layers/models.h>
+#include <qkv/layers/save.h>
+
+#include <filesystem>
+
+using namespace qkv;
+
+namespace {
+std::string tmp_path(const std::string& name) {
+  const auto dir = test::process_dir();
+  std::filesystem::create_directories(dir);
+  return (dir / name).string();
+}
+}  // namespace
+
+TEST_CASE("module save and strict load by name") {
+  auto m = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 1});
+  const std::string path = tmp_path("model.safetensors");
+  save(*m, path, {{"format", "qkv"}});
+  auto n = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 1});
+  load(*n, path);
+  for (std::size_t i = 0; i < m->parameters().size(); ++i)
+    CHECK(m->parameters()[i].to_vector() == n->parameters()[i].to_vector());
+  // A different model: every problem in one error, by name.
+  auto other = build_model({.kind = "transformer", .vocab_size = 9, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 2});
+  const std::string msg = test::error_of([&] { load(*other, path); });
+  CHECK(msg.find("missing keys: blocks.1.ln1.weight") != std::string::npos);
+  CHECK(msg.find("shape mismatches: tok_emb.weight (file [8, 8], model [9, 8])") != std::string::npos);
+  CHECK(msg.find("head.weight (file [8, 8], model [9, 8])") != std::string::npos);
+  auto smaller = build_model({.kind = "seed", .vocab_size = 8, .seq_len = 4, .d_model = 8});
+  CHECK(test::error_of([&] { load(*smaller, path); }).find("unexpected keys: blocks.0.ln1.weight") != std::string::npos);
+  CHECK_NOTHROW(load(*other, path, /*strict=*/false));
+  // An int64 tensor where a weight belongs is named as such (it read as a shape mismatch of equal shapes).
+  auto f = read_safetensors(path);
+  for (auto& [name, t] : f.tensors)
+    if (name == "head.weight") t = Tensor::zeros(t.shape(), kInt64);
+  CHECK_ERROR(load(*n, f, "crafted", true), "int64 tensors where float weights belong: head.weight");
+}
