@@ -91,4 +91,14 @@ Tensor MultiHeadSelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cach
       attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, options_.heads, hd, hd));
 }
 
+std::shared_ptr<Module> SelfAttention::fresh() const {
+  Generator throwaway;
+  return std::make_shared<SelfAttention>(options_, throwaway);
+}
+
+std::shared_ptr<Module> MultiHeadSelfAttention::fresh() const {
+  Generator throwaway;
+  return std::make_shared<MultiHeadSelfAttention>(options_, throwaway);
+}
+
 }  // namespace qkv

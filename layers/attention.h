@@ -53,6 +53,7 @@ class SelfAttention : public Module {
   /// values they join); returns (B, n, d_v), the rows attend() gives for the whole sequence. Inference only.
   Tensor attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past);
   std::string name() const override { return "SelfAttention"; }
+  std::shared_ptr<Module> fresh() const override;
   const SelfAttentionOptions& options() const { return options_; }
 
   std::shared_ptr<Linear> w_q, w_k, w_v;
@@ -73,6 +74,7 @@ class MultiHeadSelfAttention : public Module {
   /// Causal generation step, as SelfAttention::attend_cached: x (B, n, D) after `past` cached tokens -> (B, n, D).
   Tensor attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past);
   std::string name() const override { return "MultiHeadSelfAttention"; }
+  std::shared_ptr<Module> fresh() const override;
   const MultiHeadSelfAttentionOptions& options() const { return options_; }
   std::int64_t heads() const { return options_.heads; }
 

@@ -28,4 +28,15 @@ Embedding::Embedding(EmbeddingOptions o, Generator& gen) {
 
 Tensor Embedding::forward(const Tensor& ids) { return embedding(weight, ids); }
 
+// fresh(): the same options, values from a throwaway generator (clone() copies the real ones over).
+std::shared_ptr<Module> Linear::fresh() const {
+  Generator throwaway;
+  return std::make_shared<Linear>(LinearOptions{weight.size(1), weight.size(0), bias.defined()}, throwaway);
+}
+
+std::shared_ptr<Module> Embedding::fresh() const {
+  Generator throwaway;
+  return std::make_shared<Embedding>(EmbeddingOptions{weight.size(0), weight.size(1)}, throwaway);
+}
+
 }  // namespace qkv

@@ -26,6 +26,7 @@ class Linear : public Module {
   /// x is (..., in), returns (..., out).
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "Linear"; }
+  std::shared_ptr<Module> fresh() const override;
   Tensor weight, bias;  // bias undefined when constructed with bias = false
 };
 
@@ -38,6 +39,7 @@ class Embedding : public Module {
   /// ids is int64 (...), returns (..., dim).
   Tensor forward(const Tensor& ids) override;
   std::string name() const override { return "Embedding"; }
+  std::shared_ptr<Module> fresh() const override;
   Tensor weight;
 };
 

@@ -266,4 +266,11 @@ const std::vector<ModelField>& model_fields() {
   return fields;
 }
 
+std::shared_ptr<Module> LanguageModel::fresh() const {
+  Generator throwaway;
+  std::shared_ptr<LanguageModel> copy = build_model(config_, throwaway);
+  copy->dropout_stream_->set_state(dropout_stream_->state());
+  return copy;
+}
+
 }  // namespace qkv

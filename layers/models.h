@@ -72,6 +72,8 @@ class LanguageModel : public Module {
   /// An empty cache for `batch` sequences, in the dtype of the parameters.
   KVCache make_cache(std::int64_t batch = 1) const;
   Tensor forward(const Tensor& ids) override { return logits(ids); }
+  /// build_model(config()) of the model's kind, its dropout stream at this one's position.
+  std::shared_ptr<Module> fresh() const override;
   const ModelConfig& config() const { return config_; }
   /// The one stream every Dropout of the model draws from, owned by the model: it continues the generator the
   /// model was initialised from (checkpoints save its state, so a resumed run draws the same masks).

@@ -3,6 +3,7 @@
 #include <qkv/core/errors.h>
 
 #include <set>
+#include <typeinfo>
 
 #include <fmt/format.h>
 
@@ -10,36 +11,55 @@ namespace qkv {
 
 Tensor Module::forward(const Tensor&) { fail("{}: this module does not take a single tensor input", name()); }
 
+void Module::check_new_name(const char* who, const std::string& name) const {
+  QKV_CHECK(!name.empty() && name.find('.') == std::string::npos, "{}: name '{}' must be non-empty and contain no '.'",
+            who, name);
+  for (const auto* list : {&params_, &buffers_})
+    for (const auto& [n, p] : *list) QKV_CHECK(n != name, "{}: '{}' is already registered", who, name);
+  for (const auto& [n, c] : children_) QKV_CHECK(n != name, "{}: '{}' is already registered", who, name);
+}
+
 Tensor Module::register_parameter(const std::string& name, Tensor t) {
-  QKV_CHECK(!name.empty() && name.find('.') == std::string::npos,
-            "register_parameter: name '{}' must be non-empty and contain no '.'", name);
-  for (const auto& [n, p] : params_) QKV_CHECK(n != name, "register_parameter: '{}' is already registered", name);
+  check_new_name("register_parameter", name);
   t.requires_grad_(true);
   params_.emplace_back(name, t);
   return t;
 }
 
+Tensor Module::register_buffer(const std::string& name, Tensor t) {
+  check_new_name("register_buffer", name);
+  QKV_CHECK(t.defined(), "register_buffer: buffer '{}' is an undefined tensor", name);
+  t.requires_grad_(false);
+  buffers_.emplace_back(name, t);
+  return t;
+}
+
 void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   QKV_CHECK(m != nullptr, "register_module: module '{}' is null", name);
-  QKV_CHECK(!name.empty() && name.find('.') == std::string::npos,
-            "register_module: name '{}' must be non-empty and contain no '.'", name);
-  for (const auto& [n, c] : children_) QKV_CHECK(n != name, "register_module: '{}' is already registered", name);
+  check_new_name("register_module", name);
   children_.emplace_back(name, std::move(m));
 }
 
-void Module::collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const {
-  for (const auto& [n, p] : params_) out.emplace_back(prefix + n, p);
-  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", out);
+void Module::collect(const std::string& prefix, Collect what, std::vector<std::pair<std::string, Tensor>>& out) const {
+  if (what != Collect::Buffers)
+    for (const auto& [n, p] : params_) out.emplace_back(prefix + n, p);
+  if (what != Collect::Parameters)
+    for (const auto& [n, b] : buffers_) out.emplace_back(prefix + n, b);
+  for (const auto& [n, c] : children_) c->collect(prefix + n + ".", what, out);
 }
 
-std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const {
+std::vector<std::pair<std::string, Tensor>> Module::collect_unique(Collect what) const {
   std::vector<std::pair<std::string, Tensor>> all, out;
-  collect("", all);
+  collect("", what, all);
   std::set<const TensorImpl*> seen;  // a module (or tensor) registered twice: once, under its first name, as torch
   for (auto& np : all)
     if (seen.insert(np.second.impl()).second) out.push_back(std::move(np));
   return out;
 }
+
+std::vector<std::pair<std::string, Tensor>> Module::named_parameters() const { return collect_unique(Collect::Parameters); }
+std::vector<std::pair<std::string, Tensor>> Module::named_buffers() const { return collect_unique(Collect::Buffers); }
+std::vector<std::pair<std::string, Tensor>> Module::state_dict() const { return collect_unique(Collect::State); }
 
 std::vector<Tensor> Module::parameters() const {
   std::vector<Tensor> out;
@@ -61,8 +81,8 @@ void Module::train(bool on) {
 void Module::to(DType dtype) {
   QKV_CHECK(is_floating(dtype), "{}.to: parameters must be floating point (float32 or float64), got {}", name(),
             dtype_name(dtype));
-  for (auto& [n, p] : named_parameters()) {
-    if (p.dtype() == dtype) continue;
+  for (auto& [n, p] : state_dict()) {
+    if (p.dtype() == dtype || !is_floating(p.dtype())) continue;
     const Tensor converted = p.detach().to(dtype);
     p.impl()->storage = converted.impl()->storage;
     p.impl()->dtype = dtype;
@@ -87,6 +107,49 @@ std::string Module::summary() const {
   std::string out = fmt::format("{}\n{:<{}}  {:<16}  {:>10}\n", name(), "parameter", width, "shape", "count");
   for (auto& [n, p] : params) out += fmt::format("{:<{}}  {:<16}  {:>10}\n", n, width, p.shape().str(), p.numel());
   out += fmt::format("{:<{}}  {:<16}  {:>10}\n", "total", width, "", num_parameters());
+  return out;
+}
+
+namespace {
+// Makes `to` hold a copy of `from`'s values and dtype, keeping the handle (and so every layer's reference to it).
+void assign_copy(Tensor to, const Tensor& from) {
+  const Tensor copy = from.detach().clone();
+  to.impl()->storage = copy.impl()->storage;
+  to.impl()->dtype = copy.dtype();
+  to.zero_grad();
+}
+}  // namespace
+
+std::shared_ptr<Module> Module::fresh() const {
+  fail("{}: clone() needs fresh() (a new {} of the same structure): override it in the module's class", name(), name());
+}
+
+std::shared_ptr<Module> Module::clone() const {
+  std::shared_ptr<Module> copy = fresh();
+  QKV_CHECK(copy != nullptr && typeid(*copy) == typeid(*this), "{}: clone: fresh() returned {}", name(),
+            copy == nullptr ? std::string("null") : "a " + copy->name());
+  const auto from = state_dict(), to = copy->state_dict();
+  QKV_CHECK(from.size() == to.size(), "{}: clone: fresh() built {} parameters and buffers where this one has {}", name(),
+            to.size(), from.size());
+  for (std::size_t i = 0; i < from.size(); ++i) {
+    QKV_CHECK(from[i].first == to[i].first && from[i].second.shape() == to[i].second.shape(),
+              "{}: clone: fresh() built '{}' {} where this one has '{}' {}", name(), to[i].first,
+              to[i].second.shape().str(), from[i].first, from[i].second.shape().str());
+    assign_copy(to[i].second, from[i].second);
+  }
+  copy->copy_modes(*this);
+  return copy;
+}
+
+void Module::copy_modes(const Module& from) {
+  training_ = from.training_;
+  for (std::size_t i = 0; i < children_.size() && i < from.children_.size(); ++i)
+    children_[i].second->copy_modes(*from.children_[i].second);
+}
+
+std::shared_ptr<Module> Sequential::fresh() const {
+  auto out = std::make_shared<Sequential>();
+  for (const auto& [n, c] : named_children()) out->push_back(c->clone());
   return out;
 }
 

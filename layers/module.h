@@ -27,6 +27,12 @@ class Module {
   /// submodule) appears once, under its first name (torch's remove_duplicate).
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
   std::vector<Tensor> parameters() const;
+  /// Every buffer (a tensor the module keeps and saves but does not train: running statistics, a fixed mask) with
+  /// its dotted name, in registration order.
+  std::vector<std::pair<std::string, Tensor>> named_buffers() const;
+  /// Parameters and buffers by dotted name, in torch's state_dict order (each module's parameters, then its
+  /// buffers, then its children's): what save() writes and load() restores.
+  std::vector<std::pair<std::string, Tensor>> state_dict() const;
   /// Direct submodules with their names.
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& named_children() const { return children_; }
   /// The parameter with this dotted name; throws listing nothing more than the name when absent.
@@ -37,8 +43,9 @@ class Module {
   /// Evaluation mode; recursive.
   void eval() { train(false); }
   bool is_training() const { return training_; }
-  /// Converts every parameter to `dtype` in place (the Tensor handles the layers hold stay valid); a dtype that
-  /// is not floating point is refused here, not at the next forward.
+  /// Converts every parameter and floating-point buffer to `dtype` in place (the Tensor handles the layers hold stay
+  /// valid; integer buffers keep their dtype, as torch's); a dtype that is not floating point is refused here, not
+  /// at the next forward.
   void to(DType dtype);
   /// Drops every parameter's gradient.
   void zero_grad();
@@ -47,9 +54,21 @@ class Module {
   /// One line per parameter (name, shape, count) and the total, like a torchinfo table.
   std::string summary() const;
 
+  /// A deep copy (copy.deepcopy in torch: for EMA weights and target networks): a module of the same type and
+  /// structure from fresh(), holding copies of every parameter and buffer (same values, dtypes and names; a tied
+  /// weight stays tied) and in the same train/eval mode, sharing nothing with this one. Built-in layers and models
+  /// implement fresh(); another module type must override it to be cloned (throws naming the type otherwise).
+  std::shared_ptr<Module> clone() const;
+  /// A new module of this type and structure, values to be overwritten (clone() copies them): built with the
+  /// options this one was built with and a throwaway Generator.
+  virtual std::shared_ptr<Module> fresh() const;
+
  protected:
   /// Registers a leaf tensor as a parameter (it is marked requires_grad) and returns it.
   Tensor register_parameter(const std::string& name, Tensor t);
+  /// Registers a buffer: saved and loaded with the parameters and converted by to(), never given to an optimizer
+  /// (it is marked requires_grad = false). Returns it.
+  Tensor register_buffer(const std::string& name, Tensor t);
   /// Registers a submodule and returns it.
   template <class M>
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
@@ -59,9 +78,14 @@ class Module {
 
  private:
   void add_child(const std::string& name, std::shared_ptr<Module> m);
-  void collect(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>& out) const;
+  enum class Collect { Parameters, Buffers, State };
+  void collect(const std::string& prefix, Collect what, std::vector<std::pair<std::string, Tensor>>& out) const;
+  std::vector<std::pair<std::string, Tensor>> collect_unique(Collect what) const;
+  void check_new_name(const char* who, const std::string& name) const;
+  void copy_modes(const Module& from);  // training flags, module by module
 
   std::vector<std::pair<std::string, Tensor>> params_;
+  std::vector<std::pair<std::string, Tensor>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
   bool training_ = true;
 };
@@ -74,6 +98,7 @@ class Sequential : public Module {
   void push_back(std::shared_ptr<Module> m);
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "Sequential"; }
+  std::shared_ptr<Module> fresh() const override;
   std::size_t size() const { return named_children().size(); }
 };
 
@@ -89,9 +114,20 @@ class ModuleList : public Module {
   auto begin() const { return items_.begin(); }
   auto end() const { return items_.end(); }
   std::string name() const override { return "ModuleList"; }
+  std::shared_ptr<Module> fresh() const override {
+    auto out = std::make_shared<ModuleList<M>>();
+    for (const auto& m : items_) out->push_back(std::static_pointer_cast<M>(m->clone()));
+    return out;
+  }
 
  private:
   std::vector<std::shared_ptr<M>> items_;
 };
+
+/// clone() as the module's own type: auto ema = qkv::clone(*model);
+template <class M>
+std::shared_ptr<M> clone(const M& m) {
+  return std::static_pointer_cast<M>(m.clone());
+}
 
 }  // namespace qkv

@@ -11,12 +11,12 @@ namespace qkv {
 
 void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata,
           StorageType storage) {
-  write_safetensors(path, module.named_parameters(), metadata, storage);
+  write_safetensors(path, module.state_dict(), metadata, storage);
 }
 
 void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict) {
-  std::vector<std::string> missing, unexpected, mismatched, integer;
-  const auto params = module.named_parameters();
+  std::vector<std::string> missing, unexpected, mismatched, integer, floating;
+  const auto params = module.state_dict();
   std::set<std::string> wanted;
   for (const auto& [name, p] : params) {
     wanted.insert(name);
@@ -25,23 +25,27 @@ void load(Module& module, const SafetensorsFile& file, const std::string& source
       missing.push_back(name);
     } else if (!(t.shape() == p.shape())) {
       mismatched.push_back(fmt::format("{} (file {}, model {})", name, t.shape().str(), p.shape().str()));
-    } else if (!is_floating(t.dtype())) {  // integers are not weights
+    } else if (is_floating(p.dtype()) && !is_floating(t.dtype())) {  // integers are not weights
       integer.push_back(name);
+    } else if (!is_floating(p.dtype()) && is_floating(t.dtype())) {  // nor counts fractions
+      floating.push_back(name);
     }
   }
   for (const auto& [name, t] : file.tensors)
     if (!wanted.count(name)) unexpected.push_back(name);
-  if (strict && (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !integer.empty())) {
+  if (strict && (!missing.empty() || !unexpected.empty() || !mismatched.empty() || !integer.empty() ||
+                 !floating.empty())) {
     std::string msg = fmt::format("load: {} does not match {}:", source, module.name());
     if (!missing.empty()) msg += fmt::format("\n  missing keys: {}", fmt::join(missing, ", "));
     if (!unexpected.empty()) msg += fmt::format("\n  unexpected keys: {}", fmt::join(unexpected, ", "));
     if (!mismatched.empty()) msg += fmt::format("\n  shape mismatches: {}", fmt::join(mismatched, ", "));
     if (!integer.empty()) msg += fmt::format("\n  int64 tensors where float weights belong: {}", fmt::join(integer, ", "));
+    if (!floating.empty()) msg += fmt::format("\n  float tensors where int64 buffers belong: {}", fmt::join(floating, ", "));
     throw Error(msg);
   }
   for (const auto& [name, p] : params) {
     const Tensor t = file.find(name);
-    if (t.defined() && t.shape() == p.shape() && t.dtype() != kInt64) p.copy_(t);
+    if (t.defined() && t.shape() == p.shape() && is_floating(t.dtype()) == is_floating(p.dtype())) p.copy_(t);
   }
 }
 

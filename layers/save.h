@@ -9,11 +9,12 @@
 
 namespace qkv {
 
-/// Saves a module's named parameters (state-dict names) with `metadata`.
+/// Saves a module's state_dict() (parameters and buffers, by state-dict name) with `metadata`.
 void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata = {},
           StorageType storage = StorageType::F32);
-/// Loads parameters by name into `module` (converted to each parameter's dtype). A strict load reports every
-/// missing key, unexpected key and shape mismatch, by name, in one error; a non-strict load skips them.
+/// Loads parameters and buffers by name into `module` (converted to each one's dtype). A strict load reports every
+/// missing key, unexpected key, shape mismatch and integer/float mismatch, by name, in one error; a non-strict
+/// load skips them.
 void load(Module& module, const std::string& path, bool strict = true);
 /// The same from an already-read file.
 void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict = true);

@@ -52,7 +52,7 @@ MLP::MLP(MLPOptions o, Generator& gen) {
 
 Tensor MLP::forward(const Tensor& x) { return fc2->forward(gelu(fc1->forward(x))); }
 
-TransformerBlock::TransformerBlock(TransformerBlockOptions o, Generator& gen) {
+TransformerBlock::TransformerBlock(TransformerBlockOptions o, Generator& gen) : options_(o) {
   const std::int64_t d_ff = o.d_ff == 0 ? 4 * o.d_model : o.d_ff;
   ln1 = register_module("ln1", std::make_shared<LayerNorm>(o.d_model));
   attn = register_module("attn", std::make_shared<MultiHeadSelfAttention>(
@@ -78,6 +78,24 @@ Tensor TransformerBlock::residuals(const Tensor& x, const Tensor& a) {
 
 Tensor TransformerBlock::forward_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
   return residuals(x, attn->attend_cached(ln1->forward(x), cache, past));
+}
+
+std::shared_ptr<Module> LayerNorm::fresh() const {
+  return std::make_shared<LayerNorm>(LayerNormOptions{d_, eps_, bias.defined()});
+}
+
+std::shared_ptr<Module> Dropout::fresh() const {  // its stream continues from where this one's is
+  return std::make_shared<Dropout>(DropoutOptions{p_}, *gen_);
+}
+
+std::shared_ptr<Module> MLP::fresh() const {
+  Generator throwaway;
+  return std::make_shared<MLP>(MLPOptions{fc1->weight.size(1), fc1->weight.size(0)}, throwaway);
+}
+
+std::shared_ptr<Module> TransformerBlock::fresh() const {
+  Generator throwaway;
+  return std::make_shared<TransformerBlock>(options_, throwaway);
 }
 
 }  // namespace qkv

@@ -26,6 +26,7 @@ class LayerNorm : public Module {
   explicit LayerNorm(std::int64_t d, double eps = 1e-5) : LayerNorm(LayerNormOptions{d, eps, true}) {}
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "LayerNorm"; }
+  std::shared_ptr<Module> fresh() const override;
   Tensor weight, bias;  ///< bias undefined when options.bias is false (the shift is 0)
 
  private:
@@ -42,6 +43,7 @@ class Dropout : public Module {
   explicit Dropout(double p = 0.5, Generator& gen = default_generator()) : Dropout(DropoutOptions{p}, gen) {}
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "Dropout"; }
+  std::shared_ptr<Module> fresh() const override;
   Generator& generator() { return *gen_; }
   void set_generator(std::shared_ptr<Generator> gen);
   /// Data parallel training: the input is rows [first, first + B) of a global batch of `total` rows, and the
@@ -62,6 +64,7 @@ class MLP : public Module {
   MLP(std::int64_t d, std::int64_t d_ff, Generator& gen = default_generator()) : MLP(MLPOptions{d, d_ff}, gen) {}
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "MLP"; }
+  std::shared_ptr<Module> fresh() const override;
   std::shared_ptr<Linear> fc1, fc2;
 };
 
@@ -86,6 +89,7 @@ class TransformerBlock : public Module {
   /// Causal generation step: x (B, n, D) after `past` tokens whose keys and values are in `cache`.
   Tensor forward_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past);
   std::string name() const override { return "TransformerBlock"; }
+  std::shared_ptr<Module> fresh() const override;
 
   std::shared_ptr<LayerNorm> ln1, ln2;
   std::shared_ptr<MultiHeadSelfAttention> attn;
@@ -93,6 +97,7 @@ class TransformerBlock : public Module {
   std::shared_ptr<Dropout> drop;
 
  private:
+  TransformerBlockOptions options_;
   /// x + drop(a), then the MLP half with its residual: the block after its attention output a.
   Tensor residuals(const Tensor& x, const Tensor& a);
 };

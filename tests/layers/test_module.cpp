@@ -1,5 +1,6 @@
 #include "../support.h"
 
+#include <qkv/layers/gpt2.h>
 #include <qkv/layers/models.h>
 
 using namespace qkv;
@@ -97,4 +98,104 @@ TEST_CASE("registration mistakes") {
   CHECK_ERROR(b.twice(), "register_parameter: 'w' is already registered");
   CHECK_ERROR(b.dotted(), "name 'a.b' must be non-empty and contain no '.'");
   CHECK_ERROR(b.forward(Tensor::ones({1})), "Bad: this module does not take a single tensor input");
+}
+
+namespace {
+// A running mean (a float buffer) and a step count (an int64 buffer) beside one weight, as a BatchNorm keeps them.
+struct Tracked : Module {
+  Tracked() {
+    fc = register_module("fc", std::make_shared<Linear>(2, 2));
+    running = register_buffer("running", Tensor::zeros({2}));
+    count = register_buffer("count", Tensor::zeros({1}, kInt64));
+  }
+  std::string name() const override { return "Tracked"; }
+  std::shared_ptr<Module> fresh() const override { return std::make_shared<Tracked>(); }
+  std::shared_ptr<Linear> fc;
+  Tensor running, count;
+};
+std::vector<std::string> names(const std::vector<std::pair<std::string, Tensor>>& list) {
+  std::vector<std::string> out;
+  for (const auto& [n, t] : list) out.push_back(n);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("buffers: in state_dict (torch's order), moved by to(), never trained") {
+  Tracked m;
+  CHECK(names(m.named_parameters()) == std::vector<std::string>{"fc.weight", "fc.bias"});
+  CHECK(names(m.named_buffers()) == std::vector<std::string>{"running", "count"});
+  CHECK(names(m.state_dict()) == std::vector<std::string>{"running", "count", "fc.weight", "fc.bias"});
+  CHECK_FALSE(m.running.requires_grad());
+  m.to(kFloat64);
+  CHECK(m.running.dtype() == kFloat64);
+  CHECK(m.count.dtype() == kInt64);  // integer buffers keep their dtype, as torch's
+  CHECK(m.fc->weight.dtype() == kFloat64);
+  struct Clash : Module {
+    std::string name() const override { return "Clash"; }
+    void twice() {
+      register_parameter("w", Tensor::ones({1}));
+      register_buffer("w", Tensor::ones({1}));
+    }
+    void undefined() { register_buffer("u", Tensor()); }
+  };
+  Clash c;
+  CHECK_ERROR(c.twice(), "register_buffer: 'w' is already registered");
+  CHECK_ERROR(c.undefined(), "register_buffer: buffer 'u' is an undefined tensor");
+}
+
+TEST_CASE("clone: a deep copy of values, dtypes, ties and modes that shares nothing") {
+  Generator gen(3);
+  auto model = build_model({.kind = "gpt2", .vocab_size = 11, .seq_len = 6, .d_model = 8, .heads = 2, .layers = 2,
+                            .causal = true, .tie_embeddings = true}, gen);
+  model->eval();
+  auto copy = clone(*model);  // std::shared_ptr<LanguageModel>
+  CHECK(dynamic_cast<GPT2*>(copy.get()) != nullptr);
+  CHECK_FALSE(copy->is_training());
+  const auto a = model->state_dict(), b = copy->state_dict();
+  REQUIRE(a.size() == b.size());
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    CHECK(a[i].first == b[i].first);
+    CHECK(a[i].second.to_vector() == b[i].second.to_vector());
+    CHECK(a[i].second.impl() != b[i].second.impl());
+  }
+  const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4}, {1, 4});
+  CHECK(copy->logits(ids).to_vector() == model->logits(ids).to_vector());
+  // Tied: the clone's head is its own wte (one tensor), not the original's.
+  auto* g = dynamic_cast<GPT2*>(copy.get());
+  CHECK(g->lm_head == nullptr);
+  CHECK(copy->num_parameters() == model->num_parameters());
+  // Changing the original leaves the copy alone (an EMA target keeps its own values).
+  const auto before = copy->parameters()[0].to_vector();
+  model->parameters()[0].copy_(Tensor::zeros(model->parameters()[0].shape()));
+  CHECK(copy->parameters()[0].to_vector() == before);
+  // Buffers and a user module with fresh(); float64 stays float64.
+  Tracked t;
+  t.running.copy_(Tensor::from({0.5, -2.0}));
+  t.to(kFloat64);
+  auto tc = clone(t);
+  CHECK(tc->running.dtype() == kFloat64);
+  CHECK(tc->running.to_vector() == t.running.to_vector());
+  CHECK(tc->fc->weight.to_vector() == t.fc->weight.to_vector());
+  // A module without fresh() says what to do.
+  Pair p;
+  CHECK_ERROR(p.clone(), "Pair: clone() needs fresh() (a new Pair of the same structure): override it");
+}
+
+TEST_CASE("clone of every built-in layer keeps its structure") {
+  Generator gen(1);
+  const std::vector<std::shared_ptr<Module>> layers = {
+      std::make_shared<Linear>(3, 2, false, gen), std::make_shared<Embedding>(5, 3, gen),
+      std::make_shared<LayerNorm>(LayerNormOptions{.d = 4, .eps = 1e-6, .bias = false}), std::make_shared<Dropout>(0.3, gen),
+      std::make_shared<MLP>(4, 8, gen), std::make_shared<SelfAttention>(SelfAttentionOptions{.d_model = 4, .d_k = 2}, gen),
+      std::make_shared<MultiHeadSelfAttention>(MultiHeadSelfAttentionOptions{.d_model = 4, .heads = 2}, gen),
+      std::make_shared<TransformerBlock>(TransformerBlockOptions{.d_model = 4, .heads = 2}, gen),
+      std::make_shared<Sequential>(std::vector<std::shared_ptr<Module>>{std::make_shared<Linear>(2, 2, true, gen)})};
+  for (const auto& m : layers) {
+    INFO(m->name());
+    const auto c = m->clone();
+    CHECK(c->name() == m->name());
+    CHECK(names(c->state_dict()) == names(m->state_dict()));
+    for (std::size_t i = 0; i < c->state_dict().size(); ++i)
+      CHECK(c->state_dict()[i].second.to_vector() == m->state_dict()[i].second.to_vector());
+  }
 }

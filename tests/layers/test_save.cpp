@@ -38,3 +38,33 @@ TEST_CASE("module save and strict load by name") {
     if (name == "head.weight") t = Tensor::zeros(t.shape(), kInt64);
   CHECK_ERROR(load(*n, f, "crafted", true), "int64 tensors where float weights belong: head.weight");
 }
+
+namespace {
+struct WithBuffers : Module {
+  WithBuffers() {
+    w = register_parameter("w", Tensor::zeros({2}));
+    mean = register_buffer("mean", Tensor::zeros({2}));
+    seen = register_buffer("seen", Tensor::zeros({1}, kInt64));
+  }
+  std::string name() const override { return "WithBuffers"; }
+  Tensor w, mean, seen;
+};
+}  // namespace
+
+TEST_CASE("buffers are saved and loaded with the parameters; an integer/float swap is named") {
+  WithBuffers a;
+  a.w.copy_(Tensor::from({1.0, 2.0}));
+  a.mean.copy_(Tensor::from({0.25, -4.0}));
+  a.seen.copy_(Tensor::from(std::vector<std::int64_t>{7}, {1}));
+  const std::string path = tmp_path("buffers.safetensors");
+  save(a, path);
+  WithBuffers b;
+  load(b, path);
+  CHECK(b.w.to_vector() == a.w.to_vector());
+  CHECK(b.mean.to_vector() == a.mean.to_vector());
+  CHECK(b.seen.to_vector() == a.seen.to_vector());
+  auto f = read_safetensors(path);
+  for (auto& [name, t] : f.tensors)
+    if (name == "seen") t = Tensor::zeros(t.shape());
+  CHECK_ERROR(load(b, f, "crafted", true), "float tensors where int64 buffers belong: seen");
+}
