@@ -40,6 +40,9 @@ struct Node {
   std::vector<Edge> next;
   BackwardFn backward;
   std::vector<SavedVersion> saved;  // checked before backward runs
+  std::vector<std::pair<std::uint64_t, GradHook>> hooks;  // on the output's gradient (Tensor::register_hook)
+  std::weak_ptr<TensorImpl> retain;                       // the output, when it retains its gradient
+  std::string failed_in;  // set on every node of a graph whose backward threw: the op whose backward threw
   // State of one backward sweep.
   Tensor grad;
   std::uint64_t epoch = 0;
@@ -99,6 +102,31 @@ class LeafGradHook {
   std::function<void(const Tensor&)> on_ready_;
   const std::function<void(const Tensor&)>* prev_;
 };
+
+/// Gradients of `outputs` with respect to `inputs`, without touching any .grad() (torch.autograd.grad): one per
+/// input, in order. `grad_outputs` gives each output's gradient (empty: ones, for one-element outputs). Inputs may
+/// be leaves or computed tensors (the gradient flowing into that tensor, after its hooks). Only the part of the
+/// graph between them runs; the graph is freed unless `retain_graph`. An input the outputs do not depend on is an
+/// error unless `allow_unused` (then its gradient is an undefined Tensor). The result records no graph (torch's
+/// create_graph = false: no gradients of gradients).
+std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                         const std::vector<Tensor>& grad_outputs = {}, bool retain_graph = false,
+                         bool allow_unused = false);
+
+/// While alive, every backward checks each gradient a node's backward returns: a NaN or infinity is an error naming
+/// the op whose backward produced it and the input it was for (torch.autograd.detect_anomaly). Costs a pass over
+/// every gradient; off by default. Per thread; nests.
+class DetectAnomalyGuard {
+ public:
+  DetectAnomalyGuard();
+  ~DetectAnomalyGuard();
+  DetectAnomalyGuard(const DetectAnomalyGuard&) = delete;
+  DetectAnomalyGuard& operator=(const DetectAnomalyGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+bool anomaly_detection_enabled();
 
 /// Op timing for profiles (`qkv bench --profile`). While on, each recorded op's forward time (the time since the
 /// previous record or profile_mark(), so a step's forward should start with a mark) and each backward node's time

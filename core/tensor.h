@@ -6,15 +6,36 @@
 #include "qkv/core/shape.h"
 
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qkv {
 
 struct Node;
 struct TensorImpl;
+class Tensor;
+
+/// A gradient hook (Tensor::register_hook): sees the gradient and returns a replacement, or an undefined Tensor to
+/// keep it.
+using GradHook = std::function<Tensor(const Tensor& grad)>;
+
+/// Removes the hook it was returned for (Tensor::register_hook, Module::register_forward_hook); removing twice, or
+/// after the tensor or module is gone, does nothing. Letting the handle go keeps the hook.
+class HookHandle {
+ public:
+  HookHandle() = default;
+  explicit HookHandle(std::function<void()> remove) : remove_(std::move(remove)) {}
+  void remove() {
+    if (remove_) std::exchange(remove_, nullptr)();
+  }
+
+ private:
+  std::function<void()> remove_;
+};
 
 class Tensor {
  public:
@@ -97,6 +118,14 @@ class Tensor {
   /// Reverse-mode sweep from this tensor. `grad` defaults to 1 for scalars and is required otherwise.
   /// The graph is freed unless retain_graph is set.
   void backward(const Tensor& grad = {}, bool retain_graph = false) const;
+  /// Runs `hook` on this tensor's gradient each time a backward (or grad()) computes it, before it is used: for a
+  /// leaf before it is added to .grad(), for a computed tensor before it flows on to its inputs. The hook may
+  /// return a replacement of the same shape and dtype (or an undefined Tensor to keep the gradient). Hooks run in
+  /// the order registered; the tensor must require grad. As torch's Tensor.register_hook.
+  HookHandle register_hook(GradHook hook) const;
+  /// Keeps a computed tensor's gradient in .grad() after backward (summed over backwards, as a leaf's), after its
+  /// hooks have run; a no-op for a leaf. As torch's retain_grad().
+  void retain_grad() const;
   /// Same storage, cut from the graph.
   Tensor detach() const;
   /// The node that produced this tensor, or null for leaves.
@@ -138,6 +167,7 @@ struct TensorImpl {
   bool requires_grad = false;     // set on leaves by the user
   Tensor grad;                    // accumulated gradient of a leaf
   std::shared_ptr<Node> grad_fn;  // producer of a non-leaf
+  std::vector<std::pair<std::uint64_t, GradHook>> hooks;  // a leaf's gradient hooks (a non-leaf's are on its node)
 };
 
 inline const Shape& Tensor::shape() const { return defined_for("Tensor::shape").shape; }

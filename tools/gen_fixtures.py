@@ -389,6 +389,35 @@ def optim_sometimes_fixture():
             "init": {n: t2j(p) for n, p in init.items()}, "runs": runs}
 
 
+def autograd_fixture():
+    """Tensor hooks, retain_grad and torch.autograd.grad on one small graph: x (3, 4) and w (4, 2) are leaves,
+    h = tanh(x @ w), y = sum(h * h) + 0.5 * sum(x * x) (x reaches y by two paths)."""
+    x, w = rnd(3, 4), rnd(4, 2)
+
+    def graph(xl, wl):
+        h = torch.tanh(xl @ wl)
+        return h, (h * h).sum() + 0.5 * (xl * xl).sum()
+
+    # Hooks: h's gradient doubled, x's squared (it sees the sum over both paths, once); h retains its gradient,
+    # registered after its hook, so it holds the doubled one.
+    xl, wl = x.clone().requires_grad_(), w.clone().requires_grad_()
+    h, y = graph(xl, wl)
+    h.register_hook(lambda g: g * 2)
+    h.retain_grad()
+    xl.register_hook(lambda g: g * g)
+    y.backward()
+    hooks = {"x_grad": t2j(xl.grad), "w_grad": t2j(wl.grad), "h_grad": t2j(h.grad)}
+    # autograd.grad: d y / d (h, x, w), and d h / d x against a cotangent.
+    xl, wl = x.clone().requires_grad_(), w.clone().requires_grad_()
+    h, y = graph(xl, wl)
+    dh, dx, dw = torch.autograd.grad([y], [h, xl, wl], retain_graph=True)
+    cot = torch.randn(3, 2, dtype=torch.float64)
+    (dx_cot,) = torch.autograd.grad([h], [xl], [cot])
+    return {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, "x": t2j(x), "w": t2j(w),
+            "hooks": hooks, "grad": {"h": t2j(dh), "x": t2j(dx), "w": t2j(dw)},
+            "cotangent": t2j(cot), "grad_h_x": t2j(dx_cot)}
+
+
 def write(name, cases):
     payload = {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, "cases": cases}
     with open(os.path.join(OUT, name + ".json"), "w") as f:
@@ -408,6 +437,9 @@ def main():
     with open(os.path.join(OUT, "optim_sometimes.json"), "w") as f:
         json.dump(optim_sometimes_fixture(), f, separators=(",", ":"))
     print("wrote tests/fixtures/optim_sometimes.json")
+    with open(os.path.join(OUT, "autograd.json"), "w") as f:
+        json.dump(autograd_fixture(), f, separators=(",", ":"))
+    print("wrote tests/fixtures/autograd.json")
 
 
 if __name__ == "__main__":
