@@ -20,11 +20,12 @@ endif()
 foreach(folder IN LISTS QKV_FOLDERS)
   if(EXISTS ${PROJECT_SOURCE_DIR}/${folder})
     install(DIRECTORY ${folder}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/qkv/${folder}
-            FILES_MATCHING PATTERN "*.h" PATTERN "ops/kernel.h" EXCLUDE PATTERN "dist/detail.h" EXCLUDE
+            FILES_MATCHING PATTERN "*.h" PATTERN "ops/kernel.h" EXCLUDE PATTERN "autograd_detail.h" EXCLUDE PATTERN "dist/detail.h" EXCLUDE
             PATTERN "cli/commands.h" EXCLUDE PATTERN "run/config_keys.h" EXCLUDE
             PATTERN "datasets/detail.h" EXCLUDE)
   endif()
 endforeach()
+install(FILES qkv.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/qkv)  # the umbrella header, <qkv/qkv.h>
 configure_package_config_file(cmake/qkvConfig.cmake.in ${PROJECT_BINARY_DIR}/qkvConfig.cmake
                               INSTALL_DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/qkv)
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/qkvConfigVersion.cmake COMPATIBILITY SameMinorVersion)

@@ -3,6 +3,7 @@
 // qkv::InternalError naming file and line (never abort: a library must not kill its host process).
 #include <fmt/format.h>
 
+#include <new>
 #include <stdexcept>
 #include <string>
 
@@ -21,6 +22,17 @@ class WriteError : public Error {
   using Error::Error;
 };
 
+/// Memory ran out: a std::bad_alloc (what callers already catch) whose message names the op that asked and the
+/// bytes, e.g. "out of memory: `matmul` asked for 68719476736 bytes (68.7 GB)".
+class OutOfMemoryError : public std::bad_alloc {
+ public:
+  explicit OutOfMemoryError(std::string message) : message_(std::move(message)) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+
+ private:
+  std::string message_;
+};
+
 /// A bug in qkv itself (an invariant that should always hold did not).
 class InternalError : public std::logic_error {
  public:
@@ -35,6 +47,10 @@ template <class... Args>
 
 namespace detail {
 [[noreturn]] void assert_fail(const char* cond, const char* file, int line);
+/// The op running on this thread (set by the ops and by backward for each node; null outside them), and whether it
+/// is that op's backward: what an out-of-memory error names.
+extern thread_local const char* g_current_op;
+extern thread_local bool g_in_backward;
 }
 
 }  // namespace qkv

@@ -82,7 +82,17 @@ std::shared_ptr<Storage> allocate(std::size_t bytes) {
   const std::size_t rounded = rounded_bytes(bytes);
   void* p = rounded >= BlockCache::kMinBytes ? block_cache().take(rounded) : nullptr;
   if (p == nullptr) p = std::aligned_alloc(64, rounded);
-  if (p == nullptr) throw std::bad_alloc();
+  if (p == nullptr) {  // the blocks kept for reuse may be what is missing: give them back and try once more
+    release_cached_memory();
+    p = std::aligned_alloc(64, rounded);
+  }
+  if (p == nullptr) {
+    const char* op = detail::g_current_op;
+    throw OutOfMemoryError(fmt::format("out of memory: {} asked for {} bytes ({:.1f} GB)",
+                                       op == nullptr ? std::string("a new tensor")
+                                                     : fmt::format("`{}`{}", op, detail::g_in_backward ? "'s backward" : ""),
+                                       bytes, static_cast<double>(bytes) / 1e9));
+  }
   return std::make_shared<Storage>(p, rounded);
 }
 

@@ -49,17 +49,21 @@ SelfAttention::SelfAttention(SelfAttentionOptions options, Generator& gen) : opt
   w_v = register_module("w_v", std::make_shared<Linear>(options_.d_model, options_.d_v, options_.bias, gen));
 }
 
-AttentionResult SelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
-  // x is (B, T, D); q, k are (B, T, d_k); v is (B, T, d_v); the padding mask (B, T) becomes (B, 1, T)
-  check_input("SelfAttention", x, options_.d_model, key_padding_mask, w_q->weight);
-  auto [out, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), 1, options_.d_k, options_.d_v,
-                                         options_.causal, key_padding_mask, need_weights);
-  return {out, need_weights ? reshape(weights, {x.size(0), x.size(1), x.size(1)}) : Tensor()};
+AttentionResult SelfAttention::attend(const Tensor& x_in, const Tensor& key_padding_mask, bool need_weights) {
+  return hooked(x_in, [&](const Tensor& x) -> AttentionResult {
+    // x is (B, T, D); q, k are (B, T, d_k); v is (B, T, d_v); the padding mask (B, T) becomes (B, 1, T)
+    check_input("SelfAttention", x, options_.d_model, key_padding_mask, w_q->weight);
+    auto [out, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), 1, options_.d_k, options_.d_v,
+                                           options_.causal, key_padding_mask, need_weights);
+    return {out, need_weights ? reshape(weights, {x.size(0), x.size(1), x.size(1)}) : Tensor()};
+  });
 }
 
-Tensor SelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
-  check_cached("SelfAttention", options_.causal, x, options_.d_model, w_q->weight);
-  return attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, 1, options_.d_k, options_.d_v);
+Tensor SelfAttention::attend_cached(const Tensor& x_in, KVCacheLayer& cache, std::int64_t past) {
+  return hooked(x_in, [&](const Tensor& x) -> Tensor {
+    check_cached("SelfAttention", options_.causal, x, options_.d_model, w_q->weight);
+    return attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, 1, options_.d_k, options_.d_v);
+  });
 }
 
 void check_heads(const char* who, std::int64_t d_model, std::int64_t heads) {
@@ -75,20 +79,24 @@ MultiHeadSelfAttention::MultiHeadSelfAttention(MultiHeadSelfAttentionOptions o, 
   w_o = register_module("w_o", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));
 }
 
-AttentionResult MultiHeadSelfAttention::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
-  // x is (B, T, D); per head (B, H, T, D/H); the padding mask (B, T) becomes (B, 1, 1, T)
-  check_input("MultiHeadSelfAttention", x, options_.d_model, key_padding_mask, w_q->weight);
-  const std::int64_t hd = options_.d_model / options_.heads;
-  auto [merged, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), options_.heads, hd, hd,
-                                            options_.causal, key_padding_mask, need_weights);
-  return {w_o->forward(merged), weights};
+AttentionResult MultiHeadSelfAttention::attend(const Tensor& x_in, const Tensor& key_padding_mask, bool need_weights) {
+  return hooked(x_in, [&](const Tensor& x) -> AttentionResult {
+    // x is (B, T, D); per head (B, H, T, D/H); the padding mask (B, T) becomes (B, 1, 1, T)
+    check_input("MultiHeadSelfAttention", x, options_.d_model, key_padding_mask, w_q->weight);
+    const std::int64_t hd = options_.d_model / options_.heads;
+    auto [merged, weights] = attention_packed(project_qkv(x, *w_q, *w_k, *w_v), options_.heads, hd, hd,
+                                              options_.causal, key_padding_mask, need_weights);
+    return {(*w_o)(merged), weights};
+  });
 }
 
-Tensor MultiHeadSelfAttention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
-  check_cached("MultiHeadSelfAttention", options_.causal, x, options_.d_model, w_q->weight);
-  const std::int64_t hd = options_.d_model / options_.heads;
-  return w_o->forward(
-      attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, options_.heads, hd, hd));
+Tensor MultiHeadSelfAttention::attend_cached(const Tensor& x_in, KVCacheLayer& cache, std::int64_t past) {
+  return hooked(x_in, [&](const Tensor& x) -> Tensor {
+    check_cached("MultiHeadSelfAttention", options_.causal, x, options_.d_model, w_q->weight);
+    const std::int64_t hd = options_.d_model / options_.heads;
+    return (*w_o)(
+        attention_cached(project_qkv(x, *w_q, *w_k, *w_v), cache.k, cache.v, past, options_.heads, hd, hd));
+  });
 }
 
 std::shared_ptr<Module> SelfAttention::fresh() const {

@@ -32,20 +32,24 @@ GPT2Attention::GPT2Attention(const GPT2BlockOptions& o, Generator& gen) : d_(o.d
   c_proj = register_module("c_proj", std::make_shared<Linear>(o.d_model, o.d_model, o.bias, gen));
 }
 
-AttentionResult GPT2Attention::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
-  QKV_CHECK(x.dim() == 3 && x.size(2) == d_, "GPT2Attention: expected input (B, T, {}), got shape {}", d_,
-            x.shape().str());
-  const std::int64_t hd = d_ / heads_;
-  auto [merged, weights] =
-      attention_packed(c_attn->forward(x), heads_, hd, hd, /*causal=*/true, key_padding_mask, need_weights);
-  return {c_proj->forward(merged), weights};
+AttentionResult GPT2Attention::attend(const Tensor& x_in, const Tensor& key_padding_mask, bool need_weights) {
+  return hooked(x_in, [&](const Tensor& x) -> AttentionResult {
+    QKV_CHECK(x.dim() == 3 && x.size(2) == d_, "GPT2Attention: expected input (B, T, {}), got shape {}", d_,
+              x.shape().str());
+    const std::int64_t hd = d_ / heads_;
+    auto [merged, weights] =
+        attention_packed((*c_attn)(x), heads_, hd, hd, /*causal=*/true, key_padding_mask, need_weights);
+    return {(*c_proj)(merged), weights};
+  });
 }
 
-Tensor GPT2Attention::attend_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
-  QKV_CHECK(x.dim() == 3 && x.size(2) == d_, "GPT2Attention: expected input (B, n, {}), got shape {}", d_,
-            x.shape().str());
-  const std::int64_t hd = d_ / heads_;
-  return c_proj->forward(attention_cached(c_attn->forward(x), cache.k, cache.v, past, heads_, hd, hd));
+Tensor GPT2Attention::attend_cached(const Tensor& x_in, KVCacheLayer& cache, std::int64_t past) {
+  return hooked(x_in, [&](const Tensor& x) -> Tensor {
+    QKV_CHECK(x.dim() == 3 && x.size(2) == d_, "GPT2Attention: expected input (B, n, {}), got shape {}", d_,
+              x.shape().str());
+    const std::int64_t hd = d_ / heads_;
+    return (*c_proj)(attention_cached((*c_attn)(x), cache.k, cache.v, past, heads_, hd, hd));
+  });
 }
 
 GPT2MLP::GPT2MLP(const GPT2BlockOptions& o, Generator& gen) {
@@ -54,7 +58,7 @@ GPT2MLP::GPT2MLP(const GPT2BlockOptions& o, Generator& gen) {
   c_proj = register_module("c_proj", std::make_shared<Linear>(d_ff, o.d_model, o.bias, gen));
 }
 
-Tensor GPT2MLP::forward(const Tensor& x) { return c_proj->forward(gelu(c_fc->forward(x), /*approximate=*/true)); }
+Tensor GPT2MLP::forward(const Tensor& x) { return (*c_proj)(gelu((*c_fc)(x), /*approximate=*/true)); }
 
 GPT2Block::GPT2Block(const GPT2BlockOptions& o, Generator& gen) {
   ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(LayerNormOptions{o.d_model, o.eps, o.bias}));
@@ -64,18 +68,22 @@ GPT2Block::GPT2Block(const GPT2BlockOptions& o, Generator& gen) {
   drop = register_module("drop", std::make_shared<Dropout>(o.dropout, gen));
 }
 
-AttentionResult GPT2Block::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
-  auto [a, weights] = attn->attend(ln_1->forward(x), key_padding_mask, need_weights);
-  return {residuals(x, a), weights};
+AttentionResult GPT2Block::attend(const Tensor& x_in, const Tensor& key_padding_mask, bool need_weights) {
+  return hooked(x_in, [&](const Tensor& x) -> AttentionResult {
+    auto [a, weights] = attn->attend((*ln_1)(x), key_padding_mask, need_weights);
+    return {residuals(x, a), weights};
+  });
 }
 
-Tensor GPT2Block::forward_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
-  return residuals(x, attn->attend_cached(ln_1->forward(x), cache, past));
+Tensor GPT2Block::forward_cached(const Tensor& x_in, KVCacheLayer& cache, std::int64_t past) {
+  return hooked(x_in, [&](const Tensor& x) -> Tensor {
+    return residuals(x, attn->attend_cached((*ln_1)(x), cache, past));
+  });
 }
 
 Tensor GPT2Block::residuals(const Tensor& x, const Tensor& a) {
-  const Tensor h = x + drop->forward(a);
-  return h + drop->forward(mlp->forward(ln_2->forward(h)));
+  const Tensor h = x + (*drop)(a);
+  return h + (*drop)((*mlp)((*ln_2)(h)));
 }
 
 GPT2::GPT2(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
@@ -106,12 +114,12 @@ GPT2::GPT2(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
 }
 
 Tensor GPT2::head(const Tensor& h) const {
-  return linear(transformer->ln_f->forward(h), lm_head ? lm_head->weight : transformer->wte->weight);
+  return linear((*transformer->ln_f)(h), lm_head ? lm_head->weight : transformer->wte->weight);
 }
 
 AttentionResult GPT2::attend(const Tensor& ids, const Tensor& key_padding_mask, bool need_weights) {
   const auto& t = *transformer;
-  auto [h, weights] = attend_blocks(*t.h, t.drop->forward(embed(*t.wte, *t.wpe, ids)), key_padding_mask, need_weights);
+  auto [h, weights] = attend_blocks(*t.h, (*t.drop)(embed(*t.wte, *t.wpe, ids)), key_padding_mask, need_weights);
   return {head(h), weights};  // weights (L, B, H, T, T)
 }
 

@@ -21,7 +21,7 @@ Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids, s
               "{}: token id {} at (batch {}, position {}) is out of range for vocab_size = {}", name(), p[i], i / t,
               i % t, config_.vocab_size);
   const Tensor positions = Tensor::arange(double(start), double(start + t), 1.0, kInt64);
-  return tok.forward(ids) + pos.forward(positions);
+  return tok(ids) + pos(positions);
 }
 
 Tensor LanguageModel::logits_cached(const Tensor&, KVCache&) {
@@ -98,11 +98,11 @@ SeedModel::SeedModel(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
 AttentionResult SeedModel::attend(const Tensor& ids, const Tensor& key_padding_mask, bool need_weights) {
   auto [out, weights] = attn->attend(embed(*tok_emb, *pos_emb, ids), key_padding_mask, need_weights);
   // (1, B, 1, T, T): one layer, one head
-  return {head->forward(out), need_weights ? unsqueeze(unsqueeze(weights, 1), 0) : Tensor()};
+  return {(*head)(out), need_weights ? unsqueeze(unsqueeze(weights, 1), 0) : Tensor()};
 }
 
 Tensor SeedModel::logits_cached(const Tensor& ids, KVCache& cache) {
-  return head->forward(attn->attend_cached(embed(*tok_emb, *pos_emb, ids, cache.length), cache.layers[0], cache.length));
+  return (*head)(attn->attend_cached(embed(*tok_emb, *pos_emb, ids, cache.length), cache.layers[0], cache.length));
 }
 
 std::vector<std::pair<std::int64_t, std::int64_t>> SeedModel::cache_widths() const {
@@ -129,12 +129,12 @@ Transformer::Transformer(const ModelConfig& c, Generator& gen) : LanguageModel(c
 
 AttentionResult Transformer::attend(const Tensor& ids, const Tensor& key_padding_mask, bool need_weights) {
   auto [h, weights] = attend_blocks(*blocks, embed(*tok_emb, *pos_emb, ids), key_padding_mask, need_weights);
-  return {head->forward(ln_f->forward(h)), weights};  // weights (L, B, H, T, T)
+  return {(*head)((*ln_f)(h)), weights};  // weights (L, B, H, T, T)
 }
 
 Tensor Transformer::logits_cached(const Tensor& ids, KVCache& cache) {
   const Tensor h = forward_blocks_cached(*blocks, embed(*tok_emb, *pos_emb, ids, cache.length), cache);
-  return head->forward(ln_f->forward(h));
+  return (*head)((*ln_f)(h));
 }
 
 std::vector<std::pair<std::int64_t, std::int64_t>> Transformer::cache_widths() const { return model_wide_cache(); }

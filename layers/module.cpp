@@ -111,6 +111,47 @@ std::string Module::summary() const {
 }
 
 namespace {
+std::uint64_t g_next_hook = 0;
+
+template <class List>
+HookHandle remover(const std::shared_ptr<void>& owner, List* list, std::uint64_t id) {
+  return HookHandle([w = std::weak_ptr<void>(owner), list, id] {
+    if (const auto alive = w.lock()) std::erase_if(*list, [id](const auto& h) { return h.first == id; });
+  });
+}
+}  // namespace
+
+HookHandle Module::register_forward_pre_hook(ForwardPreHook hook) {
+  QKV_CHECK(hook != nullptr, "{}.register_forward_pre_hook: the hook is empty", name());
+  if (!hooks_) hooks_ = std::make_shared<Hooks>();
+  hooks_->pre.emplace_back(++g_next_hook, std::move(hook));
+  return remover(hooks_, &hooks_->pre, g_next_hook);
+}
+
+HookHandle Module::register_forward_hook(ForwardHook hook) {
+  QKV_CHECK(hook != nullptr, "{}.register_forward_hook: the hook is empty", name());
+  if (!hooks_) hooks_ = std::make_shared<Hooks>();
+  hooks_->post.emplace_back(++g_next_hook, std::move(hook));
+  return remover(hooks_, &hooks_->post, g_next_hook);
+}
+
+Tensor Module::run_pre_hooks(const Tensor& x) {
+  Tensor in = x;
+  const auto list = hooks_->pre;  // a copy: a hook may remove itself
+  for (const auto& [id, hook] : list)
+    if (Tensor r = hook(*this, in); r.defined()) in = std::move(r);
+  return in;
+}
+
+Tensor Module::run_forward_hooks(const Tensor& x, const Tensor& out) {
+  Tensor result = out;
+  const auto list = hooks_->post;
+  for (const auto& [id, hook] : list)
+    if (Tensor r = hook(*this, x, result); r.defined()) result = std::move(r);
+  return result;
+}
+
+namespace {
 // Makes `to` hold a copy of `from`'s values and dtype, keeping the handle (and so every layer's reference to it).
 void assign_copy(Tensor to, const Tensor& from) {
   const Tensor copy = from.detach().clone();
@@ -161,7 +202,7 @@ void Sequential::push_back(std::shared_ptr<Module> m) { register_module(std::to_
 
 Tensor Sequential::forward(const Tensor& x) {
   Tensor h = x;
-  for (auto& [n, c] : named_children()) h = c->forward(h);
+  for (auto& [n, c] : named_children()) h = (*c)(h);
   return h;
 }
 

@@ -4,12 +4,20 @@
 #include <qkv/core/tensor.h>
 
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <type_traits>
 #include <string>
 #include <utility>
 #include <vector>
 
 namespace qkv {
+
+class Module;
+/// Runs before a module's forward with its input; returns a replacement input, or an undefined Tensor to keep it.
+using ForwardPreHook = std::function<Tensor(Module& module, const Tensor& input)>;
+/// Runs after a module's forward with its input and output; returns a replacement output, or an undefined Tensor.
+using ForwardHook = std::function<Tensor(Module& module, const Tensor& input, const Tensor& output)>;
 
 class Module {
  public:
@@ -20,6 +28,16 @@ class Module {
 
   /// Single-input forward, for modules that take one tensor (what Sequential calls).
   virtual Tensor forward(const Tensor& x);
+  /// forward(x) with the module's hooks, as torch's module(x): what the built-in modules call on their children.
+  Tensor operator()(const Tensor& x) {
+    return hooked(x, [this](const Tensor& in) { return forward(in); });
+  }
+  /// Hooks around every call of this module (forward through operator(), and the attention modules' and blocks'
+  /// attend, attend_cached and forward_cached, whose main input and output they see; for attend, the output is
+  /// .out), in the order registered; each may replace what it sees. torch's register_forward_pre_hook and
+  /// register_forward_hook. A module calling itself (forward -> attend) runs them once.
+  HookHandle register_forward_pre_hook(ForwardPreHook hook);
+  HookHandle register_forward_hook(ForwardHook hook);
   /// The type name shown in summaries ("Linear", "SelfAttention", ...).
   virtual std::string name() const = 0;
 
@@ -66,6 +84,22 @@ class Module {
  protected:
   /// Registers a leaf tensor as a parameter (it is marked requires_grad) and returns it.
   Tensor register_parameter(const std::string& name, Tensor t);
+  /// Runs body(x) between this module's hooks (the pre-hooks may replace x, the forward hooks the output, a
+  /// Tensor or an AttentionResult's .out). The built-in modules wrap their entry points in it.
+  template <class F>
+  auto hooked(const Tensor& x, F&& body) -> decltype(body(x)) {
+    if (hooks_ == nullptr || hooks_->empty() || in_hooks_) return body(x);
+    in_hooks_ = true;
+    struct Reset {
+      bool& flag;
+      ~Reset() { flag = false; }
+    } reset{in_hooks_};
+    const Tensor in = run_pre_hooks(x);
+    auto out = body(in);
+    if constexpr (std::is_same_v<decltype(out), Tensor>) out = run_forward_hooks(in, out);
+    else out.out = run_forward_hooks(in, out.out);
+    return out;
+  }
   /// Registers a buffer: saved and loaded with the parameters and converted by to(), never given to an optimizer
   /// (it is marked requires_grad = false). Returns it.
   Tensor register_buffer(const std::string& name, Tensor t);
@@ -83,6 +117,16 @@ class Module {
   std::vector<std::pair<std::string, Tensor>> collect_unique(Collect what) const;
   void check_new_name(const char* who, const std::string& name) const;
   void copy_modes(const Module& from);  // training flags, module by module
+  Tensor run_pre_hooks(const Tensor& x);
+  Tensor run_forward_hooks(const Tensor& x, const Tensor& out);
+
+  struct Hooks {
+    std::vector<std::pair<std::uint64_t, ForwardPreHook>> pre;
+    std::vector<std::pair<std::uint64_t, ForwardHook>> post;
+    bool empty() const { return pre.empty() && post.empty(); }
+  };
+  std::shared_ptr<Hooks> hooks_;  // shared with the handles (weakly), created on the first registration
+  bool in_hooks_ = false;
 
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;

@@ -50,7 +50,7 @@ MLP::MLP(MLPOptions o, Generator& gen) {
   fc2 = register_module("fc2", std::make_shared<Linear>(o.d_ff, o.d, true, gen));
 }
 
-Tensor MLP::forward(const Tensor& x) { return fc2->forward(gelu(fc1->forward(x))); }
+Tensor MLP::forward(const Tensor& x) { return (*fc2)(gelu((*fc1)(x))); }
 
 TransformerBlock::TransformerBlock(TransformerBlockOptions o, Generator& gen) : options_(o) {
   const std::int64_t d_ff = o.d_ff == 0 ? 4 * o.d_model : o.d_ff;
@@ -66,18 +66,22 @@ TransformerBlock::TransformerBlock(TransformerBlockOptions o, Generator& gen) : 
   drop = register_module("drop", std::make_shared<Dropout>(o.dropout, gen));
 }
 
-AttentionResult TransformerBlock::attend(const Tensor& x, const Tensor& key_padding_mask, bool need_weights) {
-  auto [a, weights] = attn->attend(ln1->forward(x), key_padding_mask, need_weights);
-  return {residuals(x, a), weights};
+AttentionResult TransformerBlock::attend(const Tensor& x_in, const Tensor& key_padding_mask, bool need_weights) {
+  return hooked(x_in, [&](const Tensor& x) -> AttentionResult {
+    auto [a, weights] = attn->attend((*ln1)(x), key_padding_mask, need_weights);
+    return {residuals(x, a), weights};
+  });
 }
 
 Tensor TransformerBlock::residuals(const Tensor& x, const Tensor& a) {
-  const Tensor h = x + drop->forward(a);
-  return h + drop->forward(mlp->forward(ln2->forward(h)));
+  const Tensor h = x + (*drop)(a);
+  return h + (*drop)((*mlp)((*ln2)(h)));
 }
 
-Tensor TransformerBlock::forward_cached(const Tensor& x, KVCacheLayer& cache, std::int64_t past) {
-  return residuals(x, attn->attend_cached(ln1->forward(x), cache, past));
+Tensor TransformerBlock::forward_cached(const Tensor& x_in, KVCacheLayer& cache, std::int64_t past) {
+  return hooked(x_in, [&](const Tensor& x) -> Tensor {
+    return residuals(x, attn->attend_cached((*ln1)(x), cache, past));
+  });
 }
 
 std::shared_ptr<Module> LayerNorm::fresh() const {

@@ -322,7 +322,7 @@ void set_attention_blocks(std::int64_t q, std::int64_t k) {
 
 std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tensor& v, std::int64_t heads, bool causal,
                                     const Tensor& key_padding_mask, bool need_weights) {
-  kernel::check_defined("attention", {&q, &k, &v});
+  const kernel::OpScope op_scope("attention", {&q, &k, &v});
   kernel::check_same_dtype("attention", q, k);
   kernel::check_same_dtype("attention", q, v);
   QKV_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "attention: q, k, v must be (B, T, H*d), got {}, {}, {}",
@@ -353,7 +353,7 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
 
 std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads, std::int64_t dk, std::int64_t dv,
                                            bool causal, const Tensor& key_padding_mask, bool need_weights) {
-  kernel::check_defined("attention_packed", {&qkv});
+  const kernel::OpScope op_scope("attention_packed", {&qkv});
   QKV_CHECK(heads > 0 && dk > 0 && dv > 0, "attention: heads, dk and dv must be positive, got {}, {}, {}", heads, dk,
             dv);
   const std::int64_t width = heads * (2 * dk + dv);
@@ -398,7 +398,7 @@ void append_to_cache(const Tensor& qkv, const Tensor& kc, const Tensor& vc, std:
 
 Tensor attention_cached(const Tensor& qkv, const Tensor& k_cache, const Tensor& v_cache, std::int64_t past,
                         std::int64_t heads, std::int64_t dk, std::int64_t dv) {
-  kernel::check_defined("attention_cached", {&qkv, &k_cache, &v_cache});
+  const kernel::OpScope op_scope("attention_cached", {&qkv, &k_cache, &v_cache});
   kernel::check_same_dtype("attention_cached", qkv, k_cache);
   kernel::check_same_dtype("attention_cached", qkv, v_cache);
   QKV_CHECK(heads > 0 && dk > 0 && dv > 0, "attention_cached: heads, dk and dv must be positive, got {}, {}, {}",

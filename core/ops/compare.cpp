@@ -24,7 +24,7 @@ bool holds(Cmp c, T x, T y) {
 DType mask_dtype(DType d) { return is_floating(d) ? d : kFloat32; }
 
 Tensor compare(const char* op, const Tensor& a, const Tensor& b, Cmp c) {
-  kernel::check_defined(op, {&a, &b});
+  const kernel::OpScope op_scope(op, {&a, &b});
   kernel::check_same_dtype(op, a, b);
   const Shape s = broadcast_shapes(op, a.shape(), b.shape());
   Tensor out = Tensor::empty(s, mask_dtype(a.dtype()));
@@ -45,7 +45,7 @@ Tensor compare(const char* op, const Tensor& a, const Tensor& b, Cmp c) {
 }
 
 Tensor compare(const char* op, const Tensor& a, double s, Cmp c) {
-  kernel::check_defined(op, {&a});
+  const kernel::OpScope op_scope(op, {&a});
   return compare(op, a, Tensor::scalar(s, a.dtype()), c);
 }
 
@@ -65,7 +65,7 @@ Tensor gt(const Tensor& a, double s) { return compare("gt", a, s, Cmp::Gt); }
 Tensor ge(const Tensor& a, double s) { return compare("ge", a, s, Cmp::Ge); }
 
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
-  kernel::check_defined("where", {&cond, &a, &b});
+  const kernel::OpScope op_scope("where", {&cond, &a, &b});
   kernel::check_same_dtype("where", a, b);
   QKV_CHECK(is_floating(a.dtype()), "where: expected float32 or float64 branches, got {}", dtype_name(a.dtype()));
   const Shape s = broadcast_shapes("where", broadcast_shapes("where", cond.shape(), a.shape()), b.shape());
@@ -88,24 +88,24 @@ Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
 }
 
 Tensor any(const Tensor& a) {
-  kernel::check_defined("any", {&a});
+  const kernel::OpScope op_scope("any", {&a});
   if (a.numel() == 0) return Tensor::scalar(0.0, mask_dtype(a.dtype()));
   return max(ne(a, 0.0));
 }
 
 Tensor all(const Tensor& a) {
-  kernel::check_defined("all", {&a});
+  const kernel::OpScope op_scope("all", {&a});
   if (a.numel() == 0) return Tensor::scalar(1.0, mask_dtype(a.dtype()));
   return 1.0 - max(eq(a, 0.0));
 }
 
 Tensor any(const Tensor& a, int dim, bool keepdim) {
-  kernel::check_defined("any", {&a});
+  const kernel::OpScope op_scope("any", {&a});
   return max(ne(a, 0.0), normalize_dim("any", dim, a.dim()), keepdim);
 }
 
 Tensor all(const Tensor& a, int dim, bool keepdim) {
-  kernel::check_defined("all", {&a});
+  const kernel::OpScope op_scope("all", {&a});
   return 1.0 - max(eq(a, 0.0), normalize_dim("all", dim, a.dim()), keepdim);
 }
 

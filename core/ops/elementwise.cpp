@@ -26,7 +26,7 @@ Shape broadcast_shapes(const char* op, const Shape& a, const Shape& b) {
 }
 
 Tensor sum_to(const Tensor& g, const Shape& shape) {
-  kernel::check_defined("sum_to", {&g});
+  const kernel::OpScope op_scope("sum_to", {&g});
 
   if (g.shape() == shape) return g;
   QKV_CHECK(broadcast_shapes("sum_to", shape, g.shape()) == g.shape(), "sum_to: cannot sum shape {} down to {}",
@@ -53,7 +53,7 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
 
 // Copies a into the broadcast shape (a strided read, no arithmetic); backward sums back.
 Tensor broadcast_to(const Tensor& a, const Shape& shape) {
-  kernel::check_defined("broadcast_to", {&a});
+  const kernel::OpScope op_scope("broadcast_to", {&a});
 
   if (a.shape() == shape) return a;
   QKV_CHECK(broadcast_shapes("broadcast_to", a.shape(), shape) == shape, "broadcast_to: cannot broadcast shape {} to {}",
@@ -72,7 +72,7 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape) {
 }
 
 Tensor add(const Tensor& a, const Tensor& b) {
-  kernel::check_defined("add", {&a, &b});
+  const kernel::OpScope op_scope("add", {&a, &b});
 
   Tensor out = binary("add", a, b, [](auto x, auto y) { return x + y; });
   if (any_requires_grad({&a, &b}))
@@ -83,7 +83,7 @@ Tensor add(const Tensor& a, const Tensor& b) {
 }
 
 Tensor sub(const Tensor& a, const Tensor& b) {
-  kernel::check_defined("sub", {&a, &b});
+  const kernel::OpScope op_scope("sub", {&a, &b});
 
   Tensor out = binary("sub", a, b, [](auto x, auto y) { return x - y; });
   if (any_requires_grad({&a, &b}))
@@ -94,7 +94,7 @@ Tensor sub(const Tensor& a, const Tensor& b) {
 }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  kernel::check_defined("mul", {&a, &b});
+  const kernel::OpScope op_scope("mul", {&a, &b});
 
   Tensor out = binary("mul", a, b, [](auto x, auto y) { return x * y; });
   if (any_requires_grad({&a, &b})) {
@@ -107,7 +107,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
-  kernel::check_defined("div", {&a, &b});
+  const kernel::OpScope op_scope("div", {&a, &b});
 
   Tensor out = binary("div", a, b, [](auto x, auto y) { return x / y; });
   if (any_requires_grad({&a, &b})) {
@@ -123,7 +123,7 @@ Tensor div(const Tensor& a, const Tensor& b) {
 }
 
 Tensor add(const Tensor& a, double s) {
-  kernel::check_defined("add", {&a});
+  const kernel::OpScope op_scope("add", {&a});
 
   Tensor out = kernel::dispatch("add", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -134,7 +134,7 @@ Tensor add(const Tensor& a, double s) {
 }
 
 Tensor mul(const Tensor& a, double s) {
-  kernel::check_defined("mul", {&a});
+  const kernel::OpScope op_scope("mul", {&a});
 
   Tensor out = kernel::dispatch("mul", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
@@ -145,7 +145,7 @@ Tensor mul(const Tensor& a, double s) {
 }
 
 Tensor neg(const Tensor& a) {
-  kernel::check_defined("neg", {&a});
+  const kernel::OpScope op_scope("neg", {&a});
 
   Tensor out = unary("neg", a, [](auto x) { return -x; });
   if (any_requires_grad({&a})) record(out, "neg", {&a}, [](const Tensor& g) -> Grads { return {neg(g)}; });
@@ -153,7 +153,7 @@ Tensor neg(const Tensor& a) {
 }
 
 Tensor pow(const Tensor& a, double p) {
-  kernel::check_defined("pow", {&a});
+  const kernel::OpScope op_scope("pow", {&a});
 
   Tensor out = unary("pow", a, [p](auto x) { return static_cast<decltype(x)>(std::pow(x, p)); });
   if (any_requires_grad({&a}))
@@ -167,7 +167,7 @@ Tensor pow(const Tensor& a, double p) {
 }
 
 Tensor exp(const Tensor& a) {
-  kernel::check_defined("exp", {&a});
+  const kernel::OpScope op_scope("exp", {&a});
 
   Tensor out = unary("exp", a, [](auto x) { return std::exp(x); });
   if (any_requires_grad({&a}))
@@ -176,7 +176,7 @@ Tensor exp(const Tensor& a) {
 }
 
 Tensor log(const Tensor& a) {
-  kernel::check_defined("log", {&a});
+  const kernel::OpScope op_scope("log", {&a});
 
   Tensor out = unary("log", a, [](auto x) { return std::log(x); });
   if (any_requires_grad({&a}))
@@ -185,7 +185,7 @@ Tensor log(const Tensor& a) {
 }
 
 Tensor sqrt(const Tensor& a) {
-  kernel::check_defined("sqrt", {&a});
+  const kernel::OpScope op_scope("sqrt", {&a});
 
   Tensor out = unary("sqrt", a, [](auto x) { return std::sqrt(x); });
   if (any_requires_grad({&a}))
@@ -196,7 +196,7 @@ Tensor sqrt(const Tensor& a) {
 }
 
 Tensor tanh(const Tensor& a) {
-  kernel::check_defined("tanh", {&a});
+  const kernel::OpScope op_scope("tanh", {&a});
 
   Tensor out = unary("tanh", a, [](auto x) { return std::tanh(x); });
   if (any_requires_grad({&a}))
@@ -207,7 +207,7 @@ Tensor tanh(const Tensor& a) {
 }
 
 Tensor sigmoid(const Tensor& a) {
-  kernel::check_defined("sigmoid", {&a});
+  const kernel::OpScope op_scope("sigmoid", {&a});
 
   Tensor out = unary("sigmoid", a, [](auto x) { return 1 / (1 + std::exp(-x)); });
   if (any_requires_grad({&a}))
@@ -218,7 +218,7 @@ Tensor sigmoid(const Tensor& a) {
 }
 
 Tensor relu(const Tensor& a) {
-  kernel::check_defined("relu", {&a});
+  const kernel::OpScope op_scope("relu", {&a});
 
   Tensor out = unary("relu", a, [](auto x) { return x > 0 ? x : decltype(x){0}; });
   if (any_requires_grad({&a}))
@@ -284,7 +284,7 @@ Tensor gelu_exact_backward(const Tensor& g, const Tensor& a) {
 }  // namespace
 
 Tensor gelu(const Tensor& a, bool approximate) {
-  kernel::check_defined("gelu", {&a});
+  const kernel::OpScope op_scope("gelu", {&a});
 
   Tensor out = approximate ? unary("gelu", a, [](auto x) {
     using T = decltype(x);

@@ -40,7 +40,7 @@ void gather_scatter(const Tensor& src_or_dst, const Tensor& index, const Tensor&
 }  // namespace
 
 Tensor gather(const Tensor& a, int dim, const Tensor& index) {
-  kernel::check_defined("gather", {&a, &index});
+  const kernel::OpScope op_scope("gather", {&a, &index});
   check_index("gather", index);
   const int d = normalize_dim("gather", dim, a.dim());
   bool fits = index.dim() == a.dim();
@@ -59,7 +59,7 @@ Tensor gather(const Tensor& a, int dim, const Tensor& index) {
 }
 
 Tensor index_select(const Tensor& a, int dim, const Tensor& index) {
-  kernel::check_defined("index_select", {&a, &index});
+  const kernel::OpScope op_scope("index_select", {&a, &index});
   check_index("index_select", index);
   QKV_CHECK(index.dim() <= 1, "index_select: index must be 0-D or 1-D, got shape {}", index.shape().str());
   const int d = normalize_dim("index_select", dim, a.dim());
@@ -99,7 +99,7 @@ Tensor index_select(const Tensor& a, int dim, const Tensor& index) {
 }
 
 Tensor flip(const Tensor& a, const std::vector<int>& dims) {
-  kernel::check_defined("flip", {&a});
+  const kernel::OpScope op_scope("flip", {&a});
   Shape st = contiguous_strides(a.shape());
   std::int64_t base = 0;
   std::vector<bool> seen(static_cast<std::size_t>(std::max(a.dim(), 1)), false);

@@ -16,6 +16,24 @@ using qkv::dispatch;  // core/dispatch.h: the one dtype dispatch
 
 /// Throws naming `op` and the argument when a tensor argument is undefined (a default-constructed Tensor, an
 /// optional argument not given, a grad() before any backward).
+void check_defined(const char* op, std::initializer_list<const Tensor*> args);
+
+/// check_defined, then names `op` as the running op until the scope ends: an allocation that fails inside it
+/// says which op asked (OutOfMemoryError). Every op opens one first.
+class OpScope {
+ public:
+  OpScope(const char* op, std::initializer_list<const Tensor*> args) : prev_(detail::g_current_op) {
+    check_defined(op, args);
+    detail::g_current_op = op;
+  }
+  ~OpScope() { detail::g_current_op = prev_; }
+  OpScope(const OpScope&) = delete;
+  OpScope& operator=(const OpScope&) = delete;
+
+ private:
+  const char* prev_;
+};
+
 inline void check_defined(const char* op, std::initializer_list<const Tensor*> args) {
   int i = 0;
   for (const Tensor* t : args) {

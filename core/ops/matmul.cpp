@@ -60,7 +60,7 @@ Grads matmul_backward(const Tensor& a, const Tensor& b, const Tensor& g, bool ga
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
-  kernel::check_defined("matmul", {&a, &b});
+  const kernel::OpScope op_scope("matmul", {&a, &b});
 
   kernel::check_same_dtype("matmul", a, b);
   QKV_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both operands need at least one dim, got shapes {} and {}",
@@ -99,7 +99,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
-  kernel::check_defined("linear", {&x, &weight});
+  const kernel::OpScope op_scope("linear", {&x, &weight});
 
   // x is (..., IN), weight is (OUT, IN), bias is (OUT), out is (..., OUT)
   kernel::check_same_dtype("linear", x, weight);

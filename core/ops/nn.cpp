@@ -20,7 +20,7 @@ void for_each_line(const kernel::DimSplit& sp, F&& f) {
 }  // namespace
 
 Tensor softmax(const Tensor& a, int dim) {
-  kernel::check_defined("softmax", {&a});
+  const kernel::OpScope op_scope("softmax", {&a});
 
   const int d = normalize_dim("softmax", dim, a.dim());
   const auto sp = kernel::split_at(a.shape(), d);
@@ -59,7 +59,7 @@ Tensor softmax(const Tensor& a, int dim) {
 }
 
 Tensor log_softmax(const Tensor& a, int dim) {
-  kernel::check_defined("log_softmax", {&a});
+  const kernel::OpScope op_scope("log_softmax", {&a});
 
   const int d = normalize_dim("log_softmax", dim, a.dim());
   const auto sp = kernel::split_at(a.shape(), d);
@@ -173,7 +173,7 @@ std::int64_t count_targets(const Tensor& targets, std::int64_t c, std::int64_t i
 }  // namespace
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t ignore_index, Reduction reduction) {
-  kernel::check_defined("cross_entropy", {&logits, &targets});
+  const kernel::OpScope op_scope("cross_entropy", {&logits, &targets});
 
   // logits is (N, C), targets is (N) int64
   QKV_CHECK(logits.dim() == 2, "cross_entropy: logits must be (N, C), got shape {} (reshape to (-1, C) first)",
@@ -223,7 +223,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& targets, std::int64_t i
 }
 
 Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
-  kernel::check_defined("masked_fill", {&a, &mask});
+  const kernel::OpScope op_scope("masked_fill", {&a, &mask});
 
   QKV_CHECK(mask.defined(), "masked_fill: mask is undefined");
   QKV_CHECK(broadcast_shapes("masked_fill", a.shape(), mask.shape()) == a.shape(),
@@ -252,7 +252,7 @@ Tensor masked_fill(const Tensor& a, const Tensor& mask, double value) {
 }
 
 Tensor embedding(const Tensor& weight, const Tensor& ids) {
-  kernel::check_defined("embedding", {&weight, &ids});
+  const kernel::OpScope op_scope("embedding", {&weight, &ids});
 
   // weight is (V, D), ids is (...) int64, out is (..., D)
   QKV_CHECK(weight.dim() == 2, "embedding: weight must be (num_embeddings, dim), got shape {}", weight.shape().str());
@@ -291,7 +291,7 @@ Tensor embedding(const Tensor& weight, const Tensor& ids) {
 }
 
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
-  kernel::check_defined("dropout", {&a});
+  const kernel::OpScope op_scope("dropout", {&a});
 
   QKV_CHECK(p >= 0.0 && p <= 1.0, "dropout: p must be in [0, 1], got {}", p);
   if (!training || p == 0.0) return a;
@@ -309,7 +309,7 @@ Tensor dropout(const Tensor& a, double p, bool training, Generator& gen) {
 }
 
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps) {
-  kernel::check_defined("layer_norm", {&x, &weight});
+  const kernel::OpScope op_scope("layer_norm", {&x, &weight});
 
   // x is (..., D); mean and 1/std are saved per row for backward. No bias: a shift of 0 (torch's bias=None).
   kernel::check_same_dtype("layer_norm", x, weight);

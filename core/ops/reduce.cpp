@@ -27,12 +27,12 @@ std::pair<Shape, Shape> reduced_shapes(const char* op, const Shape& s, const std
 }  // namespace
 
 Tensor sum(const Tensor& a) {
-  kernel::check_defined("sum", {&a});
+  const kernel::OpScope op_scope("sum", {&a});
   return sum_to(a, Shape{});
 }
 
 Tensor sum(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
-  kernel::check_defined("sum", {&a});
+  const kernel::OpScope op_scope("sum", {&a});
 
   kernel::dispatch("sum", a.dtype(), [](auto) {});
   const auto [keep, drop] = reduced_shapes("sum", a.shape(), dims);
@@ -41,14 +41,14 @@ Tensor sum(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
 }
 
 Tensor mean(const Tensor& a) {
-  kernel::check_defined("mean", {&a});
+  const kernel::OpScope op_scope("mean", {&a});
 
   QKV_CHECK(a.numel() > 0, "mean: tensor of shape {} is empty", a.shape().str());
   return mul(sum(a), 1.0 / static_cast<double>(a.numel()));
 }
 
 Tensor mean(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
-  kernel::check_defined("mean", {&a});
+  const kernel::OpScope op_scope("mean", {&a});
 
   Tensor s = sum(a, dims, keepdim);
   QKV_CHECK(s.numel() > 0 && a.numel() > 0, "mean: tensor of shape {} is empty", a.shape().str());
@@ -84,7 +84,7 @@ std::pair<Tensor, std::vector<std::int64_t>> max_along(const char* op, const Ten
 }  // namespace
 
 Tensor max(const Tensor& a, int dim, bool keepdim) {
-  kernel::check_defined("max", {&a});
+  const kernel::OpScope op_scope("max", {&a});
 
   auto [out, where] = max_along("max", a, dim, keepdim);
   if (any_requires_grad({&a}))
@@ -102,14 +102,14 @@ Tensor max(const Tensor& a, int dim, bool keepdim) {
 }
 
 Tensor max(const Tensor& a) {
-  kernel::check_defined("max", {&a});
+  const kernel::OpScope op_scope("max", {&a});
 
   QKV_CHECK(a.numel() > 0, "max: tensor of shape {} is empty", a.shape().str());
   return reshape(max(reshape(a, Shape{-1}), 0), Shape{});
 }
 
 Tensor argmax(const Tensor& a, int dim, bool keepdim) {
-  kernel::check_defined("argmax", {&a});
+  const kernel::OpScope op_scope("argmax", {&a});
 
   const int d = normalize_dim("argmax", dim, a.dim());
   const auto sp = kernel::split_at(a.shape(), d);

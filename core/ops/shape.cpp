@@ -8,7 +8,7 @@
 namespace qkv {
 
 Tensor reshape(const Tensor& a, const Shape& shape) {
-  kernel::check_defined("reshape", {&a});
+  const kernel::OpScope op_scope("reshape", {&a});
 
   Shape s = shape;
   int infer = -1;
@@ -40,7 +40,7 @@ Tensor reshape(const Tensor& a, const Shape& shape) {
 }
 
 Tensor unsqueeze(const Tensor& a, int dim) {
-  kernel::check_defined("unsqueeze", {&a});
+  const kernel::OpScope op_scope("unsqueeze", {&a});
 
   Shape s = a.shape();
   s.insert(normalize_dim("unsqueeze", dim, a.dim() + 1), 1);
@@ -48,7 +48,7 @@ Tensor unsqueeze(const Tensor& a, int dim) {
 }
 
 Tensor permute(const Tensor& a, const std::vector<int>& dims) {
-  kernel::check_defined("permute", {&a});
+  const kernel::OpScope op_scope("permute", {&a});
 
   const int r = a.dim();
   QKV_CHECK(static_cast<int>(dims.size()) == r, "permute: {} dims given for a tensor of rank {} (shape {})",
@@ -81,7 +81,7 @@ Tensor permute(const Tensor& a, const std::vector<int>& dims) {
 }
 
 Tensor transpose(const Tensor& a, int dim0, int dim1) {
-  kernel::check_defined("transpose", {&a});
+  const kernel::OpScope op_scope("transpose", {&a});
 
   std::vector<int> dims(static_cast<std::size_t>(a.dim()));
   std::iota(dims.begin(), dims.end(), 0);
@@ -136,7 +136,7 @@ Tensor concat(const std::vector<Tensor>& tensors, int dim) {
 }
 
 Tensor narrow(const Tensor& a, int dim, std::int64_t start, std::int64_t length) {
-  kernel::check_defined("narrow", {&a});
+  const kernel::OpScope op_scope("narrow", {&a});
 
   const int d = normalize_dim("narrow", dim, a.dim());
   const std::int64_t size = a.dim() == 0 ? 1 : a.shape()[d];
@@ -169,7 +169,7 @@ Tensor narrow(const Tensor& a, int dim, std::int64_t start, std::int64_t length)
 }
 
 Tensor slice(const Tensor& a, int dim, std::int64_t start, std::int64_t end) {
-  kernel::check_defined("slice", {&a});
+  const kernel::OpScope op_scope("slice", {&a});
 
   const int d = normalize_dim("slice", dim, a.dim());
   const std::int64_t size = a.shape()[d];

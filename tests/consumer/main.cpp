@@ -1,24 +1,64 @@
-// Uses the public API the way a C++ experiment would: build attention, run it, take a gradient, generate.
-#include <qkv/core/ops.h>
-#include <qkv/layers/models.h>
-
-#include <vector>
+// A C++ experiment outside qkv, as docs/cpp-api.md's tour shows it: one include, a training loop with AdamW, a
+// schedule and an EMA copy, a checkpoint saved and loaded in a few lines, a forward hook and grad() of an
+// intermediate, then cached generation. ctest builds it against the installed package and the source tree.
+#include <qkv/qkv.h>
 
 #include <cstdio>
+#include <vector>
+
+using namespace qkv;
 
 int main() {
-  qkv::set_num_threads(1);  // reachable from ops.h
-  qkv::Generator gen(0);
-  qkv::SelfAttention attn({.d_model = 8, .d_k = 4, .causal = true}, gen);
-  const qkv::Tensor x = qkv::Tensor::randn({2, 5, 8}, gen);
-  qkv::sum(attn.forward(x)).backward();
-  if (!attn.w_q->weight.grad().defined()) return 1;
-  // Cached generation through the installed headers.
-  auto model = qkv::build_model(
-      {.kind = "transformer", .vocab_size = 8, .seq_len = 6, .d_model = 8, .heads = 2, .causal = true}, gen);
-  qkv::KVCache cache = model->make_cache(1);
-  model->logits(qkv::Tensor::from(std::vector<std::int64_t>{1, 2}, {1, 2}), cache);
+  set_num_threads(1);
+  Generator gen(0);
+  auto model = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 6, .d_model = 8, .heads = 2,
+                            .causal = true}, gen);
+  AdamW opt(model->named_parameters(), {.lr = 1e-2});
+  LRSchedule sched(opt, {.kind = "cosine", .warmup_steps = 2, .total_steps = 20});
+  auto ema = clone(*model);  // std::shared_ptr<LanguageModel>, sharing nothing with model
+  const Tensor x = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4, 5}, {1, 5});
+  const Tensor y = Tensor::from(std::vector<std::int64_t>{2, 3, 4, 5, 6}, {1, 5});
+  const auto loss_of = [&](LanguageModel& m) { return cross_entropy(reshape(m.logits(x), {-1, 8}), reshape(y, {-1})); };
+  const double first = loss_of(*model).item();
+  for (int step = 0; step < 20; ++step) {
+    Tensor loss = loss_of(*model);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    sched.step();
+    auto e = ema->parameters(), p = model->parameters();
+    NoGradGuard no_grad;
+    for (std::size_t i = 0; i < e.size(); ++i) e[i].copy_(e[i] * 0.9 + p[i] * 0.1);
+  }
+  if (!(loss_of(*model).item() < first)) return 1;
+
+  // Checkpoint and resume: weights, optimizer and schedule state.
+  save(*model, "consumer_model.safetensors");
+  save(opt, "consumer_optim.safetensors", &sched);
+  auto resumed = clone(*model);
+  AdamW opt2(resumed->named_parameters(), {.lr = 1e-2});
+  LRSchedule sched2(opt2, {.kind = "cosine", .warmup_steps = 2, .total_steps = 20});
+  load(*resumed, "consumer_model.safetensors");
+  load(opt2, "consumer_optim.safetensors", &sched2);
+  if (sched2.steps() != 20 || opt2.lr() != opt.lr()) return 1;
+
+  // A forward hook keeps block 0's attention output; grad() gives d loss / d that output, touching no .grad().
+  MultiHeadSelfAttention& attn = *(*dynamic_cast<Transformer&>(*model).blocks)[0].attn;
+  Tensor attn_out;
+  HookHandle keep = attn.register_forward_hook([&](Module&, const Tensor&, const Tensor& out) {
+    attn_out = out;
+    return Tensor();
+  });
+  const Tensor loss = loss_of(*model);
+  keep.remove();
+  const std::vector<Tensor> d = grad({loss}, {attn_out});
+  if (!(d[0].shape() == attn_out.shape())) return 1;
+
+  // Cached generation.
+  KVCache cache = model->make_cache(1);
+  model->logits(Tensor::from(std::vector<std::int64_t>{1, 2}, {1, 2}), cache);
   if (cache.length != 2) return 1;
-  std::printf("consumer ok: %lld parameters\n", static_cast<long long>(attn.num_parameters()));
+  std::printf("consumer ok: %lld parameters, loss %.3f -> %.3f\n", static_cast<long long>(model->num_parameters()),
+              first, loss_of(*model).item());
   return 0;
 }

@@ -5,12 +5,13 @@ if(SANITIZE)
   set(flags "-DCMAKE_CXX_FLAGS=-fsanitize=${SANITIZE}" "-DCMAKE_EXE_LINKER_FLAGS=-fsanitize=${SANITIZE}")
 endif()
 function(step)
-  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc WORKING_DIRECTORY ${WORK})
   if(NOT rc EQUAL 0)
     message(FATAL_ERROR "failed (${rc}): ${ARGN}")
   endif()
 endfunction()
 file(REMOVE_RECURSE ${WORK})
+file(MAKE_DIRECTORY ${WORK})  # the consumer writes its checkpoint files here
 step(${CMAKE_COMMAND} --install ${QKV_BUILD} --prefix ${WORK}/prefix)
 step(${WORK}/prefix/bin/qkv --version)  # the program is installed too
 step(${CMAKE_COMMAND} -S ${QKV_SOURCE}/tests/consumer -B ${WORK}/installed -DCMAKE_PREFIX_PATH=${WORK}/prefix

@@ -186,3 +186,35 @@ TEST_CASE("an undefined tensor is a qkv::Error naming the op or method, never a 
     CHECK_ERROR(call(), std::string(name) + ":");
   }
 }
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define QKV_TEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define QKV_TEST_ASAN 1
+#endif
+
+TEST_CASE("out of memory names the op that asked and the bytes, as a std::bad_alloc") {
+#ifdef QKV_TEST_ASAN
+  MESSAGE("skipped: AddressSanitizer's allocator aborts where malloc returns null");
+#else
+  const Tensor one = Tensor::ones({1});
+  const std::int64_t big = std::int64_t{1} << 30;  // (2^30)^2 float32 = 2^62 bytes: no address space holds it
+  const auto message = [](const auto& f) -> std::string {
+    try {
+      f();
+    } catch (const OutOfMemoryError& e) {
+      return e.what();
+    }
+    return "no error";
+  };
+  CHECK(message([&] { broadcast_to(one, {big, big}); }) ==
+        "out of memory: `broadcast_to` asked for 4611686018427387904 bytes (4611686018.4 GB)");
+  CHECK(message([&] { Tensor::zeros({big, big}); }) ==
+        "out of memory: a new tensor asked for 4611686018427387904 bytes (4611686018.4 GB)");
+  CHECK_THROWS_AS(Tensor::zeros({big, big}), std::bad_alloc);  // what callers already catch
+  CHECK(Tensor::ones({2}).numel() == 2);  // and the next allocation works
+#endif
+}

@@ -149,3 +149,52 @@ TEST_CASE("a key_padding_mask through logits: real tokens see only real tokens, 
     CHECK_ERROR(model->logits(ids, Tensor::zeros({2, 5})), "key_padding_mask must be (B, T) = (2, 6), got shape [2, 5]");
   }
 }
+
+namespace {
+// A model of one's own with cached generation: three overrides (logits_cached, cache_widths, param_dtype) beside
+// attend. Token and position embeddings, one pre-LN block whose attention is a SelfAttention with d_k = 4 and d_v = 6
+// (a cache row is 4 keys and 6 values wide), a head. The example docs/architecture.md points to.
+class OneBlock : public LanguageModel {
+ public:
+  OneBlock(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
+    tok = register_module("tok", std::make_shared<Embedding>(c.vocab_size, c.d_model, gen));
+    pos = register_module("pos", std::make_shared<Embedding>(c.seq_len, c.d_model, gen));
+    attn = register_module("attn", std::make_shared<SelfAttention>(
+                                       SelfAttentionOptions{.d_model = c.d_model, .d_k = 4, .d_v = 6, .causal = true}, gen));
+    head = register_module("head", std::make_shared<Linear>(6, c.vocab_size, true, gen));
+    start_dropout_stream(gen);
+  }
+  AttentionResult attend(const Tensor& ids, const Tensor& mask = {}, bool need_weights = true) override {
+    auto [h, w] = attn->attend(embed(*tok, *pos, ids), mask, need_weights);
+    return {(*head)(h), need_weights ? unsqueeze(unsqueeze(w, 1), 0) : Tensor()};
+  }
+  std::string name() const override { return "OneBlock"; }
+  std::shared_ptr<Embedding> tok, pos;
+  std::shared_ptr<SelfAttention> attn;
+  std::shared_ptr<Linear> head;
+
+ protected:
+  // ids (B, n) after cache.length cached tokens: positions continue from there; the layer appends its keys and values.
+  Tensor logits_cached(const Tensor& ids, KVCache& cache) override {
+    return (*head)(attn->attend_cached(embed(*tok, *pos, ids, cache.length), cache.layers[0], cache.length));
+  }
+  std::vector<std::pair<std::int64_t, std::int64_t>> cache_widths() const override { return {{4, 6}}; }
+  DType param_dtype() const override { return tok->weight.dtype(); }
+};
+}  // namespace
+
+TEST_CASE("a model of one's own gets cached generation from three overrides") {
+  Generator g(2);
+  OneBlock model({.kind = "mine", .vocab_size = 7, .seq_len = 8, .d_model = 8, .causal = true}, g);
+  model.to(kFloat64);
+  const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 5, 2, 6, 3, 0, 4, 1}, {1, 8});
+  const Tensor whole = model.logits(ids);
+  KVCache cache = model.make_cache(1);
+  CHECK(cache.layers[0].k.shape() == Shape({1, 8, 4}));
+  CHECK(cache.layers[0].v.dtype() == kFloat64);
+  for (const std::int64_t n : {3, 1, 4}) {
+    const std::int64_t past = cache.length;
+    CHECK_CLOSE(model.logits(narrow(ids, 1, past, n).clone(), cache), narrow(whole, 1, past, n), 1e-12, 1e-12);
+  }
+  CHECK(cache.length == 8);
+}

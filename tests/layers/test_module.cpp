@@ -199,3 +199,48 @@ TEST_CASE("clone of every built-in layer keeps its structure") {
       CHECK(c->state_dict()[i].second.to_vector() == m->state_dict()[i].second.to_vector());
   }
 }
+
+TEST_CASE("forward hooks and pre-hooks: see, replace, remove; a block's attention reached from the model") {
+  Generator gen(5);
+  auto model = build_model({.kind = "transformer", .vocab_size = 9, .seq_len = 5, .d_model = 8, .heads = 2,
+                            .layers = 2, .causal = true}, gen);
+  auto* t = dynamic_cast<Transformer*>(model.get());
+  REQUIRE(t != nullptr);
+  const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4}, {1, 4});
+  const auto clean = model->logits(ids).to_vector();
+  MultiHeadSelfAttention& attn = *(*t->blocks)[0].attn;
+  int calls = 0;
+  Tensor seen;
+  HookHandle look = attn.register_forward_hook([&](Module& m, const Tensor& in, const Tensor& out) {
+    ++calls;
+    CHECK(&m == &attn);
+    CHECK(in.shape() == Shape({1, 4, 8}));
+    seen = out.detach();
+    return Tensor();
+  });
+  CHECK(model->logits(ids).to_vector() == clean);  // observing changes nothing
+  CHECK(calls == 1);
+  REQUIRE(seen.defined());
+  CHECK(seen.shape() == Shape({1, 4, 8}));
+  // Ablation: the block's attention output zeroed changes the logits; removing the hook restores them.
+  HookHandle ablate = attn.register_forward_hook([](Module&, const Tensor&, const Tensor& out) { return out * 0.0; });
+  CHECK(model->logits(ids).to_vector() != clean);
+  ablate.remove();
+  look.remove();
+  CHECK(model->logits(ids).to_vector() == clean);
+  CHECK(calls == 2);
+  // A pre-hook replaces the input; Sequential calls its children through the hooks; forward -> attend runs once.
+  Sequential seq({std::make_shared<Linear>(2, 2, false, gen), std::make_shared<Linear>(2, 1, false, gen)});
+  const Tensor x = Tensor::from({1.0, -1.0});
+  auto& first = *seq.named_children()[0].second;
+  HookHandle pre = first.register_forward_pre_hook([](Module&, const Tensor& in) { return in * 2.0; });
+  const Tensor doubled = seq(x);
+  pre.remove();
+  CHECK(allclose(doubled, seq(x * 2.0)));
+  int block_calls = 0;
+  (*t->blocks)[1].register_forward_hook([&](Module&, const Tensor&, const Tensor&) { ++block_calls; return Tensor(); });
+  (*t->blocks)[1].forward(Tensor::randn({1, 3, 8}, gen));
+  model->logits(ids);
+  CHECK(block_calls == 2);
+  CHECK_ERROR(attn.register_forward_hook(ForwardHook()), "MultiHeadSelfAttention.register_forward_hook: the hook is empty");
+}

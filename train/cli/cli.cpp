@@ -77,6 +77,8 @@ std::string failure_message(const std::exception_ptr& error) {
                        e.path2().empty() ? "" : " -> " + e.path2().string(), e.code().message());
   } catch (const TrainingError& e) {
     return fmt::format("\nqkv: training failed: {}\n", e.what());
+  } catch (const OutOfMemoryError& e) {
+    return fmt::format("\nqkv: {} (lower train.batch_size, data.seq_len or the model size)\n", e.what());
   } catch (const std::bad_alloc&) {
     return "\nqkv: out of memory (lower train.batch_size, data.seq_len or the model size)\n";
   } catch (const std::exception& e) {

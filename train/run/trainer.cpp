@@ -376,9 +376,10 @@ TrainResult Trainer::run() {
     StepStats st;
     try {
       st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm, &parallel_);
-    } catch (const std::bad_alloc&) {
-      throw TrainingError(fmt::format("step {}: out of memory (lower train.batch_size, data.seq_len or the model "
-                                      "size)", r_.step + 1));
+    } catch (const std::bad_alloc& e) {
+      const bool named = dynamic_cast<const OutOfMemoryError*>(&e) != nullptr;  // says which op and how much
+      throw TrainingError(fmt::format("step {}: {} (lower train.batch_size, data.seq_len or the model size)",
+                                      r_.step + 1, named ? e.what() : "out of memory"));
     }
     if (!std::isfinite(st.loss)) stop_non_finite("loss", st.loss);
     if (!std::isfinite(st.grad_norm)) stop_non_finite("gradient norm", st.grad_norm);
