@@ -6,6 +6,7 @@
 #include "qkv/core/tensor.h"
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 #include <vector>
 
@@ -54,6 +55,27 @@ Tensor sum_to(const Tensor& g, const Shape& shape);
 /// Copies `a` broadcast up to `shape` (torch's expand, materialised).
 Tensor broadcast_to(const Tensor& a, const Shape& shape);
 
+// ---- math (core/ops/math.cpp) --------------------------------------------------------------------------------
+Tensor sin(const Tensor& a);
+Tensor cos(const Tensor& a);
+/// |a|; the gradient at 0 is 0, as torch's.
+Tensor abs(const Tensor& a);
+/// -1, 0 or 1 (NaN stays NaN); its gradient is 0.
+Tensor sign(const Tensor& a);
+/// 1 / sqrt(a).
+Tensor rsqrt(const Tensor& a);
+Tensor erf(const Tensor& a);
+/// log(1 + a), accurate for small a.
+Tensor log1p(const Tensor& a);
+/// a * sigmoid(a) (SiLU, swish).
+Tensor silu(const Tensor& a);
+/// a limited to [min, max] (either may be absent, not both); the gradient passes where min <= a <= max, as torch's.
+Tensor clamp(const Tensor& a, std::optional<double> min, std::optional<double> max = std::nullopt);
+/// The larger (smaller) of a and b elementwise, broadcasting (torch.maximum, torch.minimum): NaN wins, and tied
+/// elements split the gradient evenly.
+Tensor maximum(const Tensor& a, const Tensor& b);
+Tensor minimum(const Tensor& a, const Tensor& b);
+
 // ---- matmul (core/ops/matmul.cpp) ----------------------------------------------------------------------------
 /// torch.matmul: 1-D, 2-D, and batched (..., N, K) @ (..., K, M) with broadcast batch dims.
 Tensor matmul(const Tensor& a, const Tensor& b);
@@ -89,6 +111,23 @@ Tensor max(const Tensor& a);
 Tensor max(const Tensor& a, int dim, bool keepdim = false);
 /// Index of the largest value along `dim` (int64, not differentiable).
 Tensor argmax(const Tensor& a, int dim, bool keepdim = false);
+/// Smallest element, or smallest values along `dim`; the gradient goes to the first minimal element.
+Tensor min(const Tensor& a);
+Tensor min(const Tensor& a, int dim, bool keepdim = false);
+/// Variance over `dims` (or all elements) with `correction` (1: Bessel's, torch's default; 0: the biased one).
+Tensor var(const Tensor& a, const std::vector<int>& dims, std::int64_t correction = 1, bool keepdim = false);
+Tensor var(const Tensor& a, std::int64_t correction = 1);
+/// sqrt(var): the standard deviation, as torch.std (call it qkv::std where `using namespace qkv` is in force).
+Tensor std(const Tensor& a, const std::vector<int>& dims, std::int64_t correction = 1, bool keepdim = false);
+Tensor std(const Tensor& a, std::int64_t correction = 1);
+/// log(sum(exp(a))) along `dim`, computed without overflow; an all -inf row gives -inf.
+Tensor logsumexp(const Tensor& a, int dim, bool keepdim = false);
+/// Running sum along `dim` (torch.cumsum).
+Tensor cumsum(const Tensor& a, int dim);
+/// The p-norm (p >= 1, default 2) of all elements or over `dims` (torch.linalg.vector_norm); its gradient is 0
+/// where the norm is 0, as torch's.
+Tensor norm(const Tensor& a, double p = 2.0);
+Tensor norm(const Tensor& a, double p, const std::vector<int>& dims, bool keepdim = false);
 
 // ---- comparisons (core/ops/compare.cpp) ----------------------------------------------------------------------
 /// Elementwise a == b (and !=, <, <=, >, >=) with broadcasting, as a 1/0 mask in the operands' floating dtype

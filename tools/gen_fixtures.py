@@ -116,6 +116,41 @@ def ops_cases():
     return c
 
 
+def math_cases():
+    """Pointwise math (core/ops/math.cpp) and statistics (core/ops/reduce.cpp)."""
+    c = []
+    A = rnd(3, 4)
+    c.append(op_case("sin", torch.sin, [A]))
+    c.append(op_case("cos", torch.cos, [A]))
+    c.append(op_case("abs", torch.abs, [A]))
+    c.append(op_case("sign", torch.sign, [A]))
+    c.append(op_case("rsqrt", torch.rsqrt, [rnd(3, 4, positive=True)]))
+    c.append(op_case("erf", torch.erf, [A]))
+    c.append(op_case("log1p", torch.log1p, [rnd(3, 4, positive=True) - 0.4]))
+    c.append(op_case("silu", F.silu, [A * 2]))
+    c.append(op_case("clamp", lambda x: torch.clamp(x, -0.5, 0.7), [A], min=-0.5, max=0.7))
+    c.append(op_case("clamp", lambda x: torch.clamp(x, min=0.1), [A], min=0.1, max=None))
+    B = rnd(3, 4)
+    B[0, :2] = A[0, :2]  # ties split the gradient
+    c.append(op_case("maximum", torch.maximum, [A, B]))
+    c.append(op_case("minimum", torch.minimum, [A, B]))
+    c.append(op_case("maximum", torch.maximum, [rnd(2, 3, 4), rnd(4)]))
+    c.append(op_case("min", torch.min, [A]))
+    c.append(op_case("min_dim", lambda x: torch.min(x, 1).values, [rnd(2, 3, 4)], dim=1, keepdim=False))
+    c.append(op_case("var", lambda x: torch.var(x, [1], correction=1), [rnd(2, 5, 3)], dims=[1], correction=1,
+                     keepdim=False))
+    c.append(op_case("var", lambda x: torch.var(x, [0, 2], correction=0, keepdim=True), [rnd(2, 5, 3)], dims=[0, 2],
+                     correction=0, keepdim=True))
+    c.append(op_case("std", lambda x: torch.std(x, [-1]), [rnd(4, 6)], dims=[-1], correction=1, keepdim=False))
+    c.append(op_case("logsumexp", lambda x: torch.logsumexp(x, 1), [rnd(2, 5, 3) * 10], dim=1, keepdim=False))
+    c.append(op_case("cumsum", lambda x: torch.cumsum(x, 1), [rnd(2, 5, 3)], dim=1))
+    c.append(op_case("norm", lambda x: torch.linalg.vector_norm(x), [A], p=2.0, dims=None, keepdim=False))
+    c.append(op_case("norm", lambda x: torch.linalg.vector_norm(x, 3.0, [1], keepdim=True), [A], p=3.0, dims=[1],
+                     keepdim=True))
+    c.append(op_case("norm", lambda x: torch.linalg.vector_norm(x, 1.0, [0]), [A], p=1.0, dims=[0], keepdim=False))
+    return c
+
+
 def compare_index_cases():
     """Comparisons, where, all/any and the indexing ops (own seed, so adding them left ops.json unchanged)."""
     torch.manual_seed(4321)
@@ -440,6 +475,7 @@ def main():
     with open(os.path.join(OUT, "autograd.json"), "w") as f:
         json.dump(autograd_fixture(), f, separators=(",", ":"))
     print("wrote tests/fixtures/autograd.json")
+    write("ops_math", math_cases())  # last: each fixture's random draws stay what they were when it was added
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace qkv {
 namespace {
@@ -118,6 +119,111 @@ Tensor argmax(const Tensor& a, int dim, bool keepdim) {
   auto* po = out.data<std::int64_t>();
   for (std::size_t i = 0; i < where.size(); ++i) po[i] = (where[i] / sp.inner) % sp.n;
   return out;
+}
+
+}  // namespace qkv
+
+namespace qkv {
+
+// ---- statistics: composites of the differentiable ops above, so their gradients come from those ----
+
+Tensor min(const Tensor& a, int dim, bool keepdim) {
+  const kernel::OpScope op_scope("min", {&a});
+  return neg(max(neg(a), dim, keepdim));
+}
+
+Tensor min(const Tensor& a) {
+  const kernel::OpScope op_scope("min", {&a});
+  QKV_CHECK(a.numel() > 0, "min: tensor of shape {} is empty", a.shape().str());
+  return neg(max(neg(a)));
+}
+
+Tensor var(const Tensor& a, const std::vector<int>& dims, std::int64_t correction, bool keepdim) {
+  const kernel::OpScope op_scope("var", {&a});
+  kernel::dispatch("var", a.dtype(), [](auto) {});
+  const auto [keep, drop] = reduced_shapes("var", a.shape(), dims);
+  const std::int64_t n = keep.numel() == 0 ? 0 : a.numel() / keep.numel();
+  QKV_CHECK(correction >= 0, "var: correction must be >= 0, got {}", correction);
+  const Tensor centred = a - mean(a, dims, /*keepdim=*/true);
+  // n <= correction: torch gives inf or NaN (a division by zero or less); so does this.
+  const Tensor out = sum(centred * centred, dims, keepdim) / static_cast<double>(n - correction);
+  return out;
+}
+
+Tensor var(const Tensor& a, std::int64_t correction) {
+  const kernel::OpScope op_scope("var", {&a});
+  std::vector<int> all(static_cast<std::size_t>(a.dim()));
+  for (int d = 0; d < a.dim(); ++d) all[static_cast<std::size_t>(d)] = d;
+  return var(a, all, correction, false);
+}
+
+Tensor std(const Tensor& a, const std::vector<int>& dims, std::int64_t correction, bool keepdim) {
+  const kernel::OpScope op_scope("std", {&a});
+  return sqrt(var(a, dims, correction, keepdim));
+}
+
+Tensor std(const Tensor& a, std::int64_t correction) {
+  const kernel::OpScope op_scope("std", {&a});
+  return sqrt(var(a, correction));
+}
+
+Tensor logsumexp(const Tensor& a, int dim, bool keepdim) {
+  const kernel::OpScope op_scope("logsumexp", {&a});
+  const int d = normalize_dim("logsumexp", dim, a.dim());
+  QKV_CHECK(a.size(d) > 0, "logsumexp: cannot reduce over dim {} of size 0 (shape {})", d, a.shape().str());
+  // Shifted by the (detached) maximum so exp never overflows; a row that is all -inf stays -inf, as torch's.
+  Tensor m = max(a.detach(), d, /*keepdim=*/true);
+  m = where(eq(m, -std::numeric_limits<double>::infinity()), Tensor::zeros(m.shape(), m.dtype()), m);
+  const Tensor out = log(sum(exp(a - m), {d}, /*keepdim=*/true)) + m;
+  return keepdim ? out : reshape(out, reduced_shapes("logsumexp", a.shape(), {d}).second);
+}
+
+Tensor cumsum(const Tensor& a, int dim) {
+  const kernel::OpScope op_scope("cumsum", {&a});
+  const int d = normalize_dim("cumsum", dim, a.dim());
+  const auto sp = kernel::split_at(a.shape(), d);
+  Tensor out = Tensor::empty(a.shape(), a.dtype());
+  kernel::dispatch("cumsum", a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    const T* pa = a.data<T>();
+    T* po = out.data<T>();
+    for (std::int64_t o = 0; o < sp.outer; ++o)
+      for (std::int64_t i = 0; i < sp.inner; ++i) {
+        T run = 0;
+        for (std::int64_t j = 0; j < sp.n; ++j) {
+          const std::int64_t at = (o * sp.n + j) * sp.inner + i;
+          po[at] = run += pa[at];
+        }
+      }
+  });
+  if (any_requires_grad({&a}))  // each input reaches every later output: the reversed running sum of g
+    record(out, "cumsum", {&a}, [d](const Tensor& g) -> Grads { return {flip(cumsum(flip(g, {d}), d), {d})}; });
+  return out;
+}
+
+Tensor norm(const Tensor& a, double p, const std::vector<int>& dims, bool keepdim) {
+  const kernel::OpScope op_scope("norm", {&a});
+  QKV_CHECK(std::isfinite(p) && p >= 1, "norm: p must be a finite number >= 1, got {}", p);
+  const Tensor x = a.detach();
+  const Tensor ax = abs(x);
+  const Tensor kept = p == 2 ? sqrt(sum(x * x, dims, true)) : pow(sum(pow(ax, p), dims, true), 1.0 / p);
+  const auto [keep, drop] = reduced_shapes("norm", a.shape(), dims);
+  Tensor out = keepdim ? kept.clone() : reshape(kept, drop).clone();
+  if (any_requires_grad({&a}))  // d|x|_p / dx = sign(x) |x|^(p-1) / |x|_p^(p-1), and 0 where the norm is 0 (torch's)
+    record(out, "norm", {&a}, [x, kept, p, keep = keep](const Tensor& g) -> Grads {
+      const Tensor gk = reshape(g, keep);
+      const Tensor scale = where(eq(kept, 0.0), Tensor::zeros(kept.shape(), kept.dtype()), gk / pow(kept, p - 1));
+      const Tensor dir = p == 1 ? sign(x) : sign(x) * pow(abs(x), p - 1);
+      return {dir * scale};
+    }, {&a});
+  return out;
+}
+
+Tensor norm(const Tensor& a, double p) {
+  const kernel::OpScope op_scope("norm", {&a});
+  std::vector<int> all(static_cast<std::size_t>(a.dim()));
+  for (int d = 0; d < a.dim(); ++d) all[static_cast<std::size_t>(d)] = d;
+  return norm(a, p, all, false);
 }
 
 }  // namespace qkv

@@ -2,6 +2,9 @@
 
 #include <qkv/core/gradcheck.h>
 
+#include <cmath>
+#include <limits>
+
 using namespace qkv;
 using Args = const nlohmann::json&;
 using Ins = const std::vector<Tensor>&;
@@ -16,6 +19,41 @@ TEST_CASE("reductions match torch") {
       {"max", [](Ins x, Args) { return max(x[0]); }},
   };
   CHECK(test::check_ops_against_torch(ops) == 8);
+}
+
+TEST_CASE("statistics match torch: min, var, std, logsumexp, cumsum, norm") {
+  const auto dims = [](const nlohmann::json& a) { return a.get<std::vector<int>>(); };
+  const std::map<std::string, test::OpFn> ops = {
+      {"min", [](Ins x, Args) { return min(x[0]); }},
+      {"min_dim", [](Ins x, Args a) { return min(x[0], a["dim"], a["keepdim"]); }},
+      {"var", [dims](Ins x, Args a) { return var(x[0], dims(a["dims"]), a["correction"], a["keepdim"]); }},
+      {"std", [dims](Ins x, Args a) { return qkv::std(x[0], dims(a["dims"]), a["correction"], a["keepdim"]); }},
+      {"logsumexp", [](Ins x, Args a) { return logsumexp(x[0], a["dim"], a["keepdim"]); }},
+      {"cumsum", [](Ins x, Args a) { return cumsum(x[0], a["dim"]); }},
+      {"norm", [dims](Ins x, Args a) {
+         return a["dims"].is_null() ? norm(x[0], a["p"]) : norm(x[0], a["p"], dims(a["dims"]), a["keepdim"]);
+       }},
+  };
+  CHECK(test::check_ops_against_torch(ops, "ops_math") == 10);
+}
+
+TEST_CASE("statistics at their edges, and bad input") {
+  const double inf = std::numeric_limits<double>::infinity();
+  const Tensor rows = Tensor::from(std::vector<double>{-inf, -inf, 1000.0, 1000.0}, {2, 2});
+  const auto lse = logsumexp(rows, 1).to_vector();
+  CHECK(lse[0] == -inf);                                   // an all -inf row, as torch
+  CHECK(lse[1] == doctest::Approx(1000.0 + std::log(2.0)));  // no overflow
+  const Tensor z = Tensor::zeros({3}, kFloat64).requires_grad_();
+  norm(z).backward();
+  CHECK(z.grad().to_vector() == std::vector<double>{0, 0, 0});  // torch's subgradient at 0, not NaN
+  CHECK(var(Tensor::from({1.0, 2.0, 3.0, 4.0}, kFloat64)).item() == doctest::Approx(5.0 / 3.0));
+  CHECK(var(Tensor::from({1.0, 2.0, 3.0, 4.0}, kFloat64), 0).item() == doctest::Approx(1.25));
+  CHECK(gradcheck([](Ins x) { return cumsum(x[0], 0); }, {test::leaf({4, 2}, 3)}));
+  CHECK_ERROR(norm(z, 0.5), "norm: p must be a finite number >= 1, got 0.5");
+  CHECK_ERROR(var(z, -1), "var: correction must be >= 0, got -1");
+  CHECK_ERROR(cumsum(z, 2), "cumsum: dim 2 is out of range");
+  CHECK_ERROR(logsumexp(Tensor::zeros({2, 0}), 1), "logsumexp: cannot reduce over dim 1 of size 0");
+  CHECK_ERROR(min(Tensor::zeros({0})), "min: tensor of shape [0] is empty");
 }
 
 TEST_CASE("max sends the gradient to the first maximum; argmax") {
