@@ -99,7 +99,7 @@ Tensor slice(const Tensor& a, int dim, std::int64_t start, std::int64_t end);
 Tensor unsqueeze(const Tensor& a, int dim);
 
 // ---- reductions (core/ops/reduce.cpp) ------------------------------------------------------------------------
-/// Sum of all elements (a scalar).
+/// Sum of all elements (a scalar); an int64 tensor sums to int64.
 Tensor sum(const Tensor& a);
 /// Sum over `dims`, keeping them as size 1 when keepdim.
 Tensor sum(const Tensor& a, const std::vector<int>& dims, bool keepdim = false);
@@ -145,8 +145,8 @@ Tensor lt(const Tensor& a, double s);
 Tensor le(const Tensor& a, double s);
 Tensor gt(const Tensor& a, double s);
 Tensor ge(const Tensor& a, double s);
-/// a where cond (any dtype) is nonzero, else b; all three broadcast together (torch.where). Differentiable in a
-/// and b: each gradient goes to the branch its element came from.
+/// a where cond (any dtype) is nonzero, else b; all three broadcast together (torch.where); a and b may be int64.
+/// Differentiable in a and b: each gradient goes to the branch its element came from.
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b);
 /// 1 when every element (along `dim`) is nonzero, else 0, as a mask (torch.all); an empty tensor gives 1.
 Tensor all(const Tensor& a);
@@ -159,7 +159,7 @@ Tensor any(const Tensor& a, int dim, bool keepdim = false);
 /// out[i][j][k] = a[i][index[i][j][k]][k] for dim 1 (torch.gather): index is int64, of a's rank, no larger than
 /// a in the other dims; out has index's shape.
 Tensor gather(const Tensor& a, int dim, const Tensor& index);
-/// The slices of a at `index` (int64, 0-D or 1-D; may repeat) along `dim` (torch.index_select).
+/// The slices of a (any dtype) at `index` (int64, 0-D or 1-D; may repeat) along `dim` (torch.index_select).
 Tensor index_select(const Tensor& a, int dim, const Tensor& index);
 /// Reverses the order of elements along each of `dims` (torch.flip; copies).
 Tensor flip(const Tensor& a, const std::vector<int>& dims);

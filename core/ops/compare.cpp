@@ -67,13 +67,12 @@ Tensor ge(const Tensor& a, double s) { return compare("ge", a, s, Cmp::Ge); }
 Tensor where(const Tensor& cond, const Tensor& a, const Tensor& b) {
   const kernel::OpScope op_scope("where", {&cond, &a, &b});
   kernel::check_same_dtype("where", a, b);
-  QKV_CHECK(is_floating(a.dtype()), "where: expected float32 or float64 branches, got {}", dtype_name(a.dtype()));
   const Shape s = broadcast_shapes("where", broadcast_shapes("where", cond.shape(), a.shape()), b.shape());
   // Broadcasting the branches first lets broadcast_to's backward sum each gradient back to its own shape.
   const Tensor c = broadcast_to(ne(cond, 0.0), s).to(a.dtype());
   const Tensor x = broadcast_to(a, s), y = broadcast_to(b, s);
   Tensor out = Tensor::empty(s, a.dtype());
-  kernel::dispatch("where", a.dtype(), [&](auto tag) {
+  kernel::dispatch<Dtypes::Any>("where", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T *pc = c.data<T>(), *px = x.data<T>(), *py = y.data<T>();
     T* po = out.data<T>();

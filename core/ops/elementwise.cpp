@@ -32,7 +32,7 @@ Tensor sum_to(const Tensor& g, const Shape& shape) {
   QKV_CHECK(broadcast_shapes("sum_to", shape, g.shape()) == g.shape(), "sum_to: cannot sum shape {} down to {}",
             g.shape().str(), shape.str());
   Tensor out = Tensor::zeros(shape, g.dtype());
-  kernel::dispatch("sum_to", g.dtype(), [&](auto tag) {
+  kernel::dispatch<Dtypes::Any>("sum_to", g.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* pg = g.data<T>();
     T* po = out.data<T>();
@@ -59,7 +59,7 @@ Tensor broadcast_to(const Tensor& a, const Shape& shape) {
   QKV_CHECK(broadcast_shapes("broadcast_to", a.shape(), shape) == shape, "broadcast_to: cannot broadcast shape {} to {}",
             a.shape().str(), shape.str());
   Tensor out = Tensor::empty(shape, a.dtype());
-  kernel::dispatch("broadcast_to", a.dtype(), [&](auto tag) {
+  kernel::dispatch<Dtypes::Any>("broadcast_to", a.dtype(), [&](auto tag) {
     using T = decltype(tag);
     const T* pa = a.data<T>();
     T* po = out.data<T>();

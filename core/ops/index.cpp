@@ -72,7 +72,7 @@ Tensor index_select(const Tensor& a, int dim, const Tensor& index) {
   if (s.rank() > 0) s[d] = n;
   // (outer, size, inner) -> (outer, n, inner); backward adds rows back (an index may repeat).
   const auto copy_rows = [sp, rows, size](const Tensor& from, const Tensor& to, bool add) {
-    kernel::dispatch("index_select", from.dtype(), [&](auto tag) {
+    kernel::dispatch<Dtypes::Any>("index_select", from.dtype(), [&](auto tag) {
       using T = decltype(tag);
       const T* pf = from.data<T>();
       T* pt = to.data<T>();

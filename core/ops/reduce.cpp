@@ -35,7 +35,7 @@ Tensor sum(const Tensor& a) {
 Tensor sum(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
   const kernel::OpScope op_scope("sum", {&a});
 
-  kernel::dispatch("sum", a.dtype(), [](auto) {});
+  kernel::dispatch<Dtypes::Any>("sum", a.dtype(), [](auto) {});  // int64 sums stay int64, as torch's
   const auto [keep, drop] = reduced_shapes("sum", a.shape(), dims);
   Tensor out = sum_to(a, keep);
   return keepdim ? out : reshape(out, drop);
@@ -43,14 +43,14 @@ Tensor sum(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
 
 Tensor mean(const Tensor& a) {
   const kernel::OpScope op_scope("mean", {&a});
-
+  kernel::dispatch("mean", a.dtype(), [](auto) {});  // torch too refuses an int64 mean
   QKV_CHECK(a.numel() > 0, "mean: tensor of shape {} is empty", a.shape().str());
   return mul(sum(a), 1.0 / static_cast<double>(a.numel()));
 }
 
 Tensor mean(const Tensor& a, const std::vector<int>& dims, bool keepdim) {
   const kernel::OpScope op_scope("mean", {&a});
-
+  kernel::dispatch("mean", a.dtype(), [](auto) {});
   Tensor s = sum(a, dims, keepdim);
   QKV_CHECK(s.numel() > 0 && a.numel() > 0, "mean: tensor of shape {} is empty", a.shape().str());
   return mul(s, static_cast<double>(s.numel()) / static_cast<double>(a.numel()));

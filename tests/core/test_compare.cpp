@@ -63,7 +63,9 @@ TEST_CASE("compare bad input") {
   CHECK_ERROR(ge(Tensor(), 1.0), "ge: argument 1 is an undefined tensor");
   CHECK_ERROR(where(a, a, Tensor::ones({3}, kFloat64)), "where: mixed dtypes");
   const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 2}, {2});
-  CHECK_ERROR(where(a, ids, ids), "where: expected float32 or float64 branches, got int64");
+  const Tensor picked = where(Tensor::from({1.0, 0.0}), ids, Tensor::from(std::vector<std::int64_t>{-100}, {1}));
+  CHECK(picked.dtype() == kInt64);  // int64 branches, as torch's (masking targets with ignore_index)
+  CHECK(picked.to_vector() == std::vector<double>{1, -100});
   CHECK_ERROR(where(Tensor::ones({3}), a, Tensor::ones({2, 1, 4})), "where: shapes");
   CHECK_ERROR(all(a, 2), "all: dim 2 is out of range");
   CHECK_ERROR(any(Tensor()), "any: argument 1 is an undefined tensor");

@@ -20,6 +20,9 @@ TEST_CASE("indexing ops on int64 tensors and edge shapes") {
   CHECK(flip(ids, {}).to_vector() == ids.to_vector());
   const Tensor i = Tensor::from(std::vector<std::int64_t>{2, 2}, {2});
   CHECK(index_select(Tensor::from({1.0, 2.0, 3.0}), 0, i).to_vector() == std::vector<double>{3, 3});
+  const Tensor rows = index_select(ids, 1, i);  // an int64 table, as torch's
+  CHECK(rows.dtype() == kInt64);
+  CHECK(rows.to_vector() == std::vector<double>{3, 3, 6, 6});
   CHECK(stack({Tensor::scalar(1.0), Tensor::scalar(2.0)}).shape() == Shape{2});
   // A repeated index adds its gradients, as torch's index_add does.
   const Tensor x = Tensor::from({1.0, 2.0, 3.0}, kFloat64).requires_grad_();

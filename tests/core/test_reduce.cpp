@@ -37,6 +37,16 @@ TEST_CASE("statistics match torch: min, var, std, logsumexp, cumsum, norm") {
   CHECK(test::check_ops_against_torch(ops, "ops_math") == 10);
 }
 
+TEST_CASE("int64 sums stay int64, exactly; an int64 mean is refused, as torch's") {
+  const std::int64_t big = (std::int64_t{1} << 53) + 1;  // not a double
+  const Tensor ids = Tensor::from(std::vector<std::int64_t>{big, 1, 2, 3}, {2, 2});
+  const Tensor total = sum(ids);
+  CHECK(total.dtype() == kInt64);
+  CHECK(total.data<std::int64_t>()[0] == big + 6);
+  CHECK(sum(ids, {0}).to_vector() == std::vector<double>{double(big + 2), 4});
+  CHECK_ERROR(mean(ids), "mean: expected a float32 or float64 tensor, got int64");
+}
+
 TEST_CASE("statistics at their edges, and bad input") {
   const double inf = std::numeric_limits<double>::infinity();
   const Tensor rows = Tensor::from(std::vector<double>{-inf, -inf, 1000.0, 1000.0}, {2, 2});
