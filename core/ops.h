@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -81,6 +82,11 @@ Tensor minimum(const Tensor& a, const Tensor& b);
 Tensor matmul(const Tensor& a, const Tensor& b);
 /// torch.nn.functional.linear: x (..., IN) @ weight (OUT, IN)^T + bias (OUT), with no transpose copied.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = {});
+/// torch.einsum for two operands and an explicit output ("ij,jk->ik", "bhqd,bhkd->bhqk", "i,j->ij", "ij,ij->",
+/// "bij,bj->bi"): any mix of batch, contracted, outer and summed-out letters, as one batched matmul between
+/// permutes and reshapes (so differentiable through them). Not supported: one or three operands, an implicit
+/// output (no "->"), "..." and a letter repeated within an operand (diagonals).
+Tensor einsum(const std::string& equation, const Tensor& a, const Tensor& b);
 
 // ---- shape (core/ops/shape.cpp) ------------------------------------------------------------------------------
 /// Same data, new shape; one dim may be -1.
@@ -97,6 +103,12 @@ Tensor narrow(const Tensor& a, int dim, std::int64_t start, std::int64_t length)
 Tensor slice(const Tensor& a, int dim, std::int64_t start, std::int64_t end);
 /// Inserts a dim of size 1 at `dim`.
 Tensor unsqueeze(const Tensor& a, int dim);
+/// The (n, m) identity (m < 0: square), torch.eye.
+Tensor eye(std::int64_t n, std::int64_t m = -1, DType dtype = kFloat32);
+/// a with the elements above (tril) or below (triu) diagonal k of its last two dims set to 0 (torch.tril/triu);
+/// any dtype; the gradient is masked the same way.
+Tensor tril(const Tensor& a, std::int64_t k = 0);
+Tensor triu(const Tensor& a, std::int64_t k = 0);
 
 // ---- reductions (core/ops/reduce.cpp) ------------------------------------------------------------------------
 /// Sum of all elements (a scalar); an int64 tensor sums to int64.
@@ -128,6 +140,24 @@ Tensor cumsum(const Tensor& a, int dim);
 /// where the norm is 0, as torch's.
 Tensor norm(const Tensor& a, double p = 2.0);
 Tensor norm(const Tensor& a, double p, const std::vector<int>& dims, bool keepdim = false);
+
+// ---- sampling and sorting (core/ops/random.cpp) ---------------------------------------------------------------
+/// Uniform int64 values in [low, high) drawn from `gen` (torch.randint; qkv's stream, not torch's numbers).
+Tensor randint(std::int64_t low, std::int64_t high, const Shape& shape, Generator& gen = default_generator());
+/// A random permutation of 0..n-1 (int64) drawn from `gen`.
+Tensor randperm(std::int64_t n, Generator& gen = default_generator());
+/// num_samples category indices (int64) per row of non-negative weights (N) or (B, N) (need not sum to 1), with or
+/// without replacement (torch.multinomial), drawn from `gen`.
+Tensor multinomial(const Tensor& probs, std::int64_t num_samples, bool replacement = false,
+                   Generator& gen = default_generator());
+/// Sorted values (differentiable: each gradient goes back to its element) and their int64 indices along `dim`.
+struct SortResult {
+  Tensor values, indices;
+};
+/// Ascending (or descending) along `dim`; NaN sorts above everything; ties keep their order (torch.sort(stable=True)).
+SortResult sort(const Tensor& a, int dim = -1, bool descending = false);
+/// The k largest (or smallest) along `dim`, sorted (torch.topk).
+SortResult topk(const Tensor& a, std::int64_t k, int dim = -1, bool largest = true);
 
 // ---- comparisons (core/ops/compare.cpp) ----------------------------------------------------------------------
 /// Elementwise a == b (and !=, <, <=, >, >=) with broadcasting, as a 1/0 mask in the operands' floating dtype

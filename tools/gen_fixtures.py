@@ -148,6 +148,21 @@ def math_cases():
     c.append(op_case("norm", lambda x: torch.linalg.vector_norm(x, 3.0, [1], keepdim=True), [A], p=3.0, dims=[1],
                      keepdim=True))
     c.append(op_case("norm", lambda x: torch.linalg.vector_norm(x, 1.0, [0]), [A], p=1.0, dims=[0], keepdim=False))
+    # Shapes, sorting and einsum (core/ops/shape.cpp, random.cpp, matmul.cpp).
+    c.append(op_case("tril", lambda x: torch.tril(x, 1), [rnd(2, 3, 4)], k=1))
+    c.append(op_case("triu", lambda x: torch.triu(x, -1), [rnd(4, 3)], k=-1))
+    c.append(op_case("sort", lambda x: torch.sort(x, dim=1, descending=True, stable=True).values, [rnd(2, 5, 3)], dim=1,
+                     descending=True))
+    c.append(op_case("sort_indices", lambda x: torch.sort(x, dim=-1, stable=True).indices, [rnd(3, 6)], dim=-1,
+                     descending=False))
+    c.append(op_case("topk", lambda x: torch.topk(x, 2, 0).values, [rnd(5, 3)], k=2, dim=0, largest=True))
+    c.append(op_case("topk", lambda x: torch.topk(x, 3, -1, largest=False).values, [rnd(2, 6)], k=3, dim=-1,
+                     largest=False))
+    for eq, shapes in (("ij,jk->ik", [(3, 4), (4, 5)]), ("bhqd,bhkd->bhqk", [(2, 2, 3, 4), (2, 2, 5, 4)]),
+                       ("i,j->ij", [(3,), (4,)]), ("ij,ij->", [(3, 4), (3, 4)]), ("bij,bj->bi", [(2, 3, 4), (2, 4)]),
+                       ("ijk,kj->ki", [(2, 3, 4), (4, 3)]), ("ab,cd->dbc", [(2, 3), (4, 5)])):
+        c.append(op_case("einsum", lambda x, y, e=eq: torch.einsum(e, x, y), [rnd(*shapes[0]), rnd(*shapes[1])],
+                         equation=eq))
     return c
 
 

@@ -24,7 +24,7 @@ void gather_scatter(const Tensor& src_or_dst, const Tensor& index, const Tensor&
   st[d] = 0;
   const std::int64_t* pi = index.data<std::int64_t>();
   const std::int64_t size = big.size(d);
-  kernel::dispatch("gather", big.dtype(), [&](auto tag) {
+  kernel::dispatch<Dtypes::Any>("gather", big.dtype(), [&](auto tag) {
     using T = decltype(tag);
     T* pb = big.data<T>();
     T* pf = flat.data<T>();

@@ -2,6 +2,8 @@
 // one GEMM (kernel::gemm, core/gemm.cpp) on our storage; no copies, no transposes materialised.
 #include "qkv/core/ops/kernel.h"
 
+#include <cctype>
+
 namespace qkv {
 namespace {
 
@@ -150,6 +152,106 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
            }, {&x, &weight});
   }
   return out;
+}
+
+}  // namespace qkv
+
+namespace qkv {
+namespace {
+
+// One operand's subscripts: letters, each at most once (no diagonals), one per dim.
+std::string einsum_operand(const std::string& spec, const Tensor& t, int which) {
+  QKV_CHECK(static_cast<int>(spec.size()) == t.dim(), "einsum: operand {} has {} subscripts ('{}') for a tensor of rank {} "
+            "(shape {})", which, spec.size(), spec, t.dim(), t.shape().str());
+  for (std::size_t i = 0; i < spec.size(); ++i) {
+    QKV_CHECK(std::isalpha(static_cast<unsigned char>(spec[i])), "einsum: '{}' in operand {} is not a letter", spec[i],
+              which);
+    QKV_CHECK(spec.find(spec[i], i + 1) == std::string::npos,
+              "einsum: subscript '{}' repeats in operand {} ('{}'): diagonals are not supported", spec[i], which, spec);
+  }
+  return spec;
+}
+
+std::int64_t size_of(const std::string& spec, const Tensor& t, char c) {
+  return t.size(static_cast<int>(spec.find(c)));
+}
+
+// Moves `t`'s dims into the order of `want` (letters of spec), then reshapes them to the given groups' products.
+Tensor arrange(const Tensor& t, const std::string& spec, const std::string& want, const Shape& groups) {
+  std::vector<int> perm;
+  for (char c : want) perm.push_back(static_cast<int>(spec.find(c)));
+  return reshape(permute(t, perm), groups);
+}
+
+// The equation's three subscript strings, checked against the operands.
+struct EinsumSpec {
+  std::string a, b, out;
+};
+
+EinsumSpec parse_einsum(const std::string& equation, const Tensor& a, const Tensor& b) {
+  std::string eq;
+  for (char c : equation)
+    if (c != ' ') eq += c;
+  const auto comma = eq.find(','), arrow = eq.find("->");
+  QKV_CHECK(comma != std::string::npos && arrow != std::string::npos && comma < arrow &&
+                eq.find(',', comma + 1) == std::string::npos,
+            "einsum: expected two operands and an explicit output, as 'ij,jk->ik', got '{}'", equation);
+  EinsumSpec s{einsum_operand(eq.substr(0, comma), a, 0), einsum_operand(eq.substr(comma + 1, arrow - comma - 1), b, 1),
+               eq.substr(arrow + 2)};
+  for (std::size_t i = 0; i < s.out.size(); ++i) {
+    const char c = s.out[i];
+    QKV_CHECK(s.a.find(c) != std::string::npos || s.b.find(c) != std::string::npos,
+              "einsum: output subscript '{}' is in neither operand ('{}')", c, equation);
+    QKV_CHECK(s.out.find(c, i + 1) == std::string::npos, "einsum: output subscript '{}' repeats ('{}')", c, equation);
+  }
+  for (char c : s.a)
+    if (s.b.find(c) != std::string::npos)
+      QKV_CHECK(size_of(s.a, a, c) == size_of(s.b, b, c),
+                "einsum: subscript '{}' is {} in operand 0 (shape {}) but {} in operand 1 (shape {})", c,
+                size_of(s.a, a, c), a.shape().str(), size_of(s.b, b, c), b.shape().str());
+  return s;
+}
+
+// `t` with the dims of the letters in `gone` summed out, and its subscripts without them.
+std::pair<Tensor, std::string> sum_out(const Tensor& t, std::string spec, const std::string& gone) {
+  if (gone.empty()) return {t, spec};
+  std::vector<int> dims;
+  for (char c : gone) dims.push_back(static_cast<int>(spec.find(c)));
+  std::erase_if(spec, [&](char c) { return gone.find(c) != std::string::npos; });
+  return {sum(t, dims), spec};
+}
+
+std::int64_t product_of(const std::string& labels, const std::string& spec, const Tensor& t) {
+  std::int64_t n = 1;
+  for (char c : labels) n *= size_of(spec, t, c);
+  return n;
+}
+
+}  // namespace
+
+Tensor einsum(const std::string& equation, const Tensor& a, const Tensor& b) {
+  const kernel::OpScope op_scope("einsum", {&a, &b});
+  const EinsumSpec s = parse_einsum(equation, a, b);
+  // Labels: batch (both operands and the output), left / right (one operand and the output), contracted (both
+  // operands, not the output); a label in one operand only and not the output is summed out of it first.
+  std::string batch, left, right, contracted, a_only, b_only;
+  for (char c : s.a) {
+    const bool in_b = s.b.find(c) != std::string::npos, in_o = s.out.find(c) != std::string::npos;
+    (in_b ? (in_o ? batch : contracted) : (in_o ? left : a_only)) += c;
+  }
+  for (char c : s.b)
+    if (s.a.find(c) == std::string::npos) (s.out.find(c) != std::string::npos ? right : b_only) += c;
+  const auto [x, xs] = sum_out(a, s.a, a_only);
+  const auto [y, ys] = sum_out(b, s.b, b_only);
+  const std::int64_t nb = product_of(batch, xs, x), nc = product_of(contracted, xs, x);
+  const Tensor p = matmul(arrange(x, xs, batch + left + contracted, {nb, product_of(left, xs, x), nc}),
+                          arrange(y, ys, batch + contracted + right, {nb, nc, product_of(right, ys, y)}));
+  const std::string have = batch + left + right;  // p is (batch, left, right), each group flattened
+  Shape full;
+  for (char c : have) full.push_back(xs.find(c) != std::string::npos ? size_of(xs, x, c) : size_of(ys, y, c));
+  std::vector<int> perm;
+  for (char c : s.out) perm.push_back(static_cast<int>(have.find(c)));
+  return permute(reshape(p, full), perm);
 }
 
 }  // namespace qkv

@@ -181,3 +181,36 @@ Tensor slice(const Tensor& a, int dim, std::int64_t start, std::int64_t end) {
 }
 
 }  // namespace qkv
+
+namespace qkv {
+
+Tensor eye(std::int64_t n, std::int64_t m, DType dtype) {
+  if (m < 0) m = n;
+  QKV_CHECK(n >= 0, "eye: n must be >= 0, got {}", n);
+  Tensor out = Tensor::zeros({n, m}, dtype);
+  for (std::int64_t i = 0; i < std::min(n, m); ++i)
+    kernel::dispatch<Dtypes::Any>("eye", dtype, [&](auto tag) { out.data<decltype(tag)>()[i * m + i] = 1; });
+  return out;
+}
+
+namespace {
+// tril (lower = true) or triu: a where the 0/1 mask of its last two dims keeps j - i <= k (tril) or >= k, else 0.
+Tensor triangle(const char* op, const Tensor& a, std::int64_t k, bool lower) {
+  const kernel::OpScope op_scope(op, {&a});
+  QKV_CHECK(a.dim() >= 2, "{}: expected a tensor of at least 2 dims, got shape {}", op, a.shape().str());
+  const std::int64_t rows = a.size(-2), cols = a.size(-1);
+  Tensor mask = Tensor::zeros({rows, cols}, a.dtype());
+  kernel::dispatch<Dtypes::Any>(op, a.dtype(), [&](auto tag) {
+    using T = decltype(tag);
+    T* pm = mask.data<T>();
+    for (std::int64_t i = 0; i < rows; ++i)
+      for (std::int64_t j = 0; j < cols; ++j) pm[i * cols + j] = (lower ? j - i <= k : j - i >= k) ? T(1) : T(0);
+  });
+  return where(mask, a, Tensor::zeros(Shape{}, a.dtype()));  // the gradient is masked the same way
+}
+}  // namespace
+
+Tensor tril(const Tensor& a, std::int64_t k) { return triangle("tril", a, k, true); }
+Tensor triu(const Tensor& a, std::int64_t k) { return triangle("triu", a, k, false); }
+
+}  // namespace qkv

@@ -2,6 +2,8 @@
 
 #include <qkv/core/gradcheck.h>
 
+#include <limits>
+
 using namespace qkv;
 using Args = const nlohmann::json&;
 using Ins = const std::vector<Tensor>&;
@@ -41,4 +43,20 @@ TEST_CASE("shape bad input") {
   CHECK_ERROR(narrow(a, 1, 2, 2), "narrow: range [2, 4) is out of bounds for dim 1 of size 3");
   CHECK_ERROR(concat({a, Tensor::ones({3, 3})}, 1), "concat: tensor 1 has shape [3, 3], expected [2, 3] in every dim but 1");
   CHECK_ERROR(concat({}, 0), "concat: expected a non-empty list");
+}
+
+TEST_CASE("tril and triu match torch (the gradient masked alike); eye") {
+  const std::map<std::string, test::OpFn> ops = {
+      {"tril", [](Ins x, Args a) { return tril(x[0], a["k"]); }},
+      {"triu", [](Ins x, Args a) { return triu(x[0], a["k"]); }},
+  };
+  CHECK(test::check_ops_against_torch(ops, "ops_math") == 2);
+  CHECK(eye(2, 3).to_vector() == std::vector<double>{1, 0, 0, 0, 1, 0});
+  CHECK(eye(2, -1, kInt64).dtype() == kInt64);
+  const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4}, {2, 2});
+  CHECK(triu(ids).to_vector() == std::vector<double>{1, 2, 0, 4});
+  const double inf = std::numeric_limits<double>::infinity();
+  CHECK(tril(Tensor::from(std::vector<double>{1, inf, 3, 4}, {2, 2})).to_vector() == std::vector<double>{1, 0, 3, 4});
+  CHECK_ERROR(tril(Tensor::ones({3})), "tril: expected a tensor of at least 2 dims, got shape [3]");
+  CHECK_ERROR(eye(-1), "eye: n must be >= 0, got -1");
 }
