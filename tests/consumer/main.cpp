@@ -8,7 +8,36 @@
 
 using namespace qkv;
 
+// README.md's C++ tour, verbatim between the markers (tests/layers/test_module.cpp checks it).
+void readme_tour() {
+  // [readme]
+  Generator gen(42);
+  SelfAttention attn({.d_model = 8, .d_k = 4, .d_v = 4, .causal = true}, gen);
+  Tensor x = Tensor::randn({2, 5, 8}, gen).requires_grad_();
+  auto [out, weights] = attn.attend(x);                // (2, 5, 4) and the (2, 5, 5) attention weights
+  sum(out).backward();                                 // attn.w_q->weight.grad() holds d sum / d W^Q
+  Tensor s = einsum("bqd,bkd->bqk", x, x) * rsqrt(Tensor::scalar(8.0));   // and sin, clamp, logsumexp, sort, ...
+  Tensor best = topk(softmax(s, -1), 2).indices;        // (2, 5, 2) int64
+
+  auto model = build_model({.kind = "transformer", .vocab_size = 64, .seq_len = 64, .d_model = 128,
+                            .heads = 4, .layers = 2, .causal = true}, gen);
+  AdamW opt(model->named_parameters(), {.lr = 3e-4, .weight_decay = 0.1});
+  Tensor ids = Tensor::from(std::vector<std::int64_t>{3, 1, 4, 1, 5}, {1, 5});
+  Tensor loss = cross_entropy(reshape(model->logits(ids), {-1, 64}), reshape(ids, {-1}));
+  opt.zero_grad(); loss.backward(); clip_grad_norm(model->parameters(), 1.0); opt.step();
+  save(*model, "model.safetensors"); save(opt, "optim.safetensors");   // load(...) resumes bit-identically
+
+  auto& block0 = *(*dynamic_cast<Transformer&>(*model).blocks)[0].attn;
+  Tensor a;                                            // block 0's attention output, kept by a forward hook
+  HookHandle keep = block0.register_forward_hook([&](Module&, const Tensor&, const Tensor& o) { a = o; return Tensor(); });
+  Tensor l2 = cross_entropy(reshape(model->logits(ids), {-1, 64}), reshape(ids, {-1}));
+  Tensor d_a = grad({l2}, {a})[0];                     // d loss / d a, no .grad() touched
+  // [/readme]
+  if (!d_a.defined() || best.dtype() != kInt64) throw Error("readme tour: no gradient");
+}
+
 int main() {
+  readme_tour();
   set_num_threads(1);
   Generator gen(0);
   auto model = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 6, .d_model = 8, .heads = 2,

@@ -3,6 +3,10 @@
 #include <qkv/layers/gpt2.h>
 #include <qkv/layers/models.h>
 
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
 using namespace qkv;
 
 namespace {
@@ -243,4 +247,20 @@ TEST_CASE("forward hooks and pre-hooks: see, replace, remove; a block's attentio
   model->logits(ids);
   CHECK(block_calls == 2);
   CHECK_ERROR(attn.register_forward_hook(ForwardHook()), "MultiHeadSelfAttention.register_forward_hook: the hook is empty");
+}
+
+TEST_CASE("README's C++ tour is tests/consumer/main.cpp's, which ctest builds and runs") {
+  const auto read = [](const std::string& path) {
+    std::ifstream in(std::string(QKV_SOURCE_DIR) + "/" + path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string consumer = read("tests/consumer/main.cpp"), readme = read("README.md");
+  const auto begin = consumer.find("  // [readme]\n"), end = consumer.find("  // [/readme]");
+  REQUIRE(begin != std::string::npos);
+  REQUIRE(end != std::string::npos);
+  std::string block;  // inside a function there: each non-empty line indented by two spaces
+  std::istringstream lines(consumer.substr(begin + 14, end - begin - 14));
+  for (std::string line; std::getline(lines, line);) block += (line.size() >= 2 ? line.substr(2) : line) + "\n";
+  CHECK_MESSAGE(readme.find("using namespace qkv;\n\n" + block + "```") != std::string::npos,
+                "README.md's C++ block differs from the one between the readme markers of tests/consumer/main.cpp");
 }
