@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <map>
 
 namespace qkv::test {
@@ -197,6 +198,16 @@ std::filesystem::path scratch_dir(const std::string& name) {
   std::filesystem::remove_all(dir);
   std::filesystem::create_directories(dir);
   return dir;
+}
+
+std::string temp_file(const std::string& name) {
+  std::filesystem::create_directories(process_dir());
+  return (process_dir() / name).string();
+}
+
+std::string read_source(const std::string& path) {
+  std::ifstream in(std::string(QKV_SOURCE_DIR) + "/" + path);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 }  // namespace qkv::test

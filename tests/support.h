@@ -99,5 +99,9 @@ namespace qkv::test {
 std::filesystem::path process_dir();
 /// A fresh, empty folder `name` in process_dir().
 std::filesystem::path scratch_dir(const std::string& name);
+/// The path of a file `name` in process_dir() (created), for a test's own output files.
+std::string temp_file(const std::string& name);
+/// The text of a file of qkv's source tree (`path` relative to it), or "" when it cannot be read.
+std::string read_source(const std::string& path);
 
 }  // namespace qkv::test

@@ -212,11 +212,7 @@ TEST_CASE("custom ops: the node owns its name; wrong gradient count, shape or dt
 }
 
 TEST_CASE("docs/cpp-api.md's custom-op block is examples/custom_op.cpp's, which ctest builds and runs") {
-  const auto read = [](const std::string& path) {
-    std::ifstream in(std::string(QKV_SOURCE_DIR) + "/" + path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  const std::string example = read("examples/custom_op.cpp"), readme = read("docs/cpp-api.md");
+  const std::string example = test::read_source("examples/custom_op.cpp"), readme = test::read_source("docs/cpp-api.md");
   const auto begin = example.find("// [readme]\n"), end = example.find("// [/readme]");
   REQUIRE(begin != std::string::npos);
   REQUIRE(end != std::string::npos);

@@ -9,11 +9,6 @@
 using namespace qkv;
 
 namespace {
-std::string tmp_path(const std::string& name) {
-  const auto dir = test::process_dir();
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
 // A file with a hand-written header and `data_bytes` bytes of buffer.
 std::string raw(const std::string& header, std::size_t data_bytes = 0, std::uint64_t claimed = 0) {
   std::string out(8, '\0');
@@ -29,7 +24,7 @@ SafetensorsFile parse(const std::string& bytes) {
 TEST_CASE("round trip: names, shapes, values, metadata, float64 and int64") {
   const Tensor a = Tensor::randn({3, 4}), b = Tensor::from({1.5, -2.0}, kFloat64);
   const Tensor c = Tensor::from(std::vector<std::int64_t>{7, -1, 3}, {3});
-  const std::string path = tmp_path("round.safetensors");
+  const std::string path = test::temp_file("round.safetensors");
   write_safetensors(path, {{"a", a}, {"b", b}, {"c", c}}, {{"format", "qkv"}});
   const auto f = read_safetensors(path);
   CHECK(f.metadata.at("format") == "qkv");
@@ -115,11 +110,11 @@ TEST_CASE("bad files give qkv::Error, never a crash or a huge allocation") {
   CHECK_ERROR(parse(raw(R"({"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,8]}})", 8)), "shape entries must be non-negative");
   CHECK_ERROR(parse(raw(R"({"__metadata__":{"k":1}})", 0)), "__metadata__ value for 'k' is not a string");
   CHECK_ERROR(parse(raw(R"({"a":{"dtype":"F32"}})", 0)), "tensor 'a' needs dtype, shape and data_offsets");
-  CHECK_ERROR(read_safetensors(tmp_path("does-not-exist.safetensors")), "no such file");
+  CHECK_ERROR(read_safetensors(test::temp_file("does-not-exist.safetensors")), "no such file");
 }
 
 TEST_CASE("atomic write leaves no temporary file and replaces the old file whole") {
-  const std::string path = tmp_path("atomic.safetensors");
+  const std::string path = test::temp_file("atomic.safetensors");
   write_safetensors(path, {{"a", Tensor::ones({4})}}, {});
   write_safetensors(path, {{"a", Tensor::zeros({2})}}, {});
   CHECK(read_safetensors(path).find("a").numel() == 2);

@@ -250,11 +250,7 @@ TEST_CASE("forward hooks and pre-hooks: see, replace, remove; a block's attentio
 }
 
 TEST_CASE("README's C++ tour is tests/consumer/main.cpp's, which ctest builds and runs") {
-  const auto read = [](const std::string& path) {
-    std::ifstream in(std::string(QKV_SOURCE_DIR) + "/" + path);
-    return std::string(std::istreambuf_iterator<char>(in), {});
-  };
-  const std::string consumer = read("tests/consumer/main.cpp"), readme = read("README.md");
+  const std::string consumer = test::read_source("tests/consumer/main.cpp"), readme = test::read_source("README.md");
   const auto begin = consumer.find("  // [readme]\n"), end = consumer.find("  // [/readme]");
   REQUIRE(begin != std::string::npos);
   REQUIRE(end != std::string::npos);

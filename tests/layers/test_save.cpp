@@ -7,17 +7,9 @@
 
 using namespace qkv;
 
-namespace {
-std::string tmp_path(const std::string& name) {
-  const auto dir = test::process_dir();
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
-}  // namespace
-
 TEST_CASE("module save and strict load by name") {
   auto m = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 1});
-  const std::string path = tmp_path("model.safetensors");
+  const std::string path = test::temp_file("model.safetensors");
   save(*m, path, {{"format", "qkv"}});
   auto n = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 1});
   load(*n, path);
@@ -56,7 +48,7 @@ TEST_CASE("buffers are saved and loaded with the parameters; an integer/float sw
   a.w.copy_(Tensor::from({1.0, 2.0}));
   a.mean.copy_(Tensor::from({0.25, -4.0}));
   a.seen.copy_(Tensor::from(std::vector<std::int64_t>{7}, {1}));
-  const std::string path = tmp_path("buffers.safetensors");
+  const std::string path = test::temp_file("buffers.safetensors");
   save(a, path);
   WithBuffers b;
   load(b, path);

@@ -28,11 +28,6 @@ struct Experiment {  // two parameters, AdamW with a cosine schedule, a fixed qu
   }
 };
 
-std::string path_of(const std::string& name) {
-  const auto dir = test::process_dir();
-  std::filesystem::create_directories(dir);
-  return (dir / name).string();
-}
 
 }  // namespace
 
@@ -40,7 +35,7 @@ TEST_CASE("optimizer and schedule state round-trip through a file: the resumed r
   Experiment a;
   a.steps(2, /*skip_b=*/true);  // b has no state yet, then its own step count
   a.steps(2);
-  const std::string file = path_of("optim.safetensors");
+  const std::string file = test::temp_file("optim.safetensors");
   save(a.opt, file, &a.sched);
   Experiment b;
   b.w.copy_(a.w);
@@ -59,7 +54,7 @@ TEST_CASE("optimizer and schedule state round-trip through a file: the resumed r
 TEST_CASE("optimizer state files: bad input") {
   Experiment a;
   a.steps(1);
-  const std::string file = path_of("optim_bad.safetensors");
+  const std::string file = test::temp_file("optim_bad.safetensors");
   save(a.opt, file);  // no schedule
   Experiment b;
   CHECK_ERROR(load(b.opt, file, &b.sched), "holds no schedule state (it was saved without one)");
@@ -69,7 +64,7 @@ TEST_CASE("optimizer state files: bad input") {
   const Tensor q = Tensor::zeros({4}).requires_grad_();
   AdamW other({{"w", q}, {"b", Tensor::zeros({1}).requires_grad_()}}, {});
   CHECK_ERROR(load(other, file), file);  // a shape mismatch, named with the file
-  const std::string weights = path_of("weights.safetensors");
+  const std::string weights = test::temp_file("weights.safetensors");
   write_safetensors(weights, {{"w", a.w}}, {});
   CHECK_ERROR(load(b.opt, weights), "is not an optimizer state");
   write_safetensors(weights, {}, {{"qkv.kind", "optimizer"}, {"qkv.optimizer", "AdamW"}, {"optim.step", "x1"}});
