@@ -310,7 +310,7 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
 }
 
 HookHandle Tensor::register_hook(GradHook hook) const {
-  QKV_CHECK(defined(), "register_hook: the tensor is undefined");
+  QKV_CHECK(defined(), "Tensor::register_hook: the tensor is undefined");
   QKV_CHECK(requires_grad(), "register_hook: cannot register a hook on a tensor that does not require grad (shape {})",
             shape().str());
   QKV_CHECK(hook != nullptr, "register_hook: the hook is empty");
@@ -331,7 +331,7 @@ HookHandle Tensor::register_hook(GradHook hook) const {
 }
 
 void Tensor::retain_grad() const {
-  QKV_CHECK(defined(), "retain_grad: the tensor is undefined");
+  QKV_CHECK(defined(), "Tensor::retain_grad: the tensor is undefined");
   QKV_CHECK(requires_grad(), "retain_grad: the tensor (shape {}) does not require grad", shape().str());
   if (!is_leaf()) grad_fn()->retain = impl_ptr();
 }

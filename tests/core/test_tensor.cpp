@@ -1,6 +1,7 @@
 #include "../support.h"
 
 #include <functional>
+#include <limits>
 #include <sstream>
 
 using namespace qkv;
@@ -178,6 +179,32 @@ TEST_CASE("an undefined tensor is a qkv::Error naming the op or method, never a 
       {"index_select", [&] { (void)index_select(u, 0, ids); }},
       {"flip", [&] { (void)flip(u, {0}); }},
       {"stack", [&] { (void)stack({x, u}); }},
+      {"sin", [&] { (void)sin(u); }},
+      {"cos", [&] { (void)cos(u); }},
+      {"abs", [&] { (void)abs(u); }},
+      {"sign", [&] { (void)sign(u); }},
+      {"rsqrt", [&] { (void)rsqrt(u); }},
+      {"erf", [&] { (void)erf(u); }},
+      {"log1p", [&] { (void)log1p(u); }},
+      {"silu", [&] { (void)silu(u); }},
+      {"clamp", [&] { (void)clamp(u, 0.0); }},
+      {"maximum", [&] { (void)maximum(x, u); }},
+      {"minimum", [&] { (void)minimum(u, x); }},
+      {"min", [&] { (void)min(u); }},
+      {"min", [&] { (void)min(u, 0); }},
+      {"var", [&] { (void)var(u); }},
+      {"std", [&] { (void)qkv::std(u, {0}); }},
+      {"logsumexp", [&] { (void)logsumexp(u, 0); }},
+      {"cumsum", [&] { (void)cumsum(u, 0); }},
+      {"norm", [&] { (void)norm(u); }},
+      {"tril", [&] { (void)tril(u); }},
+      {"triu", [&] { (void)triu(u, 1); }},
+      {"einsum", [&] { (void)einsum("ij,jk->ik", x, u); }},
+      {"sort", [&] { (void)sort(u); }},
+      {"topk", [&] { (void)topk(u, 1); }},
+      {"multinomial", [&] { (void)multinomial(u, 1); }},
+      {"Tensor::register_hook", [&] { (void)u.register_hook([](const Tensor& g) { return g; }); }},
+      {"Tensor::retain_grad", [&] { u.retain_grad(); }},
       {"Tensor::version", [&] { (void)u.version(); }},
       {"Tensor::bump_version", [&] { u.bump_version(); }},
   };
@@ -195,6 +222,33 @@ TEST_CASE("an undefined tensor is a qkv::Error naming the op or method, never a 
 #if defined(__SANITIZE_ADDRESS__)
 #define QKV_TEST_ASAN 1
 #endif
+
+TEST_CASE("the new ops' misuse: ranges, shapes and dtypes named, never a crash") {
+  const Tensor x = Tensor::ones({2, 3});
+  const std::vector<std::pair<std::string, std::function<void()>>> calls = {
+      {"multinomial: row 0: weight -1 at 0 is negative or not finite", [] { (void)multinomial(Tensor::from({-1.0, 1.0}), 1); }},
+      {"multinomial: row 0 has 0 categories of positive weight", [] { (void)multinomial(Tensor::zeros({3}), 1, true); }},
+      {"multinomial: expected probabilities (N) or (B, N), got shape [1, 1, 2]",
+       [] { (void)multinomial(Tensor::ones({1, 1, 2}), 1); }},
+      {"multinomial: num_samples must be positive, got 0", [] { (void)multinomial(Tensor::ones({2}), 0); }},
+      {"topk: k = 4 is out of range for dim 1 of size 3", [&] { (void)topk(x, 4); }},
+      {"topk: k = -1 is out of range", [&] { (void)topk(x, -1); }},
+      {"randint: expected low < high, got low = 5 and high = 2", [] { (void)randint(5, 2, {3}); }},
+      {"tril: expected a tensor of at least 2 dims, got shape [3]", [] { (void)tril(Tensor::ones({3})); }},
+      {"einsum: expected two operands and an explicit output", [&] { (void)einsum("ij->j", x, x); }},
+      {"einsum: subscript 'j' is 3 in operand 0 (shape [2, 3]) but 2 in operand 1", [&] { (void)einsum("ij,jk->ik", x, x); }},
+      {"clamp: min = 1 is greater than max = 0", [&] { (void)clamp(x, 1.0, 0.0); }},
+      {"norm: p must be a finite number >= 1, got inf", [&] { (void)norm(x, std::numeric_limits<double>::infinity()); }},
+      {"cumsum: dim 3 is out of range", [&] { (void)cumsum(x, 3); }},
+      {"sin: expected a float32 or float64 tensor, got int64", [] { (void)sin(Tensor::zeros({2}, kInt64)); }},
+      {"maximum: mixed dtypes", [&] { (void)maximum(x, Tensor::ones({2, 3}, kFloat64)); }},
+      {"var: correction must be >= 0, got -2", [&] { (void)var(x, -2); }},
+  };
+  for (const auto& [text, call] : calls) {
+    INFO(text);
+    CHECK_ERROR(call(), text);
+  }
+}
 
 TEST_CASE("out of memory names the op that asked and the bytes, as a std::bad_alloc") {
 #ifdef QKV_TEST_ASAN
