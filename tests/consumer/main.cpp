@@ -36,6 +36,60 @@ void readme_tour() {
   if (!d_a.defined() || best.dtype() != kInt64) throw Error("readme tour: no gradient");
 }
 
+namespace {
+
+// Next-token loss on one fixed sequence: 1 2 3 4 5 -> 2 3 4 5 6.
+Tensor loss_of(LanguageModel& m) {
+  const Tensor inputs = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4, 5}, {1, 5});
+  const Tensor targets = Tensor::from(std::vector<std::int64_t>{2, 3, 4, 5, 6}, {1, 5});
+  return cross_entropy(reshape(m.logits(inputs), {-1, 8}), reshape(targets, {-1}));
+}
+
+// 20 AdamW steps on a cosine schedule, an EMA copy following the weights; true when the loss fell.
+bool train_with_ema(LanguageModel& model, AdamW& opt, LRSchedule& sched) {
+  auto ema = clone(model);  // std::shared_ptr<LanguageModel>, sharing nothing with model
+  const double first = loss_of(model).item();
+  for (int step = 0; step < 20; ++step) {
+    Tensor loss = loss_of(model);
+    opt.zero_grad();
+    loss.backward();
+    opt.step();
+    sched.step();
+    auto e = ema->parameters(), p = model.parameters();
+    NoGradGuard no_grad;
+    for (std::size_t i = 0; i < e.size(); ++i) e[i].copy_(e[i] * 0.9 + p[i] * 0.1);
+  }
+  return loss_of(model).item() < first;
+}
+
+// Checkpoint and resume: weights, optimizer and schedule state; true when the resumed schedule is where it was.
+bool checkpoint_and_resume(LanguageModel& model, const AdamW& opt, const LRSchedule& sched) {
+  save(model, "consumer_model.safetensors");
+  save(opt, "consumer_optim.safetensors", &sched);
+  auto resumed = clone(model);
+  AdamW opt2(resumed->named_parameters(), {.lr = 1e-2});
+  LRSchedule sched2(opt2, {.kind = "cosine", .warmup_steps = 2, .total_steps = 20});
+  load(*resumed, "consumer_model.safetensors");
+  load(opt2, "consumer_optim.safetensors", &sched2);
+  return sched2.steps() == sched.steps() && opt2.lr() == opt.lr();
+}
+
+// A forward hook keeps block 0's attention output; grad() gives d loss / d that output, touching no .grad().
+bool hook_and_grad(LanguageModel& model) {
+  MultiHeadSelfAttention& attn = *(*dynamic_cast<Transformer&>(model).blocks)[0].attn;
+  Tensor attn_out;
+  HookHandle keep = attn.register_forward_hook([&](Module&, const Tensor&, const Tensor& out) {
+    attn_out = out;
+    return Tensor();
+  });
+  const Tensor loss = loss_of(model);
+  keep.remove();
+  const std::vector<Tensor> d = grad({loss}, {attn_out});
+  return d[0].shape() == attn_out.shape();
+}
+
+}  // namespace
+
 int main() {
   readme_tour();
   set_num_threads(1);
@@ -44,47 +98,10 @@ int main() {
                             .causal = true}, gen);
   AdamW opt(model->named_parameters(), {.lr = 1e-2});
   LRSchedule sched(opt, {.kind = "cosine", .warmup_steps = 2, .total_steps = 20});
-  auto ema = clone(*model);  // std::shared_ptr<LanguageModel>, sharing nothing with model
-  const Tensor x = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4, 5}, {1, 5});
-  const Tensor y = Tensor::from(std::vector<std::int64_t>{2, 3, 4, 5, 6}, {1, 5});
-  const auto loss_of = [&](LanguageModel& m) { return cross_entropy(reshape(m.logits(x), {-1, 8}), reshape(y, {-1})); };
   const double first = loss_of(*model).item();
-  for (int step = 0; step < 20; ++step) {
-    Tensor loss = loss_of(*model);
-    opt.zero_grad();
-    loss.backward();
-    opt.step();
-    sched.step();
-    auto e = ema->parameters(), p = model->parameters();
-    NoGradGuard no_grad;
-    for (std::size_t i = 0; i < e.size(); ++i) e[i].copy_(e[i] * 0.9 + p[i] * 0.1);
-  }
-  if (!(loss_of(*model).item() < first)) return 1;
-
-  // Checkpoint and resume: weights, optimizer and schedule state.
-  save(*model, "consumer_model.safetensors");
-  save(opt, "consumer_optim.safetensors", &sched);
-  auto resumed = clone(*model);
-  AdamW opt2(resumed->named_parameters(), {.lr = 1e-2});
-  LRSchedule sched2(opt2, {.kind = "cosine", .warmup_steps = 2, .total_steps = 20});
-  load(*resumed, "consumer_model.safetensors");
-  load(opt2, "consumer_optim.safetensors", &sched2);
-  if (sched2.steps() != 20 || opt2.lr() != opt.lr()) return 1;
-
-  // A forward hook keeps block 0's attention output; grad() gives d loss / d that output, touching no .grad().
-  MultiHeadSelfAttention& attn = *(*dynamic_cast<Transformer&>(*model).blocks)[0].attn;
-  Tensor attn_out;
-  HookHandle keep = attn.register_forward_hook([&](Module&, const Tensor&, const Tensor& out) {
-    attn_out = out;
-    return Tensor();
-  });
-  const Tensor loss = loss_of(*model);
-  keep.remove();
-  const std::vector<Tensor> d = grad({loss}, {attn_out});
-  if (!(d[0].shape() == attn_out.shape())) return 1;
-
-  // Cached generation.
-  KVCache cache = model->make_cache(1);
+  if (!train_with_ema(*model, opt, sched) || !checkpoint_and_resume(*model, opt, sched) || !hook_and_grad(*model))
+    return 1;
+  KVCache cache = model->make_cache(1);  // cached generation
   model->logits(Tensor::from(std::vector<std::int64_t>{1, 2}, {1, 2}), cache);
   if (cache.length != 2) return 1;
   std::printf("consumer ok: %lld parameters, loss %.3f -> %.3f\n", static_cast<long long>(model->num_parameters()),
