@@ -95,6 +95,14 @@ void for_each2(const Shape& shape, const Shape& s1, const Shape& s2, F&& f) {
 struct DimSplit {
   std::int64_t outer = 1, n = 1, inner = 1;
 };
+// f(base, stride) for each of the outer * inner lines of length n along the split dim: element j of a line is
+// at base + j * stride.
+template <class F>
+void for_each_line(const DimSplit& sp, F&& f) {
+  for (std::int64_t o = 0; o < sp.outer; ++o)
+    for (std::int64_t i = 0; i < sp.inner; ++i) f(o * sp.n * sp.inner + i, sp.inner);
+}
+
 inline DimSplit split_at(const Shape& s, int dim) {
   DimSplit r;
   for (int d = 0; d < s.rank(); ++d) {

@@ -10,13 +10,6 @@
 namespace qkv {
 namespace {
 
-// f(base, stride) for each of the outer * inner lines of length n along dim.
-template <class F>
-void for_each_line(const kernel::DimSplit& sp, F&& f) {
-  for (std::int64_t o = 0; o < sp.outer; ++o)
-    for (std::int64_t i = 0; i < sp.inner; ++i) f(o * sp.n * sp.inner + i, sp.inner);
-}
-
 }  // namespace
 
 Tensor softmax(const Tensor& a, int dim) {
@@ -29,7 +22,7 @@ Tensor softmax(const Tensor& a, int dim) {
     using T = decltype(tag);
     const T* pa = a.data<T>();
     T* po = out.data<T>();
-    for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+    kernel::for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
       T m = -std::numeric_limits<T>::infinity();
       for (std::int64_t j = 0; j < sp.n; ++j) m = std::max(m, pa[base + j * st]);
       if (m == -std::numeric_limits<T>::infinity()) m = 0;  // a fully masked row gives NaN as in torch (0/0)
@@ -47,7 +40,7 @@ Tensor softmax(const Tensor& a, int dim) {
         using T = decltype(tag);
         const T *py = y.data<T>(), *pg = g.data<T>();
         T* pd = dx.data<T>();
-        for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+        kernel::for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
           T dot = 0;
           for (std::int64_t j = 0; j < sp.n; ++j) dot += pg[base + j * st] * py[base + j * st];
           for (std::int64_t j = 0; j < sp.n; ++j) pd[base + j * st] = py[base + j * st] * (pg[base + j * st] - dot);
@@ -68,7 +61,7 @@ Tensor log_softmax(const Tensor& a, int dim) {
     using T = decltype(tag);
     const T* pa = a.data<T>();
     T* po = out.data<T>();
-    for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+    kernel::for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
       T m = -std::numeric_limits<T>::infinity();
       for (std::int64_t j = 0; j < sp.n; ++j) m = std::max(m, pa[base + j * st]);
       T s = 0;
@@ -85,7 +78,7 @@ Tensor log_softmax(const Tensor& a, int dim) {
         using T = decltype(tag);
         const T *py = y.data<T>(), *pg = g.data<T>();
         T* pd = dx.data<T>();
-        for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+        kernel::for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
           T s = 0;
           for (std::int64_t j = 0; j < sp.n; ++j) s += pg[base + j * st];
           for (std::int64_t j = 0; j < sp.n; ++j)

@@ -91,19 +91,18 @@ SortResult sort(const Tensor& a, int dim, bool descending) {
     const T* pa = x.data<T>();
     std::int64_t* pi = index.data<std::int64_t>();
     std::vector<std::int64_t> order(static_cast<std::size_t>(sp.n));
-    for (std::int64_t o = 0; o < sp.outer; ++o)
-      for (std::int64_t i = 0; i < sp.inner; ++i) {
-        const auto at = [&](std::int64_t j) { return pa[(o * sp.n + j) * sp.inner + i]; };
-        std::iota(order.begin(), order.end(), std::int64_t{0});
-        // NaN sorts above everything, as torch's; ties keep their order (a stable sort).
-        std::stable_sort(order.begin(), order.end(), [&](std::int64_t l, std::int64_t r) {
-          const T vl = at(l), vr = at(r);
-          const bool nl = vl != vl, nr = vr != vr;
-          if (nl || nr) return descending ? nl && !nr : !nl && nr;
-          return descending ? vl > vr : vl < vr;
-        });
-        for (std::int64_t j = 0; j < sp.n; ++j) pi[(o * sp.n + j) * sp.inner + i] = order[static_cast<std::size_t>(j)];
-      }
+    kernel::for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+      const auto at = [&](std::int64_t j) { return pa[base + j * st]; };
+      std::iota(order.begin(), order.end(), std::int64_t{0});
+      // NaN sorts above everything, as torch's; ties keep their order (a stable sort).
+      std::stable_sort(order.begin(), order.end(), [&](std::int64_t l, std::int64_t r) {
+        const T vl = at(l), vr = at(r);
+        const bool nl = vl != vl, nr = vr != vr;
+        if (nl || nr) return descending ? nl && !nr : !nl && nr;
+        return descending ? vl > vr : vl < vr;
+      });
+      for (std::int64_t j = 0; j < sp.n; ++j) pi[base + j * st] = order[static_cast<std::size_t>(j)];
+    });
   });
   Tensor values = gather(x, d, index);  // differentiable: the gradient goes back to where each value came from
   if (a.dim() == 0) return {reshape(values, {}), reshape(index, {})};

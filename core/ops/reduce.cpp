@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 namespace qkv {
 namespace {
@@ -125,6 +126,14 @@ Tensor argmax(const Tensor& a, int dim, bool keepdim) {
 
 namespace qkv {
 
+namespace {
+std::vector<int> all_dims(const Tensor& a) {  // 0, 1, ..., rank - 1: a whole-tensor reduction
+  std::vector<int> dims(static_cast<std::size_t>(a.dim()));
+  std::iota(dims.begin(), dims.end(), 0);
+  return dims;
+}
+}  // namespace
+
 // ---- statistics: composites of the differentiable ops above, so their gradients come from those ----
 
 Tensor min(const Tensor& a, int dim, bool keepdim) {
@@ -152,9 +161,7 @@ Tensor var(const Tensor& a, const std::vector<int>& dims, std::int64_t correctio
 
 Tensor var(const Tensor& a, std::int64_t correction) {
   const kernel::OpScope op_scope("var", {&a});
-  std::vector<int> all(static_cast<std::size_t>(a.dim()));
-  for (int d = 0; d < a.dim(); ++d) all[static_cast<std::size_t>(d)] = d;
-  return var(a, all, correction, false);
+  return var(a, all_dims(a), correction, false);
 }
 
 Tensor std(const Tensor& a, const std::vector<int>& dims, std::int64_t correction, bool keepdim) {
@@ -187,14 +194,10 @@ Tensor cumsum(const Tensor& a, int dim) {
     using T = decltype(tag);
     const T* pa = a.data<T>();
     T* po = out.data<T>();
-    for (std::int64_t o = 0; o < sp.outer; ++o)
-      for (std::int64_t i = 0; i < sp.inner; ++i) {
-        T run = 0;
-        for (std::int64_t j = 0; j < sp.n; ++j) {
-          const std::int64_t at = (o * sp.n + j) * sp.inner + i;
-          po[at] = run += pa[at];
-        }
-      }
+    kernel::for_each_line(sp, [&](std::int64_t base, std::int64_t st) {
+      T run = 0;
+      for (std::int64_t j = 0; j < sp.n; ++j) po[base + j * st] = run += pa[base + j * st];
+    });
   });
   if (any_requires_grad({&a}))  // each input reaches every later output: the reversed running sum of g
     record(out, "cumsum", {&a}, [d](const Tensor& g) -> Grads { return {flip(cumsum(flip(g, {d}), d), {d})}; });
@@ -221,9 +224,7 @@ Tensor norm(const Tensor& a, double p, const std::vector<int>& dims, bool keepdi
 
 Tensor norm(const Tensor& a, double p) {
   const kernel::OpScope op_scope("norm", {&a});
-  std::vector<int> all(static_cast<std::size_t>(a.dim()));
-  for (int d = 0; d < a.dim(); ++d) all[static_cast<std::size_t>(d)] = d;
-  return norm(a, p, all, false);
+  return norm(a, p, all_dims(a), false);
 }
 
 }  // namespace qkv
