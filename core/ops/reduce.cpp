@@ -208,8 +208,7 @@ Tensor norm(const Tensor& a, double p, const std::vector<int>& dims, bool keepdi
   const kernel::OpScope op_scope("norm", {&a});
   QKV_CHECK(std::isfinite(p) && p >= 1, "norm: p must be a finite number >= 1, got {}", p);
   const Tensor x = a.detach();
-  const Tensor ax = abs(x);
-  const Tensor kept = p == 2 ? sqrt(sum(x * x, dims, true)) : pow(sum(pow(ax, p), dims, true), 1.0 / p);
+  const Tensor kept = p == 2 ? sqrt(sum(x * x, dims, true)) : pow(sum(pow(abs(x), p), dims, true), 1.0 / p);
   const auto [keep, drop] = reduced_shapes("norm", a.shape(), dims);
   Tensor out = keepdim ? kept.clone() : reshape(kept, drop).clone();
   if (any_requires_grad({&a}))  // d|x|_p / dx = sign(x) |x|^(p-1) / |x|_p^(p-1), and 0 where the norm is 0 (torch's)
