@@ -1,5 +1,7 @@
 #include "qkv/core/autograd.h"
 
+#include "qkv/core/precision.h"
+
 #include "qkv/core/autograd_detail.h"
 
 #include "qkv/core/ops.h"
@@ -54,6 +56,7 @@ void attach(Tensor& out, std::string name, std::vector<Edge> next, BackwardFn fn
   node->next = std::move(next);
   node->backward = std::move(fn);
   node->saved = std::move(saved);
+  node->precision = static_cast<std::uint8_t>(matmul_precision());
   out.impl()->grad_fn = std::move(node);
 }
 
@@ -135,6 +138,8 @@ void accumulate_leaf(TensorImpl& leaf, Tensor&& g) {
 bool grad_mode_enabled() { return g_grad_mode; }
 NoGradGuard::NoGradGuard() : prev_(g_grad_mode) { g_grad_mode = false; }
 NoGradGuard::~NoGradGuard() { g_grad_mode = prev_; }
+EnableGradGuard::EnableGradGuard() : prev_(g_grad_mode) { g_grad_mode = true; }
+EnableGradGuard::~EnableGradGuard() { g_grad_mode = prev_; }
 
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
   if (!g_grad_mode) return false;

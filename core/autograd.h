@@ -13,6 +13,8 @@
 
 namespace qkv {
 
+class Generator;
+
 /// One gradient per input, in input order; an undefined Tensor means "no gradient".
 using Grads = std::vector<Tensor>;
 using BackwardFn = std::function<Grads(const Tensor& grad_out)>;
@@ -43,6 +45,7 @@ struct Node {
   std::vector<std::pair<std::uint64_t, GradHook>> hooks;  // on the output's gradient (Tensor::register_hook)
   std::weak_ptr<TensorImpl> retain;                       // the output, when it retains its gradient
   std::string failed_in;  // set on every node of a graph whose backward threw: the op whose backward threw
+  std::uint8_t precision = 0;  // the forward's matmul_precision() (core/precision.h), which its backward runs at
   // State of one backward sweep.
   Tensor grad;
   std::uint64_t epoch = 0;
@@ -59,6 +62,18 @@ class NoGradGuard {
   ~NoGradGuard();
   NoGradGuard(const NoGradGuard&) = delete;
   NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+/// While alive, ops record a graph again inside a NoGradGuard (torch.enable_grad()).
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
 
  private:
   bool prev_;
@@ -112,6 +127,16 @@ class LeafGradHook {
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs = {}, bool retain_graph = false,
                          bool allow_unused = false);
+
+/// Activation checkpointing (torch.utils.checkpoint, use_reentrant = False's results): y = f(x), computed without
+/// recording a graph, so of f's activations only x is kept. The backward runs f on x again with a graph and
+/// backpropagates through it: `params` (the leaves f uses that need gradients) get in .grad() exactly what a
+/// plain backward gives, and x its gradient. `rngs` (the generators f draws from, such as a model's dropout
+/// stream) are set back to their state at the forward for the recompute, so it draws the same masks, then
+/// restored. f must compute the same values from the same inputs (no other state). Outside grad mode, or when
+/// neither x nor a parameter needs a gradient, this is f(x). Forward hooks in f run again in the recompute.
+Tensor checkpoint(const std::function<Tensor(const Tensor&)>& f, const Tensor& x, const std::vector<Tensor>& params,
+                  const std::vector<std::shared_ptr<Generator>>& rngs = {});
 
 /// While alive, every backward checks each gradient a node's backward returns: a NaN or infinity is an error naming
 /// the op whose backward produced it and the input it was for (torch.autograd.detect_anomaly). Costs a pass over

@@ -4,6 +4,7 @@
 
 #include "qkv/core/autograd_detail.h"
 #include "qkv/core/ops.h"
+#include "qkv/core/precision.h"
 
 #include <atomic>
 #include <unordered_map>
@@ -122,6 +123,7 @@ double run_node(Node& node, const Tensor& g, HeldLeaves& held) {
     explicit InBackward(const Node& n) { detail::g_current_op = n.name.c_str(), detail::g_in_backward = true; }
     ~InBackward() { detail::g_current_op = prev_op, detail::g_in_backward = prev_backward; }
   } in_backward(node);
+  const AutocastGuard precision(static_cast<Precision>(node.precision));  // the forward's
   const auto node_start = g_profiling ? Clock::now() : Clock::time_point();
   Grads grads = node.backward(g);
   double seconds = 0;

@@ -3,6 +3,7 @@
 #include "qkv/core/gemm.h"
 
 #include "qkv/core/ops/kernel.h"
+#include "qkv/core/precision.h"
 
 #include <Eigen/Core>
 #if QKV_HAVE_BLAS
@@ -18,6 +19,7 @@ extern "C" int blas_thread_shutdown_() __attribute__((weak));  // the pthread bu
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <limits>
 #include <mutex>
 #include <new>
@@ -203,28 +205,43 @@ GemmEngine engine_for(std::int64_t n, std::int64_t k, std::int64_t m, std::int64
 }
 }  // namespace
 
-template <class T>
-void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
-          bool accumulate) {
-  const GemmEngine e = engine_for(n, k, m, 0);
+void gemm_rows(GemmEngine e, std::int64_t n, std::int64_t k, std::int64_t m,
+               const std::function<void(std::int64_t r0, std::int64_t len)>& rows) {
   const int threads = num_threads();
   const bool split = threads > 1 && parallel_worth(Work::Gemm, double(n) * double(k) * double(m)) && n >= 2 * 32 &&
                      !detail::in_parallel();
   const RowBlocks rb = split ? row_blocks(e, n, k, m, threads) : RowBlocks{n, 1};
   if (rb.count < 2) {
-    engine_rows(e, a, ta, b, tb, c, n, k, m, accumulate, 0, n);
+    rows(0, n);
     return;
   }
   parallel_for(rb.count, true, [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t i = lo; i < hi; ++i)
-      engine_rows(e, a, ta, b, tb, c, n, k, m, accumulate, i * rb.block,
-                  i + 1 < rb.count ? rb.block : n - i * rb.block);
+    for (std::int64_t i = lo; i < hi; ++i) rows(i * rb.block, i + 1 < rb.count ? rb.block : n - i * rb.block);
+  });
+}
+
+template <class T>
+void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
+          bool accumulate) {
+  if constexpr (std::is_same_v<T, float>)
+    if (matmul_precision() == Precision::BFloat16) {
+      gemm_bf16(a, ta, b, tb, c, n, k, m, accumulate);
+      return;
+    }
+  const GemmEngine e = engine_for(n, k, m, 0);
+  gemm_rows(e, n, k, m, [&](std::int64_t r0, std::int64_t len) {
+    engine_rows(e, a, ta, b, tb, c, n, k, m, accumulate, r0, len);
   });
 }
 
 template <class T>
 void gemm_strided(const T* a, std::int64_t lda, bool ta, const T* b, std::int64_t ldb, bool tb, T* c,
                   std::int64_t ldc, std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate) {
+  if constexpr (std::is_same_v<T, float>)
+    if (matmul_precision() == Precision::BFloat16) {
+      gemm_strided_bf16(a, lda, ta, b, ldb, tb, c, ldc, n, k, m, accumulate);
+      return;
+    }
 #if QKV_HAVE_BLAS
   if (engine_for(n, k, m, std::max({lda, ldb, ldc})) == GemmEngine::Blas) {
     blas_gemm(a, lda, ta, b, ldb, tb, c, ldc, n, k, m, accumulate);

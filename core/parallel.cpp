@@ -5,6 +5,8 @@
 // (futex), and an idle worker does the same.
 #include "qkv/core/parallel.h"
 
+#include "qkv/core/precision.h"
+
 #include <qkv/core/errors.h>
 
 #include <sched.h>
@@ -98,6 +100,7 @@ class Pool {
     chunks_.store(chunks, std::memory_order_relaxed);
     wanted_.store(wanted, std::memory_order_relaxed);
     done_.store(0, std::memory_order_relaxed);
+    precision_.store(matmul_precision(), std::memory_order_relaxed);  // the workers run at the caller's
     failed_.store(false, std::memory_order_relaxed);
     error_ = nullptr;
     state_.store(pack(gen_, 0, static_cast<std::uint64_t>(chunks)));  // seq_cst: before the sleepers_ load below
@@ -118,6 +121,7 @@ class Pool {
         continue;
       // The claim succeeded, so the job is still open and call_/ctx_/chunks_ are this job's.
       const std::int64_t chunks = chunks_.load(std::memory_order_relaxed);
+      if (!front) detail::set_thread_precision(precision_.load(std::memory_order_relaxed));
       try {
         call_.load(std::memory_order_relaxed)(ctx_.load(std::memory_order_relaxed), next);
       } catch (...) {
@@ -185,6 +189,7 @@ class Pool {
   std::atomic<std::int64_t> chunks_{0};
   std::atomic<int> wanted_{0}, done_{0}, wake_{0}, sleepers_{0};
   std::atomic<bool> caller_sleeping_{false}, failed_{false};
+  std::atomic<Precision> precision_{Precision::Float32};
   std::exception_ptr error_;
 };
 

@@ -163,6 +163,7 @@ const ModelKind& gpt2_model_kind() {
       .activations_per_token =
           [](const ModelConfig& c) { return model_kind("transformer").activations_per_token(c) + double(c.d_model); },
       .decay_matrices_only = true,
+      .can_recompute = true,
   };
   return kind;
 }

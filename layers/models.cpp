@@ -187,9 +187,12 @@ const ModelKind kTransformerKind{
         },
     .activations_per_token =
         [](const ModelConfig& c) {
-          const double d = double(c.d_model);
-          return double(c.layers) * (16 * d + 3 * transformer_dff(c) + 2 * double(c.heads)) + 4 * d + 4 * double(c.vocab_size);
+          const double d = double(c.d_model), block = 16 * d + 3 * transformer_dff(c) + 2 * double(c.heads);
+          // recompute: every block's input, and one block's activations at a time in the backward
+          const double trunk = c.recompute ? double(c.layers) * d + block : double(c.layers) * block;
+          return trunk + 4 * d + 4 * double(c.vocab_size);
         },
+    .can_recompute = true,
 };
 
 // Model kind -> its entry: a new model is one class and one register_model_kind call.
@@ -217,6 +220,13 @@ const ModelKind& model_kind(const std::string& name) {
   for (const ModelKind& k : registry())
     if (k.name == name) return k;
   fail("model: unknown kind '{}' (expected {})", name, fmt::join(model_kinds(), " or "));
+}
+
+std::string recompute_kinds() {
+  std::vector<std::string> names;
+  for (const ModelKind& k : registry())
+    if (k.can_recompute) names.push_back(k.name);
+  return fmt::format("{}", fmt::join(names, ", "));
 }
 
 std::vector<std::string> model_kinds() {
@@ -262,6 +272,9 @@ const std::vector<ModelField>& model_fields() {
       {"bias", &M::bias, 0, 0, "gpt2: biases in every Linear and LayerNorm (nanoGPT's bias)"},
       {"tie_embeddings", &M::tie_embeddings, 0, 0, "gpt2: the output head is the token embedding (one tensor)"},
       {"norm_eps", &M::norm_eps, 1e-12, 1, "gpt2: LayerNorm eps"},
+      {"recompute", &M::recompute, 0, 0,
+       "transformer, gpt2: activation checkpointing: each block keeps only its input in the forward and recomputes "
+       "its activations in the backward (less memory, about a third more compute; the same gradients)"},
   };
   return fields;
 }

@@ -27,6 +27,7 @@ struct ModelConfig {
   bool bias = true;            ///< gpt2: biases in every Linear and LayerNorm (nanoGPT's bias)
   bool tie_embeddings = true;  ///< gpt2: the head is the token embedding (one tensor)
   double norm_eps = 1e-5;      ///< gpt2: LayerNorm eps (GPT-2's layer_norm_epsilon)
+  bool recompute = false;      ///< transformer, gpt2: keep each block's input only and recompute the rest in backward
   bool operator==(const ModelConfig&) const = default;
 };
 
@@ -94,10 +95,12 @@ class LanguageModel : public Module {
   /// Throws unless the model is causal and implements cached generation.
   void check_cached_generation() const;
   /// h (B, T, D) through every block (each with attend and forward_cached, as TransformerBlock), collecting the
-  /// blocks' attention weights as (L, B, H, T, T) when need_weights: the trunk of the transformer kinds.
+  /// blocks' attention weights as (L, B, H, T, T) when need_weights: the trunk of the transformer kinds. With
+  /// config().recompute, while grad mode is on, each block is a checkpoint (core/autograd.h): it keeps only its
+  /// input, and its backward recomputes its activations, drawing the same dropout masks.
   template <class Block>
-  static AttentionResult attend_blocks(const ModuleList<Block>& blocks, Tensor h, const Tensor& key_padding_mask,
-                                       bool need_weights);
+  AttentionResult attend_blocks(const ModuleList<Block>& blocks, Tensor h, const Tensor& key_padding_mask,
+                                bool need_weights);
   /// The same for a cached generation step: h (B, n, D) after cache.length tokens.
   template <class Block>
   static Tensor forward_blocks_cached(const ModuleList<Block>& blocks, Tensor h, KVCache& cache);
@@ -115,7 +118,14 @@ template <class Block>
 AttentionResult LanguageModel::attend_blocks(const ModuleList<Block>& blocks, Tensor h, const Tensor& key_padding_mask,
                                              bool need_weights) {
   std::vector<Tensor> weights;
+  const bool recompute = config_.recompute && grad_mode_enabled() && !need_weights;  // weights: an inspection
   for (const auto& block : blocks) {
+    if (recompute) {
+      Block* b = block.get();
+      h = checkpoint([b, key_padding_mask](const Tensor& x) { return b->attend(x, key_padding_mask, false).out; }, h,
+                     b->parameters(), {dropout_stream_});
+      continue;
+    }
     auto [out, w] = block->attend(h, key_padding_mask, need_weights);
     h = out;
     if (need_weights) weights.push_back(w);
@@ -183,7 +193,12 @@ struct ModelKind {
   /// Training's default optimizer grouping: true puts weight decay on parameters of 2 or more dims only (not
   /// biases, LayerNorm weights) as nanoGPT's configure_optimizers does; false decays every parameter as torch.
   bool decay_matrices_only = false;
+  /// True when ModelConfig::recompute works for the kind (its trunk runs through attend_blocks); configs and model
+  /// files refuse recompute for the others.
+  bool can_recompute = false;
 };
+/// The kinds whose can_recompute is set, as "transformer, gpt2".
+std::string recompute_kinds();
 /// Adds a kind (or replaces one of the same name); every field must be set.
 void register_model_kind(const ModelKind& kind);
 /// The kind `name`; throws qkv::Error listing the known kinds for an unknown one.

@@ -8,6 +8,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace qkv::kernel {
@@ -146,6 +147,16 @@ using qkv::parallel_for;  // core/parallel.h: the one parallel loop
 template <class T>
 void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::int64_t k, std::int64_t m,
           bool accumulate);
+
+/// Runs rows(r0, len) over the blocks of output rows gemm splits a product (n, k) @ (k, m) on engine e into, across
+/// the pool's threads (one block, on the calling thread, when the product is too small to split).
+void gemm_rows(GemmEngine e, std::int64_t n, std::int64_t k, std::int64_t m,
+               const std::function<void(std::int64_t r0, std::int64_t len)>& rows);
+/// gemm and gemm_strided for float inputs rounded to bf16 (core/precision.h), float32 sums.
+bool gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
+               std::int64_t m, bool accumulate);
+void gemm_strided_bf16(const float* a, std::int64_t lda, bool ta, const float* b, std::int64_t ldb, bool tb, float* c,
+                       std::int64_t ldc, std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate);
 
 /// The same on the calling thread only, with rows lda, ldb, ldc elements apart: for the blocks of a kernel that
 /// is itself split across threads (attention's heads). The engine is the one measured for the product's size.

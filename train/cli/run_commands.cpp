@@ -1,5 +1,6 @@
 #include <qkv/core/parallel.h>
 #include <qkv/core/ops.h>
+#include <qkv/core/precision.h>
 #include <qkv/train/cli/commands.h>
 #include <qkv/train/dist/comm.h>
 #include <qkv/train/io/files.h>
@@ -164,6 +165,9 @@ int cmd_info(const std::string& config_path, const std::vector<std::string>& ove
              "data {:.0f}; this machine has {:.0f} MB)\n",
              m.total() / 1e6, m.parameter_bytes / 1e6, m.activation_bytes / 1e6, m.data_bytes / 1e6,
              double(physical_memory_bytes()) / 1e6);
+  fmt::print("precision: {}{}\n", cfg.train.precision,
+             cfg.train.precision == "bf16" ? "; " + bf16_summary() : std::string(" (train.precision = \"bf16\": ") +
+                                                 bf16_summary() + ")");
   return 0;
 }
 

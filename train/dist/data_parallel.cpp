@@ -23,12 +23,17 @@ std::uint64_t binary_hash() {
 
 }  // namespace
 
-void DataParallel::check_ranks(const std::string& config_toml, std::int64_t batch_size) const {
+void DataParallel::check_ranks(const std::string& config_toml, std::int64_t batch_size,
+                               std::int64_t grad_accum_steps) const {
   if (!comm_.distributed()) return;
   QKV_CHECK(batch_size % comm_.size() == 0,
             "train.batch_size = {} is not divisible by the {} ranks of this job: each rank takes an equal slice of "
             "the global batch (choose a batch size that is a multiple of mpirun -np)",
             batch_size, comm_.size());
+  QKV_CHECK((batch_size / comm_.size()) % grad_accum_steps == 0,
+            "train.grad_accum_steps = {} does not divide the {} sequences each of the {} ranks takes of train.batch_size "
+            "= {}: each micro-batch is an equal share of a rank's slice",
+            grad_accum_steps, batch_size / comm_.size(), comm_.size(), batch_size);
   const auto configs = comm_.gather(fnv1a(config_toml.data(), config_toml.size()));
   const auto binaries = comm_.gather(binary_hash());
   const auto hosts = comm_.hosts();

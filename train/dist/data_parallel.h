@@ -23,8 +23,9 @@ class DataParallel {
   const Comm& comm() const { return comm_; }
 
   /// Every rank must run the same config (its TOML text) with the same program, and split the global batch of
-  /// `batch_size` sequences evenly; otherwise qkv::Error naming the odd ranks.
-  void check_ranks(const std::string& config_toml, std::int64_t batch_size) const;
+  /// `batch_size` sequences evenly, and each rank's slice into `grad_accum_steps` micro-batches; otherwise
+  /// qkv::Error naming the odd ranks or the key.
+  void check_ranks(const std::string& config_toml, std::int64_t batch_size, std::int64_t grad_accum_steps = 1) const;
   /// This rank's rows of a global batch: rank r of N takes rows [r B/N, (r + 1) B/N).
   Batch slice(const Batch& global) const;
   /// This rank's rows of the dataset's next global batch, reading only those rows where the dataset can.

@@ -1,6 +1,7 @@
 #include "qkv/train/run/bench.h"
 
 #include <qkv/core/autograd.h>
+#include <qkv/core/precision.h>
 #include <qkv/train/dist/data_parallel.h>
 #include <qkv/train/run/run.h>
 #include <qkv/train/run/step.h>
@@ -59,7 +60,7 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool
             warmup);
   const Comm& comm = Comm::world();
   DataParallel parallel(comm);
-  parallel.check_ranks(to_toml(c), c.train.batch_size);
+  parallel.check_ranks(to_toml(c), c.train.batch_size, c.train.grad_accum_steps);
   Run r;
   r.config = c;
   set_up(r);
@@ -72,8 +73,9 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool
   for (std::int64_t i = 0; i < std::min<std::int64_t>(steps + warmup, 64); ++i)
     batches.push_back(parallel.next_batch(*r.data, c.train.batch_size));
   const auto step = [&](std::int64_t i) {
+    const AutocastGuard precision(parse_precision(c.train.precision));
     train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(i) % batches.size()],
-               c.optim.clip_grad_norm, &parallel);
+               {.clip_grad_norm = c.optim.clip_grad_norm, .grad_accum_steps = c.train.grad_accum_steps}, &parallel);
   };
   for (std::int64_t i = 0; i < warmup; ++i) step(i);
   comm.take_comm_seconds();

@@ -229,6 +229,12 @@ void check_consistency(const Config& c, At&& at) {
             "{}: data.seq_len = {} is larger than the model's positional table (model.positions = {})",
             at("data.seq_len"), d.seq_len, m.positions);
   check_validation_size(d, at("data.val_size"));
+  QKV_CHECK(c.train.batch_size % c.train.grad_accum_steps == 0,
+            "{}: train.grad_accum_steps = {} does not divide train.batch_size = {} (each micro-batch takes an equal "
+            "share of the batch)", at("train.grad_accum_steps"), c.train.grad_accum_steps, c.train.batch_size);
+  QKV_CHECK(!m.recompute || model_kind(m.kind).can_recompute,
+            "{}: model.recompute = true: model.kind = \"{}\" has no blocks to recompute (the kinds that do: {})",
+            at("model.recompute"), m.kind, recompute_kinds());
   QKV_CHECK(!c.optim.nesterov || c.optim.name == "sgd", "{}: optim.nesterov needs optim.name = \"sgd\"",
             at("optim.nesterov"));
   // The rules between keys that belong to what the keys configure: asked of it, with the place of the key.

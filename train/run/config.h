@@ -40,6 +40,8 @@ struct Config {
   } schedule;
   struct Train {
     std::int64_t steps = 1000, batch_size = 64, eval_every = 100, log_every = 10;
+    std::int64_t grad_accum_steps = 1;  // micro-batches per step, gradients summed
+    std::string precision = "fp32";     // fp32 | bf16 (matrix products in bf16, float32 master weights)
     std::int64_t checkpoint_every = 500, keep_checkpoints = 3;
     double target_accuracy = 0.0;  // 0 = never stop early
     std::int64_t threads = 0;      // 0 = all cores

@@ -1,5 +1,6 @@
 #include "qkv/train/run/config_keys.h"
 
+#include <qkv/core/precision.h>
 #include <qkv/optim/optimizer.h>
 #include <qkv/optim/schedule.h>
 
@@ -84,6 +85,9 @@ std::vector<KeySpec> make_specs() {
       {"schedule.gamma", [](Config& c) -> Ref { return &c.schedule.gamma; }, "step: decay factor", 1e-300, 1e3},
       {"train.steps", [](Config& c) -> Ref { return &c.train.steps; }, "optimizer steps", 1, 1e12},
       {"train.batch_size", [](Config& c) -> Ref { return &c.train.batch_size; }, "sequences per step", 1, 1e7},
+      {"train.grad_accum_steps", [](Config& c) -> Ref { return &c.train.grad_accum_steps; }, "split each step's batch into this many micro-batches and sum their gradients before the one optimizer step (it must divide the batch each rank takes); the step equals one over the whole batch", 1, 1e6},
+      {"train.precision", [](Config& c) -> Ref { return &c.train.precision; }, "matrix and attention products: fp32, or bf16 inputs with float32 sums (weights, gradients, optimizer state, softmax, LayerNorm and the loss stay float32)",
+       -kInf, kInf, precision_names},
       {"train.eval_every", [](Config& c) -> Ref { return &c.train.eval_every; }, "validate every this many steps (and at the end)", 1, 1e12},
       {"train.log_every", [](Config& c) -> Ref { return &c.train.log_every; }, "log training loss every this many steps", 1, 1e12},
       {"train.checkpoint_every", [](Config& c) -> Ref { return &c.train.checkpoint_every; }, "checkpoint every this many steps (0 = only at the end)", 0, 1e12},

@@ -28,7 +28,8 @@ MemoryEstimate estimate_memory(const Config& c, std::int64_t vocab) {
   // and head, not its T x T weights (core/ops/attention.cpp), so nothing here grows with T^2.
   const ModelConfig m = c.model_config(vocab);
   const ModelKind& kind = model_kind(m.kind);
-  const double t = double(c.data.seq_len), tokens = double(c.train.batch_size) * t;
+  // One micro-batch's activations are alive at a time (train.grad_accum_steps).
+  const double t = double(c.data.seq_len), tokens = double(c.train.batch_size / c.train.grad_accum_steps) * t;
   MemoryEstimate e;
   e.parameters = kind.parameters(m);
   e.parameter_bytes = 16 * e.parameters;
@@ -45,7 +46,8 @@ void check_memory(const Config& c, std::int64_t vocab) {
   QKV_CHECK(have == 0 || total <= have,
             "config: this run needs about {:.1f} GB but the machine has {:.1f} GB: parameters and optimizer state {:.1f} "
             "GB ({:.3g} parameters: model.d_model, model.layers, model.d_ff, vocabulary), activations {:.1f} GB "
-            "(train.batch_size x data.seq_len x model.d_model, model.d_ff, model.layers), data {:.1f} GB "
+            "(train.batch_size / train.grad_accum_steps x data.seq_len x model.d_model, model.d_ff, model.layers; "
+            "model.recompute keeps less), data {:.1f} GB "
             "(up to 5x the size of data.path, and data.val_size x data.seq_len)",
             total / 1e9, have / 1e9, e.parameter_bytes / 1e9, e.parameters, e.activation_bytes / 1e9, e.data_bytes / 1e9);
 }

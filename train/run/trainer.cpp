@@ -2,6 +2,7 @@
 
 #include <qkv/core/gemm.h>
 #include <qkv/core/parallel.h>
+#include <qkv/core/precision.h>
 #include <qkv/train/dist/data_parallel.h>
 #include <qkv/train/io/files.h>
 #include <qkv/train/report/report.h>
@@ -165,7 +166,7 @@ Trainer::Trainer(const Config& config, const TrainOptions& options)
     : opt_(options), comm_(Comm::world()), parallel_(comm_) {
   r_.config = config;
   const bool resuming = !options.resume_dir.empty();
-  parallel_.check_ranks(to_toml(config), config.train.batch_size);
+  parallel_.check_ranks(to_toml(config), config.train.batch_size, config.train.grad_accum_steps);
   if (!resuming) check_run_name(config.run.name, "config");
   check_memory(config, config.data.task == "text" ? 0 : config.data.vocab_size);  // before anything is allocated
   const fs::path dir = resuming ? fs::path(options.resume_dir) : fs::path(config.run.out_dir) / config.run.name;
@@ -213,6 +214,7 @@ void Trainer::build() {
                                                  c.train.batch_size / comm_.size())
                                    : "");
   log_->info("{}", gemm_summary());
+  if (r_.config.train.precision == "bf16") log_->info("precision: bf16 products, float32 weights; {}", bf16_summary());
 }
 
 // From the newest checkpoint that reads back whole; a damaged newer one is skipped, saying so. Rank 0 reads it
@@ -281,6 +283,7 @@ void Trainer::log_progress(const StepStats& st) {
 }
 
 void Trainer::validate() {
+  const AutocastGuard precision(parse_precision(r_.config.train.precision));
   result_.val = evaluate(*r_.model, r_.data->validation(), r_.config.train.batch_size);
   const EvalResult& v = result_.val;
   append_metrics({{"step", r_.step}, {"split", "val"}, {"loss", v.loss}, {"token_acc", v.token_acc},
@@ -375,7 +378,10 @@ TrainResult Trainer::run() {
     const Batch batch = parallel_.next_batch(*r_.data, tc.batch_size);  // every rank draws the same
     StepStats st;
     try {
-      st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch, r_.config.optim.clip_grad_norm, &parallel_);
+      const AutocastGuard precision(parse_precision(tc.precision));
+      st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch,
+                      {.clip_grad_norm = r_.config.optim.clip_grad_norm, .grad_accum_steps = tc.grad_accum_steps},
+                      &parallel_);
     } catch (const std::bad_alloc& e) {
       const bool named = dynamic_cast<const OutOfMemoryError*>(&e) != nullptr;  // says which op and how much
       throw TrainingError(fmt::format("step {}: {} (lower train.batch_size, data.seq_len or the model size)",

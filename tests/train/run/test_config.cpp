@@ -151,3 +151,19 @@ TEST_CASE("the data keys round-trip through a model file's qkv.data metadata, ch
   CHECK_ERROR(config_from_data_json(R"({"seed": 1e99})", "f"), "f: qkv.data: run.seed: expected an integer, got a float");
   CHECK_ERROR(config_from_data_json("[1]", "f"), "f: the qkv.data metadata is not a JSON object");
 }
+
+TEST_CASE("precision, grad_accum_steps and recompute: bad input names the key") {
+  CHECK_ERROR(parse("[train]\nprecision = \"fp16\"\n"), "test.toml:2:13: train.precision");
+  CHECK_ERROR(parse("[train]\nprecision = \"fp16\"\n"), "fp32, bf16");
+  CHECK_ERROR(parse("[train]\nbatch_size = 6\ngrad_accum_steps = 4\n"),
+              "test.toml:3:20: train.grad_accum_steps = 4 does not divide train.batch_size = 6");
+  CHECK_ERROR(parse("[train]\ngrad_accum_steps = 0\n"), "train.grad_accum_steps: value 0 is out of range");
+  CHECK_ERROR(parse("[model]\nkind = \"seed\"\nrecompute = true\n"),
+              "test.toml:3:13: model.recompute = true: model.kind = \"seed\" has no blocks to recompute (the kinds that "
+              "do: transformer, gpt2)");
+  const Config ok = parse("[model]\nkind = \"transformer\"\nrecompute = true\n[train]\nprecision = \"bf16\"\n"
+                          "batch_size = 8\ngrad_accum_steps = 4\n");
+  CHECK(ok.model.recompute);
+  CHECK(ok.train.precision == "bf16");
+  CHECK(ok.train.grad_accum_steps == 4);
+}

@@ -30,7 +30,7 @@ TEST_CASE("the memory estimate refuses what cannot fit, naming the keys; shipped
   CHECK_ERROR(train(shipped("sort", {"run.name=\"huge\"", "model.layers=10000", "model.d_model=1024"}), quiet()),
               "model.layers");
   CHECK_ERROR(train(shipped("reverse", {"run.name=\"huge\"", "train.batch_size=10000000", "data.seq_len=100000"}), quiet()),
-              "train.batch_size x data.seq_len");
+              "train.batch_size / train.grad_accum_steps x data.seq_len");
   CHECK_ERROR(train(shipped("reverse", {"run.name=\"huge\"", "data.val_size=10000000", "data.seq_len=100000"}), quiet()),
               "data.val_size x data.seq_len");
   CHECK_FALSE(fs::exists(out_dir() + "/huge"));  // refused before the run directory was made

@@ -86,3 +86,53 @@ TEST_CASE("a batch whose targets are all -100 adds zero loss and zero gradient, 
   }
   CHECK(train_lines > 0);
 }
+
+namespace {
+// 20 steps of a small causal transformer with dropout, batch 8, in `k` micro-batches; the final weights.
+std::vector<Tensor> accumulated_run(std::int64_t k, bool recompute, std::int64_t steps = 20,
+                                    const std::string& kind = "transformer") {
+  ModelConfig mc{.kind = kind, .vocab_size = 11, .seq_len = 6, .d_model = 16, .heads = 2, .layers = 2,
+                 .causal = true, .dropout = 0.2, .recompute = recompute};
+  Generator init(5);
+  auto model = build_model(mc, init);
+  auto opt = make_optimizer("adamw", model->named_parameters(), AnyOptimizerOptions{.lr = 1e-2});
+  LRSchedule sched(*opt, ScheduleOptions{.kind = "constant", .total_steps = steps});
+  Generator data(9);
+  for (std::int64_t s = 0; s < steps; ++s) {
+    Tensor x = randint(0, 11, {8, 6}, data), y = randint(0, 11, {8, 6}, data);
+    y.data<std::int64_t>()[s % 48] = kIgnore;  // ignored targets fall unevenly across the micro-batches
+    y.data<std::int64_t>()[(7 * s) % 48] = kIgnore;
+    const StepStats st = train_step(*model, *opt, sched, {x, y}, {.clip_grad_norm = 1.0, .grad_accum_steps = k});
+    REQUIRE(std::isfinite(st.loss));
+  }
+  return model->parameters();
+}
+}  // namespace
+
+TEST_CASE("grad_accum_steps: k micro-batches give the step one whole batch gives (dropout and ignored targets)") {
+  const auto whole = accumulated_run(1, false);
+  for (const std::int64_t k : {2, 4, 8}) {
+    INFO("grad_accum_steps ", k);
+    const auto parts = accumulated_run(k, false);
+    for (std::size_t i = 0; i < whole.size(); ++i) {  // within 1e-6 of each tensor's norm (Adam divides by ~0 here and there)
+      const double diff = norm(parts[i].to(kFloat64) - whole[i].to(kFloat64)).item(), size = norm(whole[i].to(kFloat64)).item();
+      CHECK(diff <= 1e-6 * size);
+    }
+  }
+  Generator g;
+  auto model = build_model({.kind = "seed", .vocab_size = 4, .seq_len = 3, .d_model = 8}, g);
+  auto opt = make_optimizer("sgd", model->named_parameters(), AnyOptimizerOptions{.lr = 0.1});
+  LRSchedule sched(*opt, ScheduleOptions{.total_steps = 10});
+  const Tensor ids = Tensor::zeros({6, 3}, kInt64);
+  CHECK_ERROR(train_step(*model, *opt, sched, {ids, ids}, {.grad_accum_steps = 4}),
+              "train.grad_accum_steps = 4 does not divide this rank's batch of 6 sequences");
+}
+
+TEST_CASE("model.recompute: training is bit-identical to keeping the activations, with accumulation too") {
+  const auto kept = accumulated_run(1, false, 6), again = accumulated_run(1, true, 6);
+  for (std::size_t i = 0; i < kept.size(); ++i) CHECK_CLOSE(again[i].to(kFloat64), kept[i].to(kFloat64), 0, 0);
+  const auto kept2 = accumulated_run(2, false, 6), again2 = accumulated_run(2, true, 6);
+  for (std::size_t i = 0; i < kept2.size(); ++i) CHECK_CLOSE(again2[i].to(kFloat64), kept2[i].to(kFloat64), 0, 0);
+  const auto gpt2 = accumulated_run(1, false, 6, "gpt2"), gpt2_again = accumulated_run(1, true, 6, "gpt2");
+  for (std::size_t i = 0; i < gpt2.size(); ++i) CHECK_CLOSE(gpt2_again[i].to(kFloat64), gpt2[i].to(kFloat64), 0, 0);
+}

@@ -1,0 +1,248 @@
+// bf16 mixed precision (core/precision.h): the thread's precision, bf16 rounding, and the two engines of bf16
+// products (oneDNN's matmul, or rounded float32 copies on the float32 engine).
+#include "qkv/core/precision.h"
+
+#include "qkv/core/errors.h"
+#include "qkv/core/ops/kernel.h"
+
+#if QKV_HAVE_DNNL
+#include <oneapi/dnnl/dnnl.hpp>
+#include <dlfcn.h>
+#endif
+
+#include <atomic>
+#include <bit>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <tuple>
+
+namespace qkv {
+namespace {
+
+thread_local Precision t_precision = Precision::Float32;
+
+std::atomic<int> g_engine{-1};  // -1: auto (QKV_BF16 read at first use), else a Bf16Engine forced
+
+// Below this many multiply-adds a oneDNN call (descriptors, conversion) costs more than bf16 saves.
+constexpr double kDnnlMinMacs = double(1 << 18);
+
+std::uint16_t to_bf16_bits(float x) {
+  std::uint32_t u = std::bit_cast<std::uint32_t>(x);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even (a carry into the exponent is right)
+  return static_cast<std::uint16_t>(u >> 16);
+}
+
+// The product's inputs rounded: into bf16 bits for oneDNN, or into floats for the emulated engine.
+template <class Out, class Convert>
+void convert(const float* in, Out* out, std::int64_t n, Convert f) {
+  kernel::parallel_for(n, parallel_worth(Work::Elementwise, double(n)), [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i = lo; i < hi; ++i) out[i] = f(in[i]);
+  });
+}
+
+// Runs f with this thread (and so the pool's threads it starts) at float32: the rounded copies go to the float32
+// engine.
+template <class F>
+void at_fp32(F&& f) {
+  AutocastGuard fp32(Precision::Float32);
+  f();
+}
+
+#if QKV_HAVE_DNNL
+bool cpu_has_bf16() {
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  return (isa & unsigned(dnnl_cpu_isa_avx512_core_bf16)) == unsigned(dnnl_cpu_isa_avx512_core_bf16);
+}
+
+// oneDNN (Debian's build) parallelises with OpenMP; qkv splits products across its own threads, so each thread
+// that calls oneDNN asks OpenMP for one thread (libgomp is loaded with oneDNN; looked up, not linked).
+void one_openmp_thread() {
+  thread_local bool done = false;
+  if (done) return;
+  done = true;
+  using SetThreads = void (*)(int);
+  if (auto f = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(1);
+}
+
+struct Dnnl {
+  dnnl::engine engine{dnnl::engine::kind::cpu, 0};
+  std::mutex mutex;
+  // (rows, k, m, ta, tb, lda, ldb, accumulate) -> its primitive (immutable, run by any thread).
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, std::int64_t, std::int64_t, bool>,
+           std::pair<dnnl::matmul, dnnl::matmul::primitive_desc>> cache;
+};
+
+Dnnl& dnnl_state() {
+  static Dnnl* d = new Dnnl;  // lives for the process, as the pool's threads may use it at exit
+  return *d;
+}
+
+// Rows [r0, r0 + len) of C = or += op(A) op(B) from bf16 A and B (stored as the float32 gemm's), float32 C.
+void dnnl_rows(const std::uint16_t* a, bool ta, const std::uint16_t* b, bool tb, float* c, std::int64_t n,
+               std::int64_t k, std::int64_t m, bool accumulate, std::int64_t r0, std::int64_t len) {
+  using dt = dnnl::memory::data_type;
+  using md = dnnl::memory::desc;
+  one_openmp_thread();
+  Dnnl& d = dnnl_state();
+  const std::int64_t lda = ta ? n : k, ldb = tb ? k : m;
+  const auto key = std::make_tuple(len, k, m, ta, tb, lda, ldb, accumulate);
+  std::pair<dnnl::matmul, dnnl::matmul::primitive_desc> prim;
+  {
+    const std::lock_guard<std::mutex> lock(d.mutex);
+    auto it = d.cache.find(key);
+    if (it == d.cache.end()) {
+      const md a_md({len, k}, dt::bf16, ta ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
+      const md b_md({k, m}, dt::bf16, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
+      const md c_md({len, m}, dt::f32, dnnl::memory::dims{m, 1});
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      if (accumulate) {
+        dnnl::post_ops ops;
+        ops.append_sum(1.f);
+        attr.set_post_ops(ops);
+      }
+      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, d.engine);
+      it = d.cache.emplace(key, std::make_pair(dnnl::matmul(pd), pd)).first;
+    }
+    prim = it->second;
+  }
+  const auto& pd = prim.second;
+  std::vector<std::uint8_t> scratch(pd.scratchpad_desc().get_size());
+  dnnl::memory A(pd.src_desc(), d.engine, const_cast<std::uint16_t*>(ta ? a + r0 : a + r0 * k));
+  dnnl::memory B(pd.weights_desc(), d.engine, const_cast<std::uint16_t*>(b));
+  dnnl::memory C(pd.dst_desc(), d.engine, c + r0 * m);
+  dnnl::memory S(pd.scratchpad_desc(), d.engine, scratch.data());
+  dnnl::stream s(d.engine);
+  prim.first.execute(s, {{DNNL_ARG_SRC, A}, {DNNL_ARG_WEIGHTS, B}, {DNNL_ARG_DST, C}, {DNNL_ARG_SCRATCHPAD, S}});
+  s.wait();
+}
+#else
+bool cpu_has_bf16() { return false; }
+#endif
+
+Bf16Engine auto_engine() { return bf16_native() ? Bf16Engine::OneDnn : Bf16Engine::Emulated; }
+
+}  // namespace
+
+const char* precision_name(Precision p) { return p == Precision::BFloat16 ? "bf16" : "fp32"; }
+
+Precision parse_precision(const std::string& text) {
+  if (text == "fp32") return Precision::Float32;
+  if (text == "bf16") return Precision::BFloat16;
+  fail("precision: expected fp32 or bf16, got '{}'", text);
+}
+
+std::vector<std::string> precision_names() { return {"fp32", "bf16"}; }
+
+Precision matmul_precision() { return t_precision; }
+
+AutocastGuard::AutocastGuard(Precision p) : prev_(t_precision) { t_precision = p; }
+AutocastGuard::~AutocastGuard() { t_precision = prev_; }
+
+namespace detail {
+void set_thread_precision(Precision p) { t_precision = p; }
+}  // namespace detail
+
+float round_bf16(float x) { return std::bit_cast<float>(std::uint32_t(to_bf16_bits(x)) << 16); }
+
+void round_bf16(const float* in, float* out, std::int64_t n) {
+  for (std::int64_t i = 0; i < n; ++i) out[i] = round_bf16(in[i]);
+}
+
+const char* bf16_engine_name(Bf16Engine e) { return e == Bf16Engine::OneDnn ? "onednn" : "emulated"; }
+
+bool bf16_native() {
+  static const bool native = QKV_HAVE_DNNL && cpu_has_bf16();
+  return native;
+}
+
+void set_bf16_engine(Bf16Engine e) {
+  QKV_CHECK(e != Bf16Engine::OneDnn || bf16_native(),
+            "QKV_BF16=onednn: {}", QKV_HAVE_DNNL ? "this CPU has no bf16 instructions (AVX512-BF16 or AMX)"
+                                                 : "this qkv was built without oneDNN (install libdnnl-dev, then rebuild)");
+  g_engine.store(static_cast<int>(e));
+}
+
+void reset_bf16_engine() { g_engine.store(-1); }
+
+namespace {
+// QKV_BF16's value, read once: auto (-2), or an engine.
+int env_engine() {
+  static const int e = [] {
+    const char* v = std::getenv("QKV_BF16");
+    const std::string s = v != nullptr ? v : "";
+    if (s.empty() || s == "auto") return -2;
+    if (s == "emulated") return static_cast<int>(Bf16Engine::Emulated);
+    QKV_CHECK(s == "onednn", "QKV_BF16: expected auto, onednn or emulated, got '{}'", s);
+    QKV_CHECK(bf16_native(), "QKV_BF16=onednn: oneDNN's bf16 products need a CPU with AVX512-BF16 or AMX and a "
+              "qkv built with oneDNN");
+    return static_cast<int>(Bf16Engine::OneDnn);
+  }();
+  return e;
+}
+}  // namespace
+
+Bf16Engine bf16_engine(std::int64_t n, std::int64_t k, std::int64_t m) {
+  int forced = g_engine.load(std::memory_order_relaxed);
+  if (forced < 0) forced = env_engine();
+  if (forced >= 0) return static_cast<Bf16Engine>(forced);
+  const double macs = double(n) * double(k) * double(m);
+  return macs >= kDnnlMinMacs ? auto_engine() : Bf16Engine::Emulated;
+}
+
+std::string bf16_summary() {
+  std::string why;
+#if QKV_HAVE_DNNL
+  const auto v = dnnl::version();
+  why = bf16_native() ? fmt::format("oneDNN {}.{}.{} for products of 2^18 multiply-adds and more (this CPU has bf16 "
+                                    "instructions), emulated below", v->major, v->minor, v->patch)
+                      : "emulated: this CPU has no bf16 instructions (AVX512-BF16 or AMX); float32 speed";
+#else
+  why = "emulated: qkv was built without oneDNN (libdnnl-dev); float32 speed";
+#endif
+  const int forced = g_engine.load() >= 0 ? g_engine.load() : env_engine();
+  if (forced >= 0) return fmt::format("bf16: {} for every product (forced)", bf16_engine_name(Bf16Engine(forced)));
+  return "bf16: " + why;
+}
+
+namespace kernel {
+
+bool gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
+               std::int64_t m, bool accumulate) {
+  if (n == 0 || m == 0) return true;
+#if QKV_HAVE_DNNL
+  if (k > 0 && bf16_engine(n, k, m) == Bf16Engine::OneDnn) {
+    std::vector<std::uint16_t> ha(static_cast<std::size_t>(n * k)), hb(static_cast<std::size_t>(k * m));
+    convert(a, ha.data(), n * k, to_bf16_bits);
+    convert(b, hb.data(), k * m, to_bf16_bits);
+    gemm_rows(GemmEngine::Eigen, n, k, m, [&](std::int64_t r0, std::int64_t len) {
+      dnnl_rows(ha.data(), ta, hb.data(), tb, c, n, k, m, accumulate, r0, len);
+    });
+    return true;
+  }
+#endif
+  std::vector<float> ra(static_cast<std::size_t>(n * k)), rb(static_cast<std::size_t>(k * m));
+  const auto r = [](float x) { return round_bf16(x); };
+  convert(a, ra.data(), n * k, r);
+  convert(b, rb.data(), k * m, r);
+  at_fp32([&] { gemm(ra.data(), ta, rb.data(), tb, c, n, k, m, accumulate); });
+  return true;
+}
+
+void gemm_strided_bf16(const float* a, std::int64_t lda, bool ta, const float* b, std::int64_t ldb, bool tb, float* c,
+                       std::int64_t ldc, std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate) {
+  // The blocks of attention: rounded into contiguous copies on this thread, then the float32 engine.
+  thread_local std::vector<float> ra, rb;
+  const std::int64_t a_rows = ta ? k : n, a_cols = ta ? n : k, b_rows = tb ? m : k, b_cols = tb ? k : m;
+  ra.resize(static_cast<std::size_t>(a_rows * a_cols));
+  rb.resize(static_cast<std::size_t>(b_rows * b_cols));
+  for (std::int64_t i = 0; i < a_rows; ++i) round_bf16(a + i * lda, ra.data() + i * a_cols, a_cols);
+  for (std::int64_t i = 0; i < b_rows; ++i) round_bf16(b + i * ldb, rb.data() + i * b_cols, b_cols);
+  at_fp32([&] { gemm_strided(ra.data(), a_cols, ta, rb.data(), b_cols, tb, c, ldc, n, k, m, accumulate); });
+}
+
+}  // namespace kernel
+}  // namespace qkv
