@@ -10,11 +10,13 @@
 #include <dlfcn.h>
 #endif
 
+#include <algorithm>
 #include <atomic>
 #include <bit>
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <tuple>
 
@@ -28,11 +30,21 @@ std::atomic<int> g_engine{-1};  // -1: auto (QKV_BF16 read at first use), else a
 // Below this many multiply-adds a oneDNN call (descriptors, conversion) costs more than bf16 saves.
 constexpr double kDnnlMinMacs = double(1 << 18);
 
-std::uint16_t to_bf16_bits(float x) {
-  std::uint32_t u = std::bit_cast<std::uint32_t>(x);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return static_cast<std::uint16_t>((u >> 16) | 0x40);  // NaN stays NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest, ties to even (a carry into the exponent is right)
-  return static_cast<std::uint16_t>(u >> 16);
+// Branch-free, so that loops over it vectorise.
+inline std::uint16_t to_bf16_bits(float x) {
+  const std::uint32_t u = std::bit_cast<std::uint32_t>(x);
+  const std::uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // nearest, ties to even (a carry into the
+                                                                           // exponent is right)
+  const std::uint32_t nan = (u >> 16) | 0x40u;                             // NaN stays NaN (quiet)
+  return static_cast<std::uint16_t>((u & 0x7fffffffu) > 0x7f800000u ? nan : rounded);
+}
+
+inline float bf16_value(float x) { return std::bit_cast<float>(std::uint32_t(to_bf16_bits(x)) << 16); }
+
+// An uninitialised buffer (a std::vector would zero it first: a pass over memory and its page faults, for nothing).
+template <class T>
+std::unique_ptr<T[]> buffer(std::int64_t n) {
+  return std::unique_ptr<T[]>(new T[static_cast<std::size_t>(std::max<std::int64_t>(n, 1))]);
 }
 
 // The product's inputs rounded: into bf16 bits for oneDNN, or into floats for the emulated engine.
@@ -40,6 +52,21 @@ template <class Out, class Convert>
 void convert(const float* in, Out* out, std::int64_t n, Convert f) {
   kernel::parallel_for(n, parallel_worth(Work::Elementwise, double(n)), [&](std::int64_t lo, std::int64_t hi) {
     for (std::int64_t i = lo; i < hi; ++i) out[i] = f(in[i]);
+  });
+}
+
+// out (n, k) = in^T rounded, for in stored (k, n): by 32 x 32 tiles, so both sides stay in cache.
+template <class Out, class Convert>
+void convert_transposed(const float* in, Out* out, std::int64_t n, std::int64_t k, Convert f) {
+  constexpr std::int64_t kTile = 32;
+  kernel::parallel_for((n + kTile - 1) / kTile, parallel_worth(Work::Elementwise, double(n * k)),
+                       [&](std::int64_t lo, std::int64_t hi) {
+    for (std::int64_t i0 = lo * kTile; i0 < std::min(n, hi * kTile); i0 += kTile)
+      for (std::int64_t j0 = 0; j0 < k; j0 += kTile) {
+        const std::int64_t i1 = std::min(n, i0 + kTile), j1 = std::min(k, j0 + kTile);
+        for (std::int64_t i = i0; i < i1; ++i)
+          for (std::int64_t j = j0; j < j1; ++j) out[i * k + j] = f(in[j * n + i]);
+      }
   });
 }
 
@@ -67,12 +94,14 @@ void one_openmp_thread() {
   if (auto f = reinterpret_cast<SetThreads>(::dlsym(RTLD_DEFAULT, "omp_set_num_threads"))) f(1);
 }
 
+using dt = dnnl::memory::data_type;
+using md = dnnl::memory::desc;
+
 struct Dnnl {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   std::mutex mutex;
-  // (rows, k, m, ta, tb, lda, ldb, accumulate) -> its primitive (immutable, run by any thread).
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, std::int64_t, std::int64_t, bool>,
-           std::pair<dnnl::matmul, dnnl::matmul::primitive_desc>> cache;
+  // (rows, k, m, accumulate) -> the primitive for row-major bf16 A and B and float32 C; run by any thread.
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>, dnnl::matmul::primitive_desc> cache;
 };
 
 Dnnl& dnnl_state() {
@@ -80,44 +109,57 @@ Dnnl& dnnl_state() {
   return *d;
 }
 
-// Rows [r0, r0 + len) of C = or += op(A) op(B) from bf16 A and B (stored as the float32 gemm's), float32 C.
-void dnnl_rows(const std::uint16_t* a, bool ta, const std::uint16_t* b, bool tb, float* c, std::int64_t n,
-               std::int64_t k, std::int64_t m, bool accumulate, std::int64_t r0, std::int64_t len) {
-  using dt = dnnl::memory::data_type;
-  using md = dnnl::memory::desc;
+dnnl::matmul::primitive_desc primitive_for(std::int64_t len, std::int64_t k, std::int64_t m, bool accumulate) {
+  Dnnl& d = dnnl_state();
+  const std::lock_guard<std::mutex> lock(d.mutex);
+  const auto key = std::make_tuple(len, k, m, accumulate);
+  auto it = d.cache.find(key);
+  if (it == d.cache.end()) {
+    const md a_md({len, k}, dt::bf16, dnnl::memory::dims{k, 1});
+    const md b_md({k, m}, dt::bf16, dnnl::memory::dims{m, 1});
+    const md c_md({len, m}, dt::f32, dnnl::memory::dims{m, 1});
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (accumulate) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.f);
+      attr.set_post_ops(ops);
+    }
+    it = d.cache.emplace(key, dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, d.engine)).first;
+  }
+  return it->second;
+}
+
+// Rows [r0, r0 + len) of C = or += A B, from bf16 A (n, k) and B (k, m), both row-major.
+void dnnl_rows(const std::uint16_t* a, const std::uint16_t* b, float* c, std::int64_t n, std::int64_t k,
+               std::int64_t m, bool accumulate, std::int64_t r0, std::int64_t len) {
   one_openmp_thread();
   Dnnl& d = dnnl_state();
-  const std::int64_t lda = ta ? n : k, ldb = tb ? k : m;
-  const auto key = std::make_tuple(len, k, m, ta, tb, lda, ldb, accumulate);
-  std::pair<dnnl::matmul, dnnl::matmul::primitive_desc> prim;
-  {
-    const std::lock_guard<std::mutex> lock(d.mutex);
-    auto it = d.cache.find(key);
-    if (it == d.cache.end()) {
-      const md a_md({len, k}, dt::bf16, ta ? dnnl::memory::dims{1, lda} : dnnl::memory::dims{lda, 1});
-      const md b_md({k, m}, dt::bf16, tb ? dnnl::memory::dims{1, ldb} : dnnl::memory::dims{ldb, 1});
-      const md c_md({len, m}, dt::f32, dnnl::memory::dims{m, 1});
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (accumulate) {
-        dnnl::post_ops ops;
-        ops.append_sum(1.f);
-        attr.set_post_ops(ops);
-      }
-      dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(a_md, b_md, c_md), attr, d.engine);
-      it = d.cache.emplace(key, std::make_pair(dnnl::matmul(pd), pd)).first;
-    }
-    prim = it->second;
-  }
-  const auto& pd = prim.second;
-  std::vector<std::uint8_t> scratch(pd.scratchpad_desc().get_size());
-  dnnl::memory A(pd.src_desc(), d.engine, const_cast<std::uint16_t*>(ta ? a + r0 : a + r0 * k));
+  const dnnl::matmul::primitive_desc pd = primitive_for(len, k, m, accumulate);
+  const auto scratch = buffer<std::uint8_t>(static_cast<std::int64_t>(pd.scratchpad_desc().get_size()));
+  dnnl::memory A(pd.src_desc(), d.engine, const_cast<std::uint16_t*>(a + r0 * k));
   dnnl::memory B(pd.weights_desc(), d.engine, const_cast<std::uint16_t*>(b));
   dnnl::memory C(pd.dst_desc(), d.engine, c + r0 * m);
-  dnnl::memory S(pd.scratchpad_desc(), d.engine, scratch.data());
+  dnnl::memory S(pd.scratchpad_desc(), d.engine, scratch.get());
   dnnl::stream s(d.engine);
-  prim.first.execute(s, {{DNNL_ARG_SRC, A}, {DNNL_ARG_WEIGHTS, B}, {DNNL_ARG_DST, C}, {DNNL_ARG_SCRATCHPAD, S}});
+  dnnl::matmul(pd).execute(s, {{DNNL_ARG_SRC, A}, {DNNL_ARG_WEIGHTS, B}, {DNNL_ARG_DST, C}, {DNNL_ARG_SCRATCHPAD, S}});
   s.wait();
+}
+
+// C = or += op(A) op(B) on oneDNN: A and B rounded once (on every thread), into row-major (n, k) and (k, m), since
+// a block of rows of a transposed operand is not dense and oneDNN then takes a slower kernel; then the blocks of
+// rows. (Handing oneDNN B in its own packed layout, one reorder on one thread, was no faster.)
+void dnnl_gemm(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
+               std::int64_t m, bool accumulate) {
+  const auto ha = buffer<std::uint16_t>(n * k), hb = buffer<std::uint16_t>(k * m);
+  const auto bits = [](float x) { return to_bf16_bits(x); };  // a lambda, so that the loops inline it
+  if (ta) convert_transposed(a, ha.get(), n, k, bits);
+  else convert(a, ha.get(), n * k, bits);
+  if (tb) convert_transposed(b, hb.get(), k, m, bits);
+  else convert(b, hb.get(), k * m, bits);
+  kernel::gemm_rows(GemmEngine::Eigen, n, k, m, [&](std::int64_t r0, std::int64_t len) {
+    dnnl_rows(ha.get(), hb.get(), c, n, k, m, accumulate, r0, len);
+  });
 }
 #else
 bool cpu_has_bf16() { return false; }
@@ -146,10 +188,10 @@ namespace detail {
 void set_thread_precision(Precision p) { t_precision = p; }
 }  // namespace detail
 
-float round_bf16(float x) { return std::bit_cast<float>(std::uint32_t(to_bf16_bits(x)) << 16); }
+float round_bf16(float x) { return bf16_value(x); }
 
 void round_bf16(const float* in, float* out, std::int64_t n) {
-  for (std::int64_t i = 0; i < n; ++i) out[i] = round_bf16(in[i]);
+  for (std::int64_t i = 0; i < n; ++i) out[i] = bf16_value(in[i]);
 }
 
 const char* bf16_engine_name(Bf16Engine e) { return e == Bf16Engine::OneDnn ? "onednn" : "emulated"; }
@@ -215,20 +257,15 @@ bool gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::
   if (n == 0 || m == 0) return true;
 #if QKV_HAVE_DNNL
   if (k > 0 && bf16_engine(n, k, m) == Bf16Engine::OneDnn) {
-    std::vector<std::uint16_t> ha(static_cast<std::size_t>(n * k)), hb(static_cast<std::size_t>(k * m));
-    convert(a, ha.data(), n * k, to_bf16_bits);
-    convert(b, hb.data(), k * m, to_bf16_bits);
-    gemm_rows(GemmEngine::Eigen, n, k, m, [&](std::int64_t r0, std::int64_t len) {
-      dnnl_rows(ha.data(), ta, hb.data(), tb, c, n, k, m, accumulate, r0, len);
-    });
+    dnnl_gemm(a, ta, b, tb, c, n, k, m, accumulate);
     return true;
   }
 #endif
-  std::vector<float> ra(static_cast<std::size_t>(n * k)), rb(static_cast<std::size_t>(k * m));
-  const auto r = [](float x) { return round_bf16(x); };
-  convert(a, ra.data(), n * k, r);
-  convert(b, rb.data(), k * m, r);
-  at_fp32([&] { gemm(ra.data(), ta, rb.data(), tb, c, n, k, m, accumulate); });
+  const auto ra = buffer<float>(n * k), rb = buffer<float>(k * m);
+  const auto value = [](float x) { return bf16_value(x); };
+  convert(a, ra.get(), n * k, value);
+  convert(b, rb.get(), k * m, value);
+  at_fp32([&] { gemm(ra.get(), ta, rb.get(), tb, c, n, k, m, accumulate); });
   return true;
 }
 
