@@ -8,7 +8,7 @@ DEBS := cmake g++ make python3 libeigen3-dev libfmt-dev libspdlog-dev doctest-de
 
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps configure build test check-all train clean fuzz layout
+.PHONY: all deps configure build test check-all train clean fuzz fuzz-configure sanitize layout
 all: build
 
 deps:
@@ -54,10 +54,20 @@ layout:
 # for FUZZ_SECONDS each with clang's libFuzzer + ASan/UBSan, in build-fuzz/. The seeds are tests/fuzz/corpus/TARGET
 # (and the shipped configs for the config parser).
 FUZZ_TARGETS := safetensors config data metadata manifest shard tokenizer gpt2
-fuzz:
+# One clang build with ASan + UBSan and libFuzzer's coverage, in build-fuzz: `make sanitize` builds and runs every
+# test in it but the documentation's commands and the installed package (no memory question there), and
+# `make fuzz` builds the fuzz targets in it. CI does both from the one build.
+FUZZ_CMAKE := -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQKV_FUZZ=ON -DQKV_SANITIZE=address,undefined \
+  -DQKV_BUILD_BENCH=OFF -DQKV_BUILD_EXAMPLES=OFF
+fuzz-configure:
 	@$(MAKE) --no-print-directory deps DEBS="$(DEBS) clang libclang-rt-14-dev"
-	CXX=clang++ cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DQKV_FUZZ=ON \
-	  -DQKV_SANITIZE=address,undefined -DQKV_BUILD_TESTS=OFF -DQKV_BUILD_EXAMPLES=OFF -DQKV_BUILD_BENCH=OFF
+	CXX=clang++ cmake -S . -B build-fuzz $(FUZZ_CMAKE)
+
+sanitize: fuzz-configure
+	cmake --build build-fuzz -j $(JOBS)
+	ctest --test-dir build-fuzz --output-on-failure -j $(JOBS) -E '^(docs|package)/'
+
+fuzz: fuzz-configure
 	cmake --build build-fuzz -j $(JOBS) --target $(addprefix fuzz_,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 	  rm -rf build-fuzz/corpus-$$t && cp -r tests/fuzz/corpus/$$t build-fuzz/corpus-$$t || exit 1; \

@@ -10,6 +10,7 @@
 #include <qkv/core/gradcheck.h>
 #include <qkv/core/ops.h>
 #include <qkv/core/parallel.h>
+#include <qkv/core/precision.h>
 #include <qkv/core/safetensors.h>
 #include <qkv/core/tensor.h>
 #include <qkv/layers/attention.h>

@@ -1,7 +1,7 @@
 # Helpers the bench scripts share (sourced, not run).
 
 # Timed steps per reference config (bench/configs/): a few seconds each.
-declare -A STEPS=([tiny]=400 [small]=40 [medium]=12)
+declare -A STEPS=([tiny]=400 [small]=40 [medium]=12 [large]=4)
 
 # The value of key=value in qkv's and bench_libtorch's output lines: `... | field steps_per_s`.
 field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p"; }

@@ -92,7 +92,9 @@ namespace qkv::test {
 void load_params(Module& m, const nlohmann::json& params, DType dtype) {
   const auto named = m.named_parameters();
   CHECK_MESSAGE(named.size() == params.size(), "module has ", named.size(), " parameters, fixture ", params.size());
-  for (const auto& [name, p] : named) {
+  for (const auto& name_p : named) {
+    const auto& name = name_p.first;
+    const auto& p = name_p.second;
     REQUIRE_MESSAGE(params.contains(name), "fixture lacks parameter ", name);
     NoGradGuard g;
     p.copy_(tensor_from(params[name], dtype));
@@ -121,7 +123,9 @@ int check_layers_against_torch(const std::map<std::string, LayerSpec>& specs) {
       if (!c["weights"].is_null()) CHECK_CLOSE(r.weights, tensor_from(c["weights"], dtype), rtol, atol);
       r.out.backward(tensor_from(c["cotangent"], dtype));
       if (float_input) CHECK_CLOSE(x.grad(), tensor_from(c["grad_input"], dtype), rtol, atol);
-      for (const auto& [name, p] : m->named_parameters()) {
+      for (const auto& name_p : m->named_parameters()) {
+        const auto& name = name_p.first;
+        const auto& p = name_p.second;
         INFO("gradient of ", name);
         CHECK_CLOSE(p.grad(), tensor_from(c["grads"][name], dtype), rtol, atol);
       }

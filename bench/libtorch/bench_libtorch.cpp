@@ -1,8 +1,11 @@
 // The same models, shapes, optimizer and random batches as `qkv bench`, in libtorch (Debian's libtorch-dev),
 // printing the same line. Built only when Torch is found; never required. Usage:
-//   bench_libtorch tiny|small|medium|gpt2 [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]
+//   bench_libtorch tiny|small|medium|large|gpt2 [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]
+//                  [--bf16 1]
 // --seq and --batch change the config's sequence length and batch, as qkv bench's data.seq_len and
-// train.batch_size overrides do.
+// train.batch_size overrides do. --bf16 1 runs forward and loss under CPU autocast to bfloat16 (torch.autocast's
+// C++ switches), as qkv's train.precision = "bf16".
+#include <ATen/autocast_mode.h>
 #include <torch/torch.h>
 
 #include <sys/resource.h>
@@ -25,8 +28,9 @@ Shape shape_of(const std::string& name) {
   if (name == "tiny") return {"seed", 16, 12, 32, 1, 1, 64};
   if (name == "small") return {"transformer", 64, 64, 128, 4, 2, 32};
   if (name == "medium") return {"transformer", 64, 128, 256, 4, 4, 16};
+  if (name == "large") return {"transformer", 64, 256, 512, 8, 6, 8};
   if (name == "gpt2") return {"gpt2", 50257, 1024, 768, 12, 12, 4};  // GPT-2 small, bench/configs/gpt2.toml
-  std::fprintf(stderr, "unknown config %s (tiny, small, medium, gpt2)\n", name.c_str());
+  std::fprintf(stderr, "unknown config %s (tiny, small, medium, large, gpt2)\n", name.c_str());
   std::exit(2);
 }
 
@@ -176,12 +180,13 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const Shape& s, torch::n
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium|gpt2 [--steps N] [--warmup N] [--threads N] "
-                         "[--seq T] [--batch B]\n");
+    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium|large|gpt2 [--steps N] [--warmup N] [--threads N] "
+                         "[--seq T] [--batch B] [--bf16 1]\n");
     return 2;
   }
   Shape s = shape_of(argv[1]);
   int64_t steps = 50, warmup = 5;
+  bool bf16 = false;
   int threads = static_cast<int>(std::thread::hardware_concurrency());
   for (int i = 2; i + 1 < argc; i += 2) {
     if (!std::strcmp(argv[i], "--steps")) steps = std::atol(argv[i + 1]);
@@ -189,6 +194,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--threads")) threads = std::atoi(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--seq")) s.seq = std::atol(argv[i + 1]);
     else if (!std::strcmp(argv[i], "--batch")) s.batch = std::atol(argv[i + 1]);
+    else if (!std::strcmp(argv[i], "--bf16")) bf16 = std::atoi(argv[i + 1]) != 0;
   }
   torch::set_num_threads(threads);
   torch::manual_seed(0);
@@ -204,8 +210,12 @@ int main(int argc, char** argv) {
   }
   const auto step = [&](int64_t i) {
     const auto& [x, y] = batches[static_cast<size_t>(i % 64)];
+    at::autocast::set_cpu_enabled(bf16);  // torch.autocast("cpu", torch.bfloat16) around forward and loss
+    at::autocast::set_autocast_cpu_dtype(at::kBFloat16);
     const auto logits = forward(x);
     const auto loss = torch::nn::functional::cross_entropy(logits.reshape({-1, s.vocab}), y.reshape({-1}));
+    at::autocast::set_cpu_enabled(false);
+    at::autocast::clear_cache();
     opt.zero_grad();
     loss.backward();
     opt.step();
@@ -217,7 +227,8 @@ int main(int argc, char** argv) {
   const double sps = static_cast<double>(steps) / secs;
   struct rusage ru {};
   getrusage(RUSAGE_SELF, &ru);
-  std::printf("steps_per_s=%.3f tokens_per_s=%.1f peak_rss_mb=%.1f threads=%d\n", sps,
-              sps * static_cast<double>(s.batch * s.seq), static_cast<double>(ru.ru_maxrss) / 1024.0, threads);
+  std::printf("steps_per_s=%.3f tokens_per_s=%.1f peak_rss_mb=%.1f threads=%d precision=%s\n", sps,
+              sps * static_cast<double>(s.batch * s.seq), static_cast<double>(ru.ru_maxrss) / 1024.0, threads,
+              bf16 ? "bf16" : "fp32");
   return 0;
 }

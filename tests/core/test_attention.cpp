@@ -39,8 +39,12 @@ TEST_CASE("fused attention equals the composed ops: heads, causal, padding, floa
           const Tensor q = test::leaf({2, 5, 6}, 1).to(dtype), k = test::leaf({2, 5, 6}, 2).to(dtype);
           const Tensor v = test::leaf({2, 5, 4}, 3).to(dtype);
           const Tensor mask = padded ? pad : Tensor();
-          const auto [out, w] = attention(q, k, v, heads, causal, mask);
-          const auto [ref_out, ref_w] = reference(q, k, v, heads, causal, mask);
+          const auto out_w = attention(q, k, v, heads, causal, mask);  // (named: clang 14 lets no lambda capture a structured binding)
+          const auto& out = out_w.first;
+          const auto& w = out_w.second;
+          const auto ref_out_ref_w = reference(q, k, v, heads, causal, mask);  // (named: clang 14 lets no lambda capture a structured binding)
+          const auto& ref_out = ref_out_ref_w.first;
+          const auto& ref_w = ref_out_ref_w.second;
           const double tol = dtype == kFloat64 ? 1e-12 : 1e-5;
           CHECK_CLOSE(out, ref_out, tol, tol);
           CHECK_CLOSE(w, ref_w, tol, tol);
@@ -90,7 +94,9 @@ TEST_CASE("blocked attention (online softmax over key blocks, causal blocks skip
       INFO("causal ", causal, " padded ", padded);
       const Tensor q = test::leaf({2, 19, 6}, 11), k = test::leaf({2, 19, 6}, 12), v = test::leaf({2, 19, 4}, 13);
       const Tensor mask = padded ? pad : Tensor();
-      const auto [ref_out, ref_w] = reference(q, k, v, 2, causal, mask);
+      const auto ref_out_ref_w = reference(q, k, v, 2, causal, mask);  // (named: clang 14 lets no lambda capture a structured binding)
+      const auto& ref_out = ref_out_ref_w.first;
+      const auto& ref_w = ref_out_ref_w.second;
       const Tensor r = test::leaf(ref_out.shape(), 14);
       auto grads = [&](const Tensor& out) {
         for (const Tensor* x : {&q, &k, &v}) x->grad().defined() ? (void)x->grad().zero_() : (void)0;
@@ -98,7 +104,9 @@ TEST_CASE("blocked attention (online softmax over key blocks, causal blocks skip
         return std::vector<Tensor>{q.grad().clone(), k.grad().clone(), v.grad().clone()};
       };
       const auto ref_g = grads(ref_out);
-      const auto [out, w] = attention(q, k, v, 2, causal, mask);
+      const auto out_w = attention(q, k, v, 2, causal, mask);  // (named: clang 14 lets no lambda capture a structured binding)
+      const auto& out = out_w.first;
+      const auto& w = out_w.second;
       const auto g = grads(out);
       CHECK_CLOSE(out, ref_out, 1e-12, 1e-12);
       CHECK_CLOSE(w, ref_w, 1e-12, 1e-12);
@@ -128,11 +136,11 @@ TEST_CASE("attention weights are computed on request and detached: changing them
 
 TEST_CASE("a row whose every key is hidden outputs NaN, as torch does, and passes no gradient") {
   const Tensor q = test::leaf({1, 3, 2}, 31), k = test::leaf({1, 3, 2}, 32), v = test::leaf({1, 3, 2}, 33);
-  const auto [out, w] = attention(q, k, v, 1, false, Tensor::ones({1, 3}));
+  const Tensor out = attention(q, k, v, 1, false, Tensor::ones({1, 3})).first;
   for (double x : out.to_vector()) CHECK(std::isnan(x));
   // Causal, key 0 hidden: query 0 sees nothing; queries 1 and 2 see keys 1 and 2 as usual.
   const Tensor hide0 = Tensor::from(std::vector<double>{1, 0, 0}, {1, 3});
-  const auto [o, cw] = attention(q, k, v, 1, true, hide0);
+  const Tensor o = attention(q, k, v, 1, true, hide0).first;  // (not a structured binding: clang 14 lets no lambda capture one)
   const auto ov = o.to_vector();
   CHECK(std::isnan(ov[0]));
   CHECK(std::isfinite(ov[2]));

@@ -208,7 +208,9 @@ TEST_CASE("an undefined tensor is a qkv::Error naming the op or method, never a 
       {"Tensor::version", [&] { (void)u.version(); }},
       {"Tensor::bump_version", [&] { u.bump_version(); }},
   };
-  for (const auto& [name, call] : calls) {
+  for (const auto& name_call : calls) {
+    const auto& name = name_call.first;
+    const auto& call = name_call.second;
     INFO(name);
     CHECK_ERROR(call(), std::string(name) + ":");
   }
@@ -244,7 +246,9 @@ TEST_CASE("the new ops' misuse: ranges, shapes and dtypes named, never a crash")
       {"maximum: mixed dtypes", [&] { (void)maximum(x, Tensor::ones({2, 3}, kFloat64)); }},
       {"var: correction must be >= 0, got -2", [&] { (void)var(x, -2); }},
   };
-  for (const auto& [text, call] : calls) {
+  for (const auto& text_call : calls) {
+    const auto& text = text_call.first;
+    const auto& call = text_call.second;
     INFO(text);
     CHECK_ERROR(call(), text);
   }

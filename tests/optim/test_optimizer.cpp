@@ -65,8 +65,11 @@ TEST_CASE("25-step trajectories match torch.optim for every optimizer and option
       for (std::size_t s = 0; s < 25; ++s) {
         const double loss = train_step(net, *opt, x, y, run["config"]);
         CHECK(loss == doctest::Approx(ref["losses"][s].get<double>()).epsilon(rtol));
-        for (const auto& [name, p] : net.named_parameters())
+        for (const auto& name_p : net.named_parameters()) {
+          const auto& name = name_p.first;
+          const auto& p = name_p.second;
           CHECK_CLOSE(p, test::tensor_from(ref["params"][s][name], dtype), rtol, rtol * 1e-2);
+        }
       }
     }
     ++runs;
@@ -278,8 +281,11 @@ TEST_CASE("parameters with a gradient on some steps only: torch's trajectory, ea
       loss.backward();
       opt->step();
       CHECK(loss.item() == doctest::Approx(run["losses"][s].get<double>()).epsilon(1e-6));
-      for (const auto& [name, p] : net.named_parameters())
+      for (const auto& name_p : net.named_parameters()) {
+        const auto& name = name_p.first;
+        const auto& p = name_p.second;
         CHECK_CLOSE(p, test::tensor_from(run["params"][s][name]), 1e-6, 1e-8);
+      }
     }
     const auto& named = opt->params();
     for (std::size_t i = 0; i < named.size(); ++i)

@@ -92,7 +92,7 @@ TEST_CASE("qkv tokenize: shards, a second run that writes nothing") {
 }
 
 TEST_CASE("token commands: bad input exits 2 with one message naming what is wrong") {
-  for (const auto& [args, message] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+  for (const auto& args_message : std::vector<std::pair<std::vector<std::string>, std::string>>{
            {{"tokenize", put("empty.txt", ""), "--out", dir() + "/e"}, "the input has no text to train on"},
            {{"tokenize", dir() + "/none.txt", "--out", dir() + "/e"}, "none.txt"},
            {{"tokenize", put("v.txt", "x"), "--out", dir() + "/e", "--val-fraction", "2"}, "--val-fraction 2"},
@@ -102,6 +102,8 @@ TEST_CASE("token commands: bad input exits 2 with one message naming what is wro
            {{"tokenizer", "decode", put("bad.ids", "1 2 50257")}, "id 2 is \"50257\" (expected an integer in [0, 50257))"},
            {{"tokenizer", "decode", put("word.ids", "1 two")}, "id 1 is \"two\""},
            {{"tokenizer"}, "A subcommand is required"}}) {
+    const auto& args = args_message.first;
+    const auto& message = args_message.second;
     INFO(args[0] << " " << args[1]);
     const auto r = capture(args);
     CHECK(r.code == 2);

@@ -40,6 +40,22 @@ for n in 2 3; do
   check "dropout 0.1, np $n follows the 1-process run" same_run drop1 drop$n
 done
 
+# Gradient accumulation (train.grad_accum_steps): 2 ranks of 3 micro-batches of 2 rows each, with dropout, plain
+# and sharded: the gradients summed over micro-batches and then (once per step) over ranks follow the 1-process
+# whole-batch run.
+for extra in "optim.shard=false" "optim.shard=true"; do
+  "${MPIRUN[@]}" -np 2 "$QKV" train "$CFG" "${COMMON[@]}" model.dropout=0.1 train.grad_accum_steps=3 $extra \
+    run.name=\"accum_${extra#*=}\" >accum.out 2>accum.err
+  check "grad_accum_steps 3, np 2, $extra: exit 0" [ $? = 0 ]
+  check "grad_accum_steps 3, np 2, $extra follows the 1-process run" same_run drop1 accum_${extra#*=}
+done
+# A rank's slice that the micro-batches do not divide (12 / 3 ranks = 4 rows, 3 micro-batches): exit 2, said once.
+"${MPIRUN[@]}" -np 3 "$QKV" train "$CFG" "${COMMON[@]}" train.grad_accum_steps=3 run.name=\"accum_odd\" >accum_odd.out 2>accum_odd.err
+code=$?
+check "grad_accum_steps 3 on 3 ranks of 4 rows: exit 2 (got $code)" [ "$code" = 2 ]
+check "grad_accum_steps 3 on 3 ranks of 4 rows: one message" \
+  [ "$(grep -c "train.grad_accum_steps = 3 does not divide the 4 sequences each of the 3 ranks" accum_odd.err)" = 1 ]
+
 # data.task = "tokens": every rank draws every row's window and reads only its own rows; the same trajectory.
 printf 'The query of each token attends to every key, and the values are summed.\n%.0s' $(seq 400) > corpus.txt
 "$QKV" tokenize corpus.txt --out tokens --val-fraction 0.2 >/dev/null

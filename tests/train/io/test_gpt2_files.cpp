@@ -65,8 +65,10 @@ void refused(const fs::path& dir, const std::string& what) {
 }  // namespace
 
 TEST_CASE("GPT-2 checkpoints: logits and 64 greedy tokens equal the reference, Hugging Face and nanoGPT layouts") {
-  for (const auto& [layout, path] : {std::pair<std::string, std::string>{"huggingface", kFixtures + "/gpt2_hf"},
+  for (const auto& layout_path : {std::pair<std::string, std::string>{"huggingface", kFixtures + "/gpt2_hf"},
                                      {"nanogpt", kFixtures + "/gpt2_nanogpt/model.safetensors"}}) {
+    const auto& layout = layout_path.first;
+    const auto& path = layout_path.second;
     INFO(layout);
     const json& c = parity()[layout];
     CHECK(is_gpt2_checkpoint(path));

@@ -88,9 +88,17 @@ TEST_CASE("a kind with decay_matrices_only (gpt2) trains with nanoGPT's groups: 
   const ParamGroups groups = optimizer_groups(*gpt2);
   REQUIRE(groups.size() == 2);
   CHECK(groups[0].params.size() == 6);  // wte, wpe, c_attn, attn.c_proj, c_fc, mlp.c_proj
-  for (const auto& [name, p] : groups[0].params) CHECK_MESSAGE(p.dim() == 2, name);
+  for (const auto& name_p : groups[0].params) {
+    const auto& name = name_p.first;
+    const auto& p = name_p.second;
+    CHECK_MESSAGE(p.dim() == 2, name);
+  }
   CHECK(groups[1].params.size() == gpt2->named_parameters().size() - 6);
-  for (const auto& [name, p] : groups[1].params) CHECK_MESSAGE(p.dim() == 1, name);
+  for (const auto& name_p : groups[1].params) {
+    const auto& name = name_p.first;
+    const auto& p = name_p.second;
+    CHECK_MESSAGE(p.dim() == 1, name);
+  }
   AnyOptimizerOptions o;
   o.weight_decay = 0.1;
   const auto opt = make_optimizer("adamw", groups, o);

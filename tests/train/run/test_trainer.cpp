@@ -37,6 +37,13 @@ TEST_CASE("shipped configs reach their accuracy (short runs)") {
     const auto r = train(shipped("sort", {"train.target_accuracy=0.95"}), quiet());
     CHECK(r.val.seq_acc >= 0.95);
   }
+  SUBCASE("bf16 (train.precision): reverse >= 99% and sort >= 95%, as in float32") {
+    const auto r = train(shipped("reverse", {"run.name=\"reverse_bf16\"", "train.precision=\"bf16\""}), quiet());
+    CHECK(r.val.seq_acc >= 0.99);
+    const auto s = train(shipped("sort", {"run.name=\"sort_bf16\"", "train.precision=\"bf16\"",
+                                          "train.target_accuracy=0.95"}), quiet());
+    CHECK(s.val.seq_acc >= 0.95);
+  }
   SUBCASE("recall: >= 95%") {
     const auto r = train(shipped("recall", {}), quiet());
     CHECK(r.val.seq_acc >= 0.95);
@@ -66,11 +73,14 @@ TEST_CASE("resume after SIGTERM is bit-identical to an uninterrupted run") {
     o.val_fraction = 0.2;
     tokenize_files({(process_dir() / "resume_corpus.txt").string()}, o);
   }
-  for (const auto& [config, extra] : std::vector<std::pair<std::string, std::vector<std::string>>>{
+  for (const auto& config_extra : std::vector<std::pair<std::string, std::vector<std::string>>>{
            {"sort", {"model.dropout=0.1"}},
+           {"sort", {"model.dropout=0.1", "train.grad_accum_steps=4", "model.recompute=true", "train.precision=\"bf16\""}},
            {"text", {"data.shuffle=false"}},
            {"tokens", {"data.path=\"" + shards + "\"", "data.seq_len=16", "model.d_model=16", "model.heads=2",
                        "train.batch_size=4"}}}) {
+    const auto& config = config_extra.first;
+    const auto& extra = config_extra.second;
     INFO(config);
     auto overrides = extra;
     for (const char* o : {"run.name=\"resume_a\"", "train.steps=40", "train.eval_every=10", "train.log_every=5",
@@ -104,21 +114,25 @@ TEST_CASE("resume after SIGTERM is bit-identical to an uninterrupted run") {
   }
 }
 
-TEST_CASE("a NaN loss stops the run naming the step; the last good checkpoint stays") {
-  const auto cfg = shipped("reverse", {"run.name=\"nan\"", "optim.name=sgd", "optim.lr=1000", "schedule.kind=constant",
-                                       "schedule.warmup_steps=0", "train.checkpoint_every=1", "train.target_accuracy=0"});
-  std::string msg;
-  try {
-    train(cfg, quiet());
-  } catch (const TrainingError& e) {
-    msg = e.what();
+TEST_CASE("a NaN loss stops the run naming the step; the last good checkpoint stays (float32 and bf16)") {
+  for (const std::string precision : {"fp32", "bf16"}) {
+    INFO(precision);
+    const auto cfg = shipped("reverse", {"run.name=\"nan\"", "optim.name=sgd", "optim.lr=1000", "schedule.kind=constant",
+                                         "schedule.warmup_steps=0", "train.checkpoint_every=1", "train.target_accuracy=0",
+                                         "train.precision=\"" + precision + "\""});
+    std::string msg;
+    try {
+      train(cfg, quiet());
+    } catch (const TrainingError& e) {
+      msg = e.what();
+    }
+    CHECK(msg.find("step ") == 0);
+    CHECK((msg.find("the loss is nan") != std::string::npos || msg.find("the gradient norm is") != std::string::npos ||
+           msg.find("the loss is inf") != std::string::npos));
+    const std::string ck = out_dir() + "/nan/checkpoints";
+    REQUIRE(fs::exists(ck));
+    for (const auto& e : fs::directory_iterator(ck)) CHECK_NOTHROW(read_safetensors(e.path().string()));
   }
-  CHECK(msg.find("step ") == 0);
-  CHECK((msg.find("the loss is nan") != std::string::npos || msg.find("the gradient norm is") != std::string::npos ||
-         msg.find("the loss is inf") != std::string::npos));
-  const std::string ck = out_dir() + "/nan/checkpoints";
-  REQUIRE(fs::exists(ck));
-  for (const auto& e : fs::directory_iterator(ck)) CHECK_NOTHROW(read_safetensors(e.path().string()));
 }
 
 TEST_CASE("an existing run directory is refused without --resume or --force") {
@@ -224,6 +238,9 @@ TEST_CASE("the same run gives bit-identical weights and metrics for 1, 2, 3, 5 a
       {"sort", {"train.steps=20", "model.dropout=0.1"}},                            // a transformer with dropout
       {"text", {"train.steps=8", "train.eval_every=8", "data.val_size=16"}},       // the causal text model
       {"sort", {"train.steps=20", "optim.clip_grad_norm=0.5", "model.d_model=96", "model.heads=3"}},  // clipping
+      // bf16 (products of 2^18 multiply-adds and more on oneDNN where the CPU has bf16 instructions), accumulation
+      {"sort", {"train.steps=10", "model.dropout=0.1", "model.d_model=128", "train.precision=\"bf16\"",
+                "train.grad_accum_steps=2"}},
   };
   const int default_threads = num_threads();
   for (const auto& c : cases) {
