@@ -44,6 +44,18 @@ static void BM_OpOverhead_Add4_NoGrad(benchmark::State& state) {
 }
 BENCHMARK(BM_OpOverhead_Add4_NoGrad);
 
+// The timed loop: a @ b forward, then backward from ones (3 GEMMs).
+static void matmul_fwd_bwd(benchmark::State& state, const Tensor& a, const Tensor& b) {
+  const Tensor g = Tensor::ones({a.size(0), b.size(1)});
+  for (auto _ : state) {
+    a.zero_grad();
+    b.zero_grad();
+    Tensor c = matmul(a, b);
+    c.backward(g);
+    benchmark::DoNotOptimize(a.grad().raw_data());
+  }
+}
+
 // matmul (n x n) @ (n x n) forward + backward: 3 GEMMs = 6 n^3 flops. Second argument: the engine qkv uses
 // (0 auto, 1 eigen, 2 blas; core/gemm.h).
 static void BM_Matmul_FwdBwd(benchmark::State& state) {
@@ -52,14 +64,7 @@ static void BM_Matmul_FwdBwd(benchmark::State& state) {
   set_gemm_choice(static_cast<GemmChoice>(state.range(1)));
   Generator gen(0);
   const Tensor a = Tensor::randn({n, n}, gen).requires_grad_(), b = Tensor::randn({n, n}, gen).requires_grad_();
-  const Tensor g = Tensor::ones({n, n});
-  for (auto _ : state) {
-    a.zero_grad();
-    b.zero_grad();
-    Tensor c = matmul(a, b);
-    c.backward(g);
-    benchmark::DoNotOptimize(a.grad().raw_data());
-  }
+  matmul_fwd_bwd(state, a, b);
   set_gemm_choice(before);
   state.counters["GFLOP/s"] = gflops(n);
 }
@@ -73,14 +78,7 @@ static void BM_Matmul_Bf16(benchmark::State& state) {
   AutocastGuard precision(engine > 0 ? Precision::BFloat16 : Precision::Float32);
   Generator gen(0);
   const Tensor a = Tensor::randn({n, d}, gen).requires_grad_(), b = Tensor::randn({d, 4 * d}, gen).requires_grad_();
-  const Tensor g = Tensor::ones({n, 4 * d});
-  for (auto _ : state) {
-    a.zero_grad();
-    b.zero_grad();
-    Tensor c = matmul(a, b);
-    c.backward(g);
-    benchmark::DoNotOptimize(a.grad().raw_data());
-  }
+  matmul_fwd_bwd(state, a, b);
   reset_bf16_engine();
   state.counters["GFLOP/s"] = benchmark::Counter(6.0 * double(n) * double(d) * double(4 * d),
                                                  benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);

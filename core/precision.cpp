@@ -114,6 +114,7 @@ dnnl::matmul::primitive_desc primitive_for(std::int64_t len, std::int64_t k, std
   const std::lock_guard<std::mutex> lock(d.mutex);
   const auto key = std::make_tuple(len, k, m, accumulate);
   auto it = d.cache.find(key);
+  if (it == d.cache.end() && d.cache.size() >= 512) d.cache.clear();  // shapes that come and go (generation)
   if (it == d.cache.end()) {
     const md a_md({len, k}, dt::bf16, dnnl::memory::dims{k, 1});
     const md b_md({k, m}, dt::bf16, dnnl::memory::dims{m, 1});
@@ -125,14 +126,19 @@ dnnl::matmul::primitive_desc primitive_for(std::int64_t len, std::int64_t k, std
       ops.append_sum(1.f);
       attr.set_post_ops(ops);
     }
-    it = d.cache.emplace(key, dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, d.engine)).first;
+    try {
+      it = d.cache.emplace(key, dnnl::matmul::primitive_desc(dnnl::matmul::desc(a_md, b_md, c_md), attr, d.engine)).first;
+    } catch (const dnnl::error& e) {
+      fail("oneDNN has no bf16 matmul for ({}, {}) @ ({}, {}) here ({}); QKV_BF16=emulated runs without it", len, k, k,
+           m, e.what());
+    }
   }
   return it->second;
 }
 
-// Rows [r0, r0 + len) of C = or += A B, from bf16 A (n, k) and B (k, m), both row-major.
-void dnnl_rows(const std::uint16_t* a, const std::uint16_t* b, float* c, std::int64_t n, std::int64_t k,
-               std::int64_t m, bool accumulate, std::int64_t r0, std::int64_t len) {
+// Rows [r0, r0 + len) of C = or += A B, from bf16 A (rows of k) and B (k, m), both row-major.
+void dnnl_rows(const std::uint16_t* a, const std::uint16_t* b, float* c, std::int64_t k, std::int64_t m,
+               bool accumulate, std::int64_t r0, std::int64_t len) {
   one_openmp_thread();
   Dnnl& d = dnnl_state();
   const dnnl::matmul::primitive_desc pd = primitive_for(len, k, m, accumulate);
@@ -158,7 +164,7 @@ void dnnl_gemm(const float* a, bool ta, const float* b, bool tb, float* c, std::
   if (tb) convert_transposed(b, hb.get(), k, m, bits);
   else convert(b, hb.get(), k * m, bits);
   kernel::gemm_rows(GemmEngine::Eigen, n, k, m, [&](std::int64_t r0, std::int64_t len) {
-    dnnl_rows(ha.get(), hb.get(), c, n, k, m, accumulate, r0, len);
+    dnnl_rows(ha.get(), hb.get(), c, k, m, accumulate, r0, len);
   });
 }
 #else
@@ -252,13 +258,13 @@ std::string bf16_summary() {
 
 namespace kernel {
 
-bool gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
+void gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
                std::int64_t m, bool accumulate) {
-  if (n == 0 || m == 0) return true;
+  if (n == 0 || m == 0) return;
 #if QKV_HAVE_DNNL
   if (k > 0 && bf16_engine(n, k, m) == Bf16Engine::OneDnn) {
     dnnl_gemm(a, ta, b, tb, c, n, k, m, accumulate);
-    return true;
+    return;
   }
 #endif
   const auto ra = buffer<float>(n * k), rb = buffer<float>(k * m);
@@ -266,7 +272,6 @@ bool gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::
   convert(a, ra.get(), n * k, value);
   convert(b, rb.get(), k * m, value);
   at_fp32([&] { gemm(ra.get(), ta, rb.get(), tb, c, n, k, m, accumulate); });
-  return true;
 }
 
 void gemm_strided_bf16(const float* a, std::int64_t lda, bool ta, const float* b, std::int64_t ldb, bool tb, float* c,

@@ -153,7 +153,7 @@ void gemm(const T* a, bool ta, const T* b, bool tb, T* c, std::int64_t n, std::i
 void gemm_rows(GemmEngine e, std::int64_t n, std::int64_t k, std::int64_t m,
                const std::function<void(std::int64_t r0, std::int64_t len)>& rows);
 /// gemm and gemm_strided for float inputs rounded to bf16 (core/precision.h), float32 sums.
-bool gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
+void gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
                std::int64_t m, bool accumulate);
 void gemm_strided_bf16(const float* a, std::int64_t lda, bool ta, const float* b, std::int64_t ldb, bool tb, float* c,
                        std::int64_t ldc, std::int64_t n, std::int64_t k, std::int64_t m, bool accumulate);

@@ -83,8 +83,8 @@ std::string attention_svg(const Tensor& w, const std::vector<std::string>& label
     svg += fmt::format("<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>\n", left - 6, top + i * cell + cell / 2 + 4,
                        esc(labels[static_cast<std::size_t>(i)]));
     for (std::int64_t j = 0; j < t; ++j) {
-      const double raw = v[static_cast<std::size_t>(i * t + j)], x = std::clamp(raw, 0.0, 1.0);
-      const int shade = static_cast<int>(255 - 200 * x);  // white (0) to dark blue (1)
+      const double raw = v[static_cast<std::size_t>(i * t + j)], x = std::isfinite(raw) ? std::clamp(raw, 0.0, 1.0) : 0.0;
+      const int shade = static_cast<int>(255 - 200 * x);  // white (0) to dark blue (1); NaN never reaches the cast
       const std::string fill = std::isfinite(raw) ? fmt::format("rgb({},{},255)", shade, shade) : "rgb(200,40,40)";
       svg += fmt::format("<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"{}\"><title>{}</title></rect>\n",
                          left + j * cell, top + i * cell, cell - 1, cell - 1, fill,
