@@ -41,10 +41,21 @@ inline std::uint16_t to_bf16_bits(float x) {
 
 inline float bf16_value(float x) { return std::bit_cast<float>(std::uint32_t(to_bf16_bits(x)) << 16); }
 
-// An uninitialised buffer (a std::vector would zero it first: a pass over memory and its page faults, for nothing).
+// An uninitialised buffer of n T's, from the tensors' block cache: a product's rounded copies are the same sizes
+// every step, and fresh memory (a std::vector, new[]) was page-faulted in again each time.
 template <class T>
-std::unique_ptr<T[]> buffer(std::int64_t n) {
-  return std::unique_ptr<T[]>(new T[static_cast<std::size_t>(std::max<std::int64_t>(n, 1))]);
+class Buffer {
+ public:
+  explicit Buffer(std::int64_t n)
+      : t_(Tensor::empty({(std::max<std::int64_t>(n, 1) * std::int64_t(sizeof(T)) + 3) / 4}, kFloat32)) {}
+  T* get() const { return reinterpret_cast<T*>(t_.data<float>()); }
+
+ private:
+  Tensor t_;
+};
+template <class T>
+Buffer<T> buffer(std::int64_t n) {
+  return Buffer<T>(n);
 }
 
 // The product's inputs rounded: into bf16 bits for oneDNN, or into floats for the emulated engine.
@@ -100,8 +111,9 @@ using md = dnnl::memory::desc;
 struct Dnnl {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   std::mutex mutex;
-  // (rows, k, m, accumulate) -> the primitive for row-major bf16 A and B and float32 C; run by any thread.
-  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool>, dnnl::matmul::primitive_desc> cache;
+  // (rows, k, m, tb, accumulate) -> the primitive for row-major bf16 A, B stored (k, m) or, when tb, (m, k), and
+  // float32 C; run by any thread.
+  std::map<std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool>, dnnl::matmul::primitive_desc> cache;
 };
 
 Dnnl& dnnl_state() {
@@ -109,15 +121,15 @@ Dnnl& dnnl_state() {
   return *d;
 }
 
-dnnl::matmul::primitive_desc primitive_for(std::int64_t len, std::int64_t k, std::int64_t m, bool accumulate) {
+dnnl::matmul::primitive_desc primitive_for(std::int64_t len, std::int64_t k, std::int64_t m, bool tb, bool accumulate) {
   Dnnl& d = dnnl_state();
   const std::lock_guard<std::mutex> lock(d.mutex);
-  const auto key = std::make_tuple(len, k, m, accumulate);
+  const auto key = std::make_tuple(len, k, m, tb, accumulate);
   auto it = d.cache.find(key);
   if (it == d.cache.end() && d.cache.size() >= 512) d.cache.clear();  // shapes that come and go (generation)
   if (it == d.cache.end()) {
     const md a_md({len, k}, dt::bf16, dnnl::memory::dims{k, 1});
-    const md b_md({k, m}, dt::bf16, dnnl::memory::dims{m, 1});
+    const md b_md({k, m}, dt::bf16, tb ? dnnl::memory::dims{1, k} : dnnl::memory::dims{m, 1});
     const md c_md({len, m}, dt::f32, dnnl::memory::dims{m, 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
@@ -136,12 +148,13 @@ dnnl::matmul::primitive_desc primitive_for(std::int64_t len, std::int64_t k, std
   return it->second;
 }
 
-// Rows [r0, r0 + len) of C = or += A B, from bf16 A (rows of k) and B (k, m), both row-major.
-void dnnl_rows(const std::uint16_t* a, const std::uint16_t* b, float* c, std::int64_t k, std::int64_t m,
+// Rows [r0, r0 + len) of C = or += A op(B), from bf16 A (rows of k, row-major) and B stored (k, m) or, when tb,
+// (m, k).
+void dnnl_rows(const std::uint16_t* a, const std::uint16_t* b, bool tb, float* c, std::int64_t k, std::int64_t m,
                bool accumulate, std::int64_t r0, std::int64_t len) {
   one_openmp_thread();
   Dnnl& d = dnnl_state();
-  const dnnl::matmul::primitive_desc pd = primitive_for(len, k, m, accumulate);
+  const dnnl::matmul::primitive_desc pd = primitive_for(len, k, m, tb, accumulate);
   const auto scratch = buffer<std::uint8_t>(static_cast<std::int64_t>(pd.scratchpad_desc().get_size()));
   dnnl::memory A(pd.src_desc(), d.engine, const_cast<std::uint16_t*>(a + r0 * k));
   dnnl::memory B(pd.weights_desc(), d.engine, const_cast<std::uint16_t*>(b));
@@ -152,19 +165,18 @@ void dnnl_rows(const std::uint16_t* a, const std::uint16_t* b, float* c, std::in
   s.wait();
 }
 
-// C = or += op(A) op(B) on oneDNN: A and B rounded once (on every thread), into row-major (n, k) and (k, m), since
-// a block of rows of a transposed operand is not dense and oneDNN then takes a slower kernel; then the blocks of
-// rows. (Handing oneDNN B in its own packed layout, one reorder on one thread, was no faster.)
+// C = or += op(A) op(B) on oneDNN: A and B rounded once (on every thread), A into row-major (n, k) since a block
+// of rows of a transposed A is not dense and oneDNN then takes a slower kernel (B it takes either way); then the
+// blocks of rows. (Handing oneDNN B in its own packed layout, one reorder on one thread, was no faster.)
 void dnnl_gemm(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
                std::int64_t m, bool accumulate) {
   const auto ha = buffer<std::uint16_t>(n * k), hb = buffer<std::uint16_t>(k * m);
   const auto bits = [](float x) { return to_bf16_bits(x); };  // a lambda, so that the loops inline it
   if (ta) convert_transposed(a, ha.get(), n, k, bits);
   else convert(a, ha.get(), n * k, bits);
-  if (tb) convert_transposed(b, hb.get(), k, m, bits);
-  else convert(b, hb.get(), k * m, bits);
+  convert(b, hb.get(), k * m, bits);  // oneDNN takes a transposed B as it is
   kernel::gemm_rows(GemmEngine::Eigen, n, k, m, [&](std::int64_t r0, std::int64_t len) {
-    dnnl_rows(ha.get(), hb.get(), c, k, m, accumulate, r0, len);
+    dnnl_rows(ha.get(), hb.get(), tb, c, k, m, accumulate, r0, len);
   });
 }
 #else
