@@ -66,18 +66,25 @@ void convert(const float* in, Out* out, std::int64_t n, Convert f) {
   });
 }
 
-// out (n, k) = in^T rounded, for in stored (k, n): by 32 x 32 tiles, so both sides stay in cache.
+// out (n, k) = in^T rounded, for in stored (k, n), by 16 x 16 tiles: each tile's rows of `in` are read and
+// rounded along their length (loops that vectorise) into a small buffer, whose columns are then written out as
+// rows. (Element by element, the strided side kept it at a third of the speed.)
 template <class Out, class Convert>
 void convert_transposed(const float* in, Out* out, std::int64_t n, std::int64_t k, Convert f) {
-  constexpr std::int64_t kTile = 32;
+  constexpr std::int64_t kTile = 16;
   kernel::parallel_for((n + kTile - 1) / kTile, parallel_worth(Work::Elementwise, double(n * k)),
                        [&](std::int64_t lo, std::int64_t hi) {
-    for (std::int64_t i0 = lo * kTile; i0 < std::min(n, hi * kTile); i0 += kTile)
+    Out tile[kTile][kTile];
+    for (std::int64_t i0 = lo * kTile; i0 < std::min(n, hi * kTile); i0 += kTile) {
+      const std::int64_t rows = std::min(kTile, n - i0);
       for (std::int64_t j0 = 0; j0 < k; j0 += kTile) {
-        const std::int64_t i1 = std::min(n, i0 + kTile), j1 = std::min(k, j0 + kTile);
-        for (std::int64_t i = i0; i < i1; ++i)
-          for (std::int64_t j = j0; j < j1; ++j) out[i * k + j] = f(in[j * n + i]);
+        const std::int64_t cols = std::min(kTile, k - j0);
+        for (std::int64_t j = 0; j < cols; ++j)
+          for (std::int64_t i = 0; i < rows; ++i) tile[i][j] = f(in[(j0 + j) * n + i0 + i]);
+        for (std::int64_t i = 0; i < rows; ++i)
+          std::memcpy(out + (i0 + i) * k + j0, tile[i], static_cast<std::size_t>(cols) * sizeof(Out));
       }
+    }
   });
 }
 

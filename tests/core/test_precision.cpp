@@ -98,8 +98,9 @@ TEST_CASE("bf16 products equal float32 products of bf16-rounded inputs, per engi
 }
 
 TEST_CASE("bf16 backward: products at the forward's precision, even when backward runs outside the guard") {
-  const Tensor x = randn32({80, 192}, 4).requires_grad_(), w = randn32({128, 192}, 5).requires_grad_();
-  const Tensor g = randn32({80, 128}, 6);
+  // Odd sizes: dw = g^T x rounds g into transposed tiles with partial edges.
+  const Tensor x = randn32({83, 197}, 4).requires_grad_(), w = randn32({131, 197}, 5).requires_grad_();
+  const Tensor g = randn32({83, 131}, 6);
   Tensor y;
   {
     AutocastGuard bf16;
