@@ -16,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <new>
 #include <memory>
 #include <mutex>
 #include <tuple>
@@ -41,22 +42,64 @@ inline std::uint16_t to_bf16_bits(float x) {
 
 inline float bf16_value(float x) { return std::bit_cast<float>(std::uint32_t(to_bf16_bits(x)) << 16); }
 
-// An uninitialised buffer of n T's, from the tensors' block cache: a product's rounded copies are the same sizes
-// every step, and fresh memory (a std::vector, new[]) was page-faulted in again each time.
+// The rounded copies' memory, kept between products: fresh memory was page-faulted in on every product, and
+// kept in the tensors' block cache, the copies (hundreds of MB for GPT-2's head) pushed out the blocks of the
+// step's own tensors, which then page-faulted instead. At most kKept blocks are kept (the smallest go first).
+class ScratchPool {
+ public:
+  static constexpr std::size_t kKept = 8;
+  void* take(std::size_t bytes) {
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      auto best = free_.end();
+      for (auto it = free_.begin(); it != free_.end(); ++it)
+        if (it->first >= bytes && (best == free_.end() || it->first < best->first)) best = it;
+      if (best != free_.end()) {
+        void* p = best->second;
+        free_.erase(best);
+        return p;
+      }
+    }
+    void* p = std::aligned_alloc(64, rounded(bytes));
+    if (p == nullptr) throw std::bad_alloc();
+    return p;
+  }
+  void give(void* p, std::size_t bytes) {
+    const std::lock_guard<std::mutex> lock(mutex_);
+    free_.emplace_back(rounded(bytes), p);
+    if (free_.size() <= kKept) return;
+    const auto smallest = std::min_element(free_.begin(), free_.end());
+    std::free(smallest->second);
+    free_.erase(smallest);
+  }
+  static std::size_t rounded(std::size_t bytes) { return (std::max<std::size_t>(bytes, 64) + 4095) / 4096 * 4096; }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::pair<std::size_t, void*>> free_;  // (bytes, block)
+};
+
+ScratchPool& scratch_pool() {
+  static auto* pool = new ScratchPool;  // never destroyed: the pool's threads may use it at exit
+  return *pool;
+}
+
+// An uninitialised buffer of n T's from the scratch pool, returned to it when it goes.
 template <class T>
 class Buffer {
  public:
   explicit Buffer(std::int64_t n)
-      : t_(Tensor::empty({(std::max<std::int64_t>(n, 1) * std::int64_t(sizeof(T)) + 3) / 4}, kFloat32)) {}
-  T* get() const { return reinterpret_cast<T*>(t_.data<float>()); }
+      : bytes_(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * sizeof(T)),
+        p_(static_cast<T*>(scratch_pool().take(ScratchPool::rounded(bytes_)))) {}
+  ~Buffer() { scratch_pool().give(p_, bytes_); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  T* get() const { return p_; }
 
  private:
-  Tensor t_;
+  std::size_t bytes_;
+  T* p_;
 };
-template <class T>
-Buffer<T> buffer(std::int64_t n) {
-  return Buffer<T>(n);
-}
 
 // The product's inputs rounded: into bf16 bits for oneDNN, or into floats for the emulated engine.
 template <class Out, class Convert>
@@ -162,7 +205,7 @@ void dnnl_rows(const std::uint16_t* a, const std::uint16_t* b, bool tb, float* c
   one_openmp_thread();
   Dnnl& d = dnnl_state();
   const dnnl::matmul::primitive_desc pd = primitive_for(len, k, m, tb, accumulate);
-  const auto scratch = buffer<std::uint8_t>(static_cast<std::int64_t>(pd.scratchpad_desc().get_size()));
+  const Buffer<std::uint8_t> scratch(static_cast<std::int64_t>(pd.scratchpad_desc().get_size()));
   dnnl::memory A(pd.src_desc(), d.engine, const_cast<std::uint16_t*>(a + r0 * k));
   dnnl::memory B(pd.weights_desc(), d.engine, const_cast<std::uint16_t*>(b));
   dnnl::memory C(pd.dst_desc(), d.engine, c + r0 * m);
@@ -177,7 +220,7 @@ void dnnl_rows(const std::uint16_t* a, const std::uint16_t* b, bool tb, float* c
 // blocks of rows. (Handing oneDNN B in its own packed layout, one reorder on one thread, was no faster.)
 void dnnl_gemm(const float* a, bool ta, const float* b, bool tb, float* c, std::int64_t n, std::int64_t k,
                std::int64_t m, bool accumulate) {
-  const auto ha = buffer<std::uint16_t>(n * k), hb = buffer<std::uint16_t>(k * m);
+  const Buffer<std::uint16_t> ha(n * k), hb(k * m);
   const auto bits = [](float x) { return to_bf16_bits(x); };  // a lambda, so that the loops inline it
   if (ta) convert_transposed(a, ha.get(), n, k, bits);
   else convert(a, ha.get(), n * k, bits);
@@ -286,7 +329,7 @@ void gemm_bf16(const float* a, bool ta, const float* b, bool tb, float* c, std::
     return;
   }
 #endif
-  const auto ra = buffer<float>(n * k), rb = buffer<float>(k * m);
+  const Buffer<float> ra(n * k), rb(k * m);
   const auto value = [](float x) { return bf16_value(x); };
   convert(a, ra.get(), n * k, value);
   convert(b, rb.get(), k * m, value);
