@@ -42,41 +42,45 @@ inline std::uint16_t to_bf16_bits(float x) {
 
 inline float bf16_value(float x) { return std::bit_cast<float>(std::uint32_t(to_bf16_bits(x)) << 16); }
 
-// The rounded copies' memory, kept between products: fresh memory was page-faulted in on every product, and
-// kept in the tensors' block cache, the copies (hundreds of MB for GPT-2's head) pushed out the blocks of the
-// step's own tensors, which then page-faulted instead. At most kKept blocks are kept (the smallest go first).
+// The rounded copies' memory, kept between products by size (a step asks for the same sizes every time): fresh
+// memory was page-faulted in on every product, and kept in the tensors' block cache the copies (hundreds of MB
+// for GPT-2's head) pushed out the blocks of the step's own tensors, which then page-faulted instead. Up to
+// kLimitBytes are kept; a block beyond that is freed.
 class ScratchPool {
  public:
-  static constexpr std::size_t kKept = 8;
+  static constexpr std::size_t kLimitBytes = std::size_t{1} << 30;
   void* take(std::size_t bytes) {
     {
       const std::lock_guard<std::mutex> lock(mutex_);
-      auto best = free_.end();
-      for (auto it = free_.begin(); it != free_.end(); ++it)
-        if (it->first >= bytes && (best == free_.end() || it->first < best->first)) best = it;
-      if (best != free_.end()) {
-        void* p = best->second;
-        free_.erase(best);
+      auto it = free_.find(bytes);
+      if (it != free_.end() && !it->second.empty()) {
+        void* p = it->second.back();
+        it->second.pop_back();
+        kept_ -= bytes;
         return p;
       }
     }
-    void* p = std::aligned_alloc(64, rounded(bytes));
+    void* p = std::aligned_alloc(64, bytes);
     if (p == nullptr) throw std::bad_alloc();
     return p;
   }
   void give(void* p, std::size_t bytes) {
-    const std::lock_guard<std::mutex> lock(mutex_);
-    free_.emplace_back(rounded(bytes), p);
-    if (free_.size() <= kKept) return;
-    const auto smallest = std::min_element(free_.begin(), free_.end());
-    std::free(smallest->second);
-    free_.erase(smallest);
+    {
+      const std::lock_guard<std::mutex> lock(mutex_);
+      if (kept_ + bytes <= kLimitBytes) {
+        free_[bytes].push_back(p);
+        kept_ += bytes;
+        return;
+      }
+    }
+    std::free(p);
   }
   static std::size_t rounded(std::size_t bytes) { return (std::max<std::size_t>(bytes, 64) + 4095) / 4096 * 4096; }
 
  private:
   std::mutex mutex_;
-  std::vector<std::pair<std::size_t, void*>> free_;  // (bytes, block)
+  std::map<std::size_t, std::vector<void*>> free_;
+  std::size_t kept_ = 0;
 };
 
 ScratchPool& scratch_pool() {
@@ -89,8 +93,8 @@ template <class T>
 class Buffer {
  public:
   explicit Buffer(std::int64_t n)
-      : bytes_(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * sizeof(T)),
-        p_(static_cast<T*>(scratch_pool().take(ScratchPool::rounded(bytes_)))) {}
+      : bytes_(ScratchPool::rounded(static_cast<std::size_t>(std::max<std::int64_t>(n, 1)) * sizeof(T))),
+        p_(static_cast<T*>(scratch_pool().take(bytes_))) {}
   ~Buffer() { scratch_pool().give(p_, bytes_); }
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
