@@ -10,6 +10,7 @@ BUILD=${BUILD:-build}
 QKV=$BUILD/bin/qkv
 [ -x "$QKV" ] || { echo "build qkv first (make build)" >&2; exit 2; }
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 RUNS=${*:-configs/reverse.toml:300 configs/sort.toml:1500 configs/recall.toml:1500 bench/configs/small.toml:300 bench/configs/medium.toml:150}
 # The last validation loss in a run's metrics.
 val_loss() { grep '"split":"val"' "$1/metrics.jsonl" | tail -1 | sed -n 's/.*"loss":\([^,}]*\).*/\1/p'; }
