@@ -28,17 +28,21 @@ Tensor checkpoint(const std::function<Tensor(const Tensor&)>& f, const Tensor& x
   record(out, "checkpoint", inputs, {x}, [f, rngs, at_forward, n_params, x_needs](const Tensor& g, const std::vector<Tensor>& saved) {
     Tensor again = saved[0].detach();
     again.requires_grad_(x_needs);
-    std::vector<Generator::State> now;
-    for (std::size_t i = 0; i < rngs.size(); ++i) now.push_back(rngs[i]->state()), rngs[i]->set_state(at_forward[i]);
     Tensor y;
-    try {
+    {
+      // The generators at their forward state for the recompute, then back where they were, also on a throw.
+      struct Rewound {
+        const std::vector<std::shared_ptr<Generator>>& rngs;
+        std::vector<Generator::State> now;
+        ~Rewound() {
+          for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(now[i]);
+        }
+      } rewound{rngs, {}};
+      for (std::size_t i = 0; i < rngs.size(); ++i)
+        rewound.now.push_back(rngs[i]->state()), rngs[i]->set_state(at_forward[i]);
       EnableGradGuard grad_on;
       y = f(again);
-    } catch (...) {
-      for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(now[i]);
-      throw;
     }
-    for (std::size_t i = 0; i < rngs.size(); ++i) rngs[i]->set_state(now[i]);
     QKV_CHECK(y.defined() && y.shape() == g.shape() && y.dtype() == g.dtype(),
               "checkpoint: the recompute returned shape {}, the forward {}: the function must compute the same "
               "values from the same inputs", y.defined() ? y.shape().str() : "(undefined)", g.shape().str());

@@ -72,8 +72,9 @@ BenchResult bench(const Config& c, std::int64_t steps, std::int64_t warmup, bool
   std::vector<Batch> batches;
   for (std::int64_t i = 0; i < std::min<std::int64_t>(steps + warmup, 64); ++i)
     batches.push_back(parallel.next_batch(*r.data, c.train.batch_size));
+  const Precision precision_of_run = parse_precision(c.train.precision);
   const auto step = [&](std::int64_t i) {
-    const AutocastGuard precision(parse_precision(c.train.precision));
+    const AutocastGuard precision(precision_of_run);
     train_step(*model, *r.optimizer, *r.schedule, batches[static_cast<std::size_t>(i) % batches.size()],
                {.clip_grad_norm = c.optim.clip_grad_norm, .grad_accum_steps = c.train.grad_accum_steps}, &parallel);
   };

@@ -151,6 +151,7 @@ class Trainer {
   const Comm& comm_;  // rank 0 alone writes the run directory, logs and checkpoints
   DataParallel parallel_;
   Run r_;
+  Precision precision_ = Precision::Float32;  // train.precision, which steps and validation run at
   std::unique_ptr<RunDir> dir_;
   std::shared_ptr<spdlog::logger> log_;
   std::shared_ptr<AppendSink> file_sink_;
@@ -165,6 +166,7 @@ class Trainer {
 Trainer::Trainer(const Config& config, const TrainOptions& options)
     : opt_(options), comm_(Comm::world()), parallel_(comm_) {
   r_.config = config;
+  precision_ = parse_precision(config.train.precision);
   const bool resuming = !options.resume_dir.empty();
   parallel_.check_ranks(to_toml(config), config.train.batch_size, config.train.grad_accum_steps);
   if (!resuming) check_run_name(config.run.name, "config");
@@ -214,7 +216,7 @@ void Trainer::build() {
                                                  c.train.batch_size / comm_.size())
                                    : "");
   log_->info("{}", gemm_summary());
-  if (r_.config.train.precision == "bf16") log_->info("precision: bf16 products, float32 weights; {}", bf16_summary());
+  if (precision_ == Precision::BFloat16) log_->info("precision: bf16 products, float32 weights; {}", bf16_summary());
 }
 
 // From the newest checkpoint that reads back whole; a damaged newer one is skipped, saying so. Rank 0 reads it
@@ -283,7 +285,7 @@ void Trainer::log_progress(const StepStats& st) {
 }
 
 void Trainer::validate() {
-  const AutocastGuard precision(parse_precision(r_.config.train.precision));
+  const AutocastGuard precision(precision_);
   result_.val = evaluate(*r_.model, r_.data->validation(), r_.config.train.batch_size);
   const EvalResult& v = result_.val;
   append_metrics({{"step", r_.step}, {"split", "val"}, {"loss", v.loss}, {"token_acc", v.token_acc},
@@ -378,7 +380,7 @@ TrainResult Trainer::run() {
     const Batch batch = parallel_.next_batch(*r_.data, tc.batch_size);  // every rank draws the same
     StepStats st;
     try {
-      const AutocastGuard precision(parse_precision(tc.precision));
+      const AutocastGuard precision(precision_);
       st = train_step(*r_.model, *r_.optimizer, *r_.schedule, batch,
                       {.clip_grad_norm = r_.config.optim.clip_grad_norm, .grad_accum_steps = tc.grad_accum_steps},
                       &parallel_);
