@@ -130,8 +130,9 @@ std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<T
 
 /// Activation checkpointing (torch.utils.checkpoint, use_reentrant = False's results): y = f(x), computed without
 /// recording a graph, so of f's activations only x is kept. The backward runs f on x again with a graph and
-/// backpropagates through it: `params` (the leaves f uses that need gradients) get in .grad() exactly what a
-/// plain backward gives, and x its gradient. `rngs` (the generators f draws from, such as a model's dropout
+/// backpropagates through it as part of the outer sweep: `params` (the leaves f uses that need gradients) and x get
+/// exactly the gradients a plain backward gives, so grad(), retain_grad, tensor hooks, LeafGradHook and anomaly
+/// mode behave as without checkpoint. `rngs` (the generators f draws from, such as a model's dropout
 /// stream) are set back to their state at the forward for the recompute, so it draws the same masks, then
 /// restored. f must compute the same values from the same inputs (no other state). Outside grad mode, or when
 /// neither x nor a parameter needs a gradient, this is f(x). Forward hooks in f run again in the recompute.

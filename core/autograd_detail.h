@@ -27,6 +27,10 @@ void check_saved(const Node& node);
 void check_grads(const Node& node, const Grads& grads);
 /// Nodes reachable from `roots`, every node before the nodes it feeds gradients to.
 std::vector<std::shared_ptr<Node>> topo_order(const std::vector<std::shared_ptr<Node>>& roots);
+/// grad(), optionally without running the leaves' tensor hooks (checkpoint's recompute: the outer sweep runs them).
+std::vector<Tensor> grad_impl(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                              const std::vector<Tensor>& grad_outputs, bool retain_graph, bool allow_unused,
+                              bool leaf_hooks);
 /// Adds g into a leaf's .grad() (taking g's storage when nothing else can see it).
 void accumulate_leaf(TensorImpl& leaf, Tensor&& g);
 

@@ -43,6 +43,7 @@ struct Capture {
   std::unordered_map<const Node*, std::size_t> nodes;
   std::vector<Tensor> grads;
   std::vector<bool> reached;
+  bool leaf_hooks = true;  // false for checkpoint's inner sweep: the outer sweep runs them, once
 };
 
 // Leaves whose gradient is summed over the sweep and used once, when the last node feeding them has run: those with
@@ -51,9 +52,10 @@ struct Capture {
 class HeldLeaves {
  public:
   HeldLeaves(const std::vector<std::shared_ptr<Node>>& order, Capture* capture) : capture_(capture) {
+    // Under grad() only its inputs are held (torch runs no hook of a leaf it was not asked about).
     for (const auto& node : order)
       for (const Edge& e : node->next)
-        if (e.leaf && (!e.leaf->hooks.empty() || (capture && capture->leaves.count(e.leaf.get()))))
+        if (e.leaf && (capture ? capture->leaves.count(e.leaf.get()) > 0 : !e.leaf->hooks.empty()))
           ++held_[e.leaf.get()].pending;
   }
   // Takes g when the leaf is held (or, for grad(), dropped: no .grad() is touched); false when it is not.
@@ -68,7 +70,9 @@ class HeldLeaves {
       if (!e.leaf) continue;
       const auto it = held_.find(e.leaf.get());
       if (it == held_.end() || --it->second.pending > 0 || !it->second.sum.defined()) continue;
-      Tensor g = run_hooks(e.leaf->hooks, std::move(it->second.sum), fmt::format("a leaf of shape {}", e.leaf->shape.str()));
+      Tensor g = std::move(it->second.sum);
+      if (capture_ == nullptr || capture_->leaf_hooks)
+        g = run_hooks(e.leaf->hooks, std::move(g), fmt::format("a leaf of shape {}", e.leaf->shape.str()));
       if (capture_ != nullptr) {
         const std::size_t k = capture_->leaves.at(e.leaf.get());
         sum_into(capture_->grads[k], std::move(g));
@@ -271,11 +275,18 @@ void Tensor::backward(const Tensor& grad_in, bool retain_graph) const {
 
 std::vector<Tensor> grad(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
                          const std::vector<Tensor>& grad_outputs, bool retain_graph, bool allow_unused) {
+  return detail::grad_impl(outputs, inputs, grad_outputs, retain_graph, allow_unused, /*leaf_hooks=*/true);
+}
+
+std::vector<Tensor> detail::grad_impl(const std::vector<Tensor>& outputs, const std::vector<Tensor>& inputs,
+                                      const std::vector<Tensor>& grad_outputs, bool retain_graph, bool allow_unused,
+                                      bool leaf_hooks) {
   QKV_CHECK(!outputs.empty(), "grad: no outputs given");
   QKV_CHECK(grad_outputs.empty() || grad_outputs.size() == outputs.size(),
             "grad: {} grad_outputs for {} outputs (give one per output, or none for one-element outputs)",
             grad_outputs.size(), outputs.size());
   Capture capture;
+  capture.leaf_hooks = leaf_hooks;
   capture.grads.resize(inputs.size());
   capture.reached.resize(inputs.size());
   for (std::size_t i = 0; i < inputs.size(); ++i) {

@@ -2,6 +2,7 @@
 // graph, when backward reaches it.
 #include "qkv/core/autograd.h"
 
+#include "qkv/core/autograd_detail.h"
 #include "qkv/core/generator.h"
 
 namespace qkv {
@@ -17,15 +18,18 @@ Tensor checkpoint(const std::function<Tensor(const Tensor&)>& f, const Tensor& x
     QKV_CHECK(g != nullptr, "checkpoint: a generator to preserve is null");
     at_forward.push_back(g->state());
   }
+  for (std::size_t i = 0; i < params.size(); ++i)
+    QKV_CHECK(!params[i].defined() || !params[i].requires_grad() || params[i].is_leaf(),
+              "checkpoint: params[{}] (shape {}) is computed, not a leaf: pass the leaves f uses (a computed tensor "
+              "goes in as x, or is computed inside f)", i, params[i].shape().str());
   Tensor out;
   {
     NoGradGuard no_grad;
     out = f(x);
   }
   QKV_CHECK(out.defined(), "checkpoint: the function returned an undefined tensor");
-  const std::size_t n_params = params.size();
   const bool x_needs = x.requires_grad();
-  record(out, "checkpoint", inputs, {x}, [f, rngs, at_forward, n_params, x_needs](const Tensor& g, const std::vector<Tensor>& saved) {
+  record(out, "checkpoint", inputs, {x}, [f, params, rngs, at_forward, x_needs](const Tensor& g, const std::vector<Tensor>& saved) {
     Tensor again = saved[0].detach();
     again.requires_grad_(x_needs);
     Tensor y;
@@ -46,14 +50,20 @@ Tensor checkpoint(const std::function<Tensor(const Tensor&)>& f, const Tensor& x
     QKV_CHECK(y.defined() && y.shape() == g.shape() && y.dtype() == g.dtype(),
               "checkpoint: the recompute returned shape {}, the forward {}: the function must compute the same "
               "values from the same inputs", y.defined() ? y.shape().str() : "(undefined)", g.shape().str());
-    if (y.requires_grad()) {
-      // The parameters' gradients go straight into their .grad() here; the outer sweep reports them final (for
-      // data parallelism's early sums) when this node is done, so the inner sweep reports nothing.
-      LeafGradHook quiet([](const Tensor&) {});
-      y.backward(g);
-    }
-    Grads grads(1 + n_params);
-    if (x_needs) grads[0] = again.grad();
+    Grads grads(1 + params.size());
+    if (!y.requires_grad()) return grads;
+    // The recomputed graph runs as grad() does: it touches no .grad() and returns the gradients of x and of the
+    // parameters as this node's input gradients, so the outer sweep accumulates them, runs their hooks once, tells
+    // LeafGradHook when they are final and serves an outer grad() (torch's non-reentrant checkpoint).
+    std::vector<Tensor> wrt;
+    std::vector<std::size_t> slot;
+    if (x_needs) wrt.push_back(again), slot.push_back(0);
+    for (std::size_t i = 0; i < params.size(); ++i)
+      if (params[i].requires_grad()) wrt.push_back(params[i]), slot.push_back(1 + i);
+    if (wrt.empty()) return grads;
+    std::vector<Tensor> got = detail::grad_impl({y}, wrt, {g}, /*retain_graph=*/false, /*allow_unused=*/true,
+                                                /*leaf_hooks=*/false);
+    for (std::size_t k = 0; k < got.size(); ++k) grads[slot[k]] = std::move(got[k]);
     return grads;
   });
   return out;

@@ -6,6 +6,8 @@
 
 #include <fmt/ranges.h>
 
+#include <sstream>
+
 namespace qkv {
 
 Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids, std::int64_t start) const {
@@ -37,6 +39,25 @@ void slice_dropouts(Module& m, std::int64_t first, std::int64_t total) {
 }  // namespace
 
 void LanguageModel::set_batch_slice(std::int64_t first, std::int64_t total) { slice_dropouts(*this, first, total); }
+
+// "dropout_stream s0 s1 s2 s3 spare has_spare": the generator's whole state; the spare normal printed in its
+// shortest form that reads back to the same double.
+std::string LanguageModel::extra_state() const {
+  const Generator::State st = dropout_stream_->state();
+  return fmt::format("dropout_stream {} {} {} {} {} {}", st.s[0], st.s[1], st.s[2], st.s[3], st.spare_normal, int(st.has_spare));
+}
+
+void LanguageModel::set_extra_state(const std::string& state) {
+  std::istringstream in(state);
+  std::string tag;
+  Generator::State st;
+  int has_spare = -1;
+  in >> tag >> st.s[0] >> st.s[1] >> st.s[2] >> st.s[3] >> st.spare_normal >> has_spare;
+  QKV_CHECK(tag == "dropout_stream" && !in.fail() && (in >> std::ws).eof() && (has_spare == 0 || has_spare == 1),
+            "{}.set_extra_state: expected 'dropout_stream' and six numbers, got '{}'", name(), state);
+  st.has_spare = has_spare == 1;
+  dropout_stream_->set_state(st);
+}
 
 std::shared_ptr<Generator> LanguageModel::start_dropout_stream(const Generator& gen) {
   dropout_stream_ = std::make_shared<Generator>(gen);

@@ -79,6 +79,9 @@ class LanguageModel : public Module {
   /// The one stream every Dropout of the model draws from, owned by the model: it continues the generator the
   /// model was initialised from (checkpoints save its state, so a resumed run draws the same masks).
   Generator& dropout_generator() { return *dropout_stream_; }
+  /// The dropout stream's position: save(model) keeps it, load(model) restores it.
+  std::string extra_state() const override;
+  void set_extra_state(const std::string& state) override;
   /// Under data parallelism: every Dropout of the model takes its inputs as rows [first, first + B) of a global
   /// batch of `total` rows (Dropout::set_batch_slice), so N ranks draw the masks one process draws.
   void set_batch_slice(std::int64_t first, std::int64_t total);

@@ -2,6 +2,8 @@
 
 #include <qkv/core/errors.h>
 
+#include <algorithm>
+#include <atomic>
 #include <set>
 #include <typeinfo>
 
@@ -111,7 +113,8 @@ std::string Module::summary() const {
 }
 
 namespace {
-std::uint64_t g_next_hook = 0;
+std::atomic<std::uint64_t> g_next_hook{0};
+thread_local std::vector<const Module*> t_in_hooks;  // Module::InHooks: a stack, innermost last
 
 template <class List>
 HookHandle remover(const std::shared_ptr<void>& owner, List* list, std::uint64_t id) {
@@ -124,16 +127,26 @@ HookHandle remover(const std::shared_ptr<void>& owner, List* list, std::uint64_t
 HookHandle Module::register_forward_pre_hook(ForwardPreHook hook) {
   QKV_CHECK(hook != nullptr, "{}.register_forward_pre_hook: the hook is empty", name());
   if (!hooks_) hooks_ = std::make_shared<Hooks>();
-  hooks_->pre.emplace_back(++g_next_hook, std::move(hook));
-  return remover(hooks_, &hooks_->pre, g_next_hook);
+  const std::uint64_t id = ++g_next_hook;
+  hooks_->pre.emplace_back(id, std::move(hook));
+  return remover(hooks_, &hooks_->pre, id);
 }
 
 HookHandle Module::register_forward_hook(ForwardHook hook) {
   QKV_CHECK(hook != nullptr, "{}.register_forward_hook: the hook is empty", name());
   if (!hooks_) hooks_ = std::make_shared<Hooks>();
-  hooks_->post.emplace_back(++g_next_hook, std::move(hook));
-  return remover(hooks_, &hooks_->post, g_next_hook);
+  const std::uint64_t id = ++g_next_hook;
+  hooks_->post.emplace_back(id, std::move(hook));
+  return remover(hooks_, &hooks_->post, id);
 }
+
+void Module::set_extra_state(const std::string& state) {
+  QKV_CHECK(state.empty(), "{}.set_extra_state: this module keeps no extra state, got '{}'", name(), state);
+}
+
+Module::InHooks::InHooks(const Module* m) { t_in_hooks.push_back(m); }
+Module::InHooks::~InHooks() { t_in_hooks.pop_back(); }
+bool Module::InHooks::on(const Module* m) { return std::find(t_in_hooks.begin(), t_in_hooks.end(), m) != t_in_hooks.end(); }
 
 Tensor Module::run_pre_hooks(const Tensor& x) {
   Tensor in = x;

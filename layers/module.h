@@ -51,6 +51,12 @@ class Module {
   /// Parameters and buffers by dotted name, in torch's state_dict order (each module's parameters, then its
   /// buffers, then its children's): what save() writes and load() restores.
   std::vector<std::pair<std::string, Tensor>> state_dict() const;
+  /// State that is neither a parameter nor a buffer (torch's get_extra_state / set_extra_state), as a string that
+  /// save() keeps in the file's metadata and load() hands back: a model's dropout stream, so a resumed loop with
+  /// dropout draws the masks it would have drawn. Empty (the default): none.
+  virtual std::string extra_state() const { return ""; }
+  /// Restores what extra_state() returned; throws qkv::Error naming the module when `state` is not its own.
+  virtual void set_extra_state(const std::string& state);
   /// Direct submodules with their names.
   const std::vector<std::pair<std::string, std::shared_ptr<Module>>>& named_children() const { return children_; }
   /// The parameter with this dotted name; throws listing nothing more than the name when absent.
@@ -88,12 +94,8 @@ class Module {
   /// Tensor or an AttentionResult's .out). The built-in modules wrap their entry points in it.
   template <class F>
   auto hooked(const Tensor& x, F&& body) -> decltype(body(x)) {
-    if (hooks_ == nullptr || hooks_->empty() || in_hooks_) return body(x);
-    in_hooks_ = true;
-    struct Reset {
-      bool& flag;
-      ~Reset() { flag = false; }
-    } reset{in_hooks_};
+    if (hooks_ == nullptr || hooks_->empty() || InHooks::on(this)) return body(x);
+    const InHooks inside(this);
     const Tensor in = run_pre_hooks(x);
     auto out = body(in);
     if constexpr (std::is_same_v<decltype(out), Tensor>) out = run_forward_hooks(in, out);
@@ -126,7 +128,16 @@ class Module {
     bool empty() const { return pre.empty() && post.empty(); }
   };
   std::shared_ptr<Hooks> hooks_;  // shared with the handles (weakly), created on the first registration
-  bool in_hooks_ = false;
+  // The modules whose hooks this thread is running (a module calling itself runs them once). Per thread, so two
+  // threads running one module each run its hooks.
+  class InHooks {
+   public:
+    explicit InHooks(const Module* m);
+    ~InHooks();
+    InHooks(const InHooks&) = delete;
+    InHooks& operator=(const InHooks&) = delete;
+    static bool on(const Module* m);
+  };
 
   std::vector<std::pair<std::string, Tensor>> params_;
   std::vector<std::pair<std::string, Tensor>> buffers_;

@@ -9,9 +9,23 @@
 
 namespace qkv {
 
+namespace {
+// Every module below `m` (itself first) with its dotted prefix ("" for the root), depth first.
+template <class M, class F>
+void each_module(M& m, const std::string& prefix, F&& f) {
+  f(m, prefix);
+  for (const auto& [name, child] : m.named_children()) each_module(*child, prefix.empty() ? name : prefix + "." + name, f);
+}
+std::string extra_state_key(const std::string& prefix) { return prefix.empty() ? "qkv.extra_state" : "qkv.extra_state." + prefix; }
+}  // namespace
+
 void save(const Module& module, const std::string& path, const std::map<std::string, std::string>& metadata,
           StorageType storage) {
-  write_safetensors(path, module.state_dict(), metadata, storage);
+  auto meta = metadata;
+  each_module(module, "", [&meta](const Module& m, const std::string& prefix) {
+    if (std::string extra = m.extra_state(); !extra.empty()) meta[extra_state_key(prefix)] = std::move(extra);
+  });
+  write_safetensors(path, module.state_dict(), meta, storage);
 }
 
 void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict) {
@@ -47,6 +61,16 @@ void load(Module& module, const SafetensorsFile& file, const std::string& source
     const Tensor t = file.find(name);
     if (t.defined() && t.shape() == p.shape() && is_floating(t.dtype()) == is_floating(p.dtype())) p.copy_(t);
   }
+  // Extra state where the file has it (a file written elsewhere has none: the module keeps its own).
+  each_module(module, "", [&](Module& m, const std::string& prefix) {
+    if (const auto it = file.metadata.find(extra_state_key(prefix)); it != file.metadata.end()) {
+      try {
+        m.set_extra_state(it->second);
+      } catch (const Error& e) {
+        throw Error(fmt::format("load: {}: metadata '{}': {}", source, it->first, e.what()));
+      }
+    }
+  });
 }
 
 void load(Module& module, const std::string& path, bool strict) { load(module, read_safetensors(path), path, strict); }

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <limits>
 #include <map>
 
 namespace qkv::test {
@@ -23,7 +24,12 @@ const nlohmann::json& fixture(const std::string& name) {
 Tensor tensor_from(const nlohmann::json& j, DType dtype) {
   const Shape shape(j.at("shape").get<std::vector<std::int64_t>>());
   if (j.contains("ids")) return Tensor::from(j.at("ids").get<std::vector<std::int64_t>>(), shape);
-  return Tensor::from(j.at("data").get<std::vector<double>>(), shape).to(dtype);
+  std::vector<double> data;
+  for (const auto& v : j.at("data")) {  // inf, -inf and nan are strings (JSON has no such numbers)
+    if (!v.is_string()) data.push_back(v.get<double>());
+    else data.push_back(v == "nan" ? std::nan("") : (v == "inf" ? 1.0 : -1.0) * std::numeric_limits<double>::infinity());
+  }
+  return Tensor::from(data, shape).to(dtype);
 }
 
 std::string compare(const Tensor& a, const Tensor& b, double rtol, double atol) {
@@ -31,7 +37,7 @@ std::string compare(const Tensor& a, const Tensor& b, double rtol, double atol) 
   if (!(a.shape() == b.shape())) return "shape " + a.shape().str() + " vs " + b.shape().str();
   const auto va = a.to_vector(), vb = b.to_vector();
   for (std::size_t i = 0; i < va.size(); ++i)
-    if (!(std::abs(va[i] - vb[i]) <= atol + rtol * std::abs(vb[i])))
+    if (!(va[i] == vb[i] || (std::isnan(va[i]) && std::isnan(vb[i])) || std::abs(va[i] - vb[i]) <= atol + rtol * std::abs(vb[i])))
       return fmt::format("element {}: {:.10g} vs {:.10g} (shape {})", i, va[i], vb[i], a.shape().str());
   return "";
 }

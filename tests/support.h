@@ -13,7 +13,8 @@ namespace qkv::test {
 const nlohmann::json& fixture(const std::string& name);
 /// A fixture tensor {"shape": [...], "data": [...]} (or {"shape", "ids"} for int64) as `dtype`.
 Tensor tensor_from(const nlohmann::json& j, DType dtype = kFloat64);
-/// Empty when a and b have equal shapes and |a - b| <= atol + rtol |b| everywhere; else where they differ.
+/// Empty when a and b have equal shapes and |a - b| <= atol + rtol |b| everywhere (equal infinities and two NaNs
+/// agree); else where they differ.
 std::string compare(const Tensor& a, const Tensor& b, double rtol, double atol);
 /// A float64 leaf of `shape` with values drawn from N(0,1) by a generator seeded with `seed`.
 Tensor leaf(const Shape& shape, std::uint64_t seed);

@@ -468,15 +468,51 @@ def autograd_fixture():
             "cotangent": t2j(cot), "grad_h_x": t2j(dx_cot)}
 
 
+def edge_cases():
+    """Gradients at ties and infinities (torch's rules), with non-finite numbers written as strings (JSON has none)."""
+    torch.manual_seed(39)  # its own seed: the cotangents are the same whether or not the other fixtures are written
+    c = []
+    inf, nan = math.inf, math.nan
+    T = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    for name, fn in (("max", torch.max), ("min", torch.min)):
+        c.append(op_case(name, fn, [T(1, 3, 3, 2)]))
+        c.append(op_case(name, fn, [T(-1, -3, -3, 2, -3, 2)]))
+        c.append(op_case(name, fn, [T(inf, 0, inf, -inf)]))
+        c.append(op_case(name, fn, [T(-inf, -inf, 0, -inf)]))
+        c.append(op_case(name, fn, [T(1, nan, 3, nan)]))
+        c.append(op_case(name, fn, [torch.tensor([[2.0, 7.0], [7.0, 7.0]], dtype=torch.float64)]))
+    for rows in ([[inf, 0.0]], [[-inf, -inf], [0.0, 1.0]], [[inf, inf, 1.0]], [[-inf, 0.0, 1.0]], [[inf, -inf]],
+                 [[nan, 1.0]]):
+        c.append(op_case("logsumexp", lambda x: torch.logsumexp(x, 1), [torch.tensor(rows, dtype=torch.float64)],
+                         dim=1, keepdim=False))
+    return c
+
+
+def finite_json(cases):
+    """Replaces inf, -inf and NaN in every "data" list by the strings "inf", "-inf" and "nan"."""
+    def fix(v):
+        if isinstance(v, dict):
+            return {k: fix(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [fix(x) for x in v]
+        if isinstance(v, float) and not math.isfinite(v):
+            return "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        return v
+    return fix(cases)
+
+
 def write(name, cases):
     payload = {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, "cases": cases}
     with open(os.path.join(OUT, name + ".json"), "w") as f:
-        json.dump(payload, f, separators=(",", ":"))
+        json.dump(payload, f, separators=(",", ":"), allow_nan=False)
     print(f"wrote {len(cases)} cases to tests/fixtures/{name}.json")
 
 
 def main():
     os.makedirs(OUT, exist_ok=True)
+    if sys.argv[1:] == ["ops_edges"]:  # the one fixture with its own seed can be written alone
+        write("ops_edges", finite_json(edge_cases()))
+        return 0
     write("ops", ops_cases())
     write("layers", layers_cases())
     payload = {"generator": "tools/gen_fixtures.py", "torch": torch.__version__, **optim_fixture()}
@@ -491,6 +527,7 @@ def main():
         json.dump(autograd_fixture(), f, separators=(",", ":"))
     print("wrote tests/fixtures/autograd.json")
     write("ops_math", math_cases())  # last: each fixture's random draws stay what they were when it was added
+    write("ops_edges", finite_json(edge_cases()))  # no random draws
 
 
 if __name__ == "__main__":

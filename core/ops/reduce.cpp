@@ -107,7 +107,20 @@ Tensor max(const Tensor& a) {
   const kernel::OpScope op_scope("max", {&a});
 
   QKV_CHECK(a.numel() > 0, "max: tensor of shape {} is empty", a.shape().str());
-  return reshape(max(reshape(a, Shape{-1}), 0), Shape{});
+  Tensor out;
+  {
+    NoGradGuard values_only;
+    out = reshape(max(reshape(a, Shape{-1}), 0), Shape{});
+  }
+  // d max / d a_i = [a_i = max] / #{j : a_j = max}: ties share the gradient evenly, as torch's
+  // evenly_distribute_backward (a NaN maximum: the NaNs share it). max(a, dim) instead picks one index, as torch's.
+  if (any_requires_grad({&a}))
+    record(out, "max", {&a}, [a = a.detach(), m = out.detach()](const Tensor& g) -> Grads {
+      const bool nan = std::isnan(m.item());
+      const Tensor hit = nan ? ne(a, a) : eq(a, m);
+      return {where(hit, broadcast_to(g / sum(hit.to(g.dtype())), a.shape()), Tensor::zeros(a.shape(), g.dtype()))};
+    }, {&a});
+  return out;
 }
 
 Tensor argmax(const Tensor& a, int dim, bool keepdim) {
@@ -178,9 +191,10 @@ Tensor logsumexp(const Tensor& a, int dim, bool keepdim) {
   const kernel::OpScope op_scope("logsumexp", {&a});
   const int d = normalize_dim("logsumexp", dim, a.dim());
   QKV_CHECK(a.size(d) > 0, "logsumexp: cannot reduce over dim {} of size 0 (shape {})", d, a.shape().str());
-  // Shifted by the (detached) maximum so exp never overflows; a row that is all -inf stays -inf, as torch's.
+  // Shifted by the (detached) maximum so exp never overflows. An infinite maximum shifts by 0, as torch's: a row
+  // that is all -inf stays -inf, and one holding +inf is +inf (shifting by +inf would make inf - inf = NaN).
   Tensor m = max(a.detach(), d, /*keepdim=*/true);
-  m = where(eq(m, -std::numeric_limits<double>::infinity()), Tensor::zeros(m.shape(), m.dtype()), m);
+  m = where(eq(abs(m), std::numeric_limits<double>::infinity()), Tensor::zeros(m.shape(), m.dtype()), m);
   const Tensor out = log(sum(exp(a - m), {d}, /*keepdim=*/true)) + m;
   return keepdim ? out : reshape(out, reduced_shapes("logsumexp", a.shape(), {d}).second);
 }

@@ -1,6 +1,7 @@
 #include "../support.h"
 
 #include <qkv/core/gradcheck.h>
+#include <qkv/core/precision.h>
 
 using namespace qkv;
 using Ins = const std::vector<Tensor>&;
@@ -60,4 +61,115 @@ TEST_CASE("checkpoint outside grad mode is the function itself, and bad input") 
   int calls = 0;
   const Tensor y = checkpoint([&calls, w](const Tensor& h) { return ++calls == 1 ? matmul(h, w) : sum(h); }, x, {w});
   CHECK_ERROR(sum(y).backward(), "checkpoint: the recompute returned shape [], the forward [2, 2]");
+}
+
+namespace {
+// Three blocks on x, each checkpointed or not; the parameters are fresh leaves from a fixed seed.
+struct Net {
+  Tensor x, w1, w2, h;
+  std::shared_ptr<Generator> gen = std::make_shared<Generator>(3);
+  explicit Net(bool recompute, DType dtype = kFloat32) {
+    Generator init(7);
+    x = Tensor::randn({6, 8}, init, dtype).requires_grad_();
+    w1 = Tensor::randn({8, 16}, init, dtype).requires_grad_();
+    w2 = Tensor::randn({16, 8}, init, dtype).requires_grad_();
+    h = x * 2.0;  // a computed input, so hooks and retain_grad on non-leaves are exercised too
+    for (int layer = 0; layer < 3; ++layer) {
+      const auto f = [this](const Tensor& in) { return block(in, w1, w2, *gen, 0.25); };
+      h = recompute ? checkpoint(f, h, {w1, w2}, {gen}) : f(h);
+    }
+  }
+  Tensor loss() const { return sum(h * h); }
+};
+}  // namespace
+
+TEST_CASE("checkpoint under grad(): the gradients of a plain graph, and no .grad() touched") {
+  std::vector<Tensor> got[2];
+  for (const bool recompute : {false, true}) {
+    Net n(recompute);
+    got[recompute] = grad({n.loss()}, {n.w1, n.w2, n.x});
+    CHECK(!n.w1.grad().defined());
+    CHECK(!n.w2.grad().defined());
+    CHECK(!n.x.grad().defined());
+  }
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK(sum(abs(got[1][i])).item() > 0.0);
+    CHECK_CLOSE(got[1][i], got[0][i], 0, 0);
+  }
+}
+
+TEST_CASE("checkpoint: retain_grad, tensor hooks and LeafGradHook see what they see without it") {
+  struct Seen {
+    Tensor out_grad, in_grad, w1_hooked;
+    int w1_calls = 0, in_calls = 0;
+    std::vector<const TensorImpl*> final_order;
+  } seen[2];
+  for (const bool recompute : {false, true}) {
+    Seen& s = seen[recompute];
+    Net n(recompute);
+    n.h.retain_grad();
+    const HookHandle a = n.w1.register_hook([&s](const Tensor& g) { s.w1_hooked = g.clone(), ++s.w1_calls; return g * 2.0; });
+    const Tensor in = n.h;  // the last block's output: hooks on a computed tensor
+    const HookHandle b = in.register_hook([&s](const Tensor& g) { ++s.in_calls; return g; });
+    {
+      LeafGradHook ready([&s](const Tensor& leaf) { s.final_order.push_back(leaf.impl()); });
+      n.loss().backward();
+    }
+    s.out_grad = n.h.grad();
+    s.in_grad = n.w1.grad();
+    CHECK(s.final_order.size() == 3);  // x, w1, w2, each reported once
+  }
+  CHECK(seen[1].w1_calls == 1);  // the leaf's hook sees the sum over the three blocks, once
+  CHECK(seen[0].w1_calls == 1);
+  CHECK(seen[1].in_calls == seen[0].in_calls);
+  CHECK_CLOSE(seen[1].out_grad, seen[0].out_grad, 0, 0);
+  CHECK_CLOSE(seen[1].w1_hooked, seen[0].w1_hooked, 0, 0);
+  CHECK_CLOSE(seen[1].in_grad, seen[0].w1_hooked * 2.0, 0, 0);  // the hook's replacement went into .grad()
+}
+
+TEST_CASE("checkpoint: anomaly mode names the op inside the block, with and without recompute") {
+  for (const bool recompute : {false, true}) {
+    const Tensor w = Tensor::from(std::vector<double>{0, 1, 4, 9}, {4}).requires_grad_();
+    const Tensor x = Tensor::ones({4}, kFloat64).requires_grad_();
+    const auto f = [w](const Tensor& in) { return sqrt(in * w); };
+    const Tensor y = recompute ? checkpoint(f, x, {w}) : f(x);
+    DetectAnomalyGuard anomaly;
+    CHECK_ERROR(sum(y).backward(), "the backward of `sqrt` returned");
+  }
+}
+
+TEST_CASE("checkpoint in bf16: the gradients of a plain bf16 backward, bit for bit") {
+  std::vector<Tensor> got[2];
+  for (const bool recompute : {false, true}) {
+    AutocastGuard bf16;
+    Net n(recompute);
+    n.loss().backward();
+    got[recompute] = {n.x.grad(), n.w1.grad(), n.w2.grad()};
+  }
+  std::vector<Tensor> fp32;
+  {
+    Net n(false);
+    n.loss().backward();
+    fp32 = {n.x.grad(), n.w1.grad(), n.w2.grad()};
+  }
+  for (std::size_t i = 0; i < 3; ++i) {
+    CHECK_CLOSE(got[1][i], got[0][i], 0, 0);
+    CHECK(test::compare(got[0][i], fp32[i], 0, 0) != "");  // the bf16 products did run
+  }
+}
+
+TEST_CASE("checkpoint refuses a computed tensor among its parameters") {
+  const Tensor w = Tensor::ones({2, 2}).requires_grad_();
+  const Tensor w2 = w * 2.0;
+  CHECK_ERROR(checkpoint([w2](const Tensor& h) { return matmul(h, w2); }, Tensor::ones({2, 2}), {w2}),
+              "checkpoint: params[0] (shape [2, 2]) is computed, not a leaf");
+}
+
+TEST_CASE("grad() runs no hook of a leaf it was not asked about, as torch's autograd.grad") {
+  const Tensor a = Tensor::from({1.0, 2.0}, kFloat64).requires_grad_(), b = Tensor::from({3.0, 4.0}, kFloat64).requires_grad_();
+  int b_calls = 0;
+  const HookHandle h = b.register_hook([&b_calls](const Tensor& g) { ++b_calls; return g; });
+  const auto g = grad({sum(a * b)}, {a});
+  CHECK(g[0].to_vector() == std::vector<double>{3, 4});
+  CHECK(b_calls == 0);
 }

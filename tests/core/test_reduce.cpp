@@ -66,10 +66,30 @@ TEST_CASE("statistics at their edges, and bad input") {
   CHECK_ERROR(min(Tensor::zeros({0})), "min: tensor of shape [0] is empty");
 }
 
-TEST_CASE("max sends the gradient to the first maximum; argmax") {
+TEST_CASE("ties and infinities: max, min and logsumexp give torch's gradients (fixture ops_edges)") {
+  int ran = 0;
+  for (const auto& c : test::fixture("ops_edges")["cases"]) {
+    const std::string op = c["op"];
+    for (const DType dtype : {kFloat64, kFloat32}) {
+      INFO(op, " of ", c["inputs"][0].dump(), " in ", dtype_name(dtype));
+      const Tensor x = test::tensor_from(c["inputs"][0], dtype).requires_grad_();
+      const Tensor out = op == "max" ? max(x) : op == "min" ? min(x) : logsumexp(x, c["args"]["dim"], c["args"]["keepdim"]);
+      CHECK_CLOSE(out, test::tensor_from(c["out"], dtype), 1e-6, 0);
+      out.backward(test::tensor_from(c["cotangent"], dtype));
+      CHECK_CLOSE(x.grad(), test::tensor_from(c["grads"][0], dtype), 1e-6, 0);
+    }
+    ++ran;
+  }
+  CHECK(ran == 18);
+}
+
+TEST_CASE("max of a whole tensor splits the gradient among ties, max along a dim picks the first; argmax") {
   const Tensor a = Tensor::from({1.0, 3.0, 3.0, 2.0}, kFloat64).requires_grad_();
   max(a).backward();
-  CHECK(a.grad().to_vector() == std::vector<double>{0, 1, 0, 0});
+  CHECK(a.grad().to_vector() == std::vector<double>{0, 0.5, 0.5, 0});
+  const Tensor d = Tensor::from({1.0, 3.0, 3.0, 2.0}, kFloat64).requires_grad_();
+  max(d, 0).backward();
+  CHECK(d.grad().to_vector() == std::vector<double>{0, 1, 0, 0});  // torch's max(dim) backward: the index it returns
   const Tensor b = Tensor::from(std::vector<double>{1, 5, 2, 7, 0, 3}, {2, 3});
   CHECK(argmax(b, 1).to_vector() == std::vector<double>{1, 0});
   CHECK(argmax(b, 0, true).shape() == Shape{1, 3});

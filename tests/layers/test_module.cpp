@@ -3,7 +3,9 @@
 #include <qkv/layers/gpt2.h>
 #include <qkv/layers/models.h>
 
+#include <atomic>
 #include <fstream>
+#include <thread>
 #include <iterator>
 #include <sstream>
 
@@ -259,4 +261,31 @@ TEST_CASE("README's C++ tour is tests/consumer/main.cpp's, which ctest builds an
   for (std::string line; std::getline(lines, line);) block += (line.size() >= 2 ? line.substr(2) : line) + "\n";
   CHECK_MESSAGE(readme.find("using namespace qkv;\n\n" + block + "```") != std::string::npos,
                 "README.md's C++ block differs from the one between the readme markers of tests/consumer/main.cpp");
+}
+
+TEST_CASE("hooks and inference on one model from two threads: every hook runs, every result exact") {
+  Generator gen(5);
+  auto model = build_model({.kind = "transformer", .vocab_size = 9, .seq_len = 5, .d_model = 8, .heads = 2,
+                            .layers = 2, .causal = true}, gen);
+  model->eval();
+  auto& attn = *(*dynamic_cast<Transformer&>(*model).blocks)[0].attn;
+  const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4}, {1, 4});
+  const std::vector<double> clean = model->logits(ids).to_vector();
+  std::atomic<int> counted{0};
+  HookHandle count = attn.register_forward_hook([&](Module&, const Tensor&, const Tensor&) { ++counted; return Tensor(); });
+  HookHandle ablate = attn.register_forward_hook([](Module&, const Tensor&, const Tensor& out) { return out * 0.0; });
+  const std::vector<double> ablated = model->logits(ids).to_vector();
+  REQUIRE(ablated != clean);
+  constexpr int kEach = 200;
+  std::atomic<int> wrong{0};
+  const auto run = [&] {
+    NoGradGuard no_grad;
+    for (int i = 0; i < kEach; ++i)
+      if (model->logits(ids).to_vector() != ablated) ++wrong;
+  };
+  std::thread a(run), b(run);
+  a.join();
+  b.join();
+  CHECK(counted == 2 * kEach + 1);
+  CHECK(wrong == 0);
 }

@@ -2,6 +2,7 @@
 
 #include <qkv/layers/models.h>
 #include <qkv/layers/save.h>
+#include <qkv/optim/save.h>
 
 #include <filesystem>
 
@@ -59,4 +60,45 @@ TEST_CASE("buffers are saved and loaded with the parameters; an integer/float sw
   for (auto& [name, t] : f.tensors)
     if (name == "seen") t = Tensor::zeros(t.shape());
   CHECK_ERROR(load(b, f, "crafted", true), "float tensors where int64 buffers belong: seen");
+}
+
+TEST_CASE("a C++ loop with dropout resumed from save(model) + save(opt) is bit-identical: the dropout stream is saved") {
+  const ModelConfig config{.kind = "transformer", .vocab_size = 11, .seq_len = 6, .d_model = 16, .heads = 2,
+                           .layers = 2, .causal = true, .dropout = 0.3};
+  const Tensor ids = Tensor::from(std::vector<std::int64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 1, 2}, {2, 6});
+  struct Loop {
+    std::shared_ptr<LanguageModel> model;
+    std::unique_ptr<AdamW> opt;
+    explicit Loop(const ModelConfig& c) {
+      Generator gen(3);
+      model = build_model(c, gen);
+      opt = std::make_unique<AdamW>(model->named_parameters(), AdamOptions{.lr = 1e-2});
+    }
+    void steps(int n, const Tensor& ids) {
+      for (int i = 0; i < n; ++i) {
+        opt->zero_grad();
+        cross_entropy(reshape(model->logits(ids), {-1, 11}), reshape(ids, {-1})).backward();
+        opt->step();
+      }
+    }
+  };
+  Loop a(config);
+  a.steps(3, ids);
+  const std::string model_file = test::temp_file("dropout_model.safetensors"), opt_file = test::temp_file("dropout_opt.safetensors");
+  save(*a.model, model_file);
+  save(*a.opt, opt_file);
+  CHECK(read_safetensors(model_file).metadata.at("qkv.extra_state").rfind("dropout_stream ", 0) == 0);
+  a.steps(3, ids);
+  Loop b(config);
+  b.steps(1, ids);  // moves its dropout stream elsewhere: load must put it back
+  load(*b.model, model_file);
+  load(*b.opt, opt_file);
+  b.steps(3, ids);
+  const auto pa = a.model->named_parameters(), pb = b.model->named_parameters();
+  for (std::size_t i = 0; i < pa.size(); ++i) {
+    INFO(pa[i].first);
+    CHECK(pb[i].second.to_vector() == pa[i].second.to_vector());
+  }
+  write_safetensors(model_file, a.model->state_dict(), {{"qkv.extra_state", "dropout_stream 1 2"}});
+  CHECK_ERROR(load(*b.model, model_file), "metadata 'qkv.extra_state': Transformer.set_extra_state: expected 'dropout_stream' and six numbers, got 'dropout_stream 1 2'");
 }
