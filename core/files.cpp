@@ -138,40 +138,15 @@ bool resolve_links(fs::path& p) {
   fail("write: {}: too many levels of symbolic links", p.string());
 }
 
-void replace_atomically(const std::string& shown, const fs::path& target, const std::string& bytes) {
-  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
-  const std::string tmp = temporary_path(target);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw_write("write: cannot create {}: {}", tmp, std::strerror(errno));
-  if (const int err = write_all(fd, bytes.data(), bytes.size()); err != 0) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw_write("write: writing {} failed: {}", tmp, std::strerror(err));
-  }
-  if (::fsync(fd) != 0 || ::close(fd) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw_write("write: flushing {} failed: {}", tmp, std::strerror(err));
-  }
-  if (::rename(tmp.c_str(), target.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    throw_write("write: renaming {} to {} failed: {}", tmp, shown, std::strerror(err));
-  }
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);  // make the rename itself durable
-    ::close(dfd);
-  }
-}
-
 }  // namespace
 
-void write_file_atomic(const std::string& path, const std::string& bytes) {
+namespace {
+// Where an output to `path` goes by the output rule: false and `target` = the regular file to replace (the end of
+// any chain of links), or true when it must be written through (a device, FIFO or socket; `st` is filled then).
+bool written_through(const std::string& path, fs::path& target, struct stat& st) {
   QKV_CHECK(!path.empty() && path.back() != '/', "write: {} is a directory, not a file name", path);
-  struct stat st {};
   if (::stat(path.c_str(), &st) == 0) {  // what the path points at, through any links
-    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return write_through(path, st, bytes);
+    if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return true;
     QKV_CHECK(S_ISREG(st.st_mode), "write: {} is {}; give a file name", path, file_kind(st.st_mode));
   } else {
     QKV_CHECK(errno == ENOENT, "write: {}: {}", path, std::strerror(errno));
@@ -179,9 +154,68 @@ void write_file_atomic(const std::string& path, const std::string& bytes) {
     QKV_CHECK(::lstat(path.c_str(), &lst) != 0, "write: {} is a symbolic link to a missing file; give a file name",
               path);
   }
-  fs::path target(path);
-  if (resolve_links(target)) return write_through(path, st, bytes);
-  replace_atomically(path, target, bytes);
+  target = path;
+  return resolve_links(target);
+}
+}  // namespace
+
+void write_file_atomic(const std::string& path, const std::string& bytes) {
+  fs::path target;
+  struct stat st {};
+  if (written_through(path, target, st)) return write_through(path, st, bytes);
+  AtomicFile file(path);
+  file.write(bytes.data(), bytes.size());
+  file.commit();
+}
+
+AtomicFile::AtomicFile(const std::string& path) : path_(path) {
+  fs::path target;
+  struct stat st {};
+  QKV_CHECK(!written_through(path, target, st), "write: {} is {}: it takes a stream, not a file written in place", path,
+            file_kind(st.st_mode));
+  target_ = target.string();
+  tmp_ = temporary_path(target);
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw_write("write: cannot create {}: {}", tmp_, std::strerror(errno));
+}
+
+AtomicFile::~AtomicFile() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(tmp_.c_str());
+}
+
+void AtomicFile::write(const void* data, std::size_t n) {
+  QKV_CHECK(fd_ >= 0, "write: {} is already committed", path_);
+  if (const int err = write_all(fd_, static_cast<const char*>(data), n); err != 0)
+    throw_write("write: writing {} failed: {}", tmp_, std::strerror(err));
+}
+
+void AtomicFile::write_at(std::uint64_t offset, const void* data, std::size_t n) {
+  QKV_CHECK(fd_ >= 0, "write: {} is already committed", path_);
+  const ssize_t w = ::pwrite(fd_, data, n, static_cast<off_t>(offset));
+  if (w != static_cast<ssize_t>(n)) throw_write("write: writing {} failed: {}", tmp_, std::strerror(w < 0 ? errno : EIO));
+}
+
+void AtomicFile::commit() {
+  QKV_CHECK(fd_ >= 0, "write: {} is already committed", path_);
+  const int fd = std::exchange(fd_, -1);
+  if (::fsync(fd) != 0 || ::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp_.c_str());
+    throw_write("write: flushing {} failed: {}", tmp_, std::strerror(err));
+  }
+  if (::rename(tmp_.c_str(), target_.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp_.c_str());
+    throw_write("write: renaming {} to {} failed: {}", tmp_, path_, std::strerror(err));
+  }
+  const fs::path dir = fs::path(target_).has_parent_path() ? fs::path(target_).parent_path() : fs::path(".");
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd >= 0) {
+    ::fsync(dfd);  // make the rename itself durable
+    ::close(dfd);
+  }
 }
 
 

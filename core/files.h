@@ -41,6 +41,28 @@ const char* file_kind(unsigned mode);
 /// Writes `bytes` to `path` by the output rule above. Throws qkv::Error naming the path and the reason.
 void write_file_atomic(const std::string& path, const std::string& bytes);
 
+/// A file written by the output rule as it is produced (a token shard, a large model): the bytes go to a temporary
+/// file beside `path` (or beside the regular file a link at `path` leads to), and commit() flushes it to disk,
+/// renames it into place and makes the rename durable. Dropped before commit(), it removes the temporary file and
+/// `path` keeps what it held. A device, FIFO or socket at `path` is refused (it cannot be written in place). Every
+/// failure throws WriteError naming the file.
+class AtomicFile {
+ public:
+  explicit AtomicFile(const std::string& path);
+  ~AtomicFile();
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+  void write(const void* data, std::size_t n);
+  /// Overwrites bytes already written (a header completed at the end).
+  void write_at(std::uint64_t offset, const void* data, std::size_t n);
+  void commit();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, target_, tmp_;
+  int fd_ = -1;
+};
+
 /// A file that lines are appended to. A failed write (a full disk, a file-size limit) is retried with the
 /// unwritten rest of the line for about `retry_seconds`; when it still fails, append() throws qkv::Error and
 /// the file keeps only whole lines.

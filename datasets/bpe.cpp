@@ -4,7 +4,6 @@
 
 #include "qkv/datasets/pretokenize.h"
 #include "qkv/datasets/utf8.h"
-#include "qkv/datasets/detail.h"
 
 #include <qkv/core/errors.h>
 #include <qkv/core/files.h>
@@ -370,7 +369,9 @@ std::string BpeTokenizer::merges_txt() const {
 }
 
 std::string BpeTokenizer::hash() const {
-  std::uint64_t h = fnv1a(nullptr, 0);
+  // The pre-tokenizer's Unicode version first: the same files under other letter tables give other ids.
+  const std::string unicode = std::string("unicode ") + pretokenizer_unicode_version();
+  std::uint64_t h = fnv1a(unicode.data(), unicode.size());
   for (const auto& b : bytes_) {
     const auto n = static_cast<std::uint64_t>(b.size());
     h = fnv1a(&n, sizeof n, h);
@@ -386,8 +387,8 @@ std::string BpeTokenizer::hash() const {
 
 void BpeTokenizer::save(const std::string& dir) const {
   fs::create_directories(dir);
-  datasets_detail::write_atomically((fs::path(dir) / "vocab.json").string(), vocab_json());
-  datasets_detail::write_atomically((fs::path(dir) / "merges.txt").string(), merges_txt());
+  write_file_atomic((fs::path(dir) / "vocab.json").string(), vocab_json());
+  write_file_atomic((fs::path(dir) / "merges.txt").string(), merges_txt());
 }
 
 }  // namespace qkv

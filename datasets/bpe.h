@@ -52,7 +52,8 @@ class BpeTokenizer {
   /// The files in Hugging Face's spelling, written the same way for the same tokenizer (ids in order).
   std::string vocab_json() const;
   std::string merges_txt() const;
-  /// A hash of the vocabulary and merges (16 hex digits): the same for both spellings of the same tokenizer.
+  /// A hash of the pre-tokenizer's Unicode version, the vocabulary and merges (16 hex digits): the same for both
+  /// spellings of the same tokenizer.
   std::string hash() const;
   /// Writes vocab.json and merges.txt into `dir` (created), each atomically.
   void save(const std::string& dir) const;

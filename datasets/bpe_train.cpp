@@ -1,6 +1,7 @@
 // qkv tokenizer train: piece counts in a streaming pass, then merges with incremental pair counts.
 #include "qkv/datasets/bpe_train.h"
 
+#include "qkv/datasets/chunks.h"
 #include "qkv/datasets/pretokenize.h"
 #include "qkv/datasets/utf8.h"
 
@@ -21,48 +22,6 @@ using Pair = std::uint64_t;  // left << 32 | right
 Pair pair_of(Id l, Id r) { return (static_cast<std::uint64_t>(static_cast<std::uint32_t>(l)) << 32) | static_cast<std::uint32_t>(r); }
 Id left_of(Pair p) { return static_cast<Id>(p >> 32); }
 Id right_of(Pair p) { return static_cast<Id>(p & 0xffffffffu); }
-
-constexpr std::size_t kBlock = 1 << 20;
-constexpr std::size_t kMaxCarry = 64 << 20;
-
-// One file's text in pieces of about a block, each cut where pre-tokenizing it alone changes nothing (safe_cut).
-class BlockReader {
- public:
-  explicit BlockReader(const std::string& path) : path_(path), in_(path, std::ios::binary) {
-    QKV_CHECK(in_.good(), "tokenizer train: cannot read {}: {}", path, std::strerror(errno));
-  }
-  /// The next segment and its offset in the file; false at the end.
-  bool next(std::string& segment, std::size_t& offset) {
-    while (true) {
-      std::string block(kBlock, '\0');
-      in_.read(block.data(), static_cast<std::streamsize>(block.size()));
-      block.resize(static_cast<std::size_t>(in_.gcount()));
-      carry_ += block;
-      if (block.empty() || in_.eof()) {
-        if (carry_.empty()) return false;
-        return take(carry_.size(), segment, offset);
-      }
-      if (carry_.size() < kBlock) continue;
-      check_utf8(std::string_view(carry_).substr(0, complete_utf8_prefix(carry_)), "tokenizer train: " + path_, offset_);
-      auto cut = safe_cut(carry_);
-      if (cut == 0 && carry_.size() > kMaxCarry) cut = complete_utf8_prefix(carry_);
-      if (cut > 0) return take(cut, segment, offset);
-    }
-  }
-
- private:
-  bool take(std::size_t n, std::string& segment, std::size_t& offset) {
-    segment = carry_.substr(0, n);
-    carry_.erase(0, n);
-    offset = offset_;
-    offset_ += n;
-    return true;
-  }
-  std::string path_;
-  std::ifstream in_;
-  std::string carry_;
-  std::size_t offset_ = 0;
-};
 
 // A distinct piece: its symbols now, and how often it occurs.
 struct Word {
@@ -183,15 +142,15 @@ std::unordered_map<std::string, std::int64_t> count_pieces(const std::vector<std
   std::unordered_map<std::string, std::int64_t> counts;
   const auto batch = static_cast<std::size_t>(2 * num_threads());
   for (const auto& f : files) {
-    BlockReader reader(f);
+    std::ifstream in(f, std::ios::binary);
+    QKV_CHECK(in.good(), "tokenizer train: cannot read {}: {}", f, std::strerror(errno));
+    TextChunks chunks(in, "tokenizer train: " + f);
     for (bool more = true; more;) {
       std::vector<std::string> segments;
       std::vector<std::size_t> offsets;
-      std::string s;
-      std::size_t at = 0;
-      while (segments.size() < batch && (more = reader.next(s, at))) {
-        segments.push_back(std::move(s));
-        offsets.push_back(at);
+      for (TextChunks::Chunk c; segments.size() < batch && (more = chunks.next(c));) {
+        segments.emplace_back(c.text);
+        offsets.push_back(c.offset);
       }
       std::vector<std::unordered_map<std::string, std::int64_t>> local(segments.size());
       parallel_for(static_cast<std::int64_t>(segments.size()), true, [&](std::int64_t b, std::int64_t e) {

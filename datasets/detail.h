@@ -19,7 +19,4 @@ std::unique_ptr<Dataset> make_jsonl_dataset(const DataOptions& options, std::uin
 /// data.task = "tokens": a shard folder made by qkv tokenize.
 std::unique_ptr<Dataset> make_tokens_dataset(const DataOptions& options, std::uint64_t seed);
 
-/// Writes `bytes` to a temporary file beside `path`, then renames it over `path`: a reader never sees half a file.
-void write_atomically(const std::string& path, const std::string& bytes);
-
 }  // namespace qkv::datasets_detail

@@ -1,5 +1,6 @@
 #include "qkv/datasets/pretokenize.h"
 
+#include "qkv/datasets/unicode_tables.h"
 #include "qkv/datasets/utf8.h"
 
 #include <qkv/core/errors.h>
@@ -7,16 +8,109 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 
+#include <fmt/format.h>
+
+#include <cstdint>
 #include <string>
+#include <vector>
 
 namespace qkv {
 namespace {
 
-// Unicode's White_Space property (what Python's regex and Rust's regex mean by \s).
-#define QKV_WS "\\t\\n\\x{0B}\\f\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
-constexpr const char* kGpt2Pattern =
-    "'(?:[sdmt]|ll|ve|re)| ?\\p{L}+| ?\\p{N}+| ?[^" QKV_WS "\\p{L}\\p{N}]+|[" QKV_WS "]+(?![^" QKV_WS "])|[" QKV_WS "]+";
-#undef QKV_WS
+// What the patterns ask of a character: \p{L}, \p{N}, \s (Unicode's White_Space, as Python's and Rust's regex
+// read \s; PCRE2's own \s also takes U+180E) or none of them. From the pinned tables (unicode_tables.h), never from
+// the system's PCRE2, whose Unicode version varies (Debian 12's is 14.0.0).
+enum Category : std::uint8_t { kOther = 0, kLetter = 1, kNumber = 2, kSpace = 3 };
+
+constexpr char32_t kWhiteSpace[][2] = {{0x09, 0x0D}, {0x20, 0x20}, {0x85, 0x85}, {0xA0, 0xA0}, {0x1680, 0x1680},
+                                       {0x2000, 0x200A}, {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F},
+                                       {0x3000, 0x3000}};
+
+// One byte per code point (1.1 MB, filled once): a load per character, whatever the script.
+const std::uint8_t* categories() {
+  static const std::vector<std::uint8_t> table = [] {
+    std::vector<std::uint8_t> t(0x110000, kOther);
+    const auto fill = [&t](const auto& ranges, Category c) {
+      for (const auto& r : ranges) std::fill(t.begin() + r[0], t.begin() + r[1] + 1, c);
+    };
+    fill(unicode::kLetters, kLetter);
+    fill(unicode::kNumbers, kNumber);
+    fill(kWhiteSpace, kSpace);
+    return t;
+  }();
+  return table.data();
+}
+
+// The code point at s[i] (valid UTF-8) and its length in bytes.
+inline char32_t decode_at(const unsigned char* s, std::size_t i, std::size_t& len) {
+  const unsigned char b = s[i];
+  if (b < 0x80) return len = 1, b;
+  if (b < 0xE0) return len = 2, char32_t(b & 0x1F) << 6 | (s[i + 1] & 0x3F);
+  if (b < 0xF0) return len = 3, char32_t(b & 0x0F) << 12 | char32_t(s[i + 1] & 0x3F) << 6 | (s[i + 2] & 0x3F);
+  return len = 4, char32_t(b & 0x07) << 18 | char32_t(s[i + 1] & 0x3F) << 12 | char32_t(s[i + 2] & 0x3F) << 6 | (s[i + 3] & 0x3F);
+}
+
+// GPT-2's pattern, 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+, as a scan: the
+// length of the piece at `at`. tests/datasets/test_bpe.cpp checks it against PCRE2 running the pattern itself.
+std::size_t gpt2_piece(const unsigned char* s, std::size_t n, std::size_t at, const std::uint8_t* cat) {
+  if (s[at] == '\'' && at + 1 < n) {  // a contraction (case-sensitive, as GPT-2's)
+    const unsigned char c = s[at + 1];
+    if (c == 's' || c == 'd' || c == 'm' || c == 't') return 2;
+    if (at + 2 < n && ((c == 'l' && s[at + 2] == 'l') || (c == 'v' && s[at + 2] == 'e') || (c == 'r' && s[at + 2] == 'e')))
+      return 3;
+  }
+  std::size_t len = 0;
+  const std::size_t j = at + (s[at] == ' ' ? 1 : 0);  // ` ?` then a run of one category: letters, numbers, others
+  if (j < n) {
+    const std::uint8_t c = cat[decode_at(s, j, len)];
+    if (c != kSpace) {
+      std::size_t k = j + len;
+      while (k < n && cat[decode_at(s, k, len)] == c) k += len;
+      return k - at;
+    }
+  }
+  // White space (s[at] is): \s+(?!\S) leaves the run's last character to the piece after it, unless the text ends
+  // there or the run is one character long (then \s+ takes it).
+  std::size_t k = at, last = at;
+  while (k < n && cat[decode_at(s, k, len)] == kSpace) last = k, k += len;
+  return k < n && last > at ? last - at : k - at;
+}
+
+// A pattern with \p{L}, \p{N}, \s and \S spelled out from the pinned tables (inside a class or alone), so
+// PCRE2's own Unicode version does not decide what they match.
+std::string pin_classes(std::string_view pattern) {
+  const auto ranges = [](const auto& table) {
+    std::string out;
+    for (const auto& r : table) {
+      const auto a = static_cast<std::uint32_t>(r[0]), b = static_cast<std::uint32_t>(r[1]);
+      out += a == b ? fmt::format("\\x{{{:X}}}", a) : fmt::format("\\x{{{:X}}}-\\x{{{:X}}}", a, b);
+    }
+    return out;
+  };
+  const std::string letters = ranges(unicode::kLetters), numbers = ranges(unicode::kNumbers), space = ranges(kWhiteSpace);
+  std::string out;
+  bool in_class = false;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    const std::string_view rest = pattern.substr(i);
+    const std::string* body = rest.starts_with("\\p{L}") ? &letters : rest.starts_with("\\p{N}") ? &numbers : nullptr;
+    if (body != nullptr) {
+      out += in_class ? *body : "[" + *body + "]";
+      i += 4;
+    } else if (rest.starts_with("\\s") || rest.starts_with("\\S")) {
+      QKV_CHECK(!(in_class && rest[1] == 'S'), "pretokenizer: \\S inside a class is not supported in '{}'", pattern);
+      out += in_class ? space : (rest[1] == 's' ? "[" : "[^") + space + "]";
+      i += 1;
+    } else if (pattern[i] == '\\' && i + 1 < pattern.size()) {
+      out += rest.substr(0, 2);
+      i += 1;
+    } else {
+      if (pattern[i] == '[' && !in_class) in_class = true;
+      else if (pattern[i] == ']' && in_class && out.back() != '[' && !out.ends_with("[^")) in_class = false;
+      out += pattern[i];
+    }
+  }
+  return out;
+}
 
 bool ascii_graphic(unsigned char c) { return c > 0x20 && c < 0x7f; }
 
@@ -25,15 +119,19 @@ bool ascii_graphic(unsigned char c) { return c > 0x20 && c < 0x7f; }
 bool white_space_piece(std::string_view piece) {
   std::size_t i = piece.size() - 1;
   while (i > 0 && (static_cast<unsigned char>(piece[i]) & 0xC0) == 0x80) --i;
-  const char32_t c = next_code_point(piece, i, "piece");
-  return (c >= 0x09 && c <= 0x0D) || c == 0x20 || c == 0x85 || c == 0xA0 || c == 0x1680 ||
-         (c >= 0x2000 && c <= 0x200A) || c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+  return categories()[next_code_point(piece, i, "piece")] == kSpace;
 }
 
 }  // namespace
 
+const char* pretokenizer_unicode_version() { return unicode::kVersion; }
+
+const char* gpt2_pattern() {
+  return "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+}
+
 struct Pretokenizer::Impl {
-  pcre2_code* code = nullptr;
+  pcre2_code* code = nullptr;  // null: GPT-2's pattern, scanned
   ~Impl() { pcre2_code_free(code); }
 };
 
@@ -55,15 +153,19 @@ struct ThreadMatch {
   }
 };
 
-Pretokenizer::Pretokenizer() : impl_(std::make_unique<Impl>()) {
+Pretokenizer::Pretokenizer() : impl_(std::make_unique<Impl>()) { categories(); }
+
+Pretokenizer::Pretokenizer(std::string_view pattern) : impl_(std::make_unique<Impl>()) {
+  categories();
+  const std::string pinned = pin_classes(pattern);
   int error = 0;
   PCRE2_SIZE offset = 0;
-  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(kGpt2Pattern), PCRE2_ZERO_TERMINATED,
+  impl_->code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pinned.c_str()), pinned.size(),
                               PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK | PCRE2_ANCHORED, &error, &offset, nullptr);
   if (impl_->code == nullptr) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof message);
-    fail("pretokenizer: PCRE2 rejected the pattern at {}: {}", offset, reinterpret_cast<const char*>(message));
+    fail("pretokenizer: PCRE2 rejected the pattern '{}': {}", pattern, reinterpret_cast<const char*>(message));
   }
   // Anchored when compiled, not per match: PCRE2's JIT does not take PCRE2_ANCHORED as a match option and would
   // silently fall back to the interpreter (2.3x slower here). Without JIT (a PCRE2 built without it) matching
@@ -74,13 +176,20 @@ Pretokenizer::Pretokenizer() : impl_(std::make_unique<Impl>()) {
 Pretokenizer::~Pretokenizer() = default;
 
 void Pretokenizer::split_impl(std::string_view text, void (*f)(void*, std::string_view), void* ctx) const {
+  const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  if (impl_->code == nullptr) {
+    const std::uint8_t* cat = categories();
+    for (std::size_t at = 0; at < text.size();) {
+      const std::size_t len = gpt2_piece(s, text.size(), at, cat);
+      f(ctx, text.substr(at, len));
+      at += len;
+    }
+    return;
+  }
   thread_local ThreadMatch m;
-  const auto* subject = reinterpret_cast<PCRE2_SPTR>(text.data());
   std::size_t at = 0;
   while (at < text.size()) {
-    const int rc = pcre2_match(impl_->code, subject, text.size(), at, PCRE2_NO_UTF_CHECK, m.data,
-                               m.context);
-    // Every character is a letter, a number, White_Space or something else, so an anchored match always exists.
+    const int rc = pcre2_match(impl_->code, s, text.size(), at, PCRE2_NO_UTF_CHECK, m.data, m.context);
     QKV_CHECK(rc > 0, "pretokenizer: no piece matched at byte {} (PCRE2 error {})", at, rc);
     const PCRE2_SIZE* ov = pcre2_get_ovector_pointer(m.data);
     QKV_CHECK(ov[1] > at, "pretokenizer: empty piece at byte {}", at);
@@ -93,7 +202,6 @@ const Pretokenizer& gpt2_pretokenizer() {
   static const Pretokenizer p;
   return p;
 }
-
 // Why a cut at p is safe. The pattern has no look-behind, so the pieces from p on depend only on text[p:]; what
 // must hold is that no piece spans p and that the piece ending at p ends the same way when the text ends there
 // (only \s+(?!\S) looks ahead, at a run of blanks).

@@ -1,10 +1,11 @@
 #pragma once
-// GPT-2's pre-tokenization: text is cut into pieces (a contraction, an optional space and letters, an optional
-// space and digits, an optional space and other symbols, whitespace) before BPE runs inside each piece:
+// Pre-tokenization: text is cut into pieces before BPE runs inside each piece. GPT-2's pattern (an optional space
+// and letters, an optional space and digits, an optional space and other symbols, contractions, whitespace):
 //   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
-// It runs on PCRE2 with its JIT (Debian's libpcre2), with Unicode classes, and with \s spelled out as Unicode's
-// White_Space property as OpenAI's encoders (Python's regex, tiktoken's Rust regex) read it: PCRE2's own \s also
-// takes U+180E, theirs does not.
+// What \p{L} (letters), \p{N} (numbers) and \s (Unicode's White_Space, as Python's and Rust's regex read it) match
+// is pinned to one Unicode version, from tables generated from Unicode's data (pretokenizer_unicode_version()),
+// whatever the system's regex library was built with. GPT-2's pattern runs as a scan over those tables; any other
+// pattern runs on PCRE2's JIT (Debian's libpcre2) with the three classes spelled out from the same tables.
 #include <cstddef>
 #include <memory>
 #include <string_view>
@@ -13,7 +14,11 @@ namespace qkv {
 
 class Pretokenizer {
  public:
+  /// GPT-2's pattern.
   Pretokenizer();
+  /// Any pattern (Perl syntax, anchored at each piece), with \p{L}, \p{N}, \s and \S pinned; throws qkv::Error
+  /// naming the pattern when PCRE2 rejects it.
+  explicit Pretokenizer(std::string_view pattern);
   ~Pretokenizer();
   Pretokenizer(const Pretokenizer&) = delete;
   Pretokenizer& operator=(const Pretokenizer&) = delete;
@@ -29,8 +34,12 @@ class Pretokenizer {
   std::unique_ptr<Impl> impl_;
 };
 
-/// The one pattern, shared (compiling it takes a few milliseconds).
+/// GPT-2's pre-tokenizer, shared.
 const Pretokenizer& gpt2_pretokenizer();
+/// GPT-2's pattern as text (for Pretokenizer(pattern), and for files that name it).
+const char* gpt2_pattern();
+/// The Unicode version of the letter and number tables ("15.0.0"): tokenizer hashes and shard manifests record it.
+const char* pretokenizer_unicode_version();
 
 /// A place to cut `text` so that pre-tokenizing the two parts apart gives the same pieces as the whole (the
 /// rules are in pretokenize.cpp): the last one found, 0 when there is none (a short text, or one piece). The text

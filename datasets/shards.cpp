@@ -5,6 +5,8 @@
 
 #include <qkv/core/errors.h>
 #include <qkv/core/files.h>
+#include <qkv/core/hash.h>
+#include <qkv/datasets/pretokenize.h>
 
 #include <nlohmann/json.hpp>
 
@@ -25,39 +27,6 @@ std::int64_t mtime_ns(const struct stat& st) {
   return static_cast<std::int64_t>(st.st_mtim.tv_sec) * 1'000'000'000 + st.st_mtim.tv_nsec;
 }
 
-void write_all(int fd, const void* data, std::size_t n, const std::string& path) {
-  const auto* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    QKV_CHECK(w > 0, "write: {}: {}", path, std::strerror(errno));
-    p += w;
-    n -= static_cast<std::size_t>(w);
-  }
-}
-
-// Writes `fill` to a temporary file beside `path`, flushes it to disk, and renames it over `path`.
-template <class Fill>
-void write_file_by(const std::string& path, Fill&& fill) {
-  const std::string tmp = temporary_path(path);
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  QKV_CHECK(fd >= 0, "write: cannot create {}: {}", tmp, std::strerror(errno));
-  try {
-    fill(fd, tmp);
-    QKV_CHECK(::fsync(fd) == 0, "write: {}: {}", tmp, std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  ::close(fd);
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp.c_str());
-    fail("write: cannot rename {} to {}: {}", tmp, path, std::strerror(e));
-  }
-}
-
 template <class T>
 T field(const nlohmann::json& j, const char* key, const std::string& where, const char* what) {
   QKV_CHECK(j.is_object() && j.contains(key), "data: {}: \"{}\" is missing ({})", where, key, what);
@@ -75,15 +44,16 @@ T field(const nlohmann::json& j, const char* key, const std::string& where, cons
 
 }  // namespace
 
-namespace datasets_detail {
-void write_atomically(const std::string& path, const std::string& bytes) {
-  write_file_by(path, [&](int fd, const std::string& tmp) { write_all(fd, bytes.data(), bytes.size(), tmp); });
-}
-}  // namespace datasets_detail
-
 // ---- shards -----------------------------------------------------------------------------------------------
 
-TokenShard::TokenShard(const std::string& path, std::int64_t vocab_size) : path_(path), vocab_size_(vocab_size) {
+// The header's words: [0] magic, [1] version, [2] token count (llm.c's), then qkv's: [3..4] the tokenizer's hash and
+// [5..6] the tokens' FNV-1a hash, each 64 bits low word first; the rest zero.
+std::uint64_t join(std::int32_t lo, std::int32_t hi) {
+  return static_cast<std::uint32_t>(lo) | static_cast<std::uint64_t>(static_cast<std::uint32_t>(hi)) << 32;
+}
+
+TokenShard::TokenShard(const std::string& path, std::int64_t vocab_size, std::uint64_t tokenizer)
+    : path_(path), vocab_size_(vocab_size) {
   check_regular_input(path, "data: shard");
   fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   QKV_CHECK(fd_ >= 0, "data: cannot open shard {}: {}", path, std::strerror(errno));
@@ -91,25 +61,36 @@ TokenShard::TokenShard(const std::string& path, std::int64_t vocab_size) : path_
   ::fstat(fd_, &st);
   bytes_ = st.st_size;
   mtime_ns_ = mtime_ns(st);
-  std::int32_t header[3] = {};
-  const bool whole = bytes_ >= kShardHeaderBytes && ::pread(fd_, header, sizeof header, 0) == sizeof header;
-  if (!whole || header[0] != kShardMagic || (header[1] != 1 && header[1] != 2) || header[2] < 0) {
+  inode_ = st.st_ino;
+  device_ = st.st_dev;
+  std::int32_t h[256] = {};
+  const bool whole = bytes_ >= kShardHeaderBytes && ::pread(fd_, h, sizeof h, 0) == sizeof h;
+  const auto refuse = [this](const std::string& why) {
     ::close(fd_);
     fd_ = -1;
-    QKV_CHECK(whole, "data: shard {} is {} bytes, shorter than its 1024-byte header", path, bytes_);
-    QKV_CHECK(header[0] == kShardMagic, "data: {} is not a token shard (magic {}, expected {})", path, header[0],
-              kShardMagic);
-    fail("data: shard {}: version {} and token count {} (expected version 1 or 2, a count >= 0)", path, header[1],
-         header[2]);
-  }
-  width_ = header[1] == 1 ? 2 : 4;
-  count_ = header[2];
-  if (kShardHeaderBytes + count_ * width_ != bytes_) {
-    ::close(fd_);
-    fd_ = -1;
-    fail("data: shard {} says it holds {} tokens ({} bytes with the header) but is {} bytes", path, count_,
-         kShardHeaderBytes + count_ * width_, bytes_);
-  }
+    throw Error(why);
+  };
+  if (!whole) refuse(fmt::format("data: shard {} is {} bytes, shorter than its 1024-byte header", path, bytes_));
+  if (h[0] == kShardMagic && h[1] == 2)
+    refuse(fmt::format("data: shard {} was written by an older qkv (uint32 tokens under magic {} version 2, and no "
+                       "tokenizer in its header): run qkv tokenize again", path, kShardMagic));
+  if (h[0] != kShardMagic && h[0] != kShardMagic32)
+    refuse(fmt::format("data: {} is not a token shard (magic {}, expected {} or {})", path, h[0], kShardMagic, kShardMagic32));
+  if ((h[0] == kShardMagic && h[1] != 1) || (h[0] == kShardMagic32 && h[1] != 7) || h[2] < 0)
+    refuse(fmt::format("data: shard {}: version {} and token count {} (expected version {}, a count >= 0)", path, h[1],
+                       h[2], h[0] == kShardMagic ? 1 : 7));
+  for (int w = 7; w < 256; ++w)
+    if (h[w] != 0) refuse(fmt::format("data: shard {}: header word {} is {}, where the format has 0", path, w, h[w]));
+  width_ = h[0] == kShardMagic ? 2 : 4;
+  count_ = h[2];
+  tokenizer_ = join(h[3], h[4]);
+  checksum_ = join(h[5], h[6]);
+  if (kShardHeaderBytes + count_ * width_ != bytes_)
+    refuse(fmt::format("data: shard {} says it holds {} tokens ({} bytes with the header) but is {} bytes", path,
+                       count_, kShardHeaderBytes + count_ * width_, bytes_));
+  if (tokenizer != 0 && tokenizer_ != tokenizer)
+    refuse(fmt::format("data: shard {} was made by another tokenizer (hash {:016x} in its header; the manifest's is "
+                       "{:016x})", path, tokenizer_, tokenizer));
 }
 
 TokenShard::~TokenShard() {
@@ -118,17 +99,22 @@ TokenShard::~TokenShard() {
 
 TokenShard::TokenShard(TokenShard&& o) noexcept
     : path_(std::move(o.path_)), fd_(o.fd_), width_(o.width_), count_(o.count_), vocab_size_(o.vocab_size_),
-      bytes_(o.bytes_), mtime_ns_(o.mtime_ns_) {
+      bytes_(o.bytes_), mtime_ns_(o.mtime_ns_), tokenizer_(o.tokenizer_), checksum_(o.checksum_), inode_(o.inode_),
+      device_(o.device_) {
   o.fd_ = -1;
 }
 
 void TokenShard::read(std::int64_t begin, std::int64_t n, std::int64_t* out) const {
   QKV_CHECK(begin >= 0 && n >= 0 && begin + n <= count_, "data: shard {}: tokens [{}, {}) are outside its {}", path_,
             begin, begin + n, count_);
-  struct stat st {};
+  struct stat st {}, now {};
   QKV_CHECK(::fstat(fd_, &st) == 0 && st.st_size == bytes_ && mtime_ns(st) == mtime_ns_,
             "data: shard {} changed during training (it was {} bytes; a shard folder must not change under a run)",
             path_, bytes_);
+  // A folder tokenized again renames new shards over the old: the open descriptor still reads the old file.
+  QKV_CHECK(::stat(path_.c_str(), &now) == 0 && now.st_ino == inode_ && now.st_dev == device_,
+            "data: shard {} was replaced during training (the folder was tokenized again?): a shard folder must not "
+            "change under a run", path_);
   thread_local std::vector<unsigned char> buf;
   buf.resize(static_cast<std::size_t>(n * width_));
   const auto want = static_cast<ssize_t>(buf.size());
@@ -152,47 +138,39 @@ void TokenShard::read(std::int64_t begin, std::int64_t n, std::int64_t* out) con
   }
 }
 
-ShardWriter::ShardWriter(const std::string& path, int width) : path_(path), tmp_(temporary_path(path)), width_(width) {
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  QKV_CHECK(fd_ >= 0, "write: cannot create {}: {}", tmp_, std::strerror(errno));
+ShardWriter::ShardWriter(const std::string& path, int width, std::uint64_t tokenizer)
+    : file_(path), width_(width), tokenizer_(tokenizer) {
   const std::int32_t header[256] = {};
-  write_all(fd_, header, sizeof header, tmp_);
-}
-
-ShardWriter::~ShardWriter() {
-  if (fd_ < 0) return;
-  ::close(fd_);
-  ::unlink(tmp_.c_str());
+  file_.write(header, sizeof header);
 }
 
 void ShardWriter::append(const std::int32_t* tokens, std::size_t n) {
   QKV_CHECK(count_ + static_cast<std::int64_t>(n) <= std::numeric_limits<std::int32_t>::max(),
-            "data: shard {} would hold more than 2^31 - 1 tokens, which its header cannot count", path_);
+            "data: shard {} would hold more than 2^31 - 1 tokens, which its header cannot count", file_.path());
   if (width_ == 4) {
-    write_all(fd_, tokens, n * 4, tmp_);
+    checksum_ = fnv1a(tokens, n * 4, checksum_);
+    file_.write(tokens, n * 4);
   } else {
     thread_local std::vector<std::uint16_t> narrow;
     narrow.assign(tokens, tokens + n);
-    write_all(fd_, narrow.data(), n * 2, tmp_);
+    checksum_ = fnv1a(narrow.data(), n * 2, checksum_);
+    file_.write(narrow.data(), n * 2);
   }
   count_ += static_cast<std::int64_t>(n);
 }
 
 void ShardWriter::finish() {
-  const std::int32_t header[3] = {kShardMagic, width_ == 2 ? 1 : 2, static_cast<std::int32_t>(count_)};
-  QKV_CHECK(::pwrite(fd_, header, sizeof header, 0) == sizeof header && ::fsync(fd_) == 0, "write: {}: {}", tmp_,
-            std::strerror(errno));
-  ::close(fd_);
-  fd_ = -1;
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
-    const int e = errno;
-    ::unlink(tmp_.c_str());
-    fail("write: cannot rename {} to {}: {}", tmp_, path_, std::strerror(e));
-  }
+  const auto lo = [](std::uint64_t v) { return static_cast<std::int32_t>(static_cast<std::uint32_t>(v)); };
+  const auto hi = [](std::uint64_t v) { return static_cast<std::int32_t>(static_cast<std::uint32_t>(v >> 32)); };
+  const std::int32_t header[7] = {width_ == 2 ? kShardMagic : kShardMagic32, width_ == 2 ? 1 : 7,
+                                  static_cast<std::int32_t>(count_), lo(tokenizer_), hi(tokenizer_), lo(checksum_),
+                                  hi(checksum_)};
+  file_.write_at(0, header, sizeof header);
+  file_.commit();
 }
 
-void write_shard(const std::string& path, const std::vector<std::int32_t>& tokens, int width) {
-  ShardWriter w(path, width);
+void write_shard(const std::string& path, const std::vector<std::int32_t>& tokens, int width, std::uint64_t tokenizer) {
+  ShardWriter w(path, width, tokenizer);
   w.append(tokens.data(), tokens.size());
   w.finish();
 }
@@ -209,13 +187,14 @@ std::int64_t TokenManifest::tokens(const std::string& split) const {
 std::string TokenManifest::json() const {
   nlohmann::ordered_json j;
   j["format"] = "qkv-token-shards";
-  j["version"] = 1;
+  j["version"] = 2;
   j["tokenizer"] = {{"name", tokenizer_name}, {"hash", tokenizer_hash}, {"folder", "tokenizer"},
-                    {"vocab_size", vocab_size}, {"eot", eot}};
+                    {"vocab_size", vocab_size}, {"eot", eot}, {"unicode", unicode}};
   j["dtype"] = width == 2 ? "uint16" : "uint32";
   j["tokens"] = {{"train", tokens("train")}, {"val", tokens("val")}};
   j["shards"] = nlohmann::ordered_json::array();
-  for (const auto& s : shards) j["shards"].push_back({{"file", s.file}, {"split", s.split}, {"tokens", s.tokens}});
+  for (const auto& s : shards)
+    j["shards"].push_back({{"file", s.file}, {"split", s.split}, {"tokens", s.tokens}, {"checksum", fmt::format("{:016x}", s.checksum)}});
   j["options"] = {{"val_fraction", val_fraction}, {"shard_tokens", shard_tokens}, {"doc_separator", doc_separator}};
   j["sources"] = nlohmann::ordered_json::array();
   for (const auto& s : sources) j["sources"].push_back({{"path", s.path}, {"bytes", s.bytes}, {"mtime_ns", s.mtime_ns}});
@@ -226,14 +205,20 @@ TokenManifest parse_manifest(const std::string& text, const std::string& where) 
   const auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   QKV_CHECK(!j.is_discarded() && j.is_object(), "data: {} is not a JSON object", where);
   QKV_CHECK(j.contains("format") && j["format"] == "qkv-token-shards", "data: {}: \"format\" must be \"qkv-token-shards\"", where);
-  QKV_CHECK(field<std::int64_t>(j, "version", where, "the manifest version") == 1,
-            "data: {}: version {} is not one this qkv reads (1)", where, j["version"].dump());
+  const auto version = field<std::int64_t>(j, "version", where, "the manifest version");
+  QKV_CHECK(version != 1, "data: {} was written by an older qkv (version 1: no Unicode version or shard checksums "
+            "recorded): run qkv tokenize again", where);
+  QKV_CHECK(version == 2, "data: {}: version {} is not one this qkv reads (2)", where, version);
   TokenManifest m;
   const auto& t = j.contains("tokenizer") ? j["tokenizer"] : nlohmann::json();
   m.tokenizer_name = field<std::string>(t, "name", where, "tokenizer.name");
   m.tokenizer_hash = field<std::string>(t, "hash", where, "tokenizer.hash");
   m.vocab_size = field<std::int64_t>(t, "vocab_size", where, "tokenizer.vocab_size");
   m.eot = field<std::int64_t>(t, "eot", where, "tokenizer.eot");
+  m.unicode = field<std::string>(t, "unicode", where, "tokenizer.unicode, the Unicode version of its pre-tokenizer");
+  QKV_CHECK(m.unicode == pretokenizer_unicode_version(), "data: {}: tokenizer.unicode is {}, but this qkv's "
+            "pre-tokenizer follows Unicode {}: the same text may give other ids; run qkv tokenize again", where,
+            m.unicode, pretokenizer_unicode_version());
   QKV_CHECK(m.vocab_size >= 1 && m.vocab_size <= (std::int64_t{1} << 31), "data: {}: tokenizer.vocab_size = {} is out of range", where, m.vocab_size);
   const auto dtype = field<std::string>(j, "dtype", where, "uint16 or uint32");
   QKV_CHECK(dtype == "uint16" || dtype == "uint32", "data: {}: dtype \"{}\" (expected uint16 or uint32)", where, dtype);
@@ -248,6 +233,12 @@ TokenManifest parse_manifest(const std::string& text, const std::string& where) 
               "data: {}: shard file \"{}\" must be a plain name inside the folder", where, e.file);
     QKV_CHECK(e.split == "train" || e.split == "val", "data: {}: shard {} has split \"{}\" (train or val)", where, e.file, e.split);
     QKV_CHECK(e.tokens >= 0, "data: {}: shard {} has {} tokens", where, e.file, e.tokens);
+    const auto sum = field<std::string>(s, "checksum", where, "a shard's checksum, 16 hex digits");
+    QKV_CHECK(sum.size() == 16 && sum.find_first_not_of("0123456789abcdef") == std::string::npos,
+              "data: {}: shard {} has checksum \"{}\" (16 hex digits)", where, e.file, sum);
+    e.checksum = std::stoull(sum, nullptr, 16);
+    for (const auto& other : m.shards)
+      QKV_CHECK(other.file != e.file, "data: {}: shard {} is listed twice", where, e.file);
     m.shards.push_back(e);
   }
   if (j.contains("options") && j["options"].is_object()) {

@@ -1,7 +1,7 @@
 // qkv tokenize: text files -> token shards, streamed in chunks that all threads encode.
 #include "qkv/datasets/shards.h"
 
-#include "qkv/datasets/detail.h"
+#include "qkv/datasets/chunks.h"
 #include "qkv/datasets/pretokenize.h"
 #include "qkv/datasets/utf8.h"
 
@@ -23,9 +23,6 @@ namespace qkv {
 namespace fs = std::filesystem;
 namespace {
 
-constexpr std::size_t kChunkBytes = 1 << 20;
-constexpr std::size_t kMaxCarry = 64 << 20;
-
 // Shard k of a split is "train_000003.bin" or "val_000000.bin".
 std::string shard_file_name(bool val, int k) { return fmt::format("{}_{:06d}.bin", val ? "val" : "train", k); }
 bool is_shard_file_name(std::string_view name) {
@@ -44,7 +41,8 @@ struct Segment {
 // Tokens of each split, cut into shards of options.shard_tokens.
 class ShardSink {
  public:
-  ShardSink(const TokenizeOptions& o, int width) : o_(o), width_(width) {}
+  ShardSink(const TokenizeOptions& o, std::string folder, int width, std::uint64_t tokenizer)
+      : o_(o), folder_(std::move(folder)), width_(width), tokenizer_(tokenizer) {}
   void add(const std::vector<std::int32_t>& ids, bool val) {
     auto& w = writer_[val];
     written += static_cast<std::int64_t>(ids.size());
@@ -68,16 +66,18 @@ class ShardSink {
  private:
   void open(bool val) {
     file_[val] = shard_file_name(val, count_[val]++);
-    writer_[val] = std::make_unique<ShardWriter>((fs::path(o_.out) / file_[val]).string(), width_);
+    writer_[val] = std::make_unique<ShardWriter>((fs::path(folder_) / file_[val]).string(), width_, tokenizer_);
   }
   void close(bool val) {
     if (!writer_[val]) return;
     writer_[val]->finish();
-    entries_.push_back({file_[val], val ? "val" : "train", writer_[val]->count()});
+    entries_.push_back({file_[val], val ? "val" : "train", writer_[val]->count(), writer_[val]->checksum()});
     writer_[val].reset();
   }
   const TokenizeOptions& o_;
+  std::string folder_;
   int width_;
+  std::uint64_t tokenizer_;
   std::unique_ptr<ShardWriter> writer_[2];
   std::string file_[2];
   int count_[2] = {0, 0};
@@ -124,7 +124,8 @@ bool up_to_date(const TokenManifest& want, const std::string& out) {
   return true;
 }
 
-// Reads the files in order and hands out segments cut at safe places (a document separator, or safe_cut).
+// Reads the files in order (TextChunks) and hands out segments: a chunk, cut once more where it straddles the start
+// of the validation bytes (at a safe place before it), so a single small file still gives both splits.
 class SegmentReader {
  public:
   SegmentReader(const std::vector<SourceFile>& files, const TokenizeOptions& o) : files_(files), o_(o) {
@@ -135,12 +136,23 @@ class SegmentReader {
   }
   std::int64_t total() const { return total_; }
   std::int64_t done() const { return done_; }
-  /// Up to `n` more segments; none at the end.
-  std::vector<Segment> next(std::size_t n) {
+  /// Segments of at least `bytes` in all (fewer at the end); none at the end.
+  std::vector<Segment> next(std::size_t bytes) {
     std::vector<Segment> out;
-    while (out.size() < n && (in_ || file_ < files_.size())) {
-      if (!in_) start_file();
-      read_more(out, n);
+    std::size_t got = 0;
+    while (got < bytes && (chunks_ || file_ < files_.size())) {
+      if (!chunks_) start_file();
+      TextChunks::Chunk c;
+      if (!chunks_->next(c)) {
+        stream_pos_ += files_[file_].bytes;
+        chunks_.reset();
+        in_.reset();
+        ++file_;
+        continue;
+      }
+      emit(out, c);
+      got += c.text.size();
+      done_ = stream_pos_ + static_cast<std::int64_t>(c.offset + c.text.size());
     }
     return out;
   }
@@ -150,92 +162,73 @@ class SegmentReader {
     const auto& f = files_[file_].path;
     in_ = std::make_unique<std::ifstream>(f, std::ios::binary);
     QKV_CHECK(in_->good(), "tokenize: cannot read {}: {}", f, std::strerror(errno));
-    carry_.clear();
-    carry_offset_ = 0;
-    doc_start_ = true;
+    ChunkOptions options;
+    options.separator = o_.doc_separator;
+    chunks_ = std::make_unique<TextChunks>(*in_, "tokenize: " + f, options);
   }
-  // The first n bytes of carry_ as segments: two when they straddle the start of the validation bytes (cut at a
-  // safe place before it), so a single small file still gives both splits.
-  void emit(std::vector<Segment>& out, std::size_t n) {
-    const auto pos = stream_pos_ + static_cast<std::int64_t>(carry_offset_);
-    if (o_.val_fraction > 0 && pos < val_from_ && pos + static_cast<std::int64_t>(n) > val_from_) {
-      const std::string_view head(carry_.data(), static_cast<std::size_t>(val_from_ - pos));
-      check_utf8(head.substr(0, complete_utf8_prefix(head)), "tokenize: " + files_[file_].path, carry_offset_);
-      const auto cut = safe_cut(head);
-      if (cut > 0) {
-        emit_one(out, cut, false);
-        emit_one(out, n - cut, true);
-        return;
-      }
+  void emit(std::vector<Segment>& out, const TextChunks::Chunk& c) {
+    const auto pos = stream_pos_ + static_cast<std::int64_t>(c.offset);
+    const auto n = static_cast<std::int64_t>(c.text.size());
+    std::size_t cut = 0;
+    if (o_.val_fraction > 0 && pos < val_from_ && pos + n > val_from_) {
+      const std::string_view head = c.text.substr(0, static_cast<std::size_t>(val_from_ - pos));
+      check_utf8(head.substr(0, complete_utf8_prefix(head)), "tokenize: " + files_[file_].path, c.offset);
+      cut = safe_cut(head);
     }
-    emit_one(out, n, o_.val_fraction > 0 && pos >= val_from_);
+    if (cut > 0) {
+      push(out, c.text.substr(0, cut), c.offset, c.doc_start, false);
+      push(out, c.text.substr(cut), c.offset + cut, false, true);
+    } else {
+      push(out, c.text, c.offset, c.doc_start, o_.val_fraction > 0 && pos >= val_from_);
+    }
   }
-  void emit_one(std::vector<Segment>& out, std::size_t n, bool val) {
+  void push(std::vector<Segment>& out, std::string_view text, std::size_t offset, bool doc_start, bool val) {
     Segment s;
-    s.text = carry_.substr(0, n);
-    s.offset = carry_offset_;
+    s.text = text;
+    s.offset = offset;
     s.file = &files_[file_].path;
-    s.doc_start = doc_start_;
+    s.doc_start = doc_start;
     s.val = val;
     out.push_back(std::move(s));
-    carry_.erase(0, n);
-    carry_offset_ += n;
-    doc_start_ = false;
-  }
-  void read_more(std::vector<Segment>& out, std::size_t want) {
-    std::string block(kChunkBytes, '\0');
-    in_->read(block.data(), static_cast<std::streamsize>(block.size()));
-    block.resize(static_cast<std::size_t>(in_->gcount()));
-    done_ += static_cast<std::int64_t>(block.size());
-    carry_ += block;
-    const bool eof = block.empty() || in_->eof();
-    const auto& sep = o_.doc_separator;
-    if (!sep.empty()) {
-      for (auto at = carry_.find(sep); at != std::string::npos; at = carry_.find(sep)) {
-        if (at > 0) emit(out, at);  // empty documents give nothing
-        carry_.erase(0, sep.size());
-        carry_offset_ += sep.size();
-        doc_start_ = true;
-      }
-    }
-    if (eof) {
-      if (!carry_.empty()) emit(out, carry_.size());
-      stream_pos_ += files_[file_].bytes;
-      in_.reset();
-      ++file_;
-      return;
-    }
-    if (carry_.size() < kChunkBytes) return;
-    // A separator may straddle the block's end: cut only where a whole one would have been seen.
-    const std::size_t keep = sep.empty() ? 0 : sep.size();
-    const std::string_view head(carry_.data(), carry_.size() - keep);
-    check_utf8(head.substr(0, complete_utf8_prefix(head)), "tokenize: " + files_[file_].path, carry_offset_);
-    auto cut = safe_cut(head);
-    // A piece longer than kMaxCarry (no whitespace or change of class for 64 MB) is cut where the bytes end: memory
-    // stays bounded, and only such a piece encodes differently from the whole file.
-    if (cut == 0 && head.size() > kMaxCarry) cut = complete_utf8_prefix(head);
-    if (cut > 0) emit(out, cut);
-    (void)want;
   }
   const std::vector<SourceFile>& files_;
   const TokenizeOptions& o_;
   std::unique_ptr<std::ifstream> in_;
-  std::size_t file_ = 0, carry_offset_ = 0;
-  std::string carry_;
-  bool doc_start_ = true;
+  std::unique_ptr<TextChunks> chunks_;
+  std::size_t file_ = 0;
   std::int64_t total_ = 0, val_from_ = 0, done_ = 0, stream_pos_ = 0;
 };
 
-// Shards of an earlier, larger run of the folder `out` are no longer part of it, nor are the temporary files a
-// run killed while writing a shard left (named after it: ".train_000003.bin.tmp.PID"). Nothing else is touched.
-void remove_stale_shards(const std::string& out, const std::vector<ShardEntry>& shards) {
-  std::error_code ec;
+// A shard folder qkv made (it has a manifest.json), or an empty one, or one holding only what an interrupted run of
+// qkv tokenize left (its hidden staging folder): the only folders --out may write into, since a re-run removes
+// the shards it no longer lists.
+void check_out_folder(const std::string& out) {
+  if (!fs::exists(out)) return;
+  QKV_CHECK(fs::is_directory(out), "tokenize: --out {} is not a folder", out);
+  if (fs::exists(fs::path(out) / "manifest.json")) return;
   for (const auto& entry : fs::directory_iterator(out)) {
     const auto name = entry.path().filename().string();
-    const bool temporary = is_temporary_name(name);
-    if (!is_shard_file_name(temporary ? name.substr(1, name.find(".tmp.") - 1) : name)) continue;
-    const bool listed = std::any_of(shards.begin(), shards.end(), [&](const ShardEntry& e) { return e.file == name; });
-    if (temporary || !listed) fs::remove(entry.path(), ec);
+    QKV_CHECK(is_temporary_name(name) && name.starts_with(".shards."),  // what an interrupted first run leaves
+              "tokenize: --out {} holds files (such as {}) but no manifest.json: it is not a shard folder qkv made; "
+              "give a new or empty folder", out, name);
+  }
+}
+
+// Moves the finished shards from `staging` into `out` (the old manifest first removed, so for those milliseconds
+// the folder is no shard folder), then the tokenizer and the manifest, which makes it one again; then removes
+// what the new manifest does not list: an earlier run's shards and leftovers of interrupted runs.
+void install_shards(const std::string& out, const std::string& staging, const TokenManifest& m, const BpeTokenizer& tok) {
+  std::error_code ec;
+  fs::remove(fs::path(out) / "manifest.json", ec);
+  for (const auto& e : m.shards) fs::rename(fs::path(staging) / e.file, fs::path(out) / e.file);
+  tok.save((fs::path(out) / "tokenizer").string());
+  write_file_atomic((fs::path(out) / "manifest.json").string(), m.json());
+  for (const auto& entry : fs::directory_iterator(out)) {
+    const auto name = entry.path().filename().string();
+    const bool listed = std::any_of(m.shards.begin(), m.shards.end(), [&](const ShardEntry& e) { return e.file == name; });
+    const bool leftover = is_temporary_name(name) && (name.starts_with(".shards.") ||  // a staging folder, or an
+                                                      is_shard_file_name(name.substr(1, name.find(".tmp.") - 1)));  // older qkv's shard
+    if ((is_shard_file_name(name) && !listed) || leftover) fs::remove_all(entry.path(), ec);
   }
 }
 
@@ -259,19 +252,27 @@ bool tokenize_files(const std::vector<std::string>& files, const TokenizeOptions
   m.val_fraction = o.val_fraction;
   m.shard_tokens = o.shard_tokens;
   m.doc_separator = o.doc_separator;
+  check_out_folder(o.out);
   fs::create_directories(o.out);
   if (up_to_date(m, o.out)) {
     if (result != nullptr) *result = read_manifest(o.out);
     return false;
   }
-  std::error_code ec;
-  fs::remove(fs::path(o.out) / "manifest.json", ec);  // the folder is not a shard folder until it is whole again
-  tok.save((fs::path(o.out) / "tokenizer").string());
-
+  // The new shards go to a staging folder: until they are all written, the folder keeps its old shards and
+  // manifest (a failed run, a full disk or a kill leaves it usable), and only then are they moved in.
+  const std::string staging = temporary_path(fs::path(o.out) / "shards");
+  fs::create_directories(staging);
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      fs::remove_all(dir, ec);
+    }
+  } cleanup{staging};
   SegmentReader reader(m.sources, o);
-  ShardSink sink(o, m.width);
-  const auto batch = static_cast<std::size_t>(4 * num_threads());
-  for (auto segments = reader.next(batch); !segments.empty(); segments = reader.next(batch)) {
+  ShardSink sink(o, staging, m.width, std::stoull(m.tokenizer_hash, nullptr, 16));
+  const auto batch_bytes = static_cast<std::size_t>(num_threads()) * (4u << 20);  // a few chunks per thread
+  for (auto segments = reader.next(batch_bytes); !segments.empty(); segments = reader.next(batch_bytes)) {
     parallel_for(static_cast<std::int64_t>(segments.size()), true, [&](std::int64_t b, std::int64_t e) {
       for (auto i = b; i < e; ++i) {
         auto& s = segments[static_cast<std::size_t>(i)];
@@ -284,8 +285,7 @@ bool tokenize_files(const std::vector<std::string>& files, const TokenizeOptions
   }
   m.shards = sink.finish();
   QKV_CHECK(m.tokens("train") > 0, "tokenize: the input has no text to train on ({} bytes)", reader.total());
-  datasets_detail::write_atomically((fs::path(o.out) / "manifest.json").string(), m.json());
-  remove_stale_shards(o.out, m.shards);
+  install_shards(o.out, staging, m, tok);
   if (result != nullptr) *result = m;
   return true;
 }

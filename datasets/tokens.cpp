@@ -28,13 +28,20 @@ class TokensDataset : public Dataset {
               manifest_.vocab_size);
     vocab_size_ = manifest_.vocab_size;
     const std::int64_t window = seq_len_ + 1;
+    const std::uint64_t tokenizer = std::stoull(manifest_.tokenizer_hash, nullptr, 16);
     for (const auto& e : manifest_.shards) {
-      TokenShard shard((fs::path(o.path) / e.file).string(), vocab_size_);
+      TokenShard shard((fs::path(o.path) / e.file).string(), vocab_size_, tokenizer);
       QKV_CHECK(shard.size() == e.tokens && shard.width() == manifest_.width,
                 "data: shard {} holds {} tokens of {} bytes; {} says {} of {}", shard.path(), shard.size(),
                 shard.width(), manifest_path, e.tokens, manifest_.width);
+      QKV_CHECK(shard.checksum() == e.checksum, "data: shard {} holds other tokens (checksum {:016x}) than {} lists "
+                "(checksum {:016x}): the folder was changed by hand or a tokenize run was interrupted; run qkv "
+                "tokenize again", shard.path(), shard.checksum(), manifest_path, e.checksum);
+      // What the tokens are, not only how many: a checkpoint resumed on a folder tokenized again (same counts,
+      // other text) is refused by the fingerprint.
       fingerprint_ = fnv1a(e.file.data(), e.file.size(), fingerprint_);
       fingerprint_ = fnv1a(&e.tokens, sizeof e.tokens, fingerprint_);
+      fingerprint_ = fnv1a(&e.checksum, sizeof e.checksum, fingerprint_);
       if (e.split == "train" && shard.size() >= window) {
         train_.push_back(std::move(shard));
         starts_.push_back(starts_.empty() ? 0 : starts_.back());

@@ -154,3 +154,49 @@ TEST_CASE("utf8: complete_utf8_prefix drops only a character cut off at the end"
   CHECK(complete_utf8_prefix("a\xE6\x97\xA5") == 4);
   CHECK(complete_utf8_prefix("\xF0\x9F\x98") == 0);
 }
+
+namespace {
+std::string utf8_of(char32_t cp) {
+  std::string s;
+  if (cp < 0x80) s += char(cp);
+  else if (cp < 0x800) s += char(0xC0 | cp >> 6), s += char(0x80 | (cp & 0x3F));
+  else if (cp < 0x10000) s += char(0xE0 | cp >> 12), s += char(0x80 | (cp >> 6 & 0x3F)), s += char(0x80 | (cp & 0x3F));
+  else s += char(0xF0 | cp >> 18), s += char(0x80 | (cp >> 12 & 0x3F)), s += char(0x80 | (cp >> 6 & 0x3F)), s += char(0x80 | (cp & 0x3F));
+  return s;
+}
+// tools/unicode_fixture.js's text for the block of code points from `first`, and its ids' FNV-1a hash.
+std::string block_text(char32_t first, char32_t block) {
+  std::string t;
+  for (char32_t cp = first; cp < first + block && cp < 0x110000; ++cp) {
+    if (cp >= 0xD800 && cp <= 0xDFFF) continue;
+    const std::string c = utf8_of(cp);
+    t += "x" + c + c + " " + c + "7" + c + "'s" + c + "!\n" + c + "\n";
+  }
+  return t;
+}
+std::string fnv1a(const std::vector<BpeTokenizer::Id>& ids) {
+  std::uint64_t h = 0xcbf29ce484222325ULL;
+  for (const auto id : ids)
+    for (int k = 0; k < 4; ++k) h = (h ^ ((static_cast<std::uint32_t>(id) >> (8 * k)) & 0xFF)) * 0x100000001b3ULL;
+  return fmt::format("{:016x}", h);
+}
+}  // namespace
+
+TEST_CASE("every code point: GPT-2's ids equal tiktoken's (tools/unicode_fixture.js), on the pinned Unicode tables") {
+  const auto& fx = test::fixture("gpt2_unicode");
+  const auto block = fx["block"].get<char32_t>();
+  const auto& hashes = fx["hashes"];
+  REQUIRE(hashes.size() == 0x110000 / block);
+  std::vector<std::string> differ;
+  for (std::size_t b = 0; b < hashes.size(); ++b) {
+    const char32_t first = static_cast<char32_t>(b) * block;
+    if (fnv1a(gpt2().encode(block_text(first, block))) != hashes[b]) differ.push_back(fmt::format("U+{:04X}", std::uint32_t(first)));
+  }
+  // tiktoken 1.0.22's regex crate reads Unicode 16.0; the pinned tables are 15.0.0 (Debian 12's unicode-data), so
+  // the blocks holding the letters and digits that 15.1 and 16.0 added (CJK Extension I, Garay, Todhri, Ol Onal,
+  // Kirat Rai, Tulu-Tigalari, the legacy-computing digits, ...) are the ones that differ, and only those.
+  const std::vector<std::string> unicode_16 = {"U+1000", "U+A000", "U+10000", "U+11000", "U+13000", "U+14000",
+                                               "U+16000", "U+18000", "U+1C000", "U+1E000", "U+2E000"};
+  CHECK_MESSAGE(differ == unicode_16, "blocks of ", block, " code points whose ids differ: ", fmt::format("{}", fmt::join(differ, " ")));
+  CHECK(std::string(pretokenizer_unicode_version()) == "15.0.0");
+}

@@ -32,18 +32,21 @@ TEST_CASE("shards: llm.c's header, uint16 or uint32 tokens, read back exactly") 
   const auto dir = test::scratch_dir("shards_rw");
   std::vector<std::int32_t> small(1000);
   std::iota(small.begin(), small.end(), 50000 - 1000);
-  write_shard((dir / "a.bin").string(), small, 2);
+  write_shard((dir / "a.bin").string(), small, 2, 0x0123456789abcdefULL);
   const auto bytes = bytes_of((dir / "a.bin").string());
   CHECK(bytes.size() == 1024 + 2 * 1000);
   CHECK(header_word(bytes, 0) == 20240520);
   CHECK(header_word(bytes, 1) == 1);
   CHECK(header_word(bytes, 2) == 1000);
-  CHECK(header_word(bytes, 3) == 0);
+  CHECK(static_cast<std::uint32_t>(header_word(bytes, 3)) == 0x89abcdefU);  // the tokenizer, low word first
+  CHECK(header_word(bytes, 4) == 0x01234567);
+  CHECK(header_word(bytes, 7) == 0);
   std::uint16_t first;
   std::memcpy(&first, bytes.data() + 1024, 2);
   CHECK(first == 49000);
-  TokenShard a((dir / "a.bin").string(), 50257);
+  TokenShard a((dir / "a.bin").string(), 50257, 0x0123456789abcdefULL);
   CHECK(a.size() == 1000);
+  CHECK(a.checksum() == fnv1a(bytes.data() + 1024, 2000));
   CHECK(a.width() == 2);
   const auto got = read_all(a);
   CHECK(std::equal(got.begin(), got.end(), small.begin()));
@@ -53,13 +56,14 @@ TEST_CASE("shards: llm.c's header, uint16 or uint32 tokens, read back exactly") 
   CHECK_ERROR(a.read(998, 3, window), "tokens [998, 1001) are outside its 1000");
 
   const std::vector<std::int32_t> wide = {0, 70000, 100276};
-  write_shard((dir / "b.bin").string(), wide, 4);
-  CHECK(header_word(bytes_of((dir / "b.bin").string()), 1) == 2);
+  write_shard((dir / "b.bin").string(), wide, 4, 1);
+  CHECK(header_word(bytes_of((dir / "b.bin").string()), 0) == 20240801);  // llm.c's uint32 shards: version 7
+  CHECK(header_word(bytes_of((dir / "b.bin").string()), 1) == 7);
   TokenShard b((dir / "b.bin").string(), 100277);
   CHECK(read_all(b) == std::vector<std::int64_t>{0, 70000, 100276});
 
   const std::vector<std::int32_t> none;
-  write_shard((dir / "empty.bin").string(), none, 2);
+  write_shard((dir / "empty.bin").string(), none, 2, 1);
   CHECK(TokenShard((dir / "empty.bin").string(), 10).size() == 0);
   // No temporary file is left beside them.
   int files = 0;
@@ -72,7 +76,7 @@ TEST_CASE("shards: a bad magic, a lying count, a short header, a token outside t
   const std::string p = (dir / "s.bin").string();
   std::vector<std::int32_t> t(100, 7);
   t[50] = 300;
-  write_shard(p, t, 2);
+  write_shard(p, t, 2, 42);
   const auto good = bytes_of(p);
   auto bad = good;
   bad[0] = 'X';
@@ -86,6 +90,16 @@ TEST_CASE("shards: a bad magic, a lying count, a short header, a token outside t
   bad[4] = 3;  // version 3
   put(p, bad);
   CHECK_ERROR(TokenShard(p, 1000), "version 3 and token count 100");
+  bad = good;
+  bad[4] = 2;  // an older qkv's uint32 shard
+  put(p, bad);
+  CHECK_ERROR(TokenShard(p, 1000), "was written by an older qkv");
+  bad = good;
+  bad[4 * 100] = 1;  // a reserved word
+  put(p, bad);
+  CHECK_ERROR(TokenShard(p, 1000), "header word 100 is 1, where the format has 0");
+  put(p, good);
+  CHECK_ERROR(TokenShard(p, 1000, 43), "was made by another tokenizer (hash 000000000000002a in its header; the manifest's is 000000000000002b)");
   put(p, good.substr(0, 500));
   CHECK_ERROR(TokenShard(p, 1000), "is 500 bytes, shorter than its 1024-byte header");
   put(p, good);
@@ -95,18 +109,22 @@ TEST_CASE("shards: a bad magic, a lying count, a short header, a token outside t
   TokenShard open(p, 1000);
   std::ofstream(p, std::ios::binary | std::ios::app) << "ab";
   CHECK_ERROR(open.read(0, 10, out), "changed during training");
+  put(p, good);
+  TokenShard before(p, 1000);
+  write_shard(p, t, 2, 42);  // tokenized again: a new file renamed over the old one, which `before` still reads
+  CHECK_ERROR(before.read(0, 10, out), "was replaced during training");
   CHECK_ERROR(TokenShard((dir / "missing.bin").string(), 10), "missing.bin");
 }
 
 TEST_CASE("shards: a writer dropped before finish leaves nothing; an unwritable place is named") {
   const auto dir = test::scratch_dir("shards_drop");
   {
-    ShardWriter w((dir / "x.bin").string(), 2);
+    ShardWriter w((dir / "x.bin").string(), 2, 1);
     const std::int32_t some[3] = {1, 2, 3};
     w.append(some, 3);
   }
   CHECK(fs::is_empty(dir));
-  CHECK_ERROR(ShardWriter((dir / "no" / "x.bin").string(), 2), "cannot create");
+  CHECK_ERROR(ShardWriter((dir / "no" / "x.bin").string(), 2, 1), "cannot create");
 }
 
 TEST_CASE("manifest: written and parsed back; each damaged field named") {
@@ -116,7 +134,7 @@ TEST_CASE("manifest: written and parsed back; each damaged field named") {
   m.vocab_size = 50257;
   m.eot = 50256;
   m.width = 2;
-  m.shards = {{"train_000000.bin", "train", 900}, {"train_000001.bin", "train", 50}, {"val_000000.bin", "val", 40}};
+  m.shards = {{"train_000000.bin", "train", 900, 1}, {"train_000001.bin", "train", 50, 2}, {"val_000000.bin", "val", 40, 3}};
   m.sources = {{"/data/a.txt", 1234, 5678}};
   m.val_fraction = 0.05;
   m.shard_tokens = 900;
@@ -134,7 +152,12 @@ TEST_CASE("manifest: written and parsed back; each damaged field named") {
   };
   CHECK_ERROR(parse_manifest("{", "m.json"), "data: m.json is not a JSON object");
   CHECK_ERROR(parse_manifest(damaged("qkv-token-shards", "other"), "m.json"), "\"format\" must be \"qkv-token-shards\"");
-  CHECK_ERROR(parse_manifest(damaged("\"version\": 1", "\"version\": 9"), "m.json"), "version 9 is not one this qkv reads");
+  CHECK_ERROR(parse_manifest(damaged("\"version\": 2", "\"version\": 9"), "m.json"), "version 9 is not one this qkv reads");
+  CHECK_ERROR(parse_manifest(damaged("\"version\": 2", "\"version\": 1"), "m.json"), "m.json was written by an older qkv (version 1");
+  CHECK_ERROR(parse_manifest(damaged("\"unicode\": \"15.0.0\"", "\"unicode\": \"16.0.0\""), "m.json"),
+              "tokenizer.unicode is 16.0.0, but this qkv's pre-tokenizer follows Unicode 15.0.0");
+  CHECK_ERROR(parse_manifest(damaged("\"train_000001.bin\"", "\"train_000000.bin\""), "m.json"), "shard train_000000.bin is listed twice");
+  CHECK_ERROR(parse_manifest(damaged("\"checksum\": \"0000000000000003\"", "\"checksum\": \"x\""), "m.json"), "has checksum \"x\" (16 hex digits)");
   CHECK_ERROR(parse_manifest(damaged("\"hash\"", "\"hush\""), "m.json"), "tokenizer.hash");
   CHECK_ERROR(parse_manifest(damaged("\"vocab_size\": 50257", "\"vocab_size\": \"many\""), "m.json"), "tokenizer.vocab_size");
   CHECK_ERROR(parse_manifest(damaged("\"vocab_size\": 50257", "\"vocab_size\": 70000"), "m.json"), "a vocabulary of 70000 does not fit uint16");

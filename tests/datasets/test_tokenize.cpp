@@ -61,13 +61,13 @@ std::string counting_folder(const std::string& name, std::vector<std::int64_t> t
     std::vector<std::int32_t> t(static_cast<std::size_t>(train_sizes[s]));
     for (auto& x : t) x = next++ % 50000;
     const auto file = fmt::format("train_{:06d}.bin", s);
-    write_shard((dir / file).string(), t, 2);
-    m.shards.push_back({file, "train", train_sizes[s]});
+    write_shard((dir / file).string(), t, 2, std::stoull(gpt2().hash(), nullptr, 16));
+    m.shards.push_back({file, "train", train_sizes[s], TokenShard((dir / file).string(), 50257).checksum()});
   }
   std::vector<std::int32_t> v(static_cast<std::size_t>(val));
   for (std::size_t i = 0; i < v.size(); ++i) v[i] = 40000 + static_cast<std::int32_t>(i);
-  write_shard((dir / "val_000000.bin").string(), v, 2);
-  m.shards.push_back({"val_000000.bin", "val", val});
+  write_shard((dir / "val_000000.bin").string(), v, 2, std::stoull(gpt2().hash(), nullptr, 16));
+  m.shards.push_back({"val_000000.bin", "val", val, TokenShard((dir / "val_000000.bin").string(), 50257).checksum()});
   put(dir / "manifest.json", m.json());
   return dir.string();
 }
@@ -236,11 +236,31 @@ TEST_CASE("tokens: a clear error for a foreign tokenizer, a corpus shorter than 
   }
   SUBCASE("a shard whose size disagrees with the manifest") {
     const auto dir = counting_folder("tokens_lie", {100}, 20);
-    write_shard(dir + "/train_000000.bin", std::vector<std::int32_t>(90, 1), 2);
+    write_shard(dir + "/train_000000.bin", std::vector<std::int32_t>(90, 1), 2, std::stoull(gpt2().hash(), nullptr, 16));
     CHECK_ERROR(make_dataset(tokens_options(dir), 0), "holds 90 tokens of 2 bytes");
   }
   SUBCASE("no folder") {
     CHECK_ERROR(make_dataset(tokens_options(""), 0), "data.path must name a shard folder");
     CHECK_ERROR(make_dataset(tokens_options("/nonexistent/shards"), 0), "has no manifest.json");
   }
+}
+
+TEST_CASE("tokenize --out: a folder qkv did not make is refused; a failed re-run leaves the old folder usable") {
+  const auto dir = test::scratch_dir("tok_out_rules");
+  const auto file = put(dir / "a.txt", prose(20'000, 3));
+  TokenizeOptions o;
+  o.out = (dir / "theirs").string();
+  fs::create_directories(o.out);
+  put(fs::path(o.out) / "train_000000.bin", "the user's own shard");
+  CHECK_ERROR(tokenize_files({file}, o), "holds files (such as train_000000.bin) but no manifest.json: it is not a shard folder qkv made");
+  CHECK(fs::exists(fs::path(o.out) / "train_000000.bin"));
+  o.out = (dir / "ours").string();
+  TokenManifest good;
+  CHECK(tokenize_files({file}, o, &good));
+  const auto bad = put(dir / "bad.txt", prose(20'000, 5) + "\xff");  // fails at its end, after shards were written
+  CHECK_ERROR(tokenize_files({bad}, o), "invalid UTF-8");
+  CHECK(read_manifest(o.out).json() == good.json());  // the old manifest and shards are still the folder
+  auto d = make_dataset(tokens_options(o.out), 0);
+  CHECK(d->next_batch(2).inputs.shape() == Shape{2, 8});
+  for (const auto& e : fs::directory_iterator(o.out)) CHECK_FALSE(is_temporary_name(e.path().filename().string()));
 }
