@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 CONFIG ?= configs/reverse.toml
 CMAKE_FLAGS ?=
 DEBS := cmake g++ make python3 libeigen3-dev libfmt-dev libspdlog-dev doctest-dev libtomlplusplus-dev nlohmann-json3-dev \
-        libcli11-dev libbenchmark-dev libopenmpi-dev openmpi-bin libopenblas-dev libpcre2-dev libdnnl-dev pkg-config
+        libcli11-dev libbenchmark-dev libopenmpi-dev openmpi-bin libopenblas-dev libpcre2-dev libdnnl-dev unicode-data pkg-config
 
 FUZZ_SECONDS ?= 60
 

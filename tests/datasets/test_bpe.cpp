@@ -5,10 +5,13 @@
 #include <qkv/datasets/pretokenize.h>
 #include <qkv/datasets/utf8.h>
 
+#include "../../datasets/unicode_tables.h"  // private to datasets/: the committed tables themselves
+
 #include <nlohmann/json.hpp>
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 using namespace qkv;
 namespace fs = std::filesystem;
@@ -199,4 +202,60 @@ TEST_CASE("every code point: GPT-2's ids equal tiktoken's (tools/unicode_fixture
                                                "U+16000", "U+18000", "U+1C000", "U+1E000", "U+2E000"};
   CHECK_MESSAGE(differ == unicode_16, "blocks of ", block, " code points whose ids differ: ", fmt::format("{}", fmt::join(differ, " ")));
   CHECK(std::string(pretokenizer_unicode_version()) == "15.0.0");
+}
+
+TEST_CASE("pre-tokenizer: GPT-2's scan gives the pieces PCRE2 gives running GPT-2's pattern on the pinned classes") {
+  const Pretokenizer regex(gpt2_pattern());
+  const auto pieces = [](const Pretokenizer& p, std::string_view text) {
+    std::vector<std::string> out;
+    p.split(text, [&](std::string_view piece) { out.emplace_back(piece); });
+    return out;
+  };
+  // Every kind of character the pattern tells apart, in runs: letters of many scripts (Kawi is new in 15.0),
+  // digits and other numbers, each White_Space character (and U+180E, which is not), marks, symbols, contractions.
+  static const std::vector<std::string> alphabet = {
+      "a", "Z", "é", "ß", "日", "ю", "ا", "\U00011F04", "ǅ", "ʰ", "0", "9", "²", "Ⅻ", "٣", "\U0001E4F0", " ", " ", " ",
+      "\t", "\n", "\r\n", "\v", "\f", "\u0085", "\u00a0", "\u1680", "\u2000", "\u200a", "\u2028", "\u2029", "\u202f",
+      "\u205f", "\u3000", "\u180e", "\u0301", "!", ".", "'", "'s", "'t", "'re", "'ve", "'m", "'ll", "'d", "'S", "😀",
+      "\U0010FFFD", "\x01", "\x7f", "$", "_"};
+  Generator g(11);
+  for (int k = 0; k < 2000; ++k) {
+    std::string text;
+    const auto n = 1 + g.randint(40);
+    for (std::uint64_t i = 0; i < n; ++i) text += alphabet[g.randint(alphabet.size())];
+    CAPTURE(text);
+    CHECK(pieces(gpt2_pretokenizer(), text) == pieces(regex, text));
+  }
+  // Every code point, in the contexts of the tiktoken check.
+  for (char32_t first = 0; first < 0x110000; first += 0x4000) {
+    const std::string text = block_text(first, 0x4000);
+    CHECK(pieces(gpt2_pretokenizer(), text) == pieces(regex, text));
+  }
+  CHECK_ERROR(Pretokenizer("(unclosed"), "pretokenizer: PCRE2 rejected the pattern '(unclosed'");
+}
+
+TEST_CASE("the committed Unicode tables are Debian's unicode-data 15.0.0 (tools/gen_unicode_tables.py)") {
+  std::ifstream data("/usr/share/unicode/UnicodeData.txt"), derived("/usr/share/unicode/DerivedCoreProperties.txt");
+  std::string first_line;
+  std::getline(derived, first_line);
+  if (!data || first_line != "# DerivedCoreProperties-15.0.0.txt") {
+    MESSAGE("skipped: Debian's unicode-data 15.0.0 is not installed (make installs it)");
+    return;
+  }
+  std::vector<std::uint8_t> want(0x110000, 0);  // 1 letter, 2 number
+  char32_t range_start = 0;
+  for (std::string line; std::getline(data, line);) {
+    std::vector<std::string> f;
+    std::stringstream ss(line);
+    for (std::string x; std::getline(ss, x, ';');) f.push_back(x);
+    const auto cp = static_cast<char32_t>(std::stoul(f[0], nullptr, 16));
+    const std::uint8_t c = f[2][0] == 'L' ? 1 : f[2][0] == 'N' ? 2 : 0;
+    if (f[1].ends_with(", First>")) range_start = cp;
+    else if (f[1].ends_with(", Last>")) std::fill(want.begin() + range_start, want.begin() + cp + 1, c);
+    else want[cp] = c;
+  }
+  std::vector<std::uint8_t> have(0x110000, 0);
+  for (const auto& r : unicode::kLetters) std::fill(have.begin() + r[0], have.begin() + r[1] + 1, 1);
+  for (const auto& r : unicode::kNumbers) std::fill(have.begin() + r[0], have.begin() + r[1] + 1, 2);
+  CHECK(have == want);
 }
