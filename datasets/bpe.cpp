@@ -98,14 +98,20 @@ BpeTokenizer BpeTokenizer::load(const std::string& dir_or_name) {
     QKV_CHECK(fs::exists(v) && fs::exists(m), "tokenizer: {} has {} but not {}", dir,
               fs::exists(v) ? vocab : merges, fs::exists(v) ? merges : vocab);
     constexpr std::uint64_t kMax = 256ull << 20;
+    std::vector<std::string> declared;  // Hugging Face's added_tokens.json: {"token": id, ...}
+    if (const fs::path added = fs::path(dir) / "added_tokens.json"; fs::exists(added)) {
+      const auto j = nlohmann::json::parse(read_file_bytes(added.string(), "tokenizer", 16 << 20), nullptr, false);
+      QKV_CHECK(!j.is_discarded() && j.is_object(), "tokenizer: {} is not a JSON object of token -> id", added.string());
+      for (const auto& [token, id] : j.items()) declared.push_back(token);
+    }
     return parse(read_file_bytes(v.string(), "tokenizer", kMax), read_file_bytes(m.string(), "tokenizer", kMax),
-                 v.string(), m.string());
+                 v.string(), m.string(), declared);
   }
   fail("tokenizer: {} has neither vocab.json + merges.txt nor encoder.json + vocab.bpe", dir);
 }
 
 BpeTokenizer BpeTokenizer::parse(const std::string& vocab_json, const std::string& merges, const std::string& vname,
-                                 const std::string& mname) {
+                                 const std::string& mname, const std::vector<std::string>& declared) {
   const auto j = nlohmann::json::parse(vocab_json, nullptr, /*allow_exceptions=*/false);
   QKV_CHECK(!j.is_discarded() && j.is_object() && !j.empty(),
             "tokenizer: {} is not a JSON object of token -> id", vname);
@@ -158,9 +164,18 @@ BpeTokenizer BpeTokenizer::parse(const std::string& vocab_json, const std::strin
     t.merged_.push_back(merged->second);
     made[static_cast<std::size_t>(merged->second)] = true;
   }
+  // Special tokens are those declared (<|endoftext|>, GPT-2's and Hugging Face's GPT2Tokenizer's default, and the
+  // caller's list); any other token that is neither a byte nor made by a merge means merges are missing.
+  for (const auto& name : declared)
+    QKV_CHECK(id_of.count(name) != 0, "tokenizer: the special token \"{}\" is declared but not in {}", name, vname);
   for (std::size_t id = 0; id < n; ++id) {
     const bool single_byte = plain[id] && t.bytes_[id].size() == 1 && t.byte_id_[static_cast<unsigned char>(t.bytes_[id][0])] == static_cast<Id>(id);
-    if (!single_byte && !made[id]) t.specials_[key_of[id]] = static_cast<Id>(id);
+    if (single_byte || made[id]) continue;
+    const bool special = key_of[id] == "<|endoftext|>" || std::find(declared.begin(), declared.end(), key_of[id]) != declared.end();
+    QKV_CHECK(special, "tokenizer: {}: token \"{}\" (id {}) is neither a byte, made by a merge in {}, nor a declared "
+              "special token (<|endoftext|>, or one listed in added_tokens.json): {} looks cut short ({} merges)",
+              vname, key_of[id], id, mname, mname, t.merges_.size());
+    t.specials_[key_of[id]] = static_cast<Id>(id);
   }
   t.build_tables();
   return t;
@@ -385,10 +400,23 @@ std::string BpeTokenizer::hash() const {
   return fmt::format("{:016x}", h);
 }
 
+std::vector<std::string> BpeTokenizer::declared_specials() const {
+  std::vector<std::string> out;
+  for (const auto& [name, id] : specials_)
+    if (name != "<|endoftext|>") out.push_back(name);
+  return out;
+}
+
 void BpeTokenizer::save(const std::string& dir) const {
   fs::create_directories(dir);
   write_file_atomic((fs::path(dir) / "vocab.json").string(), vocab_json());
   write_file_atomic((fs::path(dir) / "merges.txt").string(), merges_txt());
+  nlohmann::ordered_json added = nlohmann::ordered_json::object();
+  for (const auto& name : declared_specials()) added[name] = specials_.at(name);
+  const fs::path added_path = fs::path(dir) / "added_tokens.json";
+  std::error_code ec;
+  if (added.empty()) fs::remove(added_path, ec);  // (an earlier tokenizer's)
+  else write_file_atomic(added_path.string(), added.dump(2) + "\n");
 }
 
 }  // namespace qkv

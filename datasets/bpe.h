@@ -20,12 +20,15 @@ class BpeTokenizer {
   using Id = std::int32_t;
   BpeTokenizer() = default;
   /// A tokenizer folder holding vocab.json + merges.txt (Hugging Face's names) or encoder.json + vocab.bpe
-  /// (OpenAI's names for the same files), or "gpt2" for GPT-2's own (gpt2_directory()). Throws qkv::Error naming
+  /// (OpenAI's names for the same files), and optionally added_tokens.json (special tokens beyond <|endoftext|>),
+  /// or "gpt2" for GPT-2's own (gpt2_directory()). Throws qkv::Error naming
   /// the file and line at fault: a merge naming an unknown token, ids that are not 0..N-1, a missing byte.
   static BpeTokenizer load(const std::string& dir_or_name);
-  /// From the two files' contents; `vocab_name` and `merges_name` are used in errors.
+  /// From the two files' contents; `vocab_name` and `merges_name` are used in errors. Special tokens are
+  /// "<|endoftext|>" and those `declared` (a folder's added_tokens.json); any other token that is neither a byte
+  /// nor made by a merge is an error (merges cut short).
   static BpeTokenizer parse(const std::string& vocab_json, const std::string& merges, const std::string& vocab_name,
-                            const std::string& merges_name);
+                            const std::string& merges_name, const std::vector<std::string>& declared = {});
   /// From merges in rank order (each a pair of ids) over the 256 byte tokens (id b = byte b), and special
   /// tokens after them: what `qkv tokenizer train` makes.
   static BpeTokenizer from_merges(const std::vector<std::pair<Id, Id>>& merges, const std::vector<std::string>& specials);
@@ -46,6 +49,8 @@ class BpeTokenizer {
   Id special(std::string_view name) const;
   /// The special tokens' names and ids.
   const std::map<std::string, Id, std::less<>>& specials() const { return specials_; }
+  /// The special tokens but "<|endoftext|>" (what added_tokens.json and qkv.tokenizer.specials list).
+  std::vector<std::string> declared_specials() const;
   /// "<|endoftext|>"'s id, or -1.
   Id eot() const { return special("<|endoftext|>"); }
 

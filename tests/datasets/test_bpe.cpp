@@ -259,3 +259,27 @@ TEST_CASE("the committed Unicode tables are Debian's unicode-data 15.0.0 (tools/
   for (const auto& r : unicode::kNumbers) std::fill(have.begin() + r[0], have.begin() + r[1] + 1, 2);
   CHECK(have == want);
 }
+
+TEST_CASE("tokenizer files not whole: merges cut short are an error; special tokens are only the declared ones") {
+  const std::string vocab = slurp(QKV_FIXTURES_DIR "/gpt2/encoder.json"), merges = slurp(QKV_FIXTURES_DIR "/gpt2/vocab.bpe");
+  std::size_t at = 0;
+  for (int line = 0; line < 1001; ++line) at = merges.find('\n', at) + 1;  // the version line and 1000 merges
+  const auto cut = dir_with("cut_1000", "vocab.json", vocab, "merges.txt", merges.substr(0, at));
+  CHECK_ERROR(BpeTokenizer::load(cut), "is neither a byte, made by a merge in");
+  CHECK_ERROR(BpeTokenizer::load(cut), "merges.txt looks cut short (1000 merges)");
+  const auto last = dir_with("cut_last", "vocab.json", vocab, "merges.txt", merges.substr(0, merges.rfind('\n', merges.size() - 2) + 1));
+  CHECK_ERROR(BpeTokenizer::load(last), "looks cut short (49999 merges)");
+  // Declared in added_tokens.json (Hugging Face's file): a special token, saved and loaded again.
+  nlohmann::ordered_json bytes;
+  for (int b = 0; b < 256; ++b) bytes[byte_symbol(static_cast<unsigned char>(b))] = b;
+  bytes["<|pad|>"] = 256;
+  const auto declared = dir_with("declared", "vocab.json", bytes.dump(), "merges.txt", "#version: 0.2\n");
+  CHECK_ERROR(BpeTokenizer::load(declared), "token \"<|pad|>\" (id 256) is neither a byte");
+  std::ofstream(fs::path(declared) / "added_tokens.json") << R"({"<|pad|>": 256})";
+  const auto tok = BpeTokenizer::load(declared);
+  CHECK(tok.encode("a<|pad|>", true) == std::vector<BpeTokenizer::Id>{97, 256});
+  tok.save((fs::path(declared) / "again").string());
+  CHECK(BpeTokenizer::load((fs::path(declared) / "again").string()).hash() == tok.hash());
+  std::ofstream(fs::path(declared) / "added_tokens.json") << R"({"<|gone|>": 257})";
+  CHECK_ERROR(BpeTokenizer::load(declared), "the special token \"<|gone|>\" is declared but not in");
+}

@@ -355,6 +355,10 @@ GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads)
   const fs::path folder = fs::is_directory(p) ? p : p.parent_path();
   std::optional<SizesFromConfig> cfg;
   if (fs::exists(folder / "config.json")) cfg = read_config_json((folder / "config.json").string());
+  QKV_CHECK(fs::exists(folder / "vocab.json") == fs::exists(folder / "merges.txt"),
+            "{}: the folder has {} but not {}: a tokenizer needs both (or neither, for weights alone)", folder.string(),
+            fs::exists(folder / "vocab.json") ? "vocab.json" : "merges.txt",
+            fs::exists(folder / "vocab.json") ? "merges.txt" : "vocab.json");
   if (fs::exists(folder / "vocab.json") && fs::exists(folder / "merges.txt")) {
     ck.tokenizer = std::make_shared<BpeTokenizer>(BpeTokenizer::load(folder.string()));
     QKV_CHECK(!cfg || ck.tokenizer->vocab_size() == cfg->model.vocab_size,

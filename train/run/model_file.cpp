@@ -18,6 +18,7 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Bp
     meta["qkv.tokenizer.vocab"] = tok->vocab_json();
     meta["qkv.tokenizer.merges"] = tok->merges_txt();
     meta["qkv.tokenizer.hash"] = tok->hash();
+    if (const auto extra = tok->declared_specials(); !extra.empty()) meta["qkv.tokenizer.specials"] = nlohmann::json(extra).dump();
   }
   return meta;
 }

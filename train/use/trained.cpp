@@ -7,6 +7,10 @@
 
 #include <qkv/datasets/utf8.h>
 
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+
 #include <filesystem>
 
 namespace qkv {
@@ -72,9 +76,16 @@ TrainedModel load_trained(const std::string& target) {
     const auto& meta = f.metadata;
     QKV_CHECK(meta.count("qkv.tokenizer.merges") && meta.count("qkv.tokenizer.hash"),
               "{}: the metadata has qkv.tokenizer.vocab but not qkv.tokenizer.merges and qkv.tokenizer.hash", tm.path);
+    std::vector<std::string> declared;
+    if (const auto it = meta.find("qkv.tokenizer.specials"); it != meta.end()) {
+      const auto j = nlohmann::json::parse(it->second, nullptr, false);
+      QKV_CHECK(!j.is_discarded() && j.is_array() && std::all_of(j.begin(), j.end(), [](const auto& v) { return v.is_string(); }),
+                "{}: the metadata qkv.tokenizer.specials is not a JSON array of strings", tm.path);
+      declared = j.get<std::vector<std::string>>();
+    }
     auto tok = std::make_shared<BpeTokenizer>(BpeTokenizer::parse(
         meta.at("qkv.tokenizer.vocab"), meta.at("qkv.tokenizer.merges"), tm.path + " (qkv.tokenizer.vocab)",
-        tm.path + " (qkv.tokenizer.merges)"));
+        tm.path + " (qkv.tokenizer.merges)", declared));
     QKV_CHECK(tok->hash() == meta.at("qkv.tokenizer.hash"), "{}: its tokenizer hashes to {}, but qkv.tokenizer.hash "
               "says {}", tm.path, tok->hash(), meta.at("qkv.tokenizer.hash"));
     QKV_CHECK(tok->vocab_size() == mc.vocab_size, "{}: the tokenizer has {} tokens but the model's vocab_size is {}",

@@ -180,6 +180,12 @@ TEST_CASE("GPT-2 checkpoints: what qkv cannot honour, and broken files, exit 2 n
     refused(dir, "the tokenizer (vocab.json, merges.txt) has 257 tokens but config.json says vocab_size = 96");
   }
   {
+    const auto dir = hf_copy("vocab_alone");  // a tokenizer half there is refused, not dropped
+    std::ofstream(dir / "vocab.json") << R"({"a": 0})";
+    fs::remove(dir / "merges.txt");
+    refused(dir, "the folder has vocab.json but not merges.txt");
+  }
+  {
     const auto dir = hf_copy("missing");
     edit_tensors(dir, [](auto& t) { std::erase_if(t, [](const auto& nt) { return nt.first == "h.1.ln_2.weight"; }); });
     refused(dir, "1 missing: transformer.h.1.ln_2.weight");
