@@ -9,6 +9,9 @@
 
 #include <fmt/format.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <new>
@@ -101,6 +104,16 @@ int exit_code_of(const std::function<int()>& run) {
   }
 }
 
+// What a command printed is its output (ids, text, JSON): lost to a full disk or a failed device, the command
+// failed, whatever it returned. stdio reports a failed write only at the flush, so every command is checked here.
+int checked_stdout(int code) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && !std::ferror(stdout)) return code;
+  const int err = errno;
+  fmt::print(stderr, "qkv: failed: writing to standard output: {}\n", err != 0 ? std::strerror(err) : "an I/O error");
+  return code == 0 ? 1 : code;
+}
+
 }  // namespace
 
 std::vector<std::string> command_names() {
@@ -132,12 +145,13 @@ int run_cli(int argc, const char* const* argv) {
       fail("{}\n(run 'qkv --help' or 'qkv <command> --help')", e.what());
     });
   }
-  return exit_code_of([&] {
+  const int code = exit_code_of([&] {
     gemm_choice();  // a bad QKV_GEMM is a usage error before any work
     for (const auto& [sub, run] : commands)
       if (sub->parsed()) return run();
     return 2;
   });
+  return checked_stdout(code);
 }
 
 }  // namespace qkv

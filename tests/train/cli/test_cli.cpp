@@ -371,3 +371,27 @@ TEST_CASE("qkv bench --profile prints where a step's time goes, by op family, sh
   CHECK(share == doctest::Approx(100.0).epsilon(0.01));
   CHECK(capture({"bench", kReverse, "--steps", "2"}).out.find("op family") == std::string::npos);  // only on request
 }
+
+TEST_CASE("nothing lost to a full stdout: every command that prints data exits 1 when its output cannot be written") {
+  const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+  REQUIRE(cli({"train", kReverse, out, "run.name=\"cli_full\"", "train.steps=20", "model.causal=true", "schedule.warmup_steps=0", "train.target_accuracy=0", "--force"}) == 0);
+  const std::string qkv = std::string(QKV_BINARY_DIR) + "/bin/qkv", run = tmp_dir() + "/cli_full";
+  const std::string text = tmp_dir() + "/full.txt";
+  std::ofstream(text) << "Hello world, this is a text.\n";
+  const auto status = [&](const std::string& args) {
+    const std::string err = tmp_dir() + "/full.err";
+    const int rc = std::system((qkv + " " + args + " > /dev/full 2> " + err).c_str());
+    std::ifstream in(err);
+    const std::string message{std::istreambuf_iterator<char>(in), {}};
+    INFO(args, ": ", message);
+    CHECK(message.find("qkv: failed: writing to standard output: No space left on device") != std::string::npos);
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  CHECK(status("tokenizer encode " + text) == 1);
+  CHECK(status("tokenizer encode " + text + " --json") == 1);
+  CHECK(status("tokenizer decode --help > /dev/null; echo '[31373, 995]' | " + qkv + " tokenizer decode -") == 1);
+  CHECK(status("sample " + run + " --prompt '1 2 3' --length 5") == 1);
+  CHECK(status("eval " + run + " --json") == 1);
+  CHECK(status("info " + kReverse) == 1);
+  CHECK(status("predict " + run + " --tokens '3 1 4 1 5 9 2 6 5 3 5 8'") == 1);
+}
