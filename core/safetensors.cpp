@@ -194,6 +194,11 @@ nlohmann::json read_header(std::span<const std::byte> bytes, std::uint64_t size,
             n, size - 8);
   QKV_ASSERT(bytes.size() >= 8 + n);
   const auto* hdr = reinterpret_cast<const char*>(bytes.data() + 8);
+  // JSON text and the spaces that may pad it, nothing else: nlohmann's parser would stop at a NUL and take the
+  // JSON before it, ignoring what follows.
+  if (const void* nul = std::memchr(hdr, 0, n); nul != nullptr)
+    fail("safetensors: {}: the header holds a NUL byte at offset {} (a header is JSON text padded with spaces)", source,
+         8 + (static_cast<const char*>(nul) - hdr));
   std::set<std::string> keys;
   std::string duplicate;
   const auto cb = [&](int depth, nlohmann::json::parse_event_t event, nlohmann::json& parsed) {

@@ -198,9 +198,14 @@ void Optimizer::load_state_dict(const OptimizerState& s) {
     if (it != s.scalars.end()) {
       check_scalar(s, it->first, true, who_);
       loaded[i].steps = static_cast<std::int64_t>(it->second);
-    } else if (!loaded[i].slots.empty()) {
+    } else {
       loaded[i].steps = global_steps;  // saved before per-parameter counts: every parameter stepped each time
     }
+    // A parameter that has taken steps has its state: without it the optimizer would go on from zero moments.
+    for (const auto& slot : kept_slots())
+      QKV_CHECK(loaded[i].steps == 0 || loaded[i].slots.count(slot), "{}: load_state_dict: the state lacks '{}.{}' "
+                "(parameter '{}' has taken {} steps): it would go on from zero instead of where it stopped", who_,
+                keys_[i], slot, params_[i].first, loaded[i].steps);
   }
   const auto groups = saved_groups(s, groups_.size(), who_);
   state_ = std::move(loaded);
@@ -227,6 +232,9 @@ SGD::SGD(ParamGroups groups, SGDOptions o)
 }
 
 std::vector<std::string> SGD::slot_names() const { return {"momentum_buffer"}; }
+std::vector<std::string> SGD::kept_slots() const {
+  return options_.momentum != 0.0 ? std::vector<std::string>{"momentum_buffer"} : std::vector<std::string>{};
+}
 
 void SGD::update(std::size_t index, const Tensor& param, const Tensor& grad, double lr_now,
                  double weight_decay) {
@@ -274,6 +282,10 @@ Adam::Adam(ParamGroups groups, AdamOptions o, bool decoupled)
 }
 
 std::vector<std::string> Adam::slot_names() const { return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}; }
+std::vector<std::string> Adam::kept_slots() const {
+  if (options_.amsgrad) return {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"};
+  return {"exp_avg", "exp_avg_sq"};
+}
 
 void Adam::update(std::size_t index, const Tensor& param, const Tensor& grad, double lr,
                   double weight_decay) {

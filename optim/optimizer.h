@@ -87,8 +87,10 @@ class Optimizer {
                       double weight_decay) = 0;
   /// The state tensor `slot` of parameter `index`, created as zeros like `param` when absent.
   Tensor& slot(std::size_t index, const char* slot, const Tensor& param, bool* created = nullptr);
-  /// Names of the state slots this optimizer keeps (for load_state_dict's checks).
+  /// Names of the state slots this optimizer may keep (for load_state_dict's checks).
   virtual std::vector<std::string> slot_names() const = 0;
+  /// The slots it keeps with its options for every parameter that has taken a step (load_state_dict requires them).
+  virtual std::vector<std::string> kept_slots() const { return slot_names(); }
 
  private:
   struct Group {
@@ -131,6 +133,7 @@ class SGD : public Optimizer {
   void update(std::size_t index, const Tensor& param, const Tensor& grad, double lr,
               double weight_decay) override;
   std::vector<std::string> slot_names() const override;
+  std::vector<std::string> kept_slots() const override;
 
  private:
   SGDOptions options_;
@@ -157,6 +160,7 @@ class Adam : public Optimizer {
   void update(std::size_t index, const Tensor& param, const Tensor& grad, double lr,
               double weight_decay) override;
   std::vector<std::string> slot_names() const override;
+  std::vector<std::string> kept_slots() const override;
 
  private:
   AdamOptions options_;

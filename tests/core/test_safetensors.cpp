@@ -94,6 +94,9 @@ TEST_CASE("bad files give qkv::Error, never a crash or a huge allocation") {
   CHECK_ERROR(parse(raw(ok, 8).substr(0, 30)), "header length 54 is larger than the file's remaining 22 bytes");
   CHECK_ERROR(parse(raw(ok, 8, 5'000'000'000ULL)), "header length 5000000000 exceeds the limit");
   CHECK_ERROR(parse(raw("{not json", 0)), "the header is not valid JSON");
+  CHECK_ERROR(parse(raw(ok + std::string("\0garbage", 8), 8)), "the header holds a NUL byte at offset 62");
+  CHECK_ERROR(parse(raw(ok + " x", 8)), "the header is not valid JSON");
+  CHECK(parse(raw(ok + "   ", 8)).find("a").numel() == 2);  // spaces pad a header
   CHECK_ERROR(parse(raw("[1,2]", 0)), "the header must be a JSON object");
   CHECK_ERROR(parse(raw(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,16]}})", 8)),
               "data_offsets [0, 16] are out of bounds for a 8-byte buffer");

@@ -70,3 +70,16 @@ TEST_CASE("optimizer state files: bad input") {
   write_safetensors(weights, {}, {{"qkv.kind", "optimizer"}, {"qkv.optimizer", "AdamW"}, {"optim.step", "x1"}});
   CHECK_ERROR(load(b.opt, weights), "metadata 'optim.step' = 'x1' is not a number");
 }
+
+TEST_CASE("an optimizer state without the moments of a parameter that took steps is refused, naming what is missing") {
+  Experiment a;
+  a.steps(3);
+  OptimizerState st = a.opt.state_dict();
+  st.tensors.erase("w.exp_avg_sq");
+  Experiment b;
+  CHECK_ERROR(b.opt.load_state_dict(st), "AdamW: load_state_dict: the state lacks 'w.exp_avg_sq' (parameter 'w' has taken 3 steps)");
+  st.tensors.clear();  // no optimizer state at all
+  CHECK_ERROR(b.opt.load_state_dict(st), "the state lacks 'w.exp_avg'");
+  OptimizerState fresh = Experiment().opt.state_dict();  // a state before any step needs none
+  CHECK_NOTHROW(b.opt.load_state_dict(fresh));
+}

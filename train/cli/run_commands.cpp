@@ -83,6 +83,7 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
     const auto saved = fs::path(resume) / "config.toml";
     QKV_CHECK(fs::exists(saved), "resume: {} has no config.toml (is it a qkv run directory?)", resume);
     cfg = load_config(saved.string(), overrides);
+    check_resume_overrides(load_config(saved.string(), {}), cfg, saved.string());
   } else {
     QKV_CHECK(!config_path.empty(), "train: a CONFIG file is required (or --resume RUN_DIR)");
     cfg = load_config(config_path, overrides);

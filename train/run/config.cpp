@@ -356,4 +356,20 @@ ScheduleOptions schedule_options(const Config& c) {
           .step_size = s.step_size, .gamma = s.gamma};
 }
 
+void check_resume_overrides(const Config& was, const Config& now, const std::string& where) {
+  // The checkpoints hold the run's model: an override that changes it cannot resume from them. Dropout and
+  // recompute change how it trains, not its weights.
+  for (const ModelField& f : model_fields()) {
+    const std::string name = f.name;
+    if (!f.in_config || name == "dropout" || name == "recompute") continue;
+    const bool same = std::visit([&](auto member) { return was.model.*member == now.model.*member; }, f.member);
+    QKV_CHECK(same, "resume: model.{} = {} changes the run's model ({} has {}): a resumed run goes on with the weights "
+              "its checkpoints hold; start a new run to change the model", name,
+              std::visit([&](auto member) { return fmt::format("{}", now.model.*member); }, f.member), where,
+              std::visit([&](auto member) { return fmt::format("{}", was.model.*member); }, f.member));
+  }
+  QKV_CHECK(was.model.positions == now.model.positions, "resume: model.positions = {} changes the run's model ({} has "
+            "{}): start a new run to change the model", now.model.positions, where, was.model.positions);
+}
+
 }  // namespace qkv

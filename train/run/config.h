@@ -87,4 +87,8 @@ std::string data_to_json(const Config& config);
 /// A default Config with the "qkv.data" JSON applied, each value type- and range-checked; `source` names it.
 Config config_from_data_json(const std::string& json, const std::string& source);
 
+/// For `qkv train --resume RUN a.b=c`: throws naming the key when the overrides change the run's model (its
+/// checkpoints could not be loaded); `where` names the run's saved config.
+void check_resume_overrides(const Config& was, const Config& now, const std::string& where);
+
 }  // namespace qkv

@@ -137,10 +137,16 @@ bool is_run_dir(const fs::path& dir) {
 RunDir::RunDir(const fs::path& dir, RunDirMode mode) : path_(dir) {
   std::error_code ec;
   const bool exists = fs::exists(fs::symlink_status(dir, ec));
+  const bool link = fs::is_symlink(fs::symlink_status(dir, ec));
   if (mode == RunDirMode::Resume) {
-    QKV_CHECK(exists && fs::is_directory(dir), "resume: run directory {} does not exist", dir.string());
-    QKV_CHECK(is_run_dir(dir), "resume: {} is not a qkv run directory (it has no {} marker)", dir.string(), kMarker);
+    QKV_CHECK(exists && fs::is_directory(dir), "resume: run directory {} does not exist{}", dir.string(),
+              link ? " (it is a symbolic link to nothing)" : "");
+    if (link) path_ = fs::canonical(dir);  // a link to a run (runs/latest): the run is where it leads
+    QKV_CHECK(is_run_dir(path_), "resume: {} is not a qkv run directory (it has no {} marker)", path_.string(), kMarker);
     lock();
+  } else if (link) {
+    fail("run directory {} is a symbolic link: a new run never replaces or writes through one (resume the run it "
+         "leads to with --resume {}, or choose another run.name)", dir.string(), shell_quote(dir.string()));
   } else if (!exists) {
     make_directory(dir);
     lock();

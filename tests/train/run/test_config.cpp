@@ -167,3 +167,12 @@ TEST_CASE("precision, grad_accum_steps and recompute: bad input names the key") 
   CHECK(ok.train.precision == "bf16");
   CHECK(ok.train.grad_accum_steps == 4);
 }
+
+TEST_CASE("--resume overrides: one that changes the model is refused naming the key; dropout and recompute may change") {
+  const std::string reverse = std::string(QKV_SOURCE_DIR) + "/configs/reverse.toml";
+  const Config was = load_config(reverse, {});
+  CHECK_ERROR(check_resume_overrides(was, load_config(reverse, {"model.d_model=48"}), "run/config.toml"),
+              "resume: model.d_model = 48 changes the run's model (run/config.toml has 64)");
+  CHECK_ERROR(check_resume_overrides(was, load_config(reverse, {"model.heads=2"}), "c"), "model.heads = 2");
+  CHECK_NOTHROW(check_resume_overrides(was, load_config(reverse, {"model.dropout=0.1", "train.steps=999"}), "c"));
+}

@@ -66,7 +66,7 @@ TEST_CASE("--force with a hostile run.name never deletes outside a qkv run direc
   // A symlink to a run is not replaced either (it would delete through the link).
   const auto real = train(tiny(box / "runs", "real"), forced());
   fs::create_directory_symlink(box / "runs" / "real", box / "runs" / "link");
-  CHECK_ERROR(train(tiny(box / "runs", "link"), forced()), "is not a qkv run directory");
+  CHECK_ERROR(train(tiny(box / "runs", "link"), forced()), "is a symbolic link: a new run never replaces or writes through one");
   CHECK(fs::exists(box / "runs" / "real" / "model.safetensors"));
   // A qkv run is replaced, and only its own directory.
   CHECK(fs::exists(box / "runs" / "real" / ".qkv-run"));
@@ -125,4 +125,17 @@ TEST_CASE("a failed start leaves an empty run that a plain rerun reuses; stale t
   CHECK_FALSE(fs::exists(box / "runs" / "r" / ".model.safetensors.tmp.4242"));
   // Now it holds a trained model: a plain rerun is refused again.
   CHECK_ERROR(train(tiny(box / "runs", "r"), plain), "already exists");
+}
+
+TEST_CASE("a symbolic link to a run: resumed where it leads; a new run onto a link is refused saying so") {
+  const fs::path box = sandbox("link");
+  const fs::path dir = box / "runs" / "real";
+  { RunDir made(dir, RunDirMode::Create); }
+  fs::create_directory_symlink(dir, box / "runs" / "latest");
+  RunDir resumed(box / "runs" / "latest", RunDirMode::Resume);
+  CHECK(resumed.path() == fs::canonical(dir));
+  CHECK_ERROR(RunDir(box / "runs" / "latest", RunDirMode::Force), "is a symbolic link: a new run never replaces or writes through one");
+  fs::create_directory_symlink(box / "nowhere", box / "runs" / "dangling");
+  CHECK_ERROR(RunDir(box / "runs" / "dangling", RunDirMode::Resume), "does not exist (it is a symbolic link to nothing)");
+  CHECK(fs::is_symlink(box / "runs" / "latest"));
 }
