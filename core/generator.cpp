@@ -68,4 +68,12 @@ Generator& default_generator() {
 
 void manual_seed(std::uint64_t seed) { default_generator().manual_seed(seed); }
 
+namespace {
+thread_local bool t_no_init = false;
+}  // namespace
+
+NoInitGuard::NoInitGuard() : prev_(t_no_init) { t_no_init = true; }
+NoInitGuard::~NoInitGuard() { t_no_init = prev_; }
+bool NoInitGuard::active() { return t_no_init; }
+
 }  // namespace qkv

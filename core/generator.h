@@ -45,4 +45,20 @@ Generator& default_generator();
 /// Reseeds the default generator, like torch.manual_seed.
 void manual_seed(std::uint64_t seed);
 
+/// While alive on this thread, Tensor::randn and Tensor::uniform return uninitialised tensors and draw nothing
+/// (Hugging Face's no_init_weights): for building a model whose weights a file is about to replace, so reading a
+/// model costs the time and memory of reading it (pages never written are never resident). Nests.
+class NoInitGuard {
+ public:
+  NoInitGuard();
+  ~NoInitGuard();
+  NoInitGuard(const NoInitGuard&) = delete;
+  NoInitGuard& operator=(const NoInitGuard&) = delete;
+  /// True inside a NoInitGuard on this thread.
+  static bool active();
+
+ private:
+  bool prev_;
+};
+
 }  // namespace qkv

@@ -284,22 +284,26 @@ void check_contiguous(std::vector<Entry>& entries, std::size_t buffer_size, cons
             buffer_size);
 }
 
-// F32, F64 and I64 are copied as they are; F16 and BF16 widen to float32.
-Tensor decode(const Entry& en, const std::byte* buffer) {
-  const std::byte* src = buffer + en.begin;
+// F32, F64 and I64 are copied as they are; F16 and BF16 widen to float32. `read(dst, offset, bytes)` fills dst
+// with the buffer's bytes [offset, offset + bytes): from memory, or from the file itself, so a file read from disk
+// goes straight into its tensors (a half-precision one through a small staging block).
+template <class Read>
+Tensor decode(const Entry& en, Read&& read) {
   const std::size_t count = static_cast<std::size_t>(en.shape.numel());
   const FileDType& file_dtype = *find_file_dtype(en.dtype);
   if (!file_dtype.half) {
     Tensor t = Tensor::empty(en.shape, file_dtype.loads_as);
-    if (count > 0) std::memcpy(t.raw_data(), src, en.end - en.begin);
+    if (count > 0) read(t.raw_data(), en.begin, en.end - en.begin);
     return t;
   }
   Tensor t = Tensor::empty(en.shape, kFloat32);
   float* dst = t.data<float>();
-  for (std::size_t i = 0; i < count; ++i) {
-    std::uint16_t h;
-    std::memcpy(&h, src + 2 * i, 2);
-    dst[i] = en.dtype == "F16" ? from_f16(h) : from_bf16(h);
+  constexpr std::size_t kBlock = 1 << 16;  // halves per staging read
+  std::vector<std::uint16_t> half(std::min(count, kBlock));
+  for (std::size_t at = 0; at < count; at += kBlock) {
+    const std::size_t n = std::min(kBlock, count - at);
+    read(half.data(), en.begin + 2 * at, 2 * n);
+    for (std::size_t i = 0; i < n; ++i) dst[at + i] = en.dtype == "F16" ? from_f16(half[i]) : from_bf16(half[i]);
   }
   return t;
 }
@@ -327,7 +331,8 @@ SafetensorsFile parse_safetensors(std::span<const std::byte> bytes, const std::s
   const std::size_t buffer_size = bytes.size() - 8 - static_cast<std::size_t>(n);
   const std::byte* buffer = bytes.data() + 8 + n;
   SafetensorsFile file;
-  for (const auto& en : read_entries(header, buffer_size, file, source)) file.tensors.emplace_back(en.name, decode(en, buffer));
+  const auto from_memory = [buffer](void* dst, std::uint64_t offset, std::size_t bytes) { std::memcpy(dst, buffer + offset, bytes); };
+  for (const auto& en : read_entries(header, buffer_size, file, source)) file.tensors.emplace_back(en.name, decode(en, from_memory));
   return file;
 }
 
@@ -355,14 +360,22 @@ SafetensorsFile read_safetensors(const std::string& path) {
     QKV_CHECK(in.gcount() == static_cast<std::streamsize>(n), "safetensors: {}: short read", path);
   }
   const nlohmann::json header = read_header(std::as_bytes(std::span(prefix.data(), prefix.size())), size, path);
-  SafetensorsFile claims;
-  read_entries(header, static_cast<std::size_t>(size - 8 - n), claims, path);
+  SafetensorsFile file;
+  const auto entries = read_entries(header, static_cast<std::size_t>(size - 8 - n), file, path);
   const auto have = physical_memory_bytes();
   QKV_CHECK(have == 0 || size <= have,
             "safetensors: {}: the file holds {:.1f} GB of tensors, more than this machine's {:.1f} GB of memory", path,
             double(size) / 1e9, double(have) / 1e9);
-  const std::string bytes = read_file_bytes(path);
-  return parse_safetensors(std::as_bytes(std::span(bytes.data(), bytes.size())), path);
+  // Each tensor read from the file into its own memory: a model reads in about its own size.
+  const std::uint64_t base = 8 + n;
+  const auto from_file = [&](void* dst, std::uint64_t offset, std::size_t bytes) {
+    in.seekg(static_cast<std::streamoff>(base + offset));
+    in.read(static_cast<char*>(dst), static_cast<std::streamsize>(bytes));
+    QKV_CHECK(in.gcount() == static_cast<std::streamsize>(bytes), "safetensors: {}: short read at byte {} (the file "
+              "changed while it was read?)", path, base + offset);
+  };
+  for (const auto& en : entries) file.tensors.emplace_back(en.name, decode(en, from_file));
+  return file;
 }
 
 }  // namespace qkv

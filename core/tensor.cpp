@@ -202,6 +202,7 @@ Tensor Tensor::from(std::initializer_list<double> data, DType dtype) {
 Tensor Tensor::randn(const Shape& shape, Generator& gen, DType dtype) {
   QKV_CHECK(is_floating(dtype), "randn: dtype must be floating, got {}", dtype_name(dtype));
   Tensor t = empty(shape, dtype);
+  if (NoInitGuard::active()) return t;
   dispatch<Dtypes::Any>("tensor", dtype, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();
@@ -215,6 +216,7 @@ Tensor Tensor::rand(const Shape& shape, Generator& gen, DType dtype) { return un
 Tensor Tensor::uniform(const Shape& shape, double low, double high, Generator& gen, DType dtype) {
   QKV_CHECK(is_floating(dtype), "uniform: dtype must be floating, got {}", dtype_name(dtype));
   Tensor t = empty(shape, dtype);
+  if (NoInitGuard::active()) return t;
   dispatch<Dtypes::Any>("tensor", dtype, [&](auto tag) {
     using T = decltype(tag);
     T* p = t.data<T>();

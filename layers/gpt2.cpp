@@ -11,6 +11,7 @@ constexpr double kInitStd = 0.02;  // GPT-2's initializer_range
 
 /// Overwrites t with N(0, std) draws from gen (GPT-2's initialisation, after the layer's own).
 void init_normal(const Tensor& t, double std, Generator& gen) {
+  if (NoInitGuard::active()) return;  // weights a file is about to replace
   NoGradGuard no_grad;
   t.copy_(Tensor::randn(t.shape(), gen) * std);
 }

@@ -28,7 +28,8 @@ void save(const Module& module, const std::string& path, const std::map<std::str
   write_safetensors(path, module.state_dict(), meta, storage);
 }
 
-void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict) {
+namespace {
+void check_load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict) {
   std::vector<std::string> missing, unexpected, mismatched, integer, floating;
   const auto params = module.state_dict();
   std::set<std::string> wanted;
@@ -57,11 +58,10 @@ void load(Module& module, const SafetensorsFile& file, const std::string& source
     if (!floating.empty()) msg += fmt::format("\n  float tensors where int64 buffers belong: {}", fmt::join(floating, ", "));
     throw Error(msg);
   }
-  for (const auto& [name, p] : params) {
-    const Tensor t = file.find(name);
-    if (t.defined() && t.shape() == p.shape() && is_floating(t.dtype()) == is_floating(p.dtype())) p.copy_(t);
-  }
-  // Extra state where the file has it (a file written elsewhere has none: the module keeps its own).
+}
+
+// Extra state where the file has it (a file written elsewhere has none: the module keeps its own).
+void load_extra_state(Module& module, const SafetensorsFile& file, const std::string& source) {
   each_module(module, "", [&](Module& m, const std::string& prefix) {
     if (const auto it = file.metadata.find(extra_state_key(prefix)); it != file.metadata.end()) {
       try {
@@ -71,6 +71,34 @@ void load(Module& module, const SafetensorsFile& file, const std::string& source
       }
     }
   });
+}
+}  // namespace
+
+void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict) {
+  check_load(module, file, source, strict);
+  for (const auto& [name, p] : module.state_dict()) {
+    const Tensor t = file.find(name);
+    if (t.defined() && t.shape() == p.shape() && is_floating(t.dtype()) == is_floating(p.dtype())) p.copy_(t);
+  }
+  load_extra_state(module, file, source);
+}
+
+void load(Module& module, SafetensorsFile&& file, const std::string& source, bool strict) {
+  check_load(module, file, source, strict);
+  for (const auto& [name, p] : module.state_dict()) {
+    Tensor t = file.find(name);
+    if (!t.defined() || !(t.shape() == p.shape()) || is_floating(t.dtype()) != is_floating(p.dtype())) continue;
+    if (t.dtype() != p.dtype()) {
+      p.copy_(t);
+      continue;
+    }
+    // The file's tensor becomes the parameter's storage (the handles the layers hold stay valid, as in
+    // Module::to): no second copy, and the parameter's own memory, never written if it was built under a
+    // NoInitGuard, is given back.
+    p.impl()->storage = t.impl()->storage;
+  }
+  load_extra_state(module, file, source);
+  file.tensors.clear();
 }
 
 void load(Module& module, const std::string& path, bool strict) { load(module, read_safetensors(path), path, strict); }

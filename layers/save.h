@@ -18,5 +18,8 @@ void save(const Module& module, const std::string& path, const std::map<std::str
 void load(Module& module, const std::string& path, bool strict = true);
 /// The same from an already-read file.
 void load(Module& module, const SafetensorsFile& file, const std::string& source, bool strict = true);
+/// The same, taking the file's tensors as the parameters' storage where the dtypes match (no copy); `file` is left
+/// empty.
+void load(Module& module, SafetensorsFile&& file, const std::string& source, bool strict = true);
 
 }  // namespace qkv

@@ -33,3 +33,21 @@ TEST_CASE("generator golden values") {
   CHECK(g.next_u64() == 0x99ec5f36cb75f2b4ULL);
   CHECK(g.next_u64() == 0xbf6e1f784956452aULL);
 }
+
+TEST_CASE("NoInitGuard: randn and uniform draw nothing inside it, and nest") {
+  Generator g(5);
+  const auto before = g.state().s;
+  {
+    const NoInitGuard outer;
+    {
+      const NoInitGuard inner;
+      CHECK(Tensor::randn({3, 4}, g).shape() == Shape{3, 4});
+    }
+    CHECK(NoInitGuard::active());
+    CHECK(Tensor::uniform({5}, -1, 1, g).numel() == 5);
+  }
+  CHECK_FALSE(NoInitGuard::active());
+  CHECK(g.state().s == before);
+  Tensor::randn({2}, g);
+  CHECK(g.state().s != before);
+}

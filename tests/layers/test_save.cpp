@@ -102,3 +102,20 @@ TEST_CASE("a C++ loop with dropout resumed from save(model) + save(opt) is bit-i
   write_safetensors(model_file, a.model->state_dict(), {{"qkv.extra_state", "dropout_stream 1 2"}});
   CHECK_ERROR(load(*b.model, model_file), "metadata 'qkv.extra_state': Transformer.set_extra_state: expected 'dropout_stream' and six numbers, got 'dropout_stream 1 2'");
 }
+
+TEST_CASE("load from a file read for it: the parameters take the file's tensors, no second copy") {
+  auto a = build_model({.kind = "transformer", .vocab_size = 8, .seq_len = 4, .d_model = 8, .heads = 2, .layers = 1});
+  const std::string path = test::temp_file("handoff.safetensors");
+  save(*a, path);
+  std::shared_ptr<LanguageModel> b;
+  {
+    const NoInitGuard built_for_loading;
+    b = build_model(a->config());
+  }
+  SafetensorsFile file = read_safetensors(path);
+  const void* data = file.find("head.weight").raw_data();
+  load(*b, std::move(file), path);
+  CHECK(file.tensors.empty());
+  CHECK(b->parameter("head.weight").raw_data() == data);
+  for (const auto& [name, p] : a->named_parameters()) CHECK(b->parameter(name).to_vector() == p.to_vector());
+}

@@ -5,6 +5,7 @@
 #include <qkv/train/io/files.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -197,7 +198,8 @@ void settle_head(std::vector<std::pair<std::string, Tensor>>& named, ModelConfig
     if (name == "lm_head.weight") head = t;
   }
   if (!head.defined()) return;
-  if (wte.defined() && head.shape() == wte.shape() && head.to_vector() == wte.to_vector()) {
+  if (wte.defined() && head.shape() == wte.shape() && head.dtype() == wte.dtype() &&
+      std::memcmp(head.raw_data(), wte.raw_data(), static_cast<std::size_t>(head.numel()) * itemsize(head.dtype())) == 0) {
     std::erase_if(named, [](const auto& nt) { return nt.first == "lm_head.weight"; });
     return;
   }

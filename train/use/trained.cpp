@@ -29,8 +29,11 @@ TrainedModel load_gpt2(const std::string& target) {
   tm.metadata = model_metadata(ck.config, ck.tokenizer.get());
   tm.data_from_metadata = true;
   Generator g(0);
-  tm.model = build_model(ck.config, g);
-  load(*tm.model, ck.weights, tm.path, /*strict=*/true);
+  {
+    const NoInitGuard read_not_drawn;  // the file's weights replace these
+    tm.model = build_model(ck.config, g);
+  }
+  load(*tm.model, std::move(ck.weights), tm.path, /*strict=*/true);
   tm.model->eval();
   return tm;
 }
@@ -93,8 +96,11 @@ TrainedModel load_trained(const std::string& target) {
     tm.tokenizer = std::move(tok);
   }
   Generator g(0);
-  tm.model = build_model(mc, g);
-  load(*tm.model, f, tm.path, /*strict=*/true);
+  {
+    const NoInitGuard read_not_drawn;  // the file's weights replace these
+    tm.model = build_model(mc, g);
+  }
+  load(*tm.model, std::move(f), tm.path, /*strict=*/true);
   tm.model->eval();
   return tm;
 }
