@@ -165,7 +165,10 @@ int cmd_export_hf(const std::string& run_dir, std::string out, const std::string
   QKV_CHECK(parent.empty() || fs::is_directory(parent), "export --out {}: the folder {} does not exist", out,
             parent.string());
   const TrainedModel tm = load_trained(run_dir);
-  write_hf_gpt2(*tm.model, tm.tokenizer.get(), out, parse_storage_type(dtype));
+  const auto removed = write_hf_gpt2(*tm.model, tm.tokenizer.get(), out, parse_storage_type(dtype));
+  if (!removed.empty())
+    fmt::print(stderr, "qkv: note: removed {} from {}: another model's files, which loaders would read with this one\n",
+               fmt::join(removed, ", "), out);
   fmt::print("wrote {} (config.json, model.safetensors, generation_config.json{}; {} parameters, {})\n", out,
              tm.tokenizer ? ", vocab.json, merges.txt" : "; no tokenizer: the model was not trained on tokens",
              tm.model->num_parameters(), dtype);

@@ -43,7 +43,13 @@ GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads 
 /// Conv1D layout, `storage` f32/f16/bf16, metadata format "pt"), generation_config.json and, with a tokenizer,
 /// vocab.json + merges.txt. A model without biases (model.bias = false) is written with zero biases, which is the
 /// same function. Each file is written atomically; `dir` is created.
-void write_hf_gpt2(const LanguageModel& model, const BpeTokenizer* tokenizer, const std::string& dir,
+std::vector<std::string> write_hf_gpt2(const LanguageModel& model, const BpeTokenizer* tokenizer, const std::string& dir,
                    StorageType storage = StorageType::F32);
+
+/// Removes from an export folder what another model left there that loaders would read with the new one: a
+/// sharded model's index and its shards, PyTorch weights, tokenizer.json and its configs, and (when the export
+/// wrote no tokenizer) vocab.json, merges.txt and added_tokens.json. Returns the names removed. write_hf_gpt2
+/// calls it after writing.
+std::vector<std::string> remove_other_model_files(const std::string& dir, bool wrote_tokenizer);
 
 }  // namespace qkv

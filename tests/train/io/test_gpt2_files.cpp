@@ -306,3 +306,21 @@ TEST_CASE("fine-tuning from a GPT-2 folder (model.init) lowers validation loss a
   wrong.push_back("model.kind=\"transformer\"");
   CHECK_ERROR(train(shipped("gpt2", wrong), quiet()), "is a GPT-2 checkpoint; set model.kind = \"gpt2\"");
 }
+
+TEST_CASE("export --format hf onto another model's folder removes the files loaders would read with the new one") {
+  const auto dir = scratch_dir("gpt2_over");
+  const auto out = dir / "out";
+  fs::create_directories(out);
+  std::ofstream(out / "model.safetensors.index.json") << R"({"metadata": {}, "weight_map": {"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}})";
+  for (const char* f : {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "tokenizer.json",
+                        "vocab.json", "merges.txt", "notes.txt"})
+    std::ofstream(out / f) << "another model's";
+  const auto r = run_cli_captured({"qkv", "export", kFixtures + "/gpt2_hf", "--format", "hf", "--out", out.string()}, dir.string());
+  REQUIRE(r.code == 0);
+  for (const char* gone : {"model.safetensors.index.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                           "tokenizer.json", "vocab.json", "merges.txt"})
+    CHECK_MESSAGE(!fs::exists(out / gone), gone);  // the fixture has no tokenizer: neither does the export
+  CHECK(fs::exists(out / "notes.txt"));  // the user's own
+  CHECK(r.err.find("qkv: note: removed model-00001-of-00002.safetensors, model-00002-of-00002.safetensors, model.safetensors.index.json") != std::string::npos);
+  CHECK(read_gpt2_checkpoint(out.string()).layout == GPT2Layout::huggingface);
+}
