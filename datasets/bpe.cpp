@@ -408,6 +408,7 @@ std::vector<std::string> BpeTokenizer::declared_specials() const {
 }
 
 void BpeTokenizer::save(const std::string& dir) const {
+  QKV_CHECK(!dir.empty(), "tokenizer: the folder to save to is an empty name (give --out DIR)");
   fs::create_directories(dir);
   write_file_atomic((fs::path(dir) / "vocab.json").string(), vocab_json());
   write_file_atomic((fs::path(dir) / "merges.txt").string(), merges_txt());

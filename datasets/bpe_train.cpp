@@ -12,6 +12,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <queue>
 
 namespace qkv {
@@ -127,6 +128,8 @@ void check_vocab_size(const BpeTrainOptions& o) {
   QKV_CHECK(o.vocab_size >= 256 + specials,
             "tokenizer train: --vocab-size {} is below 256 byte tokens + {} special token{} = {}", o.vocab_size,
             specials, specials == 1 ? "" : "s", 256 + specials);
+  QKV_CHECK(o.vocab_size <= std::numeric_limits<std::int32_t>::max(),
+            "tokenizer train: --vocab-size {} is above 2^31 - 1 (token ids are 32-bit)", o.vocab_size);
 }
 
 }  // namespace
@@ -166,6 +169,8 @@ std::unordered_map<std::string, std::int64_t> count_pieces(const std::vector<std
       if (progress) progress(done, total);
     }
   }
+  QKV_CHECK(total > 0, "tokenizer train: the input has no text to learn from ({} file{}, 0 bytes)", files.size(),
+            files.size() == 1 ? "" : "s");
   return counts;
 }
 

@@ -3,6 +3,8 @@
 #include <qkv/datasets/detail.h>
 
 #include <qkv/core/errors.h>
+#include <qkv/core/files.h>
+#include <qkv/datasets/shards.h>
 #include <qkv/core/hash.h>
 #include <qkv/core/ops.h>
 
@@ -150,7 +152,18 @@ struct Task {
   const char* name;
   std::unique_ptr<Dataset> (*make)(const DataOptions&, std::uint64_t);
   ExampleFn example;  // generated tasks only
+  void (*check_input)(const DataOptions&) = nullptr;  // file tasks: the input is there (cheap, before a run starts)
 };
+
+void check_input_file(const DataOptions& o) {
+  QKV_CHECK(!o.path.empty(), "data: data.path must name the data file for data.task = \"{}\"", o.task);
+  check_regular_input(o.path, "data: data.path");
+  if (!o.val_path.empty()) check_regular_input(o.val_path, "data: data.val_path");
+}
+void check_input_shards(const DataOptions& o) {
+  QKV_CHECK(!o.path.empty(), "data: data.path must name a shard folder (made by qkv tokenize) for data.task = \"tokens\"");
+  read_manifest(o.path);
+}
 
 // Task name -> dataset factory (and example generator): a new task is one function and one line here.
 const std::vector<Task>& registry() {
@@ -159,9 +172,9 @@ const std::vector<Task>& registry() {
       {"reverse", make<GeneratedTask>, uniform_example<reversal_of>},
       {"sort", make<GeneratedTask>, uniform_example<sorted_of>},
       {"recall", make<GeneratedTask>, recall_example},
-      {"text", datasets_detail::make_text_dataset, nullptr},
-      {"jsonl", datasets_detail::make_jsonl_dataset, nullptr},
-      {"tokens", datasets_detail::make_tokens_dataset, nullptr},
+      {"text", datasets_detail::make_text_dataset, nullptr, check_input_file},
+      {"jsonl", datasets_detail::make_jsonl_dataset, nullptr, check_input_file},
+      {"tokens", datasets_detail::make_tokens_dataset, nullptr, check_input_shards},
   };
   return r;
 }
@@ -194,6 +207,12 @@ std::vector<std::string> task_names() {
 void generate_example(const std::string& task, std::int64_t v, std::int64_t t, Generator& g, std::int64_t* x,
                       std::int64_t* y) {
   example_fn(task)(v, t, g, x, y);
+}
+
+void check_data_input(const DataOptions& o) {
+  const Task* t = find_task(o.task);
+  QKV_CHECK(t != nullptr, "data: unknown task '{}' (expected {})", o.task, fmt::join(task_names(), ", "));
+  if (t->check_input != nullptr) t->check_input(o);
 }
 
 std::unique_ptr<Dataset> make_dataset(const DataOptions& o, std::uint64_t seed) {

@@ -93,6 +93,9 @@ std::vector<std::int64_t> encode_token_ids(const std::string& text, std::int64_t
 
 /// The dataset `options.task` names; throws qkv::Error naming the config key or the file and line at fault.
 std::unique_ptr<Dataset> make_dataset(const DataOptions& options, std::uint64_t seed);
+/// Throws what make_dataset would for input that is not there (a missing file or shard folder), without reading the
+/// data: what a run checks before it makes its run directory.
+void check_data_input(const DataOptions& options);
 /// The rules a task makes of its options before reading or generating anything (recall: enough distinct keys
 /// for its pairs); make_dataset and configs ask it. Throws qkv::Error naming the keys.
 void check_data_options(const DataOptions& options);

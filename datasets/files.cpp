@@ -136,6 +136,9 @@ Examples read_jsonl(const std::string& path, std::int64_t seq_len, std::int64_t 
   std::string line;
   for (std::int64_t no = 1; std::getline(in, line); ++no) {
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    // (a NUL would end nlohmann's parse early, the rest of the line unread)
+    if (const auto nul = line.find('\0'); nul != std::string::npos)
+      fail("data: {}:{}:{}: a NUL byte in the line (a jsonl line is one JSON object)", path, no, nul + 1);
     const auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
     QKV_CHECK(!j.is_discarded() && j.is_object(), "data: {}:{}: not a JSON object", path, no);
     for (const char* field : {"input", "target"}) {

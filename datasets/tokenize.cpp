@@ -174,6 +174,9 @@ class SegmentReader {
       const std::string_view head = c.text.substr(0, static_cast<std::size_t>(val_from_ - pos));
       check_utf8(head.substr(0, complete_utf8_prefix(head)), "tokenize: " + files_[file_].path, c.offset);
       cut = safe_cut(head);
+      // No safe place before it (one long word): cut at the last whole character, so the validation split gets its
+      // share; only the two pieces at the cut encode differently from the whole.
+      if (cut == 0) cut = complete_utf8_prefix(head);
     }
     if (cut > 0) {
       push(out, c.text.substr(0, cut), c.offset, c.doc_start, false);

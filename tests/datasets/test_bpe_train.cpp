@@ -1,5 +1,7 @@
 #include "../support.h"
 
+#include <limits>
+
 #include <qkv/core/generator.h>
 #include <qkv/core/parallel.h>
 #include <qkv/datasets/bpe_train.h>
@@ -88,6 +90,9 @@ TEST_CASE("tokenizer train: bad input is an error naming the file") {
   CHECK_ERROR(train_bpe({(dir / "none.txt").string()}, vocab(300)), "none.txt");
   CHECK_ERROR(train_bpe({}, vocab(300)), "no input files");
   CHECK_ERROR(train_bpe({put(dir / "ok.txt", "fine")}, vocab(10)), "--vocab-size 10 is below");
+  CHECK_ERROR(train_bpe({put(dir / "ok.txt", "fine")}, vocab(std::numeric_limits<std::int64_t>::max())),
+              "--vocab-size 9223372036854775807 is above 2^31 - 1");
+  CHECK_ERROR(train_bpe({put(dir / "empty.txt", "")}, vocab(300)), "the input has no text to learn from (1 file, 0 bytes)");
 }
 
 TEST_CASE("encode_stream: chunked encoding equals the whole text's, with and without special tokens") {

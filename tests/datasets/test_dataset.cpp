@@ -152,6 +152,7 @@ TEST_CASE("jsonl: examples, ignored positions, file order wrapping, errors namin
     return make_dataset({.task = "jsonl", .vocab_size = 5, .seq_len = 3, .path = write_tmp("bad.jsonl", lines + line)}, 0);
   };
   CHECK_ERROR(bad("{oops\n"), "bad.jsonl:11: not a JSON object");
+  CHECK_ERROR(bad(std::string("{\"input\": [1, 2, 3], \"target\": [1, 2, 3]}\0{trailing\n", 50)), "bad.jsonl:11:42: a NUL byte in the line");
   CHECK_ERROR(bad("{\"input\": [1, 2], \"target\": [1, 2, 3]}\n"), "bad.jsonl:11: \"input\" has 2 tokens, expected data.seq_len = 3");
   CHECK_ERROR(bad("{\"input\": [1, 2, 9], \"target\": [1, 2, 3]}\n"), "bad.jsonl:11: \"input\"[2] = 9 is out of range for data.vocab_size = 5");
   CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, -7, 3]}\n"), "\"target\"[1] = -7 is out of range");
@@ -161,7 +162,7 @@ TEST_CASE("jsonl: examples, ignored positions, file order wrapping, errors namin
   CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, 18446744073709551516, 3]}\n"),
               "\"target\"[1] = 18446744073709551516 is out of range");
   CHECK_ERROR(bad("{\"input\": [1, 2, 3], \"target\": [1, 9223372036854775808, 3]}\n"), "is out of range");
-  CHECK_ERROR(bad(std::string("{\"input\": [1, 2, 3],\0 \"target\": [1, 2, 3]}\n", 41)), "bad.jsonl:11: not a JSON object");
+  CHECK_ERROR(bad(std::string("{\"input\": [1, 2, 3],\0 \"target\": [1, 2, 3]}\n", 41)), "bad.jsonl:11:21: a NUL byte in the line");
   // Nothing to learn, or nothing to validate: said at load (a run trained on and reported 1.0 accuracy).
   std::string ignored;
   for (int i = 0; i < 10; ++i) ignored += "{\"input\": [1, 2, 3], \"target\": [-100, -100, -100]}\n";

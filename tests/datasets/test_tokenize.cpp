@@ -264,3 +264,15 @@ TEST_CASE("tokenize --out: a folder qkv did not make is refused; a failed re-run
   CHECK(d->next_batch(2).inputs.shape() == Shape{2, 8});
   for (const auto& e : fs::directory_iterator(o.out)) CHECK_FALSE(is_temporary_name(e.path().filename().string()));
 }
+
+TEST_CASE("tokenize: a text with no safe place to cut still gets its validation split") {
+  const auto dir = test::scratch_dir("tok_nocut");
+  const auto file = put(dir / "word.txt", std::string(20'000, 'a'));  // one word: no safe cut anywhere
+  TokenizeOptions o;
+  o.out = (dir / "out").string();
+  o.val_fraction = 0.1;
+  TokenManifest m;
+  tokenize_files({file}, o, &m);
+  CHECK(m.tokens("val") > 0);
+  CHECK(m.tokens("train") > 5 * m.tokens("val"));
+}

@@ -123,7 +123,8 @@ int cmd_encode(const std::string& path, const std::string& tokenizer, bool json,
   return 0;
 }
 
-// Reads ids separated by whitespace (or a JSON array's brackets and commas) and writes their bytes as they come.
+// Reads ids separated by whitespace, or one JSON array of ids (what `encode --json` prints), and writes their bytes
+// as they come.
 int cmd_decode(const std::string& path, const std::string& tokenizer) {
   const BpeTokenizer tok = BpeTokenizer::load(tokenizer);
   std::ifstream file;
@@ -153,10 +154,27 @@ int cmd_decode(const std::string& path, const std::string& tokenizer) {
     word.clear();
     if (ids.size() >= 65536) flush();
   };
+  const std::string where = path == "-" ? "stdin" : path;
+  enum { kStart, kPlain, kInArray, kClosed } state = kStart;
   for (int c; (c = in.get()) != EOF;) {
-    if (std::isspace(c) || c == ',' || c == '[' || c == ']') take();
-    else word += static_cast<char>(c);
+    if (std::isspace(c)) {
+      take();
+    } else if (c == '[') {
+      QKV_CHECK(state == kStart, "tokenizer decode: {}: '[' after id {}: give ids separated by spaces, or one JSON "
+                "array of ids (no nested arrays)", where, index);
+      state = kInArray;
+    } else if (c == ']' || c == ',') {
+      QKV_CHECK(state == kInArray, "tokenizer decode: {}: '{}' {}", where, char(c),
+                state == kClosed ? "after the array's end" : "outside a JSON array");
+      take();
+      if (c == ']') state = kClosed;
+    } else {
+      QKV_CHECK(state != kClosed, "tokenizer decode: {}: text after the array's end", where);
+      if (state == kStart) state = kPlain;
+      word += static_cast<char>(c);
+    }
   }
+  QKV_CHECK(state != kInArray, "tokenizer decode: {}: the JSON array is not closed (no ']' after {} ids)", where, index);
   take();
   flush();
   return 0;

@@ -171,6 +171,7 @@ Trainer::Trainer(const Config& config, const TrainOptions& options)
   parallel_.check_ranks(to_toml(config), config.train.batch_size, config.train.grad_accum_steps);
   if (!resuming) check_run_name(config.run.name, "config");
   check_memory(config, config.data.task == "text" ? 0 : config.data.vocab_size);  // before anything is allocated
+  check_data_input(config.data);  // a missing data file or folder leaves no run directory behind
   const fs::path dir = resuming ? fs::path(options.resume_dir) : fs::path(config.run.out_dir) / config.run.name;
   r_.dir = dir;
   on_every_rank_agree(comm_, [&] {  // only rank 0 has a run directory: other machines need no copy of it

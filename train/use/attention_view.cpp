@@ -38,8 +38,25 @@ std::vector<std::int64_t> rows_not_distributions(const Tensor& weights) {
   return bad;
 }
 
-std::string render_attention(const Tensor& weights, const std::vector<std::string>& tokens) {
+namespace {
+// A token as one line of text: newlines, tabs and other control bytes escaped (a token of real text may be "\n").
+std::string printable(const std::string& token) {
+  std::string out;
+  for (const unsigned char c : token) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\t') out += "\\t";
+    else if (c == '\r') out += "\\r";
+    else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out;
+}
+}  // namespace
+
+std::string render_attention(const Tensor& weights, const std::vector<std::string>& token_texts) {
   static const char* kShades = " .:-=+*#%@";
+  std::vector<std::string> tokens;
+  for (const auto& s : token_texts) tokens.push_back(printable(s));
   const auto t = static_cast<std::int64_t>(tokens.size());
   QKV_CHECK(weights.dim() == 2 && weights.size(0) == t && weights.size(1) == t,
             "render_attention: expected ({0}, {0}) weights for {0} tokens, got shape {1}", t, weights.shape().str());

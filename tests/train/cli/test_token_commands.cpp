@@ -101,6 +101,11 @@ TEST_CASE("token commands: bad input exits 2 with one message naming what is wro
            {{"tokenizer", "encode", put("x.txt", "x"), "--tokenizer", dir() + "/no_such"}, "no_such"},
            {{"tokenizer", "decode", put("bad.ids", "1 2 50257")}, "id 2 is \"50257\" (expected an integer in [0, 50257))"},
            {{"tokenizer", "decode", put("word.ids", "1 two")}, "id 1 is \"two\""},
+           {{"tokenizer", "decode", put("open.ids", "[31373, 995")}, "the JSON array is not closed"},
+           {{"tokenizer", "decode", put("nested.ids", "[[31373], 995]")}, "no nested arrays"},
+           {{"tokenizer", "decode", put("after.ids", "[31373] 995")}, "text after the array's end"},
+           {{"tokenizer", "decode", put("comma.ids", "31373, 995")}, "',' outside a JSON array"},
+           {{"tokenizer", "train", put("t2.txt", "some text"), "--vocab-size", "300", "--out", ""}, "the folder to save to is an empty name"},
            {{"tokenizer"}, "A subcommand is required"}}) {
     const auto& args = args_message.first;
     const auto& message = args_message.second;

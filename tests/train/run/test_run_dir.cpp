@@ -139,3 +139,14 @@ TEST_CASE("a symbolic link to a run: resumed where it leads; a new run onto a li
   CHECK_ERROR(RunDir(box / "runs" / "dangling", RunDirMode::Resume), "does not exist (it is a symbolic link to nothing)");
   CHECK(fs::is_symlink(box / "runs" / "latest"));
 }
+
+TEST_CASE("a run whose data file or shard folder is missing leaves no run directory behind") {
+  const fs::path box = sandbox("no_data");
+  Config c = tiny(box / "runs", "t");
+  c.data.task = "tokens";
+  c.data.path = (box / "no-shards").string();
+  CHECK_ERROR(train(c, forced()), "has no manifest.json");
+  c.data.task = "text";
+  CHECK_ERROR(train(c, forced()), "no-shards");
+  CHECK_FALSE(fs::exists(box / "runs" / "t"));
+}

@@ -19,3 +19,11 @@ TEST_CASE("render_attention shades each row") {
   CHECK((mark != std::string::npos && m.find("a |") < mark && mark < m.find("b |")));
   CHECK(m.find("b |    @\n") != std::string::npos);
 }
+
+TEST_CASE("render_attention: a token of newlines or tabs stays on its line, escaped") {
+  const Tensor w = Tensor::from(std::vector<float>{1, 0, 0, 1}, {2, 2});
+  const std::string s = render_attention(w, {"\n\n", "a\tb"});
+  CHECK(std::count(s.begin(), s.end(), '\n') == 4);  // the key line, two rows, the legend
+  CHECK(s.find("\\n\\n |") != std::string::npos);
+  CHECK(s.find("a\\tb |") != std::string::npos);
+}
