@@ -109,7 +109,7 @@ int cmd_train(const std::string& config_path, std::vector<std::string> overrides
   return 0;
 }
 
-int cmd_eval(const std::string& target, bool json, const std::string& tokens, std::int64_t windows) {
+int cmd_eval(const std::string& target, bool json, const std::string& tokens, std::int64_t windows, std::int64_t val_size) {
   TrainedModel tm = load_trained(target);
   if (!tokens.empty()) {  // another token folder's validation shard (a GPT-2 checkpoint has no data of its own)
     tm.config.data = DataOptions{.task = "tokens", .seq_len = tm.model->config().seq_len, .val_size = windows,
@@ -120,6 +120,10 @@ int cmd_eval(const std::string& target, bool json, const std::string& tokens, st
     QKV_CHECK(!is_gpt2_checkpoint(target), "eval: {} is a GPT-2 checkpoint, which carries no data: name token shards "
               "to evaluate it on with --tokens DIR (qkv tokenize makes them)", target);
   }
+  if (val_size > 0) tm.config.data.val_size = val_size;
+  if (tm.data_from_metadata && val_size == 0 && tm.config.data.val_size > 100'000)
+    fmt::print(stderr, "qkv: note: evaluating on {} examples (data.val_size in {}'s qkv.data metadata); --val-size N "
+               "evaluates on fewer\n", tm.config.data.val_size, tm.path);
   if (tm.data_from_metadata && !tm.config.data.path.empty())
     fmt::print(stderr, "qkv: note: {} names its data file {} (qkv.data metadata); reading it to evaluate\n", tm.path,
                tm.config.data.path);
@@ -231,15 +235,17 @@ Runner declare_eval(CLI::App& c) {
   struct Args {
     std::string target, tokens;
     bool json = false;
-    std::int64_t windows = 8;
+    std::int64_t windows = 8, val_size = 0;
   };
   auto a = std::make_shared<Args>();
   c.add_option("model", a->target, "run directory, .safetensors file or GPT-2 checkpoint folder")->required();
+  c.add_option("--val-size", a->val_size, "how many validation examples of the model's own data (default: its "
+               "data.val_size)")->check(CLI::Range(1, 100'000'000));
   c.add_flag("--json", a->json, "print one JSON object");
   c.add_option("--tokens", a->tokens, "evaluate on this token folder's validation shard (qkv tokenize) in windows "
                                       "of the model's positions, instead of the model's own data");
   c.add_option("--windows", a->windows, "with --tokens: how many windows (default 8)")->check(CLI::Range(1, 1000000));
-  return [a] { return cmd_eval(a->target, a->json, a->tokens, a->windows); };
+  return [a] { return cmd_eval(a->target, a->json, a->tokens, a->windows, a->val_size); };
 }
 
 Runner declare_info(CLI::App& c) {

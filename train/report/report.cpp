@@ -183,6 +183,28 @@ std::string render_chart(const Chart& c, const Axis& x) {
   return s + "</ul></figure>\n";
 }
 
+// At most about `most` points of a long curve (a 200k-step run drew every one: a 92 MB page): the points in order,
+// split into most / 2 buckets, each kept by its lowest and highest value, so spikes and the first and last stay.
+constexpr std::size_t kMaxPoints = 1000;  // per curve
+
+std::vector<std::pair<double, double>> thin(std::vector<std::pair<double, double>> points, std::size_t most) {
+  if (points.size() <= most) return points;
+  const std::size_t buckets = most / 2;
+  std::vector<std::pair<double, double>> out;
+  for (std::size_t b = 0; b < buckets; ++b) {
+    const std::size_t lo = b * points.size() / buckets, hi = (b + 1) * points.size() / buckets;
+    std::size_t min_at = lo, max_at = lo;
+    for (std::size_t i = lo; i < hi; ++i) {
+      if (!(points[i].second >= points[min_at].second)) min_at = i;  // NaN counts as low: it stays visible
+      if (points[i].second > points[max_at].second) max_at = i;
+    }
+    out.push_back(points[std::min(min_at, max_at)]);
+    if (min_at != max_at) out.push_back(points[std::max(min_at, max_at)]);
+  }
+  if (out.back() != points.back()) out.push_back(points.back());
+  return out;
+}
+
 std::vector<Chart> charts_of(const std::vector<RunData>& runs) {
   std::vector<Chart> charts = {
       {"loss", "Loss", "loss (nats per token, log scale)", true, false, {}},
@@ -199,6 +221,7 @@ std::vector<Chart> charts_of(const std::vector<RunData>& runs) {
         for (const auto& e : runs[i].events)
           if (e.value("split", "") == split && e.contains(c.metric) && e[c.metric].is_number())
             s.points.emplace_back(e["step"].get<double>(), e[c.metric].get<double>());
+        s.points = thin(std::move(s.points), kMaxPoints);
         if (!s.points.empty()) c.series.push_back(std::move(s));
       }
   return charts;

@@ -395,3 +395,12 @@ TEST_CASE("nothing lost to a full stdout: every command that prints data exits 1
   CHECK(status("info " + kReverse) == 1);
   CHECK(status("predict " + run + " --tokens '3 1 4 1 5 9 2 6 5 3 5 8'") == 1);
 }
+
+TEST_CASE("eval --val-size evaluates on that many examples of the model's own data") {
+  const std::string out = "run.out_dir=\"" + tmp_dir() + "\"";
+  REQUIRE(cli({"train", kReverse, out, "run.name=\"cli_valsize\"", "train.steps=20", "schedule.warmup_steps=0", "train.target_accuracy=0", "--force"}) == 0);
+  const auto r = test::run_cli_captured({"qkv", "eval", tmp_dir() + "/cli_valsize", "--val-size", "16", "--json"}, tmp_dir());
+  CHECK(r.code == 0);
+  CHECK(nlohmann::json::parse(r.out)["examples"] == 16);
+  CHECK(cli({"eval", tmp_dir() + "/cli_valsize", "--val-size", "0"}) == 2);
+}

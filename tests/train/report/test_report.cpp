@@ -193,3 +193,21 @@ TEST_CASE("the HTML check above catches what it should") {
   CHECK(check_html("<html></html>") == "no doctype");
   CHECK(check_html("<!DOCTYPE html>\n<html><meta charset=\"utf-8\"><svg><path d=\"M0 0\"/></svg></html>") == "");
 }
+
+TEST_CASE("a long run's curves are thinned to a page that opens: at most 1000 points a curve, spikes kept") {
+  const auto dir = fs::path(out_dir()) / "long";
+  fs::create_directories(dir);
+  {
+    std::ofstream m(dir / "metrics.jsonl");
+    for (int step = 1; step <= 100'000; ++step)
+      m << fmt::format(R"({{"step": {}, "split": "train", "loss": {}, "lr": 0.001}})", step, step == 77'777 ? 50.0 : 2.0) << "\n";
+  }
+  const std::string html = slurp(write_report({dir.string()}, (dir / "report.html").string()));
+  CHECK(check_html(html) == "");
+  CHECK(html.size() < 2'000'000);
+  const std::string loss = element(html, "<figure class=\"chart\" data-metric=\"loss\"", "</figure>");
+  CHECK(count(loss, "class=\"pt\"") <= 1001);
+  CHECK(count(loss, "class=\"pt\"") >= 500);
+  CHECK(loss.find("step 77777: 50") != std::string::npos);  // the spike survives thinning
+  CHECK(loss.find("step 100000: 2") != std::string::npos);  // and the last point
+}
