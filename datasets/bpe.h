@@ -1,5 +1,5 @@
 #pragma once
-// Byte-level BPE exactly as GPT-2 defines it (docs/tokenizers.md): text is UTF-8 bytes; GPT-2's pre-tokenizer
+// Byte-level BPE exactly as GPT-2 defines it (docs/tokens.md#the-tokenizer): text is UTF-8 bytes; GPT-2's pre-tokenizer
 // cuts it into pieces; inside each piece, starting from one token per byte, the adjacent pair with the lowest
 // merge rank is merged until no pair has a rank. A vocabulary is 256 byte tokens, one token per merge and any
 // special tokens (such as "<|endoftext|>"), which only callers that allow them get from text.

@@ -1,5 +1,5 @@
 #pragma once
-// Token shards (docs/formats.md): a corpus encoded once into flat binary files, read back a window at a time, so
+// Token shards (docs/tokens.md#shard-folders): a corpus encoded once into flat binary files, read back a window at a time, so
 // training memory does not depend on the corpus size.
 //
 // A shard is a header of 256 little-endian int32 (1024 bytes), then the tokens, little-endian. The header is llm.c's:

@@ -70,6 +70,10 @@ find_program(QKV_PYTHON3 python3)
 if(QKV_PYTHON3)
   add_test(NAME tools/layout COMMAND ${QKV_PYTHON3} ${PROJECT_SOURCE_DIR}/tools/check_layout.py)
   qkv_test_timeout(tools/layout 60)
+  # Every relative link of README and docs/ resolves, and every docs page a source file names exists.
+  add_test(NAME docs/links COMMAND ${QKV_PYTHON3} ${PROJECT_SOURCE_DIR}/tools/check_links.py ${PROJECT_SOURCE_DIR})
+  set_tests_properties(docs/links PROPERTIES PASS_REGULAR_EXPRESSION "links: 0 broken")
+  qkv_test_timeout(docs/links 60)
   if(TARGET qkv)
     add_test(NAME docs/commands COMMAND ${QKV_PYTHON3} ${PROJECT_SOURCE_DIR}/tools/doc_check.py ${PROJECT_BINARY_DIR}
                                         ${CMAKE_CURRENT_BINARY_DIR}/doc_check ${PROJECT_SOURCE_DIR})

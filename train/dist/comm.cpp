@@ -2,7 +2,6 @@
 
 #include <qkv/core/tensor.h>
 #include <qkv/train/dist/detail.h>
-#include <qkv/train/dist/gradients.h>
 
 #include <fmt/format.h>
 
@@ -96,11 +95,6 @@ double Comm::sum(double value) const {
   std::vector<double> v{value};
   sum(v);
   return v[0];
-}
-
-void Comm::sum_gradients(const std::vector<Tensor>& params) const {
-  if (!distributed()) return;
-  GradientBuckets(params, *this, 0).sum();
 }
 
 void Comm::broadcast([[maybe_unused]] std::string& bytes, [[maybe_unused]] int root) const {

@@ -35,9 +35,6 @@ class Comm {
   /// Sums every rank's values in place (float32 or float64 tensors, contiguous spans of doubles).
   void sum(std::vector<double>& values) const;
   double sum(double value) const;
-  /// Every rank's gradients summed in place, flattened into one buffer per dtype (GradientBuckets with
-  /// bucket_bytes 0: one all-reduce per dtype, not one per tensor); undefined gradients count as zeros.
-  void sum_gradients(const std::vector<Tensor>& params) const;
   /// Root's bytes on every rank (resized there).
   void broadcast(std::string& bytes, int root = 0) const;
   /// Root's parameter values copied into every rank's parameters.

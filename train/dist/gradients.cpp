@@ -255,4 +255,9 @@ void GradientBuckets::sum() {
 }
 
 
+void sum_gradients(const Comm& comm, const std::vector<Tensor>& params) {
+  if (!comm.distributed()) return;
+  GradientBuckets(params, comm, 0).sum();
+}
+
 }  // namespace qkv

@@ -63,4 +63,8 @@ class GradientBuckets {
   std::unique_ptr<State> s_;
 };
 
+/// Every rank's gradients summed in place, flattened into one buffer per dtype (GradientBuckets with bucket_bytes
+/// 0: one all-reduce per dtype, not one per tensor); undefined gradients count as zeros.
+void sum_gradients(const Comm& comm, const std::vector<Tensor>& params);
+
 }  // namespace qkv

@@ -1,5 +1,5 @@
 #pragma once
-// GPT-2 checkpoints of the field (docs/formats.md#gpt-2-checkpoints): a Hugging Face folder (config.json,
+// GPT-2 checkpoints of the field (docs/export.md#gpt-2-checkpoints): a Hugging Face folder (config.json,
 // model.safetensors with Conv1D weights stored (in, out), vocab.json, merges.txt) or a nanoGPT state dict in a
 // safetensors file (nn.Linear weights (out, in)), read into a model.kind = "gpt2" model and written back.
 #include <qkv/datasets/bpe.h>

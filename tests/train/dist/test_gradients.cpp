@@ -19,7 +19,7 @@ TEST_CASE("without mpirun the job is one rank and nothing calls MPI") {
   CHECK(comm.gather(42) == std::vector<std::uint64_t>{42});
   const Tensor w = Tensor::from({1.0, 2.0}).requires_grad_();
   sum(w * 3.0).backward();
-  comm.sum_gradients({w});
+  sum_gradients(comm, {w});
   CHECK(w.grad().to_vector() == std::vector<double>{3.0, 3.0});
 }
 
@@ -61,7 +61,7 @@ TEST_CASE("gradient buckets: last parameters first, split by size and dtype; in 
   }
   CHECK(buckets.started_early() == 0);  // the first bucket holds `unused`, which backward never reaches
 
-  // sum(): gradients a plain backward made (Comm::sum_gradients' path); undefined ones become zeros.
+  // sum(): gradients a plain backward made (sum_gradients' path); undefined ones become zeros.
   for (const Tensor& p : params) p.zero_grad();
   sum(b * c).backward();
   buckets.sum();
