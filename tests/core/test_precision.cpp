@@ -54,6 +54,20 @@ TEST_CASE("round_bf16: nearest, ties to even, NaN, infinity and overflow") {
   CHECK(round_bf16(3.4e38f) == std::numeric_limits<float>::infinity());  // beyond bf16's max
   CHECK(std::isinf(round_bf16(-std::numeric_limits<float>::infinity())));
   CHECK(std::isnan(round_bf16(std::numeric_limits<float>::quiet_NaN())));
+  // NaNs that plain rounding would turn into other numbers: a signalling NaN (its payload in the low bits rounds
+  // away: infinity), the largest payload (the carry wraps to -0), and negative ones. Each stays a quiet NaN of
+  // its sign, in the scalar and the array rounding alike.
+  const auto bf16_bits = [](std::uint32_t in) { return std::bit_cast<std::uint32_t>(round_bf16(std::bit_cast<float>(in))) >> 16; };
+  CHECK(bf16_bits(0x7f800001u) == 0x7fc0u);
+  CHECK(bf16_bits(0x7fffffffu) == 0x7fffu);
+  CHECK(bf16_bits(0xff800001u) == 0xffc0u);
+  CHECK(bf16_bits(0xffffffffu) == 0xffffu);
+  const std::vector<float> odd = {std::bit_cast<float>(0x7f800001u), std::bit_cast<float>(0x7fffffffu),
+                                  std::bit_cast<float>(0xffffffffu), 1.0f + 0x1p-8f};
+  std::vector<float> rounded(odd.size());
+  round_bf16(odd.data(), rounded.data(), static_cast<std::int64_t>(odd.size()));
+  for (std::size_t i = 0; i < odd.size(); ++i)
+    CHECK(std::bit_cast<std::uint32_t>(rounded[i]) == std::bit_cast<std::uint32_t>(round_bf16(odd[i])));
   CHECK((std::bit_cast<std::uint32_t>(round_bf16(0.1f)) & 0xffffu) == 0);
 }
 

@@ -11,6 +11,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 
 using namespace qkv;
@@ -282,4 +283,71 @@ TEST_CASE("tokenizer files not whole: merges cut short are an error; special tok
   CHECK(BpeTokenizer::load((fs::path(declared) / "again").string()).hash() == tok.hash());
   std::ofstream(fs::path(declared) / "added_tokens.json") << R"({"<|gone|>": 257})";
   CHECK_ERROR(BpeTokenizer::load(declared), "the special token \"<|gone|>\" is declared but not in");
+}
+
+namespace {
+// GPT-2's own bpe() (encoder.py): the word as byte symbols; while some adjacent pair has a rank, every occurrence of
+// the lowest-ranked one is merged, left to right. Independent of both of qkv's paths (a scan up to 64 bytes, a
+// heap beyond), which merge one pair at a time.
+std::vector<BpeTokenizer::Id> reference_bpe(const std::string& piece) {
+  struct Tables {
+    std::map<std::string, int> rank;   // "left right" -> rank
+    std::map<std::string, int> id;     // token -> id
+  };
+  static const Tables t = [] {
+    Tables t;
+    const auto vocab = nlohmann::json::parse(slurp(QKV_FIXTURES_DIR "/gpt2/encoder.json"));
+    for (const auto& [token, id] : vocab.items()) t.id[token] = id.get<int>();
+    std::istringstream merges(slurp(QKV_FIXTURES_DIR "/gpt2/vocab.bpe"));
+    std::string line;
+    std::getline(merges, line);  // #version
+    for (int r = 0; std::getline(merges, line);) if (!line.empty()) t.rank[line] = r++;
+    return t;
+  }();
+  std::vector<std::string> word;
+  for (const unsigned char b : piece) word.push_back(byte_symbol(b));
+  while (word.size() > 1) {
+    int best = -1;
+    std::string pair;
+    for (std::size_t i = 0; i + 1 < word.size(); ++i)
+      if (const auto it = t.rank.find(word[i] + " " + word[i + 1]); it != t.rank.end() && (best < 0 || it->second < best))
+        best = it->second, pair = it->first;
+    if (best < 0) break;
+    const std::string first = pair.substr(0, pair.find(' ')), second = pair.substr(pair.find(' ') + 1);
+    std::vector<std::string> merged;
+    for (std::size_t i = 0; i < word.size();) {
+      if (i + 1 < word.size() && word[i] == first && word[i + 1] == second) merged.push_back(first + second), i += 2;
+      else merged.push_back(word[i++]);
+    }
+    word = std::move(merged);
+  }
+  std::vector<BpeTokenizer::Id> ids;
+  for (const auto& s : word) ids.push_back(t.id.at(s));
+  return ids;
+}
+}  // namespace
+
+TEST_CASE("BPE ids equal GPT-2's own bpe() loop, on short pieces (the scan) and long ones (the heap)") {
+  Generator g(17);
+  static const std::vector<std::string> runs = {"a", "e", "th", "in", "er", "an", "re", "on", " ", "1", "0", "9",
+                                                "\n", "é", "日", "ing", "tion", "!", "-", "=", "aa"};
+  int long_pieces = 0;
+  for (int k = 0; k < 150; ++k) {
+    std::string text;
+    const auto parts = 1 + g.randint(6);
+    for (std::uint64_t p = 0; p < parts; ++p) {  // runs of one class, up to ~400 bytes: many pieces over 64 bytes
+      const auto& unit = runs[g.randint(runs.size())];
+      const auto n = 1 + g.randint(k % 3 == 0 ? 200 : 20);
+      for (std::uint64_t i = 0; i < n; ++i) text += g.randint(4) == 0 ? runs[g.randint(9)] : unit;
+    }
+    std::vector<BpeTokenizer::Id> want;
+    gpt2_pretokenizer().split(text, [&](std::string_view piece) {
+      long_pieces += piece.size() > 64;
+      const auto ids = reference_bpe(std::string(piece));
+      want.insert(want.end(), ids.begin(), ids.end());
+    });
+    CAPTURE(text);
+    CHECK(gpt2().encode(text) == want);
+  }
+  CHECK(long_pieces > 30);
 }
