@@ -4,7 +4,7 @@
 Plants each mutation below, one at a time, in a copy of the tree (never the tree itself), builds the qkv program
 and the test binary there, runs the ctest entries that cover the module, and counts the mutation as killed when
 they fail or time out. Prints the kill rate per module. A developer tool, not part of `make test` (a full run builds
-~58 times: about 35 minutes on 2 cores).
+~100 times: about an hour on 2 cores).
 
   tools/mutate.py                 every mutation
   tools/mutate.py --module report only one module's
@@ -20,7 +20,7 @@ import tempfile
 import time
 
 # (module, file, original, replacement, ctest regex of the tests that cover it)
-SAFETENSORS = "train/io/test_safetensors|train/io/test_files|train/cli/test_cli"
+SAFETENSORS = "core/test_safetensors|core/test_files|train/cli/test_cli"
 DATASETS = "datasets/test_dataset|train/run/test_"
 DIST = "train/mpi|train/dist/test_gradients"
 SCHEDULE = "optim/|train/run/test_"
@@ -28,18 +28,22 @@ CONFIG = "train/run/test_config|train/cli/test_cli"
 RUN_DIR = "train/run/test_run_dir|train/cli_faults|train/run/test_"
 REPORT = "train/report/test_report"
 CKPT = "train/run/test_|train/cli_faults|train/cli/test_cli"
+TOKENIZER = "datasets/test_bpe|datasets/test_chunks|datasets/test_tokenize|datasets/test_bpe_train"
+PRECISION = "core/test_precision|core/test_checkpoint|train/run/test_step"
+AUTOGRAD = "core/test_autograd|core/test_backward|core/test_checkpoint|layers/test_module|train/dist/test_gradients"
+RECOMPUTE = "core/test_checkpoint|train/run/test_step"
 MUTATIONS = [
     # ---- safetensors ------------------------------------------------------------------------------------------
-    ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(n <= kMaxHeader,", "QKV_CHECK(n < kMaxHeader + 1000,", SAFETENSORS),
-    ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(n <= size - 8,", "QKV_CHECK(n <= size,", SAFETENSORS),
-    ("safetensors", "train/io/safetensors.cpp", "(u + 0x7fffu + ((u >> 16) & 1u)) >> 16", "(u + 0x8000u) >> 16", SAFETENSORS),
+    ("safetensors", "core/safetensors.cpp", "QKV_CHECK(n <= kMaxHeader,", "QKV_CHECK(n < kMaxHeader + 1000,", SAFETENSORS),
+    ("safetensors", "core/safetensors.cpp", "QKV_CHECK(n <= size - 8,", "QKV_CHECK(n <= size,", SAFETENSORS),
+    ("safetensors", "core/safetensors.cpp", "(u + 0x7fffu + ((u >> 16) & 1u)) >> 16", "(u + 0x8000u) >> 16", SAFETENSORS),
     # (to_f16's own overflow test, absu >= 0x477ff000u, is unreachable now that writing refuses such values first)
-    ("safetensors", "train/io/safetensors.cpp", 'QKV_CHECK(seen.insert(name).second, "safetensors: duplicate', 'QKV_CHECK(seen.insert(name).second || true, "safetensors: duplicate', SAFETENSORS),
-    ("safetensors", "train/io/safetensors.cpp", "json.append((8 - json.size() % 8) % 8, ' ');", "json.append((8 - json.size() % 8), ' ');", SAFETENSORS),
-    ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(en.begin == expect,", "QKV_CHECK(en.begin <= expect,", SAFETENSORS),
-    ("safetensors", "train/io/safetensors.cpp", "QKV_CHECK(expect == buffer_size,", "QKV_CHECK(expect <= buffer_size,", SAFETENSORS),
-    ("safetensors", "train/io/safetensors.cpp", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) >= 0x477ff000u", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) > 0x47800000u", SAFETENSORS),
-    ("safetensors", "train/io/files.cpp", "if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", "if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", SAFETENSORS + "|train/cli_faults"),
+    ("safetensors", "core/safetensors.cpp", 'QKV_CHECK(seen.insert(name).second, "safetensors: duplicate', 'QKV_CHECK(seen.insert(name).second || true, "safetensors: duplicate', SAFETENSORS),
+    ("safetensors", "core/safetensors.cpp", "json.append((8 - json.size() % 8) % 8, ' ');", "json.append((8 - json.size() % 8), ' ');", SAFETENSORS),
+    ("safetensors", "core/safetensors.cpp", "QKV_CHECK(en.begin == expect,", "QKV_CHECK(en.begin <= expect,", SAFETENSORS),
+    ("safetensors", "core/safetensors.cpp", "QKV_CHECK(expect == buffer_size,", "QKV_CHECK(expect <= buffer_size,", SAFETENSORS),
+    ("safetensors", "core/safetensors.cpp", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) >= 0x477ff000u", "(std::bit_cast<std::uint32_t>(p[i]) & 0x7fffffffu) > 0x47800000u", SAFETENSORS),
+    ("safetensors", "core/files.cpp", "if (S_ISCHR(st.st_mode) || S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", "if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode)) return", SAFETENSORS + "|train/cli_faults"),
     ("safetensors", "core/files.cpp", "if (size > max_bytes) {", "if (size > max_bytes + 1) {", SAFETENSORS),
     # ---- datasets ---------------------------------------------------------------------------------------------
     ("datasets", "datasets/files.cpp", "split_ = n - n / 10;", "split_ = n - n / 20;", DATASETS),
@@ -56,9 +60,9 @@ MUTATIONS = [
     ("distributed", "train/dist/data_parallel.cpp", "first = comm_.rank() * rows;", "first = 0;", DIST),
     ("distributed", "train/dist/data_parallel.h", "return comm_.distributed() ? comm_.sum(counted) : counted;", "return counted * comm_.size();", DIST),
     ("distributed", "train/dist/data_parallel.cpp", "  comm_.broadcast_values(params);\n", "\n", DIST),
-    ("distributed", "train/dist/data_parallel.cpp", "if (shard_->owns(i)) mine.insert(named[i].first);", "mine.insert(named[i].first);", DIST),
+    ("distributed", "train/dist/data_parallel.cpp", "optimizer.retain_state([&](std::size_t i) { return shard_->owns(i); });", "optimizer.retain_state([&](std::size_t) { return true; });", DIST),
     ("distributed", "train/dist/data_parallel.cpp", "model.set_batch_slice(comm_.rank() * rows, batch_size);", "model.set_batch_slice(0, batch_size);", DIST),
-    ("distributed", "train/run/step.cpp", "reported = parallel->comm().sum(loss.item());", "reported = loss.item();", DIST),
+    ("distributed", "train/run/step.cpp", "local = distributed ? parallel->comm().sum(local) : local;", "local = local;", DIST),
     ("distributed", "train/dist/comm.cpp", "if (!comm.all_failing(seconds)) {", "if (false) {", DIST),
     # ---- schedule ---------------------------------------------------------------------------------------------
     ("schedule", "optim/schedule.cpp", "if (s < w) return base_lr_ * static_cast<double>(s + 1) / static_cast<double>(w);", "if (s < w) return base_lr_ * static_cast<double>(s) / static_cast<double>(w);", SCHEDULE),
@@ -95,6 +99,58 @@ MUTATIONS = [
     ("checkpoint", "train/run/trainer.cpp", "r_.reached_target = v.seq_acc;", "r_.reached_target = 0;", CKPT),
     ("checkpoint", "train/run/checkpoint.cpp", "check_same_data(*r.data, f, ck, file);", "", CKPT),
     ("checkpoint", "train/run/trainer.cpp", 'guarded_write("records in metrics.jsonl", r_.step, r_.dir, [&] { metrics_.append(lines); });', 'try { metrics_.append(lines); } catch (...) {}', CKPT),
+    # ---- byte-level BPE ---------------------------------------------------------------------------------------
+    ("bpe", "datasets/bpe.cpp", "(found[i] >> 32) < (found[best] >> 32))) best = i;", "(found[i] >> 32) <= (found[best] >> 32))) best = i;", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "if (best + 1 < size) found[best] = lookup(", "if (best + 1 < size && false) found[best] = lookup(", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "if (best > 0) found[best - 1] = lookup(", "if (best > 1) found[best - 1] = lookup(", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "      push(a.prev);\n", "\n", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "if (a.id != l || a.next < 0 || m.nodes[static_cast<std::size_t>(a.next)].id != r) continue;", "if (a.next < 0) continue;", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "if (n <= 64) {", "if (n <= 1000) {", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "if (n <= 256) cache.words.emplace(std::string(piece), m.sym);", "if (n <= 256) cache.words.emplace(std::string(piece.substr(0, n - 1)), m.sym);", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "(found == pos && found != std::string_view::npos && name.size() > len)", "(false)", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", 'const bool special = key_of[id] == "<|endoftext|>" ||', 'const bool special = true ||', TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "rank_of_.emplace(key, (static_cast<std::uint64_t>(r) << 32) | static_cast<std::uint32_t>(merged_[r]));", "rank_of_[key] = (static_cast<std::uint64_t>(r) << 32) | static_cast<std::uint32_t>(merged_[r]);", TOKENIZER),
+    # ---- pre-tokenizer ----------------------------------------------------------------------------------------
+    ("pretokenize", "datasets/pretokenize.cpp", "if (c == 's' || c == 'd' || c == 'm' || c == 't') return 2;", "if (c == 's' || c == 'd' || c == 'm') return 2;", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", "(c == 'v' && s[at + 2] == 'e')", "(c == 'v' && s[at + 2] == 'v')", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", "const std::size_t j = at + (s[at] == ' ' ? 1 : 0);", "const std::size_t j = at;", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", "return k < n && last > at ? last - at : k - at;", "return k - at;", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", "{0x2000, 0x200A}", "{0x2000, 0x2009}", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", "if (b < 0xF0) return len = 3,", "if (b < 0xEF) return len = 3,", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", "if (at <= limit && !white_space_piece(piece)) cut = at;", "if (at <= limit) cut = at;", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", "s[p] == ' ' && ascii_graphic(s[p - 1]) && ascii_graphic(s[p + 1])", "s[p] == ' ' && ascii_graphic(s[p + 1])", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", 'out += in_class ? *body : "[" + *body + "]";', "out += *body;", TOKENIZER),
+    ("pretokenize", "datasets/pretokenize.cpp", "fill(unicode::kNumbers, kNumber);", "fill(unicode::kNumbers, kLetter);", TOKENIZER),
+    # ---- bf16 precision ---------------------------------------------------------------------------------------
+    ("precision", "core/precision.cpp", "(u + 0x7fffu + ((u >> 16) & 1u)) >> 16", "(u + 0x8000u) >> 16", PRECISION),
+    ("precision", "core/precision.cpp", "(u & 0x7fffffffu) > 0x7f800000u ? nan : rounded", "(u & 0x7fffffffu) > 0x7f800001u ? nan : rounded", PRECISION),
+    ("precision", "core/precision.cpp", "const std::uint32_t nan = (u >> 16) | 0x40u;", "const std::uint32_t nan = u >> 16;", PRECISION),
+    ("precision", "core/precision.cpp", "AutocastGuard::~AutocastGuard() { t_precision = prev_; }", "AutocastGuard::~AutocastGuard() { t_precision = Precision::Float32; }", PRECISION),
+    ("precision", "core/backward.cpp", "const AutocastGuard precision(static_cast<Precision>(node.precision));  // the forward's", "", PRECISION),
+    ("precision", "core/parallel.cpp", "precision_.store(matmul_precision(), std::memory_order_relaxed);", "precision_.store(Precision::Float32, std::memory_order_relaxed);", PRECISION),
+    ("precision", "core/precision.cpp", "for (std::int64_t i = 0; i < b_rows; ++i) round_bf16(b + i * ldb, rb.data() + i * b_cols, b_cols);", "for (std::int64_t i = 0; i < b_rows; ++i) std::copy_n(b + i * ldb, b_cols, rb.data() + i * b_cols);", PRECISION),
+    ("precision", "core/precision.cpp", "convert(b, rb.get(), k * m, value);", "std::copy_n(b, k * m, rb.get());", PRECISION),
+    ("precision", "core/gemm.cpp", "    if (matmul_precision() == Precision::BFloat16) {\n      gemm_bf16(", "    if (false) {\n      gemm_bf16(", PRECISION),
+    # ---- backward sweeps, grad() and hooks ----------------------------------------------------------------------
+    ("backward", "core/backward.cpp", "if (it == held_.end() || --it->second.pending > 0 || !it->second.sum.defined()) continue;", "if (it == held_.end() || !it->second.sum.defined()) continue;", AUTOGRAD),
+    ("backward", "core/backward.cpp", "kept && capture == nullptr) sum_into(kept->grad, g.clone());", "kept && capture == nullptr) kept->grad = g.clone();", AUTOGRAD),
+    ("backward", "core/backward.cpp", "if (g.defined() && !retain_graph) release(*node);", "if (g.defined()) release(*node);", AUTOGRAD),
+    ("backward", "core/backward.cpp", "if (const auto c = capture.nodes.find(&node); c != capture.nodes.end()) capture.reached[c->second] = true;", "", AUTOGRAD),
+    ("backward", "core/backward.cpp", "if (capture.reached[i] && !capture.grads[i].defined()) capture.grads[i] = Tensor::zeros(inputs[i].shape(), inputs[i].dtype());", "", AUTOGRAD),
+    ("backward", "core/backward.cpp", "if (e.leaf && --pending_[e.leaf.get()] == 0) (*hook_)(Tensor(e.leaf));", "if (e.leaf) (*hook_)(Tensor(e.leaf));", AUTOGRAD),
+    ("backward", "core/backward.cpp", "QKV_CHECK(grad.shape() == t.shape(),", "QKV_CHECK(grad.numel() == t.numel(),", AUTOGRAD),
+    ("backward", "core/backward.cpp", "    g = std::move(r);\n", "\n", AUTOGRAD),
+    ("backward", "core/backward.cpp", "if (g_anomaly) check_finite_grads(node, grads);", "", AUTOGRAD),
+    ("backward", "core/backward.cpp", "if (e.leaf && (capture ? capture->leaves.count(e.leaf.get()) > 0 : !e.leaf->hooks.empty()))", "if (e.leaf && (!e.leaf->hooks.empty() || (capture && capture->leaves.count(e.leaf.get()))))", AUTOGRAD),
+    # ---- checkpoint (recomputation) ---------------------------------------------------------------------------
+    ("checkpoint", "core/checkpoint.cpp", "rewound.now.push_back(rngs[i]->state()), rngs[i]->set_state(at_forward[i]);", "rewound.now.push_back(rngs[i]->state());", RECOMPUTE),
+    ("checkpoint", "core/checkpoint.cpp", "rngs[i]->set_state(now[i]);", "(void)now[i];", RECOMPUTE),
+    ("checkpoint", "core/checkpoint.cpp", "if (x_needs) wrt.push_back(again), slot.push_back(0);", "if (false) wrt.push_back(again), slot.push_back(0);", RECOMPUTE),
+    ("checkpoint", "core/checkpoint.cpp", "wrt.push_back(params[i]), slot.push_back(1 + i);", "wrt.push_back(params[i]), slot.push_back(i);", RECOMPUTE),
+    ("checkpoint", "core/checkpoint.cpp", "/*leaf_hooks=*/false);", "/*leaf_hooks=*/true);", RECOMPUTE),
+    ("checkpoint", "core/checkpoint.cpp", "      EnableGradGuard grad_on;\n", "\n", RECOMPUTE),
+    ("checkpoint", "core/checkpoint.cpp", "    NoGradGuard no_grad;\n    out = f(x);", "    out = f(x);", RECOMPUTE),
+    ("checkpoint", "core/checkpoint.cpp", "if (!any_requires_grad(inputs)) return f(x);", "", RECOMPUTE),
     # ---- the thread pool's wake-up ----------------------------------------------------------------------------
     ("parallel", "core/parallel.cpp", "== chunks && caller_sleeping_.load()) done_.notify_one();", "== chunks && caller_sleeping_.load() && false) done_.notify_one();", "core/test_parallel"),
 ]
@@ -118,6 +174,9 @@ def main():
     chosen = [m for m in MUTATIONS if not args.module or m[0] in args.module]
     bad = []
     for module, file, old, new, _ in chosen:
+        if not (src / file).exists():
+            bad.append(f"{module}: {file}: no such file")
+            continue
         n = (src / file).read_text().count(old)
         if n != 1:
             bad.append(f"{module}: {file}: the original occurs {n} times: {old[:70]!r}")
