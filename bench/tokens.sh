@@ -49,11 +49,44 @@ for ((i = 0; i < RUNS; i++)); do
 done
 echo "training on tokens (configs/tokens.toml): $(m "${sps[@]}") tokens/s, peak RSS $(m "${rss[@]}") MB"
 
+# qkv tokenize on documents of about 1 KB with a separator (TinyStories-like): the same corpus cut into documents.
+DOCS=$WORK/docs.txt
+[ -f "$DOCS" ] || /usr/bin/python3 - "$CORPUS" "$DOCS" <<'EOF'
+import sys
+text = open(sys.argv[1], encoding="utf-8").read()
+with open(sys.argv[2], "w", encoding="utf-8") as out:
+    out.write("<|sep|>".join(text[i:i + 1000] for i in range(0, len(text), 1000)))
+EOF
+docs=()
+for ((i = 0; i < RUNS; i++)); do
+  rm -rf "$WORK/docshards"
+  docs+=("$(seconds "$QKV" tokenize "$DOCS" --out "$WORK/docshards" --doc-separator '<|sep|>')")
+done
+printf "%-46s %8s s  %7s MB/s\n" "qkv tokenize, 1 KB documents + separator" "$(m "${docs[@]}")" \
+  "$(echo "scale=1; $(stat -c %s "$DOCS") / 1000000 / $(m "${docs[@]}")" | bc -l)"
+
 # Peak RSS against the token set's size: synthetic uint16 shards of 10M and 1G tokens (20 MB and 2 GB) beside
-# the real folder's tokenizer and manifest.
+# the real folder's tokenizer and manifest. Each shard's header and the manifest carry the tokenizer's hash and the
+# shard's FNV-1a checksum (docs/tokens.md#shard-folders), computed by a small helper built here.
+FNV=$WORK/fnv1a
+[ -x "$FNV" ] || gcc -O2 -x c - -o "$FNV" <<'EOF'
+#include <stdint.h>
+#include <stdio.h>
+int main(int argc, char** argv) {  /* FNV-1a of a shard's tokens (after its 1024-byte header) */
+  FILE* f = fopen(argv[1], "rb");
+  uint64_t h = 14695981039346656037ull;
+  static unsigned char b[1 << 16];
+  size_t n;
+  if (f == NULL || fseek(f, 1024, SEEK_SET) != 0) return 1;
+  while ((n = fread(b, 1, sizeof b, f)) > 0)
+    for (size_t i = 0; i < n; ++i) h = (h ^ b[i]) * 1099511628211ull;
+  printf("%016llx\n", (unsigned long long)h);
+  return 0;
+}
+EOF
 synth() {  # synth DIR TOKENS
-  /usr/bin/python3 - "$WORK/shards" "$1" "$2" <<'EOF'
-import json, os, random, shutil, struct, sys
+  FNV=$FNV /usr/bin/python3 - "$WORK/shards" "$1" "$2" <<'EOF'
+import json, os, random, shutil, struct, subprocess, sys
 src, out, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if os.path.exists(os.path.join(out, "manifest.json")):
     sys.exit(0)
@@ -66,12 +99,17 @@ shards, left, k = [], n, 0
 while left > 0:
     count = min(left, 100_000_000)
     name = "train_%06d.bin" % k
-    with open(os.path.join(out, name), "wb") as f:
-        f.write(struct.pack("<3i", 20240520, 1, count) + bytes(1012))
+    path = os.path.join(out, name)
+    with open(path, "wb") as f:
+        f.write(bytes(1024))
         for _ in range(count // (1 << 20)):
             f.write(block)
         f.write(block[: 2 * (count % (1 << 20))])
-    shards.append({"file": name, "split": "train", "tokens": count})
+    checksum = int(subprocess.run([os.environ["FNV"], path], capture_output=True, text=True, check=True).stdout, 16)
+    tok = int(m["tokenizer"]["hash"], 16)
+    with open(path, "r+b") as f:  # llm.c's header, then the tokenizer and the checksum (low words first)
+        f.write(struct.pack("<3i4I", 20240520, 1, count, tok & 0xffffffff, tok >> 32, checksum & 0xffffffff, checksum >> 32))
+    shards.append({"file": name, "split": "train", "tokens": count, "checksum": "%016x" % checksum})
     left, k = left - count, k + 1
 val = [s for s in m["shards"] if s["split"] == "val"]
 for s in val:
