@@ -7,6 +7,27 @@
 
 namespace qkv {
 
+namespace {
+// The gradients of (x, params...) from the recomputed y = f(x) and dL/dy = g, computed as grad() does: no .grad()
+// touched and no leaf hook run, so the outer sweep accumulates them as this node's input gradients, runs their
+// hooks once, tells LeafGradHook when they are final and serves an outer grad() (torch's non-reentrant
+// checkpoint). `x` is undefined when it needs no gradient.
+Grads through_recomputed(const Tensor& y, const Tensor& g, const Tensor& x, const std::vector<Tensor>& params) {
+  Grads grads(1 + params.size());
+  if (!y.requires_grad()) return grads;
+  std::vector<Tensor> wrt;
+  std::vector<std::size_t> slot;
+  if (x.defined()) wrt.push_back(x), slot.push_back(0);
+  for (std::size_t i = 0; i < params.size(); ++i)
+    if (params[i].requires_grad()) wrt.push_back(params[i]), slot.push_back(1 + i);
+  if (wrt.empty()) return grads;
+  std::vector<Tensor> got = detail::grad_impl({y}, wrt, {g}, /*retain_graph=*/false, /*allow_unused=*/true,
+                                              /*leaf_hooks=*/false);
+  for (std::size_t k = 0; k < got.size(); ++k) grads[slot[k]] = std::move(got[k]);
+  return grads;
+}
+}  // namespace
+
 Tensor checkpoint(const std::function<Tensor(const Tensor&)>& f, const Tensor& x, const std::vector<Tensor>& params,
                   const std::vector<std::shared_ptr<Generator>>& rngs) {
   QKV_CHECK(x.defined(), "checkpoint: the input is undefined");
@@ -50,21 +71,7 @@ Tensor checkpoint(const std::function<Tensor(const Tensor&)>& f, const Tensor& x
     QKV_CHECK(y.defined() && y.shape() == g.shape() && y.dtype() == g.dtype(),
               "checkpoint: the recompute returned shape {}, the forward {}: the function must compute the same "
               "values from the same inputs", y.defined() ? y.shape().str() : "(undefined)", g.shape().str());
-    Grads grads(1 + params.size());
-    if (!y.requires_grad()) return grads;
-    // The recomputed graph runs as grad() does: it touches no .grad() and returns the gradients of x and of the
-    // parameters as this node's input gradients, so the outer sweep accumulates them, runs their hooks once, tells
-    // LeafGradHook when they are final and serves an outer grad() (torch's non-reentrant checkpoint).
-    std::vector<Tensor> wrt;
-    std::vector<std::size_t> slot;
-    if (x_needs) wrt.push_back(again), slot.push_back(0);
-    for (std::size_t i = 0; i < params.size(); ++i)
-      if (params[i].requires_grad()) wrt.push_back(params[i]), slot.push_back(1 + i);
-    if (wrt.empty()) return grads;
-    std::vector<Tensor> got = detail::grad_impl({y}, wrt, {g}, /*retain_graph=*/false, /*allow_unused=*/true,
-                                                /*leaf_hooks=*/false);
-    for (std::size_t k = 0; k < got.size(); ++k) grads[slot[k]] = std::move(got[k]);
-    return grads;
+    return through_recomputed(y, g, x_needs ? again : Tensor(), params);
   });
   return out;
 }

@@ -110,6 +110,34 @@ BpeTokenizer BpeTokenizer::load(const std::string& dir_or_name) {
   fail("tokenizer: {} has neither vocab.json + merges.txt nor encoder.json + vocab.bpe", dir);
 }
 
+// merges.txt's lines in rank order: two known tokens whose concatenation is a token; `made` marks each result.
+void BpeTokenizer::parse_merges(const std::string& merges, const std::unordered_map<std::string, Id>& id_of,
+                                std::vector<bool>& made, const std::string& vname, const std::string& mname) {
+  std::size_t line_no = 0, begin = 0;
+  while (begin < merges.size()) {
+    std::size_t end = merges.find('\n', begin);
+    if (end == std::string::npos) end = merges.size();
+    std::string line = merges.substr(begin, end - begin);
+    begin = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
+    const auto space = line.find(' ');
+    QKV_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
+                  line.find(' ', space + 1) == std::string::npos,
+              "tokenizer: {}:{}: expected two tokens separated by one space, got \"{}\"", mname, line_no, line);
+    const std::string left = line.substr(0, space), right = line.substr(space + 1);
+    for (const auto* part : {&left, &right})
+      QKV_CHECK(id_of.count(*part) != 0, "tokenizer: {}:{}: \"{}\" is not in {}", mname, line_no, *part, vname);
+    const auto merged = id_of.find(left + right);
+    QKV_CHECK(merged != id_of.end(), "tokenizer: {}:{}: \"{}\" + \"{}\" makes \"{}\", which is not in {}", mname,
+              line_no, left, right, left + right, vname);
+    merges_.emplace_back(id_of.at(left), id_of.at(right));
+    merged_.push_back(merged->second);
+    made[static_cast<std::size_t>(merged->second)] = true;
+  }
+}
+
 BpeTokenizer BpeTokenizer::parse(const std::string& vocab_json, const std::string& merges, const std::string& vname,
                                  const std::string& mname, const std::vector<std::string>& declared) {
   const auto j = nlohmann::json::parse(vocab_json, nullptr, /*allow_exceptions=*/false);
@@ -141,29 +169,7 @@ BpeTokenizer BpeTokenizer::parse(const std::string& vocab_json, const std::strin
     t.byte_id_[b] = it->second;
   }
   std::vector<bool> made(n, false);
-  std::size_t line_no = 0, begin = 0;
-  while (begin < merges.size()) {
-    std::size_t end = merges.find('\n', begin);
-    if (end == std::string::npos) end = merges.size();
-    std::string line = merges.substr(begin, end - begin);
-    begin = end + 1;
-    ++line_no;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
-    const auto space = line.find(' ');
-    QKV_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
-                  line.find(' ', space + 1) == std::string::npos,
-              "tokenizer: {}:{}: expected two tokens separated by one space, got \"{}\"", mname, line_no, line);
-    const std::string left = line.substr(0, space), right = line.substr(space + 1);
-    for (const auto* part : {&left, &right})
-      QKV_CHECK(id_of.count(*part) != 0, "tokenizer: {}:{}: \"{}\" is not in {}", mname, line_no, *part, vname);
-    const auto merged = id_of.find(left + right);
-    QKV_CHECK(merged != id_of.end(), "tokenizer: {}:{}: \"{}\" + \"{}\" makes \"{}\", which is not in {}", mname,
-              line_no, left, right, left + right, vname);
-    t.merges_.emplace_back(id_of[left], id_of[right]);
-    t.merged_.push_back(merged->second);
-    made[static_cast<std::size_t>(merged->second)] = true;
-  }
+  t.parse_merges(merges, id_of, made, vname, mname);
   // Special tokens are those declared (<|endoftext|>, GPT-2's and Hugging Face's GPT2Tokenizer's default, and the
   // caller's list); any other token that is neither a byte nor made by a merge means merges are missing.
   for (const auto& name : declared)

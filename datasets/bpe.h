@@ -65,6 +65,8 @@ class BpeTokenizer {
 
  private:
   void build_tables();
+  void parse_merges(const std::string& merges, const std::unordered_map<std::string, Id>& id_of, std::vector<bool>& made,
+                    const std::string& vocab_name, const std::string& merges_name);
   void encode_piece(std::string_view piece, std::vector<Id>& out) const;
   void encode_ordinary(std::string_view text, std::vector<Id>& out) const;
 

@@ -145,7 +145,7 @@ MUTATIONS = [
     # ---- checkpoint (recomputation) ---------------------------------------------------------------------------
     ("checkpoint", "core/checkpoint.cpp", "rewound.now.push_back(rngs[i]->state()), rngs[i]->set_state(at_forward[i]);", "rewound.now.push_back(rngs[i]->state());", RECOMPUTE),
     ("checkpoint", "core/checkpoint.cpp", "rngs[i]->set_state(now[i]);", "(void)now[i];", RECOMPUTE),
-    ("checkpoint", "core/checkpoint.cpp", "if (x_needs) wrt.push_back(again), slot.push_back(0);", "if (false) wrt.push_back(again), slot.push_back(0);", RECOMPUTE),
+    ("checkpoint", "core/checkpoint.cpp", "if (x.defined()) wrt.push_back(x), slot.push_back(0);", "if (false) wrt.push_back(x), slot.push_back(0);", RECOMPUTE),
     ("checkpoint", "core/checkpoint.cpp", "wrt.push_back(params[i]), slot.push_back(1 + i);", "wrt.push_back(params[i]), slot.push_back(i);", RECOMPUTE),
     ("checkpoint", "core/checkpoint.cpp", "/*leaf_hooks=*/false);", "/*leaf_hooks=*/true);", RECOMPUTE),
     ("checkpoint", "core/checkpoint.cpp", "      EnableGradGuard grad_on;\n", "\n", RECOMPUTE),

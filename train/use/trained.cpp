@@ -38,6 +38,28 @@ TrainedModel load_gpt2(const std::string& target) {
   return tm;
 }
 
+/// The tokenizer a model file carries (qkv.tokenizer.*), checked against its hash and the model's vocabulary.
+std::shared_ptr<BpeTokenizer> tokenizer_of(const std::map<std::string, std::string>& meta, const std::string& path,
+                                           std::int64_t vocab_size) {
+  QKV_CHECK(meta.count("qkv.tokenizer.merges") && meta.count("qkv.tokenizer.hash"),
+            "{}: the metadata has qkv.tokenizer.vocab but not qkv.tokenizer.merges and qkv.tokenizer.hash", path);
+  std::vector<std::string> declared;
+  if (const auto it = meta.find("qkv.tokenizer.specials"); it != meta.end()) {
+    const auto j = nlohmann::json::parse(it->second, nullptr, false);
+    QKV_CHECK(!j.is_discarded() && j.is_array() && std::all_of(j.begin(), j.end(), [](const auto& v) { return v.is_string(); }),
+              "{}: the metadata qkv.tokenizer.specials is not a JSON array of strings", path);
+    declared = j.get<std::vector<std::string>>();
+  }
+  auto tok = std::make_shared<BpeTokenizer>(BpeTokenizer::parse(meta.at("qkv.tokenizer.vocab"), meta.at("qkv.tokenizer.merges"),
+                                                                path + " (qkv.tokenizer.vocab)",
+                                                                path + " (qkv.tokenizer.merges)", declared));
+  QKV_CHECK(tok->hash() == meta.at("qkv.tokenizer.hash"), "{}: its tokenizer hashes to {}, but qkv.tokenizer.hash "
+            "says {}", path, tok->hash(), meta.at("qkv.tokenizer.hash"));
+  QKV_CHECK(tok->vocab_size() == vocab_size, "{}: the tokenizer has {} tokens but the model's vocab_size is {}", path,
+            tok->vocab_size(), vocab_size);
+  return tok;
+}
+
 }  // namespace
 
 TrainedModel load_trained(const std::string& target) {
@@ -75,26 +97,7 @@ TrainedModel load_trained(const std::string& target) {
     QKV_CHECK(tm.vocab.size() == mc.vocab_size, "{}: qkv.vocab has {} characters but the model's vocab_size is {}",
               tm.path, tm.vocab.size(), mc.vocab_size);
   }
-  if (f.metadata.count("qkv.tokenizer.vocab")) {
-    const auto& meta = f.metadata;
-    QKV_CHECK(meta.count("qkv.tokenizer.merges") && meta.count("qkv.tokenizer.hash"),
-              "{}: the metadata has qkv.tokenizer.vocab but not qkv.tokenizer.merges and qkv.tokenizer.hash", tm.path);
-    std::vector<std::string> declared;
-    if (const auto it = meta.find("qkv.tokenizer.specials"); it != meta.end()) {
-      const auto j = nlohmann::json::parse(it->second, nullptr, false);
-      QKV_CHECK(!j.is_discarded() && j.is_array() && std::all_of(j.begin(), j.end(), [](const auto& v) { return v.is_string(); }),
-                "{}: the metadata qkv.tokenizer.specials is not a JSON array of strings", tm.path);
-      declared = j.get<std::vector<std::string>>();
-    }
-    auto tok = std::make_shared<BpeTokenizer>(BpeTokenizer::parse(
-        meta.at("qkv.tokenizer.vocab"), meta.at("qkv.tokenizer.merges"), tm.path + " (qkv.tokenizer.vocab)",
-        tm.path + " (qkv.tokenizer.merges)", declared));
-    QKV_CHECK(tok->hash() == meta.at("qkv.tokenizer.hash"), "{}: its tokenizer hashes to {}, but qkv.tokenizer.hash "
-              "says {}", tm.path, tok->hash(), meta.at("qkv.tokenizer.hash"));
-    QKV_CHECK(tok->vocab_size() == mc.vocab_size, "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
-              tm.path, tok->vocab_size(), mc.vocab_size);
-    tm.tokenizer = std::move(tok);
-  }
+  if (f.metadata.count("qkv.tokenizer.vocab")) tm.tokenizer = tokenizer_of(f.metadata, tm.path, mc.vocab_size);
   Generator g(0);
   {
     const NoInitGuard read_not_drawn;  // the file's weights replace these
