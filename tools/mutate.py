@@ -104,7 +104,7 @@ MUTATIONS = [
     ("bpe", "datasets/bpe.cpp", "if (best + 1 < size) found[best] = lookup(", "if (best + 1 < size && false) found[best] = lookup(", TOKENIZER),
     ("bpe", "datasets/bpe.cpp", "if (best > 0) found[best - 1] = lookup(", "if (best > 1) found[best - 1] = lookup(", TOKENIZER),
     ("bpe", "datasets/bpe.cpp", "      push(a.prev);\n", "\n", TOKENIZER),
-    ("bpe", "datasets/bpe.cpp", "if (a.id != l || a.next < 0 || m.nodes[static_cast<std::size_t>(a.next)].id != r) continue;", "if (a.next < 0) continue;", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "if (rank_at(at) != top >> 32) continue;  // stale", "if (rank_at(at) == kNoRank) continue;", TOKENIZER),
     ("bpe", "datasets/bpe.cpp", "if (n <= 64) {", "if (n <= 1000) {", TOKENIZER),
     ("bpe", "datasets/bpe.cpp", "if (n <= 256) cache.words.emplace(std::string(piece), m.sym);", "if (n <= 256) cache.words.emplace(std::string(piece.substr(0, n - 1)), m.sym);", TOKENIZER),
     ("bpe", "datasets/bpe.cpp", "(found == pos && found != std::string_view::npos && name.size() > len)", "(false)", TOKENIZER),
