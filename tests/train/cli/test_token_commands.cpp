@@ -1,6 +1,7 @@
 // qkv tokenize, qkv tokenizer train|encode|decode, and the model commands on a model trained on tokens.
 #include "../../support.h"
 
+#include <qkv/core/files.h>
 #include <qkv/datasets/bpe.h>
 #include <qkv/layers/save.h>
 #include <qkv/train/use/trained.h>
@@ -141,4 +142,21 @@ TEST_CASE("a model trained on tokens carries its tokenizer: predict, sample, att
   const auto e = capture({"eval", run});
   CHECK(e.code == 2);
   CHECK(e.err.find("is not the one " + dir() + "/shards was tokenized with") != std::string::npos);
+}
+
+TEST_CASE("a full disk during qkv tokenize is a write failure, exit 1, and the folder keeps what it had") {
+  const std::string qkv = std::string(QKV_BINARY_DIR) + "/bin/qkv";
+  std::string text;
+  for (int i = 0; i < 20000; ++i) text += "the quick brown fox " + std::to_string(i) + " jumps\n";
+  const std::string file = put("big.txt", text), out = dir() + "/full_disk";
+  // ulimit -f 64: files of at most 64 KiB (the shard needs more); qkv ignores SIGXFSZ, so the write fails (EFBIG).
+  const int rc = std::system(("bash -c 'ulimit -f 64; exec " + qkv + " tokenize " + file + " --out " + out + "' > /dev/null 2> " +
+                              dir() + "/full_disk.err").c_str());
+  CHECK(WIFEXITED(rc));
+  CHECK(WEXITSTATUS(rc) == 1);
+  std::ifstream err(dir() + "/full_disk.err");
+  const std::string message{std::istreambuf_iterator<char>(err), {}};
+  CHECK(message.find("qkv: failed: write:") != std::string::npos);
+  CHECK_FALSE(fs::exists(fs::path(out) / "manifest.json"));
+  for (const auto& e : fs::directory_iterator(out)) CHECK_FALSE(is_temporary_name(e.path().filename().string()));
 }
