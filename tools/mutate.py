@@ -142,15 +142,15 @@ MUTATIONS = [
     ("backward", "core/backward.cpp", "    g = std::move(r);\n", "\n", AUTOGRAD),
     ("backward", "core/backward.cpp", "if (g_anomaly) check_finite_grads(node, grads);", "", AUTOGRAD),
     ("backward", "core/backward.cpp", "if (e.leaf && (capture ? capture->leaves.count(e.leaf.get()) > 0 : !e.leaf->hooks.empty()))", "if (e.leaf && (!e.leaf->hooks.empty() || (capture && capture->leaves.count(e.leaf.get()))))", AUTOGRAD),
-    # ---- checkpoint (recomputation) ---------------------------------------------------------------------------
-    ("checkpoint", "core/checkpoint.cpp", "rewound.now.push_back(rngs[i]->state()), rngs[i]->set_state(at_forward[i]);", "rewound.now.push_back(rngs[i]->state());", RECOMPUTE),
-    ("checkpoint", "core/checkpoint.cpp", "rngs[i]->set_state(now[i]);", "(void)now[i];", RECOMPUTE),
-    ("checkpoint", "core/checkpoint.cpp", "if (x.defined()) wrt.push_back(x), slot.push_back(0);", "if (false) wrt.push_back(x), slot.push_back(0);", RECOMPUTE),
-    ("checkpoint", "core/checkpoint.cpp", "wrt.push_back(params[i]), slot.push_back(1 + i);", "wrt.push_back(params[i]), slot.push_back(i);", RECOMPUTE),
-    ("checkpoint", "core/checkpoint.cpp", "/*leaf_hooks=*/false);", "/*leaf_hooks=*/true);", RECOMPUTE),
-    ("checkpoint", "core/checkpoint.cpp", "      EnableGradGuard grad_on;\n", "\n", RECOMPUTE),
-    ("checkpoint", "core/checkpoint.cpp", "    NoGradGuard no_grad;\n    out = f(x);", "    out = f(x);", RECOMPUTE),
-    ("checkpoint", "core/checkpoint.cpp", "if (!any_requires_grad(inputs)) return f(x);", "", RECOMPUTE),
+    # ---- recomputation (core/checkpoint.cpp) -------------------------------------------------------------------
+    ("recompute", "core/checkpoint.cpp", "rewound.now.push_back(rngs[i]->state()), rngs[i]->set_state(at_forward[i]);", "rewound.now.push_back(rngs[i]->state());", RECOMPUTE),
+    ("recompute", "core/checkpoint.cpp", "rngs[i]->set_state(now[i]);", "(void)now[i];", RECOMPUTE),
+    ("recompute", "core/checkpoint.cpp", "if (x.defined()) wrt.push_back(x), slot.push_back(0);", "if (false) wrt.push_back(x), slot.push_back(0);", RECOMPUTE),
+    ("recompute", "core/checkpoint.cpp", "wrt.push_back(params[i]), slot.push_back(1 + i);", "wrt.push_back(params[i]), slot.push_back(i);", RECOMPUTE),
+    ("recompute", "core/checkpoint.cpp", "/*leaf_hooks=*/false);", "/*leaf_hooks=*/true);", RECOMPUTE),
+    ("recompute", "core/checkpoint.cpp", "      EnableGradGuard grad_on;\n", "\n", RECOMPUTE),
+    ("recompute", "core/checkpoint.cpp", "    NoGradGuard no_grad;\n    out = f(x);", "    out = f(x);", RECOMPUTE),
+    ("recompute", "core/checkpoint.cpp", "if (!any_requires_grad(inputs)) return f(x);", "", RECOMPUTE),
     # ---- the thread pool's wake-up ----------------------------------------------------------------------------
     ("parallel", "core/parallel.cpp", "== chunks && caller_sleeping_.load()) done_.notify_one();", "== chunks && caller_sleeping_.load() && false) done_.notify_one();", "core/test_parallel"),
 ]
