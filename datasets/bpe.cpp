@@ -113,6 +113,7 @@ BpeTokenizer BpeTokenizer::load(const std::string& dir_or_name) {
 void BpeTokenizer::parse_merges(const std::string& merges, const std::unordered_map<std::string, Id>& id_of,
                                 std::vector<bool>& made, const std::string& vname, const std::string& mname) {
   std::size_t line_no = 0, begin = 0;
+  std::unordered_map<std::uint64_t, std::size_t> line_of;  // a pair's line: a pair merged twice is refused
   while (begin < merges.size()) {
     std::size_t end = merges.find('\n', begin);
     if (end == std::string::npos) end = merges.size();
@@ -131,7 +132,12 @@ void BpeTokenizer::parse_merges(const std::string& merges, const std::unordered_
     const auto merged = id_of.find(left + right);
     QKV_CHECK(merged != id_of.end(), "tokenizer: {}:{}: \"{}\" + \"{}\" makes \"{}\", which is not in {}", mname,
               line_no, left, right, left + right, vname);
-    merges_.emplace_back(id_of.at(left), id_of.at(right));
+    const Id l = id_of.at(left), r = id_of.at(right);
+    const auto [seen, fresh] = line_of.emplace(static_cast<std::uint64_t>(static_cast<std::uint32_t>(l)) << 32 | static_cast<std::uint32_t>(r), line_no);
+    // Readers disagree on which rank a repeated pair keeps (GPT-2's dict keeps the last), so none is guessed.
+    QKV_CHECK(fresh, "tokenizer: {}:{}: the pair \"{} {}\" is merged again (first at line {})", mname, line_no, left,
+              right, seen->second);
+    merges_.emplace_back(l, r);
     merged_.push_back(merged->second);
     made[static_cast<std::size_t>(merged->second)] = true;
   }
@@ -217,7 +223,7 @@ void BpeTokenizer::build_tables() {
   for (std::size_t r = 0; r < merges_.size(); ++r) {
     const auto key = (static_cast<std::uint64_t>(static_cast<std::uint32_t>(merges_[r].first)) << 32) |
                      static_cast<std::uint32_t>(merges_[r].second);
-    // The first (lowest-ranked) merge of a pair wins, as in GPT-2's table built from the file in order.
+    // A pair is merged once (files that repeat one are refused; training never makes one twice).
     rank_of_.emplace(key, (static_cast<std::uint64_t>(r) << 32) | static_cast<std::uint32_t>(merged_[r]));
   }
   uid_ = next_uid++;

@@ -109,7 +109,7 @@ MUTATIONS = [
     ("bpe", "datasets/bpe.cpp", "if (n <= 256) cache.words.emplace(std::string(piece), m.sym);", "if (n <= 256) cache.words.emplace(std::string(piece.substr(0, n - 1)), m.sym);", TOKENIZER),
     ("bpe", "datasets/bpe.cpp", "(found == pos && found != std::string_view::npos && name.size() > len)", "(false)", TOKENIZER),
     ("bpe", "datasets/bpe.cpp", 'const bool special = key_of[id] == "<|endoftext|>" ||', 'const bool special = true ||', TOKENIZER),
-    ("bpe", "datasets/bpe.cpp", "rank_of_.emplace(key, (static_cast<std::uint64_t>(r) << 32) | static_cast<std::uint32_t>(merged_[r]));", "rank_of_[key] = (static_cast<std::uint64_t>(r) << 32) | static_cast<std::uint32_t>(merged_[r]);", TOKENIZER),
+    ("bpe", "datasets/bpe.cpp", "QKV_CHECK(fresh, \"tokenizer: {}:{}: the pair", "QKV_CHECK(true || fresh, \"tokenizer: {}:{}: the pair", TOKENIZER),
     # ---- pre-tokenizer ----------------------------------------------------------------------------------------
     ("pretokenize", "datasets/pretokenize.cpp", "if (c == 's' || c == 'd' || c == 'm' || c == 't') return 2;", "if (c == 's' || c == 'd' || c == 'm') return 2;", TOKENIZER),
     ("pretokenize", "datasets/pretokenize.cpp", "(c == 'v' && s[at + 2] == 'e')", "(c == 'v' && s[at + 2] == 'v')", TOKENIZER),

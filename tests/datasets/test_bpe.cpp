@@ -351,3 +351,18 @@ TEST_CASE("BPE ids equal GPT-2's own bpe() loop, on short pieces (the scan) and 
   }
   CHECK(long_pieces > 30);
 }
+
+TEST_CASE("special tokens: the longest of those starting at one place wins; a pair merged twice is refused") {
+  nlohmann::ordered_json vocab;
+  for (int b = 0; b < 256; ++b) vocab[byte_symbol(static_cast<unsigned char>(b))] = b;
+  vocab["<|s|>"] = 256;
+  vocab["<|s|>x"] = 257;
+  vocab["ab"] = 258;
+  const auto dir = dir_with("specials_overlap", "vocab.json", vocab.dump(), "merges.txt", "#version: 0.2\na b\n");
+  std::ofstream(fs::path(dir) / "added_tokens.json") << R"({"<|s|>": 256, "<|s|>x": 257})";
+  const auto tok = BpeTokenizer::load(dir);
+  CHECK(tok.encode("<|s|>x<|s|>", true) == std::vector<BpeTokenizer::Id>{257, 256});
+  CHECK(tok.encode("ab<|s|>y", true) == std::vector<BpeTokenizer::Id>{258, 256, 'y'});
+  const auto twice = dir_with("merged_twice", "vocab.json", vocab.dump(), "merges.txt", "#version: 0.2\na b\na b\n");
+  CHECK_ERROR(BpeTokenizer::load(twice), "merges.txt:3: the pair \"a b\" is merged again (first at line 2)");
+}
