@@ -9,6 +9,7 @@ they fail or time out. Prints the kill rate per module. A developer tool, not pa
   tools/mutate.py                 every mutation
   tools/mutate.py --module report only one module's
   tools/mutate.py --check         only check that every mutation applies (each original occurs exactly once)
+  tools/mutate.py --match TEXT    only the mutations whose original contains TEXT (to re-run survivors)
 """
 import argparse
 import os
@@ -167,11 +168,13 @@ def run(cmd, cwd, timeout=None, quiet=True):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--module", action="append", help="only this module's mutations (repeatable)")
+    ap.add_argument("--match", action="append", help="only the mutations whose original contains this text (repeatable)")
     ap.add_argument("--check", action="store_true", help="only check that every mutation applies")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     args = ap.parse_args()
     src = pathlib.Path(__file__).resolve().parent.parent
-    chosen = [m for m in MUTATIONS if not args.module or m[0] in args.module]
+    chosen = [m for m in MUTATIONS if (not args.module or m[0] in args.module)
+              and (not args.match or any(t in m[2] for t in args.match))]
     bad = []
     for module, file, old, new, _ in chosen:
         if not (src / file).exists():

@@ -283,3 +283,24 @@ TEST_CASE("LeafGradHook: each leaf once per sweep, when its gradient is final, i
   sum(unused * 1.0).backward();
   CHECK(order == std::vector<std::string>{"inner", "inner", "outer"});
 }
+
+TEST_CASE("retained gradients accumulate over backward calls, as torch's; a starting gradient of another shape is refused") {
+  const Tensor x = Tensor::from({1.0, 2.0}, kFloat64).requires_grad_();
+  const Tensor h = x * 3.0;
+  h.retain_grad();
+  const Tensor loss = sum(h * h);
+  loss.backward(Tensor(), /*retain_graph=*/true);
+  loss.backward();
+  CHECK(h.grad().to_vector() == std::vector<double>{12, 24});  // 2 h, twice
+  const Tensor y = reshape(x, {2, 1}) * 1.0;
+  CHECK_ERROR(y.backward(Tensor::ones({2}, kFloat64)), "backward: gradient shape [2] does not match tensor shape [2, 1]");
+}
+
+TEST_CASE("grad(): an input the graph reaches but sends no gradient gets zeros") {
+  const Tensor x = Tensor::from({1.0, 2.0}, kFloat64).requires_grad_();
+  Tensor out = Tensor::from({5.0}, kFloat64);
+  record(out, "no_grad_op", {x}, {}, [](const Tensor&, const std::vector<Tensor>&) { return Grads{Tensor()}; });
+  const auto g = grad({sum(out)}, {x});
+  REQUIRE(g[0].defined());
+  CHECK(g[0].to_vector() == std::vector<double>{0, 0});
+}

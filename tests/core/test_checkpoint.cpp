@@ -173,3 +173,12 @@ TEST_CASE("grad() runs no hook of a leaf it was not asked about, as torch's auto
   CHECK(g[0].to_vector() == std::vector<double>{3, 4});
   CHECK(b_calls == 0);
 }
+
+TEST_CASE("checkpoint's forward records no graph; its recompute does") {
+  std::vector<bool> recording;
+  const Tensor w = Tensor::ones({2, 2}).requires_grad_();
+  const Tensor y = checkpoint([&recording, w](const Tensor& h) { recording.push_back(grad_mode_enabled()); return matmul(h, w); },
+                              Tensor::ones({2, 2}), {w});
+  sum(y).backward();
+  CHECK(recording == std::vector<bool>{false, true});
+}

@@ -3,6 +3,8 @@
 #include <qkv/core/parallel.h>
 #include <qkv/core/precision.h>
 
+#include "../../core/ops/kernel.h"  // private to core: the strided product itself
+
 #include <bit>
 #include <cmath>
 #include <limits>
@@ -166,4 +168,32 @@ TEST_CASE("bf16 products are bit-identical for any thread count, per engine") {
     }
   });
   set_num_threads(before);
+}
+
+TEST_CASE("bf16 attention on several threads: the pool's workers run at the caller's precision") {
+  // Large enough (2 x 2 heads x 128^2 x 32) for its heads to be split across threads.
+  const Tensor q = randn32({2, 128, 64}, 21), k = randn32({2, 128, 64}, 22), v = randn32({2, 128, 64}, 23);
+  const int before = num_threads();
+  AutocastGuard bf16;
+  set_num_threads(1);
+  const Tensor one = attention(q, k, v, 2, true, {}, false).first;
+  set_num_threads(2);
+  const Tensor two = attention(q, k, v, 2, true, {}, false).first;
+  set_num_threads(before);
+  CHECK(same_bits(two, one));
+}
+
+TEST_CASE("bf16 strided products (attention's blocks): exactly float32 products of both inputs rounded") {
+  const Tensor a = randn32({24, 40}, 31), b = randn32({40, 16}, 32);
+  Tensor got = Tensor::zeros({24, 16}), want = Tensor::zeros({24, 16});
+  const Tensor ra = rounded(a), rb = rounded(b);
+  {
+    AutocastGuard bf16;
+    kernel::gemm_strided(a.data<float>(), 40, false, b.data<float>(), 16, false, got.data<float>(), 16, 24, 40, 16, false);
+  }
+  kernel::gemm_strided(ra.data<float>(), 40, false, rb.data<float>(), 16, false, want.data<float>(), 16, 24, 40, 16, false);
+  CHECK(same_bits(got, want));
+  Tensor unrounded_b = Tensor::zeros({24, 16});
+  kernel::gemm_strided(ra.data<float>(), 40, false, b.data<float>(), 16, false, unrounded_b.data<float>(), 16, 24, 40, 16, false);
+  CHECK(!same_bits(got, unrounded_b));  // B's rounding shows
 }
