@@ -6,6 +6,8 @@
 #include "../../core/ops/kernel.h"  // private to core: the strided product itself
 
 #include <bit>
+#include <chrono>
+#include <thread>
 #include <cmath>
 #include <limits>
 
@@ -196,4 +198,25 @@ TEST_CASE("bf16 strided products (attention's blocks): exactly float32 products 
   Tensor unrounded_b = Tensor::zeros({24, 16});
   kernel::gemm_strided(ra.data<float>(), 40, false, b.data<float>(), 16, false, unrounded_b.data<float>(), 16, 24, 40, 16, false);
   CHECK(!same_bits(got, unrounded_b));  // B's rounding shows
+}
+
+TEST_CASE("the pool's workers run a loop at the precision of the thread that started it") {
+  const int before = num_threads();
+  set_num_threads(2);
+  constexpr int kChunks = 16;
+  std::vector<Precision> seen(kChunks, Precision::Float32);
+  std::vector<std::thread::id> who(kChunks);
+  {
+    AutocastGuard bf16;
+    parallel_for(kChunks, true, [&](std::int64_t lo, std::int64_t hi) {
+      for (std::int64_t i = lo; i < hi; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(2));  // long enough that the worker takes some
+        seen[static_cast<std::size_t>(i)] = matmul_precision();
+        who[static_cast<std::size_t>(i)] = std::this_thread::get_id();
+      }
+    });
+  }
+  set_num_threads(before);
+  CHECK(std::count(seen.begin(), seen.end(), Precision::BFloat16) == kChunks);
+  CHECK(std::count(who.begin(), who.end(), std::this_thread::get_id()) < kChunks);  // a worker did run some
 }
