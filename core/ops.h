@@ -215,7 +215,8 @@ Tensor embedding(const Tensor& weight, const Tensor& ids);
 /// (torch's bias=None). Fused: one pass per row each way.
 Tensor layer_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps = 1e-5);
 /// Fused multi-head attention: q, k (B, T, H*dk) and v (B, T, H*dv), heads packed in the last dim as the
-/// projections produce them. Returns out (B, T, H*dv) = softmax(q k^T / sqrt(dk) + masks) v per head and, when
+/// projections produce them. Grouped-query attention (torch's enable_gqa) when k and v are narrower: k (B, T,
+/// Hkv*dk) and v (B, T, Hkv*dv) with Hkv dividing H, query head i reading key/value head i / (H / Hkv). Returns out (B, T, H*dv) = softmax(q k^T / sqrt(dk) + masks) v per head and, when
 /// need_weights, the weights (B, H, T, T) for inspection: computed on request from the forward's row statistics,
 /// outside the graph (changing them cannot change a gradient). Training memory is O(B*H*T): the T x T weights are
 /// never kept (FlashAttention-2's online softmax; backward recomputes them by blocks). causal hides keys j > i;
@@ -233,6 +234,18 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
 /// Inference only: throws if a gradient would be needed (use a NoGradGuard).
 Tensor attention_cached(const Tensor& qkv, const Tensor& k_cache, const Tensor& v_cache, std::int64_t past,
                         std::int64_t heads, std::int64_t dk, std::int64_t dv);
+/// The same with separate q (B, n, H*dk), k (B, n, Hkv*dk) and v (B, n, Hkv*dv), grouped-query when Hkv < H
+/// (as attention()); the caches are (B, C, Hkv*dk) and (B, C, Hkv*dv): they hold the key/value heads only.
+Tensor attention_cached(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                        const Tensor& v_cache, std::int64_t past, std::int64_t heads);
+/// Root-mean-square normalisation over the last dim (torch.nn.functional.rms_norm, Hugging Face's LlamaRMSNorm):
+/// x / sqrt(mean(x^2) + eps) * weight. x (..., D), weight (D). Fused: one pass per row each way.
+Tensor rms_norm(const Tensor& x, const Tensor& weight, double eps = 1e-6);
+/// Rotary position embedding as Hugging Face applies it (rotate-half pairing): x (B, T, H*d), heads packed in the
+/// last dim; cos and sin (T, d/2) hold each row's angles (position p, frequency i: p * inv_freq[i]). For each
+/// head, with x1, x2 its first and second halves: out1 = x1 cos - x2 sin, out2 = x2 cos + x1 sin. Differentiable
+/// in x (its gradient is the inverse rotation); cos and sin are constants (layers/rotary.h builds them).
+Tensor rope(const Tensor& x, const Tensor& cos, const Tensor& sin, std::int64_t heads);
 /// Zeroes each element with probability p and scales the rest by 1 / (1 - p); identity when !training or p = 0.
 Tensor dropout(const Tensor& a, double p, bool training, Generator& gen = default_generator());
 

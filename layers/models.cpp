@@ -1,6 +1,7 @@
 #include "qkv/layers/models.h"
 
 #include <qkv/layers/gpt2.h>
+#include <qkv/layers/llama.h>
 
 #include <qkv/core/ops.h>
 
@@ -11,7 +12,13 @@
 namespace qkv {
 
 Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids, std::int64_t start) const {
-  // ids is (B, T) int64 at positions start..start+T-1; returns (B, T, D)
+  check_ids(ids);
+  const Tensor positions = Tensor::arange(double(start), double(start + ids.size(1)), 1.0, kInt64);
+  return tok(ids) + pos(positions);
+}
+
+void LanguageModel::check_ids(const Tensor& ids) const {
+  // ids is (B, T) int64
   QKV_CHECK(ids.dim() == 2 && ids.dtype() == kInt64, "{}: expected int64 token ids (B, T), got {} of shape {}", name(),
             dtype_name(ids.dtype()), ids.shape().str());
   const std::int64_t t = ids.size(1);
@@ -22,8 +29,6 @@ Tensor LanguageModel::embed(Embedding& tok, Embedding& pos, const Tensor& ids, s
     QKV_CHECK(p[i] >= 0 && p[i] < config_.vocab_size,
               "{}: token id {} at (batch {}, position {}) is out of range for vocab_size = {}", name(), p[i], i / t,
               i % t, config_.vocab_size);
-  const Tensor positions = Tensor::arange(double(start), double(start + t), 1.0, kInt64);
-  return tok(ids) + pos(positions);
 }
 
 Tensor LanguageModel::logits_cached(const Tensor&, KVCache&) {
@@ -218,7 +223,7 @@ const ModelKind kTransformerKind{
 
 // Model kind -> its entry: a new model is one class and one register_model_kind call.
 std::vector<ModelKind>& registry() {
-  static std::vector<ModelKind> r = {kSeedKind, kTransformerKind, gpt2_model_kind()};
+  static std::vector<ModelKind> r = {kSeedKind, kTransformerKind, gpt2_model_kind(), llama_model_kind()};
   return r;
 }
 
@@ -243,6 +248,46 @@ const ModelKind& model_kind(const std::string& name) {
   fail("model: unknown kind '{}' (expected {})", name, fmt::join(model_kinds(), " or "));
 }
 
+namespace {
+const ModelOptionSpec* find_option(const ModelKind& kind, const std::string& name) {
+  for (const ModelOptionSpec& o : kind.options)
+    if (o.name == name) return &o;
+  return nullptr;
+}
+}  // namespace
+
+template <class T>
+T ModelConfig::option(const std::string& name) const {
+  const ModelOptionSpec* spec = find_option(model_kind(kind), name);
+  QKV_CHECK(spec != nullptr, "model: kind \"{}\" has no option '{}'", kind, name);
+  const auto it = options.find(name);
+  const ModelOption& v = it != options.end() ? it->second : spec->default_value;
+  const T* p = std::get_if<T>(&v);
+  QKV_CHECK(p != nullptr && v.index() == spec->default_value.index(), "model: option '{}' of kind \"{}\" holds a value of another type", name, kind);
+  return *p;
+}
+template std::int64_t ModelConfig::option<std::int64_t>(const std::string&) const;
+template double ModelConfig::option<double>(const std::string&) const;
+template bool ModelConfig::option<bool>(const std::string&) const;
+template std::string ModelConfig::option<std::string>(const std::string&) const;
+
+ModelConfig ModelConfig::with_defaults() const {
+  ModelConfig out = *this;
+  out.options.clear();
+  for (const ModelOptionSpec& o : model_kind(kind).options) {
+    const auto it = options.find(o.name);
+    out.options[o.name] = it != options.end() ? it->second : o.default_value;
+  }
+  return out;
+}
+
+std::string kinds_with_option(const std::string& name) {
+  std::vector<std::string> names;
+  for (const ModelKind& k : registry())
+    if (find_option(k, name)) names.push_back(k.name);
+  return fmt::format("{}", fmt::join(names, ", "));
+}
+
 std::string recompute_kinds() {
   std::vector<std::string> names;
   for (const ModelKind& k : registry())
@@ -261,7 +306,20 @@ void check_model_config(const ModelConfig& c) {
             "model: vocab_size, seq_len and d_model must be positive, got {}, {} and {}", c.vocab_size, c.seq_len,
             c.d_model);
   QKV_CHECK(c.layers > 0, "model: layers must be positive, got {}", c.layers);
-  model_kind(c.kind).check(c);
+  const ModelKind& kind = model_kind(c.kind);
+  for (const auto& [name, value] : c.options) {
+    const ModelOptionSpec* spec = find_option(kind, name);
+    QKV_CHECK(spec != nullptr, "model: '{}' is not an option of kind \"{}\"{}", name, c.kind,
+              kinds_with_option(name).empty() ? "" : fmt::format(" (it is one of {})", kinds_with_option(name)));
+    QKV_CHECK(value.index() == spec->default_value.index(), "model: option '{}' has the wrong type", name);
+    if (const auto* i = std::get_if<std::int64_t>(&value))
+      QKV_CHECK(double(*i) >= spec->min && double(*i) <= spec->max, "model: {} = {} is out of range ({} to {})", name,
+                *i, spec->min, spec->max);
+    if (const auto* d = std::get_if<double>(&value))
+      QKV_CHECK(*d >= spec->min && *d <= spec->max, "model: {} = {} is out of range ({} to {})", name, *d, spec->min,
+                spec->max);
+  }
+  kind.check(c);
 }
 
 double parameter_count(const ModelConfig& c) { return model_kind(c.kind).parameters(c); }

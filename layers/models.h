@@ -5,14 +5,20 @@
 #include <qkv/core/ops.h>  // stack, for attend_blocks
 #include <qkv/layers/transformer.h>
 
+#include <map>
 #include <string>
 #include <variant>
 
 namespace qkv {
 
-/// Everything needed to rebuild a model (it is what exported files carry in their metadata).
+/// The value of one of a kind's own options (ModelKind::options).
+using ModelOption = std::variant<std::int64_t, double, bool, std::string>;
+
+/// Everything needed to rebuild a model (it is what exported files carry in their metadata): the sizes every kind
+/// has, the older kinds' switches, and `options`, the keys a kind declares for itself (ModelKind::options: the
+/// llama kind's kv_heads, rope_theta, ...), so adding a kind does not add members here.
 struct ModelConfig {
-  std::string kind = "seed";  ///< "seed", "transformer" or "gpt2"
+  std::string kind = "seed";  ///< "seed", "transformer", "gpt2" or "llama"
   std::int64_t vocab_size = 16;
   std::int64_t seq_len = 12;  ///< size of the positional table: the longest sequence the model accepts
   std::int64_t d_model = 32;
@@ -28,7 +34,24 @@ struct ModelConfig {
   bool tie_embeddings = true;  ///< gpt2: the head is the token embedding (one tensor)
   double norm_eps = 1e-5;      ///< gpt2: LayerNorm eps (GPT-2's layer_norm_epsilon)
   bool recompute = false;      ///< transformer, gpt2: keep each block's input only and recompute the rest in backward
+  /// The kind's own options by name; one not set here takes the kind's default (with_defaults() fills them in).
+  std::map<std::string, ModelOption> options = {};
+  /// Option `name` of this config's kind: its value here or the kind's default; T must be its type (int64_t,
+  /// double, bool or std::string). Throws naming the kind when it has no such option.
+  template <class T>
+  T option(const std::string& name) const;
+  /// This config with every option of its kind present (defaults filled in) and none of another kind's.
+  ModelConfig with_defaults() const;
   bool operator==(const ModelConfig&) const = default;
+};
+
+/// One option a model kind declares: its key (model.<name> in configs, a "qkv.model" field in files), its default
+/// (which also gives its type), its range (numbers) and meaning.
+struct ModelOptionSpec {
+  std::string name;
+  ModelOption default_value;
+  double min = 0, max = 0;
+  std::string doc;
 };
 
 /// One field of ModelConfig, described once: its key in exported files' "qkv.model" metadata and (all but
@@ -89,6 +112,8 @@ class LanguageModel : public Module {
  protected:
   /// tok_emb(ids) + pos_emb(start..start+T-1), after checking ids against the vocabulary and the positional table.
   Tensor embed(Embedding& tok, Embedding& pos, const Tensor& ids, std::int64_t start = 0) const;
+  /// Throws unless ids is int64 (B, T) with T within config().seq_len and every id within the vocabulary.
+  void check_ids(const Tensor& ids) const;
   /// The model's part of logits(ids, cache), after the checks: ids (B, n) after cache.length cached tokens.
   /// A model of your own that does not override these three has no cached generation (a clear error).
   virtual Tensor logits_cached(const Tensor& ids, KVCache& cache);
@@ -199,7 +224,12 @@ struct ModelKind {
   /// True when ModelConfig::recompute works for the kind (its trunk runs through attend_blocks); configs and model
   /// files refuse recompute for the others.
   bool can_recompute = false;
+  /// The kind's own keys (ModelConfig::options), each with a default; configs take them as model.<name> when
+  /// model.kind names this kind, and refuse them otherwise.
+  std::vector<ModelOptionSpec> options = {};
 };
+/// The kinds that declare option `name`, as "llama" (empty when none does).
+std::string kinds_with_option(const std::string& name);
 /// The kinds whose can_recompute is set, as "transformer, gpt2".
 std::string recompute_kinds();
 /// Adds a kind (or replaces one of the same name); every field must be set.

@@ -29,12 +29,14 @@ using Col = Eigen::Array<T, Eigen::Dynamic, 1>;
 
 // t query rows per batch. Keys: tk rows stored per batch, the first nk of them used, and query i sits at key
 // position q0 + i (causal hides keys after it). Self-attention has tk = nk = t and q0 = 0; a cached generation
-// step has t new queries after q0 keys already cached, in a buffer of tk rows.
+// step has t new queries after q0 keys already cached, in a buffer of tk rows. h query heads share hk key/value
+// heads (grouped-query attention): query head i reads key/value head i / (h / hk); hk = h is multi-head.
 struct Dims {
-  std::int64_t b, t, h, dk, dv, tk, nk, q0;
+  std::int64_t b, t, h, dk, dv, tk, nk, q0, hk;
+  std::int64_t group() const { return h / hk; }
 };
-Dims self_dims(std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t dk, std::int64_t dv) {
-  return {b, t, h, dk, dv, t, t, 0};
+Dims self_dims(std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t dk, std::int64_t dv, std::int64_t hk) {
+  return {b, t, h, dk, dv, t, t, 0, hk};
 }
 
 
@@ -71,10 +73,10 @@ struct Head {
 template <class T>
 Head<T> head_of(const T* pq, const T* pk, const T* pv, const Layout& L, const Dims& d, std::int64_t bh,
                 const std::vector<unsigned char>& pad) {
-  const std::int64_t b = bh / d.h, h = bh % d.h;
+  const std::int64_t b = bh / d.h, h = bh % d.h, kh = h / d.group();
   return {CStrided<T>(pq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q)),
-          CStrided<T>(pk + b * d.tk * L.stride_k + h * d.dk, d.nk, d.dk, Eigen::OuterStride<>(L.stride_k)),
-          CStrided<T>(pv + b * d.tk * L.stride_v + h * d.dv, d.nk, d.dv, Eigen::OuterStride<>(L.stride_v)),
+          CStrided<T>(pk + b * d.tk * L.stride_k + kh * d.dk, d.nk, d.dk, Eigen::OuterStride<>(L.stride_k)),
+          CStrided<T>(pv + b * d.tk * L.stride_v + kh * d.dv, d.nk, d.dv, Eigen::OuterStride<>(L.stride_v)),
           pad.empty() ? nullptr : pad.data() + b * d.t, d.q0};
 }
 
@@ -212,11 +214,12 @@ std::pair<Tensor, Tensor> attention_forward(const Tensor& tq, const Tensor& tk, 
 //   dV_j += P^T dO_i;  dP = dO_i V_j^T;  dS = P * (dP - Di) * scale;  dQ_i += dS K_j;  dK_j += dS^T Q_i.
 // Masked scores are -inf, so P and dS are 0 there. dQ, dK, dV need not be initialised: each block's first
 // contribution is written, not added (key block 0 is the first that every query block sees, and the first query
-// block in the loop the first that sees key block j), which saves zeroing them in a pass of their own.
+// block in the loop the first that sees key block j), which saves zeroing them in a pass of their own. Under
+// grouped-query attention the group's later query heads add to the dK, dV the first one wrote (first_in_group).
 template <class T>
 void backward_head(const Head<T>& hd, const CStrided<T>& O, const CStrided<T>& dO, const T* lse, const Blocks& bl,
                    const Dims& d, bool causal, double scale, Strided<T>& dQ, Strided<T>& dK, Strided<T>& dV,
-                   MatR<T>& S, MatR<T>& dP, Col<T>& D) {
+                   MatR<T>& S, MatR<T>& dP, Col<T>& D, bool first_in_group) {
   D = (dO.array() * O.array()).rowwise().sum();
   // A row whose keys are all hidden (lse = -inf) output NaN; it passes no gradient rather than spreading NaN into
   // every dK and dV row: its P and D are taken as 0.
@@ -228,7 +231,7 @@ void backward_head(const Head<T>& hd, const CStrided<T>& O, const CStrided<T>& d
     const std::int64_t first_i0 = causal ? j0 / bl.q * bl.q : 0;
     for (std::int64_t i0 = first_i0; i0 < d.t; i0 += bl.q) {
       const std::int64_t nq = std::min(bl.q, d.t - i0);
-      const bool add_to_key = i0 != first_i0, add_to_query = j0 != 0;
+      const bool add_to_key = i0 != first_i0 || !first_in_group, add_to_query = j0 != 0;
       S.resize(nq, nk);
       scores(hd, i0, j0, causal, S);
       exp_shifted(S, hd, i0, j0, causal, scale, [&](std::int64_t r) { return lse[i0 + r]; });  // P
@@ -257,20 +260,23 @@ void attention_backward(const Tensor& tq, const Tensor& tk, const Tensor& tv, co
     const T *po = out.data<T>(), *pg = g.data<T>(), *pl = lse.data<T>();
     T *pdq = gq.data<T>() + L.q_off, *pdk = gk.data<T>() + L.k_off, *pdv = gv.data<T>() + L.v_off;
     const std::int64_t so = d.h * d.dv;
-    // Parallel over (batch, head): dK and dV sum over query blocks, so one thread owns a head (no atomics, and
-    // the same order of additions for any thread count).
-    kernel::parallel_for(d.b * d.h, parallel_worth(Work::Attention, work), [&](std::int64_t lo, std::int64_t hi) {
+    // Parallel over (batch, key/value head): dK and dV sum over query blocks and the group's query heads, so one
+    // thread owns them (no atomics, and the same order of additions for any thread count).
+    kernel::parallel_for(d.b * d.hk, parallel_worth(Work::Attention, work), [&](std::int64_t lo, std::int64_t hi) {
       MatR<T> S, dP;  // scratch per thread
       Col<T> D;
-      for (std::int64_t bh = lo; bh < hi; ++bh) {
-        const std::int64_t b = bh / d.h, h = bh % d.h;
-        const Head<T> hd = head_of(pq, pk, pv, L, d, bh, pad);
-        const CStrided<T> O(po + b * d.t * so + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
-        const CStrided<T> dO(pg + b * d.t * so + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
-        Strided<T> dQ(pdq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q));
-        Strided<T> dK(pdk + b * d.t * L.stride_k + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_k));
-        Strided<T> dV(pdv + b * d.t * L.stride_v + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(L.stride_v));
-        backward_head(hd, O, dO, pl + bh * d.t, bl, d, causal, scale, dQ, dK, dV, S, dP, D);
+      for (std::int64_t bk = lo; bk < hi; ++bk) {
+        const std::int64_t b = bk / d.hk, kh = bk % d.hk;
+        Strided<T> dK(pdk + b * d.t * L.stride_k + kh * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_k));
+        Strided<T> dV(pdv + b * d.t * L.stride_v + kh * d.dv, d.t, d.dv, Eigen::OuterStride<>(L.stride_v));
+        for (std::int64_t h = kh * d.group(); h < (kh + 1) * d.group(); ++h) {
+          const std::int64_t bh = b * d.h + h;
+          const Head<T> hd = head_of(pq, pk, pv, L, d, bh, pad);
+          const CStrided<T> O(po + b * d.t * so + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
+          const CStrided<T> dO(pg + b * d.t * so + h * d.dv, d.t, d.dv, Eigen::OuterStride<>(so));
+          Strided<T> dQ(pdq + b * d.t * L.stride_q + h * d.dk, d.t, d.dk, Eigen::OuterStride<>(L.stride_q));
+          backward_head(hd, O, dO, pl + bh * d.t, bl, d, causal, scale, dQ, dK, dV, S, dP, D, h == kh * d.group());
+        }
       }
     });
   });
@@ -300,6 +306,18 @@ Tensor attention_weights(const Tensor& tq, const Tensor& tk, const Tensor& lse, 
   return w;
 }
 
+// The key/value heads of q, k, v widths (B, T, H*dk), (B, T, Hkv*dk), (B, T, Hkv*dv): Hkv = k's width / dk must
+// divide heads (grouped-query attention; Hkv = heads is multi-head), else an error naming `op` and the widths.
+std::int64_t kv_heads_of(const char* op, std::int64_t qw, std::int64_t kw, std::int64_t vw, std::int64_t heads) {
+  QKV_CHECK(heads > 0 && qw % heads == 0, "{}: heads = {} must divide the width of q ({})", op, heads, qw);
+  const std::int64_t dk = qw / heads, kv_heads = kw / std::max<std::int64_t>(dk, 1);
+  QKV_CHECK(dk > 0 && kw % dk == 0 && kv_heads > 0 && heads % kv_heads == 0 && vw % kv_heads == 0 && vw > 0,
+            "{}: k's width {} must be a number of key/value heads of q's head width {} (q is {} = {} heads) that "
+            "divides the {} query heads, and v's width {} a multiple of it",
+            op, kw, dk, qw, heads, heads, vw);
+  return kv_heads;
+}
+
 std::vector<unsigned char> padding_flags(const Tensor& mask, const Dims& d) {
   std::vector<unsigned char> pad;
   if (!mask.defined()) return pad;
@@ -327,12 +345,11 @@ std::pair<Tensor, Tensor> attention(const Tensor& q, const Tensor& k, const Tens
   kernel::check_same_dtype("attention", q, v);
   QKV_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3, "attention: q, k, v must be (B, T, H*d), got {}, {}, {}",
             q.shape().str(), k.shape().str(), v.shape().str());
-  QKV_CHECK(q.shape() == k.shape() && v.size(0) == q.size(0) && v.size(1) == q.size(1),
-            "attention: q {} and k {} must match, and v {} must share their (B, T)", q.shape().str(), k.shape().str(),
+  QKV_CHECK(k.size(0) == q.size(0) && k.size(1) == q.size(1) && v.size(0) == q.size(0) && v.size(1) == q.size(1),
+            "attention: q {}, k {} and v {} must share their (B, T)", q.shape().str(), k.shape().str(),
             v.shape().str());
-  QKV_CHECK(heads > 0 && q.size(2) % heads == 0 && v.size(2) % heads == 0,
-            "attention: heads = {} must divide the widths of q ({}) and v ({})", heads, q.size(2), v.size(2));
-  const Dims d = self_dims(q.size(0), q.size(1), heads, q.size(2) / heads, v.size(2) / heads);
+  const std::int64_t kv_heads = kv_heads_of("attention", q.size(2), k.size(2), v.size(2), heads);
+  const Dims d = self_dims(q.size(0), q.size(1), heads, q.size(2) / heads, v.size(2) / kv_heads, kv_heads);
   const Layout L{0, 0, 0, q.size(2), k.size(2), v.size(2)};
   auto pad = padding_flags(key_padding_mask, d);
   // Not a structured binding: clang 14 cannot capture one in the lambda below.
@@ -359,7 +376,7 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
   const std::int64_t width = heads * (2 * dk + dv);
   QKV_CHECK(qkv.dim() == 3 && qkv.size(2) == width,
             "attention: packed qkv must be (B, T, H*(2*dk + dv)) = (B, T, {}), got {}", width, qkv.shape().str());
-  const Dims d = self_dims(qkv.size(0), qkv.size(1), heads, dk, dv);
+  const Dims d = self_dims(qkv.size(0), qkv.size(1), heads, dk, dv, heads);
   const Layout L{0, heads * dk, 2 * heads * dk, width, width, width};
   auto pad = padding_flags(key_padding_mask, d);
   const auto forward = attention_forward(qkv, qkv, qkv, L, d, causal, pad);
@@ -377,21 +394,34 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
 
 namespace {
 
-// Copies the new tokens' keys and values (column ranges of the packed qkv) into rows [past, past + n) of the caches.
-void append_to_cache(const Tensor& qkv, const Tensor& kc, const Tensor& vc, std::int64_t past, std::int64_t kw,
-                     std::int64_t vw) {
-  const std::int64_t b = qkv.size(0), n = qkv.size(1), width = qkv.size(2), cap = kc.size(1);
-  kernel::dispatch("attention_cached", qkv.dtype(), [&](auto tag) {
+// Copies the new tokens' keys (the column range [off, off + w) of rows `stride` wide, n rows per batch) into rows
+// [past, past + n) of a cache w wide.
+void append_to_cache(const Tensor& src, std::int64_t off, std::int64_t stride, const Tensor& cache, std::int64_t past,
+                     std::int64_t w) {
+  const std::int64_t b = src.size(0), n = src.size(1), cap = cache.size(1);
+  kernel::dispatch("attention_cached", src.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* src = qkv.data<T>();
-    T *pk = kc.data<T>(), *pv = vc.data<T>();
+    const T* ps = src.data<T>();
+    T* pc = cache.data<T>();
     for (std::int64_t i = 0; i < b; ++i)
       for (std::int64_t r = 0; r < n; ++r) {
-        const T* row = src + (i * n + r) * width;
-        std::copy(row + kw, row + 2 * kw, pk + (i * cap + past + r) * kw);
-        std::copy(row + 2 * kw, row + 2 * kw + vw, pv + (i * cap + past + r) * vw);
+        const T* row = ps + (i * n + r) * stride + off;
+        std::copy(row, row + w, pc + (i * cap + past + r) * w);
       }
   });
+}
+
+// The caches' checks for n new tokens of batch b after `past`, keys kw and values vw wide.
+void check_caches(const Tensor& k_cache, const Tensor& v_cache, std::int64_t b, std::int64_t n, std::int64_t past,
+                  std::int64_t kw, std::int64_t vw) {
+  QKV_CHECK(k_cache.dim() == 3 && k_cache.size(0) == b && k_cache.size(2) == kw && v_cache.dim() == 3 &&
+                v_cache.size(0) == b && v_cache.size(1) == k_cache.size(1) && v_cache.size(2) == vw,
+            "attention_cached: caches must be (B, C, Hkv*dk) = ({}, C, {}) and (B, C, Hkv*dv) = ({}, C, {}), got {} "
+            "and {}",
+            b, kw, b, vw, k_cache.shape().str(), v_cache.shape().str());
+  QKV_CHECK(past >= 0 && past + n <= k_cache.size(1),
+            "attention_cached: {} cached + {} new tokens do not fit a cache of {} positions", past, n,
+            k_cache.size(1));
 }
 
 }  // namespace
@@ -408,19 +438,34 @@ Tensor attention_cached(const Tensor& qkv, const Tensor& k_cache, const Tensor& 
             "attention_cached: packed qkv must be (B, n, H*(2*dk + dv)) = (B, n, {}), got {}", 2 * kw + vw,
             qkv.shape().str());
   const std::int64_t b = qkv.size(0), n = qkv.size(1);
-  QKV_CHECK(k_cache.dim() == 3 && k_cache.size(0) == b && k_cache.size(2) == kw && v_cache.dim() == 3 &&
-                v_cache.size(0) == b && v_cache.size(1) == k_cache.size(1) && v_cache.size(2) == vw,
-            "attention_cached: caches must be (B, C, H*dk) = ({}, C, {}) and (B, C, H*dv) = ({}, C, {}), got {} and {}",
-            b, kw, b, vw, k_cache.shape().str(), v_cache.shape().str());
-  QKV_CHECK(past >= 0 && past + n <= k_cache.size(1),
-            "attention_cached: {} cached + {} new tokens do not fit a cache of {} positions", past, n,
-            k_cache.size(1));
+  check_caches(k_cache, v_cache, b, n, past, kw, vw);
   QKV_CHECK(!any_requires_grad({&qkv, &k_cache, &v_cache}),
             "attention_cached: inference only (not differentiable); call it under a NoGradGuard");
-  append_to_cache(qkv, k_cache, v_cache, past, kw, vw);
-  const Dims d{b, n, heads, dk, dv, k_cache.size(1), past + n, past};
+  append_to_cache(qkv, kw, qkv.size(2), k_cache, past, kw);
+  append_to_cache(qkv, 2 * kw, qkv.size(2), v_cache, past, vw);
+  const Dims d{b, n, heads, dk, dv, k_cache.size(1), past + n, past, heads};
   const Layout L{0, 0, 0, qkv.size(2), kw, vw};
   return attention_forward(qkv, k_cache, v_cache, L, d, /*causal=*/true, {}).first;
+}
+
+Tensor attention_cached(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
+                        const Tensor& v_cache, std::int64_t past, std::int64_t heads) {
+  const kernel::OpScope op_scope("attention_cached", {&q, &k, &v, &k_cache, &v_cache});
+  for (const Tensor* t : {&k, &v, &k_cache, &v_cache}) kernel::check_same_dtype("attention_cached", q, *t);
+  QKV_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && k.size(0) == q.size(0) && k.size(1) == q.size(1) &&
+                v.size(0) == q.size(0) && v.size(1) == q.size(1),
+            "attention_cached: q {}, k {} and v {} must be (B, n, width) with one (B, n)", q.shape().str(),
+            k.shape().str(), v.shape().str());
+  const std::int64_t kv_heads = kv_heads_of("attention_cached", q.size(2), k.size(2), v.size(2), heads);
+  const std::int64_t b = q.size(0), n = q.size(1), kw = k.size(2), vw = v.size(2);
+  check_caches(k_cache, v_cache, b, n, past, kw, vw);
+  QKV_CHECK(!any_requires_grad({&q, &k, &v, &k_cache, &v_cache}),
+            "attention_cached: inference only (not differentiable); call it under a NoGradGuard");
+  append_to_cache(k, 0, kw, k_cache, past, kw);
+  append_to_cache(v, 0, vw, v_cache, past, vw);
+  const Dims d{b, n, heads, q.size(2) / heads, vw / kv_heads, k_cache.size(1), past + n, past, kv_heads};
+  const Layout L{0, 0, 0, q.size(2), kw, vw};
+  return attention_forward(q, k_cache, v_cache, L, d, /*causal=*/true, {}).first;
 }
 
 }  // namespace qkv

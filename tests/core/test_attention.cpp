@@ -69,8 +69,8 @@ TEST_CASE("fused attention gradients: gradcheck for separate and packed inputs")
 
 TEST_CASE("fused attention bad input") {
   const Tensor q = Tensor::ones({2, 3, 4});
-  CHECK_ERROR(attention(q, Tensor::ones({2, 3, 5}), q, 1, false), "attention: q [2, 3, 4] and k [2, 3, 5] must match");
-  CHECK_ERROR(attention(q, q, q, 3, false), "attention: heads = 3 must divide the widths of q (4) and v (4)");
+  CHECK_ERROR(attention(q, Tensor::ones({2, 3, 5}), q, 1, false), "attention: k's width 5 must be a number of key/value heads of q's head width 4");
+  CHECK_ERROR(attention(q, q, q, 3, false), "attention: heads = 3 must divide the width of q (4)");
   CHECK_ERROR(attention(q, q, q, 1, false, Tensor::zeros({2, 4})), "key_padding_mask must be (B, T) = (2, 3), got [2, 4]");
   CHECK_ERROR(attention_packed(q, 1, 2, 2, false), "packed qkv must be (B, T, H*(2*dk + dv)) = (B, T, 6), got [2, 3, 4]");
 }
@@ -207,7 +207,7 @@ TEST_CASE("cached attention bad input") {
   NoGradGuard no_grad;
   CHECK_ERROR(attention_cached(qkv, kc, vc, 3, 1, 3, 2), "attention_cached: 3 cached + 2 new tokens do not fit a cache of 4 positions");
   CHECK_ERROR(attention_cached(qkv, kc, vc, 0, 1, 2, 2), "packed qkv must be (B, n, H*(2*dk + dv)) = (B, n, 6), got [1, 2, 8]");
-  CHECK_ERROR(attention_cached(qkv, vc, kc, 0, 1, 3, 2), "caches must be (B, C, H*dk) = (1, C, 3) and (B, C, H*dv) = (1, C, 2), got [1, 4, 2] and [1, 4, 3]");
+  CHECK_ERROR(attention_cached(qkv, vc, kc, 0, 1, 3, 2), "caches must be (B, C, Hkv*dk) = (1, C, 3) and (B, C, Hkv*dv) = (1, C, 2), got [1, 4, 2] and [1, 4, 3]");
   CHECK_ERROR(attention_cached(qkv, kc.to(kFloat32), vc, 0, 1, 3, 2), "attention_cached: mixed dtypes");
 }
 
@@ -215,4 +215,58 @@ TEST_CASE("cached attention is inference only") {
   const Tensor qkv = test::leaf({1, 2, 8}, 52);
   const Tensor kc = Tensor::zeros({1, 4, 3}, kFloat64), vc = Tensor::zeros({1, 4, 2}, kFloat64);
   CHECK_ERROR(attention_cached(qkv, kc, vc, 0, 1, 3, 2), "attention_cached: inference only");
+}
+
+namespace {
+// k (B, T, Hkv*d) with each key/value head repeated for the H / Hkv query heads that share it (repeat_kv).
+Tensor repeat_kv(const Tensor& k, std::int64_t heads, std::int64_t kv_heads) {
+  const std::int64_t d = k.size(2) / kv_heads;
+  std::vector<Tensor> parts;
+  for (std::int64_t h = 0; h < heads; ++h) parts.push_back(narrow(k, 2, (h / (heads / kv_heads)) * d, d));
+  return concat(parts, 2);
+}
+}  // namespace
+
+TEST_CASE("grouped-query attention equals multi-head attention over repeated key/value heads, both ways") {
+  const SmallBlocks small(4, 8);  // several blocks each way
+  for (const std::int64_t kv : {1, 2, 4}) {
+    for (const bool causal : {false, true}) {
+      INFO("kv_heads ", kv, " causal ", causal);
+      const std::int64_t h = 4, dk = 3, dv = 2, t = 11;
+      const Tensor q = test::leaf({2, t, h * dk}, 60), k = test::leaf({2, t, kv * dk}, 61);
+      const Tensor v = test::leaf({2, t, kv * dv}, 62), g = test::leaf({2, t, h * dv}, 63);
+      Tensor pad = Tensor::zeros({2, t}, kFloat64);
+      pad.data<double>()[t + 3] = 1;  // a padded key in batch 1
+      auto [out, w] = attention(q, k, v, h, causal, pad, true);
+      auto [ref, wref] = attention(q, repeat_kv(k, h, kv), repeat_kv(v, h, kv), h, causal, pad, true);
+      CHECK_CLOSE(out, ref, 1e-12, 1e-12);
+      CHECK_CLOSE(w, wref, 1e-12, 1e-12);
+      const auto grads = grad({sum(out * g)}, {q, k, v});
+      const auto want = grad({sum(ref * g)}, {q, k, v});
+      for (std::size_t i = 0; i < 3; ++i) CHECK_CLOSE(grads[i], want[i], 1e-12, 1e-12);
+    }
+  }
+  const Tensor q = test::leaf({1, 5, 4 * 2}, 64), k = test::leaf({1, 5, 2}, 65), v = test::leaf({1, 5, 3}, 66);
+  CHECK(gradcheck([&](Ins x) { return attention(x[0], x[1], x[2], 4, true).first; }, {q, k, v}));
+  CHECK_ERROR(attention(q, test::leaf({1, 5, 6}, 1), v, 4, true), "attention: k's width 6 must be a number of key/value heads of q's head width 2 (q is 8 = 4 heads) that divides the 4 query heads");
+  CHECK_ERROR(attention(q, test::leaf({1, 4, 2}, 1), v, 4, true), "must share their (B, T)");
+}
+
+TEST_CASE("cached grouped-query attention: the caches hold the key/value heads only, rows equal the whole sequence") {
+  const SmallBlocks small(4, 8);
+  const std::int64_t h = 6, kv = 2, dk = 4, dv = 3, t = 13;
+  const Tensor q = test::leaf({2, t, h * dk}, 70), k = test::leaf({2, t, kv * dk}, 71), v = test::leaf({2, t, kv * dv}, 72);
+  NoGradGuard no_grad;
+  const Tensor whole = attention(q, k, v, h, true, {}, false).first;
+  const Tensor kc = Tensor::zeros({2, 16, kv * dk}, kFloat64), vc = Tensor::zeros({2, 16, kv * dv}, kFloat64);
+  std::int64_t past = 0;
+  for (const std::int64_t n : {4, 1, 1, 7}) {
+    INFO("past ", past, " n ", n);
+    const Tensor out = attention_cached(narrow(q, 1, past, n).clone(), narrow(k, 1, past, n).clone(),
+                                        narrow(v, 1, past, n).clone(), kc, vc, past, h);
+    CHECK_CLOSE(out, narrow(whole, 1, past, n), 1e-12, 1e-12);
+    past += n;
+  }
+  CHECK_CLOSE(narrow(vc, 1, 0, t), v, 0, 0);
+  CHECK_ERROR(attention_cached(q, k, v, kc, vc, 10, h), "attention_cached: 10 cached + 13 new tokens do not fit a cache of 16 positions");
 }

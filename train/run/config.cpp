@@ -263,6 +263,17 @@ Config parse_config(const std::string& text, const std::string& source, const st
     return it != where.end() ? it->second : source;
   };
   for (const auto& s : specs()) check_range(s, c, at(s.name));
+  // The model options another kind declares: refused where set, otherwise dropped (reading a key fills it in).
+  const bool known_kind = [&] { for (const auto& k : model_kinds()) if (k == c.model.kind) return true; return false; }();
+  if (known_kind) {
+    for (const auto& s : specs())
+      if (foreign_option(s, c.model.kind)) {
+        QKV_CHECK(!where.count(s.name), "{}: {} is an option of model.kind = {}, not of \"{}\"", at(s.name), s.name,
+                  kinds_with_option(s.name.substr(6)), c.model.kind);
+        c.model.options.erase(s.name.substr(6));
+      }
+    static_cast<ModelConfig&>(c.model) = c.model.with_defaults();
+  }
   check_run_name(c.run.name, at("run.name"));
   check_consistency(c, at);
   return c;
@@ -283,6 +294,7 @@ std::string to_toml(const Config& config) {
   Config c = config;
   std::string out, section;
   for (const auto& s : specs()) {
+    if (foreign_option(s, c.model.kind)) continue;
     const std::string name = s.name;
     const std::string sec = name.substr(0, name.find('.'));
     if (sec != section) {
@@ -367,6 +379,12 @@ void check_resume_overrides(const Config& was, const Config& now, const std::str
               "its checkpoints hold; start a new run to change the model", name,
               std::visit([&](auto member) { return fmt::format("{}", now.model.*member); }, f.member), where,
               std::visit([&](auto member) { return fmt::format("{}", was.model.*member); }, f.member));
+  }
+  for (const auto& [name, value] : now.model.options) {
+    const auto it = was.model.options.find(name);
+    QKV_CHECK(it != was.model.options.end() && it->second == value,
+              "resume: model.{} changes the run's model ({} has another value): a resumed run goes on with the "
+              "weights its checkpoints hold; start a new run to change the model", name, where);
   }
   QKV_CHECK(was.model.positions == now.model.positions, "resume: model.positions = {} changes the run's model ({} has "
             "{}): start a new run to change the model", now.model.positions, where, was.model.positions);

@@ -41,7 +41,33 @@ std::vector<KeySpec> model_specs() {
     if (std::string_view(f.name) == "kind") k.choices = model_kinds;
     out.push_back(std::move(k));
   }
+  // Each kind's own options (a name two kinds declare is one key; its first declaration gives type and range).
+  for (const std::string& kind : model_kinds())
+    for (const ModelOptionSpec& o : model_kind(kind).options) {
+      const std::string name = "model." + o.name;
+      if (std::any_of(out.begin(), out.end(), [&](const KeySpec& k) { return k.name == name; })) continue;
+      KeySpec k{name,
+                [o](Config& c) -> Ref {
+                  ModelOption& v = c.model.options[o.name];
+                  if (v.index() != o.default_value.index()) v = o.default_value;
+                  return std::visit([](auto& x) -> Ref { return &x; }, v);
+                },
+                // the doc outlives the spec: kinds are registered for the program's life
+                o.doc.c_str()};
+      if (std::holds_alternative<std::int64_t>(o.default_value) || std::holds_alternative<double>(o.default_value))
+        k.min = o.min, k.max = o.max;
+      k.kind_option = true;
+      out.push_back(std::move(k));
+    }
   return out;
+}
+
+bool foreign_option(const KeySpec& spec, const std::string& kind) {
+  if (!spec.kind_option) return false;
+  const std::string option = spec.name.substr(spec.name.find('.') + 1);
+  for (const ModelOptionSpec& o : model_kind(kind).options)
+    if (o.name == option) return false;
+  return true;
 }
 
 // The [optim] keys of the optimizers' options, from their one description (optimizer_fields() in optim/).

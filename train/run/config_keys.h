@@ -21,7 +21,11 @@ struct KeySpec {
   double max = std::numeric_limits<double>::infinity();
   /// The values a string key takes, asked at each use (a model kind registered later is a valid model.kind).
   std::vector<std::string> (*choices)() = nullptr;
+  /// A model kind's own option (ModelKind::options): a key only when model.kind declares it.
+  bool kind_option = false;
 };
+/// True when `spec` is a model kind's option that `kind` does not declare (configs refuse it; to_toml skips it).
+bool foreign_option(const KeySpec& spec, const std::string& kind);
 
 inline constexpr double kInf = std::numeric_limits<double>::infinity();
 

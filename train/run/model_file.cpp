@@ -13,6 +13,7 @@ const char* version() { return "0.1.0"; }
 std::map<std::string, std::string> model_metadata(const ModelConfig& m, const BpeTokenizer* tok) {
   nlohmann::json mj = nlohmann::json::object();
   for (const ModelField& f : model_fields()) std::visit([&](auto member) { mj[f.name] = m.*member; }, f.member);
+  for (const auto& [name, value] : m.with_defaults().options) std::visit([&](const auto& x) { mj[name] = x; }, value);
   std::map<std::string, std::string> meta = {{"format", "qkv"}, {"qkv.version", version()}, {"qkv.model", mj.dump()}};
   if (tok) {  // the tokenizer travels with the model (docs/tokens.md)
     meta["qkv.tokenizer.vocab"] = tok->vocab_json();
@@ -79,6 +80,24 @@ ModelConfig model_config_from_json(const std::string& text, const std::string& s
     else QKV_CHECK(!required.count(f.name), "{}: qkv.model metadata has no \"{}\"", source, f.name);
   }
   try {
+    for (const ModelOptionSpec& o : model_kind(m.kind).options) {  // the kind's own options; absent ones default
+      if (!j.contains(o.name)) continue;
+      const nlohmann::json& v = j[o.name];
+      ModelOption value = o.default_value;
+      std::visit(
+          [&](auto& x) {
+            using T = std::decay_t<decltype(x)>;
+            const bool ok = std::is_same_v<T, std::string> ? v.is_string()
+                            : std::is_same_v<T, bool>      ? v.is_boolean()
+                            : std::is_same_v<T, double>    ? v.is_number()
+                                                           : v.is_number_integer();
+            QKV_CHECK(ok, "\"{}\" must be of the type of {}, got {}", o.name, nlohmann::json(x).dump(), v.dump());
+            x = v.get<T>();
+          },
+          value);
+      m.options[o.name] = value;
+    }
+    m = m.with_defaults();
     check_model_config(m);  // a known kind, and its own rules
   } catch (const Error& e) {
     fail("{}: qkv.model: {}", source, e.what());
