@@ -335,24 +335,25 @@ const std::vector<ModelField>& model_fields() {
   using M = ModelConfig;
   static const std::vector<ModelField> fields = {
       {"kind", &M::kind, 0, 0,
-       "the model (seed: one SelfAttention layer and a head; transformer; gpt2: GPT-2's architecture)"},
+       "the model (seed: one SelfAttention layer and a head; transformer; gpt2: GPT-2's architecture; llama: "
+       "Llama's, Qwen2's and Mistral's, with the model.<option> keys marked llama)"},
       {"vocab_size", &M::vocab_size, 1, 2e6, "token ids 0..vocab_size-1", false},
       {"seq_len", &M::seq_len, 1, 1e6, "positional table size: the longest sequence the model takes", false},
       {"d_model", &M::d_model, 1, 1e5, "embedding width"},
       {"d_k", &M::d_k, 0, 1e5, "seed: query/key width (0 = d_model)"},
       {"d_v", &M::d_v, 0, 1e5, "seed: value width (0 = d_model)"},
-      {"heads", &M::heads, 1, 1e4, "transformer, gpt2: attention heads (must divide d_model)"},
-      {"layers", &M::layers, 1, 1e4, "transformer, gpt2: blocks"},
-      {"d_ff", &M::d_ff, 0, 1e6, "transformer, gpt2: MLP width (0 = 4 * d_model)"},
+      {"heads", &M::heads, 1, 1e4, "transformer, gpt2, llama: attention heads (must divide d_model; llama: query heads)"},
+      {"layers", &M::layers, 1, 1e4, "transformer, gpt2, llama: blocks"},
+      {"d_ff", &M::d_ff, 0, 1e6, "transformer, gpt2, llama: MLP width (0 = 4 * d_model; llama: intermediate_size)"},
       {"causal", &M::causal, 0, 0, "token i attends only to tokens j <= i"},
       {"attn_bias", &M::attn_bias, 0, 0, "biases on the attention projections"},
       {"dropout", &M::dropout, 0, 0.999,
        "transformer, gpt2: dropout before each residual add (gpt2: and on the embeddings)"},
       {"bias", &M::bias, 0, 0, "gpt2: biases in every Linear and LayerNorm (nanoGPT's bias)"},
-      {"tie_embeddings", &M::tie_embeddings, 0, 0, "gpt2: the output head is the token embedding (one tensor)"},
-      {"norm_eps", &M::norm_eps, 1e-12, 1, "gpt2: LayerNorm eps"},
+      {"tie_embeddings", &M::tie_embeddings, 0, 0, "gpt2, llama: the output head is the token embedding (one tensor)"},
+      {"norm_eps", &M::norm_eps, 1e-12, 1, "gpt2: LayerNorm eps; llama: RMSNorm eps (rms_norm_eps)"},
       {"recompute", &M::recompute, 0, 0,
-       "transformer, gpt2: activation checkpointing: each block keeps only its input in the forward and recomputes "
+       "transformer, gpt2, llama: activation checkpointing: each block keeps only its input in the forward and recomputes "
        "its activations in the backward (less memory, about a third more compute; the same gradients)"},
   };
   return fields;

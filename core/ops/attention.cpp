@@ -1,11 +1,10 @@
-// Fused multi-head scaled dot-product attention in O(B*H*T) extra memory (FlashAttention-2, Dao 2023).
-// Legend: B batch, T sequence, H heads, d head width; Bq, Bk the query and key block sizes.
-// q, k are (B, T, H*dk) and v is (B, T, H*dv) exactly as the projections produce them: head h of batch b is a
-// (T, d) block with row stride H*d, read through strided Eigen maps, so heads are never permuted into copies.
-// Forward walks key blocks with an online softmax and keeps one log-sum-exp per query row (never the T x T
-// weights); backward recomputes each score block from q, k and that statistic. Causal blocks above the diagonal
-// are skipped both ways. Every block split is fixed by the sizes (and the cache), never by the thread count,
-// and each (b, h) runs its backward on one thread: results are identical for any number of threads.
+// Fused multi-head (and grouped-query) scaled dot-product attention in O(B*H*T) extra memory (FlashAttention-2).
+// Legend: B batch, T sequence, H heads, d head width; Bq, Bk the query and key block sizes. q, k, v are (B, T,
+// heads*d) as the projections produce them, each head a (T, d) block with row stride heads*d, read through strided
+// Eigen maps (never permuted into copies). Forward walks key blocks with an online softmax and keeps one
+// log-sum-exp per query row; backward recomputes each score block from q, k and it. Causal blocks above the
+// diagonal are skipped both ways. Block splits depend on the sizes (and the cache), never on the thread count, and
+// each key/value head's backward runs on one thread: results are identical for any number of threads.
 #include "qkv/core/ops/kernel.h"
 
 #include <Eigen/Core>
@@ -38,7 +37,6 @@ struct Dims {
 Dims self_dims(std::int64_t b, std::int64_t t, std::int64_t h, std::int64_t dk, std::int64_t dv, std::int64_t hk) {
   return {b, t, h, dk, dv, t, t, 0, hk};
 }
-
 
 // Where q, k, v live: each is a (B, T, H*d) column range [offset, offset + H*d) of rows `stride` wide. Separate
 // tensors have offset 0 and stride H*d; a packed [q | k | v] projection shares one buffer and one stride.
@@ -306,15 +304,13 @@ Tensor attention_weights(const Tensor& tq, const Tensor& tk, const Tensor& lse, 
   return w;
 }
 
-// The key/value heads of q, k, v widths (B, T, H*dk), (B, T, Hkv*dk), (B, T, Hkv*dv): Hkv = k's width / dk must
-// divide heads (grouped-query attention; Hkv = heads is multi-head), else an error naming `op` and the widths.
+// Hkv of q, k, v widths H*dk, Hkv*dk, Hkv*dv: it must divide heads (Hkv = heads is multi-head), else an error.
 std::int64_t kv_heads_of(const char* op, std::int64_t qw, std::int64_t kw, std::int64_t vw, std::int64_t heads) {
   QKV_CHECK(heads > 0 && qw % heads == 0, "{}: heads = {} must divide the width of q ({})", op, heads, qw);
   const std::int64_t dk = qw / heads, kv_heads = kw / std::max<std::int64_t>(dk, 1);
   QKV_CHECK(dk > 0 && kw % dk == 0 && kv_heads > 0 && heads % kv_heads == 0 && vw % kv_heads == 0 && vw > 0,
             "{}: k's width {} must be a number of key/value heads of q's head width {} (q is {} = {} heads) that "
-            "divides the {} query heads, and v's width {} a multiple of it",
-            op, kw, dk, qw, heads, heads, vw);
+            "divides the {} query heads, and v's width {} a multiple of it", op, kw, dk, qw, heads, heads, vw);
   return kv_heads;
 }
 
@@ -393,21 +389,13 @@ std::pair<Tensor, Tensor> attention_packed(const Tensor& qkv, std::int64_t heads
 }
 
 namespace {
-
-// Copies the new tokens' keys (the column range [off, off + w) of rows `stride` wide, n rows per batch) into rows
-// [past, past + n) of a cache w wide.
-void append_to_cache(const Tensor& src, std::int64_t off, std::int64_t stride, const Tensor& cache, std::int64_t past,
-                     std::int64_t w) {
-  const std::int64_t b = src.size(0), n = src.size(1), cap = cache.size(1);
+// Copies the n new tokens' rows of src (B, n, w) into rows [past, past + n) of a cache (B, C, w).
+void append_to_cache(const Tensor& src, const Tensor& cache, std::int64_t past) {
+  const std::int64_t b = src.size(0), n = src.size(1), w = src.size(2), cap = cache.size(1);
   kernel::dispatch("attention_cached", src.dtype(), [&](auto tag) {
     using T = decltype(tag);
-    const T* ps = src.data<T>();
-    T* pc = cache.data<T>();
     for (std::int64_t i = 0; i < b; ++i)
-      for (std::int64_t r = 0; r < n; ++r) {
-        const T* row = ps + (i * n + r) * stride + off;
-        std::copy(row, row + w, pc + (i * cap + past + r) * w);
-      }
+      std::copy(src.data<T>() + i * n * w, src.data<T>() + (i + 1) * n * w, cache.data<T>() + (i * cap + past) * w);
   });
 }
 
@@ -416,36 +404,26 @@ void check_caches(const Tensor& k_cache, const Tensor& v_cache, std::int64_t b, 
                   std::int64_t kw, std::int64_t vw) {
   QKV_CHECK(k_cache.dim() == 3 && k_cache.size(0) == b && k_cache.size(2) == kw && v_cache.dim() == 3 &&
                 v_cache.size(0) == b && v_cache.size(1) == k_cache.size(1) && v_cache.size(2) == vw,
-            "attention_cached: caches must be (B, C, Hkv*dk) = ({}, C, {}) and (B, C, Hkv*dv) = ({}, C, {}), got {} "
-            "and {}",
+            "attention_cached: caches must be (B, C, Hkv*dk) = ({}, C, {}) and (B, C, Hkv*dv) = ({}, C, {}), got {} and {}",
             b, kw, b, vw, k_cache.shape().str(), v_cache.shape().str());
   QKV_CHECK(past >= 0 && past + n <= k_cache.size(1),
             "attention_cached: {} cached + {} new tokens do not fit a cache of {} positions", past, n,
             k_cache.size(1));
 }
-
 }  // namespace
 
 Tensor attention_cached(const Tensor& qkv, const Tensor& k_cache, const Tensor& v_cache, std::int64_t past,
                         std::int64_t heads, std::int64_t dk, std::int64_t dv) {
   const kernel::OpScope op_scope("attention_cached", {&qkv, &k_cache, &v_cache});
-  kernel::check_same_dtype("attention_cached", qkv, k_cache);
-  kernel::check_same_dtype("attention_cached", qkv, v_cache);
   QKV_CHECK(heads > 0 && dk > 0 && dv > 0, "attention_cached: heads, dk and dv must be positive, got {}, {}, {}",
             heads, dk, dv);
   const std::int64_t kw = heads * dk, vw = heads * dv;
   QKV_CHECK(qkv.dim() == 3 && qkv.size(2) == 2 * kw + vw,
             "attention_cached: packed qkv must be (B, n, H*(2*dk + dv)) = (B, n, {}), got {}", 2 * kw + vw,
             qkv.shape().str());
-  const std::int64_t b = qkv.size(0), n = qkv.size(1);
-  check_caches(k_cache, v_cache, b, n, past, kw, vw);
-  QKV_CHECK(!any_requires_grad({&qkv, &k_cache, &v_cache}),
-            "attention_cached: inference only (not differentiable); call it under a NoGradGuard");
-  append_to_cache(qkv, kw, qkv.size(2), k_cache, past, kw);
-  append_to_cache(qkv, 2 * kw, qkv.size(2), v_cache, past, vw);
-  const Dims d{b, n, heads, dk, dv, k_cache.size(1), past + n, past, heads};
-  const Layout L{0, 0, 0, qkv.size(2), kw, vw};
-  return attention_forward(qkv, k_cache, v_cache, L, d, /*causal=*/true, {}).first;
+  // the n new rows' columns as three tensors (a copy of n rows: one token per step in generation)
+  return attention_cached(narrow(qkv, 2, 0, kw), narrow(qkv, 2, kw, kw), narrow(qkv, 2, 2 * kw, vw), k_cache, v_cache,
+                          past, heads);
 }
 
 Tensor attention_cached(const Tensor& q, const Tensor& k, const Tensor& v, const Tensor& k_cache,
@@ -454,15 +432,15 @@ Tensor attention_cached(const Tensor& q, const Tensor& k, const Tensor& v, const
   for (const Tensor* t : {&k, &v, &k_cache, &v_cache}) kernel::check_same_dtype("attention_cached", q, *t);
   QKV_CHECK(q.dim() == 3 && k.dim() == 3 && v.dim() == 3 && k.size(0) == q.size(0) && k.size(1) == q.size(1) &&
                 v.size(0) == q.size(0) && v.size(1) == q.size(1),
-            "attention_cached: q {}, k {} and v {} must be (B, n, width) with one (B, n)", q.shape().str(),
-            k.shape().str(), v.shape().str());
+            "attention_cached: q {}, k {} and v {} must share their (B, n)", q.shape().str(), k.shape().str(),
+            v.shape().str());
   const std::int64_t kv_heads = kv_heads_of("attention_cached", q.size(2), k.size(2), v.size(2), heads);
   const std::int64_t b = q.size(0), n = q.size(1), kw = k.size(2), vw = v.size(2);
   check_caches(k_cache, v_cache, b, n, past, kw, vw);
   QKV_CHECK(!any_requires_grad({&q, &k, &v, &k_cache, &v_cache}),
             "attention_cached: inference only (not differentiable); call it under a NoGradGuard");
-  append_to_cache(k, 0, kw, k_cache, past, kw);
-  append_to_cache(v, 0, vw, v_cache, past, vw);
+  append_to_cache(k, k_cache, past);
+  append_to_cache(v, v_cache, past);
   const Dims d{b, n, heads, q.size(2) / heads, vw / kv_heads, k_cache.size(1), past + n, past, kv_heads};
   const Layout L{0, 0, 0, q.size(2), kw, vw};
   return attention_forward(q, k_cache, v_cache, L, d, /*causal=*/true, {}).first;

@@ -48,7 +48,8 @@ std::vector<KeySpec> model_specs() {
       if (std::any_of(out.begin(), out.end(), [&](const KeySpec& k) { return k.name == name; })) continue;
       KeySpec k{name,
                 [o](Config& c) -> Ref {
-                  ModelOption& v = c.model.options[o.name];
+                  auto [it, added] = c.model.options.try_emplace(o.name, o.default_value);
+                  ModelOption& v = it->second;
                   if (v.index() != o.default_value.index()) v = o.default_value;
                   return std::visit([](auto& x) -> Ref { return &x; }, v);
                 },

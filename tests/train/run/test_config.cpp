@@ -160,7 +160,7 @@ TEST_CASE("precision, grad_accum_steps and recompute: bad input names the key") 
   CHECK_ERROR(parse("[train]\ngrad_accum_steps = 0\n"), "train.grad_accum_steps: value 0 is out of range");
   CHECK_ERROR(parse("[model]\nkind = \"seed\"\nrecompute = true\n"),
               "test.toml:3:13: model.recompute = true: model.kind = \"seed\" has no blocks to recompute (the kinds that "
-              "do: transformer, gpt2)");
+              "do: transformer, gpt2, llama)");
   const Config ok = parse("[model]\nkind = \"transformer\"\nrecompute = true\n[train]\nprecision = \"bf16\"\n"
                           "batch_size = 8\ngrad_accum_steps = 4\n");
   CHECK(ok.model.recompute);

@@ -76,7 +76,7 @@ TEST_CASE("a model kind registered in one place trains, is estimated, saved, loa
   CHECK(tm.model->name() == "BigramModel");
   CHECK(tm.model->num_parameters() == 256);
   CHECK(bench(cfg, 2, 0).steps_per_s > 0);
-  CHECK_ERROR(build_model({.kind = "bigramm", .vocab_size = 4}), "unknown kind 'bigramm' (expected seed or transformer or gpt2 or bigram)");
+  CHECK_ERROR(build_model({.kind = "bigramm", .vocab_size = 4}), "unknown kind 'bigramm' (expected seed or transformer or gpt2 or llama or bigram)");
 }
 
 TEST_CASE("register_model_kind refuses an entry with a field missing") {
