@@ -37,7 +37,7 @@ constexpr Command kCommands[] = {
     {"info", "resolved config, model summary, parameter count and FLOPs per token", cli::declare_info},
     {"bench", "time training steps (no eval or checkpoint I/O)", cli::declare_bench},
     {"init", "write the initial weights a run of CONFIG starts from (for another framework)", cli::declare_init},
-    {"export", "write a run's weights as a safetensors file (PyTorch/numpy read it) or a Hugging Face GPT-2 folder",
+    {"export", "write a run's weights as a safetensors file (PyTorch/numpy read it) or a Hugging Face folder (gpt2 and llama kinds)",
      cli::declare_export},
     {"predict", "the predicted token at every position", cli::declare_predict},
     {"attention", "the attention matrix of one layer and head", cli::declare_attention},

@@ -2,7 +2,7 @@
 #include <qkv/core/ops.h>
 #include <qkv/train/cli/commands.h>
 #include <qkv/train/io/files.h>
-#include <qkv/train/io/gpt2_files.h>
+#include <qkv/train/io/checkpoints.h>
 #include <qkv/layers/save.h>
 #include <qkv/train/report/report.h>
 #include <qkv/train/use/attention_view.h>
@@ -154,7 +154,7 @@ int cmd_sample(const std::string& target, const TokenInput& prompt, std::int64_t
   return 0;
 }
 
-// export --format hf: a Hugging Face GPT-2 folder, by default beside the model (RUN_DIR/hf, or FILE's stem + "-hf").
+// export --format hf: a Hugging Face folder of the model's kind, by default beside the model (RUN_DIR/hf, or FILE's stem + "-hf").
 int cmd_export_hf(const std::string& run_dir, std::string out, const std::string& dtype) {
   const fs::path from(run_dir);
   if (out.empty())
@@ -165,7 +165,10 @@ int cmd_export_hf(const std::string& run_dir, std::string out, const std::string
   QKV_CHECK(parent.empty() || fs::is_directory(parent), "export --out {}: the folder {} does not exist", out,
             parent.string());
   const TrainedModel tm = load_trained(run_dir);
-  const auto removed = write_hf_gpt2(*tm.model, tm.tokenizer.get(), out, parse_storage_type(dtype));
+  const auto gen = tm.metadata.find("qkv.generation_config");
+  const auto removed = hf_format_of_kind(tm.model->config().kind)
+                           .write_hf(*tm.model, tm.tokenizer.get(), out, parse_storage_type(dtype),
+                                     gen == tm.metadata.end() ? "" : gen->second);
   if (!removed.empty())
     fmt::print(stderr, "qkv: note: removed {} from {}: another model's files, which loaders would read with this one\n",
                fmt::join(removed, ", "), out);
@@ -233,7 +236,7 @@ Runner declare_export(CLI::App& c) {
   c.add_option("--out", a->out, "output file (default RUN_DIR/model.<dtype>.safetensors, or FILE.<dtype>."
                                 "safetensors beside a file); with --format hf a folder (default RUN_DIR/hf)");
   c.add_option("--dtype", a->dtype, "f32, f16 or bf16")->check(CLI::IsMember({"f32", "f16", "bf16"}));
-  c.add_option("--format", a->format, "qkv (a qkv model file) or hf (a Hugging Face GPT-2 folder: config.json, "
+  c.add_option("--format", a->format, "qkv (a qkv model file) or hf (a Hugging Face GPT-2 or llama-family folder: config.json, "
                                       "model.safetensors, tokenizer files; model.kind = gpt2)")
       ->check(CLI::IsMember({"qkv", "hf"}));
   return [a] { return cmd_export(a->target, a->out, a->dtype, a->format); };

@@ -4,7 +4,7 @@
 #include <qkv/train/cli/commands.h>
 #include <qkv/train/dist/comm.h>
 #include <qkv/train/io/files.h>
-#include <qkv/train/io/gpt2_files.h>
+#include <qkv/train/io/checkpoints.h>
 #include <qkv/train/run/bench.h>
 #include <qkv/train/run/memory.h>
 #include <qkv/train/run/run.h>
@@ -117,7 +117,7 @@ int cmd_eval(const std::string& target, bool json, const std::string& tokens, st
     tm.config.train.batch_size = 1;
     tm.data_from_metadata = false;
   } else {
-    QKV_CHECK(!is_gpt2_checkpoint(target), "eval: {} is a GPT-2 checkpoint, which carries no data: name token shards "
+    QKV_CHECK(!is_field_checkpoint(target), "eval: {} is a checkpoint of the field, which carries no data: name token shards "
               "to evaluate it on with --tokens DIR (qkv tokenize makes them)", target);
   }
   if (val_size > 0) tm.config.data.val_size = val_size;

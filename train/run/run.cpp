@@ -1,6 +1,6 @@
 #include "qkv/train/run/run.h"
 
-#include <qkv/train/io/gpt2_files.h>
+#include <qkv/train/io/checkpoints.h>
 #include <qkv/train/run/memory.h>
 #include <qkv/train/run/model_file.h>
 
@@ -10,13 +10,14 @@ namespace {
 // Seeds of the independent streams derived from run.seed.
 constexpr std::uint64_t kInitStream = 0x696e6974ULL;
 
-/// model.init naming a GPT-2 checkpoint of the field: the config must describe the same GPT-2 (what the tensors
-/// cannot show is compared here; the strict load names every tensor that differs).
-void load_gpt2_init(LanguageModel& model, const std::string& path) {
+/// model.init naming a checkpoint of the field: the config must describe the same model (what the tensors cannot
+/// show is compared here; the strict load names every tensor that differs).
+void load_field_init(LanguageModel& model, const std::string& path) {
   const ModelConfig& m = model.config();
-  QKV_CHECK(m.kind == "gpt2", "model.init: {} is a GPT-2 checkpoint; set model.kind = \"gpt2\" (now \"{}\")", path,
-            m.kind);
-  const GPT2Checkpoint ck = read_gpt2_checkpoint(path, m.heads);
+  const CheckpointFormat* format = checkpoint_format(path);
+  QKV_CHECK(m.kind == format->kind, "model.init: {} is a {} checkpoint; set model.kind = \"{}\" (now \"{}\")", path,
+            format->name, format->kind, m.kind);
+  const FieldCheckpoint ck = format->read(path, m.heads);
   const auto same = [&](const char* key, auto theirs, auto ours) {
     QKV_CHECK(theirs == ours, "model.init: {} has {} = {}, but the config says model.{} = {}", path, key, theirs, key,
               ours);
@@ -24,11 +25,14 @@ void load_gpt2_init(LanguageModel& model, const std::string& path) {
   same("heads", ck.config.heads, m.heads);
   same("layers", ck.config.layers, m.layers);
   same("d_model", ck.config.d_model, m.d_model);
-  same("positions", ck.config.seq_len, m.seq_len);
+  if (ck.weights.find("transformer.wpe.weight").defined()) same("positions", ck.config.seq_len, m.seq_len);  // a table
   same("vocab_size", ck.config.vocab_size, m.vocab_size);
   same("bias", ck.config.bias, m.bias);
   same("tie_embeddings", ck.config.tie_embeddings, m.tie_embeddings);
   same("norm_eps", ck.config.norm_eps, m.norm_eps);
+  const ModelConfig mine = m.with_defaults();
+  for (const auto& [name, value] : ck.config.with_defaults().options)
+    QKV_CHECK(mine.options.at(name) == value, "model.init: {} has another model.{} than the config says", path, name);
   load(model, ck.weights, path, /*strict=*/true);
 }
 
@@ -48,7 +52,7 @@ void set_up(Run& r) {
   Generator init(c.run.seed ^ kInitStream);  // then the model's dropout stream continues it
   r.model = build_model(c.model_config(r.data->vocab_size()), init);
   if (!c.model.init.empty()) {
-    if (is_gpt2_checkpoint(c.model.init)) load_gpt2_init(*r.model, c.model.init);
+    if (is_field_checkpoint(c.model.init)) load_field_init(*r.model, c.model.init);
     else load(*r.model, c.model.init, /*strict=*/true);
     check_finite_weights(*r.model, "model.init: " + c.model.init, "training cannot start from it");
   }

@@ -1,6 +1,6 @@
 #include "qkv/train/use/trained.h"
 
-#include <qkv/train/io/gpt2_files.h>
+#include <qkv/train/io/checkpoints.h>
 #include <qkv/layers/save.h>
 #include <qkv/train/run/checkpoint.h>
 #include <qkv/train/run/model_file.h>
@@ -18,15 +18,16 @@ namespace fs = std::filesystem;
 
 namespace {
 
-/// A GPT-2 checkpoint of the field (train/io/gpt2_files.h): its weights, tokenizer and a qkv model file's
-/// metadata for them (no data section).
-TrainedModel load_gpt2(const std::string& target) {
-  GPT2Checkpoint ck = read_gpt2_checkpoint(target);
+/// A checkpoint of the field (train/io/checkpoints.h): its weights, tokenizer and a qkv model file's metadata for
+/// them (no data section).
+TrainedModel load_field(const std::string& target) {
+  FieldCheckpoint ck = read_field_checkpoint(target);
   check_finite_tensors(ck.weights.tensors, ck.weights_path, "this model cannot be used");
   TrainedModel tm;
   tm.path = ck.weights_path;
   tm.tokenizer = ck.tokenizer;
   tm.metadata = model_metadata(ck.config, ck.tokenizer.get());
+  if (!ck.generation_config.empty()) tm.metadata["qkv.generation_config"] = ck.generation_config;
   tm.data_from_metadata = true;
   Generator g(0);
   {
@@ -63,7 +64,7 @@ std::shared_ptr<BpeTokenizer> tokenizer_of(const std::map<std::string, std::stri
 }  // namespace
 
 TrainedModel load_trained(const std::string& target) {
-  if (is_gpt2_checkpoint(target)) return load_gpt2(target);
+  if (is_field_checkpoint(target)) return load_field(target);
   TrainedModel tm;
   const fs::path p(target);
   fs::path file = p;
