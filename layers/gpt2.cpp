@@ -53,13 +53,13 @@ Tensor GPT2Attention::attend_cached(const Tensor& x_in, KVCacheLayer& cache, std
   });
 }
 
-GPT2MLP::GPT2MLP(const GPT2BlockOptions& o, Generator& gen) {
+GPT2MLP::GPT2MLP(const GPT2BlockOptions& o, Generator& gen) : exact_gelu_(o.exact_gelu) {
   const std::int64_t d_ff = o.d_ff == 0 ? 4 * o.d_model : o.d_ff;
   c_fc = register_module("c_fc", gpt2_linear(o.d_model, d_ff, o.bias, kInitStd, gen));
   c_proj = register_module("c_proj", std::make_shared<Linear>(d_ff, o.d_model, o.bias, gen));
 }
 
-Tensor GPT2MLP::forward(const Tensor& x) { return (*c_proj)(gelu((*c_fc)(x), /*approximate=*/true)); }
+Tensor GPT2MLP::forward(const Tensor& x) { return (*c_proj)(gelu((*c_fc)(x), /*approximate=*/!exact_gelu_)); }
 
 GPT2Block::GPT2Block(const GPT2BlockOptions& o, Generator& gen) {
   ln_1 = register_module("ln_1", std::make_shared<LayerNorm>(LayerNormOptions{o.d_model, o.eps, o.bias}));
@@ -89,7 +89,8 @@ Tensor GPT2Block::residuals(const Tensor& x, const Tensor& a) {
 
 GPT2::GPT2(const ModelConfig& c, Generator& gen) : LanguageModel(c) {
   const GPT2BlockOptions block{
-      .d_model = c.d_model, .heads = c.heads, .d_ff = c.d_ff, .bias = c.bias, .eps = c.norm_eps, .dropout = c.dropout};
+      .d_model = c.d_model, .heads = c.heads, .d_ff = c.d_ff, .bias = c.bias, .eps = c.norm_eps, .dropout = c.dropout,
+      .exact_gelu = c.option<std::string>("activation") == "gelu"};
   transformer = register_module("transformer", std::make_shared<GPT2Trunk>());
   auto& t = *transformer;
   t.wte = t.add("wte", std::make_shared<Embedding>(c.vocab_size, c.d_model, gen));
@@ -148,6 +149,10 @@ const ModelKind& gpt2_model_kind() {
             check_heads("model", c.d_model, c.heads);
             QKV_CHECK(c.causal, "model: kind \"gpt2\" is a causal language model: set model.causal = true");
             QKV_CHECK(c.norm_eps > 0, "model: norm_eps must be positive, got {}", c.norm_eps);
+            const std::string act = c.option<std::string>("activation");
+            QKV_CHECK(act == "gelu_new" || act == "gelu",
+                      "model: activation = \"{}\" is not a GPT-2 activation (expected gelu_new, the tanh GELU, or "
+                      "gelu, the exact one)", act);
           },
       .parameters =
           [](const ModelConfig& c) {
@@ -165,6 +170,8 @@ const ModelKind& gpt2_model_kind() {
           [](const ModelConfig& c) { return model_kind("transformer").activations_per_token(c) + double(c.d_model); },
       .decay_matrices_only = true,
       .can_recompute = true,
+      .options = {{"activation", std::string("gelu_new"), 0, 0,
+                   "gpt2: the MLP's GELU: gelu_new (tanh, GPT-2's and Hugging Face's) or gelu (exact erf, nanoGPT's)"}},
   };
   return kind;
 }

@@ -15,6 +15,7 @@ struct GPT2BlockOptions {
   bool bias = true;          ///< biases in every Linear and LayerNorm (nanoGPT's bias = False turns them off)
   double eps = 1e-5;         ///< LayerNorm eps
   double dropout = 0.0;      ///< residual dropout (before each residual add)
+  bool exact_gelu = false;   ///< the exact (erf) GELU, as nanoGPT's model.py; false: the tanh one (GPT-2's gelu_new)
 };
 
 /// Causal self-attention with one fused projection: c_attn (D -> 3D, [q | k | v]), then c_proj (D -> D).
@@ -34,13 +35,16 @@ class GPT2Attention : public Module {
   std::int64_t d_, heads_;
 };
 
-/// c_fc (D -> d_ff), tanh-approximated GELU (GPT-2's "gelu_new"), c_proj (d_ff -> D).
+/// c_fc (D -> d_ff), GELU (tanh-approximated, GPT-2's "gelu_new", or exact, nanoGPT's), c_proj (d_ff -> D).
 class GPT2MLP : public Module {
  public:
   explicit GPT2MLP(const GPT2BlockOptions& options, Generator& gen = default_generator());
   Tensor forward(const Tensor& x) override;
   std::string name() const override { return "GPT2MLP"; }
   std::shared_ptr<Linear> c_fc, c_proj;
+
+ private:
+  bool exact_gelu_ = false;
 };
 
 /// Pre-LN block: x = x + drop(attn(ln_1(x))); x = x + drop(mlp(ln_2(x))).

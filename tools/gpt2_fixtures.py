@@ -10,7 +10,8 @@ Run with Debian's torch:  /usr/bin/python3 tools/gpt2_fixtures.py
                                 transformer.h.0.attn.c_attn.weight as nn.Linear (out, in), bias=False, and
                                 lm_head.weight written out (the same values as wte: nanoGPT ties them).
   tests/fixtures/gpt2_parity.json  per layout: two prompts' logits (float64 reference from the float32 weights)
-                                and 64 greedy tokens after a prompt.
+                                and 64 greedy tokens after a prompt: Hugging Face's with GPT-2's tanh GELU
+                                (gelu_new), nanoGPT's with the exact GELU its model.py has (nn.GELU()).
 The weights are drawn wider than GPT-2's 0.02 so that every greedy step has a clear winner (checked: the top two
 logits differ by at least 1e-3 at every step, and float32 and float64 greedy agree).
 """
@@ -52,8 +53,9 @@ def weights(gen, bias):
     return {k: v.float() for k, v in w.items()}
 
 
-def forward(w, ids):
-    """ids (B, T) -> logits (B, T, V) in the dtype of w: GPT-2 as published (pre-LN, tanh GELU, tied head)."""
+def forward(w, ids, gelu="tanh"):
+    """ids (B, T) -> logits (B, T, V) in the dtype of w: GPT-2 as published (pre-LN, tied head), with the tanh GELU
+    (GPT-2's gelu_new) or nanoGPT's exact one (gelu="none")."""
     def get(name):
         return w.get(name)
 
@@ -76,14 +78,14 @@ def forward(w, ids):
         att = att.masked_fill(mask, float("-inf")).softmax(-1)
         y = (att @ v).transpose(1, 2).reshape(B, T, D)
         x = x + lin(y, b + "attn.c_proj")
-        x = x + lin(F.gelu(lin(ln(x, b + "ln_2"), b + "mlp.c_fc"), approximate="tanh"), b + "mlp.c_proj")
+        x = x + lin(F.gelu(lin(ln(x, b + "ln_2"), b + "mlp.c_fc"), approximate=gelu), b + "mlp.c_proj")
     return ln(x, "transformer.ln_f") @ get("transformer.wte.weight").T
 
 
-def greedy(w, prompt):
+def greedy(w, prompt, gelu):
     ids = list(prompt)
     for _ in range(GREEDY):
-        logits = forward(w, torch.tensor([ids]))[0, -1]
+        logits = forward(w, torch.tensor([ids]), gelu)[0, -1]
         top = torch.topk(logits, 2).values
         assert float(top[0] - top[1]) > 1e-3, "a near tie: choose another seed"
         ids.append(int(logits.argmax()))
@@ -129,13 +131,13 @@ def write_dir(name, files):
             write_safetensors(os.path.join(d, file), *content)
 
 
-def case(w, gen):
+def case(w, gen, gelu):
     prompts = torch.randint(0, VOCAB, (2, 8), generator=gen)
     w64 = {k: v.double() for k, v in w.items()}
-    logits = forward(w64, prompts)
+    logits = forward(w64, prompts, gelu)
     start = [int(i) for i in torch.randint(0, VOCAB, (4,), generator=gen)]
-    tokens = greedy(w64, start)
-    assert tokens == greedy(w, start), "float32 and float64 greedy differ: choose another seed"
+    tokens = greedy(w64, start, gelu)
+    assert tokens == greedy(w, start, gelu), "float32 and float64 greedy differ: choose another seed"
     return {"ids": prompts.reshape(-1).tolist(), "shape": list(logits.shape),
             "logits": [float(v) for v in logits.reshape(-1)], "prompt": start, "greedy": tokens}
 
@@ -161,7 +163,7 @@ def main():
     })
     with open(os.path.join(OUT, "gpt2_parity.json"), "w") as f:
         json.dump({"tool": "tools/gpt2_fixtures.py", "torch": torch.__version__,
-                   "huggingface": case(hf, gen), "nanogpt": case(nano, gen)}, f)
+                   "huggingface": case(hf, gen, "tanh"), "nanogpt": case(nano, gen, "none")}, f)
         f.write("\n")
 
 

@@ -45,7 +45,7 @@ int cmd_predict(const std::string& target, const TokenInput& tokens, bool json) 
   NoGradGuard no_grad;
   const Tensor logits = tm.model->logits(ids_tensor(ids));  // (1, T, V)
   check_finite_output(logits, "predict", tm.path);
-  const Tensor pred = argmax(logits, -1);
+  const Tensor pred = argmax(narrow(logits, -1, 0, tm.usable_vocab()), -1);  // padding rows are never predicted
   std::vector<std::int64_t> preds;
   for (double p : pred.to_vector()) preds.push_back(static_cast<std::int64_t>(p));
   if (json) {

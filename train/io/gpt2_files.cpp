@@ -39,6 +39,7 @@ bool is_buffer(const std::string& name) {
 struct SizesFromConfig {
   ModelConfig model;
   bool has_bias = false;  ///< the file said whether there are biases (nanoGPT's "bias")
+  bool has_activation = false;  ///< the file named its activation (Hugging Face's activation_function)
 };
 
 std::int64_t int_key(const json& j, const std::string& file, std::initializer_list<const char*> names, double max) {
@@ -66,13 +67,10 @@ void check_unsupported(const json& j, const std::string& file, std::int64_t d) {
   QKV_CHECK(!j.contains("activation_function") || j["activation_function"].is_string(),
             "{}: \"activation_function\" must be a string, got {}", file, j.value("activation_function", json()).dump());
   const std::string act = j.value("activation_function", std::string("gelu_new"));
-  QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh",
-            "{}: \"activation_function\" = \"{}\" is not supported: qkv's GPT-2 uses the tanh GELU (\"gelu_new\")",
-            file, act);
-  if (j.contains("n_inner") && !j["n_inner"].is_null())
-    QKV_CHECK(j["n_inner"].is_number_integer() && j["n_inner"].get<std::int64_t>() == 4 * d,
-              "{}: \"n_inner\" = {} is not supported: qkv's GPT-2 has an MLP of 4 * n_embd = {}", file,
-              j["n_inner"].dump(), 4 * d);
+  QKV_CHECK(act == "gelu_new" || act == "gelu_pytorch_tanh" || act == "gelu",
+            "{}: \"activation_function\" = \"{}\" is not supported: qkv's GPT-2 has the tanh GELU (\"gelu_new\", "
+            "\"gelu_pytorch_tanh\") and the exact one (\"gelu\")", file, act);
+  (void)d;
   for (const char* k : {"scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention"})
     QKV_CHECK(!bool_key(j, file, k, false), "{}: \"{}\" = true is not supported by qkv's GPT-2", file, k);
   QKV_CHECK(bool_key(j, file, "scale_attn_weights", true),
@@ -98,6 +96,12 @@ SizesFromConfig read_config_json(const std::string& file) {
     m.norm_eps = e.get<double>();
   }
   check_unsupported(j, file, m.d_model);
+  s.has_activation = j.contains("activation_function");
+  m.options["activation"] = std::string(j.value("activation_function", "") == "gelu" ? "gelu" : "gelu_new");
+  if (j.contains("n_inner") && !j["n_inner"].is_null()) {  // GPT2Config's MLP width (null: 4 * n_embd)
+    const std::int64_t inner = int_key(j, file, {"n_inner"}, 1e6);
+    m.d_ff = inner == 4 * m.d_model ? 0 : inner;
+  }
   m.tie_embeddings = bool_key(j, file, "tie_word_embeddings", true);
   s.has_bias = j.contains("bias");
   m.bias = bool_key(j, file, "bias", true);
@@ -169,6 +173,7 @@ ModelConfig sizes_from_tensors(const std::vector<std::pair<std::string, Tensor>>
   m.kind = "gpt2";
   m.causal = true;
   m.heads = heads;
+  m.options["activation"] = std::string("gelu_new");
   std::set<std::string> blocks;
   for (const auto& [name, t] : named) {
     if (name == "transformer.wte.weight" && t.dim() == 2) m.vocab_size = t.size(0), m.d_model = t.size(1);
@@ -289,8 +294,8 @@ json hf_config(const ModelConfig& m, const json& eos, StorageType storage) {
           {"n_embd", m.d_model},
           {"n_layer", m.layers},
           {"n_head", m.heads},
-          {"n_inner", nullptr},
-          {"activation_function", "gelu_new"},
+          {"n_inner", m.d_ff == 0 || m.d_ff == 4 * m.d_model ? json(nullptr) : json(m.d_ff)},
+          {"activation_function", m.option<std::string>("activation")},
           {"layer_norm_epsilon", m.norm_eps},
           {"resid_pdrop", m.dropout},
           {"embd_pdrop", m.dropout},
@@ -363,14 +368,17 @@ GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads)
             fs::exists(folder / "vocab.json") ? "merges.txt" : "vocab.json");
   if (fs::exists(folder / "vocab.json") && fs::exists(folder / "merges.txt")) {
     ck.tokenizer = std::make_shared<BpeTokenizer>(BpeTokenizer::load(folder.string()));
-    QKV_CHECK(!cfg || ck.tokenizer->vocab_size() == cfg->model.vocab_size,
-              "{}: the tokenizer (vocab.json, merges.txt) has {} tokens but config.json says vocab_size = {}",
+    QKV_CHECK(!cfg || ck.tokenizer->vocab_size() <= cfg->model.vocab_size,
+              "{}: the tokenizer (vocab.json, merges.txt) has {} tokens but config.json says vocab_size = {} (the "
+              "embedding may have more rows than the tokenizer has tokens, as nanoGPT's 50304, never fewer)",
               folder.string(), ck.tokenizer->vocab_size(), cfg->model.vocab_size);
   }
   const SafetensorsFile f = read_safetensors(ck.weights_path);
   auto named = qkv_names(f, ck.weights_path);
   ModelConfig m = cfg ? cfg->model : sizes_from_tensors(named, heads, ck.weights_path);
   ck.layout = detect_layout(named, m.d_model, ck.weights_path);
+  // nanoGPT's model.py has the exact GELU (nn.GELU()); a file in its layout that does not name one has it
+  if (ck.layout == GPT2Layout::nanogpt && !(cfg && cfg->has_activation)) m.options["activation"] = std::string("gelu");
   read_block0(named, m, ck.layout, cfg, ck.weights_path);
   settle_head(named, m, cfg.has_value(), ck.weights_path);
   try {
@@ -379,8 +387,8 @@ GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads)
     fail("{}: {}", ck.weights_path, e.what());
   }
   check_tensors(named, m, ck.layout, ck.weights_path);
-  QKV_CHECK(!ck.tokenizer || ck.tokenizer->vocab_size() == m.vocab_size,
-            "{}: the tokenizer (vocab.json, merges.txt) has {} tokens but the model's embedding has {} rows",
+  QKV_CHECK(!ck.tokenizer || ck.tokenizer->vocab_size() <= m.vocab_size,
+            "{}: the tokenizer (vocab.json, merges.txt) has {} tokens but the model's embedding has only {} rows",
             folder.string(), ck.tokenizer->vocab_size(), m.vocab_size);
   for (auto& [name, t] : named)
     if (ck.layout == GPT2Layout::huggingface && is_conv1d_weight(name)) t = transpose(t, 0, 1);
@@ -396,9 +404,6 @@ std::vector<std::string> write_hf_gpt2(const LanguageModel& model, const BpeToke
             "export --format hf: the model is of kind \"{}\"; Hugging Face's GPT-2 format holds "
             "model.kind = \"gpt2\" models",
             m.kind);
-  QKV_CHECK(m.d_ff == 0 || m.d_ff == 4 * m.d_model,
-            "export --format hf: model.d_ff = {} is not 4 * d_model, which Hugging Face's GPT-2 config cannot say",
-            m.d_ff);
   std::vector<std::pair<std::string, Tensor>> out;
   for (const auto& [name, t] : model.named_parameters()) {
     const Tensor w = t.to(kFloat32);

@@ -34,9 +34,12 @@ bool is_gpt2_checkpoint(const std::string& path);
 /// Reads a Hugging Face folder or a safetensors file of either layout (detected from the names and shapes; a
 /// file that mixes naming conventions or layouts, or misses or adds tensors, is an error listing them). The sizes
 /// come from config.json (in the folder, or beside the file: Hugging Face's keys or nanoGPT's GPTConfig names);
-/// without one, from the tensors' shapes and `heads` (0: none known, an error). Anything qkv cannot honour
-/// (another activation, n_inner, scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn, a sharded
-/// checkpoint) is an error naming the file and key, raised before any tensor is read.
+/// without one, from the tensors' shapes and `heads` (0: none known, an error). The GELU is the one config.json
+/// names (activation_function: gelu_new or gelu), else nanoGPT's exact one for its layout and GPT-2's tanh one for
+/// Hugging Face's; n_inner sets the MLP width. The embedding may have more rows than the tokenizer has tokens
+/// (nanoGPT pads 50257 to 50304). Anything qkv cannot honour (another activation,
+/// scale_attn_by_inverse_layer_idx, reorder_and_upcast_attn, a sharded checkpoint) is an error naming the file and
+/// key, raised before any tensor is read.
 GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads = 0);
 
 /// Writes `model` (kind gpt2) as a Hugging Face folder: config.json, model.safetensors (Hugging Face's names and

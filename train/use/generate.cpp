@@ -71,7 +71,9 @@ std::vector<std::int64_t> sample_tokens(const TrainedModel& tm, std::vector<std:
     const Tensor logits = next_logits(ids);  // (1, n, V): the last row predicts the next token
     check_finite_output(logits, "sample", tm.path);
     const std::int64_t v = logits.size(2), rows = logits.size(1);
-    const std::int64_t next = pick_token(narrow(reshape(logits, {-1, v}), 0, rows - 1, 1).to_vector(), temperature, gen);
+    std::vector<double> last = narrow(reshape(logits, {-1, v}), 0, rows - 1, 1).to_vector();
+    last.resize(static_cast<std::size_t>(tm.usable_vocab()));  // never an id past the tokenizer's (padding rows)
+    const std::int64_t next = pick_token(last, temperature, gen);
     ids.push_back(next);
     out.push_back(next);
     if (on_token) on_token(next);

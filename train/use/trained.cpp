@@ -56,12 +56,17 @@ std::shared_ptr<BpeTokenizer> tokenizer_of(const std::map<std::string, std::stri
                                                                 path + " (qkv.tokenizer.merges)", declared));
   QKV_CHECK(tok->hash() == meta.at("qkv.tokenizer.hash"), "{}: its tokenizer hashes to {}, but qkv.tokenizer.hash "
             "says {}", path, tok->hash(), meta.at("qkv.tokenizer.hash"));
-  QKV_CHECK(tok->vocab_size() == vocab_size, "{}: the tokenizer has {} tokens but the model's vocab_size is {}", path,
+  QKV_CHECK(tok->vocab_size() <= vocab_size, "{}: the tokenizer has {} tokens but the model's vocab_size is only {}", path,
             tok->vocab_size(), vocab_size);
   return tok;
 }
 
 }  // namespace
+
+std::int64_t TrainedModel::usable_vocab() const {
+  return tokenizer ? std::min<std::int64_t>(tokenizer->vocab_size(), model->config().vocab_size)
+                   : model->config().vocab_size;
+}
 
 TrainedModel load_trained(const std::string& target) {
   if (is_field_checkpoint(target)) return load_field(target);

@@ -21,6 +21,9 @@ struct TrainedModel {
   std::shared_ptr<const BpeTokenizer> tokenizer;  ///< models trained on tokens: their tokenizer ("qkv.tokenizer.*")
   /// Reads and writes text: characters, or a tokenizer's tokens.
   bool text() const { return vocab.size() > 0 || tokenizer != nullptr; }
+  /// The ids a prediction or a sample may be: the tokenizer's (an embedding padded beyond it, as nanoGPT's 50304
+  /// rows for GPT-2's 50257 tokens, never yields the padding ids), else every row of the model's vocabulary.
+  std::int64_t usable_vocab() const;
   std::string path;   ///< the weight file read
   bool data_from_metadata = false;  ///< the data section came from the file's "qkv.data", not a run's config.toml
 

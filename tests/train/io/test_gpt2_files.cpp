@@ -99,6 +99,8 @@ TEST_CASE("export --format hf and back: the same tensors, bit for bit, and the t
     const GPT2Checkpoint ck = read_gpt2_checkpoint(out);
     CHECK(ck.layout == GPT2Layout::huggingface);
     const TrainedModel b = load_trained(out);
+    // nanoGPT's exact GELU goes out as activation_function "gelu" and comes back
+    CHECK(b.model->config().option<std::string>("activation") == a.model->config().option<std::string>("activation"));
     const auto pa = a.model->named_parameters(), pb = b.model->named_parameters();
     REQUIRE(pa.size() == pb.size());
     for (std::size_t i = 0; i < pa.size(); ++i) {
@@ -159,7 +161,7 @@ TEST_CASE("GPT-2 checkpoints: what qkv cannot honour, and broken files, exit 2 n
   key(
       "act", [](json& j) { j["activation_function"] = "relu"; }, "\"activation_function\" = \"relu\" is not supported");
   key(
-      "inner", [](json& j) { j["n_inner"] = 64; }, "\"n_inner\" = 64 is not supported");
+      "inner", [](json& j) { j["n_inner"] = 64; }, "transformer.h.0.mlp.c_fc.weight is [32, 128], expected [32, 64]");
   key(
       "layer_idx", [](json& j) { j["scale_attn_by_inverse_layer_idx"] = true; },
       "\"scale_attn_by_inverse_layer_idx\" = true is not supported");
@@ -169,7 +171,7 @@ TEST_CASE("GPT-2 checkpoints: what qkv cannot honour, and broken files, exit 2 n
   key(
       "vocab", [](json& j) { j["vocab_size"] = 97; }, "transformer.wte.weight is [96, 32], expected [97, 32]");
   key(
-      "type", [](json& j) { j["model_type"] = "llama"; }, "\"model_type\" is \"llama\"");
+      "type", [](json& j) { j["model_type"] = "llama"; }, "\"architectures\" must be [\"LlamaForCausalLM\"] for model_type \"llama\"");
   key(
       "heads", [](json& j) { j["n_head"] = 5; }, "d_model = 32 is not divisible by heads = 5");
   key(
@@ -293,7 +295,7 @@ TEST_CASE("fine-tuning from a GPT-2 folder (model.init) lowers validation loss a
   CHECK(run_cli_captured({"qkv", "eval", after.run_dir + "/hf", "--tokens", o.out}, dir.string()).code == 0);
   const auto no_data = run_cli_captured({"qkv", "eval", after.run_dir + "/hf"}, dir.string());
   CHECK(no_data.code == 2);
-  CHECK(no_data.err.find("is a GPT-2 checkpoint, which carries no data") != std::string::npos);
+  CHECK(no_data.err.find("is a checkpoint of the field, which carries no data") != std::string::npos);
   const TrainedModel back = load_trained(after.run_dir + "/hf");
   REQUIRE(back.tokenizer);
   CHECK(back.tokenizer->hash() == tok.hash());
@@ -304,7 +306,7 @@ TEST_CASE("fine-tuning from a GPT-2 folder (model.init) lowers validation loss a
   CHECK_ERROR(train(shipped("gpt2", wrong), quiet()), "has heads = 2, but the config says model.heads = 4");
   wrong = overrides;
   wrong.push_back("model.kind=\"transformer\"");
-  CHECK_ERROR(train(shipped("gpt2", wrong), quiet()), "is a GPT-2 checkpoint; set model.kind = \"gpt2\"");
+  CHECK_ERROR(train(shipped("gpt2", wrong), quiet()), "is a gpt2 checkpoint; set model.kind = \"gpt2\"");
 }
 
 TEST_CASE("export --format hf onto another model's folder removes the files loaders would read with the new one") {
@@ -323,4 +325,43 @@ TEST_CASE("export --format hf onto another model's folder removes the files load
   CHECK(fs::exists(out / "notes.txt"));  // the user's own
   CHECK(r.err.find("qkv: note: removed model-00001-of-00002.safetensors, model-00002-of-00002.safetensors, model.safetensors.index.json") != std::string::npos);
   CHECK(read_gpt2_checkpoint(out.string()).layout == GPT2Layout::huggingface);
+}
+
+TEST_CASE("nanoGPT's padded embedding and GPT2Config's n_inner: read, written, and padding ids never come out") {
+  const BpeTokenizer tok = BpeTokenizer::from_merges({}, {"<|endoftext|>"});  // 257 tokens
+  const std::int64_t v = tok.vocab_size();
+  ModelConfig c{.kind = "gpt2", .vocab_size = v + 7, .seq_len = 8, .d_model = 8, .heads = 2, .layers = 1, .d_ff = 24,
+                .causal = true};
+  c.options["activation"] = std::string("gelu");
+  Generator g(2);
+  auto model = build_model(c, g);
+  model->eval();
+  const Tensor prompt = Tensor::from(std::vector<std::int64_t>{1, 2}, {1, 2});
+  {  // the padding rows: ten times the row of the token greedy picks, so their logits beat it
+    NoGradGuard ng;
+    const Tensor last = narrow(model->logits(prompt), 1, 1, 1);
+    const auto best = static_cast<std::int64_t>(argmax(narrow(last, -1, 0, v), -1).item());
+    const Tensor w = model->parameter("transformer.wte.weight");
+    auto rows = w.to_vector();
+    for (std::int64_t r = v; r < v + 7; ++r)
+      for (std::int64_t j = 0; j < 8; ++j) rows[std::size_t(r * 8 + j)] = 10 * rows[std::size_t(best * 8 + j)];
+    w.copy_(Tensor::from(rows, w.shape()).to(w.dtype()));
+    CHECK(argmax(narrow(model->logits(prompt), 1, 1, 1), -1).item() >= double(v));  // unmasked, padding would win
+  }
+  const auto dir = scratch_dir("padded");
+  write_hf_gpt2(*model, &tok, (dir / "hf").string());
+  const json config = json::parse(std::ifstream(dir / "hf/config.json"));
+  CHECK(config["vocab_size"] == v + 7);
+  CHECK(config["n_inner"] == 24);
+  CHECK(config["activation_function"] == "gelu");
+  const TrainedModel back = load_trained((dir / "hf").string());
+  CHECK(back.model->config().vocab_size == v + 7);
+  CHECK(back.model->config().d_ff == 24);
+  CHECK(back.model->config().option<std::string>("activation") == "gelu");
+  CHECK(back.usable_vocab() == v);
+  for (const double temperature : {0.0, 1.0, 5.0})
+    for (const std::int64_t id : sample_tokens(back, {1, 2}, 12, temperature, 3, {}, true)) CHECK(id < v);
+  const auto r = run_cli_captured({"qkv", "predict", (dir / "hf").string(), "--ids", "1 2", "--json"}, dir.string());
+  REQUIRE(r.code == 0);
+  for (const auto& p : json::parse(r.out)["predictions"]) CHECK(p.get<std::int64_t>() < v);
 }
