@@ -22,7 +22,8 @@ foreach(folder IN LISTS QKV_FOLDERS)
     install(DIRECTORY ${folder}/ DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/qkv/${folder}
             FILES_MATCHING PATTERN "*.h" PATTERN "ops/kernel.h" EXCLUDE PATTERN "autograd_detail.h" EXCLUDE PATTERN "dist/detail.h" EXCLUDE
             PATTERN "cli/commands.h" EXCLUDE PATTERN "run/config_keys.h" EXCLUDE
-            PATTERN "datasets/detail.h" EXCLUDE PATTERN "datasets/unicode_tables.h" EXCLUDE)
+            PATTERN "datasets/detail.h" EXCLUDE PATTERN "datasets/unicode_tables.h" EXCLUDE
+            PATTERN "datasets/unicode_nfc.h" EXCLUDE)
   endif()
 endforeach()
 install(FILES qkv.h DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/qkv)  # the umbrella header, <qkv/qkv.h>

@@ -3,6 +3,7 @@
 #include "qkv/datasets/bpe.h"
 
 #include "qkv/datasets/pretokenize.h"
+#include "qkv/datasets/tokenizer_json.h"
 #include "qkv/datasets/utf8.h"
 
 #include <qkv/core/errors.h>
@@ -144,7 +145,7 @@ void BpeTokenizer::parse_merges(const std::string& merges, const std::unordered_
 }
 
 BpeTokenizer BpeTokenizer::parse(const std::string& vocab_json, const std::string& merges, const std::string& vname,
-                                 const std::string& mname, const std::vector<std::string>& declared) {
+                                 const std::string& mname, const std::vector<std::string>& declared, bool orphans_ok) {
   const auto j = nlohmann::json::parse(vocab_json, nullptr, /*allow_exceptions=*/false);
   QKV_CHECK(!j.is_discarded() && j.is_object() && !j.empty(),
             "tokenizer: {} is not a JSON object of token -> id", vname);
@@ -183,6 +184,7 @@ BpeTokenizer BpeTokenizer::parse(const std::string& vocab_json, const std::strin
     const bool single_byte = plain[id] && t.bytes_[id].size() == 1 && t.byte_id_[static_cast<unsigned char>(t.bytes_[id][0])] == static_cast<Id>(id);
     if (single_byte || made[id]) continue;
     const bool special = key_of[id] == "<|endoftext|>" || std::find(declared.begin(), declared.end(), key_of[id]) != declared.end();
+    if (!special && orphans_ok) continue;  // tokenizer.json with ignore_merges: a whole piece may be a token
     QKV_CHECK(special, "tokenizer: {}: token \"{}\" (id {}) is neither a byte, made by a merge in {}, nor a declared "
               "special token (<|endoftext|>, or one listed in added_tokens.json): {} looks cut short ({} merges)",
               vname, key_of[id], id, mname, mname, t.merges_.size());
@@ -357,6 +359,7 @@ void BpeTokenizer::encode_ordinary(std::string_view text, std::vector<Id>& out) 
 void BpeTokenizer::encode(std::string_view text, std::vector<Id>& out, bool allow_special, std::string_view where,
                           std::size_t base) const {
   check_utf8(text, where, base);
+  if (rules_) return encode_with_rules(text, out, allow_special);
   if (!allow_special || specials_.empty()) return encode_ordinary(text, out);
   std::size_t at = 0;
   for (;;) {
@@ -419,6 +422,7 @@ std::string BpeTokenizer::hash() const {
     h = fnv1a(&r, sizeof r, h);
   }
   for (const auto& [name, id] : specials_) h = fnv1a(&id, sizeof id, h);
+  if (rules_) h = fnv1a(rules_->digest.data(), rules_->digest.size(), h);  // tokenizer.json's rules
   return fmt::format("{:016x}", h);
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <iosfwd>
 #include <map>
+#include <memory>
 #include <span>
 #include <string>
 #include <string_view>
@@ -14,6 +15,10 @@
 #include <vector>
 
 namespace qkv {
+
+/// What a Hugging Face tokenizer.json adds to GPT-2's byte-level BPE: its normalizer, pre-tokenizer steps,
+/// ignore_merges, added tokens and post-processor template (datasets/tokenizer_json.h).
+struct TokenizerRules;
 
 class BpeTokenizer {
  public:
@@ -28,7 +33,18 @@ class BpeTokenizer {
   /// "<|endoftext|>" and those `declared` (a folder's added_tokens.json); any other token that is neither a byte
   /// nor made by a merge is an error (merges cut short).
   static BpeTokenizer parse(const std::string& vocab_json, const std::string& merges, const std::string& vocab_name,
-                            const std::string& merges_name, const std::vector<std::string>& declared = {});
+                            const std::string& merges_name, const std::vector<std::string>& declared = {},
+                            bool orphans_ok = false);
+  /// Hugging Face tokenizers' tokenizer.json (byte-level BPE; datasets/tokenizer_json.cpp): what it cannot
+  /// represent (a Unigram or WordPiece model, byte_fallback, a Metaspace pre-tokenizer, ...) is refused by name.
+  static BpeTokenizer from_tokenizer_json(const std::string& text, const std::string& name);
+  /// This tokenizer as tokenizer.json (one read from a tokenizer.json keeps its rules; GPT-2's gets ByteLevel).
+  std::string tokenizer_json() const;
+  /// The post-processor's template around one sequence (tokenizer.json's TemplateProcessing: Llama 3 prepends
+  /// <|begin_of_text|>): ids with its tokens added; unchanged without one.
+  std::vector<Id> with_template(std::vector<Id> ids) const;
+  /// The tokenizer.json rules, or null for a GPT-2-style tokenizer.
+  const TokenizerRules* rules() const { return rules_.get(); }
   /// From merges in rank order (each a pair of ids) over the 256 byte tokens (id b = byte b), and special
   /// tokens after them: what `qkv tokenizer train` makes.
   static BpeTokenizer from_merges(const std::vector<std::pair<Id, Id>>& merges, const std::vector<std::string>& specials);
@@ -69,6 +85,7 @@ class BpeTokenizer {
                     const std::string& vocab_name, const std::string& merges_name);
   void encode_piece(std::string_view piece, std::vector<Id>& out) const;
   void encode_ordinary(std::string_view text, std::vector<Id>& out) const;
+  void encode_with_rules(std::string_view text, std::vector<Id>& out, bool allow_special) const;
 
   std::vector<std::string> bytes_;            ///< id -> bytes
   std::vector<std::pair<Id, Id>> merges_;     ///< rank -> the pair it merges
@@ -77,6 +94,7 @@ class BpeTokenizer {
   Id byte_id_[256] = {};
   std::unordered_map<std::uint64_t, std::uint64_t> rank_of_;  ///< (left << 32 | right) -> (rank << 32 | merged id)
   std::uint64_t uid_ = 0;                     ///< tells one tokenizer's word cache from another's
+  std::shared_ptr<const TokenizerRules> rules_;  ///< tokenizer.json's, or null
 };
 
 /// Encodes a stream of any length a chunk at a time, cut where encoding the parts apart gives the ids of the
