@@ -438,6 +438,7 @@ void BpeTokenizer::save(const std::string& dir) const {
   fs::create_directories(dir);
   write_file_atomic((fs::path(dir) / "vocab.json").string(), vocab_json());
   write_file_atomic((fs::path(dir) / "merges.txt").string(), merges_txt());
+  write_file_atomic((fs::path(dir) / "tokenizer.json").string(), tokenizer_json());  // what AutoTokenizer reads first
   nlohmann::ordered_json added = nlohmann::ordered_json::object();
   for (const auto& name : declared_specials()) added[name] = specials_.at(name);
   const fs::path added_path = fs::path(dir) / "added_tokens.json";

@@ -69,6 +69,9 @@ class BpeTokenizer {
   std::vector<std::string> declared_specials() const;
   /// "<|endoftext|>"'s id, or -1.
   Id eot() const { return special("<|endoftext|>"); }
+  /// What `qkv tokenize` puts before each document: <|endoftext|> (GPT-2's), else the template's first token
+  /// (tokenizer.json's beginning of sequence, as Llama 3's <|begin_of_text|>); -1 when there is neither.
+  Id document_separator() const;
 
   /// The files in Hugging Face's spelling, written the same way for the same tokenizer (ids in order).
   std::string vocab_json() const;

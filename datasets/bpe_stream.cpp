@@ -10,6 +10,7 @@ namespace qkv {
 void encode_stream(std::istream& in, const BpeTokenizer& tok, bool allow_special, const std::string& where,
                    const std::function<void(const std::vector<BpeTokenizer::Id>&)>& emit) {
   ChunkOptions options;
+  options.line_cuts_only = tok.rules() != nullptr;
   if (allow_special)
     for (const auto& [special, id] : tok.specials()) options.keep_whole.push_back(special);
   TextChunks chunks(in, where, options);

@@ -34,7 +34,7 @@ std::size_t TextChunks::cut_point() const {
   // A separator may straddle the end: cut only where a whole one would have been seen.
   const std::string_view head = text.substr(0, text.size() - std::min(text.size(), o_.separator.size()));
   check_utf8(head.substr(0, complete_utf8_prefix(head)), where_, offset_);
-  std::size_t cut = safe_cut(head);
+  std::size_t cut = o_.line_cuts_only ? line_cut(head) : safe_cut(head);
   for (const auto& token : o_.keep_whole) {  // a token across the cut moves it to the token's start
     for (std::size_t from = cut > token.size() ? cut - token.size() : 0; cut > 0;) {
       const auto at = head.find(token, from);

@@ -17,6 +17,8 @@ struct ChunkOptions {
   /// With no safe place to cut for this many bytes (one 64 MB "word"), a chunk is cut where the bytes end (at a
   /// whole character): memory stays bounded, and only such a piece encodes differently from the whole text.
   std::size_t max_carry = 64 << 20;
+  /// Cut only where line_cut allows (a tokenizer.json tokenizer's rules), not safe_cut's GPT-2 places.
+  bool line_cuts_only = false;
 };
 
 class TextChunks {

@@ -211,6 +211,15 @@ const Pretokenizer& gpt2_pretokenizer() {
 //  - Otherwise (text without ASCII blanks, such as Chinese), the pieces of the text itself: matching a piece
 //    looks at most a few characters past its start or one past its end, so a boundary that many bytes before
 //    the end is one in any longer text too.
+// After "\n", before a visible ASCII character Y: every pattern's piece that holds the newline ends with the run
+// of newlines (\s*[\r\n]+, \s+, or punctuation's trailing [\r\n]*) and none starts before Y and takes it; NFC
+// composes nothing onto an ASCII character; Digits cuts around digits only.
+std::size_t line_cut(std::string_view text) {
+  for (std::size_t p = text.size(); p-- > 1;)
+    if (text[p - 1] == '\n' && text[p] > ' ' && text[p] < 0x7f) return p;
+  return 0;
+}
+
 std::size_t safe_cut(std::string_view text) {
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
   const std::size_t stop = text.size() > 65536 ? text.size() - 65536 : 2;

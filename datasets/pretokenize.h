@@ -45,5 +45,8 @@ const char* pretokenizer_unicode_version();
 /// rules are in pretokenize.cpp): the last one found, 0 when there is none (a short text, or one piece). The text
 /// must be valid UTF-8 but for a character cut off at its end.
 std::size_t safe_cut(std::string_view text);
+/// The same under any tokenizer.json rules qkv reads (datasets/tokenizer_json.h: GPT-2's, Llama 3's and Qwen2's
+/// patterns, Digits, NFC): only after a newline that a visible ASCII character follows. 0 when there is none.
+std::size_t line_cut(std::string_view text);
 
 }  // namespace qkv

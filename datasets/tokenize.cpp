@@ -3,6 +3,7 @@
 
 #include "qkv/datasets/chunks.h"
 #include "qkv/datasets/pretokenize.h"
+#include "qkv/datasets/tokenizer_json.h"
 #include "qkv/datasets/utf8.h"
 
 #include <qkv/core/errors.h>
@@ -128,7 +129,8 @@ bool up_to_date(const TokenManifest& want, const std::string& out) {
 // of the validation bytes (at a safe place before it), so a single small file still gives both splits.
 class SegmentReader {
  public:
-  SegmentReader(const std::vector<SourceFile>& files, const TokenizeOptions& o) : files_(files), o_(o) {
+  SegmentReader(const std::vector<SourceFile>& files, const TokenizeOptions& o, bool line_cuts)
+      : files_(files), o_(o), line_cuts_(line_cuts) {
     std::int64_t total = 0;
     for (const auto& f : files) total += f.bytes;
     total_ = total;
@@ -164,6 +166,7 @@ class SegmentReader {
     QKV_CHECK(in_->good(), "tokenize: cannot read {}: {}", f, std::strerror(errno));
     ChunkOptions options;
     options.separator = o_.doc_separator;
+    options.line_cuts_only = line_cuts_;
     chunks_ = std::make_unique<TextChunks>(*in_, "tokenize: " + f, options);
   }
   void emit(std::vector<Segment>& out, const TextChunks::Chunk& c) {
@@ -173,7 +176,7 @@ class SegmentReader {
     if (o_.val_fraction > 0 && pos < val_from_ && pos + n > val_from_) {
       const std::string_view head = c.text.substr(0, static_cast<std::size_t>(val_from_ - pos));
       check_utf8(head.substr(0, complete_utf8_prefix(head)), "tokenize: " + files_[file_].path, c.offset);
-      cut = safe_cut(head);
+      cut = line_cuts_ ? line_cut(head) : safe_cut(head);
       // No safe place before it (one long word): cut at the last whole character, so the validation split gets its
       // share; only the two pieces at the cut encode differently from the whole.
       if (cut == 0) cut = complete_utf8_prefix(head);
@@ -198,6 +201,7 @@ class SegmentReader {
   const TokenizeOptions& o_;
   std::unique_ptr<std::ifstream> in_;
   std::unique_ptr<TextChunks> chunks_;
+  bool line_cuts_ = false;
   std::size_t file_ = 0;
   std::int64_t total_ = 0, val_from_ = 0, done_ = 0, stream_pos_ = 0;
 };
@@ -242,9 +246,10 @@ bool tokenize_files(const std::vector<std::string>& files, const TokenizeOptions
   QKV_CHECK(o.shard_tokens >= 1 && o.shard_tokens <= std::numeric_limits<std::int32_t>::max(),
             "tokenize: --shard-tokens {} must be in [1, 2^31 - 1]", o.shard_tokens);
   QKV_CHECK(!o.out.empty(), "tokenize: --out is required");
-  const BpeTokenizer tok = BpeTokenizer::load(o.tokenizer);
-  const auto eot = tok.eot();
-  QKV_CHECK(eot >= 0, "tokenize: the tokenizer {} has no <|endoftext|> token to separate documents", o.tokenizer);
+  const BpeTokenizer tok = load_tokenizer(o.tokenizer);
+  const auto eot = tok.document_separator();
+  QKV_CHECK(eot >= 0, "tokenize: the tokenizer {} has neither <|endoftext|> nor a beginning-of-sequence token "
+            "(tokenizer.json's post_processor) to separate documents", o.tokenizer);
   TokenManifest m;
   m.tokenizer_hash = tok.hash();
   m.tokenizer_name = o.tokenizer == "gpt2" ? "gpt2" : fs::path(o.tokenizer).lexically_normal().filename().string();
@@ -272,7 +277,7 @@ bool tokenize_files(const std::vector<std::string>& files, const TokenizeOptions
       fs::remove_all(dir, ec);
     }
   } cleanup{staging};
-  SegmentReader reader(m.sources, o);
+  SegmentReader reader(m.sources, o, tok.rules() != nullptr);
   ShardSink sink(o, staging, m.width, std::stoull(m.tokenizer_hash, nullptr, 16));
   const auto batch_bytes = static_cast<std::size_t>(num_threads()) * (4u << 20);  // a few chunks per thread
   for (auto segments = reader.next(batch_bytes); !segments.empty(); segments = reader.next(batch_bytes)) {

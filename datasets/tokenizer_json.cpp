@@ -257,6 +257,11 @@ void BpeTokenizer::encode_with_rules(std::string_view text, std::vector<Id>& out
   stretch(text.substr(at));
 }
 
+BpeTokenizer::Id BpeTokenizer::document_separator() const {
+  if (eot() >= 0) return eot();
+  return rules_ && !rules_->prefix.empty() ? rules_->prefix.front() : -1;
+}
+
 std::vector<BpeTokenizer::Id> BpeTokenizer::with_template(std::vector<Id> ids) const {
   if (!rules_ || (rules_->prefix.empty() && rules_->suffix.empty())) return ids;
   std::vector<Id> out = rules_->prefix;

@@ -2,6 +2,7 @@
 // window at a time, so memory does not depend on the corpus size.
 #include "qkv/datasets/detail.h"
 #include "qkv/datasets/shards.h"
+#include "qkv/datasets/tokenizer_json.h"
 
 #include <qkv/core/errors.h>
 #include <qkv/core/hash.h>
@@ -21,7 +22,7 @@ class TokensDataset : public Dataset {
               "\"tokens\"");
     manifest_ = read_manifest(o.path);
     const std::string manifest_path = (fs::path(o.path) / "manifest.json").string();
-    tokenizer_ = std::make_shared<BpeTokenizer>(BpeTokenizer::load((fs::path(o.path) / "tokenizer").string()));
+    tokenizer_ = std::make_shared<BpeTokenizer>(load_tokenizer((fs::path(o.path) / "tokenizer").string()));
     QKV_CHECK(tokenizer_->hash() == manifest_.tokenizer_hash && tokenizer_->vocab_size() == manifest_.vocab_size,
               "data: {}/tokenizer (hash {}, {} tokens) is not the tokenizer {} names (hash {}, {} tokens)", o.path,
               tokenizer_->hash(), tokenizer_->vocab_size(), manifest_path, manifest_.tokenizer_hash,

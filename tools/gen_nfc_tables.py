@@ -70,17 +70,17 @@ def main():
         out.write(f'inline constexpr const char* kVersion = "{version}";\n\n')
         out.write("struct Decomposition { std::uint32_t cp, first, second; };  // second 0: a singleton\n")
         out.write(f"inline constexpr Decomposition kDecompositions[{len(decomp)}] = {{\n")
-        for i in range(0, len(decomp), 4):
-            out.write("    " + " ".join(f"{{0x{a:X}, 0x{b:X}, 0x{c:X}}}," for a, b, c in decomp[i:i + 4]) + "\n")
+        for i in range(0, len(decomp), 8):
+            out.write("    " + " ".join(f"{{0x{a:X}, 0x{b:X}, 0x{c:X}}}," for a, b, c in decomp[i:i + 8]) + "\n")
         out.write("};\n\nstruct ClassRange { std::uint32_t lo, hi; std::uint8_t ccc; };\n")
         out.write(f"inline constexpr ClassRange kCombiningClasses[{len(classes)}] = {{\n")
-        for i in range(0, len(classes), 4):
-            out.write("    " + " ".join(f"{{0x{a:X}, 0x{b:X}, {c}}}," for a, b, c in classes[i:i + 4]) + "\n")
+        for i in range(0, len(classes), 12):
+            out.write("    " + " ".join(f"{{0x{a:X}, 0x{b:X}, {c}}}," for a, b, c in classes[i:i + 12]) + "\n")
         ex = ranges(excluded)
         out.write("};\n\nstruct Range { std::uint32_t lo, hi; };\n")
         out.write(f"inline constexpr Range kCompositionExcluded[{len(ex)}] = {{\n")
-        for i in range(0, len(ex), 6):
-            out.write("    " + " ".join(f"{{0x{a:X}, 0x{b:X}}}," for a, b in ex[i:i + 6]) + "\n")
+        for i in range(0, len(ex), 12):
+            out.write("    " + " ".join(f"{{0x{a:X}, 0x{b:X}}}," for a, b in ex[i:i + 12]) + "\n")
         out.write("};\n\n}  // namespace qkv::unicode_nfc\n")
 
 

@@ -5,6 +5,7 @@
 #include <qkv/datasets/bpe.h>
 #include <qkv/datasets/bpe_train.h>
 #include <qkv/datasets/shards.h>
+#include <qkv/datasets/tokenizer_json.h>
 #include <qkv/train/cli/commands.h>
 
 #include <fmt/format.h>
@@ -104,13 +105,13 @@ std::istream& open_input(const std::string& path, std::ifstream& file, const cha
 }
 
 int cmd_encode(const std::string& path, const std::string& tokenizer, bool json, bool allow_special) {
-  const BpeTokenizer tok = BpeTokenizer::load(tokenizer);
+  const BpeTokenizer tok = load_tokenizer(tokenizer);
   std::ifstream file;
   std::istream& in = open_input(path, file, "tokenizer encode");
   bool first = true;
   std::string text;
   if (json) std::fputc('[', stdout);
-  encode_stream(in, tok, allow_special, path == "-" ? "stdin" : path, [&](const std::vector<BpeTokenizer::Id>& ids) {
+  const auto print = [&](const std::vector<BpeTokenizer::Id>& ids) {
     text.clear();
     for (const auto id : ids) {
       if (!first) text += json ? ", " : " ";
@@ -118,7 +119,11 @@ int cmd_encode(const std::string& path, const std::string& tokenizer, bool json,
       text += std::to_string(id);
     }
     std::fwrite(text.data(), 1, text.size(), stdout);
-  });
+  };
+  const TokenizerRules* rules = tok.rules();
+  if (rules) print(rules->prefix);  // tokenizer.json's template around the text, as tokenizers' encode adds it
+  encode_stream(in, tok, allow_special, path == "-" ? "stdin" : path, print);
+  if (rules) print(rules->suffix);
   std::fputs(json ? "]\n" : "\n", stdout);
   return 0;
 }
@@ -126,7 +131,7 @@ int cmd_encode(const std::string& path, const std::string& tokenizer, bool json,
 // Reads ids separated by whitespace, or one JSON array of ids (what `encode --json` prints), and writes their bytes
 // as they come.
 int cmd_decode(const std::string& path, const std::string& tokenizer) {
-  const BpeTokenizer tok = BpeTokenizer::load(tokenizer);
+  const BpeTokenizer tok = load_tokenizer(tokenizer);
   std::ifstream file;
   std::istream& in = open_input(path, file, "tokenizer decode");
   std::vector<BpeTokenizer::Id> ids;

@@ -2,6 +2,7 @@
 
 #include <fmt/ranges.h>
 #include <qkv/core/ops.h>
+#include <qkv/datasets/tokenizer_json.h>
 #include <qkv/train/io/files.h>
 
 #include <algorithm>
@@ -362,12 +363,12 @@ GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads)
   const fs::path folder = fs::is_directory(p) ? p : p.parent_path();
   std::optional<SizesFromConfig> cfg;
   if (fs::exists(folder / "config.json")) cfg = read_config_json((folder / "config.json").string());
-  QKV_CHECK(fs::exists(folder / "vocab.json") == fs::exists(folder / "merges.txt"),
+  QKV_CHECK(fs::exists(folder / "tokenizer.json") || fs::exists(folder / "vocab.json") == fs::exists(folder / "merges.txt"),
             "{}: the folder has {} but not {}: a tokenizer needs both (or neither, for weights alone)", folder.string(),
             fs::exists(folder / "vocab.json") ? "vocab.json" : "merges.txt",
             fs::exists(folder / "vocab.json") ? "merges.txt" : "vocab.json");
-  if (fs::exists(folder / "vocab.json") && fs::exists(folder / "merges.txt")) {
-    ck.tokenizer = std::make_shared<BpeTokenizer>(BpeTokenizer::load(folder.string()));
+  if (fs::exists(folder / "tokenizer.json") || (fs::exists(folder / "vocab.json") && fs::exists(folder / "merges.txt"))) {
+    ck.tokenizer = std::make_shared<BpeTokenizer>(load_tokenizer(folder.string()));  // tokenizer.json first
     QKV_CHECK(!cfg || ck.tokenizer->vocab_size() <= cfg->model.vocab_size,
               "{}: the tokenizer (vocab.json, merges.txt) has {} tokens but config.json says vocab_size = {} (the "
               "embedding may have more rows than the tokenizer has tokens, as nanoGPT's 50304, never fewer)",
@@ -421,33 +422,6 @@ std::vector<std::string> write_hf_gpt2(const LanguageModel& model, const BpeToke
   write_file_atomic((fs::path(dir) / "generation_config.json").string(), generation.dump(2) + "\n");
   if (tokenizer) tokenizer->save(dir);
   return remove_other_model_files(dir, tokenizer != nullptr);
-}
-
-std::vector<std::string> remove_other_model_files(const std::string& dir, bool wrote_tokenizer) {
-  // Files a loader reads before or beside model.safetensors, which the folder's new model would not match: a
-  // sharded model's index (from_pretrained prefers nothing over it, and its shards), PyTorch's weights, and a
-  // tokenizer that is not the one just written (AutoTokenizer reads tokenizer.json first).
-  std::vector<std::string> removed;
-  const fs::path d(dir);
-  const auto drop = [&](const fs::path& p) {
-    std::error_code ec;
-    if (fs::is_regular_file(fs::symlink_status(p, ec)) && fs::remove(p, ec)) removed.push_back(p.filename().string());
-  };
-  for (const char* index : {"model.safetensors.index.json", "pytorch_model.bin.index.json"}) {
-    const fs::path p = d / index;
-    if (!fs::is_regular_file(p)) continue;
-    const json j = json::parse(read_file_bytes(p.string(), "index", 64 << 20), nullptr, false);
-    if (j.is_object() && j.contains("weight_map") && j["weight_map"].is_object())
-      for (const auto& [tensor, file] : j["weight_map"].items())
-        if (file.is_string() && fs::path(file.get<std::string>()).filename() == fs::path(file.get<std::string>()))
-          drop(d / file.get<std::string>());
-    drop(p);
-  }
-  drop(d / "pytorch_model.bin");
-  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) drop(d / f);
-  if (!wrote_tokenizer)
-    for (const char* f : {"vocab.json", "merges.txt", "added_tokens.json"}) drop(d / f);
-  return removed;
 }
 
 }  // namespace qkv

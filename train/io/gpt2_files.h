@@ -5,6 +5,7 @@
 #include <qkv/datasets/bpe.h>
 #include <qkv/layers/models.h>
 #include <qkv/layers/save.h>
+#include <qkv/train/io/files.h>  // remove_other_model_files
 
 #include <memory>
 #include <optional>
@@ -48,11 +49,5 @@ GPT2Checkpoint read_gpt2_checkpoint(const std::string& path, std::int64_t heads 
 /// same function. Each file is written atomically; `dir` is created.
 std::vector<std::string> write_hf_gpt2(const LanguageModel& model, const BpeTokenizer* tokenizer, const std::string& dir,
                    StorageType storage = StorageType::F32);
-
-/// Removes from an export folder what another model left there that loaders would read with the new one: a
-/// sharded model's index and its shards, PyTorch weights, tokenizer.json and its configs, and (when the export
-/// wrote no tokenizer) vocab.json, merges.txt and added_tokens.json. Returns the names removed. write_hf_gpt2
-/// calls it after writing.
-std::vector<std::string> remove_other_model_files(const std::string& dir, bool wrote_tokenizer);
 
 }  // namespace qkv

@@ -1,6 +1,7 @@
 #include "qkv/train/io/llama_files.h"
 
 #include <qkv/layers/llama.h>
+#include <qkv/datasets/tokenizer_json.h>
 #include <qkv/train/io/files.h>
 
 #include <fmt/ranges.h>
@@ -292,6 +293,13 @@ LlamaCheckpoint read_llama_folder(const std::string& dir_name) {
     if (!got.count(name)) missing.push_back(name);
   QKV_CHECK(missing.empty(), "{}: missing {} tensor(s): {}", ck.weights_path, missing.size(), fmt::join(missing, ", "));
   for (const auto& [name, shape] : expected) ck.weights.tensors.emplace_back(name, got.at(name));
+  if (fs::exists(dir / "tokenizer.json")) {
+    ck.tokenizer = std::make_shared<BpeTokenizer>(load_tokenizer(dir.string()));
+    QKV_CHECK(ck.tokenizer->vocab_size() <= ck.config.vocab_size,
+              "{}: the tokenizer has {} tokens (ids up to {}) but config.json says vocab_size = {}: the embedding has no "
+              "row for its last ids", (dir / "tokenizer.json").string(), ck.tokenizer->vocab_size(),
+              ck.tokenizer->vocab_size() - 1, ck.config.vocab_size);
+  }
   if (fs::exists(dir / "generation_config.json"))
     ck.generation_config = read_json(dir / "generation_config.json", "generation_config.json").dump(2) + "\n";
   return ck;
@@ -355,7 +363,8 @@ std::vector<std::string> write_hf_llama(const LanguageModel& model, const BpeTok
     in_shard += bytes;
     total += bytes;
   }
-  std::vector<std::string> written;
+  // first what another model left that loaders would read with this one (its index and shards, its tokenizer)
+  std::vector<std::string> removed = remove_other_model_files(dir, tokenizer != nullptr);
   if (shards.size() == 1) {
     write_safetensors((fs::path(dir) / "model.safetensors").string(), shards[0], {{"format", "pt"}}, storage);
   } else {
@@ -364,36 +373,22 @@ std::vector<std::string> write_hf_llama(const LanguageModel& model, const BpeTok
       const std::string file = fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1, shards.size());
       write_safetensors((fs::path(dir) / file).string(), shards[s], {{"format", "pt"}}, storage);
       for (const auto& [name, t] : shards[s]) index["weight_map"][name] = file;
-      written.push_back(file);
     }
-    // removing an older model's files first: the new index names shards, a leftover model.safetensors would win
-    std::error_code ec;
-    fs::remove(fs::path(dir) / "model.safetensors", ec);
+    std::error_code ec;  // a single file left beside the index would be read instead of it
+    if (fs::remove(fs::path(dir) / "model.safetensors", ec)) removed.push_back("model.safetensors");
     write_file_atomic((fs::path(dir) / "model.safetensors.index.json").string(), index.dump(2) + "\n");
   }
   write_file_atomic((fs::path(dir) / "config.json").string(), config.dump(2) + "\n");
   write_file_atomic((fs::path(dir) / "generation_config.json").string(),
                     generation_config.empty() ? json({{"_from_model_config", true}}).dump(2) + "\n" : generation_config);
-  (void)tokenizer;  // tokenizer.json is not written yet (docs/export.md)
-  std::vector<std::string> removed;
-  const std::set<std::string> keep(written.begin(), written.end());
-  if (shards.size() == 1) {  // an older sharded model's index and shards
-    const fs::path index = fs::path(dir) / "model.safetensors.index.json";
-    if (fs::exists(index)) {
-      const json j = json::parse(read_file_bytes(index.string(), "index", kMaxJsonBytes), nullptr, false);
-      if (j.is_object() && j.contains("weight_map") && j["weight_map"].is_object())
-        for (const auto& [t, f] : j["weight_map"].items())
-          if (f.is_string() && fs::path(f.get<std::string>()).filename() == fs::path(f.get<std::string>()) &&
-              fs::remove(fs::path(dir) / f.get<std::string>()))
-            removed.push_back(f.get<std::string>());
-      fs::remove(index);
-      removed.push_back(index.filename().string());
-    }
-  }
-  for (const char* f : {"pytorch_model.bin", "vocab.json", "merges.txt", "added_tokens.json", "tokenizer.json",
-                        "tokenizer_config.json", "special_tokens_map.json"}) {
-    std::error_code ec;
-    if (fs::is_regular_file(fs::path(dir) / f) && fs::remove(fs::path(dir) / f, ec)) removed.push_back(f);
+  if (tokenizer) {
+    tokenizer->save(dir);  // tokenizer.json, and vocab.json + merges.txt
+    json tc = {{"tokenizer_class", "PreTrainedTokenizerFast"}, {"clean_up_tokenization_spaces", false},
+               {"model_max_length", m.seq_len}};
+    if (const TokenizerRules* r = tokenizer->rules(); r && !r->prefix.empty())
+      tc["bos_token"] = tokenizer->token_bytes(r->prefix.front());
+    if (tokenizer->eot() >= 0) tc["eos_token"] = "<|endoftext|>";
+    write_file_atomic((fs::path(dir) / "tokenizer_config.json").string(), tc.dump(2) + "\n");
   }
   return removed;
 }

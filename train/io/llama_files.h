@@ -17,7 +17,7 @@ namespace qkv {
 struct LlamaCheckpoint {
   ModelConfig config;
   SafetensorsFile weights;  ///< exactly the model's tensors, float32
-  std::shared_ptr<const BpeTokenizer> tokenizer;  ///< tokenizer.json beside it (not read yet: null)
+  std::shared_ptr<const BpeTokenizer> tokenizer;  ///< tokenizer.json beside it, or null
   std::string weights_path;       ///< model.safetensors or the index
   std::string generation_config;  ///< generation_config.json's text, or ""
 };
@@ -32,7 +32,8 @@ bool is_llama_folder(const std::string& path);
 ModelConfig read_llama_config(const std::string& config_json);
 
 /// Reads the folder: config, weights (one file or shards; every tensor the model has, once, and nothing else but
-/// Hugging Face's rotary inv_freq buffers), generation_config.json.
+/// Hugging Face's rotary inv_freq buffers), tokenizer.json (no more tokens than embedding rows),
+/// generation_config.json.
 LlamaCheckpoint read_llama_folder(const std::string& dir);
 
 /// The shard size write_hf_llama starts a new shard above (Hugging Face's save_pretrained default, 5 GB).
@@ -41,7 +42,8 @@ inline constexpr std::int64_t kDefaultShardBytes = 5'000'000'000;
 /// Writes `model` (kind llama) as a Hugging Face folder that LlamaForCausalLM.from_pretrained (Qwen2's, Mistral's:
 /// model.arch) loads: config.json, model.safetensors (or, above max_shard_bytes, model-0000i-of-0000n.safetensors
 /// and model.safetensors.index.json), generation_config.json (the one read with the model, when it came from a
-/// folder). Returns the names of other models' files removed from `dir`.
+/// folder) and, with a tokenizer, tokenizer.json (+ vocab.json, merges.txt) and tokenizer_config.json. Returns the
+/// names of other models' files removed from `dir`.
 std::vector<std::string> write_hf_llama(const LanguageModel& model, const BpeTokenizer* tokenizer, const std::string& dir,
                                         StorageType storage = StorageType::F32,
                                         const std::string& generation_config = "",

@@ -15,7 +15,10 @@ std::map<std::string, std::string> model_metadata(const ModelConfig& m, const Bp
   for (const ModelField& f : model_fields()) std::visit([&](auto member) { mj[f.name] = m.*member; }, f.member);
   for (const auto& [name, value] : m.with_defaults().options) std::visit([&](const auto& x) { mj[name] = x; }, value);
   std::map<std::string, std::string> meta = {{"format", "qkv"}, {"qkv.version", version()}, {"qkv.model", mj.dump()}};
-  if (tok) {  // the tokenizer travels with the model (docs/tokens.md)
+  if (tok && tok->rules()) {  // a tokenizer.json tokenizer travels as its file
+    meta["qkv.tokenizer.json"] = tok->tokenizer_json();
+    meta["qkv.tokenizer.hash"] = tok->hash();
+  } else if (tok) {  // the tokenizer travels with the model (docs/tokens.md)
     meta["qkv.tokenizer.vocab"] = tok->vocab_json();
     meta["qkv.tokenizer.merges"] = tok->merges_txt();
     meta["qkv.tokenizer.hash"] = tok->hash();

@@ -4,6 +4,8 @@
 #include <qkv/train/run/memory.h>
 #include <qkv/train/run/model_file.h>
 
+#include <optional>
+
 namespace qkv {
 namespace {
 
@@ -12,12 +14,8 @@ constexpr std::uint64_t kInitStream = 0x696e6974ULL;
 
 /// model.init naming a checkpoint of the field: the config must describe the same model (what the tensors cannot
 /// show is compared here; the strict load names every tensor that differs).
-void load_field_init(LanguageModel& model, const std::string& path) {
+void load_field_init(LanguageModel& model, const FieldCheckpoint& ck, const std::string& path) {
   const ModelConfig& m = model.config();
-  const CheckpointFormat* format = checkpoint_format(path);
-  QKV_CHECK(m.kind == format->kind, "model.init: {} is a {} checkpoint; set model.kind = \"{}\" (now \"{}\")", path,
-            format->name, format->kind, m.kind);
-  const FieldCheckpoint ck = format->read(path, m.heads);
   const auto same = [&](const char* key, auto theirs, auto ours) {
     QKV_CHECK(theirs == ours, "model.init: {} has {} = {}, but the config says model.{} = {}", path, key, theirs, key,
               ours);
@@ -50,9 +48,19 @@ void set_up(Run& r) {
   r.data = make_dataset(c.data, c.run.seed);
   check_memory(c, r.data->vocab_size());
   Generator init(c.run.seed ^ kInitStream);  // then the model's dropout stream continues it
-  r.model = build_model(c.model_config(r.data->vocab_size()), init);
+  const CheckpointFormat* format = c.model.init.empty() ? nullptr : checkpoint_format(c.model.init);
+  std::optional<FieldCheckpoint> ck;
+  std::int64_t rows = r.data->vocab_size();
+  if (format) {
+    QKV_CHECK(c.model.kind == format->kind, "model.init: {} is a {} checkpoint; set model.kind = \"{}\" (now \"{}\")",
+              c.model.init, format->name, format->kind, c.model.kind);
+    ck = format->read(c.model.init, c.model.heads);
+    // an embedding padded beyond the data's tokenizer (nanoGPT's 50304 rows) keeps its rows
+    if (ck->config.vocab_size > rows) rows = ck->config.vocab_size;
+  }
+  r.model = build_model(c.model_config(rows), init);
   if (!c.model.init.empty()) {
-    if (is_field_checkpoint(c.model.init)) load_field_init(*r.model, c.model.init);
+    if (ck) load_field_init(*r.model, *ck, c.model.init);
     else load(*r.model, c.model.init, /*strict=*/true);
     check_finite_weights(*r.model, "model.init: " + c.model.init, "training cannot start from it");
   }

@@ -5,6 +5,7 @@
 #include <qkv/train/run/checkpoint.h>
 #include <qkv/train/run/model_file.h>
 
+#include <qkv/datasets/tokenizer_json.h>
 #include <qkv/datasets/utf8.h>
 
 #include <nlohmann/json.hpp>
@@ -42,6 +43,15 @@ TrainedModel load_field(const std::string& target) {
 /// The tokenizer a model file carries (qkv.tokenizer.*), checked against its hash and the model's vocabulary.
 std::shared_ptr<BpeTokenizer> tokenizer_of(const std::map<std::string, std::string>& meta, const std::string& path,
                                            std::int64_t vocab_size) {
+  if (const auto it = meta.find("qkv.tokenizer.json"); it != meta.end()) {  // a tokenizer.json tokenizer
+    auto tok = std::make_shared<BpeTokenizer>(BpeTokenizer::from_tokenizer_json(it->second, path + " (qkv.tokenizer.json)"));
+    QKV_CHECK(!meta.count("qkv.tokenizer.hash") || tok->hash() == meta.at("qkv.tokenizer.hash"),
+              "{}: its tokenizer hashes to {}, but qkv.tokenizer.hash says {}", path, tok->hash(),
+              meta.at("qkv.tokenizer.hash"));
+    QKV_CHECK(tok->vocab_size() <= vocab_size, "{}: the tokenizer has {} tokens but the model's vocab_size is only {}",
+              path, tok->vocab_size(), vocab_size);
+    return tok;
+  }
   QKV_CHECK(meta.count("qkv.tokenizer.merges") && meta.count("qkv.tokenizer.hash"),
             "{}: the metadata has qkv.tokenizer.vocab but not qkv.tokenizer.merges and qkv.tokenizer.hash", path);
   std::vector<std::string> declared;
@@ -103,7 +113,7 @@ TrainedModel load_trained(const std::string& target) {
     QKV_CHECK(tm.vocab.size() == mc.vocab_size, "{}: qkv.vocab has {} characters but the model's vocab_size is {}",
               tm.path, tm.vocab.size(), mc.vocab_size);
   }
-  if (f.metadata.count("qkv.tokenizer.vocab")) tm.tokenizer = tokenizer_of(f.metadata, tm.path, mc.vocab_size);
+  if (f.metadata.count("qkv.tokenizer.vocab") || f.metadata.count("qkv.tokenizer.json")) tm.tokenizer = tokenizer_of(f.metadata, tm.path, mc.vocab_size);
   Generator g(0);
   {
     const NoInitGuard read_not_drawn;  // the file's weights replace these
@@ -121,7 +131,8 @@ std::vector<std::int64_t> TrainedModel::parse_tokens(const std::string& text, co
   } else if (tokenizer) {
     std::vector<BpeTokenizer::Id> t;
     tokenizer->encode(text, t, /*allow_special=*/true, what);
-    ids.assign(t.begin(), t.end());
+    if (const TokenizerRules* r = tokenizer->rules()) ids.assign(r->prefix.begin(), r->prefix.end());  // e.g. BOS
+    ids.insert(ids.end(), t.begin(), t.end());
   } else {
     ids = vocab.encode(text);
   }

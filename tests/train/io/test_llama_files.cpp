@@ -1,4 +1,7 @@
 #include <qkv/core/ops.h>
+#include <qkv/datasets/bpe_train.h>
+#include <qkv/datasets/shards.h>
+#include <qkv/datasets/tokenizer_json.h>
 #include <qkv/layers/llama.h>
 #include <qkv/train/io/checkpoints.h>
 #include <qkv/train/io/llama_files.h>
@@ -153,4 +156,80 @@ TEST_CASE("llama-family folders: contradictions, unknown keys and broken indexes
     edit_json(d3 / "model.safetensors.index.json", [](json& j) { j["weight_map"]["model.norm.weight"] = "../x.safetensors"; });
     refused(d3, "is not a file in the folder");
   }
+}
+
+TEST_CASE("a llama folder with tokenizer.json: text in and out, tokenize with it, fine-tune from it, export back") {
+  // a corpus, a 300-token tokenizer learned from it and given Llama 3's rules (its regex, a BOS template)
+  const auto dir = scratch_dir("llama_text");
+  std::string text;
+  for (int i = 0; i < 400; ++i)
+    text += "the key " + std::to_string(i % 17) + " opens door " + std::to_string(i % 17) + ".\n";
+  std::ofstream(dir / "corpus.txt") << text;
+  BpeTrainOptions bpe;
+  bpe.vocab_size = 300;
+  const BpeTokenizer plain = train_bpe({(dir / "corpus.txt").string()}, bpe);
+  json tj = json::parse(plain.tokenizer_json());
+  const auto bos = plain.vocab_size();
+  tj["added_tokens"].push_back({{"id", bos}, {"content", "<|begin_of_text|>"}, {"special", true}, {"normalized", false}});
+  tj["model"]["vocab"]["<|begin_of_text|>"] = bos;
+  tj["pre_tokenizer"] = {{"type", "Sequence"}, {"pretokenizers", {{{"type", "Split"}, {"behavior", "Isolated"}, {"invert", false},
+      {"pattern", {{"Regex", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"}}}},
+      {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"use_regex", false}}}}};
+  tj["post_processor"] = {{"type", "TemplateProcessing"}, {"single", {{{"SpecialToken", {{"id", "<|begin_of_text|>"}}}}, {{"Sequence", {{"id", "A"}}}}}},
+                          {"special_tokens", {{"<|begin_of_text|>", {{"id", "<|begin_of_text|>"}, {"ids", {bos}}}}}}};
+  const BpeTokenizer tok = BpeTokenizer::from_tokenizer_json(tj.dump(), "test");
+  REQUIRE(tok.rules() != nullptr);
+  CHECK(tok.document_separator() == plain.eot());  // <|endoftext|> first
+  // a small llama with that tokenizer, padded by 3 rows, as a Hugging Face folder
+  ModelConfig c{.kind = "llama", .vocab_size = tok.vocab_size() + 3, .seq_len = 64, .d_model = 16, .heads = 4,
+                .layers = 2, .d_ff = 32, .causal = true};
+  c.options["kv_heads"] = std::int64_t{2};
+  Generator g(3);
+  auto base = build_model(c, g);
+  write_hf_llama(*base, &tok, (dir / "hf").string());
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json", "config.json", "model.safetensors"})
+    CHECK(fs::exists(dir / "hf" / f));
+  const TrainedModel tm = load_trained((dir / "hf").string());
+  REQUIRE(tm.tokenizer);
+  CHECK(tm.tokenizer->hash() == tok.hash());
+  CHECK(tm.parse_tokens("the key", "test").front() == bos);  // the template's BOS
+  CHECK(tm.usable_vocab() == tok.vocab_size());
+  // the CLI: tokenizer encode with the folder, sample text
+  std::ofstream(dir / "line.txt") << "the key 3";
+  const auto enc = run_cli_captured({"qkv", "tokenizer", "encode", (dir / "line.txt").string(), "--tokenizer",
+                                     (dir / "hf").string(), "--json"}, dir.string());
+  REQUIRE(enc.code == 0);
+  auto want = tok.encode("the key 3");
+  want.insert(want.begin(), bos);
+  CHECK(json::parse(enc.out).get<std::vector<BpeTokenizer::Id>>() == want);
+  CHECK(run_cli_captured({"qkv", "sample", (dir / "hf").string(), "--prompt", "the key", "--length", "5"},
+                         dir.string()).code == 0);
+  // shards made with the folder's tokenizer, then a fine-tune from the folder lowers the validation loss
+  TokenizeOptions o;
+  o.tokenizer = (dir / "hf").string();
+  o.out = (dir / "shards").string();
+  o.val_fraction = 0.2;
+  tokenize_files({(dir / "corpus.txt").string()}, o);
+  CHECK(read_manifest(o.out).tokenizer_hash == tok.hash());
+  std::vector<std::string> overrides = {"data.path=\"" + o.out + "\"", "data.seq_len=16", "model.positions=64",
+                                        "model.d_model=16", "model.heads=4", "model.kv_heads=2", "model.layers=2",
+                                        "model.d_ff=32", "model.tie_embeddings=true", "model.norm_eps=1e-5",
+                                        "model.rope_theta=10000.0", "train.batch_size=8", "optim.lr=3e-3",
+                                        "train.steps=40", "train.eval_every=40", "run.name=\"llama_tuned\"",
+                                        "model.init=\"" + (dir / "hf").string() + "\""};
+  auto first = overrides;
+  for (const char* o2 : {"train.steps=1", "train.eval_every=1", "optim.lr=1e-9", "run.name=\"llama_zero\""}) first.push_back(o2);
+  const auto before = train(shipped("llama", first), quiet());
+  const auto after = train(shipped("llama", overrides), quiet());
+  CHECK(after.exit_code == 0);
+  CHECK(after.val.loss < before.val.loss - 0.5);
+  const auto r = run_cli_captured({"qkv", "export", after.run_dir, "--format", "hf"}, dir.string());
+  CHECK_MESSAGE(r.code == 0, r.err);
+  const TrainedModel back = load_trained(after.run_dir + "/hf");
+  REQUIRE(back.tokenizer);
+  CHECK(back.tokenizer->hash() == tok.hash());
+  // model.init with another kind's config names both
+  auto wrong = overrides;
+  wrong.push_back("model.kv_heads=4");
+  CHECK_ERROR(train(shipped("llama", wrong), quiet()), "has another model.kv_heads than the config says");
 }
