@@ -17,26 +17,8 @@ CONFIG=bench/configs/gpt2.toml
 CORES=$(nproc)
 
 "$QKV" info "$CONFIG" | grep -E '^(parameters|forward FLOPs per token):'
-printf "CPU: %s, %s cores%s\n" "$(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)" "$CORES" \
-  "$(grep -q avx512f /proc/cpuinfo && echo ", AVX-512" || echo ", no AVX-512")"
-
-printf "%-8s %12s %12s %7s %10s %10s\n" "" "qkv tok/s" "torch tok/s" ratio "qkv MB" "torch MB"
-q_tps=(); q_rss=(); t_tps=(); t_rss=()
-for ((i = 0; i < RUNS; i++)); do
-  out=$(qkv_env "$QKV" bench "$CONFIG" --steps "$STEPS_GPT2" --warmup 1)
-  q_tps+=("$(echo "$out" | field tokens_per_s)"); q_rss+=("$(echo "$out" | field peak_rss_mb)")
-  if [ -x "$TORCH" ]; then
-    out=$(torch_env "$TORCH" gpt2 --steps "$STEPS_GPT2" --warmup 1 --threads "$CORES")
-    t_tps+=("$(echo "$out" | field tokens_per_s)"); t_rss+=("$(echo "$out" | field peak_rss_mb)")
-  fi
-done
-qt=$(printf "%s\n" "${q_tps[@]}" | median); qr=$(printf "%s\n" "${q_rss[@]}" | median)
-if [ ${#t_tps[@]} -gt 0 ]; then
-  tt=$(printf "%s\n" "${t_tps[@]}" | median); tr=$(printf "%s\n" "${t_rss[@]}" | median)
-  printf "%-8s %12.1f %12.1f %6.2fx %10.1f %10.1f\n" train "$qt" "$tt" "$(echo "$qt / $tt" | bc -l)" "$qr" "$tr"
-else
-  printf "%-8s %12.1f %12s %7s %10.1f %10s\n" train "$qt" "-" "-" "$qr" "(no bench_libtorch: apt-get install libtorch-dev)"
-fi
+print_cpu
+train_vs_libtorch "$CONFIG" gpt2 "$RUNS" "$STEPS_GPT2"
 
 # Cached generation: a model file of the config's initialisation, then 1023 tokens after a 1-token prompt.
 OUT=$(mktemp -d)

@@ -299,9 +299,12 @@ std::string BpeTokenizer::tokenizer_json() const {
   for (const auto& [l, r] : merges_) merges.push_back({symbols(l), symbols(r)});
   j["model"] = {{"type", "BPE"}, {"dropout", nullptr}, {"unk_token", nullptr}, {"continuing_subword_prefix", nullptr},
                 {"end_of_word_suffix", nullptr}, {"fuse_unk", false}, {"byte_fallback", false},
-                {"ignore_merges", rules_ && rules_->ignore_merges}, {"vocab", ojson::parse(vocab_json())},
-                {"merges", merges}};
-  return j.dump(1) + "\n";
+                {"ignore_merges", rules_ && rules_->ignore_merges}, {"vocab", "@vocab@"}, {"merges", merges}};
+  // The vocabulary spliced in as vocab_json() writes it: an ordered_json object of 50k keys inserts in O(n^2).
+  std::string text = j.dump(1);
+  const std::string mark = "\"@vocab@\"";
+  text.replace(text.find(mark), mark.size(), vocab_json());
+  return text + "\n";
 }
 
 BpeTokenizer load_tokenizer(const std::string& dir) {

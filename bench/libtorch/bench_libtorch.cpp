@@ -1,6 +1,6 @@
 // The same models, shapes, optimizer and random batches as `qkv bench`, in libtorch (Debian's libtorch-dev),
 // printing the same line. Built only when Torch is found; never required. Usage:
-//   bench_libtorch tiny|small|medium|large|gpt2 [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]
+//   bench_libtorch tiny|small|medium|large|gpt2|llama [--steps N] [--warmup N] [--threads N] [--seq T] [--batch B]
 //                  [--bf16 1]
 // --seq and --batch change the config's sequence length and batch, as qkv bench's data.seq_len and
 // train.batch_size overrides do. --bf16 1 runs forward and loss under CPU autocast to bfloat16 (torch.autocast's
@@ -22,6 +22,7 @@ namespace {
 struct Shape {
   std::string kind;
   int64_t vocab, seq, d, heads, layers, batch;
+  int64_t kv_heads = 0, d_ff = 0;  // llama
 };
 
 Shape shape_of(const std::string& name) {
@@ -30,7 +31,8 @@ Shape shape_of(const std::string& name) {
   if (name == "medium") return {"transformer", 64, 128, 256, 4, 4, 16};
   if (name == "large") return {"transformer", 64, 256, 512, 8, 6, 8};
   if (name == "gpt2") return {"gpt2", 50257, 1024, 768, 12, 12, 4};  // GPT-2 small, bench/configs/gpt2.toml
-  std::fprintf(stderr, "unknown config %s (tiny, small, medium, large, gpt2)\n", name.c_str());
+  if (name == "llama") return {"llama", 49152, 256, 576, 9, 30, 4, 3, 1536};  // SmolLM2-135M, bench/configs/llama.toml
+  std::fprintf(stderr, "unknown config %s (tiny, small, medium, large, gpt2, llama)\n", name.c_str());
   std::exit(2);
 }
 
@@ -150,6 +152,71 @@ struct GPT2Impl : torch::nn::Module {
 };
 TORCH_MODULE(GPT2);
 
+// Hugging Face's Llama (what qkv's model.kind = "llama" computes): RMSNorm, q/k/v/o projections without bias,
+// rotate-half rotary embedding (theta 100000), key/value heads repeated for their query groups, causal attention,
+// SwiGLU, the head tied to the embedding.
+torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& w) {
+  return w * (x * torch::rsqrt(x.pow(2).mean(-1, true) + 1e-5));
+}
+torch::Tensor rotate(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin) {
+  const int64_t half = x.size(-1) / 2;
+  const auto rotated = torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+  return x * cos + rotated * sin;
+}
+struct LlamaBlockImpl : torch::nn::Module {
+  LlamaBlockImpl(const Shape& s)
+      : heads(s.heads), kv(s.kv_heads), hd(s.d / s.heads),
+        ln_1(register_parameter("input_layernorm", torch::ones({s.d}))),
+        ln_2(register_parameter("post_attention_layernorm", torch::ones({s.d}))),
+        q(register_module("q_proj", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.d).bias(false)))),
+        k(register_module("k_proj", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.kv_heads * hd).bias(false)))),
+        v(register_module("v_proj", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.kv_heads * hd).bias(false)))),
+        o(register_module("o_proj", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.d).bias(false)))),
+        gate(register_module("gate_proj", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.d_ff).bias(false)))),
+        up(register_module("up_proj", torch::nn::Linear(torch::nn::LinearOptions(s.d, s.d_ff).bias(false)))),
+        down(register_module("down_proj", torch::nn::Linear(torch::nn::LinearOptions(s.d_ff, s.d).bias(false)))) {}
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& cos, const torch::Tensor& sin) {
+    const int64_t b = x.size(0), t = x.size(1);
+    const auto h = rms_norm(x, ln_1);
+    const auto split = [&](const torch::Tensor& y, int64_t n) { return y.view({b, t, n, hd}).transpose(1, 2); };
+    const auto qh = rotate(split(q(h), heads), cos, sin);
+    const auto kh = rotate(split(k(h), kv), cos, sin).repeat_interleave(heads / kv, 1);
+    const auto vh = split(v(h), kv).repeat_interleave(heads / kv, 1);
+    auto scores = torch::matmul(qh, kh.transpose(-1, -2)) / std::sqrt(static_cast<double>(hd));
+    scores = scores.masked_fill(torch::ones({t, t}, torch::kBool).triu(1), -INFINITY);
+    x = x + o(torch::matmul(torch::softmax(scores, -1), vh).transpose(1, 2).reshape({b, t, heads * hd}));
+    const auto m = rms_norm(x, ln_2);
+    return x + down(torch::silu(gate(m)) * up(m));
+  }
+  int64_t heads, kv, hd;
+  torch::Tensor ln_1, ln_2;
+  torch::nn::Linear q, k, v, o, gate, up, down;
+};
+TORCH_MODULE(LlamaBlock);
+
+struct LlamaImpl : torch::nn::Module {
+  LlamaImpl(const Shape& s)
+      : embed(register_module("embed_tokens", torch::nn::Embedding(s.vocab, s.d))),
+        layers(register_module("layers", torch::nn::ModuleList())), norm(register_parameter("norm", torch::ones({s.d}))) {
+    for (int64_t i = 0; i < s.layers; ++i) layers->push_back(LlamaBlock(s));
+    const int64_t hd = s.d / s.heads;
+    const auto inv = 1.0 / torch::pow(100000.0, torch::arange(0, hd, 2, torch::kFloat) / hd);
+    const auto freqs = torch::outer(torch::arange(s.seq, torch::kFloat), inv);
+    cos = torch::cat({freqs, freqs}, -1).cos();
+    sin = torch::cat({freqs, freqs}, -1).sin();
+  }
+  torch::Tensor forward(const torch::Tensor& ids) {
+    auto x = embed(ids);
+    const auto c = cos.narrow(0, 0, ids.size(1)), sn = sin.narrow(0, 0, ids.size(1));
+    for (const auto& m : *layers) x = m->as<LlamaBlock>()->forward(x, c, sn);
+    return torch::matmul(rms_norm(x, norm), embed->weight.t());
+  }
+  torch::nn::Embedding embed;
+  torch::nn::ModuleList layers;
+  torch::Tensor norm, cos, sin;
+};
+TORCH_MODULE(Llama);
+
 // A model of the shape's kind: its module (for the parameters) and its forward.
 struct Built {
   std::shared_ptr<torch::nn::Module> module;
@@ -165,12 +232,13 @@ Built built(const Shape& s) {
 Built build(const Shape& s) {
   if (s.kind == "seed") return built<SeedModel>(s);
   if (s.kind == "gpt2") return built<GPT2>(s);
+  if (s.kind == "llama") return built<Llama>(s);
   return built<Transformer>(s);
 }
 
 // Adam as qkv's default; gpt2 trains with AdamW (bench/configs/gpt2.toml).
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const Shape& s, torch::nn::Module& module) {
-  if (s.kind == "gpt2")
+  if (s.kind == "gpt2" || s.kind == "llama")
     return std::make_unique<torch::optim::AdamW>(module.parameters(),
                                                  torch::optim::AdamWOptions(1e-3).weight_decay(0.1));
   return std::make_unique<torch::optim::Adam>(module.parameters(), torch::optim::AdamOptions(1e-3));
@@ -180,7 +248,7 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const Shape& s, torch::n
 
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium|large|gpt2 [--steps N] [--warmup N] [--threads N] "
+    std::fprintf(stderr, "usage: bench_libtorch tiny|small|medium|large|gpt2|llama [--steps N] [--warmup N] [--threads N] "
                          "[--seq T] [--batch B] [--bf16 1]\n");
     return 2;
   }

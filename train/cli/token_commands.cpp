@@ -195,7 +195,7 @@ Runner declare_tokenize(CLI::App& c) {
   };
   auto a = std::make_shared<Args>();
   c.add_option("files", a->files, "text files (UTF-8); each is one document")->required();
-  c.add_option("--tokenizer", a->o.tokenizer, "a tokenizer folder (vocab.json + merges.txt) or gpt2 (default)");
+  c.add_option("--tokenizer", a->o.tokenizer, "a tokenizer folder (tokenizer.json, or vocab.json + merges.txt) or gpt2 (default)");
   c.add_option("--out", a->o.out, "the shard folder to write")->required();
   c.add_option("--val-fraction", a->o.val_fraction, "the last fraction of the text that validates (default 0.05)");
   c.add_option("--doc-separator", a->o.doc_separator, "a string that separates documents inside a file");
@@ -224,12 +224,12 @@ Runner declare_tokenizer(CLI::App& c) {
   train->add_option("--threads", a->threads, "counting threads (default 0 = all cores)")->check(CLI::Range(0, 1024));
   auto* encode = c.add_subcommand("encode", "print the token ids of a text file (- for stdin)");
   encode->add_option("file", a->path, "a UTF-8 text file, or - (default) for stdin");
-  encode->add_option("--tokenizer", a->tokenizer, "a tokenizer folder or gpt2 (default)");
+  encode->add_option("--tokenizer", a->tokenizer, "a tokenizer folder (tokenizer.json, or vocab.json + merges.txt) or gpt2 (default)");
   encode->add_flag("--json", a->json, "print a JSON array");
   encode->add_flag("--allow-special", a->allow_special, "read <|endoftext|> in the text as the special token");
   auto* decode = c.add_subcommand("decode", "print the text of token ids (spaces, commas or a JSON array)");
   decode->add_option("file", a->path, "a file of ids, or - (default) for stdin");
-  decode->add_option("--tokenizer", a->tokenizer, "a tokenizer folder or gpt2 (default)");
+  decode->add_option("--tokenizer", a->tokenizer, "a tokenizer folder (tokenizer.json, or vocab.json + merges.txt) or gpt2 (default)");
   return [a, train, encode] {
     if (a->threads > 0) set_num_threads(a->threads);
     if (train->parsed()) return cmd_tokenizer_train(a->files, a->vocab_size, a->out);

@@ -1,7 +1,6 @@
 #pragma once
 // Text helpers for what the CLI prints and writes, and export folders' hygiene. The file rules (atomic outputs,
-// bounded inputs, retried appends)
-// are in core/files.h, which this includes.
+// bounded inputs, retried appends) are in core/files.h, which this includes.
 #include <qkv/core/files.h>  // write_file_atomic, AppendFile, read_file_bytes, ...
 
 #include <cstdint>

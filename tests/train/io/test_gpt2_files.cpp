@@ -12,7 +12,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "../run/run_support.h"
+#include "io_support.h"
 
 using namespace qkv;
 using namespace qkv::test;
@@ -26,14 +26,6 @@ const std::string kFixtures = QKV_FIXTURES_DIR;
 const json& parity() {
   static const json j = json::parse(std::ifstream(kFixtures + "/gpt2_parity.json"));
   return j;
-}
-
-/// The largest |a - b| over the largest |b|.
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    diff = std::max(diff, std::abs(a[i] - b[i])), scale = std::max(scale, std::abs(b[i]));
-  return diff / scale;
 }
 
 /// A copy of the Hugging Face fixture folder to spoil.
@@ -53,13 +45,6 @@ void edit_tensors(const fs::path& dir, const std::function<void(std::vector<std:
   auto f = read_safetensors((dir / "model.safetensors").string());
   edit(f.tensors);
   write_safetensors((dir / "model.safetensors").string(), f.tensors, f.metadata);
-}
-
-/// `qkv predict DIR --ids "1 2"` must exit 2 naming `what`.
-void refused(const fs::path& dir, const std::string& what) {
-  const auto r = run_cli_captured({"qkv", "predict", dir.string(), "--ids", "1 2"}, scratch_dir("cli").string());
-  CHECK(r.code == 2);
-  CHECK_MESSAGE(r.err.find(what) != std::string::npos, r.err);
 }
 
 }  // namespace

@@ -13,7 +13,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "../run/run_support.h"
+#include "io_support.h"
 
 using namespace qkv;
 using namespace qkv::test;
@@ -29,13 +29,6 @@ const json& parity() {
   return j;
 }
 
-double relative_error(const std::vector<double>& a, const std::vector<double>& b) {
-  double diff = 0, scale = 0;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    diff = std::max(diff, std::abs(a[i] - b[i])), scale = std::max(scale, std::abs(b[i]));
-  return diff / scale;
-}
-
 fs::path copy_of(const std::string& fixture, const std::string& name) {
   const fs::path dir = scratch_dir(name);
   for (const auto& e : fs::directory_iterator(kFixtures + "/" + fixture)) fs::copy_file(e.path(), dir / e.path().filename());
@@ -46,12 +39,6 @@ void edit_json(const fs::path& file, const std::function<void(json&)>& edit) {
   json j = json::parse(std::ifstream(file));
   edit(j);
   std::ofstream(file) << j.dump();
-}
-
-void refused(const fs::path& dir, const std::string& what) {
-  const auto r = run_cli_captured({"qkv", "predict", dir.string(), "--ids", "1 2"}, scratch_dir("cli").string());
-  CHECK(r.code == 2);
-  CHECK_MESSAGE(r.err.find(what) != std::string::npos, r.err);
 }
 
 }  // namespace
@@ -228,6 +215,11 @@ TEST_CASE("a llama folder with tokenizer.json: text in and out, tokenize with it
   const TrainedModel back = load_trained(after.run_dir + "/hf");
   REQUIRE(back.tokenizer);
   CHECK(back.tokenizer->hash() == tok.hash());
+  // a tokenizer with more tokens than the embedding has rows is refused, naming the file
+  ModelConfig narrow_vocab = c;
+  narrow_vocab.vocab_size = tok.vocab_size() - 10;
+  write_hf_llama(*build_model(narrow_vocab, g), &tok, (dir / "narrow").string());
+  refused(dir / "narrow", "tokenizer.json: the tokenizer has " + std::to_string(tok.vocab_size()) + " tokens");
   // model.init with another kind's config names both
   auto wrong = overrides;
   wrong.push_back("model.kv_heads=4");
