@@ -173,7 +173,7 @@ int cmd_export_hf(const std::string& run_dir, std::string out, const std::string
     fmt::print(stderr, "qkv: note: removed {} from {}: another model's files, which loaders would read with this one\n",
                fmt::join(removed, ", "), out);
   fmt::print("wrote {} (config.json, model.safetensors, generation_config.json{}; {} parameters, {})\n", out,
-             tm.tokenizer ? ", vocab.json, merges.txt" : "; no tokenizer: the model was not trained on tokens",
+             tm.tokenizer ? ", tokenizer.json, vocab.json, merges.txt" : "; no tokenizer: the model was not trained on tokens",
              tm.model->num_parameters(), dtype);
   return 0;
 }
