@@ -176,6 +176,80 @@ std::map<std::string, std::set<std::string>> weight_files(const fs::path& dir, s
   return files;
 }
 
+// The keys that ask for what qkv's llama does not compute: refused naming the key.
+void check_unsupported(Keys& keys, const std::string& type) {
+  const json& j = keys.j;
+  const std::string& path = keys.file;
+  if (keys.has("hidden_act"))
+    QKV_CHECK(j["hidden_act"] == "silu", "{}: \"hidden_act\" = {}: qkv's llama MLP is SwiGLU with silu", path,
+              j["hidden_act"].dump());
+  QKV_CHECK(keys.number("attention_dropout", 0, 1, 0) == 0,
+            "{}: \"attention_dropout\" = {}: qkv's llama has no attention dropout", path, j["attention_dropout"].dump());
+  QKV_CHECK(keys.integer("pretraining_tp", 1, 1e4, 1) == 1, "{}: \"pretraining_tp\" must be 1", path);
+  QKV_CHECK(!keys.boolean("rope_interleaved", false),
+            "{}: \"rope_interleaved\" = true: qkv applies Hugging Face's rotate-half pairing only", path);
+  if (type == "qwen2") {
+    QKV_CHECK(!keys.boolean("use_sliding_window", false),
+              "{}: \"use_sliding_window\" = true: qkv has no sliding-window attention", path);
+    keys.seen.insert("sliding_window");
+    keys.seen.insert("max_window_layers");
+    if (keys.has("layer_types"))
+      for (const auto& t : j["layer_types"])
+        QKV_CHECK(t == "full_attention", "{}: \"layer_types\" holds {}: qkv has full attention only", path, t.dump());
+  } else {
+    QKV_CHECK(!keys.has("sliding_window"), "{}: \"sliding_window\" = {}: qkv has no sliding-window attention", path,
+              j["sliding_window"].dump());
+  }
+}
+
+// config.json of LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM for `m` (model.arch); refuses a model
+// whose biases its architecture's config cannot say.
+json hf_llama_config(const ModelConfig& m, StorageType storage) {
+  const std::string arch = m.option<std::string>("arch");
+  const bool qkv_bias = m.option<bool>("qkv_bias"), o_bias = m.option<bool>("o_bias"), mlp_bias = m.option<bool>("mlp_bias");
+  if (arch == "llama")
+    QKV_CHECK(qkv_bias == o_bias, "export --format hf: Llama's attention_bias puts biases on q, k, v and o together; "
+              "this model has qkv_bias = {} and o_bias = {} (q/k/v biases alone are Qwen2's: model.arch = \"qwen2\")",
+              qkv_bias, o_bias);
+  if (arch == "qwen2")
+    QKV_CHECK(qkv_bias && !o_bias && !mlp_bias, "export --format hf: Qwen2 has biases on q, k, v only; this model has "
+              "qkv_bias = {}, o_bias = {}, mlp_bias = {}", qkv_bias, o_bias, mlp_bias);
+  if (arch == "mistral")
+    QKV_CHECK(!qkv_bias && !o_bias && !mlp_bias, "export --format hf: Mistral has no biases; this model has some");
+  const LlamaBlockOptions o = llama_block_options(m);
+  json config = {{"architectures", {kArchitecture.at(arch)}},
+                 {"model_type", arch},
+                 {"vocab_size", m.vocab_size},
+                 {"hidden_size", m.d_model},
+                 {"intermediate_size", o.d_ff},
+                 {"num_hidden_layers", m.layers},
+                 {"num_attention_heads", m.heads},
+                 {"num_key_value_heads", o.attention.kv_heads},
+                 {"head_dim", o.attention.head_dim},
+                 {"max_position_embeddings", m.seq_len},
+                 {"rms_norm_eps", m.norm_eps},
+                 {"rope_theta", m.option<double>("rope_theta")},
+                 {"rope_scaling", nullptr},
+                 {"hidden_act", "silu"},
+                 {"tie_word_embeddings", m.tie_embeddings},
+                 {"attention_dropout", 0.0},
+                 {"initializer_range", 0.02},
+                 {"use_cache", true},
+                 {"torch_dtype", storage == StorageType::F32 ? "float32" : storage == StorageType::BF16 ? "bfloat16" : "float16"}};
+  if (arch == "llama") config["attention_bias"] = qkv_bias, config["mlp_bias"] = mlp_bias, config["pretraining_tp"] = 1;
+  if (arch == "qwen2") config["use_sliding_window"] = false, config["sliding_window"] = nullptr, config["max_window_layers"] = m.layers;
+  if (arch == "mistral") config["sliding_window"] = nullptr;
+  const std::string scaling = m.option<std::string>("rope_scaling");
+  if (scaling == "linear") config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", m.option<double>("rope_factor")}};
+  if (scaling == "llama3")
+    config["rope_scaling"] = {{"rope_type", "llama3"},
+                              {"factor", m.option<double>("rope_factor")},
+                              {"low_freq_factor", m.option<double>("rope_low_freq_factor")},
+                              {"high_freq_factor", m.option<double>("rope_high_freq_factor")},
+                              {"original_max_position_embeddings", m.option<std::int64_t>("rope_original_positions")}};
+  return config;
+}
+
 }  // namespace
 
 bool is_llama_folder(const std::string& path) {
@@ -230,26 +304,7 @@ ModelConfig read_llama_config(const std::string& path) {
   m.options["o_bias"] = bias;
   m.options["mlp_bias"] = type == "llama" && keys.boolean("mlp_bias", false);
   read_rope_scaling(keys, m);
-  if (keys.has("hidden_act"))
-    QKV_CHECK(j["hidden_act"] == "silu", "{}: \"hidden_act\" = {}: qkv's llama MLP is SwiGLU with silu", path,
-              j["hidden_act"].dump());
-  QKV_CHECK(keys.number("attention_dropout", 0, 1, 0) == 0,
-            "{}: \"attention_dropout\" = {}: qkv's llama has no attention dropout", path, j["attention_dropout"].dump());
-  QKV_CHECK(keys.integer("pretraining_tp", 1, 1e4, 1) == 1, "{}: \"pretraining_tp\" must be 1", path);
-  QKV_CHECK(!keys.boolean("rope_interleaved", false),
-            "{}: \"rope_interleaved\" = true: qkv applies Hugging Face's rotate-half pairing only", path);
-  if (type == "qwen2") {
-    QKV_CHECK(!keys.boolean("use_sliding_window", false),
-              "{}: \"use_sliding_window\" = true: qkv has no sliding-window attention", path);
-    keys.seen.insert("sliding_window");
-    keys.seen.insert("max_window_layers");
-    if (keys.has("layer_types"))
-      for (const auto& t : j["layer_types"])
-        QKV_CHECK(t == "full_attention", "{}: \"layer_types\" holds {}: qkv has full attention only", path, t.dump());
-  } else {
-    QKV_CHECK(!keys.has("sliding_window"), "{}: \"sliding_window\" = {}: qkv has no sliding-window attention", path,
-              j["sliding_window"].dump());
-  }
+  check_unsupported(keys, type);
   for (const auto& [k, v] : j.items())
     QKV_CHECK(keys.seen.count(k) || kIgnored.count(k),
               "{}: unknown key \"{}\" (qkv reads {}'s keys and refuses what it could not honour)", path, k, type);
@@ -310,48 +365,7 @@ std::vector<std::string> write_hf_llama(const LanguageModel& model, const BpeTok
                                         const std::string& generation_config, std::int64_t max_shard_bytes) {
   const ModelConfig m = model.config().with_defaults();
   QKV_CHECK(m.kind == "llama", "export --format hf: write_hf_llama takes a model of kind \"llama\", got \"{}\"", m.kind);
-  const std::string arch = m.option<std::string>("arch");
-  const bool qkv_bias = m.option<bool>("qkv_bias"), o_bias = m.option<bool>("o_bias"), mlp_bias = m.option<bool>("mlp_bias");
-  if (arch == "llama")
-    QKV_CHECK(qkv_bias == o_bias, "export --format hf: Llama's attention_bias puts biases on q, k, v and o together; "
-              "this model has qkv_bias = {} and o_bias = {} (q/k/v biases alone are Qwen2's: model.arch = \"qwen2\")",
-              qkv_bias, o_bias);
-  if (arch == "qwen2")
-    QKV_CHECK(qkv_bias && !o_bias && !mlp_bias, "export --format hf: Qwen2 has biases on q, k, v only; this model has "
-              "qkv_bias = {}, o_bias = {}, mlp_bias = {}", qkv_bias, o_bias, mlp_bias);
-  if (arch == "mistral")
-    QKV_CHECK(!qkv_bias && !o_bias && !mlp_bias, "export --format hf: Mistral has no biases; this model has some");
-  const LlamaBlockOptions o = llama_block_options(m);
-  json config = {{"architectures", {kArchitecture.at(arch)}},
-                 {"model_type", arch},
-                 {"vocab_size", m.vocab_size},
-                 {"hidden_size", m.d_model},
-                 {"intermediate_size", o.d_ff},
-                 {"num_hidden_layers", m.layers},
-                 {"num_attention_heads", m.heads},
-                 {"num_key_value_heads", o.attention.kv_heads},
-                 {"head_dim", o.attention.head_dim},
-                 {"max_position_embeddings", m.seq_len},
-                 {"rms_norm_eps", m.norm_eps},
-                 {"rope_theta", m.option<double>("rope_theta")},
-                 {"rope_scaling", nullptr},
-                 {"hidden_act", "silu"},
-                 {"tie_word_embeddings", m.tie_embeddings},
-                 {"attention_dropout", 0.0},
-                 {"initializer_range", 0.02},
-                 {"use_cache", true},
-                 {"torch_dtype", storage == StorageType::F32 ? "float32" : storage == StorageType::BF16 ? "bfloat16" : "float16"}};
-  if (arch == "llama") config["attention_bias"] = qkv_bias, config["mlp_bias"] = mlp_bias, config["pretraining_tp"] = 1;
-  if (arch == "qwen2") config["use_sliding_window"] = false, config["sliding_window"] = nullptr, config["max_window_layers"] = m.layers;
-  if (arch == "mistral") config["sliding_window"] = nullptr;
-  const std::string scaling = m.option<std::string>("rope_scaling");
-  if (scaling == "linear") config["rope_scaling"] = {{"rope_type", "linear"}, {"factor", m.option<double>("rope_factor")}};
-  if (scaling == "llama3")
-    config["rope_scaling"] = {{"rope_type", "llama3"},
-                              {"factor", m.option<double>("rope_factor")},
-                              {"low_freq_factor", m.option<double>("rope_low_freq_factor")},
-                              {"high_freq_factor", m.option<double>("rope_high_freq_factor")},
-                              {"original_max_position_embeddings", m.option<std::int64_t>("rope_original_positions")}};
+  const json config = hf_llama_config(m, storage);
   fs::create_directories(dir);
   const std::int64_t elem = storage == StorageType::F32 ? 4 : 2;
   std::vector<std::vector<std::pair<std::string, Tensor>>> shards(1);
