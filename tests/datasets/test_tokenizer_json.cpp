@@ -45,7 +45,9 @@ json tokenizer_json(const json& c) {
 
 TEST_CASE("tokenizer.json: ids equal Hugging Face tokenizers' on 318 texts (Llama 3's, Qwen2's and SmolLM2's rules)") {
   const auto& texts = cases()["texts"];
-  for (const auto& [name, c] : cases()["cases"].items()) {
+  for (const auto& item : cases()["cases"].items()) {  // (no structured binding: clang 14 cannot capture one)
+    const std::string name = item.key();
+    const json& c = item.value();
     INFO(name);
     const BpeTokenizer tok = BpeTokenizer::from_tokenizer_json(tokenizer_json(c).dump(), name);
     REQUIRE(tok.rules() != nullptr);

@@ -81,8 +81,8 @@ TEST_CASE("llama: cached greedy generation equals uncached; recompute gives the 
   auto plain = build_model(small(), g1), again = build_model(rc, g2);
   sum(plain->logits(ids)).backward();
   sum(again->logits(ids)).backward();
-  for (const auto& [name, p] : plain->named_parameters())
-    CHECK_CLOSE(again->parameter(name).grad(), p.grad(), 0, 0);
+  for (const auto& named : plain->named_parameters())
+    CHECK_CLOSE(again->parameter(named.first).grad(), named.second.grad(), 0, 0);
 }
 
 TEST_CASE("llama: bad configs name the key") {

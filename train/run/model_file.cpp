@@ -13,7 +13,8 @@ const char* version() { return "0.1.0"; }
 std::map<std::string, std::string> model_metadata(const ModelConfig& m, const BpeTokenizer* tok) {
   nlohmann::json mj = nlohmann::json::object();
   for (const ModelField& f : model_fields()) std::visit([&](auto member) { mj[f.name] = m.*member; }, f.member);
-  for (const auto& [name, value] : m.with_defaults().options) std::visit([&](const auto& x) { mj[name] = x; }, value);
+  for (const auto& option : m.with_defaults().options)  // (not a structured binding: clang 14 cannot capture one)
+    std::visit([&](const auto& x) { mj[option.first] = x; }, option.second);
   std::map<std::string, std::string> meta = {{"format", "qkv"}, {"qkv.version", version()}, {"qkv.model", mj.dump()}};
   if (tok && tok->rules()) {  // a tokenizer.json tokenizer travels as its file
     meta["qkv.tokenizer.json"] = tok->tokenizer_json();

@@ -87,7 +87,7 @@ TEST_CASE("export --format hf of a llama and back: the same tensors bit for bit,
   for (const fs::path& dir : {one, many}) {
     const LlamaCheckpoint back = read_llama_folder(dir.string());
     CHECK(back.config == tm.model->config().with_defaults());
-    for (const auto& [name, t] : back.weights.tensors) CHECK_CLOSE(t, tm.model->parameter(name), 0, 0);
+    for (const auto& named : back.weights.tensors) CHECK_CLOSE(named.second, tm.model->parameter(named.first), 0, 0);
   }
   // writing the single file over the sharded folder removes the index and its shards
   const auto removed = write_hf_llama(*tm.model, nullptr, many.string());
