@@ -348,5 +348,6 @@ TEST_CASE("nanoGPT's padded embedding and GPT2Config's n_inner: read, written, a
     for (const std::int64_t id : sample_tokens(back, {1, 2}, 12, temperature, 3, {}, true)) CHECK(id < v);
   const auto r = run_cli_captured({"qkv", "predict", (dir / "hf").string(), "--ids", "1 2", "--json"}, dir.string());
   REQUIRE(r.code == 0);
-  for (const auto& p : json::parse(r.out)["predictions"]) CHECK(p.get<std::int64_t>() < v);
+  const json printed = json::parse(r.out);  // (a range over a temporary's member would outlive it)
+  for (const auto& p : printed["predictions"]) CHECK(p.get<std::int64_t>() < v);
 }
